@@ -1,0 +1,109 @@
+"""dibao: subsistence allowance (低保) field verification backend."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app, request, session
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from server import config as config_module
+from server.crypto import FieldCipher
+from server.extensions import babel, csrf, db, limiter, login_manager, migrate
+
+MIGRATIONS_DIR = __path__[0] + "/migrations"
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application: config, extensions, blueprints, error handlers."""
+    app = Flask(
+        __name__, instance_path=config_module.instance_path(test_config),
+        instance_relative_config=False,
+    )
+    app.config.from_mapping(config_module.build_config(app.instance_path, test_config))
+    logging.getLogger("server").setLevel(app.config["DIBAO_LOG_LEVEL"])
+    if app.config.get("DIBAO_USING_DEV_SECRETS"):
+        app.logger.warning("using demo-only secrets from the instance folder")
+
+    app.extensions["dibao.cipher"] = FieldCipher(app.config["DIBAO_DATA_KEY_BYTES"])
+    _init_database(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
+    babel.init_app(app, locale_selector=_select_locale)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    limiter.init_app(app)
+
+    _register_blueprints(app)
+    _register_error_handlers(app)
+    _register_template_helpers(app)
+    return app
+
+
+def _init_database(app: Flask) -> None:
+    uri: str = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("connect_args", {}).setdefault("timeout", 30)
+    db.init_app(app)
+    if uri.startswith("sqlite"):
+        with app.app_context():
+            _configure_sqlite(db.engine)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Foreign keys on, WAL, and SQLAlchemy's recipe that lets pysqlite do real
+    transactions and SAVEPOINTs (it otherwise issues BEGIN on its own terms).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _select_locale() -> str | None:
+    languages: tuple[str, ...] = tuple(current_app.config["LANGUAGES"])
+    chosen = request.args.get("lang")
+    if chosen in languages:
+        session["lang"] = chosen
+        return chosen
+    if session.get("lang") in languages:
+        return str(session["lang"])
+    return request.accept_languages.best_match(languages) or languages[0]
+
+
+def _register_blueprints(app: Flask) -> None:
+    import server.models  # noqa: F401  every model registered before first use
+    from mobile_api.api import bp as api_bp
+    from server.auth.views import bp as auth_bp
+    from server.cases.views import bp as cases_bp
+    from server.health import bp as health_bp
+
+    for blueprint in (health_bp, auth_bp, cases_bp, api_bp):
+        app.register_blueprint(blueprint)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    from server import web_errors
+
+    web_errors.register(app)
+
+
+def _register_template_helpers(app: Flask) -> None:
+    from server import labels
+
+    labels.register(app)

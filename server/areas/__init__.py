@@ -1,0 +1,1 @@
+"""Administrative areas: league -> county -> township -> village."""

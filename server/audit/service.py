@@ -1,0 +1,47 @@
+"""Writing the audit log. Functions add rows to the session; the caller commits
+with the unit of work they belong to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import has_request_context, request
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from server.audit.models import AuditEntry
+from server.auth.models import User
+from server.extensions import db
+
+
+def record(
+    action: str,
+    *,
+    actor: User | None,
+    object_type: str | None = None,
+    object_id: object = None,
+    **details: Any,
+) -> AuditEntry:
+    """Append one audit row. ``details`` must never hold personal data itself."""
+    entry = AuditEntry(
+        action=action,
+        actor_id=actor.id if actor is not None else None,
+        object_type=object_type,
+        object_id=None if object_id is None else str(object_id),
+        remote_addr=request.remote_addr if has_request_context() else None,
+        details=details,
+    )
+    db.session.add(entry)
+    return entry
+
+
+class AuditLogIsAppendOnly(RuntimeError):
+    pass
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_audit_changes(session: Session, flush_context: object, instances: object) -> None:
+    for obj in (*session.dirty, *session.deleted):
+        if isinstance(obj, AuditEntry):
+            raise AuditLogIsAppendOnly("audit log rows cannot be changed or deleted")

@@ -1,0 +1,1 @@
+"""Staff accounts, roles, password hashing, dashboard login."""

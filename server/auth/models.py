@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from server.areas.models import Area, AreaLevel
+from server.extensions import db
+from server.types import UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    CASEWORKER = "caseworker"
+    TOWNSHIP_REVIEWER = "township_reviewer"
+    COUNTY_APPROVER = "county_approver"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+# The area level each role is scoped to.
+ROLE_AREA_LEVELS: dict[Role, tuple[AreaLevel, ...]] = {
+    Role.CASEWORKER: (AreaLevel.TOWNSHIP,),
+    Role.TOWNSHIP_REVIEWER: (AreaLevel.TOWNSHIP,),
+    Role.COUNTY_APPROVER: (AreaLevel.COUNTY,),
+    Role.SUPERVISOR: (AreaLevel.COUNTY, AreaLevel.LEAGUE),
+    Role.ADMIN: (AreaLevel.LEAGUE, AreaLevel.COUNTY),
+}
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, create_constraint=True, length=20,
+             values_callable=lambda e: [m.value for m in e])
+    )
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    area: Mapped[Area] = relationship(lazy="joined")
+
+    # Flask-Login protocol
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    def __repr__(self) -> str:
+        return f"<User {self.username} {self.role.value}>"

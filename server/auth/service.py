@@ -1,0 +1,71 @@
+"""Creating staff accounts and checking logins."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from server.areas.models import Area
+from server.audit import service as audit
+from server.auth.models import ROLE_AREA_LEVELS, Role, User
+from server.auth.passwords import hash_password, needs_rehash, verify_password
+from server.errors import ValidationFailed
+from server.extensions import db
+
+logger = logging.getLogger(__name__)
+
+MIN_PASSWORD_LENGTH = 10
+
+
+def create_user(
+    *, username: str, password: str, role: Role | str, area_code: str, created_by: User | None = None
+) -> User:
+    """Add a staff account; flushes, the caller commits. Raises ValidationFailed."""
+    username = username.strip()
+    if not username or len(username) > 64 or not username.isprintable() or " " in username:
+        raise ValidationFailed("username must be 1-64 characters without spaces", field="username")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+        )
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}", field="role"
+        ) from exc
+    area = db.session.scalar(select(Area).where(Area.code == area_code))
+    if area is None:
+        raise ValidationFailed(f"no area with code {area_code!r}", field="area")
+    if area.level not in ROLE_AREA_LEVELS[role]:
+        allowed = " or ".join(level.value for level in ROLE_AREA_LEVELS[role])
+        raise ValidationFailed(
+            f"a {role.value} is scoped to a {allowed}, {area_code} is a {area.level.value}",
+            field="area",
+        )
+    if db.session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise ValidationFailed(f"username {username!r} is taken", field="username")
+    user = User(username=username, password_hash=hash_password(password), role=role, area=area)
+    db.session.add(user)
+    db.session.flush()
+    audit.record("user.create", actor=created_by, object_type="user", object_id=user.id,
+                 role=role.value, area=area.code)
+    return user
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The active user with these credentials, or None. Audits both outcomes."""
+    user = db.session.scalar(select(User).where(User.username == username.strip()))
+    ok = verify_password(user.password_hash if user else None, password)
+    if not ok or user is None or not user.active:
+        audit.record("auth.login_failed", actor=user, object_type="user",
+                     object_id=user.id if user else None)
+        logger.info("failed login for user id %s", user.id if user else None)
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = datetime.now(UTC)
+    audit.record("auth.login", actor=user, object_type="user", object_id=user.id)
+    return user

@@ -1,0 +1,72 @@
+"""Dashboard login and logout."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import lazy_gettext as _l
+from flask_login import login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from server.auth.models import User
+from server.auth.service import authenticate
+from server.extensions import db, limiter, login_manager
+
+bp = Blueprint("auth", __name__)
+
+login_manager.login_view = "auth.login"
+login_manager.login_message = _l("Please log in.")
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> User | None:
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return user if user is not None and user.active else None
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
+
+
+def _login_rate() -> str:
+    return str(current_app.config["DIBAO_LOGIN_RATE_LIMIT"])
+
+
+def _username_key() -> str:
+    return "login-user:" + request.form.get("username", "").strip().lower()
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: never redirect a login to another host.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("cases.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_rate, methods=["POST"])
+@limiter.limit(_login_rate, key_func=_username_key, methods=["POST"])
+def login() -> ResponseReturnValue:
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        user = authenticate(form.username.data, form.password.data)
+        db.session.commit()
+        if user is not None:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        error = _l("Wrong username or password.")
+    status = 401 if error else 200
+    return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+@login_required  # type: ignore[misc]
+def logout() -> ResponseReturnValue:
+    logout_user()
+    return redirect(url_for("auth.login"))

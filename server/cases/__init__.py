@@ -1,0 +1,1 @@
+"""Households (cases), their members, the case workflow and the allowance."""

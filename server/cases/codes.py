@@ -1,0 +1,40 @@
+"""Public case codes: random, unguessable, stable, never derived from personal data.
+
+Ten symbols of Crockford base32 (50 bits of randomness) plus one check symbol,
+shown as ``XXXXX-XXXXX-C``. The check symbol catches a mistyped code before any
+database look-up.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+BODY_LENGTH = 10
+
+
+def _check_symbol(body: str) -> str:
+    total = sum((index + 1) * ALPHABET.index(ch) for index, ch in enumerate(body))
+    return ALPHABET[total % 31]  # prime modulus catches every single-symbol error
+
+
+def new_case_code(rng: random.Random | None = None) -> str:
+    """A fresh code; ``rng`` only for reproducible demo data, never in production."""
+    if rng is None:
+        body = "".join(secrets.choice(ALPHABET) for _ in range(BODY_LENGTH))
+    else:
+        body = "".join(rng.choice(ALPHABET) for _ in range(BODY_LENGTH))
+    return f"{body[:5]}-{body[5:]}-{_check_symbol(body)}"
+
+
+def normalize_case_code(raw: str) -> str | None:
+    """The canonical form of a code typed by a person, or None when it cannot be one."""
+    cleaned = raw.strip().upper().replace("-", "").replace(" ", "")
+    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    if len(cleaned) != BODY_LENGTH + 1 or any(ch not in ALPHABET for ch in cleaned):
+        return None
+    body, check = cleaned[:BODY_LENGTH], cleaned[BODY_LENGTH]
+    if _check_symbol(body) != check:
+        return None
+    return f"{body[:5]}-{body[5:]}-{check}"

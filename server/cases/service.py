@@ -1,0 +1,165 @@
+"""Operations on cases other than workflow moves: applications and reading
+personal data (every read audited). Functions flush, never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from server.areas.models import Area, AreaLevel
+from server.audit import service as audit
+from server.auth.models import Role, User
+from server.auth.permissions import require_in_area
+from server.cases.codes import new_case_code
+from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.workflow import local_today, region
+from server.crypto import normalize_id_number
+from server.errors import NotPermitted, ValidationFailed
+from server.extensions import db
+from server.types import field_cipher
+
+
+@dataclass(frozen=True)
+class NewMember:
+    name: str
+    id_number: str
+    birth_date: date
+    relation: Relation
+    phone: str | None = None
+    able_to_work: bool = False
+    monthly_income: Decimal = Decimal("0.00")
+    proof_of_life_required: bool | None = None  # None: the head does it
+
+
+def id_number_hash(id_number: str) -> str:
+    return field_cipher().lookup_hash(normalize_id_number(id_number), "members.id_number")
+
+
+def find_members_by_id_number(id_number: str) -> list[Member]:
+    """Every member registered under this ID number, in any household (duplicate check)."""
+    return list(
+        db.session.scalars(select(Member).where(Member.id_number_hash == id_number_hash(id_number)))
+    )
+
+
+def apply_for_allowance(
+    *,
+    actor: User,
+    village: Area,
+    address: str,
+    home_lat: float,
+    home_lon: float,
+    class_code: str,
+    members: Sequence[NewMember],
+    conflict_of_interest: bool = False,
+    conflict_note: str | None = None,
+    special_case: bool = False,
+    today: date | None = None,
+) -> Household:
+    """Register an application (申请) taken by township staff."""
+    if actor.role not in (Role.CASEWORKER, Role.TOWNSHIP_REVIEWER):
+        raise NotPermitted("only township staff register applications")
+    require_in_area(actor, village)
+    if village.level is not AreaLevel.VILLAGE:
+        raise ValidationFailed("a household belongs to a village", field="village")
+    if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:
+        raise ValidationFailed("home location out of range", field="location")
+    heads = [m for m in members if m.relation is Relation.HEAD]
+    if len(heads) != 1:
+        raise ValidationFailed("a household needs exactly one head", field="members")
+    household_class = db.session.scalar(
+        select(HouseholdClass).where(HouseholdClass.code == class_code)
+    )
+    if household_class is None:
+        raise ValidationFailed(f"unknown class {class_code!r}", field="class")
+
+    rules = region()
+    today = today or local_today()
+    working_days = (
+        rules.deadlines.review_working_days_special
+        if special_case
+        else rules.deadlines.review_working_days
+    )
+    household = Household(
+        case_code=new_case_code(),
+        village=village,
+        address=address,
+        home_lat=home_lat,
+        home_lon=home_lon,
+        household_class=household_class,
+        conflict_of_interest=conflict_of_interest,
+        conflict_note=conflict_note,
+        special_case=special_case,
+        state=CaseState.APPLIED,
+        applied_on=today,
+        review_due_on=rules.calendar.add_working_days(today, working_days),
+    )
+    for m in members:
+        household.members.append(
+            Member(
+                name=m.name,
+                id_number=normalize_id_number(m.id_number),
+                id_number_hash=id_number_hash(m.id_number),
+                phone=m.phone,
+                birth_date=m.birth_date,
+                relation=m.relation,
+                able_to_work=m.able_to_work,
+                monthly_income=m.monthly_income,
+                proof_of_life_required=(
+                    m.relation is Relation.HEAD
+                    if m.proof_of_life_required is None
+                    else m.proof_of_life_required
+                ),
+            )
+        )
+    db.session.add(household)
+    db.session.add(
+        CaseEvent(household=household, actor_id=actor.id, action="apply",
+                  from_state=None, to_state=CaseState.APPLIED.value)
+    )
+    db.session.flush()
+    audit.record("case.apply", actor=actor, object_type="household", object_id=household.id)
+    return household
+
+
+@dataclass(frozen=True)
+class MemberDetails:
+    member_id: int
+    name: str
+    id_number: str
+    phone: str | None
+    birth_date: date
+    relation: Relation
+    able_to_work: bool
+    monthly_income: Decimal
+    alive: bool
+    proof_of_life_required: bool
+
+
+def read_member_details(actor: User, household: Household) -> list[MemberDetails]:
+    """Decrypted personal data of a household's members; one audit row per member read."""
+    require_in_area(actor, household.village)
+    details = []
+    for m in household.members:
+        audit.record("member.read_personal", actor=actor, object_type="member", object_id=m.id,
+                     household_id=household.id)
+        details.append(
+            MemberDetails(
+                member_id=m.id, name=m.name, id_number=m.id_number, phone=m.phone,
+                birth_date=m.birth_date, relation=m.relation, able_to_work=m.able_to_work,
+                monthly_income=m.monthly_income, alive=m.alive,
+                proof_of_life_required=m.proof_of_life_required,
+            )
+        )
+    db.session.flush()
+    return details
+
+
+def mask_name(name: str) -> str:
+    """张三丰 -> 张**: enough for staff lists, never for the public page."""
+    return name[:1] + "*" * max(len(name) - 1, 1)

@@ -1,0 +1,66 @@
+"""Dashboard pages for cases: the home list by state, one case, workflow buttons."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+
+from server.cases import queries, service, workflow
+from server.cases.models import CaseState
+from server.errors import DomainError
+from server.extensions import db
+
+bp = Blueprint("cases", __name__)
+
+
+@bp.get("/")
+@login_required  # type: ignore[misc]
+def home() -> ResponseReturnValue:
+    raw_state = request.args.get("state")
+    state = None
+    if raw_state:
+        try:
+            state = CaseState(raw_state)
+        except ValueError:
+            abort(400, description=_("Unknown case state."))
+    page = request.args.get("page", 1, type=int) or 1
+    counts = queries.state_counts(current_user)
+    cases = queries.list_cases(
+        current_user, state=state, page=page, per_page=current_app.config["HOME_PAGE_SIZE"]
+    )
+    return render_template("cases/home.html", counts=counts, cases=cases, state=state)
+
+
+@bp.get("/cases/<case_code>")
+@login_required  # type: ignore[misc]
+def case_detail(case_code: str) -> ResponseReturnValue:
+    household = queries.get_case(current_user, case_code)
+    members = service.read_member_details(current_user, household)
+    db.session.commit()  # the audit rows of this read
+    return render_template(
+        "cases/detail.html",
+        household=household,
+        members=members,
+        actions=workflow.available_actions(household, current_user),
+        allowance=workflow.allowance_for(household),
+    )
+
+
+@bp.post("/cases/<case_code>/transitions")
+@login_required  # type: ignore[misc]
+def case_transition(case_code: str) -> ResponseReturnValue:
+    household = queries.get_case(current_user, case_code)
+    action = request.form.get("action", "")
+    try:
+        workflow.transition(household, action, actor=current_user, reason=request.form.get("reason"))
+    except DomainError as exc:
+        db.session.rollback()
+        if exc.http_status == 404:
+            raise
+        flash(exc.message, "error")
+        return redirect(url_for("cases.case_detail", case_code=case_code)), 303
+    db.session.commit()
+    flash(_("Done."), "info")
+    return redirect(url_for("cases.case_detail", case_code=case_code)), 303

@@ -1,0 +1,199 @@
+"""The case workflow: which move is legal from which state, for which role, with
+or without a reason, and what each move records. Every state change goes
+through ``transition``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+
+from server.audit import service as audit
+from server.auth.models import Role, User
+from server.auth.permissions import require_in_area
+from server.cases.allowance import AllowanceResult, compute_allowance
+from server.cases.models import CaseEvent, CaseState, Household
+from server.errors import IllegalTransition, NotPermitted, ReasonRequired
+from server.extensions import db
+from server.region import RegionRules
+
+S = CaseState
+PRE_APPROVAL = frozenset({S.APPLIED, S.ACCEPTED, S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE})
+TOWNSHIP_STAFF = frozenset({Role.CASEWORKER, Role.TOWNSHIP_REVIEWER})
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: str
+    sources: frozenset[CaseState]
+    target: CaseState
+    roles: frozenset[Role]
+    reason_required: bool
+
+
+TRANSITIONS: dict[str, Transition] = {
+    t.action: t
+    for t in (
+        Transition("accept", frozenset({S.APPLIED}), S.ACCEPTED, TOWNSHIP_STAFF, False),
+        Transition("record_survey", frozenset({S.ACCEPTED}), S.SURVEYED,
+                   frozenset({Role.CASEWORKER}), False),
+        Transition("township_review", frozenset({S.SURVEYED}), S.TOWNSHIP_REVIEWED,
+                   frozenset({Role.TOWNSHIP_REVIEWER}), False),
+        Transition("start_public_notice", frozenset({S.TOWNSHIP_REVIEWED}), S.IN_PUBLIC_NOTICE,
+                   frozenset({Role.TOWNSHIP_REVIEWER}), False),
+        # An objection during the notice, or a reviewer's doubt, sends the case back
+        # to the survey.
+        Transition("return_for_resurvey",
+                   frozenset({S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE}), S.ACCEPTED,
+                   frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}), True),
+        Transition("approve", frozenset({S.IN_PUBLIC_NOTICE}), S.APPROVED,
+                   frozenset({Role.COUNTY_APPROVER}), False),
+        Transition("reject", PRE_APPROVAL, S.REJECTED,
+                   frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}), True),
+        Transition("suspend", frozenset({S.APPROVED}), S.SUSPENDED,
+                   frozenset({Role.COUNTY_APPROVER}), True),
+        Transition("reinstate", frozenset({S.SUSPENDED}), S.APPROVED,
+                   frozenset({Role.COUNTY_APPROVER}), True),
+        Transition("terminate", frozenset({S.APPROVED, S.SUSPENDED}), S.TERMINATED,
+                   frozenset({Role.COUNTY_APPROVER}), True),
+    )
+}
+
+
+def region() -> RegionRules:
+    rules: RegionRules = current_app.config["REGION"]
+    return rules
+
+
+def local_today() -> date:
+    return datetime.now(ZoneInfo(region().timezone)).date()
+
+
+def add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    # Clamp the day: 31 Jan + 1 month -> 28/29 Feb.
+    next_month = date(year + (month == 12), month % 12 + 1, 1)
+    last_day = (next_month - timedelta(days=1)).day
+    return date(year, month, min(day.day, last_day))
+
+
+def first_of_next_month(day: date) -> date:
+    return add_months(day.replace(day=1), 1)
+
+
+def available_actions(household: Household, actor: User) -> list[str]:
+    """The moves this actor could make on this case now (for buttons)."""
+    return [
+        t.action
+        for t in TRANSITIONS.values()
+        if household.state in t.sources and actor.role in t.roles
+    ]
+
+
+def transition(
+    household: Household,
+    action: str,
+    *,
+    actor: User,
+    reason: str | None = None,
+    today: date | None = None,
+) -> CaseEvent:
+    """Move a case by ``action`` on behalf of ``actor``; flushes, never commits.
+
+    Raises IllegalTransition, NotPermitted, OutOfArea or ReasonRequired, in which
+    case nothing has changed.
+    """
+    spec = TRANSITIONS.get(action)
+    if spec is None:
+        raise IllegalTransition(f"unknown action {action!r}", action=action)
+    require_in_area(actor, household.village)
+    if actor.role not in spec.roles:
+        raise NotPermitted(
+            f"a {actor.role.value} may not {action} a case",
+            action=action, role=actor.role.value,
+        )
+    if household.state not in spec.sources:
+        raise IllegalTransition(
+            f"cannot {action} a case that is {household.state.value}",
+            action=action, state=household.state.value,
+        )
+    reason = (reason or "").strip() or None
+    if spec.reason_required and reason is None:
+        raise ReasonRequired(f"{action} needs a written reason", action=action)
+
+    rules = region()
+    today = today or local_today()
+    _apply_effects(household, spec, rules, today, reason)
+
+    previous = household.state
+    household.state = spec.target
+    household.state_changed_at = datetime.now(UTC)
+    event = CaseEvent(
+        household=household,
+        actor_id=actor.id,
+        action=action,
+        from_state=previous.value,
+        to_state=spec.target.value,
+        reason=reason,
+    )
+    db.session.add(event)
+    audit.record(
+        f"case.{action}", actor=actor, object_type="household", object_id=household.id,
+        from_state=previous.value, to_state=spec.target.value,
+    )
+    db.session.flush()
+    return event
+
+
+def _apply_effects(
+    household: Household, spec: Transition, rules: RegionRules, today: date, reason: str | None
+) -> None:
+    if spec.action == "start_public_notice":
+        household.notice_ends_on = today + timedelta(days=rules.deadlines.public_notice_days)
+        household.decision_due_on = rules.calendar.add_working_days(
+            household.notice_ends_on, rules.deadlines.county_decision_working_days
+        )
+    elif spec.action == "return_for_resurvey":
+        household.notice_ends_on = None
+        household.decision_due_on = None
+    elif spec.action == "approve":
+        if household.notice_ends_on is not None and today < household.notice_ends_on:
+            raise IllegalTransition(
+                f"the public notice runs until {household.notice_ends_on.isoformat()}",
+                action="approve", notice_ends_on=household.notice_ends_on.isoformat(),
+            )
+        if household.conflict_of_interest and reason is None:
+            raise ReasonRequired(
+                "a flagged (conflict of interest) case needs the county's own visit "
+                "recorded in the reason", action="approve",
+            )
+        result = allowance_for(household, rules)
+        if not result.eligible:
+            raise IllegalTransition(
+                "the household's per-capita income reaches the standard; reject instead",
+                action="approve", per_capita_income=str(result.per_capita_income),
+            )
+        household.monthly_allowance = result.monthly_amount
+        household.approved_on = today
+        household.payment_starts_on = first_of_next_month(today)
+        household.last_reviewed_on = today
+        household.next_review_on = add_months(
+            today, household.household_class.review_interval_months
+        )
+
+
+def allowance_for(household: Household, rules: RegionRules | None = None) -> AllowanceResult:
+    rules = rules or region()
+    cls = household.household_class
+    return compute_allowance(
+        method=rules.allowance_method,
+        monthly_standard=cls.monthly_standard,
+        fixed_monthly=cls.fixed_monthly,
+        minimum_monthly=rules.minimum_monthly,
+        member_incomes=[m.monthly_income for m in household.living_members],
+    )
+

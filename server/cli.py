@@ -1,0 +1,183 @@
+"""The ``dibao`` command: demo, serve, seed, users, and Flask-Migrate's ``db``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask_migrate import upgrade
+from flask_migrate.cli import db as db_commands
+from sqlalchemy import func, select
+
+from server import config as config_module
+from server import create_app
+from server.errors import ValidationFailed
+from server.extensions import db
+
+DEMO_HOUSEHOLDS = 400
+DEMO_SEED = 2026
+DEMO_LOGINS_FILE = "demo-logins.json"
+
+
+def _create_app() -> Flask:
+    try:
+        return create_app()
+    except config_module.ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+cli = FlaskGroup(
+    name="dibao",
+    create_app=_create_app,
+    add_version_option=False,
+    load_dotenv=False,
+    set_debug_flag=False,
+    help="""dibao: subsistence allowance (低保) verification backend.
+
+    DATABASE_URL selects the database for every command (default: a SQLite file
+    in the instance folder, DIBAO_INSTANCE_PATH). See docs/operations.md.
+    """,
+)
+cli.add_command(db_commands, "db")
+
+
+def _schema_at_head() -> bool:
+    from server.health import migration_heads
+
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == migration_heads()
+
+
+def _serve(app: Flask, host: str, port: int, threads: int) -> None:
+    from waitress import serve
+
+    click.echo(f"serving on http://{host}:{port}  (Ctrl+C to stop)")
+    serve(app, host=host, port=port, threads=threads, ident="dibao")
+
+
+@cli.command("demo", with_appcontext=False)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--households", default=DEMO_HOUSEHOLDS, show_default=True, type=int,
+              help="How many households to seed into an empty database.")
+@click.option("--no-serve", is_flag=True, help="Prepare the database and print logins, then exit.")
+@click.pass_context
+def demo_command(ctx: click.Context, host: str, port: int, households: int, no_serve: bool) -> None:
+    """Create or upgrade the demo database, seed it if empty, print logins, serve.
+
+    Generates demo-only secrets in the instance folder when SECRET_KEY and
+    DIBAO_DATA_KEY are not set; never use those in production.
+    """
+    folder = config_module.instance_path() or str(Path.cwd() / "instance")
+    os.environ.setdefault("DIBAO_INSTANCE_PATH", folder)
+    if not (os.environ.get("SECRET_KEY") and os.environ.get("DIBAO_DATA_KEY")):
+        path = config_module.ensure_dev_secrets(folder)
+        click.echo(f"demo secrets: {path} (generated for the demo only)")
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    logins_path = Path(app.instance_path) / DEMO_LOGINS_FILE
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        from server.areas.models import Area
+        from server.seed import seed_database
+
+        if not db.session.scalar(select(func.count()).select_from(Area)):
+            click.echo(f"seeding {households} demo households ...")
+            report = seed_database(households=households, seed=DEMO_SEED,
+                                   rules=app.config["REGION"], today=_today())
+            db.session.commit()
+            fd = os.open(logins_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(report.users, handle, ensure_ascii=False, indent=1)
+        click.echo(f"database: {app.config['SQLALCHEMY_DATABASE_URI']}")
+        if logins_path.exists():
+            click.echo("demo logins (username / password / role / area):")
+            for user in json.loads(logins_path.read_text("utf-8")):
+                click.echo(f"  {user['username']:<18} {user['password']:<16} "
+                           f"{user['role']:<18} {user['area']}")
+    if not no_serve:
+        _serve(app, host, port, threads=8)
+
+
+def _today() -> date:
+    from server.cases.workflow import local_today
+
+    return local_today()
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve_command(host: str, port: int, threads: int) -> None:
+    """Serve with waitress. In production run gunicorn instead (docs/deploy.md)."""
+    if not _schema_at_head():
+        raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
+    _serve(current_app._get_current_object(), host, port, threads)  # type: ignore[attr-defined]
+
+
+@cli.command("seed")
+@click.option("--households", required=True, type=click.IntRange(min=0),
+              help="Number of households to create.")
+@click.option("--seed", "seed_value", default=1, show_default=True, type=int,
+              help="Random seed: the same seed gives the same data.")
+@click.option("--today", "today_value", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Reference date for the generated dates (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print areas, users (with passwords) as JSON.")
+def seed_command(
+    households: int, seed_value: int, today_value: datetime | None, as_json: bool
+) -> None:
+    """Seed an empty, migrated database: 1 county, 5 townships, 8 villages each,
+    N households with 1-6 members, demo users for every role."""
+    from server.seed import seed_database
+
+    if not _schema_at_head():
+        raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
+    today = today_value.date() if today_value is not None else _today()
+    try:
+        report = seed_database(households=households, seed=seed_value,
+                               rules=current_app.config["REGION"], today=today)
+    except ValidationFailed as exc:
+        raise click.ClickException(exc.message) from exc
+    db.session.commit()
+    if as_json:
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+    else:
+        click.echo(f"seeded {report.households} households, {len(report.areas)} areas, "
+                   f"{len(report.users)} users")
+
+
+@cli.group("users")
+def users_group() -> None:
+    """Staff accounts."""
+
+
+@users_group.command("create")
+@click.option("--username", required=True)
+@click.option("--password", required=True, help="At least 10 characters.")
+@click.option("--role", required=True,
+              type=click.Choice(["caseworker", "township_reviewer", "county_approver",
+                                 "supervisor", "admin"]))
+@click.option("--area", "area_code", required=True, help="Area code the user is scoped to.")
+@with_appcontext
+def users_create_command(username: str, password: str, role: str, area_code: str) -> None:
+    """Create a staff account scoped to one area."""
+    from server.auth.service import create_user
+
+    try:
+        user = create_user(username=username, password=password, role=role, area_code=area_code)
+    except ValidationFailed as exc:
+        raise click.ClickException(exc.message) from exc
+    db.session.commit()
+    click.echo(f"created {user.username} ({user.role.value}, {area_code})")
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="dibao"))

@@ -1,0 +1,158 @@
+"""Configuration: defaults in code, then the environment, then explicit overrides,
+then validation. This is the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from server.region import RegionConfigError, load_region_rules
+
+logger = logging.getLogger(__name__)
+
+DEV_SECRETS_FILE = "dev-secrets.json"
+
+# Environment variables that map one-to-one onto config keys.
+ENV_KEYS = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "DIBAO_DATA_KEY",
+    "DIBAO_REGION_CONFIG",
+    "PUBLIC_BASE_URL",
+    "RATELIMIT_STORAGE_URI",
+    "DIBAO_LOG_LEVEL",
+    "DIBAO_LOGIN_RATE_LIMIT",
+)
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run the service; the message says what to set."""
+
+
+def defaults() -> dict[str, Any]:
+    return {
+        "DATABASE_URL": None,  # None: SQLite file in the instance folder
+        "SECRET_KEY": None,
+        "DIBAO_DATA_KEY": None,
+        "DIBAO_REGION_CONFIG": None,  # None: built-in region_default.toml
+        "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "DIBAO_LOG_LEVEL": "INFO",
+        # Per address and per username, for the dashboard login form.
+        "DIBAO_LOGIN_RATE_LIMIT": "10 per minute",
+        "BABEL_DEFAULT_LOCALE": "zh_CN",
+        "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
+        "LANGUAGES": ("zh_CN", "en"),
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_ENABLED": True,
+        "HOME_PAGE_SIZE": 50,
+        "TESTING": False,
+    }
+
+
+def instance_path(overrides: Mapping[str, Any] | None = None) -> str | None:
+    """The instance folder chosen by overrides or ``DIBAO_INSTANCE_PATH``; None: Flask's default."""
+    if overrides and overrides.get("DIBAO_INSTANCE_PATH"):
+        return str(Path(overrides["DIBAO_INSTANCE_PATH"]).resolve())
+    env = os.environ.get("DIBAO_INSTANCE_PATH")
+    return str(Path(env).resolve()) if env else None
+
+
+def normalize_database_url(url: str) -> str:
+    """Let operators write plain ``postgresql://`` URLs; we always talk psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def decode_data_key(raw: str) -> bytes:
+    """A 32-byte key written as URL-safe or standard base64."""
+    try:
+        key = base64.urlsafe_b64decode(raw.strip() + "=" * (-len(raw.strip()) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError("DIBAO_DATA_KEY is not base64") from exc
+    if len(key) != 32:
+        raise ConfigError(
+            f"DIBAO_DATA_KEY must decode to 32 bytes, it decodes to {len(key)}; "
+            'make one with: python -c "import secrets,base64;'
+            'print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
+        )
+    return key
+
+
+def new_dev_secrets() -> dict[str, str]:
+    return {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DIBAO_DATA_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
+
+
+def ensure_dev_secrets(folder: str) -> Path:
+    """Create the demo's own secrets file in the instance folder if it is not there."""
+    path = Path(folder) / DEV_SECRETS_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(new_dev_secrets(), handle)
+        logger.warning("generated demo secrets in %s (never use these in production)", path)
+    return path
+
+
+def build_config(folder: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge defaults, environment and overrides, then validate; raises ConfigError."""
+    config = defaults()
+    for key in ENV_KEYS:
+        if key in os.environ and os.environ[key] != "":
+            config[key] = os.environ[key]
+    if overrides:
+        config.update(overrides)
+    return validate(config, folder)
+
+
+def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
+    dev_secrets_path = Path(folder) / DEV_SECRETS_FILE
+    missing = [k for k in ("SECRET_KEY", "DIBAO_DATA_KEY") if not config.get(k)]
+    if missing and dev_secrets_path.exists():
+        dev = json.loads(dev_secrets_path.read_text("utf-8"))
+        for key in missing:
+            config[key] = dev[key]
+        config["DIBAO_USING_DEV_SECRETS"] = True
+        missing = []
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} not set. Production needs them in the environment; "
+            "`dibao demo` generates demo-only secrets in the instance folder."
+        )
+
+    config["DIBAO_DATA_KEY_BYTES"] = decode_data_key(str(config["DIBAO_DATA_KEY"]))
+
+    url = config.get("DATABASE_URL") or f"sqlite:///{Path(folder) / 'dibao.sqlite3'}"
+    config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(str(url))
+
+    try:
+        config["REGION"] = load_region_rules(config.get("DIBAO_REGION_CONFIG"))
+    except RegionConfigError as exc:
+        raise ConfigError(f"DIBAO_REGION_CONFIG: {exc}") from exc
+
+    base = str(config["PUBLIC_BASE_URL"]).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {base!r}")
+    config["PUBLIC_BASE_URL"] = base
+
+    level = str(config["DIBAO_LOG_LEVEL"]).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"DIBAO_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    config["DIBAO_LOG_LEVEL"] = level
+    return config

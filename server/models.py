@@ -1,0 +1,11 @@
+"""Every model, imported in one place so the metadata (and Alembic) sees them all."""
+
+from server.areas.models import Area, AreaLevel
+from server.audit.models import AuditEntry
+from server.auth.models import Role, User
+from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+
+__all__ = [
+    "Area", "AreaLevel", "AuditEntry", "CaseEvent", "CaseState", "Household",
+    "HouseholdClass", "Member", "Relation", "Role", "User",
+]

@@ -1,0 +1,204 @@
+"""The region's rules: class table, deadlines, allowance method, working-day calendar.
+
+Loaded once from a TOML file (``DIBAO_REGION_CONFIG``, or the built-in
+``region_default.toml``) and validated; every rule that differs between regions
+lives here rather than in code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+AllowanceMethod = Literal["gap", "fixed"]
+
+
+class RegionConfigError(ValueError):
+    """The region file is missing a rule or holds a value that cannot be right."""
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    code: str
+    name: str
+    name_en: str
+    review_interval_months: int
+    monthly_standard: Decimal
+    fixed_monthly: Decimal
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    public_notice_days: int
+    county_decision_working_days: int
+    review_working_days: int
+    review_working_days_special: int
+    refusal_notice_working_days: int
+
+
+@dataclass(frozen=True)
+class WorkingCalendar:
+    holidays: frozenset[date] = frozenset()
+    makeup_workdays: frozenset[date] = frozenset()
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self.makeup_workdays:
+            return True
+        return day.weekday() < 5 and day not in self.holidays
+
+    def add_working_days(self, start: date, days: int) -> date:
+        """The date ``days`` working days after ``start`` (``start`` itself not counted)."""
+        if days < 0:
+            raise ValueError("days must not be negative")
+        current = start
+        remaining = days
+        while remaining:
+            current += timedelta(days=1)
+            if self.is_working_day(current):
+                remaining -= 1
+        return current
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Working days in the half-open interval (start, end]."""
+        if end <= start:
+            return 0
+        return sum(
+            1
+            for offset in range(1, (end - start).days + 1)
+            if self.is_working_day(start + timedelta(days=offset))
+        )
+
+
+@dataclass(frozen=True)
+class RegionRules:
+    name: str
+    name_en: str
+    timezone: str
+    deadlines: Deadlines
+    allowance_method: AllowanceMethod
+    minimum_monthly: Decimal
+    classes: tuple[ClassRule, ...]
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+
+    def class_rule(self, code: str) -> ClassRule:
+        for rule in self.classes:
+            if rule.code == code:
+                return rule
+        raise KeyError(code)
+
+
+def _money(raw: Any, where: str) -> Decimal:
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation as exc:
+        raise RegionConfigError(f"{where}: {raw!r} is not an amount of money") from exc
+    if not value.is_finite() or value < 0:
+        raise RegionConfigError(f"{where}: {raw!r} must be a non-negative amount")
+    return value.quantize(Decimal("0.01"))
+
+
+def _positive_int(raw: Any, where: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+        raise RegionConfigError(f"{where}: {raw!r} must be a positive whole number")
+    return raw
+
+
+def _dates(raw: Any, where: str) -> frozenset[date]:
+    if not isinstance(raw, list):
+        raise RegionConfigError(f"{where} must be a list of YYYY-MM-DD dates")
+    try:
+        return frozenset(d if isinstance(d, date) else date.fromisoformat(str(d)) for d in raw)
+    except ValueError as exc:
+        raise RegionConfigError(f"{where}: {exc}") from exc
+
+
+def parse_region_rules(data: dict[str, Any]) -> RegionRules:
+    """Validate a parsed region file and build the rules; raises RegionConfigError."""
+    try:
+        region = data["region"]
+        dl = data["deadlines"]
+        allowance = data["allowance"]
+        raw_classes = data["classes"]
+    except KeyError as exc:
+        raise RegionConfigError(f"region config is missing the [{exc.args[0]}] section") from exc
+
+    method = allowance.get("method")
+    if method not in ("gap", "fixed"):
+        raise RegionConfigError(f"allowance.method: {method!r} must be 'gap' or 'fixed'")
+
+    deadlines = Deadlines(
+        public_notice_days=_positive_int(dl.get("public_notice_days"), "deadlines.public_notice_days"),
+        county_decision_working_days=_positive_int(
+            dl.get("county_decision_working_days"), "deadlines.county_decision_working_days"
+        ),
+        review_working_days=_positive_int(dl.get("review_working_days"), "deadlines.review_working_days"),
+        review_working_days_special=_positive_int(
+            dl.get("review_working_days_special", dl.get("review_working_days")),
+            "deadlines.review_working_days_special",
+        ),
+        refusal_notice_working_days=_positive_int(
+            dl.get("refusal_notice_working_days", 3), "deadlines.refusal_notice_working_days"
+        ),
+    )
+
+    if not isinstance(raw_classes, list) or not raw_classes:
+        raise RegionConfigError("[[classes]] must define at least one class")
+    classes: list[ClassRule] = []
+    for index, item in enumerate(raw_classes):
+        where = f"classes[{index}]"
+        code = item.get("code")
+        if not isinstance(code, str) or not code.strip() or len(code) > 8:
+            raise RegionConfigError(f"{where}.code must be a short non-empty text")
+        classes.append(
+            ClassRule(
+                code=code,
+                name=str(item.get("name", code)),
+                name_en=str(item.get("name_en", item.get("name", code))),
+                review_interval_months=_positive_int(
+                    item.get("review_interval_months"), f"{where}.review_interval_months"
+                ),
+                monthly_standard=_money(item.get("monthly_standard"), f"{where}.monthly_standard"),
+                fixed_monthly=_money(item.get("fixed_monthly", 0), f"{where}.fixed_monthly"),
+            )
+        )
+    codes = [c.code for c in classes]
+    if len(set(codes)) != len(codes):
+        raise RegionConfigError(f"class codes must be unique, got {codes}")
+
+    calendar_data = data.get("calendar", {})
+    return RegionRules(
+        name=str(region.get("name", "")),
+        name_en=str(region.get("name_en", region.get("name", ""))),
+        timezone=str(region.get("timezone", "Asia/Shanghai")),
+        deadlines=deadlines,
+        allowance_method=method,
+        minimum_monthly=_money(allowance.get("minimum_monthly", 0), "allowance.minimum_monthly"),
+        classes=tuple(classes),
+        calendar=WorkingCalendar(
+            holidays=_dates(calendar_data.get("holidays", []), "calendar.holidays"),
+            makeup_workdays=_dates(calendar_data.get("makeup_workdays", []), "calendar.makeup_workdays"),
+        ),
+    )
+
+
+def load_region_rules(path: str | Path | None) -> RegionRules:
+    """Read the region file at ``path``, or the built-in defaults when ``path`` is None."""
+    if path is None:
+        text = resources.files("server").joinpath("region_default.toml").read_text("utf-8")
+        where = "built-in region_default.toml"
+    else:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise RegionConfigError(f"cannot read region config {path}: {exc.strerror}") from exc
+        where = str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RegionConfigError(f"{where} is not valid TOML: {exc}") from exc
+    return parse_region_rules(data)

@@ -1,0 +1,46 @@
+"""Errors mapped once per audience: JSON envelope under /api/, HTML pages elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from server.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_envelope(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Response | tuple[str, int]:
+        if wants_json():
+            return error_envelope(exc.code, exc.message, exc.http_status, exc.details)
+        return render_template("error.html", code=exc.http_status, message=exc.message), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response | tuple[str, int]:
+        status = exc.code or 500
+        if wants_json():
+            code = (exc.name or "error").lower().replace(" ", "_")
+            return error_envelope(code, exc.description or exc.name, status)
+        return render_template("error.html", code=status, message=exc.description), status
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response | tuple[str, int]:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        if wants_json():
+            return error_envelope("internal_error", "internal server error", 500)
+        return render_template("error.html", code=500, message=InternalServerError.description), 500

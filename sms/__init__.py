@@ -1,0 +1,3 @@
+"""The SMS gateway port (Twilio adapter and local outbox), reminder campaigns and
+Twilio webhooks. Depends on ``server``, never the reverse.
+"""
