@@ -1,0 +1,294 @@
+"""Benchmark: seconds and peak RSS for `dibao seed --households N` (default 100,000).
+
+Each run creates a fresh database (PostgreSQL by default, or a temporary SQLite
+file with --sqlite), migrates it with `dibao db upgrade` (not timed), then runs
+`dibao seed` in a child process and measures its wall-clock time and its own
+peak RSS (os.wait4 returns the resource usage of exactly that child, so the
+earlier upgrade process does not count). A baseline, `dibao seed --households 0`
+on another fresh database, gives the fixed cost (app start, areas, users,
+password hashing), so the per-household cost reads as (total - baseline) / N.
+Databases are dropped at the end, also on failure.
+
+    .venv/bin/python benchmarks/seed.py [--households 100000] [--repeat 1]
+        [--database-server postgresql://postgres@127.0.0.1:5432] [--sqlite]
+
+This is a script, not a test: it exits 0 whether or not the target is met, and
+non-zero only when migrating or seeding fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import secrets
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+TARGET_SECONDS = 60.0
+TARGET_RSS_MB = 500.0
+SEED = 1
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+class BenchmarkError(RuntimeError):
+    """Migrating or seeding failed; the message carries the child's output."""
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    peak_rss_mb: float
+
+
+@dataclass
+class Run:
+    seed: Measurement
+    baseline: Measurement
+    households: int
+    members: int
+    events: int
+
+
+def dibao_command() -> list[str]:
+    """The `dibao` entry point of the interpreter running this script (the venv)."""
+    beside = Path(sys.executable).parent / "dibao"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("dibao")
+    if found is None:
+        raise BenchmarkError("cannot find the `dibao` command; install the project first")
+    return [found]
+
+
+def base_env(instance: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("SECRET_KEY", secrets.token_urlsafe(32))
+    env.setdefault("DIBAO_DATA_KEY", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    env["DIBAO_INSTANCE_PATH"] = str(instance)
+    return env
+
+
+def run_dibao(args: list[str], env: dict[str, str], log_dir: Path) -> Measurement:
+    """Run `dibao ARGS`; wall-clock seconds and the child's own peak RSS."""
+    out_path = log_dir / "stdout.txt"
+    err_path = log_dir / "stderr.txt"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen([*dibao_command(), *args], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        output = out_path.read_text("utf-8", "replace") + err_path.read_text("utf-8", "replace")
+        raise BenchmarkError(
+            f"`dibao {' '.join(args)}` exited with {proc.returncode}:\n{output[-4000:]}"
+        )
+    # Linux reports ru_maxrss in KiB (macOS in bytes).
+    divisor = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / divisor)
+
+
+class Backend:
+    """Makes and drops fresh, empty databases and counts rows in them."""
+
+    @contextmanager
+    def database(self, label: str) -> Iterator[str]:
+        raise NotImplementedError
+        yield ""
+
+    def count(self, url: str, table: str) -> int:
+        raise NotImplementedError
+
+
+class PostgresBackend(Backend):
+    def __init__(self, server: str) -> None:
+        self.server = server.rstrip("/")
+
+    @contextmanager
+    def database(self, label: str) -> Iterator[str]:
+        name = f"dibao_bench_{os.getpid()}_{label}"
+        with psycopg.connect(f"{self.server}/postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield f"{self.server}/{name}"
+        finally:
+            with psycopg.connect(f"{self.server}/postgres", autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+    def count(self, url: str, table: str) -> int:
+        with psycopg.connect(url) as conn:
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+            row = conn.execute(query).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+class SqliteBackend(Backend):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @contextmanager
+    def database(self, label: str) -> Iterator[str]:
+        path = self.folder / f"dibao_bench_{os.getpid()}_{label}.sqlite"
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def count(self, url: str, table: str) -> int:
+        path = url.removeprefix("sqlite:///")
+        conn = sqlite3.connect(path)
+        try:
+            (value,) = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()  # noqa: S608
+        finally:
+            conn.close()
+        return int(value)
+
+
+def seed_fresh(
+    backend: Backend, label: str, households: int, env: dict[str, str], log_dir: Path
+) -> tuple[Measurement, tuple[int, int, int]]:
+    with backend.database(label) as url:
+        run_env = {**env, "DATABASE_URL": url}
+        run_dibao(["db", "upgrade"], run_env, log_dir)  # not timed
+        measured = run_dibao(
+            ["seed", "--households", str(households), "--seed", str(SEED)], run_env, log_dir
+        )
+        counts = (
+            backend.count(url, "households"),
+            backend.count(url, "members"),
+            backend.count(url, "case_events"),
+        )
+    return measured, counts
+
+
+def one_run(
+    backend: Backend, index: int, households: int, env: dict[str, str], log_dir: Path
+) -> Run:
+    baseline, _ = seed_fresh(backend, f"{index}_base", 0, env, log_dir)
+    measured, (n_households, n_members, n_events) = seed_fresh(
+        backend, f"{index}_seed", households, env, log_dir
+    )
+    if n_households != households:
+        raise BenchmarkError(f"expected {households} households, found {n_households}")
+    return Run(measured, baseline, n_households, n_members, n_events)
+
+
+def rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f}" if seconds > 0 else "-"
+
+
+def print_run(label: str, run: Run) -> None:
+    variable = run.seed.seconds - run.baseline.seconds
+    per_household_ms = variable / run.households * 1000 if run.households else 0.0
+    print(
+        f"{label:<8} {run.seed.seconds:>8.2f} {run.seed.peak_rss_mb:>8.1f} "
+        f"{run.baseline.seconds:>8.2f} {run.baseline.peak_rss_mb:>8.1f} "
+        f"{per_household_ms:>8.3f} {rate(run.households, run.seed.seconds):>10} "
+        f"{rate(run.members, run.seed.seconds):>10} {rate(run.events, run.seed.seconds):>10}",
+        flush=True,
+    )
+
+
+def median_run(runs: list[Run]) -> Run:
+    return Run(
+        seed=Measurement(
+            statistics.median(r.seed.seconds for r in runs),
+            statistics.median(r.seed.peak_rss_mb for r in runs),
+        ),
+        baseline=Measurement(
+            statistics.median(r.baseline.seconds for r in runs),
+            statistics.median(r.baseline.peak_rss_mb for r in runs),
+        ),
+        households=runs[0].households,
+        members=runs[0].members,
+        events=runs[0].events,
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--households", type=int, default=100_000, help="households to seed (default: 100000)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="number of runs; each is printed, then the median (default: 1)",
+    )
+    parser.add_argument(
+        "--database-server",
+        default=DEFAULT_SERVER,
+        help=f"PostgreSQL server URL without a database (default: {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--sqlite", action="store_true", help="seed a temporary SQLite file instead, for comparison"
+    )
+    args = parser.parse_args(argv)
+    if args.households < 1 or args.repeat < 1:
+        parser.error("--households and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dibao_bench_") as tmp:
+        folder = Path(tmp)
+        backend: Backend = (
+            SqliteBackend(folder) if args.sqlite else PostgresBackend(args.database_server)
+        )
+        env = base_env(folder)
+        where = "SQLite (temporary file)" if args.sqlite else args.database_server
+        print(f"dibao seed --households {args.households} --seed {SEED} on {where}")
+        print(
+            f"{'run':<8} {'seed s':>8} {'seed MB':>8} {'base s':>8} {'base MB':>8} "
+            f"{'ms/hh':>8} {'hh/s':>10} {'members/s':>10} {'events/s':>10}"
+        )
+        runs: list[Run] = []
+        try:
+            for index in range(1, args.repeat + 1):
+                runs.append(one_run(backend, index, args.households, env, folder))
+                print_run(f"#{index}", runs[-1])
+        except (BenchmarkError, psycopg.Error) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+    result = median_run(runs)
+    if len(runs) > 1:
+        print_run("median", result)
+    print(
+        f"rows: {result.households:,} households, {result.members:,} members, "
+        f"{result.events:,} case events"
+    )
+    print(
+        "seed s / MB: whole `dibao seed` child (wall clock, peak RSS); base: the same with "
+        "--households 0; ms/hh = (seed - base) / households; rates use seed s"
+    )
+    ok = result.seed.seconds < TARGET_SECONDS and result.seed.peak_rss_mb < TARGET_RSS_MB
+    print(
+        f"target: <{TARGET_SECONDS:.0f} s and <{TARGET_RSS_MB:.0f} MB -> "
+        f"{'PASS' if ok else 'FAIL'} ({result.seed.seconds:.1f} s, "
+        f"{result.seed.peak_rss_mb:.0f} MB)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
