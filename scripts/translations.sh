@@ -3,16 +3,21 @@
 #
 #   scripts/translations.sh extract   re-extract server/, mobile_api/, sms/ into
 #                                     server/translations/messages.pot, then update
-#                                     the zh_CN and en catalogs from it
+#                                     the Chinese (zh_CN) and English catalogs from it
 #   scripts/translations.sh compile   compile every messages.po into messages.mo
 #                                     (the .mo files are committed)
 #   scripts/translations.sh check     fail if a source string is missing from the
-#                                     zh_CN catalog, a zh_CN entry is untranslated,
+#                                     Chinese catalog, a Chinese entry is untranslated,
 #                                     fuzzy or has a bad format string, or a committed
 #                                     .mo does not match its .po
 #
 # Usual cycle after changing a user-facing string: extract, translate the new or
-# fuzzy entries in server/translations/zh_CN/LC_MESSAGES/messages.po, compile, check.
+# fuzzy entries in server/translations/zh_Hans_CN/LC_MESSAGES/messages.po, compile, check.
+#
+# Why zh_Hans_CN and not zh_CN: Flask-Babel turns the selected locale into a
+# babel.Locale, and Locale.parse("zh_CN") is zh_Hans_CN (likely subtags), which is
+# the directory name gettext then looks for (then "zh"). A zh_CN directory is never
+# found. The app still selects it as "zh_CN" (LANGUAGES, ?lang=zh_CN).
 #
 # Environment: PYTHON (default .venv/bin/python, else python3) runs Babel;
 # DIBAO_TRANSLATIONS_DIR (default server/translations) is the catalog directory
@@ -32,7 +37,8 @@ fi
 
 TRANSLATIONS_DIR="server/translations"
 POT="$TRANSLATIONS_DIR/messages.pot"
-LOCALES=(zh_CN en)
+PRIMARY=zh_Hans_CN  # Simplified Chinese, the default locale; must be fully translated
+LOCALES=("$PRIMARY" en)
 # Flask-Babel's lazy variants on top of Babel's default keywords (_, gettext, ngettext, ...).
 KEYWORDS=(-k _l -k lazy_gettext -k "lazy_ngettext:1,2" -k "lazy_pgettext:1c,2")
 
@@ -69,7 +75,7 @@ cmd_extract() {
             pybabel init -i "$POT" -d "$TRANSLATIONS_DIR" -l "$locale"
         fi
     done
-    echo "Now translate the new and fuzzy entries of $TRANSLATIONS_DIR/zh_CN/LC_MESSAGES/messages.po, then run: $0 compile"
+    echo "Now translate the new and fuzzy entries of $TRANSLATIONS_DIR/$PRIMARY/LC_MESSAGES/messages.po, then run: $0 compile"
 }
 
 cmd_compile() {
@@ -97,13 +103,13 @@ cmd_check() {
         fi
     done
 
-    "$PYTHON" - "$tmp" "$dir" "${LOCALES[@]}" <<'PY'
+    "$PYTHON" - "$tmp" "$dir" "$PRIMARY" "${LOCALES[@]}" <<'PY'
 import sys
 from pathlib import Path
 
 from babel.messages import mofile, pofile
 
-tmp, catalog_dir, locales = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+tmp, catalog_dir, primary, locales = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
 problems = []
 
 
@@ -127,7 +133,7 @@ for locale in locales:
         catalog = pofile.read_po(f, locale=locale)
     translated = entries(catalog)
 
-    if locale == "zh_CN":
+    if locale == primary:
         if catalog.fuzzy:
             problems.append(f"{po_path}: the catalog header is marked fuzzy")
         for key in sorted(source.keys() - translated.keys(), key=str):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, request, session
@@ -21,7 +21,8 @@ MIGRATIONS_DIR = __path__[0] + "/migrations"
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: config, extensions, blueprints, error handlers."""
     app = Flask(
-        __name__, instance_path=config_module.instance_path(test_config),
+        __name__,
+        instance_path=config_module.instance_path(test_config),
         instance_relative_config=False,
     )
     app.config.from_mapping(config_module.build_config(app.instance_path, test_config))

@@ -48,9 +48,9 @@ cli.add_command(db_commands, "db")
 
 
 def _schema_at_head() -> bool:
-    from server.health import migration_heads
-
     from alembic.runtime.migration import MigrationContext
+
+    from server.health import migration_heads
 
     with db.engine.connect() as conn:
         return set(MigrationContext.configure(conn).get_current_heads()) == migration_heads()
@@ -66,8 +66,13 @@ def _serve(app: Flask, host: str, port: int, threads: int) -> None:
 @cli.command("demo", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--households", default=DEMO_HOUSEHOLDS, show_default=True, type=int,
-              help="How many households to seed into an empty database.")
+@click.option(
+    "--households",
+    default=DEMO_HOUSEHOLDS,
+    show_default=True,
+    type=int,
+    help="How many households to seed into an empty database.",
+)
 @click.option("--no-serve", is_flag=True, help="Prepare the database and print logins, then exit.")
 @click.pass_context
 def demo_command(ctx: click.Context, host: str, port: int, households: int, no_serve: bool) -> None:
@@ -90,8 +95,9 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
 
         if not db.session.scalar(select(func.count()).select_from(Area)):
             click.echo(f"seeding {households} demo households ...")
-            report = seed_database(households=households, seed=DEMO_SEED,
-                                   rules=app.config["REGION"], today=_today())
+            report = seed_database(
+                households=households, seed=DEMO_SEED, rules=app.config["REGION"], today=_today()
+            )
             db.session.commit()
             fd = os.open(logins_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -100,8 +106,10 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
         if logins_path.exists():
             click.echo("demo logins (username / password / role / area):")
             for user in json.loads(logins_path.read_text("utf-8")):
-                click.echo(f"  {user['username']:<18} {user['password']:<16} "
-                           f"{user['role']:<18} {user['area']}")
+                click.echo(
+                    f"  {user['username']:<18} {user['password']:<16} "
+                    f"{user['role']:<18} {user['area']}"
+                )
     if not no_serve:
         _serve(app, host, port, threads=8)
 
@@ -124,13 +132,29 @@ def serve_command(host: str, port: int, threads: int) -> None:
 
 
 @cli.command("seed")
-@click.option("--households", required=True, type=click.IntRange(min=0),
-              help="Number of households to create.")
-@click.option("--seed", "seed_value", default=1, show_default=True, type=int,
-              help="Random seed: the same seed gives the same data.")
-@click.option("--today", "today_value", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="Reference date for the generated dates (default: today).")
-@click.option("--json", "as_json", is_flag=True, help="Print areas, users (with passwords) as JSON.")
+@click.option(
+    "--households",
+    required=True,
+    type=click.IntRange(min=0),
+    help="Number of households to create.",
+)
+@click.option(
+    "--seed",
+    "seed_value",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Random seed: the same seed gives the same data.",
+)
+@click.option(
+    "--today",
+    "today_value",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Reference date for the generated dates (default: today).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print areas, users (with passwords) as JSON."
+)
 def seed_command(
     households: int, seed_value: int, today_value: datetime | None, as_json: bool
 ) -> None:
@@ -142,16 +166,19 @@ def seed_command(
         raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
     today = today_value.date() if today_value is not None else _today()
     try:
-        report = seed_database(households=households, seed=seed_value,
-                               rules=current_app.config["REGION"], today=today)
+        report = seed_database(
+            households=households, seed=seed_value, rules=current_app.config["REGION"], today=today
+        )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
     db.session.commit()
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False))
     else:
-        click.echo(f"seeded {report.households} households, {len(report.areas)} areas, "
-                   f"{len(report.users)} users")
+        click.echo(
+            f"seeded {report.households} households, {len(report.areas)} areas, "
+            f"{len(report.users)} users"
+        )
 
 
 @cli.group("users")
@@ -162,9 +189,13 @@ def users_group() -> None:
 @users_group.command("create")
 @click.option("--username", required=True)
 @click.option("--password", required=True, help="At least 10 characters.")
-@click.option("--role", required=True,
-              type=click.Choice(["caseworker", "township_reviewer", "county_approver",
-                                 "supervisor", "admin"]))
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(
+        ["caseworker", "township_reviewer", "county_approver", "supervisor", "admin"]
+    ),
+)
 @click.option("--area", "area_code", required=True, help="Area code the user is scoped to.")
 @with_appcontext
 def users_create_command(username: str, password: str, role: str, area_code: str) -> None:
@@ -181,3 +212,7 @@ def users_create_command(username: str, password: str, role: str, area_code: str
 
 def main() -> None:
     sys.exit(cli.main(prog_name="dibao"))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
 from server.auth.models import Role
@@ -64,8 +65,14 @@ def _lookup(table: dict[Any, Any]) -> Any:
     return label
 
 
+def is_chinese() -> bool:
+    locale = get_locale()
+    return locale is not None and locale.language == "zh"
+
+
 def register(app: Flask) -> None:
     app.jinja_env.globals.update(
+        is_chinese=is_chinese,
         state_label=_lookup(STATE_LABELS),
         role_label=_lookup(ROLE_LABELS),
         relation_label=_lookup(RELATION_LABELS),

@@ -6,6 +6,15 @@ from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 
 __all__ = [
-    "Area", "AreaLevel", "AuditEntry", "CaseEvent", "CaseState", "Household",
-    "HouseholdClass", "Member", "Relation", "Role", "User",
+    "Area",
+    "AreaLevel",
+    "AuditEntry",
+    "CaseEvent",
+    "CaseState",
+    "Household",
+    "HouseholdClass",
+    "Member",
+    "Relation",
+    "Role",
+    "User",
 ]

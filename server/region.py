@@ -132,11 +132,15 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         raise RegionConfigError(f"allowance.method: {method!r} must be 'gap' or 'fixed'")
 
     deadlines = Deadlines(
-        public_notice_days=_positive_int(dl.get("public_notice_days"), "deadlines.public_notice_days"),
+        public_notice_days=_positive_int(
+            dl.get("public_notice_days"), "deadlines.public_notice_days"
+        ),
         county_decision_working_days=_positive_int(
             dl.get("county_decision_working_days"), "deadlines.county_decision_working_days"
         ),
-        review_working_days=_positive_int(dl.get("review_working_days"), "deadlines.review_working_days"),
+        review_working_days=_positive_int(
+            dl.get("review_working_days"), "deadlines.review_working_days"
+        ),
         review_working_days_special=_positive_int(
             dl.get("review_working_days_special", dl.get("review_working_days")),
             "deadlines.review_working_days_special",
@@ -181,7 +185,9 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         classes=tuple(classes),
         calendar=WorkingCalendar(
             holidays=_dates(calendar_data.get("holidays", []), "calendar.holidays"),
-            makeup_workdays=_dates(calendar_data.get("makeup_workdays", []), "calendar.makeup_workdays"),
+            makeup_workdays=_dates(
+                calendar_data.get("makeup_workdays", []), "calendar.makeup_workdays"
+            ),
         ),
     )
 

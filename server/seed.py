@@ -44,10 +44,46 @@ TOWNSHIPS = (
     ("152201201", "斯力很苏木"),
 )
 VILLAGE_NAMES = (
-    "红旗", "东升", "新民", "永丰", "胜利", "兴隆", "前进", "和平", "团结", "光明",
-    "宝力根", "巴彦", "乌兰", "额尔敦", "哈达", "新立", "太平", "双井", "三合", "五道",
-    "富裕", "长兴", "平安", "德胜", "联合", "向阳", "幸福", "永安", "吉祥", "保安",
-    "金星", "白音", "查干", "阿拉坦", "敖包", "呼和", "那仁", "苏布", "海力森", "达尔罕",
+    "红旗",
+    "东升",
+    "新民",
+    "永丰",
+    "胜利",
+    "兴隆",
+    "前进",
+    "和平",
+    "团结",
+    "光明",
+    "宝力根",
+    "巴彦",
+    "乌兰",
+    "额尔敦",
+    "哈达",
+    "新立",
+    "太平",
+    "双井",
+    "三合",
+    "五道",
+    "富裕",
+    "长兴",
+    "平安",
+    "德胜",
+    "联合",
+    "向阳",
+    "幸福",
+    "永安",
+    "吉祥",
+    "保安",
+    "金星",
+    "白音",
+    "查干",
+    "阿拉坦",
+    "敖包",
+    "呼和",
+    "那仁",
+    "苏布",
+    "海力森",
+    "达尔罕",
 )
 
 # Share of cases in each state (sums to 1).
@@ -68,14 +104,29 @@ PATH_TO = {
     CaseState.ACCEPTED: ["accept"],
     CaseState.SURVEYED: ["accept", "record_survey"],
     CaseState.TOWNSHIP_REVIEWED: ["accept", "record_survey", "township_review"],
-    CaseState.IN_PUBLIC_NOTICE: ["accept", "record_survey", "township_review", "start_public_notice"],
-    CaseState.APPROVED: ["accept", "record_survey", "township_review", "start_public_notice", "approve"],
+    CaseState.IN_PUBLIC_NOTICE: [
+        "accept",
+        "record_survey",
+        "township_review",
+        "start_public_notice",
+    ],
+    CaseState.APPROVED: [
+        "accept",
+        "record_survey",
+        "township_review",
+        "start_public_notice",
+        "approve",
+    ],
 }
 TARGET_OF = {
-    "accept": CaseState.ACCEPTED, "record_survey": CaseState.SURVEYED,
+    "accept": CaseState.ACCEPTED,
+    "record_survey": CaseState.SURVEYED,
     "township_review": CaseState.TOWNSHIP_REVIEWED,
-    "start_public_notice": CaseState.IN_PUBLIC_NOTICE, "approve": CaseState.APPROVED,
-    "suspend": CaseState.SUSPENDED, "terminate": CaseState.TERMINATED, "reject": CaseState.REJECTED,
+    "start_public_notice": CaseState.IN_PUBLIC_NOTICE,
+    "approve": CaseState.APPROVED,
+    "suspend": CaseState.SUSPENDED,
+    "terminate": CaseState.TERMINATED,
+    "reject": CaseState.REJECTED,
 }
 REASONS = {
     "reject": "家庭人均收入超过当地低保标准",
@@ -132,10 +183,7 @@ class _People:
 
     def name(self, surname: str | None = None) -> str:
         surname = surname or self.rng.choices(self.last_names, cum_weights=self.last_cum)[0]
-        given = self.rng.choice(self.first_names)
-        if self.rng.random() < 0.55:
-            given += self.rng.choice(self.first_names)
-        return surname + given
+        return surname + self.rng.choice(self.first_names)
 
     def id_number(self, birth: date, male: bool) -> str:
         while True:
@@ -193,8 +241,11 @@ def seed_database(
             v_name = village_names[(t_index * 8 + v_index) % len(village_names)]
             suffix = "嘎查" if rng.random() < 0.4 else "村"
             village = _add_area(
-                report, (f"{code}{201 + v_index:03d}", v_name + suffix), AreaLevel.VILLAGE,
-                township, _offset(*t_center, rng, 6_000),
+                report,
+                (f"{code}{201 + v_index:03d}", v_name + suffix),
+                AreaLevel.VILLAGE,
+                township,
+                _offset(*t_center, rng, 6_000),
             )
             villages.append(village)
     db.session.flush()
@@ -210,21 +261,40 @@ def seed_database(
 
 
 def _add_area(
-    report: SeedReport, code_name: tuple[str, str], level: AreaLevel, parent: Area | None,
+    report: SeedReport,
+    code_name: tuple[str, str],
+    level: AreaLevel,
+    parent: Area | None,
     center: tuple[float, float],
 ) -> Area:
     code, name = code_name
-    area = Area(code=code, name=name, level=level, parent=parent,
-                path=build_path(parent, code), lat=center[0], lon=center[1])
+    area = Area(
+        code=code,
+        name=name,
+        level=level,
+        parent=parent,
+        path=build_path(parent, code),
+        lat=center[0],
+        lon=center[1],
+    )
     db.session.add(area)
     report.areas.append(
-        {"code": code, "name": name, "level": level.value, "parent": parent.code if parent else None}
+        {
+            "code": code,
+            "name": name,
+            "level": level.value,
+            "parent": parent.code if parent else None,
+        }
     )
     return area
 
 
 def _add_users(
-    report: SeedReport, rng: random.Random, league: Area, county: Area, townships: list[Area],
+    report: SeedReport,
+    rng: random.Random,
+    league: Area,
+    county: Area,
+    townships: list[Area],
     hash_passwords: bool,
 ) -> dict[tuple[str, Role], User]:
     plan: list[tuple[str, Role, Area]] = [
@@ -243,7 +313,8 @@ def _add_users(
             username=username,
             # Without hashing (benchmarks only) nobody can log in: "!" never verifies.
             password_hash=hash_password(password) if hash_passwords else "!",
-            role=role, area=area,
+            role=role,
+            area=area,
         )
         db.session.add(user)
         by_area[(area.code, role)] = user
@@ -262,8 +333,14 @@ def _chunks(total: int) -> Iterator[int]:
 
 
 def _add_households(
-    total: int, rng: random.Random, rules: RegionRules, today: date, villages: list[Area],
-    classes: dict[str, HouseholdClass], users: dict[tuple[str, Role], User], county: Area,
+    total: int,
+    rng: random.Random,
+    rules: RegionRules,
+    today: date,
+    villages: list[Area],
+    classes: dict[str, HouseholdClass],
+    users: dict[tuple[str, Role], User],
+    county: Area,
 ) -> None:
     cipher = field_cipher()
     people = _People(rng)
@@ -273,9 +350,11 @@ def _add_households(
     approver = users[(county.code, Role.COUNTY_APPROVER)]
     village_staff = {
         v.id: (
-            users[(v.parent.code, Role.CASEWORKER)], users[(v.parent.code, Role.TOWNSHIP_REVIEWER)]
+            users[(v.parent.code, Role.CASEWORKER)],
+            users[(v.parent.code, Role.TOWNSHIP_REVIEWER)],
         )
-        for v in villages if v.parent is not None
+        for v in villages
+        if v.parent is not None
     }
     codes: set[str] = set()
     household_table = Household.__table__
@@ -287,15 +366,29 @@ def _add_households(
             state = rng.choices(states, cum_weights=state_cum)[0]
             class_code = rng.choice(class_codes)
             household, members, events = _one_household(
-                rng, people, rules, today, village, classes[class_code], state,
-                village_staff[village.id], approver, codes,
+                rng,
+                people,
+                rules,
+                today,
+                village,
+                classes[class_code],
+                state,
+                village_staff[village.id],
+                approver,
+                codes,
             )
             rows.append(household)
             pending.append((members, events))
-        ids = db.session.execute(
-            insert(household_table).returning(household_table.c.id, sort_by_parameter_order=True),
-            rows,
-        ).scalars().all()
+        ids = (
+            db.session.execute(
+                insert(household_table).returning(
+                    household_table.c.id, sort_by_parameter_order=True
+                ),
+                rows,
+            )
+            .scalars()
+            .all()
+        )
         member_rows: list[dict[str, Any]] = []
         event_rows: list[dict[str, Any]] = []
         for household_id, (members, events) in zip(ids, pending, strict=True):
@@ -311,8 +404,15 @@ def _add_households(
 
 
 def _one_household(
-    rng: random.Random, people: _People, rules: RegionRules, today: date, village: Area,
-    household_class: HouseholdClass, state: CaseState, staff: tuple[User, User], approver: User,
+    rng: random.Random,
+    people: _People,
+    rules: RegionRules,
+    today: date,
+    village: Area,
+    household_class: HouseholdClass,
+    state: CaseState,
+    staff: tuple[User, User],
+    approver: User,
     codes: set[str],
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     caseworker, reviewer = staff
@@ -320,8 +420,13 @@ def _one_household(
     members = _members(rng, people, size, today, household_class)
 
     # Pending cases applied recently; decided ones up to three years ago.
-    if state in (CaseState.APPLIED, CaseState.ACCEPTED, CaseState.SURVEYED,
-                 CaseState.TOWNSHIP_REVIEWED, CaseState.IN_PUBLIC_NOTICE):
+    if state in (
+        CaseState.APPLIED,
+        CaseState.ACCEPTED,
+        CaseState.SURVEYED,
+        CaseState.TOWNSHIP_REVIEWED,
+        CaseState.IN_PUBLIC_NOTICE,
+    ):
         applied_on = today - timedelta(days=rng.randrange(0, 35))
     else:
         applied_on = today - timedelta(days=rng.randrange(40, 3 * 365))
@@ -343,23 +448,32 @@ def _one_household(
             if target is not state:  # moved on: the notice ran its course
                 day = min(household["notice_ends_on"], today)
         actor = {
-            "apply": caseworker, "accept": caseworker, "record_survey": caseworker,
-            "township_review": reviewer, "start_public_notice": reviewer,
+            "apply": caseworker,
+            "accept": caseworker,
+            "record_survey": caseworker,
+            "township_review": reviewer,
+            "start_public_notice": reviewer,
         }.get(action, approver)
-        events.append({
-            "at": datetime.combine(day, time(1 + rng.randrange(9), rng.randrange(60)), UTC),
-            "actor_id": actor.id, "action": action,
-            "from_state": previous.value if previous else None, "to_state": target.value,
-            "reason": REASONS.get(action),
-        })
+        events.append(
+            {
+                "at": datetime.combine(day, time(1 + rng.randrange(9), rng.randrange(60)), UTC),
+                "actor_id": actor.id,
+                "action": action,
+                "from_state": previous.value if previous else None,
+                "to_state": target.value,
+                "reason": REASONS.get(action),
+            }
+        )
         if action == "approve":
             household["approved_on"] = day
         previous = target
 
     incomes = [m["monthly_income"] for m in members]
     result = compute_allowance(
-        method=rules.allowance_method, monthly_standard=household_class.monthly_standard,
-        fixed_monthly=household_class.fixed_monthly, minimum_monthly=rules.minimum_monthly,
+        method=rules.allowance_method,
+        monthly_standard=household_class.monthly_standard,
+        fixed_monthly=household_class.fixed_monthly,
+        minimum_monthly=rules.minimum_monthly,
         member_incomes=incomes,
     )
     approved_on: date | None = household.get("approved_on")
@@ -367,7 +481,9 @@ def _one_household(
     if approved_on is not None:
         interval = household_class.review_interval_months
         last_reviewed_on = approved_on
-        while add_months(last_reviewed_on, interval) <= today - timedelta(days=rng.randrange(0, 60)):
+        while add_months(last_reviewed_on, interval) <= today - timedelta(
+            days=rng.randrange(0, 60)
+        ):
             last_reviewed_on = add_months(last_reviewed_on, interval)
         next_review_on = add_months(last_reviewed_on, interval)
 
@@ -376,28 +492,32 @@ def _one_household(
         code = new_case_code(rng)
     codes.add(code)
     home_lat, home_lon = _offset(village.lat, village.lon, rng, 2_000)
-    household.update({
-        "case_code": code,
-        "village_id": village.id,
-        "home_lat": home_lat,
-        "home_lon": home_lon,
-        "address": f"{village.name}{rng.randrange(1, 9)}组{rng.randrange(1, 120)}号",
-        "class_id": household_class.id,
-        "monthly_allowance": result.monthly_amount if approved_on and result.eligible else None,
-        "conflict_of_interest": rng.random() < 0.02,
-        "conflict_note": None,
-        "state": state.value,
-        "special_case": False,
-        "applied_on": applied_on,
-        "review_due_on": rules.calendar.add_working_days(
-            applied_on, rules.deadlines.review_working_days
-        ),
-        "payment_starts_on": first_of_next_month(approved_on) if approved_on else None,
-        "last_reviewed_on": last_reviewed_on,
-        "next_review_on": next_review_on if state in (CaseState.APPROVED, CaseState.SUSPENDED) else None,
-        "state_changed_at": events[-1]["at"],
-        "created_at": events[0]["at"],
-    })
+    household.update(
+        {
+            "case_code": code,
+            "village_id": village.id,
+            "home_lat": home_lat,
+            "home_lon": home_lon,
+            "address": f"{village.name}{rng.randrange(1, 9)}组{rng.randrange(1, 120)}号",
+            "class_id": household_class.id,
+            "monthly_allowance": result.monthly_amount if approved_on and result.eligible else None,
+            "conflict_of_interest": rng.random() < 0.02,
+            "conflict_note": None,
+            "state": state.value,
+            "special_case": False,
+            "applied_on": applied_on,
+            "review_due_on": rules.calendar.add_working_days(
+                applied_on, rules.deadlines.review_working_days
+            ),
+            "payment_starts_on": first_of_next_month(approved_on) if approved_on else None,
+            "last_reviewed_on": last_reviewed_on,
+            "next_review_on": next_review_on
+            if state in (CaseState.APPROVED, CaseState.SUSPENDED)
+            else None,
+            "state_changed_at": events[-1]["at"],
+            "created_at": events[0]["at"],
+        }
+    )
     household.setdefault("notice_ends_on", None)
     household.setdefault("decision_due_on", None)
     household.setdefault("approved_on", None)
@@ -440,19 +560,26 @@ def _members(
         if relation is Relation.HEAD:
             surname = name[0]
         able = 18 <= age < 60 and rng.random() < 0.45
-        income = Decimal(rng.randrange(0, int(standard * 60))) / 100 if able else Decimal(
-            rng.randrange(0, 12000)) / 100
-        rows.append({
-            "name": name,
-            "id_number": people.id_number(birth, male),
-            "phone": people.phone() if age >= 16 and (relation is Relation.HEAD or rng.random() < 0.6) else None,
-            "birth_date": birth,
-            "relation": relation.value,
-            "able_to_work": able,
-            "monthly_income": income.quantize(Decimal("0.01")),
-            "alive": True,
-            "died_on": None,
-            "proof_of_life_required": relation is Relation.HEAD,
-            "created_at": datetime.combine(today, time(0), UTC),
-        })
+        income = (
+            Decimal(rng.randrange(0, int(standard * 60))) / 100
+            if able
+            else Decimal(rng.randrange(0, 12000)) / 100
+        )
+        rows.append(
+            {
+                "name": name,
+                "id_number": people.id_number(birth, male),
+                "phone": people.phone()
+                if age >= 16 and (relation is Relation.HEAD or rng.random() < 0.6)
+                else None,
+                "birth_date": birth,
+                "relation": relation.value,
+                "able_to_work": able,
+                "monthly_income": income.quantize(Decimal("0.01")),
+                "alive": True,
+                "died_on": None,
+                "proof_of_life_required": relation is Relation.HEAD,
+                "created_at": datetime.combine(today, time(0), UTC),
+            }
+        )
     return rows

@@ -17,7 +17,9 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def error_envelope(code: str, message: str, status: int, details: dict[str, Any] | None = None) -> Response:
+def error_envelope(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None
+) -> Response:
     response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     response.status_code = status
     return response
@@ -28,7 +30,9 @@ def register(app: Flask) -> None:
     def _domain_error(exc: DomainError) -> Response | tuple[str, int]:
         if wants_json():
             return error_envelope(exc.code, exc.message, exc.http_status, exc.details)
-        return render_template("error.html", code=exc.http_status, message=exc.message), exc.http_status
+        return render_template(
+            "error.html", code=exc.http_status, message=exc.message
+        ), exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | tuple[str, int]:

@@ -47,7 +47,7 @@ class DatabaseFactory:
 
     def new(self, label: str) -> str:
         if self.server is None:
-            return f"sqlite:///{self.tmp / (label + '.sqlite3')}"
+            return f"sqlite:///{self.tmp / f'{label}_{secrets.token_hex(3)}.sqlite3'}"
         import psycopg
 
         name = f"dibao_test_{os.getpid()}_{label}_{secrets.token_hex(3)}"

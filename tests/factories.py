@@ -55,14 +55,22 @@ def base_data() -> None:
     by_code: dict[str, Area] = {}
     for code, name, level, parent_code, lat, lon in AREAS:
         parent = by_code.get(parent_code) if parent_code else None
-        area = Area(code=code, name=name, level=level, parent=parent,
-                    path=build_path(parent, code), lat=lat, lon=lon)
+        area = Area(
+            code=code,
+            name=name,
+            level=level,
+            parent=parent,
+            path=build_path(parent, code),
+            lat=lat,
+            lon=lon,
+        )
         db.session.add(area)
         by_code[code] = area
     password_hash = hash_password(PASSWORD)
     for username, role, code in USERS:
-        db.session.add(User(username=username, password_hash=password_hash, role=role,
-                            area=by_code[code]))
+        db.session.add(
+            User(username=username, password_hash=password_hash, role=role, area=by_code[code])
+        )
 
 
 @dataclass
@@ -78,8 +86,15 @@ class Areas:
 
 def areas() -> Areas:
     get = {a.code: a for a in db.session.scalars(select(Area))}
-    return Areas(get["152200"], get["152201"], get["152201100"], get["152201100201"],
-                 get["152201100202"], get["152201101"], get["152201101201"])
+    return Areas(
+        get["152200"],
+        get["152201"],
+        get["152201100"],
+        get["152201100201"],
+        get["152201100202"],
+        get["152201101"],
+        get["152201101201"],
+    )
 
 
 def user(username: str) -> User:
@@ -125,9 +140,14 @@ def make_household(
         for index, income in enumerate(incomes)
     ]
     household = apply_for_allowance(
-        actor=applicant, village=village, address="红旗村3组12号",
-        home_lat=village.lat + 0.001, home_lon=village.lon + 0.001, class_code=class_code,
-        members=members, conflict_of_interest=conflict_of_interest,
+        actor=applicant,
+        village=village,
+        address="红旗村3组12号",
+        home_lat=village.lat + 0.001,
+        home_lon=village.lon + 0.001,
+        class_code=class_code,
+        members=members,
+        conflict_of_interest=conflict_of_interest,
     )
     if state is not CaseState.APPLIED:
         household.state = state

@@ -26,10 +26,7 @@ ACTOR_FOR_ROLE = {
 }
 LEGAL = [(t.action, source) for t in TRANSITIONS.values() for source in sorted(t.sources)]
 ILLEGAL = [
-    (t.action, state)
-    for t in TRANSITIONS.values()
-    for state in CaseState
-    if state not in t.sources
+    (t.action, state) for t in TRANSITIONS.values() for state in CaseState if state not in t.sources
 ]
 WRONG_ROLE = [
     (t.action, role) for t in TRANSITIONS.values() for role in Role if role not in t.roles
@@ -38,9 +35,14 @@ TODAY = date(2026, 11, 23)  # a Monday
 
 
 def _event_count(household: Household) -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(CaseEvent).where(CaseEvent.household_id == household.id)
-    ) or 0
+    return (
+        db.session.scalar(
+            select(func.count())
+            .select_from(CaseEvent)
+            .where(CaseEvent.household_id == household.id)
+        )
+        or 0
+    )
 
 
 def _actor_for(action: str) -> str:
@@ -64,11 +66,15 @@ def test_every_legal_transition_moves_the_case_and_records_it(
     assert household.state is target
     assert _event_count(household) == events_before + 1
     assert (event.actor_id, event.from_state, event.to_state, event.reason) == (
-        actor.id, source.value, target.value, "入户核实情况属实"
+        actor.id,
+        source.value,
+        target.value,
+        "入户核实情况属实",
     )
     audit = db.session.scalars(
-        select(AuditEntry).where(AuditEntry.action == f"case.{action}",
-                                 AuditEntry.object_id == str(household.id))
+        select(AuditEntry).where(
+            AuditEntry.action == f"case.{action}", AuditEntry.object_id == str(household.id)
+        )
     ).one()
     assert audit.actor_id == actor.id
     assert audit.details == {"from_state": source.value, "to_state": target.value}
@@ -81,8 +87,9 @@ def test_every_illegal_transition_is_refused_and_changes_nothing(
     household = factories.make_household(state=state)
     events_before = _event_count(household)
     with pytest.raises(IllegalTransition):
-        transition(household, action, actor=factories.user(_actor_for(action)),
-                   reason="理由", today=TODAY)
+        transition(
+            household, action, actor=factories.user(_actor_for(action)), reason="理由", today=TODAY
+        )
     assert household.state is state
     assert _event_count(household) == events_before
 
@@ -92,8 +99,13 @@ def test_a_role_may_only_make_its_own_moves(app: object, action: str, role: Role
     source = sorted(TRANSITIONS[action].sources)[0]
     household = factories.make_household(state=source)
     with pytest.raises(NotPermitted):
-        transition(household, action, actor=factories.user(ACTOR_FOR_ROLE[role]),
-                   reason="理由", today=TODAY)
+        transition(
+            household,
+            action,
+            actor=factories.user(ACTOR_FOR_ROLE[role]),
+            reason="理由",
+            today=TODAY,
+        )
     assert household.state is source
 
 
@@ -112,8 +124,9 @@ def test_a_move_that_needs_a_reason_is_refused_without_one(
     source = sorted(TRANSITIONS[action].sources)[0]
     household = factories.make_household(state=source)
     with pytest.raises(ReasonRequired):
-        transition(household, action, actor=factories.user(_actor_for(action)),
-                   reason=reason, today=TODAY)
+        transition(
+            household, action, actor=factories.user(_actor_for(action)), reason=reason, today=TODAY
+        )
     assert household.state is source
 
 
@@ -139,8 +152,12 @@ def test_public_notice_sets_the_notice_end_and_the_county_deadline_in_working_da
     app: object,
 ) -> None:
     household = factories.make_household(state=CaseState.TOWNSHIP_REVIEWED)
-    transition(household, "start_public_notice", actor=factories.user("reviewer_a"),
-               today=date(2026, 9, 21))
+    transition(
+        household,
+        "start_public_notice",
+        actor=factories.user("reviewer_a"),
+        today=date(2026, 9, 21),
+    )
     # 7 calendar days of notice; then 10 working days that skip the weekends and the
     # National Day holidays (1, 2, 5-7 Oct in the built-in calendar) but count the
     # make-up working Saturday 10 Oct: 29, 30 Sep, 8, 9, 10, 12, 13, 14, 15, 16 Oct.
@@ -190,8 +207,13 @@ def test_a_conflict_of_interest_case_needs_the_county_visit_in_the_reason(app: o
 def test_an_objection_during_the_notice_reopens_the_survey(app: object) -> None:
     household = factories.make_household(state=CaseState.TOWNSHIP_REVIEWED)
     transition(household, "start_public_notice", actor=factories.user("reviewer_a"), today=TODAY)
-    transition(household, "return_for_resurvey", actor=factories.user("reviewer_a"),
-               reason="公示期间群众反映家中有营运车辆", today=TODAY)
+    transition(
+        household,
+        "return_for_resurvey",
+        actor=factories.user("reviewer_a"),
+        reason="公示期间群众反映家中有营运车辆",
+        today=TODAY,
+    )
     assert household.state is CaseState.ACCEPTED
     assert household.notice_ends_on is None and household.decision_due_on is None
     transition(household, "record_survey", actor=factories.user("caseworker_a"), today=TODAY)

@@ -38,8 +38,13 @@ class Area(db.Model):
     code: Mapped[str] = mapped_column(String(20), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     level: Mapped[AreaLevel] = mapped_column(
-        Enum(AreaLevel, native_enum=False, create_constraint=True, length=10,
-             values_callable=lambda e: [m.value for m in e])
+        Enum(
+            AreaLevel,
+            native_enum=False,
+            create_constraint=True,
+            length=10,
+            values_callable=lambda e: [m.value for m in e],
+        )
     )
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
     path: Mapped[str] = mapped_column(String(255), index=True)

@@ -36,8 +36,13 @@ class User(db.Model):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
-        Enum(Role, native_enum=False, create_constraint=True, length=20,
-             values_callable=lambda e: [m.value for m in e])
+        Enum(
+            Role,
+            native_enum=False,
+            create_constraint=True,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        )
     )
     area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

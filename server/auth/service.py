@@ -20,7 +20,12 @@ MIN_PASSWORD_LENGTH = 10
 
 
 def create_user(
-    *, username: str, password: str, role: Role | str, area_code: str, created_by: User | None = None
+    *,
+    username: str,
+    password: str,
+    role: Role | str,
+    area_code: str,
+    created_by: User | None = None,
 ) -> User:
     """Add a staff account; flushes, the caller commits. Raises ValidationFailed."""
     username = username.strip()
@@ -50,8 +55,14 @@ def create_user(
     user = User(username=username, password_hash=hash_password(password), role=role, area=area)
     db.session.add(user)
     db.session.flush()
-    audit.record("user.create", actor=created_by, object_type="user", object_id=user.id,
-                 role=role.value, area=area.code)
+    audit.record(
+        "user.create",
+        actor=created_by,
+        object_type="user",
+        object_id=user.id,
+        role=role.value,
+        area=area.code,
+    )
     return user
 
 
@@ -60,8 +71,9 @@ def authenticate(username: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.username == username.strip()))
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:
-        audit.record("auth.login_failed", actor=user, object_type="user",
-                     object_id=user.id if user else None)
+        audit.record(
+            "auth.login_failed", actor=user, object_type="user", object_id=user.id if user else None
+        )
         logger.info("failed login for user id %s", user.id if user else None)
         return None
     if needs_rehash(user.password_hash):

@@ -43,7 +43,12 @@ def _username_key() -> str:
 
 def _safe_next(target: str | None) -> str:
     # Only same-site paths: never redirect a login to another host.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("cases.home")
 

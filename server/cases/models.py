@@ -97,8 +97,13 @@ class Household(db.Model):
     conflict_of_interest: Mapped[bool] = mapped_column(Boolean, default=False)
     conflict_note: Mapped[str | None] = mapped_column(Text)
     state: Mapped[CaseState] = mapped_column(
-        Enum(CaseState, native_enum=False, create_constraint=True, length=20,
-             values_callable=_enum_values),
+        Enum(
+            CaseState,
+            native_enum=False,
+            create_constraint=True,
+            length=20,
+            values_callable=_enum_values,
+        ),
         default=CaseState.APPLIED,
     )
     special_case: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -153,8 +158,13 @@ class Member(db.Model):
     phone: Mapped[str | None] = mapped_column(EncryptedText("members.phone"))
     birth_date: Mapped[date] = mapped_column(Date)
     relation: Mapped[Relation] = mapped_column(
-        Enum(Relation, native_enum=False, create_constraint=True, length=12,
-             values_callable=_enum_values)
+        Enum(
+            Relation,
+            native_enum=False,
+            create_constraint=True,
+            length=12,
+            values_callable=_enum_values,
+        )
     )
     able_to_work: Mapped[bool] = mapped_column(Boolean, default=False)
     monthly_income: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))

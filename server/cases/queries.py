@@ -50,9 +50,7 @@ class CasePage:
 
 
 def list_cases(actor: User, *, state: CaseState | None, page: int, per_page: int) -> CasePage:
-    member_count = (
-        select(func.count()).where(Member.household_id == Household.id).scalar_subquery()
-    )
+    member_count = select(func.count()).where(Member.household_id == Household.id).scalar_subquery()
     base = select(Household).join(Area, Household.village_id == Area.id)
     if state is not None:
         base = base.where(Household.state == state)

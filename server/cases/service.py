@@ -119,8 +119,13 @@ def apply_for_allowance(
         )
     db.session.add(household)
     db.session.add(
-        CaseEvent(household=household, actor_id=actor.id, action="apply",
-                  from_state=None, to_state=CaseState.APPLIED.value)
+        CaseEvent(
+            household=household,
+            actor_id=actor.id,
+            action="apply",
+            from_state=None,
+            to_state=CaseState.APPLIED.value,
+        )
     )
     db.session.flush()
     audit.record("case.apply", actor=actor, object_type="household", object_id=household.id)
@@ -146,13 +151,24 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
     require_in_area(actor, household.village)
     details = []
     for m in household.members:
-        audit.record("member.read_personal", actor=actor, object_type="member", object_id=m.id,
-                     household_id=household.id)
+        audit.record(
+            "member.read_personal",
+            actor=actor,
+            object_type="member",
+            object_id=m.id,
+            household_id=household.id,
+        )
         details.append(
             MemberDetails(
-                member_id=m.id, name=m.name, id_number=m.id_number, phone=m.phone,
-                birth_date=m.birth_date, relation=m.relation, able_to_work=m.able_to_work,
-                monthly_income=m.monthly_income, alive=m.alive,
+                member_id=m.id,
+                name=m.name,
+                id_number=m.id_number,
+                phone=m.phone,
+                birth_date=m.birth_date,
+                relation=m.relation,
+                able_to_work=m.able_to_work,
+                monthly_income=m.monthly_income,
+                alive=m.alive,
                 proof_of_life_required=m.proof_of_life_required,
             )
         )

@@ -54,7 +54,9 @@ def case_transition(case_code: str) -> ResponseReturnValue:
     household = queries.get_case(current_user, case_code)
     action = request.form.get("action", "")
     try:
-        workflow.transition(household, action, actor=current_user, reason=request.form.get("reason"))
+        workflow.transition(
+            household, action, actor=current_user, reason=request.form.get("reason")
+        )
     except DomainError as exc:
         db.session.rollback()
         if exc.http_status == 404:

@@ -21,7 +21,9 @@ from server.extensions import db
 from server.region import RegionRules
 
 S = CaseState
-PRE_APPROVAL = frozenset({S.APPLIED, S.ACCEPTED, S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE})
+PRE_APPROVAL = frozenset(
+    {S.APPLIED, S.ACCEPTED, S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE}
+)
 TOWNSHIP_STAFF = frozenset({Role.CASEWORKER, Role.TOWNSHIP_REVIEWER})
 
 
@@ -38,27 +40,67 @@ TRANSITIONS: dict[str, Transition] = {
     t.action: t
     for t in (
         Transition("accept", frozenset({S.APPLIED}), S.ACCEPTED, TOWNSHIP_STAFF, False),
-        Transition("record_survey", frozenset({S.ACCEPTED}), S.SURVEYED,
-                   frozenset({Role.CASEWORKER}), False),
-        Transition("township_review", frozenset({S.SURVEYED}), S.TOWNSHIP_REVIEWED,
-                   frozenset({Role.TOWNSHIP_REVIEWER}), False),
-        Transition("start_public_notice", frozenset({S.TOWNSHIP_REVIEWED}), S.IN_PUBLIC_NOTICE,
-                   frozenset({Role.TOWNSHIP_REVIEWER}), False),
+        Transition(
+            "record_survey",
+            frozenset({S.ACCEPTED}),
+            S.SURVEYED,
+            frozenset({Role.CASEWORKER}),
+            False,
+        ),
+        Transition(
+            "township_review",
+            frozenset({S.SURVEYED}),
+            S.TOWNSHIP_REVIEWED,
+            frozenset({Role.TOWNSHIP_REVIEWER}),
+            False,
+        ),
+        Transition(
+            "start_public_notice",
+            frozenset({S.TOWNSHIP_REVIEWED}),
+            S.IN_PUBLIC_NOTICE,
+            frozenset({Role.TOWNSHIP_REVIEWER}),
+            False,
+        ),
         # An objection during the notice, or a reviewer's doubt, sends the case back
         # to the survey.
-        Transition("return_for_resurvey",
-                   frozenset({S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE}), S.ACCEPTED,
-                   frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}), True),
-        Transition("approve", frozenset({S.IN_PUBLIC_NOTICE}), S.APPROVED,
-                   frozenset({Role.COUNTY_APPROVER}), False),
-        Transition("reject", PRE_APPROVAL, S.REJECTED,
-                   frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}), True),
-        Transition("suspend", frozenset({S.APPROVED}), S.SUSPENDED,
-                   frozenset({Role.COUNTY_APPROVER}), True),
-        Transition("reinstate", frozenset({S.SUSPENDED}), S.APPROVED,
-                   frozenset({Role.COUNTY_APPROVER}), True),
-        Transition("terminate", frozenset({S.APPROVED, S.SUSPENDED}), S.TERMINATED,
-                   frozenset({Role.COUNTY_APPROVER}), True),
+        Transition(
+            "return_for_resurvey",
+            frozenset({S.SURVEYED, S.TOWNSHIP_REVIEWED, S.IN_PUBLIC_NOTICE}),
+            S.ACCEPTED,
+            frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}),
+            True,
+        ),
+        Transition(
+            "approve",
+            frozenset({S.IN_PUBLIC_NOTICE}),
+            S.APPROVED,
+            frozenset({Role.COUNTY_APPROVER}),
+            False,
+        ),
+        Transition(
+            "reject",
+            PRE_APPROVAL,
+            S.REJECTED,
+            frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}),
+            True,
+        ),
+        Transition(
+            "suspend", frozenset({S.APPROVED}), S.SUSPENDED, frozenset({Role.COUNTY_APPROVER}), True
+        ),
+        Transition(
+            "reinstate",
+            frozenset({S.SUSPENDED}),
+            S.APPROVED,
+            frozenset({Role.COUNTY_APPROVER}),
+            True,
+        ),
+        Transition(
+            "terminate",
+            frozenset({S.APPROVED, S.SUSPENDED}),
+            S.TERMINATED,
+            frozenset({Role.COUNTY_APPROVER}),
+            True,
+        ),
     )
 }
 
@@ -114,12 +156,14 @@ def transition(
     if actor.role not in spec.roles:
         raise NotPermitted(
             f"a {actor.role.value} may not {action} a case",
-            action=action, role=actor.role.value,
+            action=action,
+            role=actor.role.value,
         )
     if household.state not in spec.sources:
         raise IllegalTransition(
             f"cannot {action} a case that is {household.state.value}",
-            action=action, state=household.state.value,
+            action=action,
+            state=household.state.value,
         )
     reason = (reason or "").strip() or None
     if spec.reason_required and reason is None:
@@ -142,8 +186,12 @@ def transition(
     )
     db.session.add(event)
     audit.record(
-        f"case.{action}", actor=actor, object_type="household", object_id=household.id,
-        from_state=previous.value, to_state=spec.target.value,
+        f"case.{action}",
+        actor=actor,
+        object_type="household",
+        object_id=household.id,
+        from_state=previous.value,
+        to_state=spec.target.value,
     )
     db.session.flush()
     return event
@@ -164,18 +212,21 @@ def _apply_effects(
         if household.notice_ends_on is not None and today < household.notice_ends_on:
             raise IllegalTransition(
                 f"the public notice runs until {household.notice_ends_on.isoformat()}",
-                action="approve", notice_ends_on=household.notice_ends_on.isoformat(),
+                action="approve",
+                notice_ends_on=household.notice_ends_on.isoformat(),
             )
         if household.conflict_of_interest and reason is None:
             raise ReasonRequired(
                 "a flagged (conflict of interest) case needs the county's own visit "
-                "recorded in the reason", action="approve",
+                "recorded in the reason",
+                action="approve",
             )
         result = allowance_for(household, rules)
         if not result.eligible:
             raise IllegalTransition(
                 "the household's per-capita income reaches the standard; reject instead",
-                action="approve", per_capita_income=str(result.per_capita_income),
+                action="approve",
+                per_capita_income=str(result.per_capita_income),
             )
         household.monthly_allowance = result.monthly_amount
         household.approved_on = today
@@ -196,4 +247,3 @@ def allowance_for(household: Household, rules: RegionRules | None = None) -> All
         minimum_monthly=rules.minimum_monthly,
         member_incomes=[m.monthly_income for m in household.living_members],
     )
-
