@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 from faker.providers.person.zh_CN import Provider as ZhPerson
 from faker.providers.phone_number.zh_CN import Provider as ZhPhone
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 
 from server.areas.models import Area, AreaLevel, build_path
 from server.audit import service as audit
@@ -357,7 +357,7 @@ def _add_households(
         if v.parent is not None
     }
     codes: set[str] = set()
-    household_table = Household.__table__
+    household_table = cast(Table, Household.__table__)
     for size in _chunks(total):
         rows: list[dict[str, Any]] = []
         pending: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
@@ -399,8 +399,8 @@ def _add_households(
                 e["household_id"] = household_id
             member_rows.extend(members)
             event_rows.extend(events)
-        db.session.execute(insert(Member.__table__), member_rows)
-        db.session.execute(insert(CaseEvent.__table__), event_rows)
+        db.session.execute(insert(cast(Table, Member.__table__)), member_rows)
+        db.session.execute(insert(cast(Table, CaseEvent.__table__)), event_rows)
 
 
 def _one_household(

@@ -44,7 +44,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response | tuple[str, int]:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
+        logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         if wants_json():
             return error_envelope("internal_error", "internal server error", 500)
         return render_template("error.html", code=500, message=InternalServerError.description), 500

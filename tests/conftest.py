@@ -97,12 +97,26 @@ def make_app(database_url: str, instance: Path, **overrides: Any) -> Flask:
     config.update(overrides)
     application = create_app(config)
     application.test_client_class = IsolatedClient
+    _extra_apps.append(application)
     return application
+
+
+_extra_apps: list[Flask] = []
+
+
+@pytest.fixture(autouse=True)
+def _dispose_extra_apps() -> Iterator[None]:
+    """Close the connection pools of apps a test built for itself."""
+    yield
+    while _extra_apps:
+        with _extra_apps.pop().app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")
 def app(databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     application = make_app(databases.new("main"), tmp_path_factory.mktemp("instance"))
+    _extra_apps.remove(application)
     with application.app_context():
         upgrade(directory=application.extensions["migrate"].directory)
         factories.base_data()

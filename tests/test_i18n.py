@@ -40,7 +40,7 @@ def _run_check(translations_dir: Path | None = None) -> subprocess.CompletedProc
     env = dict(os.environ, PYTHON=sys.executable)
     if translations_dir is not None:
         env["DIBAO_TRANSLATIONS_DIR"] = str(translations_dir)
-    return subprocess.run(  # noqa: S603  fixed command, no shell
+    return subprocess.run(
         [bash, str(SCRIPT), "check"],
         cwd=ROOT,
         env=env,

@@ -56,7 +56,6 @@ def test_migrations_build_the_models_schema_from_empty_and_tear_it_down(fresh_ap
             )
         with pytest.raises(DatabaseError, match="append-only"), db.engine.begin() as conn:
             conn.execute(text("DELETE FROM audit_log"))
-        db.engine.dispose()
 
 
 def test_healthz_reports_a_database_behind_the_migrations(fresh_app: Flask) -> None:
@@ -71,8 +70,6 @@ def test_healthz_reports_a_database_behind_the_migrations(fresh_app: Flask) -> N
     assert current.status_code == 200
     body = current.get_json()
     assert body["status"] == "ok" and body["migrations"]["current"] == body["migrations"]["head"]
-    with fresh_app.app_context():
-        db.engine.dispose()
 
 
 def test_healthz_reports_an_unreachable_database(tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_names_are_masked_for_lists() -> None:
 
 
 @given(st.integers(min_value=0, max_value=2**32))
-def test_case_codes_catch_any_single_mistyped_symbol(seed: int) -> None:
+def test_case_codes_catch_any_single_mistyped_symbol_or_swap(seed: int) -> None:
     import random
 
     rng = random.Random(seed)
@@ -113,6 +113,10 @@ def test_case_codes_catch_any_single_mistyped_symbol(seed: int) -> None:
     wrong = rng.choice([ch for ch in ALPHABET if ch != body[position]])
     mistyped = body[:position] + wrong + body[position + 1 :]
     assert normalize_case_code(mistyped) is None
+    swap = rng.randrange(len(body) - 1)
+    if body[swap] != body[swap + 1]:
+        swapped = body[:swap] + body[swap + 1] + body[swap] + body[swap + 2 :]
+        assert normalize_case_code(swapped) is None
 
 
 def test_case_codes_are_random_not_derived_from_anything() -> None:

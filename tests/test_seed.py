@@ -77,7 +77,6 @@ def dump(url: str, tmp_path: Path) -> list[tuple[Any, ...]]:
             )
             for h in households
         ]
-        db.engine.dispose()
     return rows
 
 
@@ -146,7 +145,6 @@ def test_seeded_data_is_realistic(databases: DatabaseFactory, tmp_path: Path) ->
             assert user is not None and user.area.code == entry["area"]
             assert verify_password(user.password_hash, entry["password"])
         assert db.session.scalar(select(CaseEvent.id).where(CaseEvent.actor_id.is_(None))) is None
-        db.engine.dispose()
 
 
 def test_seed_refuses_a_database_that_already_has_data(
@@ -197,4 +195,3 @@ def test_areas_and_users_are_scoped_consistently(
         for area in db.session.scalars(select(Area)):
             assert area.parent is None or area.path.startswith(area.parent.path)
         db.session.rollback()
-        db.engine.dispose()

@@ -5,7 +5,7 @@ import enum
 from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from server.extensions import db
+from server.extensions import Model
 
 
 class AreaLevel(enum.StrEnum):
@@ -23,7 +23,7 @@ PARENT_LEVEL = {
 }
 
 
-class Area(db.Model):
+class Area(Model):
     """One administrative area. ``path`` lists the codes from the root ("/L/C/T/V/"),
     so "is inside" is a prefix test usable both in Python and in SQL.
     """

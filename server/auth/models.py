@@ -7,7 +7,7 @@ from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.areas.models import Area, AreaLevel
-from server.extensions import db
+from server.extensions import Model
 from server.types import UTCDateTime, utcnow
 
 
@@ -29,7 +29,7 @@ ROLE_AREA_LEVELS: dict[Role, tuple[AreaLevel, ...]] = {
 }
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
+from flask_login import login_required
 from sqlalchemy import Select
 
 from server.areas.models import Area
 from server.auth.models import User
 from server.errors import OutOfArea
 
-T = TypeVar("T", bound=tuple[Any, ...])
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def in_area(actor: User, area: Area) -> bool:
@@ -20,9 +24,16 @@ def in_area(actor: User, area: Area) -> bool:
 def require_in_area(actor: User, area: Area) -> None:
     """Raise OutOfArea (shown as 'not found') unless ``area`` lies inside the actor's area."""
     if not actor.is_active or not in_area(actor, area):
-        raise OutOfArea("no such case", area=None)
+        raise OutOfArea("no such case")
 
 
-def scope_to_actor(query: Select[T], actor: User) -> Select[T]:
+def scope_to_actor(query: Q, actor: User) -> Q:
     """Restrict a query that joins ``Area`` to the areas inside the actor's area."""
-    return query.where(Area.path.startswith(actor.area.path, autoescape=True))
+    scoped: Q = query.where(Area.path.startswith(actor.area.path, autoescape=True))
+    return scoped
+
+
+def staff_required(view: Callable[P, R]) -> Callable[P, R]:
+    """Flask-Login's ``login_required`` with its type kept."""
+    wrapped: Callable[P, R] = login_required(view)
+    return wrapped

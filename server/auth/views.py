@@ -7,12 +7,13 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import lazy_gettext as _l
-from flask_login import login_required, login_user, logout_user
+from flask_login import login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from server.auth.models import User
+from server.auth.permissions import staff_required
 from server.auth.service import authenticate
 from server.extensions import db, limiter, login_manager
 
@@ -22,10 +23,12 @@ login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please log in.")
 
 
-@login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
     return user if user is not None and user.active else None
+
+
+login_manager.user_loader(_load_user)
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
@@ -71,7 +74,7 @@ def login() -> ResponseReturnValue:
 
 
 @bp.post("/logout")
-@login_required  # type: ignore[misc]
+@staff_required
 def logout() -> ResponseReturnValue:
     logout_user()
     return redirect(url_for("auth.login"))

@@ -1,7 +1,9 @@
 """Public case codes: random, unguessable, stable, never derived from personal data.
 
-Ten symbols of Crockford base32 (50 bits of randomness) plus one check symbol,
-shown as ``XXXXX-XXXXX-C``. The check symbol catches a mistyped code before any
+Ten symbols from a 31-symbol alphabet (Crockford base32 without Z: 49.5 bits of
+randomness) plus one check symbol, shown as ``XXXXX-XXXXX-C``. The check is a
+position-weighted sum modulo the prime 31; with symbol values below 31 it catches
+every single mistyped symbol and every swap of two neighbours before any
 database look-up.
 """
 
@@ -10,13 +12,13 @@ from __future__ import annotations
 import random
 import secrets
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXY"  # Crockford without I, L, O, U and Z
 BODY_LENGTH = 10
 
 
 def _check_symbol(body: str) -> str:
     total = sum((index + 1) * ALPHABET.index(ch) for index, ch in enumerate(body))
-    return ALPHABET[total % 31]  # prime modulus catches every single-symbol error
+    return ALPHABET[total % len(ALPHABET)]
 
 
 def new_case_code(rng: random.Random | None = None) -> str:
@@ -31,7 +33,7 @@ def new_case_code(rng: random.Random | None = None) -> str:
 def normalize_case_code(raw: str) -> str | None:
     """The canonical form of a code typed by a person, or None when it cannot be one."""
     cleaned = raw.strip().upper().replace("-", "").replace(" ", "")
-    cleaned = cleaned.translate(str.maketrans({"O": "0", "I": "1", "L": "1"}))
+    cleaned = cleaned.translate(str.maketrans("OIL", "011"))
     if len(cleaned) != BODY_LENGTH + 1 or any(ch not in ALPHABET for ch in cleaned):
         return None
     body, check = cleaned[:BODY_LENGTH], cleaned[BODY_LENGTH]

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.areas.models import Area
 from server.auth.models import User
-from server.extensions import db
+from server.extensions import Model
 from server.types import EncryptedText, Money, UTCDateTime, utcnow
 
 
@@ -52,7 +52,7 @@ class Relation(enum.StrEnum):
     OTHER = "other"
 
 
-class HouseholdClass(db.Model):
+class HouseholdClass(Model):
     """One row of the region's class table (A/B/C...), kept in step with the region file."""
 
     __tablename__ = "household_classes"
@@ -74,7 +74,7 @@ class HouseholdClass(db.Model):
         return f"<HouseholdClass {self.code} every {self.review_interval_months} months>"
 
 
-class Household(db.Model):
+class Household(Model):
     """A case: one household applying for or receiving the allowance."""
 
     __tablename__ = "households"
@@ -135,7 +135,7 @@ class Household(db.Model):
         return f"<Household {self.case_code} {self.state.value}>"
 
 
-class Member(db.Model):
+class Member(Model):
     __tablename__ = "members"
     __table_args__ = (
         CheckConstraint("monthly_income >= 0", name="income_non_negative"),
@@ -180,7 +180,7 @@ class Member(db.Model):
         return f"<Member {self.id} of household {self.household_id} {self.relation.value}>"
 
 
-class CaseEvent(db.Model):
+class CaseEvent(Model):
     """One step in a case's history: who moved it, when, from where to where, and why."""
 
     __tablename__ = "case_events"

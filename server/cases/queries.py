@@ -22,9 +22,9 @@ def state_counts(actor: User) -> dict[CaseState, int]:
         .join(Area, Household.village_id == Area.id)
         .group_by(Household.state)
     )
-    rows = db.session.execute(scope_to_actor(query, actor)).all()
     counts = dict.fromkeys(CaseState, 0)
-    counts.update({state: count for state, count in rows})
+    for state, count in db.session.execute(scope_to_actor(query, actor)).all():
+        counts[state] = count
     return counts
 
 

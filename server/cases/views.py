@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from flask_login import current_user, login_required
+from flask_login import current_user
 
+from server.auth.permissions import staff_required
 from server.cases import queries, service, workflow
 from server.cases.models import CaseState
 from server.errors import DomainError
@@ -16,7 +17,7 @@ bp = Blueprint("cases", __name__)
 
 
 @bp.get("/")
-@login_required  # type: ignore[misc]
+@staff_required
 def home() -> ResponseReturnValue:
     raw_state = request.args.get("state")
     state = None
@@ -34,7 +35,7 @@ def home() -> ResponseReturnValue:
 
 
 @bp.get("/cases/<case_code>")
-@login_required  # type: ignore[misc]
+@staff_required
 def case_detail(case_code: str) -> ResponseReturnValue:
     household = queries.get_case(current_user, case_code)
     members = service.read_member_details(current_user, household)
@@ -49,7 +50,7 @@ def case_detail(case_code: str) -> ResponseReturnValue:
 
 
 @bp.post("/cases/<case_code>/transitions")
-@login_required  # type: ignore[misc]
+@staff_required
 def case_transition(case_code: str) -> ResponseReturnValue:
     household = queries.get_case(current_user, case_code)
     action = request.form.get("action", "")

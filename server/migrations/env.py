@@ -24,7 +24,7 @@ def render_item(type_, obj, autogen_context):
     application code that may change later."""
     if type_ == "type" and isinstance(obj, TypeDecorator):
         autogen_context.imports.add("import sqlalchemy as sa")
-        return "sa.%r" % obj.impl
+        return f"sa.{obj.impl!r}"
     return False
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set everything up and run every check: lint, types, translations, and the test
+# suite twice, on SQLite and on PostgreSQL (a fresh database is created for the run).
+#   DIBAO_TEST_POSTGRES  PostgreSQL server URL (default postgresql://postgres@127.0.0.1:5432)
+# Extra arguments go to both pytest runs (for example -x or -k workflow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+postgres="${DIBAO_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432}"
+start=$(date +%s)
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== translations"
+bash scripts/translations.sh check
+
+echo "== pytest on SQLite"
+DIBAO_TEST_DATABASE=sqlite .venv/bin/pytest -q -p no:cacheprovider "$@"
+
+echo "== pytest on PostgreSQL ($postgres)"
+if ! .venv/bin/python -c "import psycopg,sys; psycopg.connect(sys.argv[1] + '/postgres', connect_timeout=5).close()" "$postgres"; then
+    echo "PostgreSQL is not reachable at $postgres; start it or set DIBAO_TEST_POSTGRES." >&2
+    exit 1
+fi
+DIBAO_TEST_DATABASE="$postgres" .venv/bin/pytest -q -p no:cacheprovider "$@"
+
+echo "== all checks passed in $(( $(date +%s) - start )) s"
