@@ -1,0 +1,197 @@
+"""The `dibao` command end to end: demo, serve, users."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA_KEY, DatabaseFactory
+from tests.test_seed import dibao
+
+
+def _demo_env(instance: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SECRET_KEY", "DIBAO_DATA_KEY", "DATABASE_URL")
+    }
+    env["DIBAO_INSTANCE_PATH"] = str(instance)
+    return env
+
+
+def _run_demo(instance: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "demo", *args],
+        env=_demo_env(instance),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_demo_prepares_an_embedded_database_once_and_reprints_the_logins(tmp_path: Path) -> None:
+    first = _run_demo(tmp_path, "--no-serve", "--households", "25")
+    assert first.returncode == 0, first.stderr
+    assert "seeding 25 demo households" in first.stdout
+    assert "generated for the demo only" in first.stdout
+    assert (tmp_path / "dibao.sqlite3").exists()
+    logins = json.loads((tmp_path / "demo-logins.json").read_text("utf-8"))
+    assert {entry["role"] for entry in logins} >= {"caseworker", "county_approver"}
+    assert all(entry["username"] in first.stdout for entry in logins)
+
+    second = _run_demo(tmp_path, "--no-serve")
+    assert second.returncode == 0, second.stderr
+    assert "seeding" not in second.stdout
+    assert logins[0]["password"] in second.stdout
+
+
+def test_the_demo_serves_pages_a_demo_user_can_log_into(tmp_path: Path) -> None:
+    prepared = _run_demo(tmp_path, "--no-serve", "--households", "20")
+    assert prepared.returncode == 0, prepared.stderr
+    reviewer = next(
+        u
+        for u in json.loads((tmp_path / "demo-logins.json").read_text("utf-8"))
+        if u["role"] == "township_reviewer"
+    )
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "demo", "--port", str(port)],
+        env=_demo_env(tmp_path),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with opener.open(base + "/healthz", timeout=5) as response:
+                    assert json.load(response)["status"] == "ok"
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        with opener.open(base + "/login", timeout=10) as response:
+            page = response.read().decode()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token is not None, page
+        form = urllib.parse.urlencode(
+            {
+                "csrf_token": token.group(1),
+                "username": reviewer["username"],
+                "password": reviewer["password"],
+            }
+        ).encode()
+        with opener.open(base + "/login", data=form, timeout=10) as response:
+            home = response.read().decode()
+        assert "案件" in home and "退出登录" in home
+        assert reviewer["username"] in home
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_users_create_adds_an_account_scoped_to_an_area(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = databases.new("users")
+    assert dibao("db", "upgrade", database_url=url, instance=tmp_path).returncode == 0
+    assert dibao("seed", "--households", "0", database_url=url, instance=tmp_path).returncode == 0
+
+    created = dibao(
+        "users",
+        "create",
+        "--username",
+        "wang.li",
+        "--password",
+        "a-long-password",
+        "--role",
+        "caseworker",
+        "--area",
+        "152201100",
+        database_url=url,
+        instance=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created wang.li (caseworker, 152201100)" in created.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--role", "caseworker", "--area", "152201"], "scoped to a township"),
+        (["--role", "caseworker", "--area", "999"], "no area with code '999'"),
+        (["--role", "overlord", "--area", "152201100"], "Invalid value for '--role'"),
+    ],
+)
+def test_users_create_explains_what_is_wrong(
+    databases: DatabaseFactory, tmp_path: Path, args: list[str], message: str
+) -> None:
+    url = databases.new("users")
+    assert dibao("db", "upgrade", database_url=url, instance=tmp_path).returncode == 0
+    assert dibao("seed", "--households", "0", database_url=url, instance=tmp_path).returncode == 0
+    result = dibao(
+        "users",
+        "create",
+        "--username",
+        "x1",
+        "--password",
+        "a-long-password",
+        *args,
+        database_url=url,
+        instance=tmp_path,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_commands_refuse_to_run_without_production_secrets(tmp_path: Path) -> None:
+    env = _demo_env(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "db", "current"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY and DIBAO_DATA_KEY not set" in result.stderr
+
+
+def test_serve_refuses_a_database_behind_the_migrations(tmp_path: Path) -> None:
+    result = dibao(
+        "serve",
+        "--port",
+        str(_free_port()),
+        database_url=f"sqlite:///{tmp_path}/empty.sqlite3",
+        instance=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "dibao db upgrade" in result.stderr
+    assert DATA_KEY not in result.stderr
