@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from server.auth.models import Role
 from server.cases.models import CaseState, Relation
+from server.errors import DomainError, ReasonRequired
 
 STATE_LABELS = {
     CaseState.APPLIED: _l("Applied"),
@@ -56,6 +57,30 @@ ACTION_LABELS = {
     "terminate": _l("Terminate"),
     "seed": _l("Imported"),
 }
+
+
+def error_message(exc: DomainError) -> str:
+    """The user's-language sentence for a domain error shown on a page."""
+    details = exc.details
+    if "notice_ends_on" in details:
+        return str(_l("The public notice runs until %(date)s.", date=details["notice_ends_on"]))
+    if "per_capita_income" in details:
+        return str(
+            _l(
+                "Per-capita income (%(income)s) reaches the standard: reject instead.",
+                income=details["per_capita_income"],
+            )
+        )
+    if isinstance(exc, ReasonRequired) and details.get("action") == "approve":
+        return str(_l("A flagged case needs the county's own visit recorded in the reason."))
+    generic = {
+        "illegal_transition": _l("This case cannot be moved that way from its current state."),
+        "reason_required": _l("This decision needs a written reason."),
+        "not_permitted": _l("Your role may not make this decision."),
+        "not_found": _l("No such case."),
+        "validation_failed": _l("Some of the data is not valid."),
+    }
+    return str(generic.get(exc.code, exc.message))
 
 
 def _lookup(table: dict[Any, Any]) -> Any:

@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from server.errors import DomainError
+from server.labels import error_message
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,8 @@ def register(app: Flask) -> None:
     def _domain_error(exc: DomainError) -> Response | tuple[str, int]:
         if wants_json():
             return error_envelope(exc.code, exc.message, exc.http_status, exc.details)
-        return render_template(
-            "error.html", code=exc.http_status, message=exc.message
-        ), exc.http_status
+        page = render_template("error.html", code=exc.http_status, message=error_message(exc))
+        return page, exc.http_status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response | tuple[str, int]:

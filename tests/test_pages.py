@@ -109,8 +109,12 @@ def test_a_decision_on_the_case_page_moves_the_case(app: Flask, client: FlaskCli
 
     refused = client.post(f"/cases/{code}/transitions", data={"action": "reject"})
     assert refused.status_code == 303
-    page = client.get(f"/cases/{code}?lang=en").get_data(as_text=True)
-    assert "reject needs a written reason" in page
+    assert "该决定须填写书面理由" in client.get(f"/cases/{code}").get_data(as_text=True)
+    client.get("/?lang=en")
+    client.post(f"/cases/{code}/transitions", data={"action": "reject"})
+    assert "This decision needs a written reason." in client.get(f"/cases/{code}").get_data(
+        as_text=True
+    )
 
     done = client.post(f"/cases/{code}/transitions", data={"action": "township_review"})
     assert done.status_code == 303

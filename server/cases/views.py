@@ -12,6 +12,7 @@ from server.cases import queries, service, workflow
 from server.cases.models import CaseState
 from server.errors import DomainError
 from server.extensions import db
+from server.labels import error_message
 
 bp = Blueprint("cases", __name__)
 
@@ -62,7 +63,7 @@ def case_transition(case_code: str) -> ResponseReturnValue:
         db.session.rollback()
         if exc.http_status == 404:
             raise
-        flash(exc.message, "error")
+        flash(error_message(exc), "error")
         return redirect(url_for("cases.case_detail", case_code=case_code)), 303
     db.session.commit()
     flash(_("Done."), "info")
