@@ -102,6 +102,21 @@ def test_the_case_page_shows_members_and_audits_the_read(app: Flask, client: Fla
     assert reads == 2
 
 
+def test_an_administrator_cannot_open_a_households_personal_data(
+    app: Flask, client: FlaskClient
+) -> None:
+    code = factories.make_household().case_code
+    db.session.commit()
+    login(client, "admin")
+    assert client.get(f"/cases/{code}").status_code == 403
+    reads = db.session.scalar(
+        select(func.count())
+        .select_from(AuditEntry)
+        .where(AuditEntry.action == "member.read_personal")
+    )
+    assert reads == 0
+
+
 def test_a_decision_on_the_case_page_moves_the_case(app: Flask, client: FlaskClient) -> None:
     code = factories.make_household(state=CaseState.SURVEYED).case_code
     db.session.commit()

@@ -147,8 +147,13 @@ class MemberDetails:
 
 
 def read_member_details(actor: User, household: Household) -> list[MemberDetails]:
-    """Decrypted personal data of a household's members; one audit row per member read."""
+    """Decrypted personal data of a household's members; one audit row per member read.
+
+    Administrators manage accounts and have no need to read recipients' data.
+    """
     require_in_area(actor, household.village)
+    if actor.role is Role.ADMIN:
+        raise NotPermitted("administrators do not read members' personal data")
     details = []
     for m in household.members:
         audit.record(
