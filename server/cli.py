@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -21,7 +22,6 @@ from server.errors import ValidationFailed
 from server.extensions import db
 
 DEMO_HOUSEHOLDS = 400
-DEMO_SEED = 2026
 DEMO_LOGINS_FILE = "demo-logins.json"
 
 
@@ -94,9 +94,11 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
         from server.seed import seed_database
 
         if not db.session.scalar(select(func.count()).select_from(Area)):
-            click.echo(f"seeding {households} demo households ...")
+            # A random seed: every demo install gets its own data and passwords.
+            demo_seed = secrets.randbelow(2**31)
+            click.echo(f"seeding {households} demo households (seed {demo_seed}) ...")
             report = seed_database(
-                households=households, seed=DEMO_SEED, rules=app.config["REGION"], today=_today()
+                households=households, seed=demo_seed, rules=app.config["REGION"], today=_today()
             )
             db.session.commit()
             fd = os.open(logins_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
