@@ -162,3 +162,24 @@ def area() -> factories.Areas:
 
 def login(client: FlaskClient, username: str, password: str = factories.PASSWORD) -> Any:
     return client.post("/login", data={"username": username, "password": password})
+
+
+class QueryCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, *args: Any) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def count_queries(app: Flask) -> Iterator[QueryCounter]:
+    """Counts the SQL statements the app sends (catches N+1 queries)."""
+    from sqlalchemy import event
+
+    counter = QueryCounter()
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", counter)
+    yield counter
+    event.remove(engine, "before_cursor_execute", counter)

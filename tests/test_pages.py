@@ -12,7 +12,7 @@ from server.audit.models import AuditEntry
 from server.cases.models import CaseState, Household
 from server.extensions import db
 from tests import factories
-from tests.conftest import DatabaseFactory, login, make_app
+from tests.conftest import DatabaseFactory, QueryCounter, login, make_app
 
 
 def test_pages_need_a_login(client: FlaskClient) -> None:
@@ -61,6 +61,26 @@ def test_home_lists_only_the_cases_of_the_users_area_by_state(
     filtered = client.get("/?state=applied").get_data(as_text=True)
     assert mine_code not in filtered
     assert client.get("/?state=bogus").status_code == 400
+
+
+def test_the_home_page_costs_the_same_queries_for_few_or_many_cases(
+    app: Flask, client: FlaskClient, count_queries: QueryCounter
+) -> None:
+    login(client, "approver")
+
+    def queries_for_home() -> int:
+        before = count_queries.count
+        assert client.get("/").status_code == 200
+        return count_queries.count - before
+
+    factories.make_household()
+    db.session.commit()
+    few = queries_for_home()
+    for _ in range(12):
+        factories.make_household(incomes=("1.00", "2.00", "3.00"))
+    db.session.commit()
+    assert few > 0
+    assert queries_for_home() == few
 
 
 def test_the_county_sees_every_township(app: Flask, client: FlaskClient) -> None:
