@@ -212,6 +212,51 @@ def users_create_command(username: str, password: str, role: str, area_code: str
     click.echo(f"created {user.username} ({user.role.value}, {area_code})")
 
 
+@cli.group("devices")
+def devices_group() -> None:
+    """Tablet logins (device tokens)."""
+
+
+@devices_group.command("list")
+@click.option("--user", "username", help="Only this user's tokens.")
+@with_appcontext
+def devices_list_command(username: str | None) -> None:
+    """List device tokens: prefix, user, device, created, expires, last used, revoked."""
+    from server.devices.service import list_tokens
+
+    for t in list_tokens(username):
+        status = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
+        last = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        click.echo(
+            f"{t.token_prefix}  {t.user.username:<16} {t.device_id:<24} "
+            f"created {t.created_at:%Y-%m-%d} expires {t.expires_at:%Y-%m-%d} "
+            f"used {last}  {status}"
+        )
+
+
+@devices_group.command("revoke")
+@click.option("--token-prefix", help="The token's prefix as `dibao devices list` shows it.")
+@click.option("--user", "username", help="Revoke every live token of this user ...")
+@click.option("--device-id", help="... or only the one of this device.")
+@with_appcontext
+def devices_revoke_command(
+    token_prefix: str | None, username: str | None, device_id: str | None
+) -> None:
+    """Revoke tablet tokens at once (a lost or stolen tablet, a caseworker who left)."""
+    from server.devices.service import revoke_tokens
+
+    if not token_prefix and not username:
+        raise click.UsageError("give --token-prefix or --user")
+    revoked = revoke_tokens(
+        revoked_by=None, token_prefix=token_prefix, username=username, device_id=device_id
+    )
+    db.session.commit()
+    if not revoked:
+        raise click.ClickException("no live token matches")
+    for t in revoked:
+        click.echo(f"revoked {t.token_prefix} ({t.user.username}, {t.device_id})")
+
+
 def main() -> None:
     sys.exit(cli.main(prog_name="dibao"))
 

@@ -30,6 +30,16 @@ ENV_KEYS = (
     "RATELIMIT_STORAGE_URI",
     "DIBAO_LOG_LEVEL",
     "DIBAO_LOGIN_RATE_LIMIT",
+    "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_MAX_PHOTO_BYTES",
+    "DIBAO_MAX_REQUEST_BYTES",
+    "DIBAO_DUE_WINDOW_DAYS",
+)
+INT_KEYS = (
+    "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_MAX_PHOTO_BYTES",
+    "DIBAO_MAX_REQUEST_BYTES",
+    "DIBAO_DUE_WINDOW_DAYS",
 )
 
 
@@ -56,6 +66,11 @@ def defaults() -> dict[str, Any]:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "WTF_CSRF_ENABLED": True,
         "HOME_PAGE_SIZE": 50,
+        # Tablets: token lifetime, upload limits, how far ahead reviews are listed as due.
+        "DIBAO_DEVICE_TOKEN_DAYS": 30,
+        "DIBAO_MAX_PHOTO_BYTES": 20 * 1024 * 1024,
+        "DIBAO_MAX_REQUEST_BYTES": 128 * 1024 * 1024,
+        "DIBAO_DUE_WINDOW_DAYS": 30,
         "TESTING": False,
     }
 
@@ -150,6 +165,18 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     if not base.startswith(("http://", "https://")):
         raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {base!r}")
     config["PUBLIC_BASE_URL"] = base
+
+    for key in INT_KEYS:
+        try:
+            config[key] = int(config[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{key} must be a whole number, got {config[key]!r}") from exc
+        if config[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {config[key]}")
+    if config["DIBAO_MAX_PHOTO_BYTES"] > config["DIBAO_MAX_REQUEST_BYTES"]:
+        raise ConfigError("DIBAO_MAX_PHOTO_BYTES cannot exceed DIBAO_MAX_REQUEST_BYTES")
+    # Werkzeug refuses larger bodies with 413 before any of our code reads them.
+    config["MAX_CONTENT_LENGTH"] = config["DIBAO_MAX_REQUEST_BYTES"]
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

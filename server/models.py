@@ -4,6 +4,7 @@ from server.areas.models import Area, AreaLevel
 from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.devices.models import DeviceToken
 
 __all__ = [
     "Area",
@@ -11,6 +12,7 @@ __all__ = [
     "AuditEntry",
     "CaseEvent",
     "CaseState",
+    "DeviceToken",
     "Household",
     "HouseholdClass",
     "Member",

@@ -30,7 +30,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> Response | tuple[str, int]:
         if wants_json():
-            return error_envelope(exc.code, exc.message, exc.http_status, exc.details)
+            response = error_envelope(exc.code, exc.message, exc.http_status, exc.details)
+            if exc.http_status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="dibao"'
+            return response
         page = render_template("error.html", code=exc.http_status, message=error_message(exc))
         return page, exc.http_status
 

@@ -66,18 +66,22 @@ def create_user(
     return user
 
 
-def authenticate(username: str, password: str) -> User | None:
+def authenticate(username: str, password: str, channel: str = "web") -> User | None:
     """The active user with these credentials, or None. Audits both outcomes."""
     user = db.session.scalar(select(User).where(User.username == username.strip()))
     ok = verify_password(user.password_hash if user else None, password)
     if not ok or user is None or not user.active:
         audit.record(
-            "auth.login_failed", actor=user, object_type="user", object_id=user.id if user else None
+            "auth.login_failed",
+            actor=user,
+            object_type="user",
+            object_id=user.id if user else None,
+            channel=channel,
         )
         logger.info("failed login for user id %s", user.id if user else None)
         return None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = datetime.now(UTC)
-    audit.record("auth.login", actor=user, object_type="user", object_id=user.id)
+    audit.record("auth.login", actor=user, object_type="user", object_id=user.id, channel=channel)
     return user

@@ -23,7 +23,6 @@ def render_item(type_, obj, autogen_context):
     """Render our column types as their database types, so migrations never import
     application code that may change later."""
     if type_ == "type" and isinstance(obj, TypeDecorator):
-        autogen_context.imports.add("import sqlalchemy as sa")
         return f"sa.{obj.impl!r}"
     return False
 

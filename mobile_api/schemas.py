@@ -1,0 +1,45 @@
+"""Input and output schemas of the tablet API (allow-lists: unknown input fields
+are ignored, output carries only what is listed here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.errors import ValidationFailed
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class DeviceLogin(Input):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+    device_id: str = Field(min_length=1, max_length=100)
+    device_name: str = Field(default="", max_length=100)
+
+
+T = TypeVar("T", bound=Input)
+
+
+def parse(schema: type[T], payload: Any) -> T:
+    """Validate ``payload``; ValidationFailed names the first bad field."""
+    if not isinstance(payload, dict):
+        raise ValidationFailed("the request body must be a JSON object", field=None)
+    try:
+        return schema.model_validate(payload)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]),
+                "problem": error["msg"],
+            }
+            for error in exc.errors()
+        ]
+        first = errors[0]
+        raise ValidationFailed(
+            f"{first['field']}: {first['problem']}", field=first["field"], errors=errors
+        ) from exc

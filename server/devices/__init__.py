@@ -1,0 +1,1 @@
+"""Caseworker tablets: bearer tokens per device, hashed, expiring, revocable."""

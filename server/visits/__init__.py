@@ -1,0 +1,1 @@
+"""Field visits (入户调查): what is due, uploads from tablets, evidence checks."""
