@@ -5,17 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import DeviceLogin, parse
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
+from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
+from server.storage import HashingFile
+from server.visits import service as visits
 from server.visits.queries import due_visits
+from server.visits.schemas import SurveyIn
 
 API_VERSION = "1"
 
@@ -34,12 +39,40 @@ def _username_key() -> str:
 
 
 def _json_body() -> Any:
-    payload = request.get_json(silent=True)
-    if payload is None:
-        from server.errors import ValidationFailed
-
+    if not request.is_json:
         raise ValidationFailed("the request body must be JSON (Content-Type: application/json)")
-    return payload
+    try:
+        return request.get_json()
+    except BadRequest as exc:
+        raise ValidationFailed("the request body is not valid JSON") from exc
+
+
+def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
+    """The survey JSON and the photo parts of a multipart or JSON-only upload."""
+    if request.mimetype != "multipart/form-data":
+        return _json_body(), {}
+    text = request.form.get("survey")
+    if text is None:
+        raise ValidationFailed("a multipart upload needs a 'survey' part", field="survey")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise ValidationFailed("the 'survey' part is not valid JSON", field="survey") from exc
+    for name in request.form:
+        if name != "survey":
+            raise ValidationFailed(
+                f"part {name!r} has no filename: send photos as file parts", field=name
+            )
+    uploads: dict[str, HashingFile] = {}
+    for name, storage in request.files.items(multi=True):
+        if name in uploads:
+            raise ValidationFailed(f"photo part {name!r} sent twice", field=name)
+        uploads[name] = cast(HashingFile, storage.stream)
+    return raw, uploads
+
+
+def _survey_response(survey: Any, status: int) -> tuple[Response, int]:
+    return jsonify(visits.survey_body(survey)), status
 
 
 @bp.get("/openapi.json")
@@ -76,6 +109,38 @@ def create_device_token() -> tuple[Response, int]:
         },
     }
     return jsonify(body), 201
+
+
+@bp.post("/v1/surveys")
+@device_required
+def create_survey() -> tuple[Response, int]:
+    raw, uploads = _survey_upload()
+    data = parse(SurveyIn, raw)
+    received = visits.receive_survey(device=current_device(), data=data, raw=raw, uploads=uploads)
+    db.session.commit()
+    return _survey_response(received.survey, 201 if received.created else 200)
+
+
+@bp.put("/v1/surveys/<client_uuid>/photos/<photo_id>")
+@device_required
+def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
+    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
+    with visits.blob_store().new_temp(max_bytes=limit) as temp:
+        while chunk := request.stream.read(256 * 1024):
+            temp.write(chunk)
+        survey = visits.receive_photo(
+            device=current_device(), client_uuid=client_uuid, photo_id=photo_id, temp=temp
+        )
+        db.session.commit()
+    return _survey_response(survey, 200)
+
+
+@bp.get("/v1/surveys/<client_uuid>")
+@device_required
+def get_survey(client_uuid: str) -> tuple[Response, int]:
+    survey = visits.find_survey(current_device(), client_uuid)
+    db.session.commit()
+    return _survey_response(survey, 200)
 
 
 @bp.get("/v1/meta")

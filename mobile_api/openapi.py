@@ -44,6 +44,89 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
+                "SurveyStatus": {
+                    "type": "object",
+                    "required": ["survey_id", "client_uuid", "status", "missing_photos", "flags"],
+                    "properties": {
+                        "survey_id": {"type": "integer"},
+                        "client_uuid": {"type": "string", "format": "uuid"},
+                        "status": {"enum": ["awaiting_photos", "complete"]},
+                        "missing_photos": {"type": "array", "items": {"type": "string"}},
+                        "flags": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "code": {"type": "string"},
+                                    "severity": {"enum": ["info", "warning", "critical"]},
+                                    "value": {},
+                                    "threshold": {},
+                                    "detail": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "Survey": {
+                    "type": "object",
+                    "description": "The survey JSON of the contract (docs/api.md has every field).",
+                    "required": [
+                        "client_uuid",
+                        "household_id",
+                        "kind",
+                        "started_at",
+                        "finished_at",
+                        "gps",
+                    ],
+                    "properties": {
+                        "client_uuid": {"type": "string", "format": "uuid"},
+                        "household_id": {"type": "integer"},
+                        "kind": {
+                            "enum": ["initial_survey", "periodic_review", "assisted_proof_of_life"]
+                        },
+                        "started_at": {"type": "string", "format": "date-time"},
+                        "finished_at": {"type": "string", "format": "date-time"},
+                        "gps": {
+                            "type": "object",
+                            "required": ["lat", "lon"],
+                            "properties": {
+                                "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                                "lon": {"type": "number", "minimum": -180, "maximum": 180},
+                                "accuracy_m": {"type": "number", "minimum": 0},
+                                "altitude_m": {"type": "number"},
+                                "fix_at": {"type": "string", "format": "date-time"},
+                                "provider": {"type": "string", "maxLength": 20},
+                                "is_mock": {"type": "boolean"},
+                            },
+                        },
+                        "track": {"type": "array", "maxItems": 10000},
+                        "members": {"type": "array", "maxItems": 30},
+                        "housing": {"type": "object"},
+                        "income": {"type": "object"},
+                        "photos": {
+                            "type": "array",
+                            "maxItems": 60,
+                            "items": {
+                                "type": "object",
+                                "required": ["photo_id", "kind", "sha256", "bytes"],
+                                "properties": {
+                                    "photo_id": {
+                                        "type": "string",
+                                        "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                                    },
+                                    "kind": {
+                                        "enum": ["member_portrait", "housing", "document", "other"]
+                                    },
+                                    "member_ref": {"type": "string"},
+                                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                    "bytes": {"type": "integer", "minimum": 1},
+                                    "taken_at": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                        },
+                        "notes": {"type": "string", "maxLength": 4000},
+                    },
+                },
                 "DueVisit": {
                     "type": "object",
                     "required": [
@@ -87,6 +170,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "responses": {
                 "Error": _json({"$ref": "#/components/schemas/Error"}, "an error"),
+                "SurveyStatus": _json(
+                    {"$ref": "#/components/schemas/SurveyStatus"}, "the survey's state"
+                ),
             },
         },
         "paths": {
@@ -140,6 +226,97 @@ def openapi_document() -> dict[str, Any]:
                         "403": ERROR,
                         "422": ERROR,
                         "429": ERROR,
+                    },
+                }
+            },
+            "/api/v1/surveys": {
+                "post": {
+                    "summary": "Upload one field visit (idempotent on client_uuid)",
+                    "description": (
+                        "multipart/form-data with a 'survey' part (the JSON) and one file part "
+                        "per photo, named by its photo_id; or the JSON alone, photos sent later "
+                        "with PUT. 201 on first receipt, 200 with the same body on an identical "
+                        "replay, 409 client_uuid_conflict when the uuid was used for other "
+                        "content. A reply is sent only after everything is durably stored."
+                    ),
+                    "security": [{"device": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Survey"}},
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["survey"],
+                                    "properties": {"survey": {"type": "string"}},
+                                    "additionalProperties": {"type": "string", "format": "binary"},
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "201": {"$ref": "#/components/responses/SurveyStatus"},
+                        "200": {"$ref": "#/components/responses/SurveyStatus"},
+                        "401": ERROR,
+                        "404": ERROR,
+                        "409": ERROR,
+                        "413": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
+                    },
+                }
+            },
+            "/api/v1/surveys/{client_uuid}": {
+                "get": {
+                    "summary": "A survey's state: missing photos, flags",
+                    "security": [{"device": []}],
+                    "parameters": [
+                        {
+                            "name": "client_uuid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"$ref": "#/components/responses/SurveyStatus"},
+                        "401": ERROR,
+                        "404": ERROR,
+                    },
+                }
+            },
+            "/api/v1/surveys/{client_uuid}/photos/{photo_id}": {
+                "put": {
+                    "summary": "One photo's bytes (idempotent; checked against the manifest)",
+                    "security": [{"device": []}],
+                    "parameters": [
+                        {
+                            "name": "client_uuid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "photo_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                            "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "responses": {
+                        "200": {"$ref": "#/components/responses/SurveyStatus"},
+                        "401": ERROR,
+                        "404": ERROR,
+                        "413": ERROR,
+                        "415": ERROR,
+                        "422": ERROR,
                     },
                 }
             },

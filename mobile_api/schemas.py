@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from server.errors import ValidationFailed
-
-
-class Input(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+from server.visits.schemas import Input
 
 
 class DeviceLogin(Input):

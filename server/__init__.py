@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
-from flask import Flask, current_app, request, session
+from flask import Flask, Request, current_app, request, session
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from server import config as config_module
 from server.crypto import FieldCipher
 from server.extensions import babel, csrf, db, limiter, login_manager, migrate
+from server.storage import BlobStore
 
 MIGRATIONS_DIR = __path__[0] + "/migrations"
 
@@ -30,7 +31,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if app.config.get("DIBAO_USING_DEV_SECRETS"):
         app.logger.warning("using demo-only secrets from the instance folder")
 
+    app.request_class = UploadRequest
     app.extensions["dibao.cipher"] = FieldCipher(app.config["DIBAO_DATA_KEY_BYTES"])
+    store = BlobStore(Path(app.instance_path) / "store")
+    store.clean_temp()
+    app.extensions["dibao.blobs"] = store
     _init_database(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, compare_type=True, render_as_batch=True)
     babel.init_app(app, locale_selector=_select_locale)
@@ -43,6 +48,23 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app
+
+
+class UploadRequest(Request):
+    """Streams uploaded file parts straight into the blob store's temp folder,
+    hashing as they arrive, so photos are never held whole in memory.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        store: BlobStore = current_app.extensions["dibao.blobs"]
+        temp = store.new_temp(max_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"])
+        return cast(IO[bytes], temp)
 
 
 def _init_database(app: Flask) -> None:
@@ -60,6 +82,7 @@ def _init_database(app: Flask) -> None:
 def _configure_sqlite(engine: Engine) -> None:
     """Foreign keys on, WAL, and SQLAlchemy's recipe that lets pysqlite do real
     transactions and SAVEPOINTs (it otherwise issues BEGIN on its own terms).
+    SQLite is the embedded default: transactions run one at a time.
     """
 
     @event.listens_for(engine, "connect")
@@ -73,7 +96,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock up front. A deferred transaction that has
+        # read and then writes fails at once ("database is locked") when another
+        # connection wrote in between; an immediate one waits its turn instead.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _select_locale() -> str | None:

@@ -177,6 +177,8 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
         raise ConfigError("DIBAO_MAX_PHOTO_BYTES cannot exceed DIBAO_MAX_REQUEST_BYTES")
     # Werkzeug refuses larger bodies with 413 before any of our code reads them.
     config["MAX_CONTENT_LENGTH"] = config["DIBAO_MAX_REQUEST_BYTES"]
+    # Non-file form fields (the survey JSON part, with its GPS track) stay in memory.
+    config.setdefault("MAX_FORM_MEMORY_SIZE", 4 * 1024 * 1024)
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -5,6 +5,7 @@ from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.devices.models import DeviceToken
+from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 
 __all__ = [
     "Area",
@@ -18,5 +19,8 @@ __all__ = [
     "Member",
     "Relation",
     "Role",
+    "Survey",
+    "SurveyFlag",
+    "SurveyPhoto",
     "User",
 ]

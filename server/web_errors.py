@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from server.errors import DomainError
 from server.labels import error_message
+from server.storage import TooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def register(app: Flask) -> None:
             code = (exc.name or "error").lower().replace(" ", "_")
             return error_envelope(code, exc.description or exc.name, status)
         return render_template("error.html", code=status, message=exc.description), status
+
+    @app.errorhandler(TooLarge)
+    def _too_large(exc: TooLarge) -> Response | tuple[str, int]:
+        return _http_error(RequestEntityTooLarge(f"a photo is too large: {exc}"))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response | tuple[str, int]:

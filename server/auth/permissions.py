@@ -21,10 +21,12 @@ def in_area(actor: User, area: Area) -> bool:
     return actor.area.contains(area)
 
 
-def require_in_area(actor: User, area: Area) -> None:
-    """Raise OutOfArea (shown as 'not found') unless ``area`` lies inside the actor's area."""
+def require_in_area(actor: User, area: Area, what: str = "case") -> None:
+    """Raise OutOfArea (shown as 'not found') unless ``area`` lies inside the actor's
+    area: the same answer as for something that does not exist.
+    """
     if not actor.is_active or not in_area(actor, area):
-        raise OutOfArea("no such case")
+        raise OutOfArea(f"no such {what}")
 
 
 def scope_to_actor(query: Q, actor: User) -> Q:

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from server.auth.models import User
+from server.cases.models import Household
+from server.extensions import Model
+from server.types import EncryptedText, UTCDateTime, utcnow
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [str(m.value) for m in e]
+
+
+class SurveyStatus(enum.StrEnum):
+    AWAITING_PHOTOS = "awaiting_photos"
+    COMPLETE = "complete"
+
+
+class PhotoKind(enum.StrEnum):
+    MEMBER_PORTRAIT = "member_portrait"
+    HOUSING = "housing"
+    DOCUMENT = "document"
+    OTHER = "other"
+
+
+class Survey(Model):
+    """One field visit as uploaded by a tablet. ``client_uuid`` is the tablet's own
+    id for the visit: unique, so a retried upload can never create a second one.
+    """
+
+    __tablename__ = "surveys"
+    __table_args__ = (
+        CheckConstraint("gps_lat BETWEEN -90 AND 90", name="gps_lat_range"),
+        CheckConstraint("gps_lon BETWEEN -180 AND 180", name="gps_lon_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    # sha256 of the canonical survey JSON: an identical replay matches it.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    caseworker_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    device_token_id: Mapped[int | None] = mapped_column(ForeignKey("device_tokens.id"))
+    kind: Mapped[str] = mapped_column(String(30))
+    status: Mapped[SurveyStatus] = mapped_column(
+        Enum(
+            SurveyStatus,
+            native_enum=False,
+            create_constraint=True,
+            length=20,
+            values_callable=_values,
+        ),
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    gps_lat: Mapped[float] = mapped_column(Float)
+    gps_lon: Mapped[float] = mapped_column(Float)
+    gps_accuracy_m: Mapped[float | None] = mapped_column(Float)
+    gps_altitude_m: Mapped[float | None] = mapped_column(Float)
+    gps_fix_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gps_provider: Mapped[str | None] = mapped_column(String(20))
+    gps_is_mock: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Members, housing, income, notes and the track: personal, so encrypted as one JSON.
+    payload: Mapped[str] = mapped_column(EncryptedText("surveys.payload"), deferred=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    household: Mapped[Household] = relationship()
+    caseworker: Mapped[User] = relationship()
+    photos: Mapped[list[SurveyPhoto]] = relationship(
+        back_populates="survey", order_by="SurveyPhoto.id", cascade="all, delete-orphan"
+    )
+    flags: Mapped[list[SurveyFlag]] = relationship(
+        back_populates="survey", order_by="SurveyFlag.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def missing_photos(self) -> list[str]:
+        return [p.photo_id for p in self.photos if p.received_at is None]
+
+    def __repr__(self) -> str:
+        return f"<Survey {self.client_uuid} {self.status.value}>"
+
+
+class SurveyPhoto(Model):
+    """One photo of a survey's manifest; its bytes are in the blob store under
+    ``sha256`` once ``received_at`` is set.
+    """
+
+    __tablename__ = "survey_photos"
+    __table_args__ = (
+        UniqueConstraint("survey_id", "photo_id"),
+        CheckConstraint("bytes > 0", name="bytes_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    photo_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[PhotoKind] = mapped_column(
+        Enum(
+            PhotoKind, native_enum=False, create_constraint=True, length=20, values_callable=_values
+        ),
+    )
+    member_ref: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    content_type: Mapped[str | None] = mapped_column(String(20))
+
+    survey: Mapped[Survey] = relationship(back_populates="photos")
+
+    def __repr__(self) -> str:
+        return f"<SurveyPhoto {self.photo_id} of survey {self.survey_id}>"
+
+
+class SurveyFlag(Model):
+    """A reason to doubt a visit. Never a rejection: a reviewer clears it."""
+
+    __tablename__ = "survey_flags"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    code: Mapped[str] = mapped_column(String(40), index=True)
+    severity: Mapped[str] = mapped_column(String(10))
+    value: Mapped[str | None] = mapped_column(String(100))
+    threshold: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cleared_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    clear_reason: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+    survey: Mapped[Survey] = relationship(back_populates="flags")
+
+    def __repr__(self) -> str:
+        return f"<SurveyFlag {self.code} on survey {self.survey_id}>"

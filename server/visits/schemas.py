@@ -1,0 +1,100 @@
+"""The survey a tablet uploads (the contract in ../shared/docs/architecture.md),
+validated field by field. Unknown fields are ignored; known ones must be right.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+PHOTO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PhotoId = Annotated[str, Field(pattern=PHOTO_ID.pattern)]
+Lat = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+RelationName = Literal[
+    "head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "other"
+]
+Lon = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class GpsIn(Input):
+    lat: Lat
+    lon: Lon
+    accuracy_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = None
+    altitude_m: Annotated[float, Field(ge=-1_000, le=10_000, allow_inf_nan=False)] | None = None
+    fix_at: AwareDatetime | None = None
+    provider: Annotated[str, Field(max_length=20)] | None = None
+    is_mock: bool = False
+
+
+class TrackPointIn(Input):
+    lat: Lat
+    lon: Lon
+    accuracy_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    at: AwareDatetime
+
+
+class MemberIn(Input):
+    member_id: int | None = None
+    client_ref: Annotated[str, Field(max_length=64)] | None = None
+    name: Annotated[str, Field(max_length=50)] | None = None
+    id_number: Annotated[str, Field(pattern=r"^\d{17}[\dXx]$")] | None = None
+    birth_date: date | None = None
+    relation: (
+        Literal[
+            "head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "other"
+        ]
+        | None
+    ) = None
+    able_to_work: bool | None = None
+    monthly_income: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)] | None = None
+    portrait_photo_id: PhotoId | None = None
+
+    @model_validator(mode="after")
+    def _identified(self) -> MemberIn:
+        if self.member_id is None and not self.client_ref:
+            raise ValueError("each member needs member_id or client_ref")
+        return self
+
+
+class PhotoIn(Input):
+    photo_id: PhotoId
+    kind: Literal["member_portrait", "housing", "document", "other"]
+    member_ref: Annotated[str, Field(max_length=64)] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: Annotated[int, Field(gt=0)]
+    taken_at: AwareDatetime | None = None
+
+
+class SurveyIn(Input):
+    client_uuid: UUID
+    household_id: int
+    kind: Literal["initial_survey", "periodic_review", "assisted_proof_of_life"]
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    gps: GpsIn
+    track: Annotated[list[TrackPointIn], Field(max_length=10_000)] = []
+    members: Annotated[list[MemberIn], Field(max_length=30)] = []
+    housing: dict[str, Any] = {}
+    income: dict[str, Any] = {}
+    photos: Annotated[list[PhotoIn], Field(max_length=60)] = []
+    notes: Annotated[str, Field(max_length=4000)] = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SurveyIn:
+        ids = [p.photo_id for p in self.photos]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"photo_id used twice in photos: {', '.join(duplicates)}")
+        for member in self.members:
+            if member.portrait_photo_id and member.portrait_photo_id not in ids:
+                raise ValueError(f"portrait_photo_id {member.portrait_photo_id!r} is not in photos")
+        return self

@@ -1,0 +1,263 @@
+"""Receiving field visits from tablets: idempotent on the tablet's ``client_uuid``,
+photos checked against the manifest and stored durably before the database commit.
+
+The caller (the API view) commits; this module decides what to write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from server.audit import service as audit
+from server.auth.permissions import require_in_area
+from server.cases.models import Household
+from server.devices.models import DeviceToken
+from server.errors import DomainError, OutOfArea, ValidationFailed
+from server.extensions import db
+from server.storage import BlobStore, HashingFile
+from server.visits.models import PhotoKind, Survey, SurveyPhoto, SurveyStatus
+from server.visits.schemas import PHOTO_ID, SurveyIn
+
+logger = logging.getLogger(__name__)
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ClientUuidConflict(DomainError):
+    code = "client_uuid_conflict"
+    http_status = 409
+
+
+class PhotoNotInManifest(DomainError):
+    code = "photo_not_in_manifest"
+    http_status = 422
+
+
+class Sha256Mismatch(DomainError):
+    code = "sha256_mismatch"
+    http_status = 422
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class SurveyNotFound(OutOfArea):
+    pass
+
+
+@dataclass(frozen=True)
+class ReceivedSurvey:
+    survey: Survey
+    created: bool
+
+
+def blob_store() -> BlobStore:
+    store: BlobStore = current_app.extensions["dibao.blobs"]
+    return store
+
+
+def canonical_hash(payload: dict[str, Any]) -> str:
+    """The identity of a survey's content: byte-for-byte key order does not matter."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sniff(temp: HashingFile) -> str:
+    temp.seek(0)
+    head = temp.read(8)
+    if head.startswith(JPEG_MAGIC):
+        return "image/jpeg"
+    if head.startswith(PNG_MAGIC):
+        return "image/png"
+    raise UnsupportedMediaType(
+        "only JPEG and PNG photos are accepted (checked from the bytes, not the name)"
+    )
+
+
+def check_photo(photo: SurveyPhoto, temp: HashingFile) -> str:
+    """Validate an uploaded photo against its manifest entry; returns its content type."""
+    if temp.sha256 != photo.sha256:
+        raise Sha256Mismatch(
+            f"photo {photo.photo_id}: the bytes do not match the manifest's sha256",
+            photo_id=photo.photo_id,
+            expected=photo.sha256,
+            received=temp.sha256,
+        )
+    if temp.size != photo.bytes:
+        raise ValidationFailed(
+            f"photo {photo.photo_id}: {temp.size} bytes received, the manifest says {photo.bytes}",
+            field=f"photos.{photo.photo_id}.bytes",
+        )
+    return _sniff(temp)
+
+
+def _survey_row(data: SurveyIn, content_hash: str, device: DeviceToken) -> Survey:
+    private = data.model_dump(
+        mode="json", include={"members", "housing", "income", "notes", "track"}
+    )
+    survey = Survey(
+        client_uuid=str(data.client_uuid),
+        content_hash=content_hash,
+        household_id=data.household_id,
+        caseworker_id=device.user_id,
+        device_token_id=device.id,
+        kind=data.kind,
+        status=SurveyStatus.AWAITING_PHOTOS if data.photos else SurveyStatus.COMPLETE,
+        started_at=data.started_at.astimezone(UTC),
+        finished_at=data.finished_at.astimezone(UTC),
+        gps_lat=data.gps.lat,
+        gps_lon=data.gps.lon,
+        gps_accuracy_m=data.gps.accuracy_m,
+        gps_altitude_m=data.gps.altitude_m,
+        gps_fix_at=data.gps.fix_at.astimezone(UTC) if data.gps.fix_at else None,
+        gps_provider=data.gps.provider,
+        gps_is_mock=data.gps.is_mock,
+        payload=json.dumps(private, ensure_ascii=False, sort_keys=True),
+        completed_at=None if data.photos else datetime.now(UTC),
+    )
+    for p in data.photos:
+        survey.photos.append(
+            SurveyPhoto(
+                photo_id=p.photo_id,
+                kind=PhotoKind(p.kind),
+                member_ref=p.member_ref,
+                sha256=p.sha256,
+                bytes=p.bytes,
+                taken_at=p.taken_at.astimezone(UTC) if p.taken_at else None,
+            )
+        )
+    return survey
+
+
+def find_survey(device: DeviceToken, client_uuid: str) -> Survey:
+    """The survey with this uuid uploaded within the caseworker's area; 404 otherwise."""
+    survey = db.session.scalar(select(Survey).where(Survey.client_uuid == client_uuid))
+    if survey is None:
+        raise SurveyNotFound("no such survey")
+    require_in_area(device.user, survey.household.village, what="survey")
+    return survey
+
+
+def receive_survey(
+    *,
+    device: DeviceToken,
+    data: SurveyIn,
+    raw: dict[str, Any],
+    uploads: dict[str, HashingFile],
+) -> ReceivedSurvey:
+    """Record a visit, or recognise a replay of one, and attach the photo parts that
+    came with it. Every part is checked before anything is written.
+    """
+    household = db.session.get(Household, data.household_id)
+    if household is None:
+        raise OutOfArea("no such household", field="household_id")
+    require_in_area(device.user, household.village, what="household")
+
+    manifest = {p.photo_id: p for p in data.photos}
+    for name in uploads:
+        if name not in manifest:
+            raise PhotoNotInManifest(
+                f"part {name!r} is not a photo_id of the survey's photos", photo_id=name
+            )
+    content_types = {}
+    for name, temp in uploads.items():
+        entry = manifest[name]
+        content_types[name] = check_photo(
+            SurveyPhoto(photo_id=name, sha256=entry.sha256, bytes=entry.bytes), temp
+        )
+
+    content_hash = canonical_hash(raw)
+    created = True
+    try:
+        survey = _survey_row(data, content_hash, device)
+        db.session.add(survey)
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        created = False
+        survey = find_survey(device, str(data.client_uuid))
+        if survey.content_hash != content_hash or survey.caseworker_id != device.user_id:
+            raise ClientUuidConflict(
+                "a different survey was already uploaded with this client_uuid",
+                client_uuid=str(data.client_uuid),
+            ) from None
+
+    store = blob_store()
+    for photo in survey.photos:
+        upload = uploads.get(photo.photo_id)
+        if upload is not None and photo.received_at is None:
+            store.store(upload)
+            photo.content_type = content_types[photo.photo_id]
+            photo.received_at = datetime.now(UTC)
+    _update_status(survey)
+    if created:
+        audit.record(
+            "survey.received",
+            actor=device.user,
+            object_type="survey",
+            object_id=survey.id,
+            household_id=survey.household_id,
+            device_token_id=device.id,
+        )
+    db.session.flush()
+    return ReceivedSurvey(survey=survey, created=created)
+
+
+def receive_photo(
+    *, device: DeviceToken, client_uuid: str, photo_id: str, temp: HashingFile
+) -> Survey:
+    """Attach one photo's bytes to its survey; a repeat of a stored photo is a no-op."""
+    if not PHOTO_ID.match(photo_id):
+        raise ValidationFailed("photo_id may hold only A-Z a-z 0-9 _ -", field="photo_id")
+    survey = find_survey(device, client_uuid)
+    photo = next((p for p in survey.photos if p.photo_id == photo_id), None)
+    if photo is None:
+        raise PhotoNotInManifest(
+            f"{photo_id!r} is not a photo_id of this survey", photo_id=photo_id
+        )
+    content_type = check_photo(photo, temp)
+    if photo.received_at is None:
+        blob_store().store(temp)
+        photo.content_type = content_type
+        photo.received_at = datetime.now(UTC)
+        _update_status(survey)
+        db.session.flush()
+    return survey
+
+
+def _update_status(survey: Survey) -> None:
+    if survey.status is SurveyStatus.AWAITING_PHOTOS and not survey.missing_photos:
+        survey.status = SurveyStatus.COMPLETE
+        survey.completed_at = datetime.now(UTC)
+
+
+def survey_body(survey: Survey) -> dict[str, Any]:
+    """The reply to every survey request (the contract's fields)."""
+    return {
+        "survey_id": survey.id,
+        "client_uuid": survey.client_uuid,
+        "status": survey.status.value,
+        "missing_photos": survey.missing_photos,
+        "flags": [
+            {
+                "code": f.code,
+                "severity": f.severity,
+                "value": f.value,
+                "threshold": f.threshold,
+                "detail": f.detail,
+            }
+            for f in survey.flags
+        ],
+    }

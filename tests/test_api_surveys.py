@@ -1,0 +1,374 @@
+"""Field-visit uploads: idempotent, checked against the manifest, stored durably."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from PIL import Image
+from sqlalchemy import func, select
+
+from server.audit.models import AuditEntry
+from server.cases.models import CaseState
+from server.extensions import db
+from server.visits.models import Survey
+from tests import factories
+from tests.conftest import DatabaseFactory, make_app
+from tests.test_api_devices import bearer, device_login
+
+
+def jpeg(seed: int = 1, size: tuple[int, int] = (64, 48)) -> bytes:
+    image = Image.new("RGB", size, ((seed * 40) % 256, (seed * 90) % 256, (seed * 10) % 256))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def manifest_entry(photo_id: str, data: bytes, kind: str = "housing") -> dict[str, Any]:
+    return {
+        "photo_id": photo_id,
+        "kind": kind,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+
+
+def survey_json(household_id: int, files: dict[str, bytes], **changes: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {
+        "client_uuid": str(uuid.uuid4()),
+        "household_id": household_id,
+        "kind": "periodic_review",
+        "started_at": (now - timedelta(minutes=40)).isoformat(),
+        "finished_at": (now - timedelta(minutes=5)).isoformat(),
+        "gps": {
+            "lat": 46.111,
+            "lon": 122.011,
+            "accuracy_m": 8.5,
+            "provider": "gps",
+            "is_mock": False,
+            "fix_at": (now - timedelta(minutes=30)).isoformat(),
+        },
+        "members": [{"member_id": 1, "name": "王大", "monthly_income": "120.00"}],
+        "housing": {"rooms": 2, "heating": "炕"},
+        "photos": [manifest_entry(pid, data) for pid, data in files.items()],
+        "notes": "家中两人，老人卧床",
+    }
+    body.update(changes)
+    return body
+
+
+def post_multipart(
+    client: FlaskClient, token: str, survey: dict[str, Any], photos: dict[str, bytes]
+) -> Any:
+    data: dict[str, Any] = {"survey": json.dumps(survey, ensure_ascii=False)}
+    for photo_id, content in photos.items():
+        data[photo_id] = (io.BytesIO(content), f"{photo_id}.jpg", "image/jpeg")
+    return client.post(
+        "/api/v1/surveys", data=data, headers=bearer(token), content_type="multipart/form-data"
+    )
+
+
+def stored_files(app: Flask) -> tuple[set[str], list[Path]]:
+    root = Path(app.instance_path) / "store"
+    blobs = {p.name for p in (root / "blobs").rglob("*") if p.is_file()}
+    return blobs, list((root / "tmp").iterdir())
+
+
+def survey_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Survey)) or 0
+
+
+@pytest.fixture
+def token(client: FlaskClient) -> str:
+    value: str = device_login(client).get_json()["token"]
+    return value
+
+
+@pytest.fixture
+def household_id(app: Flask) -> int:
+    household = factories.make_household(state=CaseState.APPROVED)
+    db.session.commit()
+    return household.id
+
+
+def test_a_multipart_upload_stores_the_visit_and_its_photos(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    photos = {"house-1": jpeg(1), "house-2": jpeg(2)}
+    survey = survey_json(household_id, photos)
+    response = post_multipart(client, token, survey, photos)
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["client_uuid"] == survey["client_uuid"]
+    assert body["status"] == "complete" and body["missing_photos"] == []
+    blobs, leftovers = stored_files(app)
+    assert {hashlib.sha256(p).hexdigest() for p in photos.values()} <= blobs
+    assert leftovers == []
+    stored = db.session.scalars(select(Survey)).one()
+    assert stored.caseworker.username == "caseworker_a"
+    assert json.loads(stored.payload)["notes"] == "家中两人，老人卧床"
+    assert (
+        db.session.scalar(
+            select(func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.action == "survey.received")
+        )
+        == 1
+    )
+
+
+def test_a_json_survey_waits_for_its_photos_then_completes(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    photos = {"p1": jpeg(1), "p2": jpeg(2)}
+    survey = survey_json(household_id, photos)
+    first = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert first.status_code == 201
+    assert first.get_json()["status"] == "awaiting_photos"
+    assert first.get_json()["missing_photos"] == ["p1", "p2"]
+
+    url = f"/api/v1/surveys/{survey['client_uuid']}"
+    put = client.put(
+        f"{url}/photos/p2", data=photos["p2"], headers=bearer(token), content_type="image/jpeg"
+    )
+    assert put.status_code == 200 and put.get_json()["missing_photos"] == ["p1"]
+    again = client.put(f"{url}/photos/p2", data=photos["p2"], headers=bearer(token))
+    assert again.get_json() == put.get_json()
+    last = client.put(f"{url}/photos/p1", data=photos["p1"], headers=bearer(token))
+    assert last.get_json()["status"] == "complete"
+    assert client.get(url, headers=bearer(token)).get_json() == last.get_json()
+
+
+def test_an_identical_replay_returns_the_same_survey(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    photos = {"p1": jpeg(1)}
+    survey = survey_json(household_id, photos)
+    first = post_multipart(client, token, survey, photos)
+    # Same content, keys in another order: still the same survey.
+    reordered = json.loads(json.dumps(survey, sort_keys=True))
+    replay = post_multipart(client, token, reordered, photos)
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert replay.get_json() == first.get_json()
+    assert survey_count() == 1
+
+
+def test_a_replay_can_bring_the_photos_the_first_attempt_lacked(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    photos = {"p1": jpeg(1)}
+    survey = survey_json(household_id, photos)
+    assert client.post("/api/v1/surveys", json=survey, headers=bearer(token)).status_code == 201
+    replay = post_multipart(client, token, survey, photos)
+    assert replay.status_code == 200 and replay.get_json()["status"] == "complete"
+
+
+def test_the_same_uuid_with_other_content_is_a_conflict(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    survey = survey_json(household_id, {})
+    assert client.post("/api/v1/surveys", json=survey, headers=bearer(token)).status_code == 201
+    changed = {**survey, "notes": "改过的记录"}
+    response = client.post("/api/v1/surveys", json=changed, headers=bearer(token))
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "client_uuid_conflict"
+    stored = db.session.scalars(select(Survey)).one()
+    assert json.loads(stored.payload)["notes"] == "家中两人，老人卧床"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "code"),
+    [
+        (lambda s, p: p.update({"intruder": jpeg(9)}), 422, "photo_not_in_manifest"),
+        (lambda s, p: p.update({"p1": jpeg(7)}), 422, "sha256_mismatch"),
+        (
+            lambda s, p: (
+                p.update({"p1": b"not an image at all"}),
+                s["photos"].__setitem__(0, manifest_entry("p1", b"not an image at all")),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+    ],
+    ids=["part-not-in-manifest", "sha256-mismatch", "not-an-image"],
+)
+def test_a_bad_photo_part_stores_nothing(
+    app: Flask,
+    client: FlaskClient,
+    token: str,
+    household_id: int,
+    mutate: Any,
+    status: int,
+    code: str,
+) -> None:
+    photos = {"p1": jpeg(1)}
+    survey = survey_json(household_id, photos)
+    mutate(survey, photos)
+    blobs_before = stored_files(app)[0]
+    response = post_multipart(client, token, survey, photos)
+    assert response.status_code == status, response.get_json()
+    assert response.get_json()["error"]["code"] == code
+    assert survey_count() == 0
+    blobs, leftovers = stored_files(app)
+    assert blobs == blobs_before and leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"gps": None}, "gps"),
+        ({"gps": {"lat": 91, "lon": 122}}, "gps.lat"),
+        ({"gps": {"lat": 46, "lon": -181}}, "gps.lon"),
+        ({"client_uuid": "not-a-uuid"}, "client_uuid"),
+        ({"kind": "picnic"}, "kind"),
+        ({"started_at": "2026-11-20T10:00:00"}, "started_at"),
+        (
+            {
+                "photos": [
+                    {"photo_id": "../etc/passwd", "kind": "housing", "sha256": "0" * 64, "bytes": 1}
+                ]
+            },
+            "photos.0.photo_id",
+        ),
+        ({"members": [{"name": "无编号"}]}, "members.0"),
+    ],
+)
+def test_a_bad_field_is_named_and_nothing_is_stored(
+    app: Flask,
+    client: FlaskClient,
+    token: str,
+    household_id: int,
+    changes: dict[str, Any],
+    field: str,
+) -> None:
+    survey = survey_json(household_id, {}, **changes)
+    response = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_failed" and error["details"]["field"] == field
+    assert survey_count() == 0
+
+
+def test_malformed_json_is_a_clear_error(client: FlaskClient, token: str) -> None:
+    response = client.post(
+        "/api/v1/surveys", data="{not json", headers=bearer(token), content_type="application/json"
+    )
+    assert response.status_code == 422
+    assert "not valid JSON" in response.get_json()["error"]["message"]
+
+
+def test_another_townships_household_looks_like_no_household(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    theirs = factories.make_household(village=factories.areas().village_b).id
+    db.session.commit()
+    other = client.post("/api/v1/surveys", json=survey_json(theirs, {}), headers=bearer(token))
+    missing = client.post("/api/v1/surveys", json=survey_json(999_999, {}), headers=bearer(token))
+    assert other.status_code == missing.status_code == 404
+    assert other.get_json()["error"]["message"] == missing.get_json()["error"]["message"]
+    assert survey_count() == 0
+
+
+def test_put_refuses_wrong_bytes_unknown_photos_and_path_tricks(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    survey = survey_json(household_id, {"p1": jpeg(1)})
+    client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    url = f"/api/v1/surveys/{survey['client_uuid']}/photos"
+    wrong = client.put(f"{url}/p1", data=jpeg(5), headers=bearer(token))
+    assert wrong.status_code == 422 and wrong.get_json()["error"]["code"] == "sha256_mismatch"
+    unknown = client.put(f"{url}/p9", data=jpeg(1), headers=bearer(token))
+    assert unknown.get_json()["error"]["code"] == "photo_not_in_manifest"
+    tricky = client.put(f"{url}/..%2F..%2Fescape", data=jpeg(1), headers=bearer(token))
+    assert tricky.status_code in (404, 422)
+    dotted = client.put(f"{url}/p1.jpg", data=jpeg(1), headers=bearer(token))
+    assert (
+        dotted.status_code == 422 and dotted.get_json()["error"]["details"]["field"] == "photo_id"
+    )
+    nobody = client.put(
+        f"/api/v1/surveys/{uuid.uuid4()}/photos/p1", data=jpeg(1), headers=bearer(token)
+    )
+    assert nobody.status_code == 404
+    _, leftovers = stored_files(app)
+    assert leftovers == []
+
+
+def test_oversized_photos_and_requests_get_413(app: Flask, tmp_path: Path) -> None:
+    small = make_app(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        tmp_path,
+        DIBAO_MAX_PHOTO_BYTES=2_000,
+        DIBAO_MAX_REQUEST_BYTES=50_000,
+    )
+    client = small.test_client()
+    with small.app_context():
+        household = factories.make_household(state=CaseState.APPROVED)
+        household_id = household.id
+        db.session.commit()
+    token = device_login(client).get_json()["token"]
+    big = jpeg(1, size=(400, 300))
+    assert 2_000 < len(big) < 50_000
+    survey = survey_json(household_id, {"p1": big})
+    too_big_photo = post_multipart(client, token, survey, {"p1": big})
+    assert too_big_photo.status_code == 413
+    assert too_big_photo.get_json()["error"]["code"] == "request_entity_too_large"
+    too_big_request = client.post(
+        "/api/v1/surveys",
+        data=b"x" * 60_000,
+        headers=bearer(token),
+        content_type="application/json",
+    )
+    assert too_big_request.status_code == 413
+    assert stored_files(small)[1] == []
+
+
+@pytest.mark.parametrize("uploads", ["json", "multipart"])
+def test_ten_identical_uploads_at_once_make_exactly_one_survey(
+    databases: DatabaseFactory, tmp_path: Path, uploads: str
+) -> None:
+    application = make_app(databases.new("race"), tmp_path)
+    with application.app_context():
+        upgrade(directory=application.extensions["migrate"].directory)
+        factories.base_data()
+        db.session.commit()
+        household_id = factories.make_household(state=CaseState.APPROVED).id
+        db.session.commit()
+    client = application.test_client()
+    token = device_login(client).get_json()["token"]
+    photos = {"p1": jpeg(3)}
+    survey = survey_json(household_id, photos)
+    barrier = threading.Barrier(10)
+    statuses: list[int] = []
+    bodies: list[Any] = []
+
+    def upload() -> None:
+        own = application.test_client()
+        barrier.wait()
+        if uploads == "json":
+            response = own.post("/api/v1/surveys", json=survey, headers=bearer(token))
+        else:
+            response = post_multipart(own, token, survey, photos)
+        statuses.append(response.status_code)
+        bodies.append(response.get_json())
+
+    threads = [threading.Thread(target=upload) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 9 + [201], bodies
+    assert len({body["survey_id"] for body in bodies}) == 1
+    with application.app_context():
+        assert survey_count() == 1
+        db.session.remove()
