@@ -1,19 +1,22 @@
 """Content-addressed file storage for photos and frames.
 
-Files are written to ``<root>/tmp`` while they stream in (hashed as they are
-written), fsynced, then renamed to ``<root>/blobs/ab/cd/<sha256>``: a file under
-``blobs`` is always complete and its name is its content's hash. A process killed
-mid-write leaves only a file under ``tmp``, removed by ``clean_temp`` at start-up.
+Files are written to ``<root>/tmp/<host>-<pid>/`` while they stream in (hashed as
+they are written), fsynced, then renamed to ``<root>/blobs/ab/cd/<sha256>``: a file
+under ``blobs`` is always complete and its name is its content's hash. A process
+killed mid-write leaves only its own temp folder, which the next process to start
+on the host removes (``clean_temp``), as it does any temp file older than an hour.
 Nothing here is publicly reachable: files are served only through views that
 check the reader's rights and audit the read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -81,8 +84,15 @@ class BlobStore:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def _process_tmp(self) -> Path:
+        # Per process (and per pid after a fork): tells a dead process's leftovers apart.
+        folder = self.tmp / f"{socket.gethostname()}-{os.getpid()}"
+        folder.mkdir(exist_ok=True)
+        return folder
+
     def new_temp(self, max_bytes: int | None = None) -> HashingFile:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="upload-")
+        fd, name = tempfile.mkstemp(dir=self._process_tmp, prefix="upload-")
         return HashingFile(os.fdopen(fd, "w+b"), Path(name), max_bytes)
 
     def path(self, sha256: str) -> Path:
@@ -110,19 +120,42 @@ class BlobStore:
         return digest
 
     def clean_temp(self, older_than_s: float = 3600) -> int:
-        """Delete leftovers of interrupted uploads (older than any live request)."""
+        """Delete leftovers of interrupted uploads: everything in the temp folder of a
+        process of this host that is no longer running, and any temp file older than
+        ``older_than_s`` (longer than any live request). Returns the files removed.
+        """
+        host = socket.gethostname()
         cutoff = time.time() - older_than_s
         removed = 0
-        for leftover in self.tmp.iterdir():
-            try:
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
+        for folder in self.tmp.iterdir():
+            owner_host, _, pid = folder.name.rpartition("-")
+            dead = owner_host == host and pid.isdigit() and not _alive(int(pid))
+            files = list(folder.iterdir()) if folder.is_dir() else [folder]
+            for leftover in files:
+                try:
+                    if dead or leftover.stat().st_mtime < cutoff:
+                        leftover.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+            if dead and folder.is_dir():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         if removed:
             logger.info("removed %d interrupted upload files", removed)
         return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -82,7 +82,7 @@ def post_multipart(
 def stored_files(app: Flask) -> tuple[set[str], list[Path]]:
     root = Path(app.instance_path) / "store"
     blobs = {p.name for p in (root / "blobs").rglob("*") if p.is_file()}
-    return blobs, list((root / "tmp").iterdir())
+    return blobs, [p for p in (root / "tmp").rglob("*") if p.is_file()]
 
 
 def survey_count() -> int:
