@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from server.visits.checks import Thresholds
+
 AllowanceMethod = Literal["gap", "fixed"]
 
 
@@ -74,6 +76,49 @@ class WorkingCalendar:
         )
 
 
+def _positive_float(raw: Any, where: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < float("inf"):
+        raise RegionConfigError(f"{where}: {raw!r} must be a positive number")
+    return float(raw)
+
+
+def _visit_thresholds(data: dict[str, Any]) -> tuple[Thresholds, int]:
+    d = Thresholds()
+    where = "visit_checks."
+    thresholds = Thresholds(
+        far_from_home_m=_positive_float(
+            data.get("far_from_home_m", d.far_from_home_m), where + "far_from_home_m"
+        ),
+        low_accuracy_m=_positive_float(
+            data.get("low_accuracy_m", d.low_accuracy_m), where + "low_accuracy_m"
+        ),
+        photo_exif_far_m=_positive_float(
+            data.get("photo_exif_far_m", d.photo_exif_far_m), where + "photo_exif_far_m"
+        ),
+        photo_time_slack=timedelta(
+            minutes=_positive_float(
+                data.get("photo_time_slack_minutes", 10), where + "photo_time_slack_minutes"
+            )
+        ),
+        max_speed_kmh=_positive_float(
+            data.get("max_speed_kmh", d.max_speed_kmh), where + "max_speed_kmh"
+        ),
+        future_slack=timedelta(
+            minutes=_positive_float(
+                data.get("future_slack_minutes", 5), where + "future_slack_minutes"
+            )
+        ),
+        stale_after=timedelta(
+            days=_positive_float(data.get("stale_after_days", 30), where + "stale_after_days")
+        ),
+        face_distance=_positive_float(
+            data.get("face_distance", d.face_distance), where + "face_distance"
+        ),
+    )
+    hamming = _positive_int(data.get("photo_reuse_hamming", 6), where + "photo_reuse_hamming")
+    return thresholds, hamming
+
+
 @dataclass(frozen=True)
 class RegionRules:
     name: str
@@ -84,6 +129,8 @@ class RegionRules:
     minimum_monthly: Decimal
     classes: tuple[ClassRule, ...]
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    visit_thresholds: Thresholds = field(default_factory=Thresholds)
+    photo_reuse_hamming: int = 6
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -175,7 +222,10 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         raise RegionConfigError(f"class codes must be unique, got {codes}")
 
     calendar_data = data.get("calendar", {})
+    visit_thresholds, photo_reuse_hamming = _visit_thresholds(data.get("visit_checks", {}))
     return RegionRules(
+        visit_thresholds=visit_thresholds,
+        photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),
         name_en=str(region.get("name_en", region.get("name", ""))),
         timezone=str(region.get("timezone", "Asia/Shanghai")),

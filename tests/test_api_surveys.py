@@ -372,3 +372,107 @@ def test_ten_identical_uploads_at_once_make_exactly_one_survey(
     with application.app_context():
         assert survey_count() == 1
         db.session.remove()
+
+
+def _flags(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {flag["code"]: flag for flag in body["flags"]}
+
+
+def test_a_clean_visit_raises_no_flags(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    body = client.post(
+        "/api/v1/surveys", json=survey_json(household_id, {}), headers=bearer(token)
+    ).get_json()
+    assert body["flags"] == []
+
+
+def test_doubtful_evidence_is_flagged_but_the_visit_is_kept(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    now = datetime.now(UTC)
+    survey = survey_json(
+        household_id,
+        {},
+        gps={"lat": 46.125, "lon": 122.011, "accuracy_m": 0, "is_mock": False},
+        finished_at=(now + timedelta(hours=2)).isoformat(),
+    )
+    response = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert response.status_code == 201
+    flags = _flags(response.get_json())
+    assert set(flags) >= {"gps_far_from_home", "gps_mock", "visit_in_future"}
+    far = flags["gps_far_from_home"]
+    assert 1_400 < float(far["value"]) < 1_700 and float(far["threshold"]) == 300
+    assert flags["gps_mock"]["severity"] == "critical"
+    # The replay answers with the same flags, raised once.
+    replay = client.post("/api/v1/surveys", json=survey, headers=bearer(token)).get_json()
+    assert replay["flags"] == response.get_json()["flags"]
+
+
+def test_driving_faster_than_a_car_between_visits_is_flagged(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    far_away = factories.make_household(
+        state=CaseState.APPROVED, village=factories.areas().village_a2
+    )
+    far_away.home_lat, far_away.home_lon = 46.40, 122.011  # about 32 km north
+    db.session.commit()
+    now = datetime.now(UTC)
+    first = survey_json(
+        household_id,
+        {},
+        finished_at=(now - timedelta(minutes=20)).isoformat(),
+        started_at=(now - timedelta(minutes=50)).isoformat(),
+    )
+    second = survey_json(
+        far_away.id,
+        {},
+        gps={"lat": 46.40, "lon": 122.011, "accuracy_m": 5},
+        started_at=(now - timedelta(minutes=15)).isoformat(),
+        finished_at=(now - timedelta(minutes=5)).isoformat(),
+    )
+    assert client.post("/api/v1/surveys", json=first, headers=bearer(token)).status_code == 201
+    body = client.post("/api/v1/surveys", json=second, headers=bearer(token)).get_json()
+    travel = _flags(body)["impossible_travel"]
+    assert float(travel["value"]) > 120
+
+
+def test_a_periodic_review_visit_sets_the_next_review_date(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    from server.cases.models import CaseEvent, Household
+
+    household = factories.make_household(state=CaseState.APPROVED, class_code="C")
+    household.next_review_on = datetime.now(UTC).date() - timedelta(days=3)
+    db.session.commit()
+    household_id = household.id
+    client.post("/api/v1/surveys", json=survey_json(household_id, {}), headers=bearer(token))
+    reviewed = db.session.get(Household, household_id)
+    assert reviewed is not None and reviewed.last_reviewed_on is not None
+    # Class C: every 3 months.
+    assert reviewed.next_review_on is not None
+    assert 88 <= (reviewed.next_review_on - reviewed.last_reviewed_on).days <= 92
+    events = db.session.scalars(
+        select(CaseEvent.action).where(CaseEvent.household_id == household_id)
+    ).all()
+    assert events[-1] == "periodic_review"
+
+
+def test_an_initial_survey_moves_an_accepted_case_to_surveyed(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    from server.cases.models import Household
+
+    household_id = factories.make_household(state=CaseState.ACCEPTED).id
+    db.session.commit()
+    survey = survey_json(household_id, {}, kind="initial_survey")
+    body = client.post("/api/v1/surveys", json=survey, headers=bearer(token)).get_json()
+    assert body["flags"] == []
+    moved = db.session.get(Household, household_id)
+    assert moved is not None and moved.state is CaseState.SURVEYED
+    mismatch = client.post(
+        "/api/v1/surveys",
+        json=survey_json(household_id, {}, kind="initial_survey"),
+        headers=bearer(token),
+    ).get_json()
+    assert _flags(mismatch)["visit_kind_mismatch"]["severity"] == "info"

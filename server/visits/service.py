@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
@@ -19,16 +20,27 @@ from sqlalchemy.exc import IntegrityError
 
 from server.audit import service as audit
 from server.auth.permissions import require_in_area
-from server.cases.models import Household
+from server.cases.models import CaseEvent, CaseState, Household
+from server.cases.workflow import add_months, region, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, OutOfArea, ValidationFailed
 from server.extensions import db
 from server.storage import BlobStore, HashingFile
-from server.visits.models import PhotoKind, Survey, SurveyPhoto, SurveyStatus
+from server.visits.checks import (
+    Flag,
+    GpsFix,
+    PreviousVisit,
+    check_location,
+    check_times,
+    check_travel,
+)
+from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.queries import VisitKind
 from server.visits.schemas import PHOTO_ID, SurveyIn
 
 logger = logging.getLogger(__name__)
 
+REVIEWABLE = frozenset({CaseState.APPROVED, CaseState.SUSPENDED})
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -203,6 +215,7 @@ def receive_survey(
             photo.received_at = datetime.now(UTC)
     _update_status(survey)
     if created:
+        _judge_and_record(survey, household, device)
         audit.record(
             "survey.received",
             actor=device.user,
@@ -235,6 +248,76 @@ def receive_photo(
         _update_status(survey)
         db.session.flush()
     return survey
+
+
+def _judge_and_record(survey: Survey, household: Household, device: DeviceToken) -> None:
+    """Raise the evidence flags a newly received visit deserves, and let the visit
+    count on its case (a review done, a survey recorded). Flags never block this:
+    a real visit with a doubtful GPS fix still happened, a reviewer decides.
+    """
+    thresholds = region().visit_thresholds
+    fix = GpsFix(
+        lat=survey.gps_lat,
+        lon=survey.gps_lon,
+        accuracy_m=survey.gps_accuracy_m,
+        fix_at=survey.gps_fix_at,
+        is_mock=survey.gps_is_mock,
+    )
+    flags = check_location(fix, household.home_lat, household.home_lon, thresholds)
+    flags += check_times(survey.started_at, survey.finished_at, survey.received_at, thresholds)
+    previous = db.session.execute(
+        select(Survey.gps_lat, Survey.gps_lon, Survey.finished_at)
+        .where(
+            Survey.caseworker_id == survey.caseworker_id,
+            Survey.id != survey.id,
+            Survey.finished_at <= survey.finished_at,
+        )
+        .order_by(Survey.finished_at.desc())
+        .limit(1)
+    ).first()
+    earlier = PreviousVisit(*previous) if previous is not None else None
+    flags += check_travel(fix, survey.finished_at, earlier, thresholds)
+
+    visit_day = survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
+    if survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE:
+        household.last_reviewed_on = visit_day
+        household.next_review_on = add_months(
+            visit_day, household.household_class.review_interval_months
+        )
+        db.session.add(
+            CaseEvent(
+                household=household,
+                actor_id=device.user_id,
+                action="periodic_review",
+                from_state=household.state.value,
+                to_state=household.state.value,
+                reason=f"visit {survey.client_uuid}",
+            )
+        )
+    elif survey.kind == VisitKind.INITIAL_SURVEY and household.state is CaseState.ACCEPTED:
+        transition(household, "record_survey", actor=device.user, today=visit_day)
+    elif survey.kind != VisitKind.ASSISTED_PROOF_OF_LIFE:
+        flags.append(
+            Flag(
+                code="visit_kind_mismatch",
+                severity="info",
+                value=survey.kind,
+                threshold=household.state.value,
+                detail=f"a {survey.kind} visit to a case that is {household.state.value}",
+            )
+        )
+    for flag in flags:
+        survey.flags.append(stored_flag(flag))
+
+
+def stored_flag(flag: Flag) -> SurveyFlag:
+    return SurveyFlag(
+        code=flag.code,
+        severity=flag.severity,
+        value=None if flag.value is None else str(flag.value),
+        threshold=None if flag.threshold is None else str(flag.threshold),
+        detail=flag.detail,
+    )
 
 
 def _update_status(survey: Survey) -> None:
