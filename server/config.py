@@ -34,8 +34,10 @@ ENV_KEYS = (
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
+    "DIBAO_MAX_PHOTO_PIXELS",
 )
 INT_KEYS = (
+    "DIBAO_MAX_PHOTO_PIXELS",
     "DIBAO_DEVICE_TOKEN_DAYS",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
@@ -71,6 +73,8 @@ def defaults() -> dict[str, Any]:
         "DIBAO_MAX_PHOTO_BYTES": 20 * 1024 * 1024,
         "DIBAO_MAX_REQUEST_BYTES": 128 * 1024 * 1024,
         "DIBAO_DUE_WINDOW_DAYS": 30,
+        # Decoding limit: a 12 MP tablet photo is far below; a pixel bomb is far above.
+        "DIBAO_MAX_PHOTO_PIXELS": 40_000_000,
         "TESTING": False,
     }
 

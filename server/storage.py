@@ -95,6 +95,19 @@ class BlobStore:
         fd, name = tempfile.mkstemp(dir=self._process_tmp, prefix="upload-")
         return HashingFile(os.fdopen(fd, "w+b"), Path(name), max_bytes)
 
+    def temp_path(self, suffix: str = "") -> Path:
+        """A fresh path in this process's temp folder for a file written by other code."""
+        return self._process_tmp / f"derived-{os.urandom(8).hex()}{suffix}"
+
+    def store_file(self, path: Path) -> str:
+        """Store a finished file from the temp folder under its content hash."""
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 16):
+                digest.update(chunk)
+            os.fsync(handle.fileno())
+        return self._place(path, digest.hexdigest())
+
     def path(self, sha256: str) -> Path:
         if not SHA256_HEX.match(sha256):
             raise ValueError("not a sha256 hex digest")
@@ -107,15 +120,17 @@ class BlobStore:
         """Make the temp file durable under its content hash; returns the hash."""
         temp.flush()
         os.fsync(temp.fileno())
-        digest = temp.sha256
-        final = self.path(digest)
-        if final.exists():
-            temp.close()  # same content already stored; the temp file is deleted
-            return digest
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp.path, final)
         temp.stored = True
         temp.close()
+        return self._place(temp.path, temp.sha256)
+
+    def _place(self, source: Path, digest: str) -> str:
+        final = self.path(digest)
+        if final.exists():
+            source.unlink(missing_ok=True)  # the same content is already stored
+            return digest
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, final)
         _fsync_dir(final.parent)
         return digest
 

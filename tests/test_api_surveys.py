@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +476,93 @@ def test_an_initial_survey_moves_an_accepted_case_to_surveyed(
         headers=bearer(token),
     ).get_json()
     assert _flags(mismatch)["visit_kind_mismatch"]["severity"] == "info"
+
+
+def exif_jpeg(seed: int, *, taken: datetime, lat: float, lon: float) -> bytes:
+    import piexif
+
+    def dms(value: float) -> tuple[tuple[int, int], ...]:
+        value = abs(value)
+        degrees = int(value)
+        minutes = int((value - degrees) * 60)
+        seconds = round(((value - degrees) * 60 - minutes) * 60 * 1000)
+        return ((degrees, 1), (minutes, 1), (seconds, 1000))
+
+    local = taken.astimezone(timezone(timedelta(hours=8)))
+    exif = {
+        "Exif": {
+            piexif.ExifIFD.DateTimeOriginal: local.strftime("%Y:%m:%d %H:%M:%S").encode(),
+            piexif.ExifIFD.OffsetTimeOriginal: b"+08:00",
+        },
+        "GPS": {
+            piexif.GPSIFD.GPSLatitudeRef: b"N",
+            piexif.GPSIFD.GPSLatitude: dms(lat),
+            piexif.GPSIFD.GPSLongitudeRef: b"E",
+            piexif.GPSIFD.GPSLongitude: dms(lon),
+        },
+    }
+    image = Image.new("RGB", (320, 240))
+    for x in range(0, 320, 16):  # some structure, so perceptual hashes differ by seed
+        for y in range(0, 240, 16):
+            image.paste(
+                ((x * seed) % 256, (y * 7 + seed * 31) % 256, (x + y) % 256), (x, y, x + 16, y + 16)
+            )
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90, exif=piexif.dump(exif))
+    return out.getvalue()
+
+
+def test_photos_are_judged_by_what_their_exif_says(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    now = datetime.now(UTC)
+    honest = exif_jpeg(1, taken=now - timedelta(minutes=20), lat=46.111, lon=122.011)
+    elsewhere = exif_jpeg(2, taken=now - timedelta(minutes=20), lat=46.20, lon=122.011)
+    old = exif_jpeg(3, taken=now - timedelta(days=40), lat=46.111, lon=122.011)
+    photos = {"honest": honest, "elsewhere": elsewhere, "old": old}
+    response = post_multipart(client, token, survey_json(household_id, photos), photos)
+    assert response.status_code == 201, response.get_json()
+    flags = response.get_json()["flags"]
+    assert {(f["code"], f["detail"].split()[1]) for f in flags} >= {
+        ("photo_exif_far", "elsewhere"),
+        ("photo_time_outside_visit", "old"),
+    }
+    assert not [f for f in flags if "honest" in f["detail"]]
+
+    from server.visits.models import SurveyPhoto
+
+    stored = db.session.scalars(select(SurveyPhoto).where(SurveyPhoto.photo_id == "honest")).one()
+    assert stored.width == 320 and stored.exif_lat is not None and stored.phash
+    blobs, _ = stored_files(app)
+    assert stored.thumbnail_sha256 in blobs
+
+
+def test_the_same_photo_in_another_household_is_flagged(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    now = datetime.now(UTC)
+    picture = exif_jpeg(5, taken=now - timedelta(minutes=20), lat=46.111, lon=122.011)
+    first = post_multipart(client, token, survey_json(household_id, {"a": picture}), {"a": picture})
+    assert first.get_json()["flags"] == []
+    other = factories.make_household(state=CaseState.APPROVED).id
+    db.session.commit()
+    second = post_multipart(client, token, survey_json(other, {"b": picture}), {"b": picture})
+    reused = [f for f in second.get_json()["flags"] if f["code"] == "photo_reused"]
+    assert len(reused) == 1 and float(reused[0]["value"]) == 0
+
+
+def test_a_truncated_photo_or_a_pixel_bomb_is_refused(
+    app: Flask, client: FlaskClient, token: str, household_id: int
+) -> None:
+    truncated = jpeg(1, size=(640, 480))[:1500]
+    bomb = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(bomb, "PNG")  # 144 Mpx, a few kB on the wire
+    for content, status, code in (
+        (truncated, 422, "corrupt_image"),
+        (bomb.getvalue(), 413, "image_too_large"),
+    ):
+        photos = {"p": content}
+        response = post_multipart(client, token, survey_json(household_id, photos), photos)
+        assert response.status_code == status, response.get_json()
+        assert response.get_json()["error"]["code"] == code
+    assert survey_count() == 0

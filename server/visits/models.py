@@ -123,6 +123,15 @@ class SurveyPhoto(Model):
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     content_type: Mapped[str | None] = mapped_column(String(20))
+    # What the received file itself says (EXIF), and what we derived from it.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    exif_taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exif_lat: Mapped[float | None] = mapped_column(Float)
+    exif_lon: Mapped[float | None] = mapped_column(Float)
+    camera: Mapped[str | None] = mapped_column(String(100))
+    phash: Mapped[str | None] = mapped_column(String(16), index=True)
+    thumbnail_sha256: Mapped[str | None] = mapped_column(String(64))
 
     survey: Mapped[Survey] = relationship(back_populates="photos")
 

@@ -29,20 +29,22 @@ from server.storage import BlobStore, HashingFile
 from server.visits.checks import (
     Flag,
     GpsFix,
+    PhotoEvidence,
     PreviousVisit,
     check_location,
+    check_photo_reuse,
+    check_photos,
     check_times,
     check_travel,
 )
 from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.photos import PhotoInfo, PhotoRejected, inspect_photo, make_thumbnail
 from server.visits.queries import VisitKind
 from server.visits.schemas import PHOTO_ID, SurveyIn
 
 logger = logging.getLogger(__name__)
 
 REVIEWABLE = frozenset({CaseState.APPROVED, CaseState.SUSPENDED})
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class ClientUuidConflict(DomainError):
@@ -58,11 +60,6 @@ class PhotoNotInManifest(DomainError):
 class Sha256Mismatch(DomainError):
     code = "sha256_mismatch"
     http_status = 422
-
-
-class UnsupportedMediaType(DomainError):
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 class SurveyNotFound(OutOfArea):
@@ -86,20 +83,10 @@ def canonical_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _sniff(temp: HashingFile) -> str:
-    temp.seek(0)
-    head = temp.read(8)
-    if head.startswith(JPEG_MAGIC):
-        return "image/jpeg"
-    if head.startswith(PNG_MAGIC):
-        return "image/png"
-    raise UnsupportedMediaType(
-        "only JPEG and PNG photos are accepted (checked from the bytes, not the name)"
-    )
-
-
-def check_photo(photo: SurveyPhoto, temp: HashingFile) -> str:
-    """Validate an uploaded photo against its manifest entry; returns its content type."""
+def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoInfo:
+    """Validate an uploaded photo against its manifest entry and decode it (under the
+    pixel limit); returns what the image says about itself.
+    """
     if temp.sha256 != photo.sha256:
         raise Sha256Mismatch(
             f"photo {photo.photo_id}: the bytes do not match the manifest's sha256",
@@ -112,7 +99,17 @@ def check_photo(photo: SurveyPhoto, temp: HashingFile) -> str:
             f"photo {photo.photo_id}: {temp.size} bytes received, the manifest says {photo.bytes}",
             field=f"photos.{photo.photo_id}.bytes",
         )
-    return _sniff(temp)
+    temp.flush()
+    try:
+        return inspect_photo(
+            temp.path,
+            max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"],
+            tz=region().timezone,
+        )
+    except PhotoRejected as exc:
+        error = DomainError(f"photo {photo.photo_id}: {exc.message}", photo_id=photo.photo_id)
+        error.code, error.http_status = exc.code, exc.http_status
+        raise error from exc
 
 
 def _survey_row(data: SurveyIn, content_hash: str, device: DeviceToken) -> Survey:
@@ -183,10 +180,10 @@ def receive_survey(
             raise PhotoNotInManifest(
                 f"part {name!r} is not a photo_id of the survey's photos", photo_id=name
             )
-    content_types = {}
+    infos = {}
     for name, temp in uploads.items():
         entry = manifest[name]
-        content_types[name] = check_photo(
+        infos[name] = check_photo(
             SurveyPhoto(photo_id=name, sha256=entry.sha256, bytes=entry.bytes), temp
         )
 
@@ -206,16 +203,14 @@ def receive_survey(
                 client_uuid=str(data.client_uuid),
             ) from None
 
-    store = blob_store()
+    if created:
+        _judge_and_record(survey, household, device)
     for photo in survey.photos:
         upload = uploads.get(photo.photo_id)
         if upload is not None and photo.received_at is None:
-            store.store(upload)
-            photo.content_type = content_types[photo.photo_id]
-            photo.received_at = datetime.now(UTC)
+            _accept_photo(survey, photo, upload, infos[photo.photo_id])
     _update_status(survey)
     if created:
-        _judge_and_record(survey, household, device)
         audit.record(
             "survey.received",
             actor=device.user,
@@ -240,14 +235,52 @@ def receive_photo(
         raise PhotoNotInManifest(
             f"{photo_id!r} is not a photo_id of this survey", photo_id=photo_id
         )
-    content_type = check_photo(photo, temp)
+    info = check_photo(photo, temp)
     if photo.received_at is None:
-        blob_store().store(temp)
-        photo.content_type = content_type
-        photo.received_at = datetime.now(UTC)
+        _accept_photo(survey, photo, temp, info)
         _update_status(survey)
         db.session.flush()
     return survey
+
+
+def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoInfo) -> None:
+    """Store a checked photo and its thumbnail durably, record what it says, and flag
+    what it contradicts (EXIF place and time, the same picture in another household).
+    """
+    store = blob_store()
+    thumbnail = store.temp_path(".jpg")
+    try:
+        make_thumbnail(
+            temp.path, thumbnail, max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"]
+        )
+        photo.thumbnail_sha256 = store.store_file(thumbnail)
+    finally:
+        thumbnail.unlink(missing_ok=True)
+    store.store(temp)
+    photo.content_type = f"image/{info.format.lower()}"
+    photo.width, photo.height = info.width, info.height
+    photo.exif_taken_at, photo.exif_lat, photo.exif_lon = info.taken_at, info.gps_lat, info.gps_lon
+    photo.camera, photo.phash = info.camera, info.phash
+    photo.received_at = datetime.now(UTC)
+
+    rules = region()
+    evidence = PhotoEvidence(photo.photo_id, info.taken_at, info.gps_lat, info.gps_lon)
+    fix = GpsFix(
+        survey.gps_lat, survey.gps_lon, survey.gps_accuracy_m, survey.gps_fix_at, survey.gps_is_mock
+    )
+    flags = check_photos(
+        [evidence], fix, survey.started_at, survey.finished_at, rules.visit_thresholds
+    )
+    others = db.session.execute(
+        select(SurveyPhoto.phash, Survey.household_id)
+        .join(Survey, SurveyPhoto.survey_id == Survey.id)
+        .where(SurveyPhoto.phash.is_not(None), Survey.household_id != survey.household_id)
+    ).all()
+    flags += check_photo_reuse(
+        info.phash, [(h, hid) for h, hid in others if h], max_hamming=rules.photo_reuse_hamming
+    )
+    for flag in flags:
+        survey.flags.append(stored_flag(flag))
 
 
 def _judge_and_record(survey: Survey, household: Household, device: DeviceToken) -> None:
