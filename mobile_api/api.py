@@ -17,6 +17,7 @@ from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
+from server.faces.tasks import enroll_portrait_task
 from server.storage import HashingFile
 from server.visits import service as visits
 from server.visits.queries import due_visits
@@ -71,6 +72,15 @@ def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
     return raw, uploads
 
 
+def _enqueue_enrollment(survey_photo_ids: list[int]) -> None:
+    """After the commit: queue face enrollment (eager mode runs it right here, and its
+    flags then show on the next GET of the survey)."""
+    # The task as registered with this Flask app's Celery (tests run several apps).
+    task = current_app.extensions["celery"].tasks[enroll_portrait_task.name]
+    for survey_photo_id in survey_photo_ids:
+        task.delay(survey_photo_id)
+
+
 def _survey_response(survey: Any, status: int) -> tuple[Response, int]:
     return jsonify(visits.survey_body(survey)), status
 
@@ -118,7 +128,9 @@ def create_survey() -> tuple[Response, int]:
     data = parse(SurveyIn, raw)
     received = visits.receive_survey(device=current_device(), data=data, raw=raw, uploads=uploads)
     db.session.commit()
-    return _survey_response(received.survey, 201 if received.created else 200)
+    body = visits.survey_body(received.survey)
+    _enqueue_enrollment(received.new_portraits)
+    return jsonify(body), 201 if received.created else 200
 
 
 @bp.put("/v1/surveys/<client_uuid>/photos/<photo_id>")
@@ -128,11 +140,13 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
     with visits.blob_store().new_temp(max_bytes=limit) as temp:
         while chunk := request.stream.read(256 * 1024):
             temp.write(chunk)
-        survey = visits.receive_photo(
+        received = visits.receive_photo(
             device=current_device(), client_uuid=client_uuid, photo_id=photo_id, temp=temp
         )
         db.session.commit()
-    return _survey_response(survey, 200)
+    body = visits.survey_body(received.survey)
+    _enqueue_enrollment(received.new_portraits)
+    return jsonify(body), 200
 
 
 @bp.get("/v1/surveys/<client_uuid>")

@@ -23,5 +23,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || ! .venv/bin/python
     echo "installing dibao and its dependencies into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+    # face_recognition declares a dependency on dlib, which would compile for many
+    # minutes; dlib-bin (a prebuilt wheel, in pyproject) provides the same module.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+        'face_recognition==1.3.0'
     echo "$wanted" > "$stamp"
 fi

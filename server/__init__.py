@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from server import config as config_module
+from server.celery_app import celery_init_app
 from server.crypto import FieldCipher
 from server.extensions import babel, csrf, db, limiter, login_manager, migrate
 from server.storage import BlobStore
@@ -44,6 +45,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     limiter.init_app(app)
 
+    celery_init_app(app)
     _register_blueprints(app)
     _register_error_handlers(app)
     _register_template_helpers(app)

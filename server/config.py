@@ -35,6 +35,7 @@ ENV_KEYS = (
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
     "DIBAO_MAX_PHOTO_PIXELS",
+    "CELERY_BROKER_URL",
 )
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
@@ -75,6 +76,8 @@ def defaults() -> dict[str, Any]:
         "DIBAO_DUE_WINDOW_DAYS": 30,
         # Decoding limit: a 12 MP tablet photo is far below; a pixel bomb is far above.
         "DIBAO_MAX_PHOTO_PIXELS": 40_000_000,
+        # Unset: background jobs run eagerly, in-process (the embedded default).
+        "CELERY_BROKER_URL": None,
         "TESTING": False,
     }
 

@@ -37,16 +37,21 @@ class FieldCipher:
         self._lookup_key = _derive(data_key, b"dibao lookup hash v1")
 
     def encrypt(self, plaintext: str, context: str) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), context.encode("utf-8"))
-        return _VERSION + nonce + sealed
+        return self.encrypt_bytes(plaintext.encode("utf-8"), context)
 
     def decrypt(self, token: bytes, context: str) -> str:
+        return self.decrypt_bytes(token, context).decode("utf-8")
+
+    def encrypt_bytes(self, plaintext: bytes, context: str) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context.encode("utf-8"))
+
+    def decrypt_bytes(self, token: bytes, context: str) -> bytes:
         if len(token) < 1 + _NONCE_BYTES + 16 or token[:1] != _VERSION:
             raise DecryptionError(f"stored {context} is not a dibao ciphertext")
         nonce, sealed = token[1 : 1 + _NONCE_BYTES], token[1 + _NONCE_BYTES :]
         try:
-            return self._aead.decrypt(nonce, sealed, context.encode("utf-8")).decode("utf-8")
+            return self._aead.decrypt(nonce, sealed, context.encode("utf-8"))
         except InvalidTag as exc:
             raise DecryptionError(f"stored {context} does not decrypt with this key") from exc
 

@@ -5,6 +5,7 @@ from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.devices.models import DeviceToken
+from server.faces.models import FaceTemplate
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "CaseEvent",
     "CaseState",
     "DeviceToken",
+    "FaceTemplate",
     "Household",
     "HouseholdClass",
     "Member",

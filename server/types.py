@@ -69,6 +69,27 @@ def field_cipher() -> FieldCipher:
     return cipher
 
 
+class EncryptedBytes(TypeDecorator[bytes]):
+    """Binary data (face templates) encrypted at rest like EncryptedText."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, context: str) -> None:
+        super().__init__()
+        self.context = context
+
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        return field_cipher().encrypt_bytes(value, self.context)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        return field_cipher().decrypt_bytes(bytes(value), self.context)
+
+
 class EncryptedText(TypeDecorator[str]):
     """Text encrypted at rest with AES-GCM; ``context`` is bound as associated data."""
 

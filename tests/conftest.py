@@ -22,7 +22,7 @@ from flask_migrate import upgrade
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from server import create_app
-from server.extensions import db
+from server.extensions import db, limiter
 from tests import factories
 
 DATA_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
@@ -108,9 +108,16 @@ _extra_apps: list[Flask] = []
 def _dispose_extra_apps() -> Iterator[None]:
     """Close the connection pools of apps a test built for itself."""
     yield
+    if not _extra_apps:
+        return
     while _extra_apps:
         with _extra_apps.pop().app_context():
             db.engine.dispose()
+    # Flask-Limiter keeps "enabled" and its counters on the one extension object:
+    # an app built with limits on must not leave them on for the others.
+    if limiter.enabled:
+        limiter.reset()
+        limiter.enabled = False
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,8 @@ class SurveyNotFound(OutOfArea):
 class ReceivedSurvey:
     survey: Survey
     created: bool
+    # Portraits stored by this request: face enrollment is queued for them after commit.
+    new_portraits: list[int]
 
 
 def blob_store() -> BlobStore:
@@ -205,10 +207,12 @@ def receive_survey(
 
     if created:
         _judge_and_record(survey, household, device)
+    accepted = []
     for photo in survey.photos:
         upload = uploads.get(photo.photo_id)
         if upload is not None and photo.received_at is None:
             _accept_photo(survey, photo, upload, infos[photo.photo_id])
+            accepted.append(photo)
     _update_status(survey)
     if created:
         audit.record(
@@ -220,12 +224,13 @@ def receive_survey(
             device_token_id=device.id,
         )
     db.session.flush()
-    return ReceivedSurvey(survey=survey, created=created)
+    portraits = [p.id for p in accepted if p.kind is PhotoKind.MEMBER_PORTRAIT]
+    return ReceivedSurvey(survey=survey, created=created, new_portraits=portraits)
 
 
 def receive_photo(
     *, device: DeviceToken, client_uuid: str, photo_id: str, temp: HashingFile
-) -> Survey:
+) -> ReceivedSurvey:
     """Attach one photo's bytes to its survey; a repeat of a stored photo is a no-op."""
     if not PHOTO_ID.match(photo_id):
         raise ValidationFailed("photo_id may hold only A-Z a-z 0-9 _ -", field="photo_id")
@@ -236,11 +241,13 @@ def receive_photo(
             f"{photo_id!r} is not a photo_id of this survey", photo_id=photo_id
         )
     info = check_photo(photo, temp)
-    if photo.received_at is None:
-        _accept_photo(survey, photo, temp, info)
-        _update_status(survey)
-        db.session.flush()
-    return survey
+    if photo.received_at is not None:
+        return ReceivedSurvey(survey=survey, created=False, new_portraits=[])
+    _accept_photo(survey, photo, temp, info)
+    _update_status(survey)
+    db.session.flush()
+    portraits = [photo.id] if photo.kind is PhotoKind.MEMBER_PORTRAIT else []
+    return ReceivedSurvey(survey=survey, created=False, new_portraits=portraits)
 
 
 def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoInfo) -> None:
