@@ -56,6 +56,32 @@ ACTION_LABELS = {
     "reinstate": _l("Reinstate"),
     "terminate": _l("Terminate"),
     "seed": _l("Imported"),
+    "periodic_review": _l("Periodic review visit"),
+}
+
+
+FLAG_LABELS = {
+    "gps_far_from_home": _l("GPS fix far from the registered home"),
+    "gps_low_accuracy": _l("GPS fix not accurate"),
+    "gps_mock": _l("Simulated GPS location"),
+    "visit_in_future": _l("Visit time is in the future"),
+    "visit_stale": _l("Visit uploaded long after it happened"),
+    "visit_times_inverted": _l("Visit ended before it started"),
+    "photo_exif_far": _l("Photo taken far from the visit"),
+    "photo_time_outside_visit": _l("Photo taken outside the visit's time"),
+    "photo_no_exif": _l("Photo carries no time or place"),
+    "photo_reused": _l("Same photo as in another household"),
+    "impossible_travel": _l("Faster than a car since the previous visit"),
+    "portrait_no_face": _l("No face in the portrait"),
+    "portrait_many_faces": _l("Several faces in the portrait"),
+    "portrait_member_unknown": _l("Portrait names no member"),
+    "face_in_other_household": _l("Same face as a member of another household"),
+    "visit_kind_mismatch": _l("Visit kind does not fit the case's state"),
+}
+VISIT_KIND_LABELS = {
+    "initial_survey": _l("Initial survey"),
+    "periodic_review": _l("Periodic review"),
+    "assisted_proof_of_life": _l("Assisted proof of life"),
 }
 
 
@@ -102,4 +128,6 @@ def register(app: Flask) -> None:
         role_label=_lookup(ROLE_LABELS),
         relation_label=_lookup(RELATION_LABELS),
         action_label=_lookup(ACTION_LABELS),
+        flag_label=_lookup(FLAG_LABELS),
+        visit_kind_label=_lookup(VISIT_KIND_LABELS),
     )

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -13,6 +23,7 @@ from server.cases.models import CaseState
 from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
+from server.visits import review
 
 bp = Blueprint("cases", __name__)
 
@@ -45,9 +56,38 @@ def case_detail(case_code: str) -> ResponseReturnValue:
         "cases/detail.html",
         household=household,
         members=members,
+        visits=review.visits_of(household),
+        can_clear=current_user.role in review.REVIEWERS,
         actions=workflow.available_actions(household, current_user),
         allowance=workflow.allowance_for(household),
     )
+
+
+@bp.post("/cases/<case_code>/flags/<int:flag_id>/clear")
+@staff_required
+def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
+    household = queries.get_case(current_user, case_code)
+    try:
+        review.clear_flag(current_user, household, flag_id, request.form.get("reason"))
+    except DomainError as exc:
+        db.session.rollback()
+        if exc.http_status == 404:
+            raise
+        flash(error_message(exc), "error")
+        return redirect(url_for("cases.case_detail", case_code=case_code)), 303
+    db.session.commit()
+    flash(_("Flag cleared."), "info")
+    return redirect(url_for("cases.case_detail", case_code=case_code)), 303
+
+
+@bp.get("/photos/<int:photo_id>")
+@staff_required
+def photo(photo_id: int) -> ResponseReturnValue:
+    found = review.open_photo(current_user, photo_id, thumbnail=request.args.get("size") == "thumb")
+    db.session.commit()  # the audit row of this read
+    response = send_file(found.path, mimetype=found.content_type, max_age=0, etag=False)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 @bp.post("/cases/<case_code>/transitions")

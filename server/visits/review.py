@@ -1,0 +1,92 @@
+"""What reviewers do with visits: read them (photos audited) and clear their flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from server.audit import service as audit
+from server.auth.models import Role, User
+from server.auth.permissions import require_in_area
+from server.cases.models import Household
+from server.errors import NotPermitted, OutOfArea, ReasonRequired
+from server.extensions import db
+from server.visits.models import Survey, SurveyFlag, SurveyPhoto
+from server.visits.service import blob_store
+
+REVIEWERS = frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER})
+# Who may look at visit photos: the people who do or judge the visits.
+PHOTO_READERS = frozenset(
+    {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
+)
+
+
+def visits_of(household: Household) -> list[Survey]:
+    return list(
+        db.session.scalars(
+            select(Survey)
+            .where(Survey.household_id == household.id)
+            .options(selectinload(Survey.photos), selectinload(Survey.flags))
+            .order_by(Survey.finished_at.desc())
+        )
+    )
+
+
+def clear_flag(actor: User, household: Household, flag_id: int, reason: str | None) -> SurveyFlag:
+    """A reviewer has looked at the evidence and accepts the visit despite the flag."""
+    flag = db.session.get(SurveyFlag, flag_id)
+    if flag is None or flag.survey.household_id != household.id:
+        raise OutOfArea("no such flag")
+    require_in_area(actor, flag.survey.household.village, what="flag")
+    if actor.role not in REVIEWERS:
+        raise NotPermitted("only township reviewers and county approvers clear flags")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ReasonRequired("clearing a flag needs a written reason", action="clear_flag")
+    if flag.cleared_at is None:
+        flag.cleared_at = datetime.now(UTC)
+        flag.cleared_by_id = actor.id
+        flag.clear_reason = reason
+        audit.record(
+            "visit.flag_cleared",
+            actor=actor,
+            object_type="survey_flag",
+            object_id=flag.id,
+            code=flag.code,
+            survey_id=flag.survey_id,
+        )
+        db.session.flush()
+    return flag
+
+
+@dataclass(frozen=True)
+class PhotoFile:
+    path: Path
+    content_type: str
+
+
+def open_photo(actor: User, survey_photo_id: int, *, thumbnail: bool) -> PhotoFile:
+    """The file of a visit photo for a staff member allowed to see it; audited."""
+    photo = db.session.get(SurveyPhoto, survey_photo_id)
+    if photo is None or photo.received_at is None:
+        raise OutOfArea("no such photo")
+    require_in_area(actor, photo.survey.household.village, what="photo")
+    if actor.role not in PHOTO_READERS:
+        raise NotPermitted("your role does not read visit photos")
+    sha = photo.thumbnail_sha256 if thumbnail else photo.sha256
+    if sha is None:
+        raise OutOfArea("no such photo")
+    audit.record(
+        "photo.read",
+        actor=actor,
+        object_type="survey_photo",
+        object_id=photo.id,
+        thumbnail=thumbnail,
+    )
+    db.session.flush()
+    content_type = "image/jpeg" if thumbnail else (photo.content_type or "image/jpeg")
+    return PhotoFile(blob_store().path(sha), content_type)
