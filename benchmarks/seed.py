@@ -30,9 +30,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -101,32 +103,34 @@ def run_dibao(args: list[str], env: dict[str, str], log_dir: Path) -> Measuremen
     return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / divisor)
 
 
-class Backend:
+class Backend(Protocol):
     """Makes and drops fresh, empty databases and counts rows in them."""
 
-    @contextmanager
-    def database(self, label: str) -> Iterator[str]:
-        raise NotImplementedError
-        yield ""
+    def database(self, label: str) -> AbstractContextManager[str]: ...
 
-    def count(self, url: str, table: str) -> int:
-        raise NotImplementedError
+    def count(self, url: str, table: str) -> int: ...
 
 
-class PostgresBackend(Backend):
+def with_database(server: str, name: str) -> str:
+    """The server URL with its database (path) replaced; query options kept."""
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+class PostgresBackend:
     def __init__(self, server: str) -> None:
-        self.server = server.rstrip("/")
+        self.server = server
 
     @contextmanager
     def database(self, label: str) -> Iterator[str]:
         name = f"dibao_bench_{os.getpid()}_{label}"
-        with psycopg.connect(f"{self.server}/postgres", autocommit=True) as conn:
+        admin = with_database(self.server, "postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            yield f"{self.server}/{name}"
+            yield with_database(self.server, name)
         finally:
-            with psycopg.connect(f"{self.server}/postgres", autocommit=True) as conn:
+            with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
                 )
@@ -139,7 +143,7 @@ class PostgresBackend(Backend):
         return int(row[0])
 
 
-class SqliteBackend(Backend):
+class SqliteBackend:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
