@@ -181,3 +181,15 @@ def test_enrollment_runs_in_a_celery_worker_over_redis(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_loading_the_face_engine_keeps_truncated_photos_refused(tmp_path: Path) -> None:
+    from server.faces.engine import default_engine
+    from server.visits.photos import PhotoRejected, inspect_photo
+
+    default_engine()
+    whole = (FACES / "obama" / "obama_1.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(PhotoRejected) as rejected:
+        inspect_photo(tmp_path / "cut.jpg")
+    assert rejected.value.code == "corrupt_image"

@@ -36,7 +36,11 @@ class DlibFaceEngine:
     def __init__(self, upsample: int = 1) -> None:
         import dlib
         import face_recognition
+        from PIL import ImageFile
 
+        # face_recognition switches Pillow, process-wide, to accepting truncated
+        # images; a truncated photo is evidence of a broken upload: switch it back.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
         self._fr = face_recognition
         self._lock = threading.Lock()
         self.upsample = upsample
