@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import (
     Blueprint,
     abort,
@@ -19,7 +21,7 @@ from flask_login import current_user
 
 from server.auth.permissions import staff_required
 from server.cases import queries, service, workflow
-from server.cases.models import CaseState
+from server.cases.models import CaseState, Household
 from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
@@ -63,21 +65,35 @@ def case_detail(case_code: str) -> ResponseReturnValue:
     )
 
 
-@bp.post("/cases/<case_code>/flags/<int:flag_id>/clear")
-@staff_required
-def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
+def _decide(
+    case_code: str, decision: Callable[[Household], object], done: str
+) -> ResponseReturnValue:
+    """Run one decision on a case from a form: commit and say so, or roll back and
+    say why (in the user's language); back to the case page either way.
+    """
     household = queries.get_case(current_user, case_code)
     try:
-        review.clear_flag(current_user, household, flag_id, request.form.get("reason"))
+        decision(household)
     except DomainError as exc:
         db.session.rollback()
         if exc.http_status == 404:
             raise
         flash(error_message(exc), "error")
-        return redirect(url_for("cases.case_detail", case_code=case_code)), 303
-    db.session.commit()
-    flash(_("Flag cleared."), "info")
+    else:
+        db.session.commit()
+        flash(done, "info")
     return redirect(url_for("cases.case_detail", case_code=case_code)), 303
+
+
+@bp.post("/cases/<case_code>/flags/<int:flag_id>/clear")
+@staff_required
+def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
+    reason = request.form.get("reason")
+    return _decide(
+        case_code,
+        lambda household: review.clear_flag(current_user, household, flag_id, reason),
+        _("Flag cleared."),
+    )
 
 
 @bp.get("/photos/<int:photo_id>")
@@ -93,18 +109,9 @@ def photo(photo_id: int) -> ResponseReturnValue:
 @bp.post("/cases/<case_code>/transitions")
 @staff_required
 def case_transition(case_code: str) -> ResponseReturnValue:
-    household = queries.get_case(current_user, case_code)
-    action = request.form.get("action", "")
-    try:
-        workflow.transition(
-            household, action, actor=current_user, reason=request.form.get("reason")
-        )
-    except DomainError as exc:
-        db.session.rollback()
-        if exc.http_status == 404:
-            raise
-        flash(error_message(exc), "error")
-        return redirect(url_for("cases.case_detail", case_code=case_code)), 303
-    db.session.commit()
-    flash(_("Done."), "info")
-    return redirect(url_for("cases.case_detail", case_code=case_code)), 303
+    action, reason = request.form.get("action", ""), request.form.get("reason")
+    return _decide(
+        case_code,
+        lambda household: workflow.transition(household, action, actor=current_user, reason=reason),
+        _("Done."),
+    )
