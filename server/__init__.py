@@ -118,11 +118,12 @@ def _select_locale() -> str | None:
 def _register_blueprints(app: Flask) -> None:
     import server.models  # noqa: F401  every model registered before first use
     from mobile_api.api import bp as api_bp
+    from mobile_api.openrosa import bp as openrosa_bp
     from server.auth.views import bp as auth_bp
     from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
 
-    for blueprint in (health_bp, auth_bp, cases_bp, api_bp):
+    for blueprint in (health_bp, auth_bp, cases_bp, api_bp, openrosa_bp):
         app.register_blueprint(blueprint)
 
 

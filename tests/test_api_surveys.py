@@ -333,7 +333,7 @@ def test_oversized_photos_and_requests_get_413(app: Flask, tmp_path: Path) -> No
     assert stored_files(small)[1] == []
 
 
-@pytest.mark.parametrize("uploads", ["json", "multipart"])
+@pytest.mark.parametrize("uploads", ["json", "multipart", "new_household"])
 def test_ten_identical_uploads_at_once_make_exactly_one_survey(
     databases: DatabaseFactory, tmp_path: Path, uploads: str
 ) -> None:
@@ -348,6 +348,9 @@ def test_ten_identical_uploads_at_once_make_exactly_one_survey(
     token = device_login(client).get_json()["token"]
     photos = {"p1": jpeg(3)}
     survey = survey_json(household_id, photos)
+    if uploads == "new_household":
+        with application.app_context():
+            survey = new_application(photos)
     barrier = threading.Barrier(10)
     statuses: list[int] = []
     bodies: list[Any] = []
@@ -355,7 +358,7 @@ def test_ten_identical_uploads_at_once_make_exactly_one_survey(
     def upload() -> None:
         own = application.test_client()
         barrier.wait()
-        if uploads == "json":
+        if uploads in ("json", "new_household"):
             response = own.post("/api/v1/surveys", json=survey, headers=bearer(token))
         else:
             response = post_multipart(own, token, survey, photos)
@@ -370,7 +373,12 @@ def test_ten_identical_uploads_at_once_make_exactly_one_survey(
     assert sorted(statuses) == [200] * 9 + [201], bodies
     assert len({body["survey_id"] for body in bodies}) == 1
     with application.app_context():
+        from server.cases.models import Household
+
         assert survey_count() == 1
+        assert db.session.scalar(select(func.count()).select_from(Household)) == (
+            2 if uploads == "new_household" else 1
+        )
         db.session.remove()
 
 
@@ -566,3 +574,97 @@ def test_a_truncated_photo_or_a_pixel_bomb_is_refused(
         assert response.status_code == status, response.get_json()
         assert response.get_json()["error"]["code"] == code
     assert survey_count() == 0
+
+
+def new_application(photos: dict[str, bytes] | None = None, **block: Any) -> dict[str, Any]:
+    """A survey that registers a new household (an application taken at the home)."""
+    body = survey_json(0, photos or {}, kind="initial_survey")
+    del body["household_id"]
+    body["new_household"] = {
+        "village_code": "152201100201",
+        "address": "红旗村5组3号",
+        "class_code": "B",
+        **block,
+    }
+    body["members"] = [
+        {
+            "client_ref": "m1",
+            "name": "李秀兰",
+            "id_number": factories.id_number(),
+            "birth_date": "1958-03-02",
+            "relation": "head",
+            "phone": "13900001111",
+            "monthly_income": "150.00",
+        },
+        {
+            "client_ref": "m2",
+            "name": "李强",
+            "id_number": factories.id_number(),
+            "birth_date": "1990-07-09",
+            "relation": "child",
+            "able_to_work": True,
+            "monthly_income": "0",
+        },
+    ]
+    return body
+
+
+def test_a_tablet_registers_a_new_application_with_its_survey(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    from server.cases.models import Household
+
+    survey = new_application()
+    first = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert first.status_code == 201, first.get_json()
+    body = first.get_json()
+    household = db.session.get(Household, body["household_id"])
+    assert household is not None and household.case_code == body["case_code"]
+    assert household.state is CaseState.SURVEYED
+    assert [e.action for e in household.events] == ["apply", "accept", "record_survey"]
+    assert sorted(m.name for m in household.members) == ["李强", "李秀兰"]
+    assert (household.home_lat, household.home_lon) == (46.111, 122.011)  # the visit's fix
+
+    replay = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert replay.status_code == 200 and replay.get_json() == body
+    assert db.session.scalar(select(func.count()).select_from(Household)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        (lambda s: s["new_household"].update(village_code="152201101201"), 404, "new_household"),
+        (lambda s: s.update(household_id=1), 422, ""),
+        (lambda s: s.update(kind="periodic_review"), 422, ""),
+        (lambda s: s["members"][0].update(relation="spouse"), 422, ""),
+        (lambda s: s["members"][1].pop("id_number"), 422, ""),
+        (lambda s: s["new_household"].update(class_code="Z"), 422, "class"),
+    ],
+    ids=["other-township", "both", "not-initial", "no-head", "no-id-number", "bad-class"],
+)
+def test_a_bad_new_application_creates_nothing(
+    app: Flask, client: FlaskClient, token: str, change: Any, status: int, field: str
+) -> None:
+    from server.cases.models import Household
+
+    survey = new_application()
+    change(survey)
+    response = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert response.status_code == status, response.get_json()
+    assert field in str(response.get_json()["error"]["details"].get("field", ""))
+    assert db.session.scalar(select(func.count()).select_from(Household)) == 0
+    assert survey_count() == 0
+
+
+def test_an_applicant_registered_in_another_household_is_flagged(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    existing = factories.make_household(state=CaseState.APPROVED)
+    existing_id, their_id_number = existing.id, existing.members[0].id_number
+    db.session.commit()
+    survey = new_application()
+    survey["members"][1]["id_number"] = their_id_number
+    body = client.post("/api/v1/surveys", json=survey, headers=bearer(token)).get_json()
+    flags = [f for f in body["flags"] if f["code"] == "member_registered_elsewhere"]
+    assert len(flags) == 1 and flags[0]["severity"] == "critical"
+    assert f"household {existing_id}" in flags[0]["detail"]

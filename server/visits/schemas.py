@@ -56,6 +56,7 @@ class MemberIn(Input):
     ) = None
     able_to_work: bool | None = None
     monthly_income: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)] | None = None
+    phone: Annotated[str, Field(pattern=r"^1\d{10}$")] | None = None
     portrait_photo_id: PhotoId | None = None
 
     @model_validator(mode="after")
@@ -74,9 +75,27 @@ class PhotoIn(Input):
     taken_at: AwareDatetime | None = None
 
 
+class LocationIn(Input):
+    lat: Lat
+    lon: Lon
+
+
+class NewHouseholdIn(Input):
+    """An application taken at the home: the household is registered with the visit."""
+
+    village_code: Annotated[str, Field(min_length=1, max_length=20)]
+    address: Annotated[str, Field(min_length=1, max_length=200)]
+    location: LocationIn | None = None  # the registered home; default: the visit's fix
+    class_code: Annotated[str, Field(min_length=1, max_length=8)]
+    conflict_of_interest: bool = False
+    conflict_note: Annotated[str, Field(max_length=500)] | None = None
+    special_case: bool = False
+
+
 class SurveyIn(Input):
     client_uuid: UUID
-    household_id: int
+    household_id: int | None = None
+    new_household: NewHouseholdIn | None = None
     kind: Literal["initial_survey", "periodic_review", "assisted_proof_of_life"]
     started_at: AwareDatetime
     finished_at: AwareDatetime
@@ -87,6 +106,27 @@ class SurveyIn(Input):
     income: dict[str, Any] = {}
     photos: Annotated[list[PhotoIn], Field(max_length=60)] = []
     notes: Annotated[str, Field(max_length=4000)] = ""
+
+    @model_validator(mode="after")
+    def _one_household(self) -> SurveyIn:
+        if (self.household_id is None) == (self.new_household is None):
+            raise ValueError("give household_id or new_household, not both and not neither")
+        if self.new_household is not None:
+            if self.kind != "initial_survey":
+                raise ValueError("a new_household comes with an initial_survey")
+            for index, member in enumerate(self.members):
+                missing = [
+                    name
+                    for name in ("client_ref", "name", "id_number", "birth_date", "relation")
+                    if getattr(member, name) in (None, "")
+                ]
+                if missing:
+                    raise ValueError(
+                        f"members.{index} of a new household needs {', '.join(missing)}"
+                    )
+            if [m.relation for m in self.members].count("head") != 1:
+                raise ValueError("a new household needs exactly one member with relation head")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> SurveyIn:

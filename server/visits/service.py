@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,9 +19,11 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.permissions import require_in_area
-from server.cases.models import CaseEvent, CaseState, Household
+from server.cases.models import CaseEvent, CaseState, Household, Relation
+from server.cases.service import NewMember, apply_for_allowance, find_members_by_id_number
 from server.cases.workflow import add_months, region, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, OutOfArea, ValidationFailed
@@ -114,14 +117,89 @@ def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoInfo:
         raise error from exc
 
 
-def _survey_row(data: SurveyIn, content_hash: str, device: DeviceToken) -> Survey:
+def _register_household(device: DeviceToken, data: SurveyIn) -> tuple[Household, dict[str, int]]:
+    """Register the application a caseworker took at the home, and accept it (the
+    visit is its household survey). Returns the household and member ids by client_ref.
+    """
+    block = data.new_household
+    if block is None:  # pragma: no cover - the caller checked
+        raise ValueError("no new_household block")
+    village = db.session.scalar(select(Area).where(Area.code == block.village_code))
+    if village is None:
+        raise OutOfArea("no such village", field="new_household.village_code")
+    location = block.location or data.gps
+    members = [
+        NewMember(
+            name=m.name or "",
+            id_number=m.id_number or "",
+            birth_date=m.birth_date or date.min,
+            relation=Relation(m.relation or "other"),
+            phone=m.phone,
+            able_to_work=bool(m.able_to_work),
+            monthly_income=m.monthly_income or Decimal("0.00"),
+        )
+        for m in data.members
+    ]
+    try:
+        household = apply_for_allowance(
+            actor=device.user,
+            village=village,
+            address=block.address,
+            home_lat=location.lat,
+            home_lon=location.lon,
+            class_code=block.class_code,
+            members=members,
+            conflict_of_interest=block.conflict_of_interest,
+            conflict_note=block.conflict_note,
+            special_case=block.special_case,
+        )
+    except OutOfArea:
+        raise OutOfArea("no such village", field="new_household.village_code") from None
+    transition(household, "accept", actor=device.user)
+    refs = {
+        m.client_ref: member.id
+        for m, member in zip(data.members, household.members, strict=True)
+        if m.client_ref
+    }
+    return household, refs
+
+
+def _flag_registered_elsewhere(survey: Survey, household: Household) -> None:
+    """A new applicant already registered in another household: a critical flag."""
+    for member in household.members:
+        others = {
+            m.household_id
+            for m in find_members_by_id_number(member.id_number)
+            if m.household_id != household.id
+        }
+        for other in sorted(others):
+            survey.flags.append(
+                stored_flag(
+                    Flag(
+                        code="member_registered_elsewhere",
+                        severity="critical",
+                        value=other,
+                        threshold=None,
+                        detail=f"a member's ID number is already registered in household {other}",
+                    )
+                )
+            )
+
+
+def _survey_row(
+    data: SurveyIn,
+    content_hash: str,
+    device: DeviceToken,
+    household_id: int,
+    new_members: dict[str, int],
+) -> Survey:
     private = data.model_dump(
         mode="json", include={"members", "housing", "income", "notes", "track"}
     )
     survey = Survey(
         client_uuid=str(data.client_uuid),
         content_hash=content_hash,
-        household_id=data.household_id,
+        household_id=household_id,
         caseworker_id=device.user_id,
         device_token_id=device.id,
         kind=data.kind,
@@ -143,7 +221,10 @@ def _survey_row(data: SurveyIn, content_hash: str, device: DeviceToken) -> Surve
             SurveyPhoto(
                 photo_id=p.photo_id,
                 kind=PhotoKind(p.kind),
-                member_ref=p.member_ref,
+                # A portrait of a member registered with this visit names the new id.
+                member_ref=str(new_members[p.member_ref])
+                if p.member_ref in new_members
+                else p.member_ref,
                 sha256=p.sha256,
                 bytes=p.bytes,
                 taken_at=p.taken_at.astimezone(UTC) if p.taken_at else None,
@@ -171,10 +252,12 @@ def receive_survey(
     """Record a visit, or recognise a replay of one, and attach the photo parts that
     came with it. Every part is checked before anything is written.
     """
-    household = db.session.get(Household, data.household_id)
-    if household is None:
-        raise OutOfArea("no such household", field="household_id")
-    require_in_area(device.user, household.village, what="household")
+    household = None
+    if data.household_id is not None:
+        household = db.session.get(Household, data.household_id)
+        if household is None:
+            raise OutOfArea("no such household", field="household_id")
+        require_in_area(device.user, household.village, what="household")
 
     manifest = {p.photo_id: p for p in data.photos}
     for name in uploads:
@@ -190,22 +273,36 @@ def receive_survey(
         )
 
     content_hash = canonical_hash(raw)
-    created = True
-    try:
-        survey = _survey_row(data, content_hash, device)
-        db.session.add(survey)
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        created = False
+    existing = db.session.scalar(
+        select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
+    )
+    created = existing is None
+    new_members: dict[str, int] = {}
+    if created:
+        try:
+            if household is None:
+                household, new_members = _register_household(device, data)
+            survey = _survey_row(data, content_hash, device, household.id, new_members)
+            db.session.add(survey)
+            db.session.flush()
+        except IntegrityError:
+            # Another request with the same client_uuid committed first.
+            db.session.rollback()
+            created = False
+    if not created:
         survey = find_survey(device, str(data.client_uuid))
         if survey.content_hash != content_hash or survey.caseworker_id != device.user_id:
             raise ClientUuidConflict(
                 "a different survey was already uploaded with this client_uuid",
                 client_uuid=str(data.client_uuid),
-            ) from None
+            )
+        household = survey.household
+    if household is None:  # pragma: no cover - both paths above set it
+        raise RuntimeError("survey without a household")
 
     if created:
+        if new_members:
+            _flag_registered_elsewhere(survey, household)
         _judge_and_record(survey, household, device)
     accepted = []
     for photo in survey.photos:
@@ -367,9 +464,11 @@ def _update_status(survey: Survey) -> None:
 
 
 def survey_body(survey: Survey) -> dict[str, Any]:
-    """The reply to every survey request (the contract's fields)."""
+    """The reply to every survey request (the contract's fields, and the case)."""
     return {
         "survey_id": survey.id,
+        "household_id": survey.household_id,
+        "case_code": survey.household.case_code,
         "client_uuid": survey.client_uuid,
         "status": survey.status.value,
         "missing_photos": survey.missing_photos,

@@ -1,0 +1,492 @@
+"""The OpenRosa face for ODK Collect: form list and download, submissions (whole,
+repeated, split across POSTs), and the refusals, each with nothing stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import io
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import pytest
+from defusedxml.ElementTree import fromstring
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import func, select
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+from mobile_api.openrosa import bp as openrosa_bp
+from server.cases.models import CaseState
+from server.extensions import db
+from server.faces.models import FaceTemplate
+from server.visits.models import PhotoKind, Survey
+from server.visits.openrosa_mapping import parse_submission
+from tests import conftest, factories
+from tests.conftest import DatabaseFactory, make_app
+from tests.test_api_devices import bearer, device_login
+from tests.test_api_surveys import jpeg, stored_files
+
+ROOT = Path(__file__).resolve().parents[1]
+FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+OPENROSA = {"X-OpenRosa-Version": "1.0"}
+RESPONSE_NS = "{http://openrosa.org/http/response}"
+XFORMS_NS = "{http://openrosa.org/xforms/xformsList}"
+
+
+@pytest.fixture(scope="module")
+def app(
+    app: Flask, databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    """The shared app if it serves /openrosa (or can still be given it); otherwise an
+    app of this module's own (Flask takes no blueprint after the first request).
+    """
+    if "openrosa" in app.blueprints:
+        yield app
+        return
+    if not app._got_first_request:
+        app.register_blueprint(openrosa_bp)
+        yield app
+        return
+    own = make_app(databases.new("openrosa"), tmp_path_factory.mktemp("openrosa"))
+    conftest._extra_apps.remove(own)
+    own.register_blueprint(openrosa_bp)
+    with own.app_context():
+        upgrade(directory=own.extensions["migrate"].directory)
+        factories.base_data()
+        db.session.commit()
+        db.session.remove()
+    yield own
+    with own.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def token(client: FlaskClient) -> str:
+    response = device_login(client)
+    assert response.status_code == 201, response.get_json()
+    value: str = response.get_json()["token"]
+    return value
+
+
+@pytest.fixture
+def household(app: Flask) -> tuple[int, int]:
+    """An approved household of township A: (household_id, first member_id)."""
+    made = factories.make_household(state=CaseState.APPROVED)
+    db.session.commit()
+    return made.id, made.members[0].id
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}", **OPENROSA}
+
+
+def instance_xml(
+    household_id: int | str,
+    instance_id: uuid.UUID | None,
+    *,
+    members: Sequence[tuple[Any, str, str, str | None]] = (),
+    housing: Sequence[str] = (),
+    gps: str = "46.111 122.011 321.5 8.5",
+    kind: str = "periodic_review",
+    form_id: str = "household_survey",
+) -> bytes:
+    """A submission as ODK Collect writes it for forms/household_survey.xml."""
+    now = datetime.now(UTC).astimezone()
+    start = (now - timedelta(minutes=40)).isoformat(timespec="milliseconds")
+    end = (now - timedelta(minutes=5)).isoformat(timespec="milliseconds")
+    member_xml = "".join(
+        f"<members><member_id>{mid}</member_id><name>{name}</name>"
+        f"<monthly_income>{income}</monthly_income>"
+        f"<portrait>{portrait or ''}</portrait></members>"
+        for mid, name, income, portrait in members
+    )
+    housing_xml = "".join(f"<housing_photos><photo>{p}</photo></housing_photos>" for p in housing)
+    meta = f"<meta><instanceID>uuid:{instance_id}</instanceID></meta>" if instance_id else ""
+    return (
+        f'<?xml version="1.0"?><data xmlns:jr="http://openrosa.org/javarosa" '
+        f'xmlns:orx="http://openrosa.org/xforms" id="{form_id}" version="2026112301">'
+        f"<start>{start}</start><end>{end}</end>"
+        f"<household_id>{household_id}</household_id><visit_kind>{kind}</visit_kind>"
+        f"<gps>{gps}</gps>{member_xml}<housing_notes>土坯房，两间</housing_notes>"
+        f"{housing_xml}<notes>老人卧床</notes>{meta}</data>"
+    ).encode()
+
+
+def submit(
+    client: FlaskClient,
+    headers: dict[str, str],
+    xml: bytes,
+    files: dict[str, bytes] | None = None,
+    *,
+    incomplete: bool = False,
+) -> Any:
+    """One POST as ODK Collect sends it: each file part named by its file name. (The
+    body is encoded here: the test client would spool a large one to an unclosed file.)
+    """
+    parts: dict[str, Any] = {
+        "xml_submission_file": FileStorage(io.BytesIO(xml), "instance.xml", content_type="text/xml")
+    }
+    for name, content in (files or {}).items():
+        parts[name] = FileStorage(io.BytesIO(content), name, content_type="image/jpeg")
+    if incomplete:
+        parts["*isIncomplete*"] = "yes"
+    boundary, body = encode_multipart(parts)
+    return client.post(
+        "/openrosa/submission",
+        data=body,
+        headers=headers,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+
+
+def message(response: Any) -> tuple[str | None, str]:
+    root = fromstring(response.data)
+    assert root.tag == f"{RESPONSE_NS}OpenRosaResponse"
+    element = root.find(f"{RESPONSE_NS}message")
+    assert element is not None
+    return element.get("nature"), element.text or ""
+
+
+def survey_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Survey)) or 0
+
+
+def obama() -> bytes:
+    return (FACES / "obama" / "obama_1.jpg").read_bytes()
+
+
+def _child(element: Element, name: str) -> str:
+    found = element.find(f"{XFORMS_NS}{name}")
+    assert found is not None and found.text, name
+    return found.text
+
+
+# -- forms --------------------------------------------------------------------------------
+
+
+def test_the_form_list_points_at_a_downloadable_form(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    response = client.get("/openrosa/formList", headers=basic("caseworker_a", token))
+    assert response.status_code == 200
+    assert response.headers["X-OpenRosa-Version"] == "1.0"
+    assert response.mimetype == "text/xml"
+    root = fromstring(response.data)
+    assert root.tag == f"{XFORMS_NS}xforms"
+    (form,) = root.findall(f"{XFORMS_NS}xForm")
+    assert _child(form, "formID") == "household_survey"
+    assert _child(form, "version") == "2026112301"
+    assert "低保" in _child(form, "name")
+    url = _child(form, "downloadUrl")
+    assert url.endswith("/openrosa/forms/household_survey.xml")
+
+    download = client.get(url, headers=basic("caseworker_a", token))
+    assert download.status_code == 200 and download.headers["X-OpenRosa-Version"] == "1.0"
+    assert download.data == (ROOT / "forms" / "household_survey.xml").read_bytes()
+    assert _child(form, "hash") == "md5:" + hashlib.md5(download.data).hexdigest()  # noqa: S324
+
+    unknown = client.get("/openrosa/forms/nope.xml", headers=basic("caseworker_a", token))
+    assert unknown.status_code == 404 and unknown.headers["X-OpenRosa-Version"] == "1.0"
+    only = client.get("/openrosa/formList?formID=nope", headers={**bearer(token), **OPENROSA})
+    assert only.status_code == 200 and fromstring(only.data).findall(f"{XFORMS_NS}xForm") == []
+
+
+def _build_forms_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "build_forms", ROOT / "scripts" / "build_forms.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_forms_match_their_definition_and_pyxform() -> None:
+    build = _build_forms_script()
+    committed_xlsx = (ROOT / "forms" / "household_survey.xlsx").read_bytes()
+    assert build.sheet_values(committed_xlsx) == build.sheet_values(build.workbook_bytes())
+    committed_xml = (ROOT / "forms" / "household_survey.xml").read_text(encoding="utf-8")
+    assert build.to_xform(committed_xlsx) == committed_xml
+
+
+def test_head_advertises_the_largest_post(app: Flask, client: FlaskClient, token: str) -> None:
+    response = client.head("/openrosa/submission", headers=basic("caseworker_a", token))
+    assert response.status_code == 204
+    assert response.headers["X-OpenRosa-Version"] == "1.0"
+    advertised = int(response.headers["X-OpenRosa-Accept-Content-Length"])
+    assert 0 < advertised < app.config["DIBAO_MAX_REQUEST_BYTES"]
+
+
+# -- submissions --------------------------------------------------------------------------
+
+
+def test_a_submission_with_its_photos_becomes_a_survey(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    household_id, member_id = household
+    instance = uuid.uuid4()
+    portrait, house = obama(), jpeg(5)
+    xml = instance_xml(
+        household_id,
+        instance,
+        members=[(member_id, "王大", "120.5", "1714712345678.jpg"), ("", "王小", "0", None)],
+        housing=["1714712399999.jpg"],
+    )
+    files = {"1714712345678.jpg": portrait, "1714712399999.jpg": house}
+    response = submit(client, basic("caseworker_a", token), xml, files)
+    assert response.status_code == 201, response.data
+    assert response.headers["X-OpenRosa-Version"] == "1.0"
+    nature, text = message(response)
+    assert nature == "submit_success" and str(instance) in text
+
+    body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
+    assert body["status"] == "complete" and body["missing_photos"] == []
+    stored = db.session.scalars(select(Survey)).one()
+    assert stored.household_id == household_id and stored.kind == "periodic_review"
+    assert (stored.gps_lat, stored.gps_lon, stored.gps_altitude_m, stored.gps_accuracy_m) == (
+        46.111,
+        122.011,
+        321.5,
+        8.5,
+    )
+    assert stored.finished_at - stored.started_at == timedelta(minutes=35)
+    photos = {p.photo_id: p for p in stored.photos}
+    assert set(photos) == {"1714712345678_jpg", "1714712399999_jpg"}
+    face = photos["1714712345678_jpg"]
+    assert face.kind is PhotoKind.MEMBER_PORTRAIT and face.member_ref == str(member_id)
+    assert face.sha256 == hashlib.sha256(portrait).hexdigest() and face.bytes == len(portrait)
+    assert photos["1714712399999_jpg"].kind is PhotoKind.HOUSING
+    blobs, leftovers = stored_files(app)
+    assert {face.sha256, photos["1714712399999_jpg"].sha256} <= blobs and leftovers == []
+    payload = json.loads(stored.payload)
+    assert payload["members"][0]["portrait_photo_id"] == "1714712345678_jpg"
+    assert payload["members"][1]["client_ref"] == "member-2"
+    assert payload["housing"] == {"notes": "土坯房，两间"} and payload["notes"] == "老人卧床"
+    # The portrait was enrolled (eager Celery) like one sent through the JSON API.
+    template = db.session.scalars(select(FaceTemplate)).one()
+    assert template.member_id == member_id
+
+
+def test_a_resubmission_is_acknowledged_again_without_a_second_survey(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    household_id, _ = household
+    instance = uuid.uuid4()
+    xml = instance_xml(household_id, instance, housing=["a.jpg"])
+    files = {"a.jpg": jpeg(1)}
+    first = submit(client, basic("caseworker_a", token), xml, files)
+    again = submit(client, {**bearer(token), **OPENROSA}, xml, files)
+    assert first.status_code == again.status_code == 201
+    assert message(first) == message(again)
+    assert survey_count() == 1
+    # The same instanceID with other content is refused.
+    other = instance_xml(household_id, instance, housing=["a.jpg"], gps="46.2 122.0")
+    conflict = submit(client, basic("caseworker_a", token), other, files)
+    assert conflict.status_code == 409
+    assert survey_count() == 1
+
+
+def test_a_split_submission_is_received_when_its_last_part_arrives(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    household_id, member_id = household
+    instance = uuid.uuid4()
+    xml = instance_xml(
+        household_id,
+        instance,
+        members=[(member_id, "王大", "120", "face.jpg")],
+        housing=["h1.jpg", "h2.jpg"],
+    )
+    photos = {"face.jpg": obama(), "h1.jpg": jpeg(1), "h2.jpg": jpeg(2)}
+    auth = basic("caseworker_a", token)
+    part1 = submit(client, auth, xml, {"face.jpg": photos["face.jpg"]}, incomplete=True)
+    assert part1.status_code == 202, part1.data
+    assert message(part1)[0] == "submit_success"
+    assert survey_count() == 0
+    assert client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).status_code == 404
+    part2 = submit(client, auth, xml, {"h1.jpg": photos["h1.jpg"]}, incomplete=True)
+    assert part2.status_code == 202 and "2/3" in message(part2)[1]
+    part3 = submit(client, auth, xml, {"h2.jpg": photos["h2.jpg"]})
+    assert part3.status_code == 201, part3.data
+
+    body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
+    assert body["status"] == "complete" and body["missing_photos"] == []
+    stored = db.session.scalars(select(Survey)).one()
+    assert {p.sha256 for p in stored.photos} == {
+        hashlib.sha256(c).hexdigest() for c in photos.values()
+    }
+    assert all(p.received_at is not None for p in stored.photos)
+    assert stored_files(app)[1] == []
+    # Collect retrying the whole submission from its first part: acknowledged, no copy.
+    retry = submit(client, auth, xml, {"face.jpg": photos["face.jpg"]}, incomplete=True)
+    assert retry.status_code == 201 and message(retry) == message(part3)
+    assert survey_count() == 1
+
+
+def test_a_last_part_that_leaves_photos_missing_is_refused(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    household_id, _ = household
+    xml = instance_xml(household_id, uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
+    response = submit(client, basic("caseworker_a", token), xml, {"h1.jpg": jpeg(1)})
+    assert response.status_code == 422
+    assert "h2.jpg" in message(response)[1]
+    assert survey_count() == 0
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+def test_a_request_without_the_openrosa_version_is_refused(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    for response in (
+        client.get("/openrosa/formList", headers=headers),
+        client.head("/openrosa/submission", headers=headers),
+        client.post("/openrosa/submission", headers=headers),
+    ):
+        assert response.status_code == 400
+        assert response.headers["X-OpenRosa-Version"] == "1.0"
+    assert "X-OpenRosa-Version" in message(client.get("/openrosa/formList", headers=headers))[1]
+
+
+def test_credentials_must_be_a_valid_device_token_for_that_username(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    xml = instance_xml(household[0], uuid.uuid4())
+    for headers in (
+        OPENROSA,
+        basic("caseworker_a", "dbt_not-a-real-token"),
+        basic("caseworker_a", factories.PASSWORD),  # the account password is not enough
+        basic("caseworker_b", token),  # someone else's username
+        {"Authorization": "Bearer nonsense", **OPENROSA},
+    ):
+        for response in (
+            client.get("/openrosa/formList", headers=headers),
+            submit(client, headers, xml),
+        ):
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"].startswith('Basic realm="dibao"')
+            assert response.headers["X-OpenRosa-Version"] == "1.0"
+            assert message(response)[1]
+    assert survey_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("xml", "status"),
+    [
+        (b"<data id='household_survey'><unclosed></data>", 400),
+        (
+            b'<!DOCTYPE d [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+            b"<data id='household_survey'>&b;</data>",
+            400,
+        ),
+        (b"<data id='household_survey'><household_id>1</household_id></data>", 400),
+        (b"<data id='household_survey'><meta><instanceID>7</instanceID></meta></data>", 400),
+        (b"<data id='another_form'><meta><instanceID>uuid:x</instanceID></meta></data>", 404),
+    ],
+    ids=["malformed", "entities", "no-instance-id", "bad-instance-id", "unknown-form"],
+)
+def test_an_unreadable_submission_is_refused(
+    app: Flask, client: FlaskClient, token: str, xml: bytes, status: int
+) -> None:
+    response = submit(client, basic("caseworker_a", token), xml, {"a.jpg": jpeg(1)})
+    assert response.status_code == status, response.data
+    assert message(response)[1]
+    assert survey_count() == 0
+    assert stored_files(app)[1] == []
+
+
+def test_a_bad_field_is_named_as_in_the_form(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    auth = basic("caseworker_a", token)
+    for xml, field in (
+        (instance_xml(household[0], uuid.uuid4(), gps="north"), "gps"),
+        (instance_xml(household[0], uuid.uuid4(), gps="95 122 0 5"), "gps"),
+        (instance_xml(household[0], uuid.uuid4(), kind="picnic"), "visit_kind"),
+        (instance_xml("abc", uuid.uuid4()), "household_id"),
+        (instance_xml("", uuid.uuid4()), "household_id"),
+        (
+            instance_xml(household[0], uuid.uuid4(), members=[(1, "王大", "-3", None)]),
+            "members[1]/monthly_income",
+        ),
+    ):
+        response = submit(client, auth, xml)
+        assert response.status_code == 422, response.data
+        assert message(response)[1].startswith(field)
+    assert survey_count() == 0
+
+
+def test_another_townships_household_is_not_found_and_nothing_is_stored(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    elsewhere = factories.make_household(
+        state=CaseState.APPROVED, village=factories.areas().village_b
+    )
+    db.session.commit()
+    before, _ = stored_files(app)
+    photo = jpeg(7)
+    auth = basic("caseworker_a", token)
+    for incomplete in (False, True):
+        xml = instance_xml(elsewhere.id, uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
+        files = {"h1.jpg": photo} if incomplete else {"h1.jpg": photo, "h2.jpg": jpeg(8)}
+        response = submit(client, auth, xml, files, incomplete=incomplete)
+        assert response.status_code == 404, response.data
+        assert "household" in message(response)[1]
+    assert survey_count() == 0
+    after, leftovers = stored_files(app)
+    assert after == before and leftovers == []
+    assert not any((Path(app.instance_path) / "store" / "openrosa-pending").glob("*.json"))
+
+
+def test_a_part_that_is_not_an_image_is_refused_before_anything_is_kept(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    before, _ = stored_files(app)
+    xml = instance_xml(household[0], uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
+    auth = basic("caseworker_a", token)
+    response = submit(client, auth, xml, {"h1.jpg": b"not an image at all"}, incomplete=True)
+    assert response.status_code == 415
+    assert stored_files(app) == (before, [])
+
+
+def test_an_oversized_submission_xml_gets_413(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    xml = instance_xml(household[0], uuid.uuid4()).replace(
+        b"<notes>", b"<notes>" + b"x" * (1024 * 1024)
+    )
+    response = submit(client, basic("caseworker_a", token), xml)
+    assert response.status_code == 413
+    assert survey_count() == 0
+
+
+def test_odk_file_names_become_unique_photo_ids() -> None:
+    instance = uuid.uuid4()
+    parsed = parse_submission(
+        instance_xml(
+            1,
+            instance,
+            members=[("", "新生儿", "0", "a.jpg")],
+            housing=["a_jpg", "a.jpg", "照片 1.jpg"],
+        )
+    )
+    assert parsed.instance_id == instance
+    ids = [a.photo_id for a in parsed.attachments]
+    assert ids[:2] == ["a_jpg", "a_jpg-" + hashlib.sha256(b"a_jpg").hexdigest()[:12]]
+    assert len(set(ids)) == len(ids) and all(len(i) <= 64 for i in ids)
+    assert parsed.attachments[0].member_ref == "member-1"
