@@ -49,6 +49,8 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["survey_id", "client_uuid", "status", "missing_photos", "flags"],
                     "properties": {
                         "survey_id": {"type": "integer"},
+                        "household_id": {"type": "integer"},
+                        "case_code": {"type": "string"},
                         "client_uuid": {"type": "string", "format": "uuid"},
                         "status": {"enum": ["awaiting_photos", "complete"]},
                         "missing_photos": {"type": "array", "items": {"type": "string"}},
@@ -70,17 +72,37 @@ def openapi_document() -> dict[str, Any]:
                 "Survey": {
                     "type": "object",
                     "description": "The survey JSON of the contract (docs/api.md has every field).",
-                    "required": [
-                        "client_uuid",
-                        "household_id",
-                        "kind",
-                        "started_at",
-                        "finished_at",
-                        "gps",
-                    ],
+                    "required": ["client_uuid", "kind", "started_at", "finished_at", "gps"],
                     "properties": {
                         "client_uuid": {"type": "string", "format": "uuid"},
-                        "household_id": {"type": "integer"},
+                        "household_id": {
+                            "type": "integer",
+                            "description": "the visited household; or send new_household",
+                        },
+                        "new_household": {
+                            "type": "object",
+                            "description": (
+                                "an application taken at the home (kind initial_survey; "
+                                "members then need client_ref, name, id_number, birth_date, "
+                                "relation, exactly one head)"
+                            ),
+                            "required": ["village_code", "address", "class_code"],
+                            "properties": {
+                                "village_code": {"type": "string"},
+                                "address": {"type": "string", "maxLength": 200},
+                                "location": {
+                                    "type": "object",
+                                    "properties": {
+                                        "lat": {"type": "number"},
+                                        "lon": {"type": "number"},
+                                    },
+                                },
+                                "class_code": {"type": "string"},
+                                "conflict_of_interest": {"type": "boolean"},
+                                "conflict_note": {"type": "string", "maxLength": 500},
+                                "special_case": {"type": "boolean"},
+                            },
+                        },
                         "kind": {
                             "enum": ["initial_survey", "periodic_review", "assisted_proof_of_life"]
                         },

@@ -77,6 +77,7 @@ FLAG_LABELS = {
     "portrait_member_unknown": _l("Portrait names no member"),
     "face_in_other_household": _l("Same face as a member of another household"),
     "visit_kind_mismatch": _l("Visit kind does not fit the case's state"),
+    "member_registered_elsewhere": _l("Applicant already registered in another household"),
 }
 VISIT_KIND_LABELS = {
     "initial_survey": _l("Initial survey"),
