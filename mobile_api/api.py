@@ -17,7 +17,7 @@ from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
-from server.faces.tasks import enroll_portrait_task
+from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile
 from server.visits import service as visits
 from server.visits.queries import due_visits
@@ -72,15 +72,6 @@ def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
     return raw, uploads
 
 
-def _enqueue_enrollment(survey_photo_ids: list[int]) -> None:
-    """After the commit: queue face enrollment (eager mode runs it right here, and its
-    flags then show on the next GET of the survey)."""
-    # The task as registered with this Flask app's Celery (tests run several apps).
-    task = current_app.extensions["celery"].tasks[enroll_portrait_task.name]
-    for survey_photo_id in survey_photo_ids:
-        task.delay(survey_photo_id)
-
-
 def _survey_response(survey: Any, status: int) -> tuple[Response, int]:
     return jsonify(visits.survey_body(survey)), status
 
@@ -129,7 +120,7 @@ def create_survey() -> tuple[Response, int]:
     received = visits.receive_survey(device=current_device(), data=data, raw=raw, uploads=uploads)
     db.session.commit()
     body = visits.survey_body(received.survey)
-    _enqueue_enrollment(received.new_portraits)
+    enqueue_photo_work(received.new_photos)
     return jsonify(body), 201 if received.created else 200
 
 
@@ -145,7 +136,7 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
         )
         db.session.commit()
     body = visits.survey_body(received.survey)
-    _enqueue_enrollment(received.new_portraits)
+    enqueue_photo_work(received.new_photos)
     return jsonify(body), 200
 
 

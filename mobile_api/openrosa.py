@@ -36,7 +36,7 @@ from server.devices.models import DeviceToken
 from server.devices.service import InvalidToken, authenticate_device
 from server.errors import DomainError, OutOfArea
 from server.extensions import csrf, db
-from server.faces.tasks import enroll_portrait_task
+from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile, TooLarge
 from server.visits import service as visits
 from server.visits.models import Survey, SurveyPhoto
@@ -305,7 +305,7 @@ def _receive(
     received = visits.receive_survey(device=device, data=data, raw=raw, uploads=files)
     db.session.commit()
     PendingFiles(visits.blob_store()).discard(device.user_id, parsed.instance_id)
-    _enqueue_enrollment(received.new_portraits)
+    enqueue_photo_work(received.new_photos)
     return _success(parsed.instance_id)
 
 
@@ -408,10 +408,3 @@ def _hashing_file(part: FileStorage) -> HashingFile:
         temp.write(chunk)
     temp.flush()
     return temp
-
-
-def _enqueue_enrollment(survey_photo_ids: list[int]) -> None:
-    """After the commit: face enrollment of the new portraits, as the JSON API does."""
-    task = current_app.extensions["celery"].tasks[enroll_portrait_task.name]
-    for survey_photo_id in survey_photo_ids:
-        task.delay(survey_photo_id)

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from celery import shared_task
+from flask import current_app
 
 from server.extensions import db
 from server.faces.service import enroll_portrait
+from server.visits.service import make_photo_thumbnail
 
 
 @shared_task(ignore_result=True, acks_late=True, max_retries=3, default_retry_delay=30)
-def enroll_portrait_task(survey_photo_id: int) -> None:
+def process_photo_task(survey_photo_id: int) -> None:
+    """The slow part of a received photo: the reviewer's thumbnail, then (portraits)
+    the face template and the search across households. Safe to run twice."""
+    make_photo_thumbnail(survey_photo_id)
+    db.session.commit()
     enroll_portrait(survey_photo_id)
     db.session.commit()
+
+
+def enqueue_photo_work(survey_photo_ids: list[int]) -> None:
+    """Queue the slow work of newly stored photos; call after the commit. In eager
+    mode it runs right here, and its flags show on the next read of the survey."""
+    # End the caller's transaction first: in eager mode the job runs right here with a
+    # session of its own, and on SQLite an open transaction holds the write lock.
+    db.session.close()
+    # The task as registered with the current Flask app's Celery (tests run several apps).
+    task = current_app.extensions["celery"].tasks[process_photo_task.name]
+    for survey_photo_id in survey_photo_ids:
+        task.delay(survey_photo_id)

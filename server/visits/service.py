@@ -73,8 +73,9 @@ class SurveyNotFound(OutOfArea):
 class ReceivedSurvey:
     survey: Survey
     created: bool
-    # Portraits stored by this request: face enrollment is queued for them after commit.
-    new_portraits: list[int]
+    # Photos stored by this request: thumbnails and face enrollment are queued for
+    # them after the commit.
+    new_photos: list[int]
 
 
 def blob_store() -> BlobStore:
@@ -321,8 +322,7 @@ def receive_survey(
             device_token_id=device.id,
         )
     db.session.flush()
-    portraits = [p.id for p in accepted if p.kind is PhotoKind.MEMBER_PORTRAIT]
-    return ReceivedSurvey(survey=survey, created=created, new_portraits=portraits)
+    return ReceivedSurvey(survey=survey, created=created, new_photos=[p.id for p in accepted])
 
 
 def receive_photo(
@@ -339,28 +339,18 @@ def receive_photo(
         )
     info = check_photo(photo, temp)
     if photo.received_at is not None:
-        return ReceivedSurvey(survey=survey, created=False, new_portraits=[])
+        return ReceivedSurvey(survey=survey, created=False, new_photos=[])
     _accept_photo(survey, photo, temp, info)
     _update_status(survey)
     db.session.flush()
-    portraits = [photo.id] if photo.kind is PhotoKind.MEMBER_PORTRAIT else []
-    return ReceivedSurvey(survey=survey, created=False, new_portraits=portraits)
+    return ReceivedSurvey(survey=survey, created=False, new_photos=[photo.id])
 
 
 def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoInfo) -> None:
     """Store a checked photo and its thumbnail durably, record what it says, and flag
     what it contradicts (EXIF place and time, the same picture in another household).
     """
-    store = blob_store()
-    thumbnail = store.temp_path(".jpg")
-    try:
-        make_thumbnail(
-            temp.path, thumbnail, max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"]
-        )
-        photo.thumbnail_sha256 = store.store_file(thumbnail)
-    finally:
-        thumbnail.unlink(missing_ok=True)
-    store.store(temp)
+    blob_store().store(temp)
     photo.content_type = f"image/{info.format.lower()}"
     photo.width, photo.height = info.width, info.height
     photo.exif_taken_at, photo.exif_lat, photo.exif_lon = info.taken_at, info.gps_lat, info.gps_lon
@@ -455,6 +445,26 @@ def stored_flag(flag: Flag) -> SurveyFlag:
         threshold=None if flag.threshold is None else str(flag.threshold),
         detail=flag.detail,
     )
+
+
+def make_photo_thumbnail(survey_photo_id: int) -> None:
+    """Store a reviewer's thumbnail of a received photo (a background job: the upload
+    is acknowledged once the original is durable)."""
+    photo = db.session.get(SurveyPhoto, survey_photo_id)
+    if photo is None or photo.received_at is None or photo.thumbnail_sha256 is not None:
+        return
+    store = blob_store()
+    thumbnail = store.temp_path(".jpg")
+    try:
+        make_thumbnail(
+            store.path(photo.sha256),
+            thumbnail,
+            max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"],
+        )
+        photo.thumbnail_sha256 = store.store_file(thumbnail)
+    finally:
+        thumbnail.unlink(missing_ok=True)
+    db.session.flush()
 
 
 def _update_status(survey: Survey) -> None:
