@@ -552,6 +552,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL"
     )
     parser.add_argument(
+        "--celery",
+        metavar="REDIS_URL",
+        help="production shape: set CELERY_BROKER_URL and run one Celery worker beside "
+        "gunicorn (thumbnails and faces leave the request); default: eager, in-process",
+    )
+    parser.add_argument(
         "--database-server",
         default=DEFAULT_SERVER,
         help=f"PostgreSQL server URL; the database part is ignored (default: {DEFAULT_SERVER})",
@@ -586,6 +592,8 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
     env["DATABASE_URL"] = url
     env[BARE_DIR_ENV] = str(folder / "bare")
     (folder / "bare").mkdir()
+    if args.celery:
+        env["CELERY_BROKER_URL"] = args.celery
     cli(env, "db", "upgrade")
     seeded = json.loads(cli(env, "seed", "--households", str(SEED_HOUSEHOLDS), "--json"))
     password = next(u["password"] for u in seeded["users"] if u["username"] == "caseworker1")
@@ -597,8 +605,9 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
     print(
         f"{args.surveys} surveys x {PHOTOS_PER_SURVEY} photos {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} "
         f"JPEG (mean {statistics.mean(sizes) / 1e6:.2f} MB, {min(sizes) / 1e6:.2f}-"
-        f"{max(sizes) / 1e6:.2f}), {args.clients} clients, {args.households} households, "
-        f"{where}, gunicorn --workers {WORKERS}",
+        f"{max(sizes) / 1e6:.2f}), {args.clients} client(s), {args.households} households, "
+        f"{where}, gunicorn --workers {WORKERS}, "
+        f"{'Celery worker on ' + args.celery if args.celery else 'background jobs eager'}",
         flush=True,
     )
     token = ""
@@ -609,6 +618,29 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
         dibao = start_server(
             "dibao", "server.wsgi:app", env, worker_class, args.threads, folder / "dibao.log"
         )
+        celery_worker = None
+        if args.celery:
+            with (folder / "celery.log").open("wb") as log:
+                celery_worker = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "server.celery_worker",
+                        "worker",
+                        "--pool",
+                        "solo",
+                        "--loglevel",
+                        "WARNING",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         try:
             if not token:
                 status, login = request_json(
@@ -645,6 +677,9 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
             results = {"dibao": measure(dibao, token, warmup, timed, args.clients)}
         finally:
             dibao.stop()
+            if celery_worker is not None:
+                celery_worker.terminate()
+                celery_worker.wait(timeout=60)
         bare = start_server(
             "bare", "upload:bare_app", env, worker_class, args.threads, folder / "bare.log"
         )

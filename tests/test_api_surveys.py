@@ -554,7 +554,10 @@ def test_the_same_photo_in_another_household_is_flagged(
     assert first.get_json()["flags"] == []
     other = factories.make_household(state=CaseState.APPROVED).id
     db.session.commit()
-    second = post_multipart(client, token, survey_json(other, {"b": picture}), {"b": picture})
+    survey = survey_json(other, {"b": picture})
+    assert post_multipart(client, token, survey, {"b": picture}).status_code == 201
+    # The reuse check runs in the background job after the acknowledgement.
+    second = client.get(f"/api/v1/surveys/{survey['client_uuid']}", headers=bearer(token))
     reused = [f for f in second.get_json()["flags"] if f["code"] == "photo_reused"]
     assert len(reused) == 1 and float(reused[0]["value"]) == 0
 

@@ -576,3 +576,58 @@ def test_photo_rejected_carries_its_answer() -> None:
         "broken",
     )
     assert photos.DEFAULT_MAX_PIXELS == 40_000_000
+
+
+def test_the_upload_check_reads_facts_without_decoding_and_catches_truncation(
+    tmp_path: Path,
+) -> None:
+    from server.visits.photos import check_photo_file
+
+    real = (FACES / "obama" / "obama_1.jpg").read_bytes()
+    facts = check_photo_file(_write(tmp_path / "ok.jpg", real))
+    assert (facts.format, facts.width, facts.height) == ("JPEG", 910, 1137)
+    # A phone's trailer after the end marker (Samsung appends one) is fine.
+    assert check_photo_file(_write(tmp_path / "trailer.jpg", real + b"SEFT" * 100)).width == 910
+    for name, content in (("cut.jpg", real[: len(real) // 2]), ("cut2.jpg", real[:-2])):
+        with pytest.raises(PhotoRejected) as rejected:
+            check_photo_file(_write(tmp_path / name, content))
+        assert rejected.value.code == "corrupt_image"
+    png = io.BytesIO()
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(png, "PNG")
+    assert check_photo_file(_write(tmp_path / "ok.png", png.getvalue())).height == 200
+    with pytest.raises(PhotoRejected):
+        check_photo_file(_write(tmp_path / "cut.png", png.getvalue()[:-20]))
+
+
+def test_the_upload_check_turns_the_size_of_a_rotated_photo(tmp_path: Path) -> None:
+    from server.visits.photos import check_photo_file
+
+    path = save_jpeg(tmp_path / "rot.jpg", scene((400, 300)), exif=exif_bytes(orientation=6))
+    facts = check_photo_file(path)
+    assert (facts.width, facts.height) == (300, 400)
+
+
+def test_the_upload_check_skips_an_exif_thumbnails_end_marker(tmp_path: Path) -> None:
+    from server.visits.photos import check_photo_file
+
+    thumb = io.BytesIO()
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(thumb, "JPEG")
+    exif = piexif.dump(
+        {
+            "0th": {},
+            "Exif": {},
+            "1st": {piexif.ImageIFD.Compression: 6},
+            "thumbnail": thumb.getvalue(),
+        }
+    )
+    full = io.BytesIO()
+    scene((400, 300)).save(full, "JPEG", exif=exif)
+    data = full.getvalue()
+    cut = data[: len(data) - 400]  # the main image's end is gone; the thumbnail's is not
+    with pytest.raises(PhotoRejected):
+        check_photo_file(_write(tmp_path / "cut.jpg", cut))
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

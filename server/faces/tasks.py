@@ -7,14 +7,15 @@ from flask import current_app
 
 from server.extensions import db
 from server.faces.service import enroll_portrait
-from server.visits.service import make_photo_thumbnail
+from server.visits.service import analyse_photo
 
 
 @shared_task(ignore_result=True, acks_late=True, max_retries=3, default_retry_delay=30)
 def process_photo_task(survey_photo_id: int) -> None:
-    """The slow part of a received photo: the reviewer's thumbnail, then (portraits)
-    the face template and the search across households. Safe to run twice."""
-    make_photo_thumbnail(survey_photo_id)
+    """The slow part of a received photo: decoding, reuse check and the reviewer's
+    thumbnail, then (portraits) the face template and the search across households.
+    Safe to run twice."""
+    analyse_photo(survey_photo_id)
     db.session.commit()
     enroll_portrait(survey_photo_id)
     db.session.commit()

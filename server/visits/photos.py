@@ -23,6 +23,7 @@ import os
 import re
 import struct
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -400,6 +401,95 @@ def inspect_photo(
         phash=phash,
         camera=meta.camera,
     )
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What a photo's header and metadata say, read without decoding its pixels."""
+
+    format: PhotoFormat
+    width: int
+    height: int
+    taken_at: datetime | None
+    gps_lat: float | None
+    gps_lon: float | None
+    camera: str | None
+
+
+_ORIENTATION_TAG: Final = 0x0112
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk the segments to the first scan, then require the end-of-image marker after
+    it. Inside entropy-coded data 0xFF is always stuffed, so 0xFFD9 there is the real
+    end; an EXIF thumbnail's own markers sit inside APP1 and are skipped by the walk.
+    """
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return False
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", position) != -1
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2:
+            return False
+        position += 2 + length
+    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    """Walk the chunks, checking each CRC, up to IEND."""
+    position = len(_PNG_MAGIC)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        end = position + 12 + length
+        if end > len(data):
+            return False
+        kind = data[position + 4 : position + 8]
+        crc = int.from_bytes(data[end - 4 : end], "big")
+        if zlib.crc32(data[position + 4 : end - 4]) != crc:
+            return False
+        if kind == b"IEND":
+            return True
+        position = end
+    return False
+
+
+def check_photo_file(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, tz: str = DEFAULT_TZ
+) -> PhotoFacts:
+    """The fast check an upload waits for: the format from the bytes, the pixel count
+    from the header, the file's structure complete (a truncated JPEG lacks its end
+    marker, a truncated PNG its IEND chunk), and the EXIF time, place and camera.
+    No pixel is decoded (HEIF, whose structure we do not walk, is fully decoded).
+
+    Raises :class:`PhotoRejected` like :func:`inspect_photo`.
+    """
+    zone = ZoneInfo(tz)
+    with _open_image(path, max_pixels) as (fmt, img):
+        if fmt == "HEIF":
+            _decode(img, fmt, max_pixels)
+        else:
+            data = Path(path).read_bytes()
+            complete = _jpeg_complete(data) if fmt == "JPEG" else _png_complete(data)
+            if not complete:
+                raise _corrupt(f"the {fmt} data is truncated or corrupt")
+        meta = _read_metadata(img, zone)
+        width, height = img.size
+        try:
+            turned = img.getexif().get(_ORIENTATION_TAG) in (5, 6, 7, 8)
+        except _METADATA_ERRORS:
+            turned = False
+        if turned and fmt != "HEIF":
+            width, height = height, width
+    return PhotoFacts(fmt, width, height, meta.taken_at, meta.gps_lat, meta.gps_lon, meta.camera)
 
 
 def _oriented_rgb(path: str | Path, max_side: int, max_pixels: int) -> Image.Image:

@@ -41,7 +41,13 @@ from server.visits.checks import (
     check_travel,
 )
 from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
-from server.visits.photos import PhotoInfo, PhotoRejected, inspect_photo, make_thumbnail
+from server.visits.photos import (
+    PhotoFacts,
+    PhotoRejected,
+    check_photo_file,
+    inspect_photo,
+    make_thumbnail,
+)
 from server.visits.queries import VisitKind
 from server.visits.schemas import PHOTO_ID, SurveyIn
 
@@ -89,9 +95,10 @@ def canonical_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoInfo:
-    """Validate an uploaded photo against its manifest entry and decode it (under the
-    pixel limit); returns what the image says about itself.
+def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoFacts:
+    """Validate an uploaded photo against its manifest entry, its format, pixel count
+    and structure (no decoding: the upload must not wait for it); returns what the
+    photo's header and EXIF say.
     """
     if temp.sha256 != photo.sha256:
         raise Sha256Mismatch(
@@ -107,7 +114,7 @@ def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoInfo:
         )
     temp.flush()
     try:
-        return inspect_photo(
+        return check_photo_file(
             temp.path,
             max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"],
             tz=region().timezone,
@@ -346,34 +353,24 @@ def receive_photo(
     return ReceivedSurvey(survey=survey, created=False, new_photos=[photo.id])
 
 
-def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoInfo) -> None:
-    """Store a checked photo and its thumbnail durably, record what it says, and flag
-    what it contradicts (EXIF place and time, the same picture in another household).
+def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoFacts) -> None:
+    """Store a checked photo durably, record what its EXIF says, and flag what that
+    contradicts (the visit's place and time). Pixel work comes later (analyse_photo).
     """
     blob_store().store(temp)
     photo.content_type = f"image/{info.format.lower()}"
     photo.width, photo.height = info.width, info.height
     photo.exif_taken_at, photo.exif_lat, photo.exif_lon = info.taken_at, info.gps_lat, info.gps_lon
-    photo.camera, photo.phash = info.camera, info.phash
+    photo.camera = info.camera
     photo.received_at = datetime.now(UTC)
 
-    rules = region()
     evidence = PhotoEvidence(photo.photo_id, info.taken_at, info.gps_lat, info.gps_lon)
     fix = GpsFix(
         survey.gps_lat, survey.gps_lon, survey.gps_accuracy_m, survey.gps_fix_at, survey.gps_is_mock
     )
-    flags = check_photos(
-        [evidence], fix, survey.started_at, survey.finished_at, rules.visit_thresholds
-    )
-    others = db.session.execute(
-        select(SurveyPhoto.phash, Survey.household_id)
-        .join(Survey, SurveyPhoto.survey_id == Survey.id)
-        .where(SurveyPhoto.phash.is_not(None), Survey.household_id != survey.household_id)
-    ).all()
-    flags += check_photo_reuse(
-        info.phash, [(h, hid) for h, hid in others if h], max_hamming=rules.photo_reuse_hamming
-    )
-    for flag in flags:
+    for flag in check_photos(
+        [evidence], fix, survey.started_at, survey.finished_at, region().visit_thresholds
+    ):
         survey.flags.append(stored_flag(flag))
 
 
@@ -447,20 +444,50 @@ def stored_flag(flag: Flag) -> SurveyFlag:
     )
 
 
-def make_photo_thumbnail(survey_photo_id: int) -> None:
-    """Store a reviewer's thumbnail of a received photo (a background job: the upload
-    is acknowledged once the original is durable)."""
+def analyse_photo(survey_photo_id: int) -> None:
+    """The pixel work on a received photo, in a background job (the upload was
+    acknowledged once the original was durable): decode it, hash it perceptually and
+    look for the same picture in other households, and store a reviewer's thumbnail.
+    Running it twice changes nothing.
+    """
     photo = db.session.get(SurveyPhoto, survey_photo_id)
     if photo is None or photo.received_at is None or photo.thumbnail_sha256 is not None:
         return
     store = blob_store()
+    survey = photo.survey
+    max_pixels = current_app.config["DIBAO_MAX_PHOTO_PIXELS"]
+    try:
+        info = inspect_photo(store.path(photo.sha256), max_pixels=max_pixels)
+    except PhotoRejected as exc:
+        # Passed the upload's structural check but does not decode: keep it as evidence.
+        survey.flags.append(
+            stored_flag(
+                Flag(
+                    code="photo_undecodable",
+                    severity="warning",
+                    value=exc.code,
+                    threshold=None,
+                    detail=f"photo {photo.photo_id} cannot be decoded",
+                )
+            )
+        )
+        photo.thumbnail_sha256 = photo.sha256  # nothing better to show; never retried
+        db.session.flush()
+        return
+    photo.phash = info.phash
+    rules = region()
+    others = db.session.execute(
+        select(SurveyPhoto.phash, Survey.household_id)
+        .join(Survey, SurveyPhoto.survey_id == Survey.id)
+        .where(SurveyPhoto.phash.is_not(None), Survey.household_id != survey.household_id)
+    ).all()
+    for flag in check_photo_reuse(
+        info.phash, [(h, hid) for h, hid in others if h], max_hamming=rules.photo_reuse_hamming
+    ):
+        survey.flags.append(stored_flag(flag))
     thumbnail = store.temp_path(".jpg")
     try:
-        make_thumbnail(
-            store.path(photo.sha256),
-            thumbnail,
-            max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"],
-        )
+        make_thumbnail(store.path(photo.sha256), thumbnail, max_pixels=max_pixels)
         photo.thumbnail_sha256 = store.store_file(thumbnail)
     finally:
         thumbnail.unlink(missing_ok=True)
