@@ -19,6 +19,7 @@ Pure module: no Flask, no database. Callers map :class:`PhotoRejected` to a resp
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import re
 import struct
@@ -419,7 +420,7 @@ class PhotoFacts:
 _ORIENTATION_TAG: Final = 0x0112
 
 
-def _jpeg_complete(data: bytes) -> bool:
+def _jpeg_complete(data: bytes | mmap.mmap) -> bool:
     """Walk the segments to the first scan, then require the end-of-image marker after
     it. Inside entropy-coded data 0xFF is always stuffed, so 0xFFD9 there is the real
     end; an EXIF thumbnail's own markers sit inside APP1 and are skipped by the walk.
@@ -444,7 +445,7 @@ def _jpeg_complete(data: bytes) -> bool:
     return False
 
 
-def _png_complete(data: bytes) -> bool:
+def _png_complete(data: bytes | mmap.mmap) -> bool:
     """Walk the chunks, checking each CRC, up to IEND."""
     position = len(_PNG_MAGIC)
     while position + 12 <= len(data):
@@ -477,8 +478,9 @@ def check_photo_file(
         if fmt == "HEIF":
             _decode(img, fmt, max_pixels)
         else:
-            data = Path(path).read_bytes()
-            complete = _jpeg_complete(data) if fmt == "JPEG" else _png_complete(data)
+            # Mapped, not read: the walk touches the headers and one search of the data.
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                complete = _jpeg_complete(data) if fmt == "JPEG" else _png_complete(data)
             if not complete:
                 raise _corrupt(f"the {fmt} data is truncated or corrupt")
         meta = _read_metadata(img, zone)
