@@ -179,8 +179,3 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
         )
     db.session.flush()
     return details
-
-
-def mask_name(name: str) -> str:
-    """张三丰 -> 张**: enough for staff lists, never for the public page."""
-    return name[:1] + "*" * max(len(name) - 1, 1)
