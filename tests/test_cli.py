@@ -116,13 +116,19 @@ def test_the_demo_serves_pages_a_demo_user_can_log_into(tmp_path: Path) -> None:
         log.close()
 
 
-def test_users_create_adds_an_account_scoped_to_an_area(
-    databases: DatabaseFactory, tmp_path: Path
-) -> None:
-    url = databases.new("users")
-    assert dibao("db", "upgrade", database_url=url, instance=tmp_path).returncode == 0
-    assert dibao("seed", "--households", "0", database_url=url, instance=tmp_path).returncode == 0
+@pytest.fixture(scope="module")
+def staff_database(
+    databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    """A migrated database with areas and the demo staff, shared by the users tests."""
+    url, instance = databases.new("users"), tmp_path_factory.mktemp("users")
+    assert dibao("db", "upgrade", database_url=url, instance=instance).returncode == 0
+    assert dibao("seed", "--households", "0", database_url=url, instance=instance).returncode == 0
+    return url, instance
 
+
+def test_users_create_adds_an_account_scoped_to_an_area(staff_database: tuple[str, Path]) -> None:
+    url, instance = staff_database
     created = dibao(
         "users",
         "create",
@@ -135,7 +141,7 @@ def test_users_create_adds_an_account_scoped_to_an_area(
         "--area",
         "152201100",
         database_url=url,
-        instance=tmp_path,
+        instance=instance,
     )
     assert created.returncode == 0, created.stderr
     assert "created wang.li (caseworker, 152201100)" in created.stdout
@@ -150,11 +156,9 @@ def test_users_create_adds_an_account_scoped_to_an_area(
     ],
 )
 def test_users_create_explains_what_is_wrong(
-    databases: DatabaseFactory, tmp_path: Path, args: list[str], message: str
+    staff_database: tuple[str, Path], args: list[str], message: str
 ) -> None:
-    url = databases.new("users")
-    assert dibao("db", "upgrade", database_url=url, instance=tmp_path).returncode == 0
-    assert dibao("seed", "--households", "0", database_url=url, instance=tmp_path).returncode == 0
+    url, instance = staff_database
     result = dibao(
         "users",
         "create",
@@ -164,7 +168,7 @@ def test_users_create_explains_what_is_wrong(
         "a-long-password",
         *args,
         database_url=url,
-        instance=tmp_path,
+        instance=instance,
     )
     assert result.returncode != 0
     assert message in result.stderr

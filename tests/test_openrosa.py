@@ -10,7 +10,7 @@ import importlib.util
 import io
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -21,19 +21,16 @@ import pytest
 from defusedxml.ElementTree import fromstring
 from flask import Flask
 from flask.testing import FlaskClient
-from flask_migrate import upgrade
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from mobile_api.openrosa import bp as openrosa_bp
 from server.cases.models import CaseState
 from server.extensions import db
 from server.faces.models import FaceTemplate
 from server.visits.models import PhotoKind, Survey
 from server.visits.openrosa_mapping import parse_submission
-from tests import conftest, factories
-from tests.conftest import DatabaseFactory, make_app
+from tests import factories
 from tests.test_api_devices import bearer, device_login
 from tests.test_api_surveys import jpeg, stored_files
 
@@ -42,33 +39,6 @@ FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
 OPENROSA = {"X-OpenRosa-Version": "1.0"}
 RESPONSE_NS = "{http://openrosa.org/http/response}"
 XFORMS_NS = "{http://openrosa.org/xforms/xformsList}"
-
-
-@pytest.fixture(scope="module")
-def app(
-    app: Flask, databases: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Flask]:
-    """The shared app if it serves /openrosa (or can still be given it); otherwise an
-    app of this module's own (Flask takes no blueprint after the first request).
-    """
-    if "openrosa" in app.blueprints:
-        yield app
-        return
-    if not app._got_first_request:
-        app.register_blueprint(openrosa_bp)
-        yield app
-        return
-    own = make_app(databases.new("openrosa"), tmp_path_factory.mktemp("openrosa"))
-    conftest._extra_apps.remove(own)
-    own.register_blueprint(openrosa_bp)
-    with own.app_context():
-        upgrade(directory=own.extensions["migrate"].directory)
-        factories.base_data()
-        db.session.commit()
-        db.session.remove()
-    yield own
-    with own.app_context():
-        db.engine.dispose()
 
 
 @pytest.fixture
