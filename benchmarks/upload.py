@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -123,6 +124,62 @@ def postgres_database(server: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def photos_awaiting_job(url: str) -> int:
+    """Received photos the background job has not finished (no thumbnail yet)."""
+    query = (
+        "SELECT count(*) FROM survey_photos "
+        "WHERE received_at IS NOT NULL AND thumbnail_sha256 IS NULL"
+    )
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+        return int(row[0]) if row else 0
+
+
+def start_celery_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "server.celery_worker",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def drain(url: str, worker: subprocess.Popen[bytes], timeout_s: float = 1800) -> tuple[int, float]:
+    """Wait until the background job has finished every received photo; returns the
+    photos it had to do when called and the seconds it took."""
+    start = time.perf_counter()
+    pending = photos_awaiting_job(url)
+    while (left := photos_awaiting_job(url)) > 0:
+        if worker.poll() is not None:
+            raise BenchmarkError("the Celery worker stopped while photos were pending")
+        if time.perf_counter() - start > timeout_s:
+            raise BenchmarkError(f"{left} photos still awaiting the job after {timeout_s} s")
+        time.sleep(0.2)
+    return pending, time.perf_counter() - start
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -554,8 +611,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--celery",
         metavar="REDIS_URL",
-        help="production shape: set CELERY_BROKER_URL and run one Celery worker beside "
-        "gunicorn (thumbnails and faces leave the request); default: eager, in-process",
+        help="production shape: set CELERY_BROKER_URL, so thumbnails and faces leave the "
+        "request, and run one Celery worker (default: no broker, jobs run in the request)",
+    )
+    parser.add_argument(
+        "--celery-during-uploads",
+        action="store_true",
+        help="with --celery: run the worker during the timed uploads, on the same CPUs "
+        "(default: start it when they end, then time how long it takes to catch up)",
     )
     parser.add_argument(
         "--database-server",
@@ -619,28 +682,8 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
             "dibao", "server.wsgi:app", env, worker_class, args.threads, folder / "dibao.log"
         )
         celery_worker = None
-        if args.celery:
-            with (folder / "celery.log").open("wb") as log:
-                celery_worker = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "server.celery_worker",
-                        "worker",
-                        "--pool",
-                        "solo",
-                        "--loglevel",
-                        "WARNING",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "--without-heartbeat",
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+        if args.celery and args.celery_during_uploads:
+            celery_worker = start_celery_worker(env, folder / "celery.log")
         try:
             if not token:
                 status, login = request_json(
@@ -675,6 +718,16 @@ def benchmark(args: argparse.Namespace, folder: Path, url: str) -> int:
                 f"{'cpu s/sv':>9} {'MB max':>8} {'MB sum':>8}"
             )
             results = {"dibao": measure(dibao, token, warmup, timed, args.clients)}
+            if args.celery:
+                if celery_worker is None:
+                    celery_worker = start_celery_worker(env, folder / "celery.log")
+                pending, seconds = drain(url, celery_worker)
+                when = "during" if args.celery_during_uploads else "after"
+                print(
+                    f"background job (1 Celery worker, solo pool, started {when} the uploads): "
+                    f"{pending} photos left when the uploads ended, drained in {seconds:.1f} s",
+                    flush=True,
+                )
         finally:
             dibao.stop()
             if celery_worker is not None:

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_caseworker, current_device, device_required
+from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import DeviceLogin, parse
 from server.cases.workflow import local_today
@@ -52,23 +53,34 @@ def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
     """The survey JSON and the photo parts of a multipart or JSON-only upload."""
     if request.mimetype != "multipart/form-data":
         return _json_body(), {}
-    text = request.form.get("survey")
-    if text is None:
-        raise ValidationFailed("a multipart upload needs a 'survey' part", field="survey")
+    store = visits.blob_store()
+    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
     try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise ValidationFailed("the 'survey' part is not valid JSON", field="survey") from exc
-    for name in request.form:
-        if name != "survey":
-            raise ValidationFailed(
-                f"part {name!r} has no filename: send photos as file parts", field=name
-            )
-    uploads: dict[str, HashingFile] = {}
-    for name, storage in request.files.items(multi=True):
-        if name in uploads:
-            raise ValidationFailed(f"photo part {name!r} sent twice", field=name)
-        uploads[name] = cast(HashingFile, storage.stream)
+        body = read_multipart(
+            request.stream,
+            request.mimetype_params.get("boundary", ""),
+            lambda name, content_type: store.new_temp(max_bytes=limit),
+            max_field_bytes=current_app.config["MAX_FORM_MEMORY_SIZE"],
+        )
+    except MalformedMultipart as exc:
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    uploads = cast(dict[str, HashingFile], body.files)
+    try:
+        text = body.fields.get("survey")
+        if text is None:
+            raise ValidationFailed("a multipart upload needs a 'survey' part", field="survey")
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ValidationFailed("the 'survey' part is not valid JSON", field="survey") from exc
+        for name in body.fields:
+            if name != "survey":
+                raise ValidationFailed(
+                    f"part {name!r} has no filename: send photos as file parts", field=name
+                )
+    except ValidationFailed:
+        body.close()
+        raise
     return raw, uploads
 
 
@@ -116,10 +128,17 @@ def create_device_token() -> tuple[Response, int]:
 @device_required
 def create_survey() -> tuple[Response, int]:
     raw, uploads = _survey_upload()
-    data = parse(SurveyIn, raw)
-    received = visits.receive_survey(device=current_device(), data=data, raw=raw, uploads=uploads)
-    db.session.commit()
-    body = visits.survey_body(received.survey)
+    try:
+        data = parse(SurveyIn, raw)
+        received = visits.receive_survey(
+            device=current_device(), data=data, raw=raw, uploads=uploads
+        )
+        # Built from the flushed rows before the commit expires them (saves reloading).
+        body = visits.survey_body(received.survey)
+        db.session.commit()
+    finally:
+        for upload in uploads.values():
+            upload.close()  # removes a temp file that was not stored
     enqueue_photo_work(received.new_photos)
     return jsonify(body), 201 if received.created else 200
 

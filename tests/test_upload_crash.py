@@ -123,7 +123,7 @@ def test_a_server_killed_mid_upload_leaves_nothing_behind(tmp_path: Path) -> Non
         status, due = _request(port, "GET", "/api/v1/visits/due", headers=auth)
         household_id = due["items"][0]["household_id"]
 
-        photo = jpeg(4, size=(1600, 1200)) + os.urandom(2_000_000)  # big enough to be mid-way
+        photo = jpeg(4, size=(1600, 1200)) + os.urandom(6_000_000)  # half is several reads
         now = datetime.now(UTC)
         survey = {
             "client_uuid": str(uuid.uuid4()),

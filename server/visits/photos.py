@@ -434,7 +434,8 @@ def _jpeg_complete(data: bytes | mmap.mmap) -> bool:
             position += 1
             continue
         if marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", position) != -1
+            # Searched from the end: the marker is normally in the last bytes.
+            return data.rfind(b"\xff\xd9", position) != -1
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:
             position += 2
             continue

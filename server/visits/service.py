@@ -312,12 +312,12 @@ def receive_survey(
         if new_members:
             _flag_registered_elsewhere(survey, household)
         _judge_and_record(survey, household, device)
-    accepted = []
-    for photo in survey.photos:
-        upload = uploads.get(photo.photo_id)
-        if upload is not None and photo.received_at is None:
-            _accept_photo(survey, photo, upload, infos[photo.photo_id])
-            accepted.append(photo)
+    accepted = [
+        photo for photo in survey.photos if photo.photo_id in uploads and photo.received_at is None
+    ]
+    blob_store().store_all([uploads[photo.photo_id] for photo in accepted])
+    for photo in accepted:
+        _accept_photo(survey, photo, infos[photo.photo_id])
     _update_status(survey)
     if created:
         audit.record(
@@ -347,17 +347,17 @@ def receive_photo(
     info = check_photo(photo, temp)
     if photo.received_at is not None:
         return ReceivedSurvey(survey=survey, created=False, new_photos=[])
-    _accept_photo(survey, photo, temp, info)
+    blob_store().store(temp)
+    _accept_photo(survey, photo, info)
     _update_status(survey)
     db.session.flush()
     return ReceivedSurvey(survey=survey, created=False, new_photos=[photo.id])
 
 
-def _accept_photo(survey: Survey, photo: SurveyPhoto, temp: HashingFile, info: PhotoFacts) -> None:
-    """Store a checked photo durably, record what its EXIF says, and flag what that
+def _accept_photo(survey: Survey, photo: SurveyPhoto, info: PhotoFacts) -> None:
+    """Record what a checked, durably stored photo's EXIF says, and flag what that
     contradicts (the visit's place and time). Pixel work comes later (analyse_photo).
     """
-    blob_store().store(temp)
     photo.content_type = f"image/{info.format.lower()}"
     photo.width, photo.height = info.width, info.height
     photo.exif_taken_at, photo.exif_lat, photo.exif_lon = info.taken_at, info.gps_lat, info.gps_lon

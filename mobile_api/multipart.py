@@ -1,0 +1,185 @@
+"""A strict, streaming multipart/form-data reader for survey uploads.
+
+Werkzeug's parser accepts every line-break variant, which costs a regular-expression
+scan of the data; RFC 7578 (and every tablet client: OkHttp, curl, browsers) puts CRLF
+before each boundary, so this reader looks for ``CRLF--boundary`` with one
+``bytes.find`` per read and hands file data to its sink as it arrives. Measured on an
+18 MB upload of 6 photos it spends about a tenth of the time werkzeug's does
+(benchmarks/README.md).
+
+Limits are part of the format: a part's headers at most 8 KiB, a field at most
+``max_field_bytes``, at most ``max_parts`` parts. Anything malformed or truncated raises
+:class:`MalformedMultipart`; what a file sink raises (a photo over its size limit, say)
+goes through unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from werkzeug.http import parse_options_header
+
+READ_SIZE = 1024 * 1024
+MAX_HEADER_BYTES = 8 * 1024
+
+
+class MalformedMultipart(ValueError):
+    """The body is not a complete multipart/form-data body within the limits."""
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class FileSink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Multipart:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileSink] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for sink in self.files.values():
+            sink.close()
+
+
+@dataclass
+class _Part:
+    name: str
+    filename: str | None
+    content_type: str | None
+
+
+def _part_headers(block: bytes) -> _Part:
+    name = filename = content_type = None
+    for line in block.split(b"\r\n"):
+        key, sep, value = line.partition(b":")
+        if not sep:
+            raise MalformedMultipart("a part header line has no ':'")
+        try:
+            text = value.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise MalformedMultipart("a part header is not UTF-8") from exc
+        header = key.strip().lower()
+        if header == b"content-disposition":
+            kind, options = parse_options_header(text)
+            if kind != "form-data":
+                raise MalformedMultipart("a part's Content-Disposition is not form-data")
+            name = options.get("name")
+            filename = options.get("filename")
+        elif header == b"content-type":
+            content_type = text
+    if not name:
+        raise MalformedMultipart("a part has no Content-Disposition name")
+    return _Part(name, filename, content_type)
+
+
+def read_multipart(
+    stream: Readable,
+    boundary: str,
+    new_file: Callable[[str, str | None], FileSink],
+    *,
+    max_field_bytes: int = 1024 * 1024,
+    max_parts: int = 64,
+) -> Multipart:
+    """Read a whole multipart body from ``stream``: fields (parts without a filename)
+    as text, file parts written to a sink from ``new_file(name, content_type)``. A name
+    sent twice is refused. On any error every sink made so far is closed.
+    """
+    if not boundary or len(boundary) > 70:
+        raise MalformedMultipart("the multipart boundary is missing or longer than 70")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    result = Multipart()
+    # A CRLF in front lets the first boundary be found like every other one.
+    buffer = bytearray(b"\r\n")
+    eof = False
+
+    def fill() -> None:
+        nonlocal eof
+        if not eof:
+            chunk = stream.read(READ_SIZE)
+            if chunk:
+                buffer.extend(chunk)
+            else:
+                eof = True
+
+    try:
+        # Preamble: everything up to the first boundary is ignored.
+        while (start := buffer.find(delimiter)) < 0:
+            if eof:
+                raise MalformedMultipart("no multipart boundary in the body")
+            del buffer[: max(0, len(buffer) - len(delimiter))]
+            fill()
+        del buffer[: start + len(delimiter)]
+        parts = 0
+        while True:
+            # After a boundary: "--" ends the body, otherwise CRLF, headers, CRLF CRLF.
+            while len(buffer) < 2 and not eof:
+                fill()
+            if buffer[:2] == b"--":
+                return result
+            while (end := buffer.find(b"\r\n\r\n")) < 0:
+                if len(buffer) > MAX_HEADER_BYTES or eof:
+                    raise MalformedMultipart("a part's headers are missing or too long")
+                fill()
+            if end > MAX_HEADER_BYTES:
+                raise MalformedMultipart("a part's headers are too long")
+            head = bytes(buffer[:end])
+            if not head.startswith(b"\r\n"):
+                raise MalformedMultipart("a boundary is not followed by a line break")
+            part = _part_headers(head[2:])
+            del buffer[: end + 4]
+            parts += 1
+            if parts > max_parts:
+                raise MalformedMultipart(f"more than {max_parts} parts")
+            if part.name in result.fields or part.name in result.files:
+                raise MalformedMultipart(f"part {part.name!r} sent twice")
+            sink: FileSink | None = None
+            value = bytearray()
+            if part.filename is not None:
+                sink = new_file(part.name, part.content_type)
+                result.files[part.name] = sink
+            # The part's data, up to the next delimiter.
+            while (stop := buffer.find(delimiter)) < 0:
+                if eof:
+                    raise MalformedMultipart("the body ends inside a part")
+                keep = len(delimiter) - 1  # a delimiter may straddle two reads
+                if len(buffer) > keep:
+                    _take(buffer, len(buffer) - keep, sink, value, part.name, max_field_bytes)
+                fill()
+            _take(buffer, stop, sink, value, part.name, max_field_bytes)
+            del buffer[: len(delimiter)]
+            if sink is None:
+                try:
+                    result.fields[part.name] = value.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise MalformedMultipart(f"field {part.name!r} is not UTF-8") from exc
+    except BaseException:
+        result.close()
+        raise
+
+
+def _take(
+    buffer: bytearray,
+    count: int,
+    sink: FileSink | None,
+    value: bytearray,
+    name: str,
+    max_field_bytes: int,
+) -> None:
+    """Move the first ``count`` bytes of ``buffer`` to the part's sink or value."""
+    if count <= 0:
+        return
+    if sink is not None:
+        sink.write(bytes(memoryview(buffer)[:count]))
+    else:
+        if len(value) + count > max_field_bytes:
+            raise MalformedMultipart(f"field {name!r} is larger than {max_field_bytes} bytes")
+        value.extend(memoryview(buffer)[:count])
+    del buffer[:count]
