@@ -14,10 +14,12 @@ from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import DeviceLogin, parse
+from server.cases.models import Member
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
-from server.errors import ValidationFailed
+from server.errors import OutOfArea, ValidationFailed
 from server.extensions import csrf, db, limiter
+from server.faces.service import enroll_member_photo
 from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile
 from server.visits import service as visits
@@ -157,6 +159,48 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
     body = visits.survey_body(received.survey)
     enqueue_photo_work(received.new_photos)
     return jsonify(body), 200
+
+
+@bp.post("/v1/members/<int:member_id>/face-templates")
+@device_required
+def enroll_face(member_id: int) -> tuple[Response, int]:
+    """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise OutOfArea("no such member", field="member_id")
+    if request.mimetype != "multipart/form-data":
+        raise ValidationFailed("send the photo as multipart/form-data", field="photo")
+    store = visits.blob_store()
+    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
+    try:
+        body = read_multipart(
+            request.stream,
+            request.mimetype_params.get("boundary", ""),
+            lambda name, content_type: store.new_temp(max_bytes=limit),
+            max_parts=4,
+        )
+    except MalformedMultipart as exc:
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    try:
+        photo = body.files.get("photo")
+        if photo is None or set(body.files) != {"photo"} or body.fields:
+            raise ValidationFailed("send exactly one file part named 'photo'", field="photo")
+        template, flags = enroll_member_photo(
+            member, cast(HashingFile, photo), actor=current_caseworker(), device=current_device()
+        )
+        result = {
+            "face_template_id": template.id,
+            "member_id": member.id,
+            "model_name": template.model_name,
+            "model_version": template.model_version,
+            "warnings": [
+                {"code": f.code, "value": f.value, "threshold": f.threshold} for f in flags
+            ],
+        }
+        db.session.commit()
+    finally:
+        body.close()
+    return jsonify(result), 201
 
 
 @bp.get("/v1/surveys/<client_uuid>")

@@ -23,6 +23,7 @@ from werkzeug.http import parse_options_header
 
 READ_SIZE = 1024 * 1024
 MAX_HEADER_BYTES = 8 * 1024
+MAX_BOUNDARY = 200
 
 
 class MalformedMultipart(ValueError):
@@ -43,10 +44,15 @@ class FileSink(Protocol):
 class Multipart:
     fields: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileSink] = field(default_factory=dict)
+    # File parts whose name may repeat (``repeatable``), in the order sent.
+    repeated: dict[str, list[FileSink]] = field(default_factory=dict)
 
     def close(self) -> None:
         for sink in self.files.values():
             sink.close()
+        for sinks in self.repeated.values():
+            for sink in sinks:
+                sink.close()
 
 
 @dataclass
@@ -87,13 +93,17 @@ def read_multipart(
     *,
     max_field_bytes: int = 1024 * 1024,
     max_parts: int = 64,
+    repeatable: frozenset[str] = frozenset(),
 ) -> Multipart:
     """Read a whole multipart body from ``stream``: fields (parts without a filename)
     as text, file parts written to a sink from ``new_file(name, content_type)``. A name
-    sent twice is refused. On any error every sink made so far is closed.
+    sent twice is refused, except file parts named in ``repeatable`` (collected in
+    order). On any error every sink made so far is closed.
     """
-    if not boundary or len(boundary) > 70:
-        raise MalformedMultipart("the multipart boundary is missing or longer than 70")
+    # RFC 2046 allows 70 characters; some clients (Werkzeug's own test client among
+    # them) send longer ones, which cost nothing to accept.
+    if not boundary or len(boundary) > MAX_BOUNDARY:
+        raise MalformedMultipart(f"the multipart boundary is missing or longer than {MAX_BOUNDARY}")
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     result = Multipart()
     # A CRLF in front lets the first boundary be found like every other one.
@@ -138,13 +148,17 @@ def read_multipart(
             parts += 1
             if parts > max_parts:
                 raise MalformedMultipart(f"more than {max_parts} parts")
+            repeats = part.name in repeatable and part.filename is not None
             if part.name in result.fields or part.name in result.files:
                 raise MalformedMultipart(f"part {part.name!r} sent twice")
             sink: FileSink | None = None
             value = bytearray()
             if part.filename is not None:
                 sink = new_file(part.name, part.content_type)
-                result.files[part.name] = sink
+                if repeats:
+                    result.repeated.setdefault(part.name, []).append(sink)
+                else:
+                    result.files[part.name] = sink
             # The part's data, up to the next delimiter.
             while (stop := buffer.find(delimiter)) < 0:
                 if eof:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.proof_of_life.pipeline import REASONS as PIPELINE_REASONS
+
 ERROR = {"$ref": "#/components/responses/Error"}
 
 
@@ -374,5 +376,239 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_proof_of_life_paths(),
+        },
+    }
+
+
+# The verdict's reason codes, in the order they are listed (docs/proof-of-life.md).
+REASONS = list(PIPELINE_REASONS)
+
+
+def _proof_of_life_paths() -> dict[str, Any]:
+    session = {
+        "type": "object",
+        "required": ["session_id", "challenges", "nonce", "expires_at", "frames", "capture"],
+        "properties": {
+            "session_id": {"type": "string"},
+            "challenges": {
+                "type": "array",
+                "minItems": 2,
+                "maxItems": 2,
+                "items": {"enum": ["blink", "turn_left", "turn_right", "open_mouth"]},
+                "description": "in the order the person must perform them; one is a head turn",
+            },
+            "nonce": {"type": "string", "description": "send it back with the frames"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+            "frames": {
+                "type": "object",
+                "properties": {
+                    "min": {"type": "integer"},
+                    "max": {"type": "integer"},
+                    "max_bytes": {"type": "integer"},
+                },
+            },
+            "capture": {
+                "type": "object",
+                "properties": {
+                    "count": {"type": "integer"},
+                    "interval_ms": {"type": "integer"},
+                    "width": {"type": "integer"},
+                    "height": {"type": "integer"},
+                },
+            },
+            "flags": {
+                "type": "array",
+                "items": {"enum": ["gps_far_from_home"]},
+                "description": "assisted sessions: the tablet's fix is far from the home",
+            },
+        },
+    }
+    return {
+        "/api/v1/proof-of-life/sessions": {
+            "post": {
+                "summary": "Start a proof-of-life attempt (a recipient's link, or a "
+                "caseworker's tablet at the member's home)",
+                "security": [{}, {"device": []}],
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "required": ["link_token"],
+                                        "properties": {"link_token": {"type": "string"}},
+                                    },
+                                    {
+                                        "type": "object",
+                                        "required": ["household_id", "member_id", "gps"],
+                                        "properties": {
+                                            "household_id": {"type": "integer"},
+                                            "member_id": {"type": "integer"},
+                                            "gps": {
+                                                "type": "object",
+                                                "required": ["lat", "lon"],
+                                                "properties": {
+                                                    "lat": {"type": "number"},
+                                                    "lon": {"type": "number"},
+                                                    "accuracy_m": {"type": "number"},
+                                                },
+                                            },
+                                        },
+                                    },
+                                ]
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "201": _json(session, "the session: challenges, nonce, limits"),
+                    "401": ERROR,
+                    "404": ERROR,
+                    "409": ERROR,
+                    "410": ERROR,
+                    "422": ERROR,
+                    "429": ERROR,
+                },
+            }
+        },
+        "/api/v1/proof-of-life/sessions/{session_id}/frames": {
+            "post": {
+                "summary": "Send the captured frames; judged within the request",
+                "parameters": [
+                    {
+                        "name": "session_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["nonce", "frames"],
+                                "properties": {
+                                    "nonce": {"type": "string"},
+                                    "offsets_ms": {
+                                        "type": "string",
+                                        "description": "JSON list of capture times (ms)",
+                                    },
+                                    "frames": {
+                                        "type": "array",
+                                        "items": {"type": "string", "format": "binary"},
+                                        "description": "JPEG parts, all named frames, in order",
+                                    },
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["outcome", "reasons", "attempts_left", "month"],
+                            "properties": {
+                                "outcome": {"enum": ["passed", "failed", "review"]},
+                                "reasons": {"type": "array", "items": {"enum": REASONS}},
+                                "attempts_left": {"type": "integer"},
+                                "month": {"type": "string"},
+                            },
+                        },
+                        "the verdict",
+                    ),
+                    "403": ERROR,
+                    "404": ERROR,
+                    "409": ERROR,
+                    "410": ERROR,
+                    "413": ERROR,
+                    "422": ERROR,
+                },
+            }
+        },
+        "/api/v1/members/{member_id}/face-templates": {
+            "post": {
+                "summary": "Enroll a member's face from one photo taken by the caseworker",
+                "security": [{"device": []}],
+                "parameters": [
+                    {
+                        "name": "member_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    }
+                ],
+                "requestBody": {
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["photo"],
+                                "properties": {"photo": {"type": "string", "format": "binary"}},
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "face_template_id": {"type": "integer"},
+                                "member_id": {"type": "integer"},
+                                "model_name": {"type": "string"},
+                                "model_version": {"type": "string"},
+                                "warnings": {
+                                    "type": "array",
+                                    "items": {"type": "object"},
+                                    "description": "face_in_other_household matches",
+                                },
+                            },
+                        },
+                        "the template made",
+                    ),
+                    "401": ERROR,
+                    "403": ERROR,
+                    "404": ERROR,
+                    "413": ERROR,
+                    "415": ERROR,
+                    "422": ERROR,
+                },
+            }
+        },
+        "/api/v1/proof-of-life/status": {
+            "get": {
+                "summary": "This month's status for a link",
+                "parameters": [
+                    {
+                        "name": "link_token",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "month": {"type": "string"},
+                                "status": {
+                                    "enum": ["pending", "passed", "failed", "review", "exempt"]
+                                },
+                                "window_closes_at": {"type": "string", "format": "date-time"},
+                                "attempts_left": {"type": "integer"},
+                            },
+                        },
+                        "the month's status",
+                    ),
+                    "404": ERROR,
+                    "410": ERROR,
+                },
+            }
         },
     }

@@ -6,6 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The page tests drive Debian's Chromium headless (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Debian's chromium for the page tests"
+        apt-get install -y --no-install-recommends chromium >/dev/null \
+            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }
+    else
+        echo "the page tests need /usr/bin/chromium: run 'apt-get install chromium' as root" >&2
+        exit 1
+    fi
+fi
 
 postgres="${DIBAO_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432}"
 start=$(date +%s)

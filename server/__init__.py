@@ -35,6 +35,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.warning("using demo-only secrets from the instance folder")
 
     app.request_class = UploadRequest
+    # UTF-8 JSON: Chinese text is a third of the size of its \uXXXX escapes (the
+    # recipients' page embeds its strings as JSON; phones are on slow links).
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["dibao.cipher"] = FieldCipher(app.config["DIBAO_DATA_KEY_BYTES"])
     store = BlobStore(Path(app.instance_path) / "store")
     store.clean_temp()
@@ -155,11 +158,21 @@ def _register_blueprints(app: Flask) -> None:
     import server.models  # noqa: F401  every model registered before first use
     from mobile_api.api import bp as api_bp
     from mobile_api.openrosa import bp as openrosa_bp
+    from mobile_api.proof_of_life import api as pol_api_bp
+    from mobile_api.proof_of_life import page as pol_page_bp
     from server.auth.views import bp as auth_bp
     from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
 
-    for blueprint in (health_bp, auth_bp, cases_bp, api_bp, openrosa_bp):
+    for blueprint in (
+        health_bp,
+        auth_bp,
+        cases_bp,
+        api_bp,
+        openrosa_bp,
+        pol_api_bp,
+        pol_page_bp,
+    ):
         app.register_blueprint(blueprint)
 
 

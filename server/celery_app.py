@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 
 
@@ -27,6 +28,14 @@ def celery_init_app(app: Flask) -> Celery:
             "task_ignore_result": True,
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
+            "timezone": "Asia/Shanghai",
+            "beat_schedule": {
+                # Proof-of-life frames past their retention period, every night.
+                "purge-proof-of-life-frames": {
+                    "task": "server.proof_of_life.tasks.purge_frames_task",
+                    "schedule": crontab(hour=3, minute=17),
+                },
+            },
         }
     )
     celery.set_default()

@@ -1,8 +1,10 @@
-"""Celery entry point: ``celery -A server.celery_worker worker --loglevel INFO``."""
+"""Celery entry point: ``celery -A server.celery_worker worker --loglevel INFO``, and
+``celery -A server.celery_worker beat`` for the periodic tasks."""
 
 from server import create_app
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
 
-import server.faces.tasks  # noqa: E402,F401  register the tasks
+import server.faces.tasks  # noqa: E402  register the tasks
+import server.proof_of_life.tasks  # noqa: E402,F401

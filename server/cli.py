@@ -257,6 +257,54 @@ def devices_revoke_command(
         click.echo(f"revoked {t.token_prefix} ({t.user.username}, {t.device_id})")
 
 
+@cli.group("proof-of-life")
+def pol_group() -> None:
+    """Monthly proof of life: links."""
+
+
+@pol_group.command("link")
+@click.option("--member-id", type=int, required=True)
+@click.option("--month", help="YYYY-MM (default: this month in the region's time zone)")
+@click.option("--revoke", is_flag=True, help="Invalidate the current link and print a new one.")
+@with_appcontext
+def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
+    """Print a member's personal proof-of-life link for a month (what the SMS sends)."""
+    from datetime import UTC
+
+    from server.cases.models import Member
+    from server.errors import DomainError
+    from server.proof_of_life import service as pol
+    from server.proof_of_life.rules import parse_month
+
+    member = db.session.get(Member, member_id)
+    if member is None:
+        raise click.ClickException(f"no member {member_id}")
+    chosen = month or pol.this_month(datetime.now(UTC))
+    try:
+        parse_month(chosen)
+        record = pol.month_record(member, chosen)
+        token = pol.revoke_link(record, actor=None) if revoke else pol.link_token(record)
+    except (ValueError, DomainError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    if datetime.now(UTC) >= record.window_closes_at:
+        click.echo(f"note: the {chosen} window closed; this link no longer opens", err=True)
+    click.echo(pol.link_url(token))
+
+
+@pol_group.command("purge-frames")
+@with_appcontext
+def pol_purge_frames_command() -> None:
+    """Delete proof-of-life frames older than the retention period (results stay)."""
+    from datetime import UTC
+
+    from server.proof_of_life.service import purge_old_frames
+
+    deleted = purge_old_frames(now=datetime.now(UTC), store=current_app.extensions["dibao.blobs"])
+    db.session.commit()
+    click.echo(f"deleted {deleted} frames")
+
+
 def main() -> None:
     sys.exit(cli.main(prog_name="dibao"))
 

@@ -30,6 +30,8 @@ ENV_KEYS = (
     "RATELIMIT_STORAGE_URI",
     "DIBAO_LOG_LEVEL",
     "DIBAO_LOGIN_RATE_LIMIT",
+    "DIBAO_POL_RATE_LIMIT",
+    "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
@@ -61,6 +63,12 @@ def defaults() -> dict[str, Any]:
         "DIBAO_LOG_LEVEL": "INFO",
         # Per address and per username, for the dashboard login form.
         "DIBAO_LOGIN_RATE_LIMIT": "10 per minute",
+        # Per address, for the recipients' proof-of-life page and API (links are guessable
+        # only at 144 bits, but every try costs a database look-up).
+        "DIBAO_POL_RATE_LIMIT": "30 per minute",
+        # Tests and demos only: every proof-of-life session asks for these challenges
+        # (comma-separated) instead of a random pair. Refused with production secrets.
+        "DIBAO_POL_FIXED_CHALLENGES": None,
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "LANGUAGES": ("zh_CN", "en"),
@@ -186,6 +194,15 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     config["MAX_CONTENT_LENGTH"] = config["DIBAO_MAX_REQUEST_BYTES"]
     # Non-file form fields (the survey JSON part, with its GPS track) stay in memory.
     config.setdefault("MAX_FORM_MEMORY_SIZE", 4 * 1024 * 1024)
+
+    fixed = config.get("DIBAO_POL_FIXED_CHALLENGES")
+    if fixed:
+        if not (config.get("TESTING") or config.get("DIBAO_USING_DEV_SECRETS")):
+            raise ConfigError(
+                "DIBAO_POL_FIXED_CHALLENGES makes liveness predictable: it is allowed only "
+                "in tests and with the demo's own secrets"
+            )
+        config["DIBAO_POL_FIXED_CHALLENGES"] = [c.strip() for c in str(fixed).split(",")]
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -85,6 +85,14 @@ VISIT_KIND_LABELS = {
     "assisted_proof_of_life": _l("Assisted proof of life"),
 }
 
+POL_STATUS_LABELS = {
+    "pending": _l("Pending"),
+    "passed": _l("Passed"),
+    "failed": _l("Failed"),
+    "review": _l("Under review"),
+    "exempt": _l("Exempt"),
+}
+
 
 def error_message(exc: DomainError) -> str:
     """The user's-language sentence for a domain error shown on a page."""
@@ -131,4 +139,6 @@ def register(app: Flask) -> None:
         action_label=_lookup(ACTION_LABELS),
         flag_label=_lookup(FLAG_LABELS),
         visit_kind_label=_lookup(VISIT_KIND_LABELS),
+        # Keys are str enums: an enum member looks up like its value.
+        pol_status_label=_lookup(POL_STATUS_LABELS),
     )

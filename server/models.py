@@ -6,6 +6,11 @@ from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
+from server.proof_of_life.models import (
+    ProofOfLifeAttempt,
+    ProofOfLifeFrame,
+    ProofOfLifeMonth,
+)
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 
 __all__ = [
@@ -19,6 +24,9 @@ __all__ = [
     "Household",
     "HouseholdClass",
     "Member",
+    "ProofOfLifeAttempt",
+    "ProofOfLifeFrame",
+    "ProofOfLifeMonth",
     "Relation",
     "Role",
     "Survey",

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from server.proof_of_life.rules import ProofOfLifeRules, parse_proof_of_life_rules
 from server.visits.checks import Thresholds
 
 AllowanceMethod = Literal["gap", "fixed"]
@@ -131,6 +132,7 @@ class RegionRules:
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
     visit_thresholds: Thresholds = field(default_factory=Thresholds)
     photo_reuse_hamming: int = 6
+    proof_of_life: ProofOfLifeRules = field(default_factory=ProofOfLifeRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -223,7 +225,12 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
 
     calendar_data = data.get("calendar", {})
     visit_thresholds, photo_reuse_hamming = _visit_thresholds(data.get("visit_checks", {}))
+    try:
+        proof_of_life = parse_proof_of_life_rules(data.get("proof_of_life", {}))
+    except ValueError as exc:
+        raise RegionConfigError(str(exc)) from exc
     return RegionRules(
+        proof_of_life=proof_of_life,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),

@@ -143,3 +143,17 @@ def test_working_days_skip_weekends_and_holidays_and_count_make_up_days() -> Non
     assert calendar.add_working_days(date(2026, 10, 9), 1) == date(2026, 10, 10)
     assert calendar.add_working_days(date(2026, 10, 9), 0) == date(2026, 10, 9)
     assert calendar.working_days_between(date(2026, 9, 30), date(2026, 10, 12)) == 7
+
+
+def test_fixed_proof_of_life_challenges_are_refused_with_production_secrets(
+    tmp_path: Path,
+) -> None:
+    production = {
+        "SECRET_KEY": "s" * 40,
+        "DIBAO_DATA_KEY": base64.urlsafe_b64encode(b"k" * 32).decode(),
+        "DIBAO_POL_FIXED_CHALLENGES": "turn_left,blink",
+    }
+    with pytest.raises(ConfigError, match="predictable"):
+        build_config(str(tmp_path), production)
+    testing = build_config(str(tmp_path), {**production, "TESTING": True})
+    assert testing["DIBAO_POL_FIXED_CHALLENGES"] == ["turn_left", "blink"]

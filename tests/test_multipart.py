@@ -13,6 +13,7 @@ from werkzeug.test import encode_multipart
 from mobile_api.multipart import MAX_HEADER_BYTES, MalformedMultipart, read_multipart
 
 BOUNDARY = "dibao-test-boundary"
+DELIMITER = f"\r\n--{BOUNDARY}".encode()
 
 
 class TrickleStream:
@@ -77,13 +78,21 @@ def _read(
 
 
 # Data that looks like the delimiter, or its start, in every way short of being it.
-tricky = st.lists(
-    st.sampled_from(
-        [b"\r", b"\n", b"\r\n", b"-", b"--", b"\r\n--", f"\r\n--{BOUNDARY[:-1]}".encode(), b"x"]
+tricky = (
+    st.lists(
+        st.sampled_from(
+            [b"\r", b"\n", b"\r\n", b"-", b"--", b"\r\n--", f"\r\n--{BOUNDARY[:-1]}".encode(), b"x"]
+        )
+        | st.binary(max_size=40),
+        max_size=30,
     )
-    | st.binary(max_size=40),
-    max_size=30,
-).map(b"".join)
+    .map(b"".join)
+    .filter(
+        # A sender picks a boundary that does not occur in its data (RFC 2046): the first
+        # delimiter after the data must be the one that ends it.
+        lambda data: (data + DELIMITER).find(DELIMITER) == len(data)
+    )
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -192,7 +201,31 @@ def test_an_error_from_a_sink_goes_through_and_every_sink_is_closed() -> None:
     assert len(sinks) == 2 and all(sink.closed for sink in sinks)
 
 
-@pytest.mark.parametrize("boundary", ["", "x" * 71])
+@pytest.mark.parametrize("boundary", ["", "x" * 201])
 def test_a_missing_or_overlong_boundary_is_refused(boundary: str) -> None:
     with pytest.raises(MalformedMultipart, match="boundary"):
         read_multipart(io.BytesIO(b""), boundary, lambda _n, _c: Sink())
+
+
+def test_repeatable_file_parts_are_kept_in_order() -> None:
+    body = (
+        _body({"nonce": "n"}, {"frames": b"first"}).replace(f"--{BOUNDARY}--\r\n".encode(), b"")
+        + _body({}, {"frames": b"second"}).replace(f"--{BOUNDARY}--\r\n".encode(), b"")
+        + _body({}, {"frames": b"third"})
+    )
+    result = read_multipart(
+        TrickleStream(body, 5), BOUNDARY, lambda _n, _c: Sink(), repeatable=frozenset({"frames"})
+    )
+    assert result.fields == {"nonce": "n"}
+    assert result.files == {}
+    assert [bytes(s.data) for s in result.repeated["frames"]] == [b"first", b"second", b"third"]
+    with pytest.raises(MalformedMultipart, match="'frames' sent twice"):
+        read_multipart(io.BytesIO(body), BOUNDARY, lambda _n, _c: Sink())
+
+
+def test_a_boundary_longer_than_rfc_2046_allows_is_still_read() -> None:
+    long = "-" * 15 + "WerkzeugFormPart_1763882351.4403958" + "0.8839217649113871" * 2
+    assert len(long) > 70
+    body = _body({"survey": "{}"}, {}).replace(BOUNDARY.encode(), long.encode())
+    result = read_multipart(io.BytesIO(body), long, lambda _n, _c: Sink())
+    assert result.fields == {"survey": "{}"}

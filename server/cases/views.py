@@ -25,6 +25,8 @@ from server.cases.models import CaseState, Household
 from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
+from server.proof_of_life import service as pol
+from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.visits import review
 
 bp = Blueprint("cases", __name__)
@@ -62,6 +64,9 @@ def case_detail(case_code: str) -> ResponseReturnValue:
         can_clear=current_user.role in review.REVIEWERS,
         actions=workflow.available_actions(household, current_user),
         allowance=workflow.allowance_for(household),
+        pol_months=pol.months_of(household),
+        pol_member_names={m.member_id: m.name for m in members},
+        can_decide_pol=current_user.role in pol.REVIEWER_ROLES,
     )
 
 
@@ -94,6 +99,26 @@ def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
         lambda household: review.clear_flag(current_user, household, flag_id, reason),
         _("Flag cleared."),
     )
+
+
+@bp.post("/cases/<case_code>/proof-of-life/<int:month_id>")
+@staff_required
+def decide_proof_of_life(case_code: str, month_id: int) -> ResponseReturnValue:
+    raw = request.form.get("status", "")
+    try:
+        status = MonthStatus(raw)
+    except ValueError:
+        abort(400, description=_("Unknown proof-of-life status."))
+
+    def decide(household: Household) -> None:
+        record = db.session.get(ProofOfLifeMonth, month_id)
+        if record is None or record.household_id != household.id:
+            abort(404)
+        pol.decide_month(
+            record, actor=current_user, status=status, reason=request.form.get("reason", "")
+        )
+
+    return _decide(case_code, decide, _("Done."))
 
 
 @bp.get("/photos/<int:photo_id>")

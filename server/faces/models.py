@@ -21,6 +21,9 @@ class FaceTemplate(Model):
     # Denormalised from the member: the 1:N search excludes the member's own household.
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
     survey_photo_id: Mapped[int | None] = mapped_column(ForeignKey("survey_photos.id"))
+    # An explicit enrollment's photo (in the blob store) and the caseworker who took it.
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    enrolled_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     encoding: Mapped[bytes] = mapped_column(EncryptedBytes("face_templates.encoding"))
     model_name: Mapped[str] = mapped_column(String(60))
     model_version: Mapped[str] = mapped_column(String(120))

@@ -9,14 +9,19 @@ from flask import current_app
 from sqlalchemy import select
 
 from server.audit import service as audit
+from server.auth.models import Role, User
+from server.auth.permissions import require_in_area
 from server.cases.models import Member
 from server.cases.workflow import region
+from server.devices.models import DeviceToken
+from server.errors import DomainError, NotPermitted
 from server.extensions import db
 from server.faces.engine import FaceEngine, default_engine
 from server.faces.models import FaceTemplate
+from server.storage import HashingFile
 from server.visits.checks import Flag, nearest_faces
 from server.visits.models import PhotoKind, SurveyPhoto
-from server.visits.photos import downscaled_rgb
+from server.visits.photos import PhotoRejected, check_photo_file, downscaled_rgb
 from server.visits.service import blob_store, stored_flag
 
 logger = logging.getLogger(__name__)
@@ -107,6 +112,74 @@ def enroll_portrait(survey_photo_id: int, engine: FaceEngine | None = None) -> F
     )
     db.session.flush()
     return template
+
+
+class EnrollmentRefused(DomainError):
+    """The photo cannot make a template (no face, several faces)."""
+
+    http_status = 422
+
+
+def enroll_member_photo(
+    member: Member,
+    temp: HashingFile,
+    *,
+    actor: User,
+    device: DeviceToken | None,
+    engine: FaceEngine | None = None,
+) -> tuple[FaceTemplate, list[Flag]]:
+    """A caseworker's explicit enrollment: one photo of one member, taken at the home.
+    The photo is kept (content-addressed) as the template's evidence; a face that
+    matches another household's member is reported, and audited, not refused.
+    """
+    household = member.household
+    require_in_area(actor, household.village, what="member")
+    if actor.role is not Role.CASEWORKER:
+        raise NotPermitted("only caseworkers enroll faces")
+    if not member.alive:
+        raise EnrollmentRefused("this member is recorded as deceased", field="member_id")
+    max_pixels = current_app.config["DIBAO_MAX_PHOTO_PIXELS"]
+    temp.flush()
+    try:
+        check_photo_file(temp.path, max_pixels=max_pixels, tz=region().timezone)
+        rgb = downscaled_rgb(temp.path, max_side=DETECTION_MAX_SIDE, max_pixels=max_pixels)
+    except PhotoRejected as exc:
+        error = DomainError(exc.message, field="photo")
+        error.code, error.http_status = exc.code, exc.http_status
+        raise error from exc
+    engine = engine or default_engine()
+    faces = engine.faces(rgb)
+    if len(faces) != 1:
+        refused = EnrollmentRefused(
+            f"the photo shows {len(faces)} faces, expected exactly 1", faces=len(faces)
+        )
+        refused.code = "no_face" if not faces else "many_faces"
+        raise refused
+    digest = blob_store().store(temp)
+    encoding = faces[0].encoding
+    template = FaceTemplate(
+        member_id=member.id,
+        household_id=member.household_id,
+        source_sha256=digest,
+        enrolled_by_id=actor.id,
+        encoding=encoding.astype(np.float64).tobytes(),
+        model_name=engine.model_name,
+        model_version=engine.model_version,
+    )
+    db.session.add(template)
+    flags = search_other_households(encoding, member.household_id, engine.model_name)
+    db.session.flush()
+    audit.record(
+        "face.enrolled",
+        actor=actor,
+        object_type="member",
+        object_id=member.id,
+        household_id=member.household_id,
+        face_template_id=template.id,
+        device_token_id=device.id if device else None,
+        matches_in_other_households=len(flags),
+    )
+    return template, flags
 
 
 def search_other_households(encoding: np.ndarray, household_id: int, model_name: str) -> list[Flag]:

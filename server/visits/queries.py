@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import selectinload
 
 from server.areas.models import Area
@@ -14,13 +15,15 @@ from server.audit import service as audit
 from server.auth.models import User
 from server.auth.permissions import scope_to_actor
 from server.cases.models import CaseState, Household
+from server.cases.workflow import region
 from server.extensions import db
 
 
 class VisitKind(enum.StrEnum):
     INITIAL_SURVEY = "initial_survey"
     PERIODIC_REVIEW = "periodic_review"
-    # Filled by the proof-of-life feature: recipients who could not pass on their phone.
+    # A member's monthly proof of life is under review (could not pass on their phone,
+    # attempts used up, or an uncertain match): a caseworker helps at home.
     ASSISTED_PROOF_OF_LIFE = "assisted_proof_of_life"
 
 
@@ -43,6 +46,43 @@ class DueVisit:
     lat: float
     lon: float
     members: list[DueMember]
+
+
+def _assisted_proof_of_life(actor: User) -> list[DueVisit]:
+    """Households with a member whose proof of life is under review, due by the end of
+    that month's window (the member's month is then settled by the visit)."""
+    from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+
+    query = (
+        select(Household, Area, func.min(ProofOfLifeMonth.window_closes_at))
+        .join(Area, Household.village_id == Area.id)
+        .join(ProofOfLifeMonth, ProofOfLifeMonth.household_id == Household.id)
+        .where(
+            ProofOfLifeMonth.status == MonthStatus.REVIEW,
+            Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
+        )
+        .group_by(Household.id, Area.id)
+        .options(selectinload(Household.members))
+    )
+    zone = ZoneInfo(region().timezone)
+    return [
+        DueVisit(
+            household_id=household.id,
+            case_code=household.case_code,
+            kind=VisitKind.ASSISTED_PROOF_OF_LIFE,
+            due_by=closes.astimezone(zone).date(),
+            village_code=village.code,
+            village=village.name,
+            address=household.address,
+            lat=household.home_lat,
+            lon=household.home_lon,
+            members=[
+                DueMember(member_id=m.id, name=m.name, relation=m.relation.value)
+                for m in household.living_members
+            ],
+        )
+        for household, village, closes in db.session.execute(scope_to_actor(query, actor)).all()
+    ]
 
 
 def due_visits(actor: User, *, today: date, window_days: int) -> list[DueVisit]:
@@ -87,7 +127,8 @@ def due_visits(actor: User, *, today: date, window_days: int) -> list[DueVisit]:
                 ],
             )
         )
-    visits.sort(key=lambda v: (v.due_by, v.household_id))
+    visits.extend(_assisted_proof_of_life(actor))
+    visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
     if visits:
         audit.record(
             "member.read_personal",

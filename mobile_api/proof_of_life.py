@@ -1,0 +1,311 @@
+"""Proof of life on the wire: the recipient's page ``/m/<token>`` and its API.
+
+``POST /api/v1/proof-of-life/sessions`` is opened either by a link token (the
+recipient's phone, no login) or by a caseworker's tablet (device token, household,
+member, GPS fix: the assisted path). The frames of a session are judged within the
+request (docs/proof-of-life.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import force_locale, get_locale
+from pydantic import Field
+
+from mobile_api.auth import current_device
+from mobile_api.multipart import MalformedMultipart, read_multipart
+from mobile_api.schemas import parse
+from server.cases.models import Member
+from server.devices.service import InvalidToken, authenticate_device
+from server.errors import OutOfArea, ValidationFailed
+from server.extensions import csrf, db, limiter
+from server.proof_of_life import service as pol
+from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
+from server.storage import BlobStore, HashingFile
+from server.visits.schemas import GpsIn, Input
+
+api = Blueprint("pol_api", __name__, url_prefix="/api/v1/proof-of-life")
+page = Blueprint("pol_page", __name__)
+csrf.exempt(api)  # no cookies: a link token or a device token
+
+
+class LinkSessionIn(Input):
+    link_token: str = Field(min_length=1, max_length=64)
+
+
+class AssistedSessionIn(Input):
+    household_id: int
+    member_id: int
+    gps: GpsIn
+
+
+def _rate() -> str:
+    return str(current_app.config["DIBAO_POL_RATE_LIMIT"])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_body() -> Any:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise ValidationFailed("the request body must be a JSON object")
+    return payload
+
+
+def _session_body(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
+    rules = pol.rules()
+    return {
+        "session_id": attempt.session_id,
+        "challenges": attempt.challenge_list,
+        "nonce": attempt.nonce,
+        "expires_at": attempt.expires_at.isoformat(),
+        "month": attempt.month_record.month,
+        "frames": {
+            "min": rules.frames_min,
+            "max": rules.frames_max,
+            "max_bytes": rules.frame_max_bytes,
+        },
+        "capture": {
+            "count": rules.capture_count,
+            "interval_ms": rules.capture_interval_ms,
+            "width": rules.capture_width,
+            "height": rules.capture_height,
+        },
+        "flags": [f for f in attempt.flags.split(",") if f],
+    }
+
+
+def _authenticate_tablet() -> None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("send the device token as 'Authorization: Bearer <token>'")
+    g.device = authenticate_device(token.strip())
+
+
+def _assist_context(data: AssistedSessionIn) -> tuple[ProofOfLifeMonth, pol.AssistContext]:
+    device = current_device()
+    member = db.session.get(Member, data.member_id)
+    if member is None or member.household_id != data.household_id:
+        raise OutOfArea("no such member in this household")
+    record = pol.month_record(member, pol.this_month(_now()))
+    context = pol.AssistContext(
+        caseworker=device.user,
+        device=device,
+        lat=data.gps.lat,
+        lon=data.gps.lon,
+        accuracy_m=data.gps.accuracy_m,
+    )
+    return record, context
+
+
+@api.post("/sessions")
+@limiter.limit(_rate)
+def start_session() -> tuple[Response, int]:
+    payload = _json_body()
+    now = _now()
+    if request.headers.get("Authorization"):
+        # The assisted path: a caseworker's tablet, at the member's home.
+        _authenticate_tablet()
+        record, assist = _assist_context(parse(AssistedSessionIn, payload))
+        attempt = pol.start_session(
+            record,
+            now=now,
+            assist=assist,
+            challenges=current_app.config["DIBAO_POL_FIXED_CHALLENGES"],
+        )
+    else:
+        data = parse(LinkSessionIn, payload)
+        record = pol.resolve_link(data.link_token, now=now)
+        try:
+            attempt = pol.start_session(
+                record, now=now, challenges=current_app.config["DIBAO_POL_FIXED_CHALLENGES"]
+            )
+        except pol.AttemptsExhausted:
+            db.session.commit()  # the month may have gone to review: keep that
+            raise
+    db.session.commit()
+    return jsonify(_session_body(attempt)), 201
+
+
+def _frames_upload(
+    store: BlobStore,
+) -> tuple[str, list[HashingFile], list[int] | None]:
+    if request.mimetype != "multipart/form-data":
+        raise ValidationFailed("send the frames as multipart/form-data")
+    limit = pol.rules().frame_max_bytes
+    try:
+        body = read_multipart(
+            request.stream,
+            request.mimetype_params.get("boundary", ""),
+            lambda name, content_type: store.new_temp(max_bytes=limit),
+            max_field_bytes=64 * 1024,
+            max_parts=pol.rules().frames_max + 4,
+            repeatable=frozenset({"frames"}),
+        )
+    except MalformedMultipart as exc:
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    frames = cast(list[HashingFile], body.repeated.get("frames", []))
+    try:
+        unexpected = sorted(set(body.files) | (set(body.fields) - {"nonce", "offsets_ms"}))
+        if unexpected:
+            raise ValidationFailed(f"unexpected part {unexpected[0]!r}", field=unexpected[0])
+        nonce = body.fields.get("nonce", "")
+        if not nonce:
+            raise ValidationFailed("the session's nonce is required", field="nonce")
+        offsets = _offsets(body.fields.get("offsets_ms"))
+    except ValidationFailed:
+        body.close()
+        raise
+    return nonce, frames, offsets
+
+
+def _offsets(text: str | None) -> list[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise ValidationFailed("offsets_ms is not JSON", field="offsets_ms") from exc
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 600_000 for v in values
+    ):
+        raise ValidationFailed(
+            "offsets_ms must be a list of whole milliseconds", field="offsets_ms"
+        )
+    return values
+
+
+@api.post("/sessions/<session_id>/frames")
+@limiter.limit(_rate)
+def submit_frames(session_id: str) -> Response:
+    attempt = pol.find_session(session_id)
+    if attempt.device_token_id is not None:
+        # An assisted session's frames come from the same tablet.
+        _authenticate_tablet()
+        if current_device().id != attempt.device_token_id:
+            raise pol.SessionNotFound("no such session")
+    pol.require_open(attempt, now=_now())
+    store: BlobStore = current_app.extensions["dibao.blobs"]
+    nonce, frames, offsets = _frames_upload(store)
+    try:
+        result = pol.submit_frames(
+            attempt,
+            nonce=nonce,
+            frames=frames,
+            offsets_ms=offsets,
+            now=_now(),
+            store=store,
+            verify=_verify,
+        )
+        body = {
+            "outcome": result.attempt.outcome.value if result.attempt.outcome else None,
+            "reasons": result.attempt.reason_list,
+            "attempts_left": result.attempts_left,
+            "month": result.attempt.month_record.month,
+        }
+        db.session.commit()
+    finally:
+        for frame in frames:
+            frame.close()
+    return jsonify(body)
+
+
+def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int) -> pol.Verdict:
+    from server.faces.engine import default_engine
+    from server.proof_of_life.pipeline import Thresholds, verify_frames
+
+    engine = default_engine()
+    verdict = verify_frames(
+        contents,
+        challenges,
+        pol.member_templates(member_id, engine.model_name),
+        thresholds=Thresholds(),
+        seen_hashes=pol.earlier_frame_hashes(member_id, excluding=-1),
+        engine=engine,
+    )
+    return pol.Verdict(
+        outcome=verdict.outcome,
+        reasons=tuple(verdict.reasons),
+        distance=verdict.distance,
+        frame_hashes=list(verdict.frame_hashes),
+        measurements=dict(verdict.measurements),
+        model_name=engine.model_name,
+        model_version=engine.model_version,
+    )
+
+
+@api.get("/status")
+@limiter.limit(_rate)
+def status() -> Response:
+    now = _now()
+    record = pol.resolve_link(request.args.get("link_token", ""), now=now)
+    body = {
+        "month": record.month,
+        "status": record.status.value,
+        "window_closes_at": record.window_closes_at.isoformat(),
+        "attempts_left": pol.attempts_left(record, now=now),
+    }
+    db.session.commit()
+    return jsonify(body)
+
+
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+@page.get("/m/<link_token>")
+@limiter.limit(_rate)
+def mobile_page(link_token: str) -> tuple[str, int, dict[str, str]]:
+    headers = {
+        "Content-Security-Policy": CSP,
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        # The page asks for the front camera and nothing else.
+        "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
+    }
+    # Chinese unless the person chose English on this page (?lang=en, remembered):
+    # old phones often carry an English browser locale their owner never chose.
+    get_locale()  # records an explicit ?lang= choice in the session
+    lang = "en" if session.get("lang") == "en" else "zh_CN"
+    with force_locale(lang):
+        try:
+            pol.resolve_link(link_token, now=_now())
+        except (pol.LinkInvalid, pol.LinkExpired) as exc:
+            db.session.rollback()
+            return (
+                render_template("proof_of_life/link_error.html", error=exc.code, lang=lang),
+                exc.http_status,
+                headers,
+            )
+        db.session.rollback()
+        other = "zh_CN" if lang == "en" else "en"
+        html = render_template(
+            "proof_of_life/mobile.html",
+            link_token=link_token,
+            lang=lang,
+            api_base=url_for("pol_api.start_session").rsplit("/", 1)[0],
+            switch_lang_url=url_for("pol_page.mobile_page", link_token=link_token, lang=other),
+            static_version=current_app.config.get("DIBAO_STATIC_VERSION", "1"),
+        )
+    return html, 200, headers

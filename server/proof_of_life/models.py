@@ -1,0 +1,171 @@
+"""Proof of life: each designated member's status per month, and every attempt.
+
+A month row (``pol_months``) is the member's record for one monthly window: its status,
+the link's generation (bumped to revoke a link) and the hash of the current link token
+(for look-up; the token itself is never stored: it is re-derived when needed). An
+attempt row (``pol_attempts``) is one session: the challenges asked, its nonce, who
+started it (the recipient by link, or a caseworker's tablet), the measured values and
+the outcome. Frames are kept in the blob store for a configured number of days
+(``pol_frames``), then deleted; attempts and their results stay.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from server.extensions import Model
+from server.types import EncryptedText, UTCDateTime, utcnow
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [str(member.value) for member in e]
+
+
+class MonthStatus(enum.StrEnum):
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+    REVIEW = "review"
+    EXEMPT = "exempt"
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    REVIEW = "review"
+
+
+class StartedBy(enum.StrEnum):
+    RECIPIENT = "recipient"
+    CASEWORKER = "caseworker"
+
+
+class ProofOfLifeMonth(Model):
+    __tablename__ = "pol_months"
+    __table_args__ = (UniqueConstraint("member_id", "month", name="uq_pol_months_member_month"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    month: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM
+    status: Mapped[MonthStatus] = mapped_column(
+        Enum(
+            MonthStatus,
+            native_enum=False,
+            create_constraint=True,
+            length=10,
+            values_callable=_values,
+            name="pol_month_status",
+        ),
+        default=MonthStatus.PENDING,
+    )
+    window_closes_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    link_generation: Mapped[int] = mapped_column(Integer, default=1)
+    link_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    passed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # A reviewer's reason (may say "in hospital"): personal, so encrypted.
+    decision_reason: Mapped[str | None] = mapped_column(EncryptedText("pol_months.reason"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    attempts: Mapped[list[ProofOfLifeAttempt]] = relationship(
+        back_populates="month_record", order_by="ProofOfLifeAttempt.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"<ProofOfLifeMonth member={self.member_id} {self.month} {self.status}>"
+
+
+class ProofOfLifeAttempt(Model):
+    __tablename__ = "pol_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32), unique=True)
+    month_id: Mapped[int] = mapped_column(ForeignKey("pol_months.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    nonce: Mapped[str] = mapped_column(String(32))
+    challenges: Mapped[str] = mapped_column(String(60))  # comma-separated, in order
+    started_by: Mapped[StartedBy] = mapped_column(
+        Enum(
+            StartedBy,
+            native_enum=False,
+            create_constraint=True,
+            length=12,
+            values_callable=_values,
+            name="pol_started_by",
+        )
+    )
+    assisted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    device_token_id: Mapped[int | None] = mapped_column(ForeignKey("device_tokens.id"))
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    gps_accuracy_m: Mapped[float | None] = mapped_column(Float)
+    gps_distance_m: Mapped[float | None] = mapped_column(Float)
+    flags: Mapped[str] = mapped_column(String(200), default="")  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[Outcome | None] = mapped_column(
+        Enum(
+            Outcome,
+            native_enum=False,
+            create_constraint=True,
+            length=10,
+            values_callable=_values,
+            name="pol_outcome",
+        )
+    )
+    reasons: Mapped[str] = mapped_column(String(300), default="")  # comma-separated codes
+    distance: Mapped[float | None] = mapped_column(Float)
+    model_name: Mapped[str | None] = mapped_column(String(60))
+    model_version: Mapped[str | None] = mapped_column(String(120))
+    # Thresholds and measured values as JSON (numbers and codes only, nothing personal).
+    measurements: Mapped[str | None] = mapped_column(Text)
+    # Perceptual hashes of this attempt's frames (JSON list): later replays are caught.
+    frame_hashes: Mapped[str | None] = mapped_column(Text)
+    frames_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    counts_against_limits: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    month_record: Mapped[ProofOfLifeMonth] = relationship(back_populates="attempts")
+    frames: Mapped[list[ProofOfLifeFrame]] = relationship(
+        back_populates="attempt", order_by="ProofOfLifeFrame.position"
+    )
+
+    @property
+    def challenge_list(self) -> list[str]:
+        return [c for c in self.challenges.split(",") if c]
+
+    @property
+    def reason_list(self) -> list[str]:
+        return [r for r in self.reasons.split(",") if r]
+
+    def __repr__(self) -> str:
+        return f"<ProofOfLifeAttempt {self.id} member={self.member_id} {self.outcome}>"
+
+
+class ProofOfLifeFrame(Model):
+    __tablename__ = "pol_frames"
+    __table_args__ = (UniqueConstraint("attempt_id", "position", name="uq_pol_frames_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("pol_attempts.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(Integer)
+    offset_ms: Mapped[int | None] = mapped_column(Integer)
+
+    attempt: Mapped[ProofOfLifeAttempt] = relationship(back_populates="frames")

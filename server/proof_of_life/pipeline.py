@@ -1,0 +1,563 @@
+"""Judging one proof-of-life attempt: a few selfie frames, two challenges, the member's
+enrolled face templates -> ``passed`` / ``failed`` / ``review`` with stable reasons.
+
+Steps (:func:`verify_frames`):
+
+1. **Decode** each frame (:func:`decode_frame`): JPEG or PNG only, recognised by its
+   magic bytes; the pixel count read from the header and refused above
+   ``max_frame_pixels`` before anything is decoded; a truncated or corrupt file is
+   refused; the EXIF orientation is applied; the image is scaled down to at most
+   ``max_side`` pixels (a JPEG is decoded directly at a reduced scale when it is much
+   larger) and handed to dlib as C-contiguous RGB uint8.
+2. **Perceptual hash** (``imagehash.phash``, 16 hex digits) of every decoded frame,
+   returned in the verdict in frame order ("" for a frame that could not be decoded).
+3. **Landmarks** on every frame: HOG detection without upsampling (faces from about 80
+   px, 0.03 s on 640x480), then dlib's 68 points. When fewer than two thirds of the
+   frames show exactly one face, the frames without any are searched again with one
+   upsampling (faces from about 40 px, 3-4 times the cost). A detection lying mostly
+   inside a larger one is the same face found twice; one smaller than
+   ``second_face_min_area`` of the frame's largest is ignored (HOG's small false
+   positives, a face on a poster far behind); a frame with one face is used, a frame
+   with more is not and raises ``many_faces``.
+4. **Liveness** on the used frames (:mod:`server.proof_of_life.analysis`): the same
+   still sent again, a flat picture moved in front of the camera, the challenges and
+   their order.
+5. **Replay**: any frame whose hash is within ``replay_max_distance`` bits of a hash in
+   ``seen_hashes`` (the member's earlier attempts).
+6. **Identity**: 128-d encodings on the ``encode_frames`` best used frames only (largest,
+   most frontal, sharpest face, eyes open; the third only when the first two disagree):
+   distance to the member's templates (euclidean, as ``face_recognition.face_distance``),
+   the minimum over templates per frame, the median over those frames.
+
+Reason codes, in the order they appear in ``Verdict.reasons`` (:data:`REASONS`):
+
+=================== =====================================================================
+undecodable_frame   a frame is not a JPEG/PNG, too large, truncated or corrupt
+too_few_frames      fewer frames than ``min_usable_frames`` were sent
+no_face             too few frames with exactly one face remain, and some had none
+many_faces          a frame shows a second real face
+replayed_frames     a frame matches (perceptual hash) a frame of an earlier attempt
+static_frames       the frames are one still sent again (landmarks do not move, or every
+                    frame has the same hash)
+planar_motion       the head "turned" but the face moved as a flat picture
+challenge_not_done  a challenge asked for never happened
+challenge_order     a challenge happened, but not after the one asked before it
+no_template         the member has no enrolled face
+face_mismatch       the face is not the member's (distance above ``review_tolerance``)
+face_uncertain      the distance is between ``match_tolerance`` and ``review_tolerance``
+=================== =====================================================================
+
+Outcome: no reason -> ``passed``; ``face_uncertain`` alone -> ``review`` (a person looks);
+anything else -> ``failed``.
+
+**Face tolerances**, measured on the shared test data (face_recognition 1.3.0, dlib 20;
+templates as enrollment makes them, 5-point aligned on photos scaled to 1000 px; probes
+68-point aligned on frames scaled to 640 px, as here; benchmarks/liveness_rates.py):
+
+- same person, stills against templates of the other stills: 0.10-0.43;
+- different people, stills: 0.69-1.01;
+- each live-clip frame (faces about 90 px wide, stage light, motion blur) against
+  lin_1.png: 0.37-0.58; as the median of an attempt's chosen frames: 0.44-0.53;
+- live-clip frames against the templates of the other people: 0.62-0.78 per frame,
+  0.67-0.86 per attempt.
+
+``match_tolerance`` 0.55 passes every same-person distance measured, the small live
+frames included (the worst attempt: 0.53); ``review_tolerance`` 0.60
+(face_recognition's own default tolerance) sits below every impostor distance measured,
+live or still (the nearest: 0.62 for one frame, 0.67 for an attempt). Between the two,
+a person decides (``face_uncertain``): a poor frame of the right person costs a review,
+never a stopped payment; a different face is never passed, and is refused above 0.60.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+import struct
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import imagehash
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps
+
+from server.faces.engine import FaceShape, LandmarkFaceEngine
+from server.proof_of_life.analysis import (
+    CHALLENGES,
+    LivenessThresholds,
+    SequenceAnalysis,
+    analyse_sequence,
+    eye_aspect_ratio,
+    yaw_proxy,
+)
+
+__all__ = [
+    "REASONS",
+    "FrameRejected",
+    "Outcome",
+    "Thresholds",
+    "Verdict",
+    "decode_frame",
+    "select_faces",
+    "verify_frames",
+]
+
+Outcome = Literal["passed", "failed", "review"]
+
+REASONS: Final = (
+    "undecodable_frame",
+    "too_few_frames",
+    "no_face",
+    "many_faces",
+    "replayed_frames",
+    "static_frames",
+    "planar_motion",
+    "challenge_not_done",
+    "challenge_order",
+    "no_template",
+    "face_mismatch",
+    "face_uncertain",
+)
+
+_JPEG_MAGIC: Final = b"\xff\xd8\xff"
+_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
+_DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    RuntimeError,
+    struct.error,
+    IndexError,
+)
+_METADATA_ERRORS: Final = (*_DECODE_ERRORS, KeyError, TypeError, UserWarning)
+_HASH_DIGITS: Final = 16
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Everything :func:`verify_frames` decides with; the liveness part in ``liveness``."""
+
+    liveness: LivenessThresholds = field(default_factory=LivenessThresholds)
+    match_tolerance: float = 0.55
+    """Distance at or below which the face is the member's (see the module docstring)."""
+    review_tolerance: float = 0.60
+    """Distance above which the face is someone else's; in between: ``review``."""
+    min_usable_frames: int = 3
+    """Frames with exactly one face needed to judge anything: a start and two challenges."""
+    second_face_min_area: float = 0.15
+    """A second detection counts as a person when its box has at least this share of the
+    largest face's area. People side by side: 0.71 (group/two_people.jpg) and 1.0
+    (group/obama_and_biden.jpg); at arm's length a selfie face is 200-300 px wide, so a
+    face under 0.15 of it (under about 100 px) is far behind, on a poster or a screen in
+    the room, or a false positive of HOG."""
+    replay_max_distance: int = 1
+    """Largest Hamming distance (of 64 bits) between perceptual hashes that makes a frame
+    a replay. Re-encoding a frame as JPEG (quality 60-95) changes 0 bits; the closest two
+    distinct frames of the live clip (one third of a second apart) differ by 2."""
+    encode_frames: int = 3
+    """Frames chosen for an encoding (0.1 s of CPU each). The two best are encoded; the
+    third only when their distances fall on different sides of a tolerance (when they
+    agree, the median of three is on their side whatever the third says)."""
+    max_side: int = 640
+    """Frames are scaled down to this many pixels on their longest side before detection."""
+    max_frame_pixels: int = 24_000_000
+    """Frames whose header claims more pixels are refused undecoded (24 MP: any phone)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.match_tolerance <= self.review_tolerance:
+            raise ValueError("need 0 <= match_tolerance <= review_tolerance")
+        if self.min_usable_frames < 2 or self.encode_frames < 1:
+            raise ValueError("need min_usable_frames >= 2 and encode_frames >= 1")
+        if not 0 <= self.second_face_min_area <= 1 or self.replay_max_distance < 0:
+            raise ValueError("second_face_min_area must be in 0..1, replay_max_distance >= 0")
+        if self.max_side < 64 or self.max_frame_pixels < 1:
+            raise ValueError("max_side must be >= 64 and max_frame_pixels >= 1")
+
+
+Measurement = float | int | str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reasons: tuple[str, ...]  # codes from REASONS, in that order, each at most once
+    distance: float | None  # median over the chosen frames of the min over templates
+    frame_hashes: list[str]  # phash hex per frame, in frame order ("" if undecodable)
+    measurements: dict[str, Measurement]  # flat, JSON-ready, for the audit record
+
+
+class FrameRejected(ValueError):
+    """A frame that cannot be used as a picture at all."""
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_frame(
+    data: bytes, *, max_side: int = 640, max_pixels: int = 24_000_000
+) -> npt.NDArray[np.uint8]:
+    """Oriented RGB pixels of a JPEG or PNG frame, longest side <= ``max_side``, as a
+    C-contiguous uint8 H x W x 3 array. Raises :class:`FrameRejected`."""
+    head = bytes(data[:8])
+    if head.startswith(_JPEG_MAGIC):
+        fmt = "JPEG"
+    elif head.startswith(_PNG_MAGIC):
+        fmt = "PNG"
+    else:
+        raise FrameRejected("not a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise FrameRejected(f"{fmt} header gives a size of {width}x{height}")
+            if width * height > max_pixels:
+                raise FrameRejected(f"{width}x{height} is more than {max_pixels} pixels")
+            if fmt == "JPEG" and max(width, height) > 2 * max_side:
+                # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: still at least
+                # max_side on the shorter side, far cheaper than full size.
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            try:
+                oriented = ImageOps.exif_transpose(img)
+            except _METADATA_ERRORS:
+                oriented = img  # unreadable EXIF: keep the pixels as stored
+            rgb = _to_rgb(oriented)
+            if max(rgb.size) > max_side:
+                scale = max_side / max(rgb.size)
+                size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+                rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+            return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    except FrameRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own (process-wide) limit, only reached when it is stricter than ours,
+        # or when its warning is turned into an error by a warnings filter.
+        raise FrameRejected(f"{fmt} image too large for Pillow's limit") from exc
+    except _DECODE_ERRORS as exc:
+        raise FrameRejected(f"the {fmt} data is truncated or corrupt") from exc
+
+
+def _phash(rgb: npt.NDArray[np.uint8]) -> str:
+    return str(imagehash.phash(Image.fromarray(rgb, "RGB")))
+
+
+def _parse_hash(text: str) -> int | None:
+    if not isinstance(text, str) or len(text) != _HASH_DIGITS:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- faces
+
+
+def select_faces(faces: Sequence[FaceShape], min_area_ratio: float) -> list[FaceShape]:
+    """The faces that count, largest first: a detection lying mostly (more than half of
+    its box) inside a larger one is the same face found twice (HOG does that on a warped
+    face) and is dropped; so is one whose box is under ``min_area_ratio`` of the largest
+    one's area."""
+    kept: list[FaceShape] = []
+    for face in sorted(faces, key=lambda f: f.area, reverse=True):
+        top, right, bottom, left = face.box
+        duplicate = False
+        for other in kept:
+            o_top, o_right, o_bottom, o_left = other.box
+            width = max(0, min(right, o_right) - max(left, o_left))
+            height = max(0, min(bottom, o_bottom) - max(top, o_top))
+            duplicate = duplicate or width * height > 0.5 * face.area
+        if not duplicate:
+            kept.append(face)
+    if not kept:
+        return []
+    return [f for f in kept if f.area >= min_area_ratio * kept[0].area]
+
+
+def _sharpness(rgb: npt.NDArray[np.uint8], face: FaceShape) -> float:
+    """Variance of a 4-neighbour Laplacian of the grey face box: higher is sharper."""
+    top, right, bottom, left = face.box
+    crop = rgb[top:bottom, left:right].astype(np.float64)
+    if crop.shape[0] < 3 or crop.shape[1] < 3:
+        return 0.0
+    grey = crop @ np.array([0.299, 0.587, 0.114])
+    lap = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+    return float(lap.var())
+
+
+@dataclass(frozen=True)
+class _Used:
+    position: int  # index in the frames sent
+    rgb: npt.NDArray[np.uint8]
+    face: FaceShape
+
+
+def _choose_for_encoding(
+    used: Sequence[_Used], analysis: SequenceAnalysis | None, count: int, blink_drop: float
+) -> list[_Used]:
+    """The ``count`` used frames most worth an encoding: largest face, most frontal
+    (yaw proxy near 0), sharpest; eyes shut in a blink are avoided when possible."""
+    if not used:
+        return []
+    areas = np.array([u.face.area for u in used], dtype=np.float64)
+    yaws = np.array([abs(yaw_proxy(u.face.landmarks)) for u in used])
+    sharp = np.array([_sharpness(u.rgb, u.face) for u in used])
+    score = (areas / max(areas.max(), 1.0)) * np.clip(1 - yaws, 0.05, 1.0)
+    score = score * np.sqrt(sharp / max(float(sharp.max()), 1e-9))
+    if analysis is not None:
+        ears = np.array([eye_aspect_ratio(u.face.landmarks) for u in used])
+        shut = ears <= analysis.baseline_ear * (1 - blink_drop)
+        if int((~shut).sum()) >= min(count, len(used)):
+            score = np.where(shut, -1.0, score)
+    order = sorted(range(len(used)), key=lambda i: (-score[i], i))
+    return [used[i] for i in sorted(order[:count])]
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _zone(distance: float, t: Thresholds) -> int:
+    """0: the member, 1: uncertain, 2: someone else."""
+    return 0 if distance <= t.match_tolerance else 1 if distance <= t.review_tolerance else 2
+
+
+def _r(value: float) -> float:
+    return round(float(value), 4)
+
+
+def _series(values: Sequence[float]) -> str:
+    return ",".join(f"{v:.3f}" for v in values)
+
+
+def _outcome(reasons: Sequence[str]) -> Outcome:
+    if not reasons:
+        return "passed"
+    if tuple(reasons) == ("face_uncertain",):
+        return "review"
+    return "failed"
+
+
+def _engine(engine: LandmarkFaceEngine | None) -> LandmarkFaceEngine:
+    if engine is not None:
+        return engine
+    from server.faces.engine import default_engine
+
+    return default_engine()
+
+
+def verify_frames(
+    frames: Sequence[bytes],
+    challenges: Sequence[str],
+    templates: Sequence[npt.NDArray[np.float64]],
+    *,
+    thresholds: Thresholds,
+    seen_hashes: Collection[str] = (),
+    engine: LandmarkFaceEngine | None = None,
+    mirrored: bool = False,
+) -> Verdict:
+    """Judge one attempt: ``frames`` (JPEG/PNG bytes, in capture order), the
+    ``challenges`` asked, in the order asked (names from
+    :data:`server.proof_of_life.analysis.CHALLENGES`), and the member's 128-d
+    ``templates``. ``seen_hashes``: frame hashes of the member's earlier attempts.
+    ``mirrored``: the client sends mirror-image frames (left and right swap).
+
+    Frame-count limits are the caller's; any count (0 included) gets a verdict. An
+    unknown challenge name or a template that is not 128 numbers raises ``ValueError``.
+    """
+    unknown = [c for c in challenges if c not in CHALLENGES]
+    if unknown:
+        raise ValueError(f"unknown challenges: {unknown}")
+    template_array = np.array([np.asarray(t, dtype=np.float64).ravel() for t in templates])
+    if len(templates) and template_array.shape[1:] != (128,):
+        raise ValueError("templates must be 128-d encodings")
+    t = thresholds
+    live = t.liveness
+    faces_engine = _engine(engine)
+    reasons: set[str] = set()
+    m: dict[str, Measurement] = {"frames_received": len(frames)}
+
+    # 1-3: decode, hash, landmarks.
+    hashes: list[str] = []
+    decoded: list[tuple[int, npt.NDArray[np.uint8]]] = []
+    for position, data in enumerate(frames):
+        try:
+            rgb = decode_frame(data, max_side=t.max_side, max_pixels=t.max_frame_pixels)
+        except FrameRejected:
+            hashes.append("")
+            continue
+        hashes.append(_phash(rgb))
+        decoded.append((position, rgb))
+    undecodable = len(frames) - len(decoded)
+    found = [faces_engine.analyse(rgb, upsample=0) for _, rgb in decoded]
+    retried = 0
+    if 3 * sum(len(f) == 1 for f in found) < 2 * len(found):
+        # Short of frames with one face: look again, upsampled once, where none was
+        # found (faces under about 80 px). Not done otherwise: it costs 3-4 times a
+        # first look, and a face missed among faces found is mostly one turned away.
+        for index, (_, rgb) in enumerate(decoded):
+            if not found[index]:
+                found[index] = faces_engine.analyse(rgb, upsample=1)
+                retried += 1
+    used: list[_Used] = []
+    no_face = many = 0
+    for (position, rgb), detections in zip(decoded, found, strict=True):
+        faces = select_faces(detections, t.second_face_min_area)
+        if not faces:
+            no_face += 1
+        elif len(faces) > 1:
+            many += 1
+        else:
+            used.append(_Used(position, rgb, faces[0]))
+    m["frames_retried_upsampled"] = retried
+    m.update(
+        frames_undecodable=undecodable,
+        frames_no_face=no_face,
+        frames_many_faces=many,
+        frames_used=len(used),
+        used_positions=",".join(str(u.position) for u in used),
+    )
+    if undecodable:
+        reasons.add("undecodable_frame")
+    if many:
+        reasons.add("many_faces")
+    if len(frames) < t.min_usable_frames:
+        reasons.add("too_few_frames")
+    elif len(used) < t.min_usable_frames and no_face:
+        reasons.add("no_face")
+
+    # 4: liveness, only with enough frames to judge.
+    analysis: SequenceAnalysis | None = None
+    if len(used) >= t.min_usable_frames:
+        analysis = analyse_sequence(
+            [u.face.landmarks for u in used], challenges, live, mirrored=mirrored
+        )
+        _record_analysis(m, analysis, used)
+        decoded_hashes = [h for h in hashes if h]
+        same_hash = len(decoded_hashes) >= 3 and len(set(decoded_hashes)) == 1
+        if analysis.static or same_hash:
+            reasons.add("static_frames")
+        if analysis.planar_motion:
+            reasons.add("planar_motion")
+        if analysis.not_done:
+            reasons.add("challenge_not_done")
+        if analysis.out_of_order:
+            reasons.add("challenge_order")
+    m["distinct_hashes"] = len({h for h in hashes if h})
+
+    # 5: replay of an earlier attempt's frames.
+    seen = [v for v in (_parse_hash(h) for h in seen_hashes) if v is not None]
+    replay_matches, nearest = 0, None
+    for text in hashes:
+        value = _parse_hash(text)
+        if value is None or not seen:
+            continue
+        bits = min((value ^ other).bit_count() for other in seen)
+        nearest = bits if nearest is None else min(nearest, bits)
+        replay_matches += bits <= t.replay_max_distance
+    m["replay_matches"] = replay_matches
+    if nearest is not None:
+        m["replay_nearest_bits"] = nearest
+    if replay_matches:
+        reasons.add("replayed_frames")
+
+    # 6: identity, on the few best frames.
+    distance: float | None = None
+    m["templates"] = len(templates)
+    if not len(templates):
+        reasons.add("no_template")
+    elif used:
+        chosen = _choose_for_encoding(used, analysis, t.encode_frames, live.blink_drop)
+        per_frame: list[float] = []
+        encoded: list[_Used] = []
+        for u in chosen:
+            if len(per_frame) == 2 and len({_zone(d, t) for d in per_frame}) == 1:
+                break  # two in one zone: a third cannot move the median out of it
+            encoding = faces_engine.encoding(u.rgb, u.face)
+            per_frame.append(float(np.min(np.linalg.norm(template_array - encoding, axis=1))))
+            encoded.append(u)
+        distance = float(statistics.median(per_frame))
+        m["distance"] = _r(distance)
+        m["distance_positions"] = ",".join(str(u.position) for u in encoded)
+        m["distance_per_frame"] = _series(per_frame)
+        if distance > t.review_tolerance:
+            reasons.add("face_mismatch")
+        elif distance > t.match_tolerance:
+            reasons.add("face_uncertain")
+
+    _record_thresholds(m, t)
+    ordered = tuple(code for code in REASONS if code in reasons)
+    return Verdict(
+        outcome=_outcome(ordered),
+        reasons=ordered,
+        distance=distance,
+        frame_hashes=hashes,
+        measurements=m,
+    )
+
+
+def _record_analysis(
+    m: dict[str, Measurement], analysis: SequenceAnalysis, used: Sequence[_Used]
+) -> None:
+    m.update(
+        ear_series=_series(analysis.ear),
+        mar_series=_series(analysis.mar),
+        yaw_series=_series(analysis.yaw),
+        baseline_ear=_r(analysis.baseline_ear),
+        min_ear=_r(min(analysis.ear)),
+        baseline_mar=_r(analysis.baseline_mar),
+        max_mar=_r(max(analysis.mar)),
+        yaw_start=_r(analysis.start_yaw),
+        yaw_min=_r(min(analysis.yaw)),
+        yaw_max=_r(max(analysis.yaw)),
+        yaw_range=_r(analysis.yaw_range),
+        static_motion=_r(analysis.motion),
+        planar_tested=int(analysis.planar_tested),
+        planar_residual=_r(analysis.planar.residual),
+        planar_shape_change=_r(analysis.planar.shape_change),
+        planar_parallax=_r(analysis.planar.parallax),
+        planar_parallax_robust=_r(analysis.planar.parallax_robust),
+        face_width_px=int(statistics.median(u.face.box[1] - u.face.box[3] for u in used)),
+    )
+    for number, result in enumerate(analysis.challenges, start=1):
+        key = f"challenge_{number}"
+        m[key] = result.name
+        m[f"{key}_status"] = result.status
+        m[f"{key}_best"] = _r(result.best)
+        if result.frame is not None and result.value is not None:
+            m[f"{key}_position"] = used[result.frame].position
+            m[f"{key}_value"] = _r(result.value)
+        if result.first_frame is not None:
+            m[f"{key}_first_position"] = used[result.first_frame].position
+    if analysis.blink_recovered is not None:
+        m["blink_recovered"] = int(analysis.blink_recovered)
+
+
+def _record_thresholds(m: dict[str, Measurement], t: Thresholds) -> None:
+    live = t.liveness
+    values: dict[str, float] = {
+        "t_match_tolerance": t.match_tolerance,
+        "t_review_tolerance": t.review_tolerance,
+        "t_turn_min_yaw": live.turn_min_yaw,
+        "t_blink_drop": live.blink_drop,
+        "t_mouth_open_rise": live.mouth_open_rise,
+        "t_planar_max_residual": live.planar_max_residual,
+        "t_planar_min_parallax": live.planar_min_parallax,
+        "t_static_max_motion": live.static_max_motion,
+    }
+    for key, value in values.items():
+        m[key] = value if math.isfinite(value) else str(value)
+    m["t_replay_max_distance"] = t.replay_max_distance
