@@ -21,6 +21,14 @@ def process_photo_task(survey_photo_id: int) -> None:
     db.session.commit()
 
 
+@shared_task(ignore_result=True, acks_late=True, max_retries=3, default_retry_delay=30)
+def process_photos_task(survey_photo_ids: list[int]) -> None:
+    """The slow part of several photos of one upload, one after the other: one message
+    on the broker per upload instead of one per photo. Safe to run twice."""
+    for survey_photo_id in survey_photo_ids:
+        process_photo_task.run(survey_photo_id)
+
+
 def enqueue_photo_work(survey_photo_ids: list[int]) -> None:
     """Queue the slow work of newly stored photos; call after the commit. In eager
     mode it runs right here, and its flags show on the next read of the survey."""
@@ -28,6 +36,7 @@ def enqueue_photo_work(survey_photo_ids: list[int]) -> None:
     # session of its own, and on SQLite an open transaction holds the write lock.
     db.session.close()
     # The task as registered with the current Flask app's Celery (tests run several apps).
-    task = current_app.extensions["celery"].tasks[process_photo_task.name]
-    for survey_photo_id in survey_photo_ids:
-        task.delay(survey_photo_id)
+    if not survey_photo_ids:
+        return
+    task = current_app.extensions["celery"].tasks[process_photos_task.name]
+    task.delay(list(survey_photo_ids))
