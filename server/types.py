@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -109,3 +110,8 @@ class EncryptedText(TypeDecorator[str]):
         if value is None:
             return None
         return field_cipher().decrypt(bytes(value), self.context)
+
+
+def enum_values(e: type[enum.Enum]) -> list[str]:
+    """Store a str enum by its values (``values_callable`` of SQLAlchemy's ``Enum``)."""
+    return [str(member.value) for member in e]

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from playwright.sync_api import sync_playwright
 from server.config import ensure_dev_secrets
 from tests.pol_camera import write_y4m
 from tests.pol_frames import FACES, clip_frame, clip_numbers
-from tests.test_upload_crash import _free_port
+from tests.processes import free_port, start_gunicorn
 
 CHROMIUM = "/usr/bin/chromium"
 CHALLENGES = "turn_right,open_mouth"  # what the live clip's frames 092-132 show
@@ -89,40 +88,14 @@ def _env(instance: Path, base: str) -> dict[str, str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     instance = tmp_path_factory.mktemp("browser-instance")
     ensure_dev_secrets(instance)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = _env(instance, base)
     subprocess.run(
         [sys.executable, "-m", "server.cli", "db", "upgrade"], env=env, check=True, timeout=300
     )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            "server.wsgi:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_gunicorn(env, port)
     running = Server(base, instance, process)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5):
-                break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise
-            time.sleep(0.2)
     yield running
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)

@@ -19,14 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import DATA_KEY
+from tests.processes import free_port, start_gunicorn
 from tests.test_api_surveys import jpeg, manifest_entry
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(instance: Path) -> dict[str, str]:
@@ -52,33 +46,7 @@ def _cli(instance: Path, *args: str) -> str:
 
 
 def _start(instance: Path, port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            "server.wsgi:app",
-        ],
-        env=_env(instance),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
-                return server
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise
-            time.sleep(0.2)
+    return start_gunicorn(_env(instance), port)
 
 
 def _request(
@@ -102,7 +70,7 @@ def test_a_server_killed_mid_upload_leaves_nothing_behind(tmp_path: Path) -> Non
     _cli(tmp_path, "db", "upgrade")
     users = json.loads(_cli(tmp_path, "seed", "--households", "60", "--seed", "5", "--json"))
     caseworker = next(u for u in users["users"] if u["username"] == "caseworker1")
-    port = _free_port()
+    port = free_port()
     server = _start(tmp_path, port)
     try:
         status, login = _request(

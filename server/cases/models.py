@@ -22,11 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from server.areas.models import Area
 from server.auth.models import User
 from server.extensions import Model
-from server.types import EncryptedText, Money, UTCDateTime, utcnow
-
-
-def _enum_values(e: type[enum.Enum]) -> list[str]:
-    return [str(m.value) for m in e]
+from server.types import EncryptedText, Money, UTCDateTime, enum_values, utcnow
 
 
 class CaseState(enum.StrEnum):
@@ -102,7 +98,7 @@ class Household(Model):
             native_enum=False,
             create_constraint=True,
             length=20,
-            values_callable=_enum_values,
+            values_callable=enum_values,
         ),
         default=CaseState.APPLIED,
     )
@@ -163,7 +159,7 @@ class Member(Model):
             native_enum=False,
             create_constraint=True,
             length=12,
-            values_callable=_enum_values,
+            values_callable=enum_values,
         )
     )
     able_to_work: Mapped[bool] = mapped_column(Boolean, default=False)

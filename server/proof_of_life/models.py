@@ -27,11 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, utcnow
-
-
-def _values(e: type[enum.Enum]) -> list[str]:
-    return [str(member.value) for member in e]
+from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
 
 
 class MonthStatus(enum.StrEnum):
@@ -67,7 +63,7 @@ class ProofOfLifeMonth(Model):
             native_enum=False,
             create_constraint=True,
             length=10,
-            values_callable=_values,
+            values_callable=enum_values,
             name="pol_month_status",
         ),
         default=MonthStatus.PENDING,
@@ -105,7 +101,7 @@ class ProofOfLifeAttempt(Model):
             native_enum=False,
             create_constraint=True,
             length=12,
-            values_callable=_values,
+            values_callable=enum_values,
             name="pol_started_by",
         )
     )
@@ -125,7 +121,7 @@ class ProofOfLifeAttempt(Model):
             native_enum=False,
             create_constraint=True,
             length=10,
-            values_callable=_values,
+            values_callable=enum_values,
             name="pol_outcome",
         )
     )

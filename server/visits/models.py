@@ -20,11 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from server.auth.models import User
 from server.cases.models import Household
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, utcnow
-
-
-def _values(e: type[enum.Enum]) -> list[str]:
-    return [str(m.value) for m in e]
+from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
 
 
 class SurveyStatus(enum.StrEnum):
@@ -64,7 +60,7 @@ class Survey(Model):
             native_enum=False,
             create_constraint=True,
             length=20,
-            values_callable=_values,
+            values_callable=enum_values,
         ),
     )
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -114,7 +110,11 @@ class SurveyPhoto(Model):
     photo_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[PhotoKind] = mapped_column(
         Enum(
-            PhotoKind, native_enum=False, create_constraint=True, length=20, values_callable=_values
+            PhotoKind,
+            native_enum=False,
+            create_constraint=True,
+            length=20,
+            values_callable=enum_values,
         ),
     )
     member_ref: Mapped[str | None] = mapped_column(String(64))
