@@ -156,6 +156,7 @@ def _select_locale() -> str | None:
 
 def _register_blueprints(app: Flask) -> None:
     import server.models  # noqa: F401  every model registered before first use
+    import sms.models  # noqa: F401  (the composition root wires sms/ in, as it does mobile_api/)
     from mobile_api.api import bp as api_bp
     from mobile_api.openrosa import bp as openrosa_bp
     from mobile_api.proof_of_life import api as pol_api_bp

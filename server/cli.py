@@ -305,6 +305,34 @@ def pol_purge_frames_command() -> None:
     click.echo(f"deleted {deleted} frames")
 
 
+@cli.group("sms")
+def sms_group() -> None:
+    """SMS: the outbox (SMS_BACKEND=outbox keeps messages here instead of sending)."""
+
+
+@sms_group.command("outbox")
+@click.option("--month", help="Only this month (YYYY-MM).")
+@click.option("--limit", default=50, show_default=True, type=int)
+@with_appcontext
+def sms_outbox_command(month: str | None, limit: int) -> None:
+    """List the messages the outbox kept, newest first (phone numbers masked)."""
+    from sms.models import SmsMessage
+
+    query = select(SmsMessage).where(SmsMessage.provider == "outbox")
+    if month:
+        query = query.where(SmsMessage.month == month)
+    messages = db.session.scalars(
+        query.order_by(SmsMessage.sent_at.desc(), SmsMessage.id.desc()).limit(limit)
+    ).all()
+    if not messages:
+        click.echo("the outbox is empty")
+    for message in messages:
+        phone = message.to_phone
+        masked = phone[:3] + "*" * max(0, len(phone) - 7) + phone[-4:] if len(phone) > 7 else "***"
+        when = message.sent_at.isoformat(timespec="seconds") if message.sent_at else "-"
+        click.echo(f"{when}  {message.month}  {message.kind.value:<9}  {masked}  {message.body}")
+
+
 def main() -> None:
     sys.exit(cli.main(prog_name="dibao"))
 

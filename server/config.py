@@ -38,6 +38,12 @@ ENV_KEYS = (
     "DIBAO_DUE_WINDOW_DAYS",
     "DIBAO_MAX_PHOTO_PIXELS",
     "CELERY_BROKER_URL",
+    "SMS_BACKEND",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_FROM_NUMBER",
+    "TWILIO_API_BASE_URL",
 )
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
@@ -69,6 +75,13 @@ def defaults() -> dict[str, Any]:
         # Tests and demos only: every proof-of-life session asks for these challenges
         # (comma-separated) instead of a random pair. Refused with production secrets.
         "DIBAO_POL_FIXED_CHALLENGES": None,
+        # SMS: "outbox" keeps messages here (`dibao sms outbox`); "twilio" sends them.
+        "SMS_BACKEND": "outbox",
+        "TWILIO_ACCOUNT_SID": None,
+        "TWILIO_AUTH_TOKEN": None,
+        "TWILIO_MESSAGING_SERVICE_SID": None,
+        "TWILIO_FROM_NUMBER": None,
+        "TWILIO_API_BASE_URL": None,  # None: https://api.twilio.com
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "LANGUAGES": ("zh_CN", "en"),
@@ -203,6 +216,20 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
                 "in tests and with the demo's own secrets"
             )
         config["DIBAO_POL_FIXED_CHALLENGES"] = [c.strip() for c in str(fixed).split(",")]
+
+    backend = str(config["SMS_BACKEND"]).strip().lower()
+    if backend not in ("outbox", "twilio"):
+        raise ConfigError(f"SMS_BACKEND must be outbox or twilio, got {backend!r}")
+    config["SMS_BACKEND"] = backend
+    if backend == "twilio":
+        missing = [k for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN") if not config.get(k)]
+        if not (config.get("TWILIO_MESSAGING_SERVICE_SID") or config.get("TWILIO_FROM_NUMBER")):
+            missing.append("TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER")
+        if missing:
+            raise ConfigError(f"SMS_BACKEND=twilio needs {', '.join(missing)}")
+    api_base = config.get("TWILIO_API_BASE_URL")
+    if api_base and not str(api_base).startswith(("http://", "https://")):
+        raise ConfigError(f"TWILIO_API_BASE_URL must be an http(s) URL, got {api_base!r}")
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
