@@ -121,6 +121,42 @@ def _visit_thresholds(data: dict[str, Any]) -> tuple[Thresholds, int]:
 
 
 @dataclass(frozen=True)
+class SmsTexts:
+    """The office's SMS signature and phone, and the fixed replies (zh_CN)."""
+
+    signature: str = "【科尔沁区民政局】"
+    office_phone: str = "0482-8888888"
+
+    @property
+    def help_reply(self) -> str:
+        return (
+            f"{self.signature}低保每月认证：请打开提醒短信里的链接完成认证。"
+            f"如需帮助请致电{self.office_phone}。我们不会向您索要密码或验证码。"
+        )
+
+    @property
+    def stop_reply(self) -> str:
+        return f"{self.signature}您已退订认证提醒，工作人员会联系您协助认证。回复START可恢复。"
+
+    @property
+    def start_reply(self) -> str:
+        return f"{self.signature}您已恢复接收认证提醒短信。"
+
+
+def _sms_texts(data: dict[str, Any]) -> SmsTexts:
+    default = SmsTexts()
+    signature = str(data.get("signature", default.signature)).strip()
+    phone = str(data.get("office_phone", default.office_phone)).strip()
+    if not (signature.startswith("【") and signature.endswith("】")) or len(signature) > 20:
+        raise RegionConfigError(
+            "sms.signature must look like 【office name】 (at most 20 characters)"
+        )
+    if not phone or len(phone) > 20:
+        raise RegionConfigError("sms.office_phone must be a short phone number")
+    return SmsTexts(signature=signature, office_phone=phone)
+
+
+@dataclass(frozen=True)
 class RegionRules:
     name: str
     name_en: str
@@ -133,6 +169,7 @@ class RegionRules:
     visit_thresholds: Thresholds = field(default_factory=Thresholds)
     photo_reuse_hamming: int = 6
     proof_of_life: ProofOfLifeRules = field(default_factory=ProofOfLifeRules)
+    sms: SmsTexts = field(default_factory=SmsTexts)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -230,6 +267,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
     except ValueError as exc:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
+        sms=_sms_texts(data.get("sms", {})),
         proof_of_life=proof_of_life,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,

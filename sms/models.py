@@ -69,4 +69,16 @@ class SmsMessage(Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SmsOptOut(Model):
+    """A number that sent STOP / 退订 (a keyed hash of it: the list shows no number)."""
+
+    __tablename__ = "sms_opt_outs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(String(20))
+    opted_out_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,51 @@
+"""Numbers that asked for no more messages (STOP, 退订). Kept by a keyed hash of the
+normalized number only: the opt-out list itself reveals no phone number."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import delete, select
+
+from server.crypto import FieldCipher
+from server.extensions import db
+from sms.models import SmsOptOut
+
+_CONTEXT = "sms.opt_out"
+
+
+def normalize_phone(raw: str) -> str:
+    """Digits only; a Chinese mobile number without its +86 / 0086 prefix."""
+    digits = re.sub(r"\D", "", raw)
+    for prefix in ("0086", "86"):
+        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
+            return digits[len(prefix) :]
+    return digits
+
+
+def phone_key(raw: str) -> str:
+    cipher: FieldCipher = current_app.extensions["dibao.cipher"]
+    return cipher.lookup_hash(normalize_phone(raw), _CONTEXT)
+
+
+def is_opted_out(raw: str) -> bool:
+    return (
+        db.session.scalar(select(SmsOptOut.id).where(SmsOptOut.phone_hash == phone_key(raw)))
+        is not None
+    )
+
+
+def opt_out(raw: str, *, source: str) -> None:
+    if not normalize_phone(raw) or is_opted_out(raw):
+        return
+    db.session.add(
+        SmsOptOut(phone_hash=phone_key(raw), source=source, opted_out_at=datetime.now(UTC))
+    )
+    db.session.flush()
+
+
+def opt_in(raw: str) -> None:
+    db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_hash == phone_key(raw)))
+    db.session.flush()

@@ -1,0 +1,101 @@
+"""Twilio's webhooks: delivery statuses and inbound messages.
+
+Both answer 403 unless ``X-Twilio-Signature`` validates (twilio's RequestValidator,
+with the account's auth token) against the URL rebuilt from ``PUBLIC_BASE_URL``: a
+proxy in front of us that rewrites the host or the scheme cannot break it. Statuses only
+move forward, so duplicate and out-of-order callbacks are harmless; an unknown message
+id is acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Response, abort, current_app, request
+from twilio.request_validator import RequestValidator
+
+from server.extensions import csrf, db
+from sms import optouts
+from sms.models import MessageStatus, SmsMessage
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("sms_twilio", __name__, url_prefix="/sms/twilio")
+csrf.exempt(bp)  # signed by Twilio, no cookies
+
+# How far along each status is: a callback never moves a message backwards.
+_RANK = {
+    MessageStatus.QUEUED: 0,
+    MessageStatus.UNCERTAIN: 0,
+    MessageStatus.SENT: 1,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.FAILED: 2,
+}
+_TWILIO_STATUS = {
+    "accepted": MessageStatus.SENT,
+    "queued": MessageStatus.SENT,
+    "sending": MessageStatus.SENT,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "undelivered": MessageStatus.FAILED,
+    "failed": MessageStatus.FAILED,
+}
+
+
+def _require_signature() -> None:
+    token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    url = current_app.config["PUBLIC_BASE_URL"] + request.full_path.rstrip("?")
+    params = request.form.to_dict(flat=True)
+    if not token or not signature or not RequestValidator(token).validate(url, params, signature):
+        abort(403)
+
+
+@bp.post("/status")
+def status() -> Response:
+    _require_signature()
+    sid = request.form.get("MessageSid", "")
+    new = _TWILIO_STATUS.get(request.form.get("MessageStatus", "").lower())
+    message = (
+        db.session.query(SmsMessage).filter_by(provider_sid=sid).one_or_none() if sid else None
+    )
+    if message is None or new is None:
+        return Response(status=204)
+    if _RANK[new] > _RANK[message.status]:
+        message.status = new
+        if new is MessageStatus.FAILED:
+            code = request.form.get("ErrorCode", "")
+            message.error_code = int(code) if code.isdigit() else None
+        if new is MessageStatus.DELIVERED:
+            message.delivered_at = datetime.now(UTC)
+        db.session.commit()
+    return Response(status=204)
+
+
+STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "退订", "td"}
+START_WORDS = {"start", "yes", "unstop"}
+HELP_WORDS = {"help", "info", "帮助"}
+
+
+@bp.post("/inbound")
+def inbound() -> Response:
+    _require_signature()
+    phone = request.form.get("From", "")
+    word = request.form.get("Body", "").strip().lower()
+    reply = None
+    if word in STOP_WORDS:
+        optouts.opt_out(phone, source="sms")
+        reply = current_app.config["REGION"].sms.stop_reply
+    elif word in START_WORDS:
+        optouts.opt_in(phone)
+        reply = current_app.config["REGION"].sms.start_reply
+    elif word in HELP_WORDS:
+        reply = current_app.config["REGION"].sms.help_reply
+    db.session.commit()
+    body = f"<Message>{escape(reply)}</Message>" if reply else ""
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+        mimetype="application/xml",
+    )
