@@ -255,6 +255,7 @@ def visits_due() -> Response:
                 {"member_id": m.member_id, "name": m.name, "relation": m.relation}
                 for m in v.members
             ],
+            "reasons": list(v.reasons),
         }
         for v in visits
     ]

@@ -178,6 +178,20 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
                         },
+                        "reasons": {
+                            "type": "array",
+                            "description": "assisted_proof_of_life only: why",
+                            "items": {
+                                "enum": [
+                                    "review",
+                                    "missed",
+                                    "no_phone",
+                                    "opted_out",
+                                    "wrong_number",
+                                    "not_delivered",
+                                ]
+                            },
+                        },
                         "members": {
                             "type": "array",
                             "items": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from flask import (
@@ -30,6 +30,7 @@ from pydantic import Field
 from mobile_api.auth import current_device
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.schemas import parse
+from server import clock
 from server.cases.models import Member
 from server.devices.service import InvalidToken, authenticate_device
 from server.errors import OutOfArea, ValidationFailed
@@ -59,7 +60,7 @@ def _rate() -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 def _json_body() -> Any:
@@ -260,6 +261,8 @@ def status() -> Response:
         "month": record.month,
         "status": record.status.value,
         "window_closes_at": record.window_closes_at.isoformat(),
+        # Later than the close for a missed month still in its grace period.
+        "deadline_at": pol.deadline(record).isoformat(),
         "attempts_left": pol.attempts_left(record, now=now),
     }
     db.session.commit()

@@ -164,6 +164,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.auth.views import bp as auth_bp
     from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
+    from sms.views import bp as campaign_bp
     from sms.webhooks import bp as sms_bp
 
     for blueprint in (
@@ -175,6 +176,7 @@ def _register_blueprints(app: Flask) -> None:
         pol_api_bp,
         pol_page_bp,
         sms_bp,
+        campaign_bp,
     ):
         app.register_blueprint(blueprint)
 

@@ -35,6 +35,17 @@ def celery_init_app(app: Flask) -> Celery:
                     "task": "server.proof_of_life.tasks.purge_frames_task",
                     "schedule": crontab(hour=3, minute=17),
                 },
+                # The SMS campaign: each hour, whichever step is due (open on the 20th,
+                # the follow-up on the 23rd, the close when the window ends) and not done.
+                "sms-campaign-tick": {
+                    "task": "sms.tasks.campaign_tick_task",
+                    "schedule": crontab(minute=2),
+                },
+                # Messages due now (new ones, retries after backoff, expired leases).
+                "sms-send-due": {
+                    "task": "sms.tasks.send_due_task",
+                    "schedule": crontab(),
+                },
             },
         }
     )

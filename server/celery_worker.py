@@ -8,3 +8,4 @@ celery = flask_app.extensions["celery"]
 
 import server.faces.tasks  # noqa: E402  register the tasks
 import server.proof_of_life.tasks  # noqa: E402,F401
+import sms.tasks  # noqa: E402,F401

@@ -6,8 +6,11 @@ import json
 import os
 import secrets
 import sys
-from datetime import date, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -331,6 +334,224 @@ def sms_outbox_command(month: str | None, limit: int) -> None:
         masked = phone[:3] + "*" * max(0, len(phone) - 7) + phone[-4:] if len(phone) > 7 else "***"
         when = message.sent_at.isoformat(timespec="seconds") if message.sent_at else "-"
         click.echo(f"{when}  {message.month}  {message.kind.value:<9}  {masked}  {message.body}")
+
+
+@cli.group("campaign")
+def campaign_group() -> None:
+    """The monthly SMS campaign: open (the 20th), remind (the 23rd), close, status.
+
+    Every step is idempotent: a second run does nothing new, and a run after a crash
+    finishes what the first started. Celery beat runs them in production
+    (docs/operations.md); these commands are for cron and for people.
+    """
+
+
+def _month_option(month: str | None) -> str:
+    from server.proof_of_life.rules import parse_month
+    from server.proof_of_life.service import this_month
+
+    chosen = month or this_month(datetime.now(UTC))
+    try:
+        parse_month(chosen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from exc
+    return chosen
+
+
+def _run_step(step: str, month: str | None, send: bool) -> None:
+    from sms import campaign
+
+    chosen = _month_option(month)
+    actions: dict[str, Callable[..., Any]] = {
+        "open": campaign.open_month,
+        "remind": campaign.remind,
+        "close": campaign.close,
+    }
+    action = actions[step]
+    total = campaign.size(step, chosen)
+    try:
+        with click.progressbar(length=total, label=f"{step} {chosen}", file=sys.stderr) as bar:
+            report = action(chosen, now=datetime.now(UTC), progress=bar.update)
+    except campaign.CampaignError as exc:
+        raise click.ClickException(str(exc)) from exc
+    from dataclasses import asdict
+
+    click.echo(json.dumps(asdict(report), ensure_ascii=False, sort_keys=True))
+    if step != "close" and send:
+        _send_now()
+
+
+def _send_now() -> None:
+    """Hand the queued messages to Celery, or send them here without a broker."""
+    from sms import sender, tasks
+
+    if current_app.config.get("CELERY_BROKER_URL"):
+        tasks.enqueue_sending()
+        click.echo("sending: handed to the Celery workers")
+        return
+    from sms.service import gateway
+
+    now = datetime.now(UTC)
+    total = sender.due(now)
+    if not sender.sending_hours(now):
+        click.echo("outside the sending hours: messages stay queued until they open")
+        return
+    with click.progressbar(length=total, label="sending", file=sys.stderr) as bar:
+        sent = failed = 0
+        while True:
+            report = sender.send_due(
+                gateway(),
+                clock=lambda: datetime.now(UTC),
+                rate_per_s=current_app.config["SMS_RATE_PER_SECOND"],
+                limit=100,
+                lease=timedelta(seconds=current_app.config["SMS_CLAIM_LEASE_SECONDS"]),
+            )
+            bar.update(report.handled)
+            sent, failed = sent + report.sent, failed + report.failed
+            if not report.handled or report.outside_hours:
+                break
+    click.echo(f"sent {sent}, failed {failed}, still due {sender.due(datetime.now(UTC))}")
+
+
+_SEND = click.option(
+    "--send/--no-send",
+    default=True,
+    show_default=True,
+    help="Send the queued messages now (to Celery when a broker is configured).",
+)
+_MONTH = click.option("--month", help="YYYY-MM (default: this month, local time).")
+
+
+@campaign_group.command("open")
+@_MONTH
+@_SEND
+@with_appcontext
+def campaign_open_command(month: str | None, send: bool) -> None:
+    """Create the month's records and reminders; members without a usable number get a
+    caseworker task."""
+    _run_step("open", month, send)
+
+
+@campaign_group.command("remind")
+@_MONTH
+@_SEND
+@with_appcontext
+def campaign_remind_command(month: str | None, send: bool) -> None:
+    """Queue the follow-up for members still pending."""
+    _run_step("remind", month, send)
+
+
+@campaign_group.command("close")
+@_MONTH
+@with_appcontext
+def campaign_close_command(month: str | None) -> None:
+    """Close the window: pending -> missed, payments suspended, unsent messages cancelled."""
+    _run_step("close", month, send=False)
+
+
+@campaign_group.command("send")
+@with_appcontext
+def campaign_send_command() -> None:
+    """Send every message that is due now (retries included)."""
+    _send_now()
+
+
+@campaign_group.command("status")
+@_MONTH
+@with_appcontext
+def campaign_status_command(month: str | None) -> None:
+    """What each step did, and counts by status (no personal data)."""
+    from sms import campaign
+
+    click.echo(json.dumps(campaign.status(_month_option(month)), ensure_ascii=False, indent=2))
+
+
+PAYROLL_COLUMNS = (
+    ("case_code", "案件编号"),
+    ("township", "乡镇"),
+    ("village", "村"),
+    ("payee", "收款人"),
+    ("household_class", "类别"),
+    ("monthly_amount", "月保障金"),
+    ("month_status", "本月状态"),
+    ("month_paid", "本月发放"),
+    ("suspended_months", "暂停月份"),
+    ("back_pay_months", "补发月份"),
+    ("back_pay", "补发金额"),
+    ("total", "合计"),
+)
+
+
+@cli.command("payroll")
+@click.option("--month", required=True, help="YYYY-MM: the payroll cut at that month's close.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write here (required for xlsx; csv goes to standard output without it).",
+)
+@with_appcontext
+def payroll_command(month: str, fmt: str, output: Path | None) -> None:
+    """Every active household with its amount, suspended months and back-pay: what the
+    bank is sent. The file names each payee, so its export is audited."""
+    from server.audit import service as audit
+    from server.payments.service import PayrollRow, payroll
+
+    chosen = _month_option(month)
+
+    def cells(row: PayrollRow) -> list[str]:
+        values = []
+        for name, _ in PAYROLL_COLUMNS:
+            value = getattr(row, name)
+            values.append(";".join(value) if isinstance(value, tuple) else str(value))
+        return values
+
+    header = [f"{zh} {name}" for name, zh in PAYROLL_COLUMNS]
+    count, total = 0, Decimal("0.00")
+    tmp = output.with_name(output.name + ".part") if output else None
+    if fmt == "xlsx":
+        from openpyxl import Workbook
+
+        if tmp is None:
+            raise click.UsageError("--format xlsx needs --output FILE")
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet(f"payroll {chosen}")
+        sheet.append(header)
+        for row in payroll(chosen):
+            sheet.append(
+                [
+                    float(getattr(row, n)) if isinstance(getattr(row, n), Decimal) else c
+                    for (n, _), c in zip(PAYROLL_COLUMNS, cells(row), strict=True)
+                ]
+            )
+            count, total = count + 1, total + row.total
+        book.save(tmp)
+    else:
+        import csv
+
+        handle = tmp.open("w", encoding="utf-8-sig", newline="") if tmp else sys.stdout
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in payroll(chosen):
+            writer.writerow(cells(row))
+            count, total = count + 1, total + row.total
+        if tmp:
+            handle.close()
+    if tmp and output:
+        tmp.replace(output)  # never a half-written roster under the real name
+    audit.record(
+        "payroll.exported",
+        actor=None,
+        object_type="payroll",
+        object_id=None,
+        month=chosen,
+        households=count,
+        format=fmt,
+    )
+    db.session.commit()
+    click.echo(f"{count} households, total {total}", err=True)
 
 
 def main() -> None:

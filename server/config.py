@@ -44,6 +44,8 @@ ENV_KEYS = (
     "TWILIO_MESSAGING_SERVICE_SID",
     "TWILIO_FROM_NUMBER",
     "TWILIO_API_BASE_URL",
+    "SMS_RATE_PER_SECOND",
+    "SMS_CLAIM_LEASE_SECONDS",
 )
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
@@ -51,6 +53,7 @@ INT_KEYS = (
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
+    "SMS_CLAIM_LEASE_SECONDS",
 )
 
 
@@ -82,6 +85,12 @@ def defaults() -> dict[str, Any]:
         "TWILIO_MESSAGING_SERVICE_SID": None,
         "TWILIO_FROM_NUMBER": None,
         "TWILIO_API_BASE_URL": None,  # None: https://api.twilio.com
+        # Messages per second per sending worker (what the provider allows, divided by
+        # the number of workers); 0 turns throttling off.
+        "SMS_RATE_PER_SECOND": 10,
+        # A sender that claimed a message and died: after this long another sender asks
+        # the provider whether it went out, then sends it if it did not.
+        "SMS_CLAIM_LEASE_SECONDS": 300,
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "LANGUAGES": ("zh_CN", "en"),
@@ -230,6 +239,16 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     api_base = config.get("TWILIO_API_BASE_URL")
     if api_base and not str(api_base).startswith(("http://", "https://")):
         raise ConfigError(f"TWILIO_API_BASE_URL must be an http(s) URL, got {api_base!r}")
+
+    try:
+        rate = float(config["SMS_RATE_PER_SECOND"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"SMS_RATE_PER_SECOND must be a number, got {config['SMS_RATE_PER_SECOND']!r}"
+        ) from exc
+    if not 0 <= rate <= 10_000:
+        raise ConfigError(f"SMS_RATE_PER_SECOND must be between 0 and 10000, got {rate}")
+    config["SMS_RATE_PER_SECOND"] = rate
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

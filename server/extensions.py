@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from flask_babel import Babel
 from flask_limiter import Limiter
@@ -11,7 +11,7 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import CursorResult, MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 # Constraint names are stable across databases so migrations can refer to them.
@@ -41,3 +41,9 @@ if TYPE_CHECKING:
     Model = Base
 else:
     Model = db.Model
+
+
+def rows_changed(statement: Any) -> int:
+    """Run an UPDATE or DELETE in the current session; how many rows it changed."""
+    result = cast("CursorResult[Any]", db.session.execute(statement))
+    return int(result.rowcount or 0)

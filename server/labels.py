@@ -91,6 +91,7 @@ POL_STATUS_LABELS = {
     "failed": _l("Failed"),
     "review": _l("Under review"),
     "exempt": _l("Exempt"),
+    "missed": _l("Missed"),
 }
 
 

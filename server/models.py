@@ -6,7 +6,9 @@ from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
+from server.payments.models import PaymentMonth
 from server.proof_of_life.models import (
+    ContactTask,
     ProofOfLifeAttempt,
     ProofOfLifeFrame,
     ProofOfLifeMonth,
@@ -19,11 +21,13 @@ __all__ = [
     "AuditEntry",
     "CaseEvent",
     "CaseState",
+    "ContactTask",
     "DeviceToken",
     "FaceTemplate",
     "Household",
     "HouseholdClass",
     "Member",
+    "PaymentMonth",
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",
     "ProofOfLifeMonth",

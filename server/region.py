@@ -15,7 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from server.proof_of_life.rules import ProofOfLifeRules, parse_proof_of_life_rules
+from server.proof_of_life.rules import (
+    CampaignRules,
+    ProofOfLifeRules,
+    parse_campaign_rules,
+    parse_proof_of_life_rules,
+)
 from server.visits.checks import Thresholds
 
 AllowanceMethod = Literal["gap", "fixed"]
@@ -170,6 +175,7 @@ class RegionRules:
     photo_reuse_hamming: int = 6
     proof_of_life: ProofOfLifeRules = field(default_factory=ProofOfLifeRules)
     sms: SmsTexts = field(default_factory=SmsTexts)
+    campaign: CampaignRules = field(default_factory=CampaignRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -264,11 +270,13 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
     visit_thresholds, photo_reuse_hamming = _visit_thresholds(data.get("visit_checks", {}))
     try:
         proof_of_life = parse_proof_of_life_rules(data.get("proof_of_life", {}))
+        campaign = parse_campaign_rules(data.get("campaign", {}), proof_of_life)
     except ValueError as exc:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
         sms=_sms_texts(data.get("sms", {})),
         proof_of_life=proof_of_life,
+        campaign=campaign,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),

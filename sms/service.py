@@ -55,24 +55,38 @@ def backoff(attempts: int) -> timedelta:
     return min(delay, BACKOFF_MAX)
 
 
-def send_message(message: SmsMessage, sender: SmsGateway, *, now: datetime) -> SmsMessage:
-    """Hand a queued (or uncertain) message to the provider once; record what happened."""
+def look_up(message: SmsMessage, sender: SmsGateway, *, now: datetime) -> bool | None:
+    """For an uncertain message: does the provider have it? True (then it is recorded
+    as sent), False (it never went out), None (could not ask: try again later)."""
+    try:
+        found = sender.find_sent(
+            to=message.to_phone, body=message.body, since=message.created_at.date()
+        )
+    except TransientSmsError as exc:
+        message.next_attempt_at = now + backoff(message.attempts)
+        logger.warning("sms %s: could not check an uncertain send: %s", message.id, exc)
+        db.session.flush()
+        return None
+    if found is None:
+        return False
+    _accepted(message, sender.name, found.sid, now)
+    db.session.flush()
+    return True
+
+
+def send_message(
+    message: SmsMessage, sender: SmsGateway, *, now: datetime, fresh: bool = False
+) -> SmsMessage:
+    """Hand a queued (or uncertain) message to the provider once; record what happened.
+
+    ``fresh``: the sender has just claimed this queued row (marking it uncertain, in
+    case it dies mid-request), so there is nothing to look up before sending.
+    """
     if message.status not in (MessageStatus.QUEUED, MessageStatus.UNCERTAIN):
-        return message  # already sent, delivered or failed: nothing to do
-    if message.status is MessageStatus.UNCERTAIN:
-        try:
-            found = sender.find_sent(
-                to=message.to_phone, body=message.body, since=message.created_at.date()
-            )
-        except TransientSmsError as exc:
-            message.next_attempt_at = now + backoff(message.attempts)
-            logger.warning("sms %s: could not check an uncertain send: %s", message.id, exc)
-            db.session.flush()
-            return message
-        if found is not None:
-            _accepted(message, sender.name, found.sid, now)
-            db.session.flush()
-            return message
+        return message  # already sent, delivered, failed or cancelled: nothing to do
+    uncertain = message.status is MessageStatus.UNCERTAIN and not fresh
+    if uncertain and look_up(message, sender, now=now) is not False:
+        return message  # the provider has it, or we could not ask
     message.attempts += 1
     message.provider = sender.name
     try:
@@ -85,9 +99,11 @@ def send_message(message: SmsMessage, sender: SmsGateway, *, now: datetime) -> S
         message.status = MessageStatus.UNCERTAIN
         message.next_attempt_at = now + backoff(1)
     except TransientSmsError as exc:
+        message.status = MessageStatus.QUEUED  # refused, so certainly not sent
         message.error_code = exc.code
         message.next_attempt_at = now + backoff(message.attempts)
     except ProviderConfigError as exc:
+        message.status = MessageStatus.QUEUED
         message.error_code = exc.code
         message.next_attempt_at = now + CONFIG_RETRY
         logger.error("sms %s: the provider refused our request (code %s)", message.id, exc.code)

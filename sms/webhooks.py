@@ -16,8 +16,13 @@ from xml.sax.saxutils import escape
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 
+from server import clock
+from server.cases.workflow import region
 from server.extensions import csrf, db
+from server.proof_of_life.models import ContactReason
+from server.proof_of_life.service import contact_task
 from sms import optouts
+from sms.gateway import RECIPIENT_CODES
 from sms.models import MessageStatus, SmsMessage
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ _RANK = {
     MessageStatus.SENT: 1,
     MessageStatus.DELIVERED: 2,
     MessageStatus.FAILED: 2,
+    MessageStatus.CANCELLED: 2,
 }
 _TWILIO_STATUS = {
     "accepted": MessageStatus.SENT,
@@ -68,6 +74,16 @@ def status() -> Response:
         if new is MessageStatus.FAILED:
             code = request.form.get("ErrorCode", "")
             message.error_code = int(code) if code.isdigit() else None
+            if message.error_code in RECIPIENT_CODES:
+                # Accepted, then not deliverable to this number: a caseworker follows up.
+                contact_task(
+                    member_id=message.member_id,
+                    household_id=message.household_id,
+                    month=message.month,
+                    reason=ContactReason.NOT_DELIVERED,
+                    now=clock.utcnow(),
+                    error_code=message.error_code,
+                )
         if new is MessageStatus.DELIVERED:
             message.delivered_at = datetime.now(UTC)
         db.session.commit()
@@ -87,12 +103,12 @@ def inbound() -> Response:
     reply = None
     if word in STOP_WORDS:
         optouts.opt_out(phone, source="sms")
-        reply = current_app.config["REGION"].sms.stop_reply
+        reply = region().sms.stop_reply
     elif word in START_WORDS:
         optouts.opt_in(phone)
-        reply = current_app.config["REGION"].sms.start_reply
+        reply = region().sms.start_reply
     elif word in HELP_WORDS:
-        reply = current_app.config["REGION"].sms.help_reply
+        reply = region().sms.help_reply
     db.session.commit()
     body = f"<Message>{escape(reply)}</Message>" if reply else ""
     return Response(

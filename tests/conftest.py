@@ -24,6 +24,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from server import create_app
 from server.extensions import db, limiter
 from tests import factories
+from tests.fake_twilio import fake  # noqa: F401  (a fixture: the local fake Twilio)
 
 DATA_KEY = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 

@@ -26,12 +26,6 @@ from tests.test_sms_twilio import ACCOUNT, SERVICE, TOKEN, FakeTwilio, _gateway
 NOW = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def fake(httpserver: HTTPServer) -> Any:
-    yield FakeTwilio(httpserver)
-    httpserver.clear()
-
-
 def _message(app: Flask, kind: MessageKind = MessageKind.REMINDER) -> SmsMessage:
     household = factories.make_household(state=CaseState.APPROVED)
     head = household.members[0]

@@ -36,6 +36,9 @@ class MonthStatus(enum.StrEnum):
     FAILED = "failed"
     REVIEW = "review"
     EXEMPT = "exempt"
+    # Still pending when the window closed: the household's payment for the month is
+    # suspended; a pass within the grace period restores it (back-pay).
+    MISSED = "missed"
 
 
 class Outcome(enum.StrEnum):
@@ -165,3 +168,41 @@ class ProofOfLifeFrame(Model):
     offset_ms: Mapped[int | None] = mapped_column(Integer)
 
     attempt: Mapped[ProofOfLifeAttempt] = relationship(back_populates="frames")
+
+
+class ContactReason(enum.StrEnum):
+    NO_PHONE = "no_phone"  # no mobile number on file
+    OPTED_OUT = "opted_out"  # the number sent STOP / 退订
+    WRONG_NUMBER = "wrong_number"  # the provider said the number cannot get SMS
+    NOT_DELIVERED = "not_delivered"  # sent, then reported undeliverable
+
+
+class ContactTask(Model):
+    """A member the campaign could not reach by SMS this month: their caseworker helps
+    them in person (the assisted proof of life) or corrects the number."""
+
+    __tablename__ = "pol_contact_tasks"
+    __table_args__ = (
+        UniqueConstraint("member_id", "month", name="uq_pol_contact_tasks_member_month"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    month: Mapped[str] = mapped_column(String(7), index=True)
+    reason: Mapped[ContactReason] = mapped_column(
+        Enum(
+            ContactReason,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=enum_values,
+            name="pol_contact_reason",
+        )
+    )
+    error_code: Mapped[int | None] = mapped_column(Integer)  # the provider's, if any
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<ContactTask member={self.member_id} {self.month} {self.reason}>"

@@ -56,6 +56,42 @@ def parse_proof_of_life_rules(data: dict[str, Any]) -> ProofOfLifeRules:
     return ProofOfLifeRules(**values)
 
 
+@dataclass(frozen=True)
+class CampaignRules:
+    """The monthly SMS campaign (the ``[campaign]`` section; docs/sms.md)."""
+
+    follow_up_day: int = 23  # the follow-up to members still pending, this day of the month
+    grace_days: int = 30  # after the window closes, a pass still restores the month (back-pay)
+    missed_months_to_review: int = 3  # this many missed months in a row: the case is reviewed
+    send_from_hour: int = 8  # messages go out between these local hours only
+    send_until_hour: int = 21
+
+    def check(self, pol: ProofOfLifeRules) -> None:
+        closes_day = pol.open_day + pol.window_days
+        if not pol.open_day < self.follow_up_day < closes_day:
+            raise ProofOfLifeConfigError(
+                f"campaign.follow_up_day must fall inside the window "
+                f"(after day {pol.open_day}, before day {closes_day})"
+            )
+        if not 0 <= self.send_from_hour < self.send_until_hour <= 24:
+            raise ProofOfLifeConfigError(
+                "campaign: 0 <= send_from_hour < send_until_hour <= 24 is required"
+            )
+
+
+def parse_campaign_rules(data: dict[str, Any], pol: ProofOfLifeRules) -> CampaignRules:
+    known = {f.name for f in fields(CampaignRules)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProofOfLifeConfigError(f"campaign: unknown settings {unknown}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ProofOfLifeConfigError(f"campaign.{name}: {value!r} must be a whole number")
+    rules = CampaignRules(**data)
+    rules.check(pol)
+    return rules
+
+
 def parse_month(text: str) -> tuple[int, int]:
     match = MONTH.match(text)
     if match is None:
@@ -69,6 +105,18 @@ def window(month: str, rules: ProofOfLifeRules, tz: str) -> tuple[datetime, date
     opens_local = datetime(year, number, rules.open_day, tzinfo=ZoneInfo(tz))
     closes_local = opens_local + timedelta(days=rules.window_days)
     return opens_local.astimezone(UTC), closes_local.astimezone(UTC)
+
+
+def month_after(month: str, count: int = 1) -> str:
+    year, number = parse_month(month)
+    index = year * 12 + number - 1 + count
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def local_moment(month: str, day: int, tz: str, hour: int = 0) -> datetime:
+    """``day`` of ``month`` at ``hour`` local time, as an aware UTC datetime."""
+    year, number = parse_month(month)
+    return datetime(year, number, day, hour, tzinfo=ZoneInfo(tz)).astimezone(UTC)
 
 
 def current_month(now: datetime, tz: str) -> str:

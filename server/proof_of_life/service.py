@@ -24,9 +24,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from flask import current_app
 from geopy.distance import geodesic
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
+from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import require_in_area
@@ -36,8 +37,11 @@ from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
 from server.faces.models import FaceTemplate
+from server.payments import service as payments
 from server.proof_of_life import links
 from server.proof_of_life.models import (
+    ContactReason,
+    ContactTask,
     MonthStatus,
     Outcome,
     ProofOfLifeAttempt,
@@ -167,9 +171,21 @@ def resolve_link(token: str, *, now: datetime) -> ProofOfLifeMonth:
     )
     if record is None or not secrets.compare_digest(link_token(record), token):
         raise LinkInvalid("this link is not valid")
-    if now >= record.window_closes_at:
+    if now >= record.window_closes_at and not _in_grace(record, now):
         raise LinkExpired("this month's proof of life has closed", month=record.month)
     return record
+
+
+def deadline(record: ProofOfLifeMonth) -> datetime:
+    """Until when the month's link opens: the window's close, or for a month missed at
+    the close, the end of the grace period (a pass then restores the payment)."""
+    if record.status is MonthStatus.MISSED:
+        return record.window_closes_at + timedelta(days=region().campaign.grace_days)
+    return record.window_closes_at
+
+
+def _in_grace(record: ProofOfLifeMonth, now: datetime) -> bool:
+    return record.status is MonthStatus.MISSED and now < deadline(record)
 
 
 # --------------------------------------------------------------------------- limits
@@ -181,29 +197,41 @@ def _local_day_start(now: datetime) -> datetime:
     return datetime(local.year, local.month, local.day, tzinfo=zone).astimezone(UTC)
 
 
-def attempts_left(record: ProofOfLifeMonth, *, now: datetime) -> int:
-    """The recipient's own attempts still allowed now (the smaller of day and month)."""
-    counted = select(func.count(ProofOfLifeAttempt.id)).where(
-        ProofOfLifeAttempt.month_id == record.id,
-        ProofOfLifeAttempt.counts_against_limits.is_(True),
-    )
-    in_month = db.session.scalar(counted) or 0
-    today = (
-        db.session.scalar(counted.where(ProofOfLifeAttempt.created_at >= _local_day_start(now)))
-        or 0
-    )
-    limits = rules()
-    return max(0, min(limits.attempts_per_day - today, limits.attempts_per_month - in_month))
+@dataclass(frozen=True)
+class AttemptCount:
+    """The recipient's own attempts in the month's window and today (one query)."""
+
+    in_month: int
+    today: int
+
+    @property
+    def left(self) -> int:
+        """Attempts still allowed now: the smaller of what the day and the month allow."""
+        limits = rules()
+        return max(
+            0,
+            min(limits.attempts_per_day - self.today, limits.attempts_per_month - self.in_month),
+        )
+
+    @property
+    def month_exhausted(self) -> bool:
+        return self.in_month >= rules().attempts_per_month
 
 
-def _month_exhausted(record: ProofOfLifeMonth) -> bool:
-    used = db.session.scalar(
-        select(func.count(ProofOfLifeAttempt.id)).where(
+def count_attempts(record: ProofOfLifeMonth, *, now: datetime) -> AttemptCount:
+    today = case((ProofOfLifeAttempt.created_at >= _local_day_start(now), 1), else_=0)
+    in_month, in_day = db.session.execute(
+        select(func.count(ProofOfLifeAttempt.id), func.coalesce(func.sum(today), 0)).where(
             ProofOfLifeAttempt.month_id == record.id,
             ProofOfLifeAttempt.counts_against_limits.is_(True),
         )
-    )
-    return (used or 0) >= rules().attempts_per_month
+    ).one()
+    return AttemptCount(int(in_month or 0), int(in_day or 0))
+
+
+def attempts_left(record: ProofOfLifeMonth, *, now: datetime) -> int:
+    """The recipient's own attempts still allowed now (the smaller of day and month)."""
+    return count_attempts(record, now=now).left
 
 
 def _to_review(record: ProofOfLifeMonth, why: str) -> None:
@@ -257,8 +285,9 @@ def start_session(
     flags: list[str] = []
     distance_m = None
     if assist is None:
-        if attempts_left(record, now=now) <= 0:
-            if _month_exhausted(record):
+        used = count_attempts(record, now=now)
+        if used.left <= 0:
+            if used.month_exhausted:
                 _to_review(record, "attempts_exhausted")
             raise AttemptsExhausted(
                 "no attempts left for now: try again tomorrow, or your caseworker will help",
@@ -426,10 +455,13 @@ def submit_frames(
     if attempt.outcome is Outcome.PASSED:
         record.status = MonthStatus.PASSED
         record.passed_at = now
+        db.session.flush()
+        payments.settle(record.household_id, record.month, now=now)
     elif attempt.outcome is Outcome.REVIEW:
         _to_review(record, ",".join(verdict.reasons) or "review")
-    left = attempts_left(record, now=now) if attempt.counts_against_limits else 0
-    last_of_month = attempt.counts_against_limits and left == 0 and _month_exhausted(record)
+    used = count_attempts(record, now=now)
+    left = used.left if attempt.counts_against_limits else 0
+    last_of_month = attempt.counts_against_limits and left == 0 and used.month_exhausted
     if attempt.outcome is Outcome.FAILED and last_of_month:
         # The last attempt of the month: a person decides, not the machine.
         attempt.outcome = Outcome.REVIEW
@@ -483,8 +515,13 @@ def decide_month(
     if not reason.strip():
         raise ReasonRequired("a reason is required")
     allowed = {
-        MonthStatus.EXEMPT: (MonthStatus.PENDING, MonthStatus.REVIEW, MonthStatus.FAILED),
-        MonthStatus.PASSED: (MonthStatus.REVIEW, MonthStatus.FAILED),
+        MonthStatus.EXEMPT: (
+            MonthStatus.PENDING,
+            MonthStatus.REVIEW,
+            MonthStatus.FAILED,
+            MonthStatus.MISSED,
+        ),
+        MonthStatus.PASSED: (MonthStatus.REVIEW, MonthStatus.FAILED, MonthStatus.MISSED),
         MonthStatus.FAILED: (MonthStatus.REVIEW,),
     }
     if status not in allowed or record.status not in allowed[status]:
@@ -496,8 +533,9 @@ def decide_month(
     record.status = status
     record.decided_by_id = actor.id
     record.decision_reason = reason.strip()
+    now = clock.utcnow()
     if status is MonthStatus.PASSED:
-        record.passed_at = datetime.now(UTC)
+        record.passed_at = now
     audit.record(
         "pol.month_decided",
         actor=actor,
@@ -508,6 +546,7 @@ def decide_month(
         after=status.value,
     )
     db.session.flush()
+    payments.settle(record.household_id, record.month, now=now)
 
 
 # --------------------------------------------------------------------------- retention
@@ -558,3 +597,46 @@ def purge_old_frames(*, now: datetime, store: BlobStore, batch: int = 500) -> in
 
 def this_month(now: datetime) -> str:
     return current_month(now, region().timezone)
+
+
+# --------------------------------------------------------------------------- contact
+
+
+def contact_task(
+    *,
+    member_id: int,
+    household_id: int,
+    month: str,
+    reason: ContactReason,
+    now: datetime,
+    error_code: int | None = None,
+) -> bool:
+    """Ask the member's caseworker to reach them in person this month (at most one
+    task per member and month). Returns whether a task was created."""
+    exists = db.session.scalar(
+        select(ContactTask.id).where(ContactTask.member_id == member_id, ContactTask.month == month)
+    )
+    if exists is not None:
+        return False
+    db.session.add(
+        ContactTask(
+            member_id=member_id,
+            household_id=household_id,
+            month=month,
+            reason=reason,
+            error_code=error_code,
+            created_at=now,
+        )
+    )
+    audit.record(
+        "pol.contact_task",
+        actor=None,
+        object_type="member",
+        object_id=member_id,
+        household_id=household_id,
+        month=month,
+        reason=reason.value,
+        error_code=error_code,
+    )
+    db.session.flush()
+    return True

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import selectinload
 
+from server import clock
 from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.models import User
@@ -46,46 +47,111 @@ class DueVisit:
     lat: float
     lon: float
     members: list[DueMember]
+    # Why an assisted proof of life is due: review, missed, no_phone, opted_out, ...
+    reasons: tuple[str, ...] = ()
 
 
-def _assisted_proof_of_life(actor: User) -> list[DueVisit]:
-    """Households with a member whose proof of life is under review, due by the end of
-    that month's window (the member's month is then settled by the visit)."""
-    from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+def _due_visit(
+    household: Household,
+    village: Area,
+    kind: VisitKind,
+    due_by: date,
+    reasons: tuple[str, ...] = (),
+) -> DueVisit:
+    return DueVisit(
+        household_id=household.id,
+        case_code=household.case_code,
+        kind=kind,
+        due_by=due_by,
+        village_code=village.code,
+        village=village.name,
+        address=household.address,
+        lat=household.home_lat,
+        lon=household.home_lon,
+        members=[
+            DueMember(member_id=m.id, name=m.name, relation=m.relation.value)
+            for m in household.living_members
+        ],
+        reasons=reasons,
+    )
 
-    query = (
-        select(Household, Area, func.min(ProofOfLifeMonth.window_closes_at))
-        .join(Area, Household.village_id == Area.id)
-        .join(ProofOfLifeMonth, ProofOfLifeMonth.household_id == Household.id)
+
+def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
+    """Households where a member's monthly proof of life needs a caseworker: under
+    review (due by the window's close), missed (due by the end of the grace period,
+    when a pass still restores the payment), or not reachable by SMS this month (no
+    phone, opted out, wrong number: due by the window's close)."""
+    from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
+
+    rules = region()
+    grace = timedelta(days=rules.campaign.grace_days)
+    due: dict[int, tuple[datetime, set[str]]] = {}
+
+    def note(household_id: int, by: datetime, reason: str) -> None:
+        when, reasons = due.get(household_id, (by, set()))
+        due[household_id] = (min(when, by), reasons | {reason})
+
+    for household_id, status, closes in db.session.execute(
+        select(
+            ProofOfLifeMonth.household_id,
+            ProofOfLifeMonth.status,
+            ProofOfLifeMonth.window_closes_at,
+        ).where(
+            (ProofOfLifeMonth.status == MonthStatus.REVIEW)
+            | (
+                (ProofOfLifeMonth.status == MonthStatus.MISSED)
+                & (ProofOfLifeMonth.window_closes_at > now - grace)
+            )
+        )
+    ):
+        if status is MonthStatus.REVIEW:
+            note(household_id, closes, "review")
+        else:
+            note(household_id, closes + grace, "missed")
+    for household_id, reason, closes in db.session.execute(
+        select(ContactTask.household_id, ContactTask.reason, ProofOfLifeMonth.window_closes_at)
+        .join(
+            ProofOfLifeMonth,
+            (ProofOfLifeMonth.member_id == ContactTask.member_id)
+            & (ProofOfLifeMonth.month == ContactTask.month),
+        )
         .where(
-            ProofOfLifeMonth.status == MonthStatus.REVIEW,
+            ContactTask.resolved_at.is_(None),
+            ProofOfLifeMonth.status == MonthStatus.PENDING,
+            ProofOfLifeMonth.window_closes_at > now,
+        )
+    ):
+        note(household_id, closes, reason.value)
+    if not due:
+        return []
+    query = (
+        select(Household, Area)
+        .join(Area, Household.village_id == Area.id)
+        .where(
+            Household.id.in_(list(due)),
             Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
         )
-        .group_by(Household.id, Area.id)
         .options(selectinload(Household.members))
     )
-    zone = ZoneInfo(region().timezone)
-    return [
-        DueVisit(
-            household_id=household.id,
-            case_code=household.case_code,
-            kind=VisitKind.ASSISTED_PROOF_OF_LIFE,
-            due_by=closes.astimezone(zone).date(),
-            village_code=village.code,
-            village=village.name,
-            address=household.address,
-            lat=household.home_lat,
-            lon=household.home_lon,
-            members=[
-                DueMember(member_id=m.id, name=m.name, relation=m.relation.value)
-                for m in household.living_members
-            ],
+    zone = ZoneInfo(rules.timezone)
+    visits = []
+    for household, village in db.session.execute(scope_to_actor(query, actor)).all():
+        by, reasons = due[household.id]
+        visits.append(
+            _due_visit(
+                household,
+                village,
+                VisitKind.ASSISTED_PROOF_OF_LIFE,
+                by.astimezone(zone).date(),
+                tuple(sorted(reasons)),
+            )
         )
-        for household, village, closes in db.session.execute(scope_to_actor(query, actor)).all()
-    ]
+    return visits
 
 
-def due_visits(actor: User, *, today: date, window_days: int) -> list[DueVisit]:
+def due_visits(
+    actor: User, *, today: date, window_days: int, now: datetime | None = None
+) -> list[DueVisit]:
     """Accepted cases to survey, and active or suspended cases whose periodic review
     falls within ``window_days`` or is overdue, in the actor's area, soonest first.
     Reading the members' names is audited (one row per call).
@@ -110,24 +176,8 @@ def due_visits(actor: User, *, today: date, window_days: int) -> list[DueVisit]:
             kind, due_by = VisitKind.INITIAL_SURVEY, household.review_due_on
         else:
             kind, due_by = VisitKind.PERIODIC_REVIEW, household.next_review_on
-        visits.append(
-            DueVisit(
-                household_id=household.id,
-                case_code=household.case_code,
-                kind=kind,
-                due_by=due_by,
-                village_code=village.code,
-                village=village.name,
-                address=household.address,
-                lat=household.home_lat,
-                lon=household.home_lon,
-                members=[
-                    DueMember(member_id=m.id, name=m.name, relation=m.relation.value)
-                    for m in household.living_members
-                ],
-            )
-        )
-    visits.extend(_assisted_proof_of_life(actor))
+        visits.append(_due_visit(household, village, kind, due_by))
+    visits.extend(_assisted_proof_of_life(actor, now=now or clock.utcnow()))
     visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
     if visits:
         audit.record(

@@ -128,13 +128,14 @@ function boot() {
   st.busy = true;
   show('loading');
   request('GET', '/status?link_token=' + encodeURIComponent(TOKEN)).then(function (r) {
-    var d = r.data || {}, notes = [], problem = cameraProblem(), day = lastDay(d.window_closes_at);
+    var d = r.data || {}, notes = [], problem = cameraProblem(), day = lastDay(d.deadline_at || d.window_closes_at);
     if (r.status !== 200 || !d.status) return httpFail(r, boot);
     if (d.status === 'passed') return passed(true, d.month);
     if (d.status === 'exempt') return result('info', t('exempt_title'), [], month(d.month));
     if (d.status === 'review') return caseworker('review_title', d.month);
     if (d.attempts_left === 0) return caseworker('no_attempts_title', d.month);
     if (problem) return result('fail', t('error_title'), [t(problem)]);
+    if (d.status === 'missed') notes.push(t('late'));
     if (d.status === 'failed') {
       notes.push(t('last_failed'));
       if (typeof d.attempts_left === 'number') notes.push(t('attempts_left', { n: d.attempts_left }));

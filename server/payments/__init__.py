@@ -1,0 +1,1 @@
+"""Monthly payments: what each household is paid, suspended months and back-pay."""

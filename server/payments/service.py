@@ -1,0 +1,395 @@
+"""What a month's proof of life does to payments.
+
+When a month's window closes (``close_month``), every designated member still
+``pending`` becomes ``missed``, and every active household gets its payment row for the
+month: ``payable``, or ``suspended`` if a member missed the month (or a reviewer failed
+it). A pass later, within the region's grace period, restores the month (``settle``):
+the amount is paid as back-pay (补发) in the first payroll cut after the pass. Missing
+``missed_months_to_review`` months in a row sends the case to review (a caseworker's
+visit is due now); nothing here ever terminates a case.
+
+The payroll for month M is cut when M's window closes: it pays M (unless suspended)
+plus the back-pay restored since the previous cut. Services flush, never commit, except
+``close_month``, which commits per batch so that a crash loses at most one batch and a
+second run finishes the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, insert, select, update
+
+from server.audit import service as audit
+from server.cases.models import CaseEvent, CaseState, Household, Member, Relation
+from server.cases.workflow import region
+from server.extensions import db, rows_changed
+from server.payments.models import PaymentMonth, PaymentStatus
+from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.proof_of_life.rules import current_month, month_after, window
+
+BATCH = 1000
+# A member's month in one of these keeps the household's payment suspended.
+BLOCKING = (MonthStatus.MISSED, MonthStatus.FAILED)
+REVIEW_ACTION = "proof_of_life_review"
+
+Progress = Callable[[int], None]
+
+
+class WindowNotClosed(ValueError):
+    pass
+
+
+def closes_at(month: str) -> datetime:
+    rules = region()
+    return window(month, rules.proof_of_life, rules.timezone)[1]
+
+
+def grace_ends_at(month: str) -> datetime:
+    return closes_at(month) + timedelta(days=region().campaign.grace_days)
+
+
+def payroll_month_for(moment: datetime) -> str:
+    """The payroll that pays what is restored at ``moment``: the first month whose
+    window closes after it."""
+    month = current_month(moment, region().timezone)
+    return month if moment < closes_at(month) else month_after(month)
+
+
+# --------------------------------------------------------------------------- settle
+
+
+def settle(household_id: int, month: str, *, now: datetime) -> PaymentMonth | None:
+    """Bring the household's payment for ``month`` in line with its members' proof of
+    life, after any change to one of them. Before the window closes there is no payment
+    row yet and nothing to do."""
+    payment = db.session.scalar(
+        select(PaymentMonth).where(
+            PaymentMonth.household_id == household_id, PaymentMonth.month == month
+        )
+    )
+    if payment is None:
+        return None
+    blocking = db.session.scalar(
+        select(func.count(ProofOfLifeMonth.id)).where(
+            ProofOfLifeMonth.household_id == household_id,
+            ProofOfLifeMonth.month == month,
+            ProofOfLifeMonth.status.in_(BLOCKING),
+        )
+    )
+    if blocking and payment.status is PaymentStatus.PAYABLE:
+        payment.status = PaymentStatus.SUSPENDED
+        payment.suspended_at = now
+        audit.record(
+            "payment.suspended",
+            actor=None,
+            object_type="household",
+            object_id=household_id,
+            month=month,
+        )
+    elif not blocking and payment.status is PaymentStatus.SUSPENDED:
+        if now >= grace_ends_at(month):
+            return payment  # too late: the month stays suspended
+        payment.status = PaymentStatus.RESTORED
+        payment.restored_at = now
+        payment.back_pay_month = payroll_month_for(now)
+        audit.record(
+            "payment.restored",
+            actor=None,
+            object_type="household",
+            object_id=household_id,
+            month=month,
+            back_pay_month=payment.back_pay_month,
+        )
+    db.session.flush()
+    return payment
+
+
+# --------------------------------------------------------------------------- close
+
+
+@dataclass
+class CloseReport:
+    missed: int = 0
+    payable: int = 0
+    suspended: int = 0
+    to_review: list[int] = field(default_factory=list)  # household ids
+
+
+def _id_batches(query_ids: Callable[[int], list[int]]) -> Iterator[list[int]]:
+    after = 0
+    while ids := query_ids(after):
+        yield ids
+        after = ids[-1]
+
+
+def close_month(month: str, *, now: datetime, progress: Progress | None = None) -> CloseReport:
+    """Close ``month``: pending -> missed, one payment row per active household,
+    missed-in-a-row cases to review. Commits per batch; safe to run again."""
+    if now < closes_at(month):
+        raise WindowNotClosed(f"the {month} window closes at {closes_at(month).isoformat()}")
+    report = CloseReport()
+    report.missed = rows_changed(
+        update(ProofOfLifeMonth)
+        .where(ProofOfLifeMonth.month == month, ProofOfLifeMonth.status == MonthStatus.PENDING)
+        .values(status=MonthStatus.MISSED, updated_at=now)
+    )
+    db.session.commit()
+
+    def active_households(after: int) -> list[int]:
+        return list(
+            db.session.scalars(
+                select(Household.id)
+                .where(Household.state == CaseState.APPROVED, Household.id > after)
+                .order_by(Household.id)
+                .limit(BATCH)
+            )
+        )
+
+    for ids in _id_batches(active_households):
+        done = set(
+            db.session.scalars(
+                select(PaymentMonth.household_id).where(
+                    PaymentMonth.month == month, PaymentMonth.household_id.in_(ids)
+                )
+            )
+        )
+        blocked = set(
+            db.session.scalars(
+                select(ProofOfLifeMonth.household_id).where(
+                    ProofOfLifeMonth.month == month,
+                    ProofOfLifeMonth.household_id.in_(ids),
+                    ProofOfLifeMonth.status.in_(BLOCKING),
+                )
+            )
+        )
+        amounts = dict(
+            db.session.execute(
+                select(Household.id, Household.monthly_allowance).where(Household.id.in_(ids))
+            ).all()
+        )
+        rows = []
+        for household_id in ids:
+            if household_id in done:
+                continue
+            suspended = household_id in blocked
+            rows.append(
+                {
+                    "household_id": household_id,
+                    "month": month,
+                    "amount": amounts[household_id] or Decimal("0.00"),
+                    "status": PaymentStatus.SUSPENDED if suspended else PaymentStatus.PAYABLE,
+                    "suspended_at": now if suspended else None,
+                    "created_at": now,
+                }
+            )
+            if suspended:
+                report.suspended += 1
+            else:
+                report.payable += 1
+        if rows:
+            db.session.execute(insert(PaymentMonth), rows)
+        report.to_review.extend(_missed_in_a_row(month, sorted(blocked - done), now=now))
+        db.session.commit()
+        if progress is not None:
+            progress(len(ids))
+    if report.suspended:
+        audit.record(
+            "payment.month_closed",
+            actor=None,
+            object_type="payment_month",
+            object_id=None,
+            month=month,
+            suspended=report.suspended,
+            payable=report.payable,
+        )
+        db.session.commit()
+    return report
+
+
+def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> list[int]:
+    """Households with a member who missed this month and the ones before it, up to the
+    region's limit: the case goes to review (a visit is due today), never terminated."""
+    limit = region().campaign.missed_months_to_review
+    if not household_ids:
+        return []
+    months = [month_after(month, -k) for k in range(limit)]
+    rows = db.session.execute(
+        select(ProofOfLifeMonth.household_id, ProofOfLifeMonth.member_id)
+        .where(
+            ProofOfLifeMonth.household_id.in_(household_ids),
+            ProofOfLifeMonth.month.in_(months),
+            ProofOfLifeMonth.status == MonthStatus.MISSED,
+        )
+        .group_by(ProofOfLifeMonth.household_id, ProofOfLifeMonth.member_id)
+        .having(func.count(ProofOfLifeMonth.id) == limit)
+    ).all()
+    flagged = sorted({household_id for household_id, _ in rows})
+    today = now.astimezone(ZoneInfo(region().timezone)).date()
+    reason = f"{limit} months of proof of life missed in a row (to {month})"
+    for household_id in flagged:
+        household = db.session.get(Household, household_id)
+        if household is None:  # pragma: no cover - foreign key
+            continue
+        already = db.session.scalar(
+            select(CaseEvent.id).where(
+                CaseEvent.household_id == household_id,
+                CaseEvent.action == REVIEW_ACTION,
+                CaseEvent.reason == reason,
+            )
+        )
+        if already is not None:
+            continue
+        household.next_review_on = today
+        db.session.add(
+            CaseEvent(
+                household_id=household_id,
+                at=now,
+                actor_id=None,
+                action=REVIEW_ACTION,
+                from_state=household.state.value,
+                to_state=household.state.value,
+                reason=reason,
+            )
+        )
+        audit.record(
+            "case.proof_of_life_review",
+            actor=None,
+            object_type="household",
+            object_id=household_id,
+            month=month,
+            months=limit,
+        )
+    return flagged
+
+
+# --------------------------------------------------------------------------- payroll
+
+
+@dataclass(frozen=True)
+class PayrollRow:
+    case_code: str
+    township: str
+    village: str
+    payee: str  # the head of household: the bank pays them
+    household_class: str
+    monthly_amount: Decimal
+    month_status: str  # payable / suspended / restored / open (window not closed yet)
+    month_paid: Decimal
+    suspended_months: tuple[str, ...]  # still suspended, this month included
+    back_pay_months: tuple[str, ...]
+    back_pay: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.month_paid + self.back_pay
+
+
+def payroll(month: str) -> Iterator[PayrollRow]:
+    """Every active household: what the bank pays it for ``month``. Reads columns, not
+    entities, in batches: memory stays flat however many households there are."""
+    from server.areas.models import Area
+    from server.cases.models import HouseholdClass
+
+    def households(after: int) -> list[int]:
+        return list(
+            db.session.scalars(
+                select(Household.id)
+                .where(
+                    Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
+                    Household.id > after,
+                )
+                .order_by(Household.id)
+                .limit(BATCH)
+            )
+        )
+
+    for ids in _id_batches(households):
+        rows = db.session.execute(
+            select(
+                Household.id,
+                Household.case_code,
+                Household.state,
+                Household.monthly_allowance,
+                HouseholdClass.code,
+                Area.name,
+                Area.parent_id,
+            )
+            .join(Area, Household.village_id == Area.id)
+            .join(HouseholdClass, Household.class_id == HouseholdClass.id)
+            .where(Household.id.in_(ids))
+            .order_by(Household.id)
+        ).all()
+        heads = dict(
+            db.session.execute(
+                select(Member.household_id, Member.name).where(
+                    Member.household_id.in_(ids), Member.relation == Relation.HEAD
+                )
+            ).all()
+        )
+        payments: dict[int, list[tuple[str, Decimal, PaymentStatus, str | None]]] = {}
+        for household_id, paid_month, amount, status, back_pay_month in db.session.execute(
+            select(
+                PaymentMonth.household_id,
+                PaymentMonth.month,
+                PaymentMonth.amount,
+                PaymentMonth.status,
+                PaymentMonth.back_pay_month,
+            )
+            .where(
+                PaymentMonth.household_id.in_(ids),
+                (PaymentMonth.month <= month)
+                & (
+                    (PaymentMonth.status == PaymentStatus.SUSPENDED)
+                    | (PaymentMonth.month == month)
+                    | (PaymentMonth.back_pay_month == month)
+                ),
+            )
+            .order_by(PaymentMonth.month)
+        ):
+            payments.setdefault(household_id, []).append(
+                (paid_month, amount, status, back_pay_month)
+            )
+        townships = _township_names({row[6] for row in rows})
+        for household_id, case_code, state, allowance, class_code, village, parent in rows:
+            own = payments.get(household_id, [])
+            this = next((p for p in own if p[0] == month), None)
+            amount = this[1] if this else (allowance or Decimal("0.00"))
+            if state is CaseState.SUSPENDED:
+                status_text, paid = "case_suspended", Decimal("0.00")
+            elif this is None:
+                status_text, paid = "open", amount  # the window has not closed yet
+            elif this[2] is PaymentStatus.SUSPENDED:
+                status_text, paid = "suspended", Decimal("0.00")
+            elif this[2] is PaymentStatus.RESTORED:
+                # Restored after this month's cut: paid as back-pay in a later payroll.
+                status_text, paid = "restored", Decimal("0.00")
+            else:
+                status_text, paid = "payable", this[1]
+            back = [p for p in own if p[2] is PaymentStatus.RESTORED and p[3] == month]
+            yield PayrollRow(
+                case_code=case_code,
+                township=townships.get(parent or 0, ""),
+                village=village,
+                payee=heads.get(household_id, ""),
+                household_class=class_code,
+                monthly_amount=amount,
+                month_status=status_text,
+                month_paid=paid,
+                suspended_months=tuple(p[0] for p in own if p[2] is PaymentStatus.SUSPENDED),
+                back_pay_months=tuple(p[0] for p in back),
+                back_pay=sum((p[1] for p in back), Decimal("0.00")),
+            )
+
+
+def _township_names(ids: set[int | None]) -> dict[int, str]:
+    from server.areas.models import Area
+
+    wanted = [i for i in ids if i is not None]
+    if not wanted:
+        return {}
+    return dict(db.session.execute(select(Area.id, Area.name).where(Area.id.in_(wanted))).all())
