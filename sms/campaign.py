@@ -236,16 +236,22 @@ def _message_row(
     }
 
 
+def _require_window(month: str, now: datetime, not_before: datetime, what: str) -> None:
+    """A step that runs from ``not_before`` until the window closes."""
+    closes = moments(month).closes
+    if now < not_before:
+        raise CampaignError(f"{what} at {not_before.isoformat()}")
+    if now >= closes:
+        raise CampaignError(f"the {month} window closed at {closes.isoformat()}")
+
+
 # --------------------------------------------------------------------------- open
 
 
 def open_month(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Create the month's records and reminders (idempotent, resumable)."""
     at = moments(month)
-    if now < at.opens:
-        raise CampaignError(f"the {month} window opens at {at.opens.isoformat()}")
-    if now >= at.closes:
-        raise CampaignError(f"the {month} window closed at {at.closes.isoformat()}")
+    _require_window(month, now, at.opens, f"the {month} window opens")
     key = links.link_key(current_app.config["SECRET_KEY"])
     report = StepReport()
     designated = (
@@ -335,10 +341,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
 def remind(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Queue the follow-up for members still pending whose reminder did not fail."""
     at = moments(month)
-    if now < at.follow_up:
-        raise CampaignError(f"the {month} follow-up is due at {at.follow_up.isoformat()}")
-    if now >= at.closes:
-        raise CampaignError(f"the {month} window closed at {at.closes.isoformat()}")
+    _require_window(month, now, at.follow_up, f"the {month} follow-up is due")
     key = links.link_key(current_app.config["SECRET_KEY"])
     report = StepReport()
     pending = (

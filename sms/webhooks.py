@@ -10,7 +10,6 @@ id is acknowledged and ignored.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -22,8 +21,13 @@ from server.extensions import csrf, db
 from server.proof_of_life.models import ContactReason
 from server.proof_of_life.service import contact_task
 from sms import optouts
-from sms.gateway import RECIPIENT_CODES
+from sms.gateway import RECIPIENT_CODES, TRANSIENT_CODES
 from sms.models import MessageStatus, SmsMessage
+from sms.service import backoff
+
+# Delivery failures with a transient code (30001, 30003, 30008...) are sent again,
+# up to this many sends in all; then the caseworker gets a task.
+DELIVERY_TRIES = 3
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +74,29 @@ def status() -> Response:
     if message is None or new is None:
         return Response(status=204)
     if _RANK[new] > _RANK[message.status]:
+        now = clock.utcnow()
         message.status = new
         if new is MessageStatus.FAILED:
             code = request.form.get("ErrorCode", "")
             message.error_code = int(code) if code.isdigit() else None
-            if message.error_code in RECIPIENT_CODES:
-                # Accepted, then not deliverable to this number: a caseworker follows up.
+            if message.error_code in TRANSIENT_CODES and message.attempts < DELIVERY_TRIES:
+                # Accepted, then lost on the way (handset off, carrier trouble): the
+                # recipient has nothing, so the same reminder is sent again later.
+                message.status = MessageStatus.QUEUED
+                message.provider_sid = None
+                message.next_attempt_at = now + backoff(message.attempts + 1)
+            elif message.error_code in RECIPIENT_CODES or message.error_code in TRANSIENT_CODES:
+                # Not deliverable to this number: a caseworker follows up.
                 contact_task(
                     member_id=message.member_id,
                     household_id=message.household_id,
                     month=message.month,
                     reason=ContactReason.NOT_DELIVERED,
-                    now=clock.utcnow(),
+                    now=now,
                     error_code=message.error_code,
                 )
         if new is MessageStatus.DELIVERED:
-            message.delivered_at = datetime.now(UTC)
+            message.delivered_at = now
         db.session.commit()
     return Response(status=204)
 

@@ -46,3 +46,28 @@ def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise
             time.sleep(0.2)
+
+
+def start_celery_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """One Celery worker (solo pool: one task at a time, like one core) for
+    ``server.celery_worker``, configured by ``env`` (DATABASE_URL, CELERY_BROKER_URL...)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "server.celery_worker",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from sms.models import MessageKind, MessageStatus, SmsMessage
 from tests import factories
 from tests.conftest import DATA_KEY, DatabaseFactory, make_app
 from tests.fake_twilio import ACCOUNT, SERVICE, TOKEN, FakeTwilio
+from tests.processes import start_celery_worker
 
 BASE = "https://dibao.example.cn"
 
@@ -47,26 +47,7 @@ class County:
     broker: str
 
     def worker(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "server.celery_worker",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "WARNING",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        return start_celery_worker(self.env)
 
 
 def _county(

@@ -190,8 +190,14 @@ def test_a_month_of_reminders_passes_misses_and_back_pay(
     assert december[codes[a]]["total"] == "500.00"
     assert [december[codes[m]]["month_status"] for m in (b, c, d)] == ["suspended"] * 3
 
-    # The 28th: B passes late with the link she already has.
+    # The 28th: B opens the link she already has: late, but it still counts.
     clock.local(28, 10)
+    status = client.get(
+        "/api/v1/proof-of-life/status",
+        query_string={"link_token": link_in(outbox(b, MessageKind.REMINDER)[0])},
+    ).get_json()
+    assert status["status"] == "missed"
+    assert status["deadline_at"] == "2027-01-23T16:00:00+00:00"  # Jan 24 00:00 local
     _, answer = _attempt(client, link_in(outbox(b, MessageKind.REMINDER)[0]), frames)
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["outcome"] == "passed"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from server.faces.engine import MODEL_NAME
 from server.faces.models import FaceTemplate
 from tests import factories
 from tests.conftest import DATA_KEY, DatabaseFactory, make_app
+from tests.processes import start_celery_worker
 from tests.test_api_devices import bearer, device_login
 from tests.test_api_surveys import manifest_entry, post_multipart, survey_json
 
@@ -140,26 +139,7 @@ def test_enrollment_runs_in_a_celery_worker_over_redis(
         "DIBAO_INSTANCE_PATH": str(tmp_path),
         "CELERY_BROKER_URL": broker,
     }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "server.celery_worker",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_celery_worker(env)
     try:
         client = application.test_client()
         token = device_login(client).get_json()["token"]

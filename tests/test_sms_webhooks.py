@@ -96,6 +96,32 @@ def test_a_failed_delivery_records_its_code(twilio_app: Flask, client: FlaskClie
     )
 
 
+def test_a_transient_delivery_failure_is_sent_again_then_handed_to_a_caseworker(
+    twilio_app: Flask, client: FlaskClient
+) -> None:
+    from server.proof_of_life.models import ContactReason, ContactTask
+
+    message_id = _sent_message()
+    message = _status(message_id)
+    message.attempts = 1
+    db.session.commit()
+    lost = {"MessageSid": "SM" + "a" * 32, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert _post(client, "/sms/twilio/status", lost).status_code == 204
+    again = _status(message_id)
+    assert again.status is MessageStatus.QUEUED and again.provider_sid is None
+    assert again.error_code == 30003 and again.next_attempt_at is not None
+    assert db.session.scalars(select(ContactTask)).all() == []
+
+    # The third send is lost too: no more tries, a caseworker takes over.
+    again.status, again.provider_sid, again.attempts = MessageStatus.SENT, "SM" + "b" * 32, 3
+    db.session.commit()
+    lost["MessageSid"] = "SM" + "b" * 32
+    assert _post(client, "/sms/twilio/status", lost).status_code == 204
+    assert _status(message_id).status is MessageStatus.FAILED
+    [task] = db.session.scalars(select(ContactTask)).all()
+    assert task.reason is ContactReason.NOT_DELIVERED and task.error_code == 30003
+
+
 def test_forged_altered_or_unsigned_callbacks_are_refused(
     twilio_app: Flask, client: FlaskClient
 ) -> None:
