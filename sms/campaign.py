@@ -25,17 +25,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 
+from server.audit import service as audit
 from server.cases.models import CaseState, Household, Member
 from server.cases.workflow import region
-from server.extensions import db, rows_changed
+from server.extensions import bulk_insert, db, rows_changed
 from server.payments import service as payments
 from server.payments.models import PaymentMonth
 from server.proof_of_life import links
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, local_moment, month_after, window
-from server.proof_of_life.service import contact_task, link_url
+from server.proof_of_life.service import link_url
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import CampaignStep, MessageKind, MessageStatus, SmsMessage
@@ -106,21 +107,6 @@ def _batches(query: Any, key: Any) -> Iterator[list[Any]]:
         after = rows[-1][0]
 
 
-def _opted_out(phones: dict[int, str]) -> set[int]:
-    """The members (by id) whose number opted out, in one query."""
-    from sms.models import SmsOptOut
-
-    if not phones:
-        return set()
-    keys = {member_id: optouts.phone_key(phone) for member_id, phone in phones.items()}
-    out = set(
-        db.session.scalars(
-            select(SmsOptOut.phone_hash).where(SmsOptOut.phone_hash.in_(keys.values()))
-        )
-    )
-    return {member_id for member_id, key in keys.items() if key in out}
-
-
 def _refused_numbers(phones: dict[int, str]) -> dict[int, int]:
     """Members whose current number the provider refused last time (member -> code)."""
     if not phones:
@@ -163,7 +149,7 @@ def _unreachable(
     reasons: dict[int, tuple[ContactReason, int | None]] = {
         m: (ContactReason.NO_PHONE, None) for m in phones if m not in with_phone
     }
-    for member_id in _opted_out(with_phone):
+    for member_id in optouts.opted_out(with_phone):
         reasons[member_id] = (ContactReason.OPTED_OUT, None)
     for member_id, code in _refused_numbers(with_phone).items():
         reasons.setdefault(member_id, (ContactReason.WRONG_NUMBER, code))
@@ -186,18 +172,31 @@ def _add_tasks(
             )
         )
     )
+    rows = []
     for member_id, (reason, code) in unreachable.items():
         if member_id in existing:
             continue
-        contact_task(
-            member_id=member_id,
-            household_id=households[member_id],
-            month=month,
-            reason=reason,
-            now=now,
-            error_code=code,
+        rows.append(
+            {
+                "member_id": member_id,
+                "household_id": households[member_id],
+                "month": month,
+                "reason": reason,
+                "error_code": code,
+                "created_at": now,
+            }
         )
         report.task(reason)
+    if rows:
+        bulk_insert(ContactTask, rows)
+        audit.record(
+            "pol.contact_tasks",
+            actor=None,
+            object_type="member",
+            object_id=None,
+            month=month,
+            members=[row["member_id"] for row in rows],
+        )
 
 
 def _text(kind: MessageKind, *, name: str, token: str, closes: datetime) -> str:
@@ -208,8 +207,7 @@ def _text(kind: MessageKind, *, name: str, token: str, closes: datetime) -> str:
 
 
 def _queue(rows: list[dict[str, Any]]) -> None:
-    if rows:
-        db.session.execute(insert(SmsMessage), rows)
+    bulk_insert(SmsMessage, rows)
 
 
 def _message_row(
@@ -273,7 +271,12 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
                         ProofOfLifeMonth.member_id,
                         ProofOfLifeMonth.link_generation,
                         ProofOfLifeMonth.status,
-                    ).where(ProofOfLifeMonth.month == month, ProofOfLifeMonth.member_id.in_(ids))
+                    ).where(
+                        # A range, not IN (1,000 ids): PostgreSQL's generic plan for a
+                        # prepared IN list scanned the whole month (benchmarks/README.md).
+                        ProofOfLifeMonth.member_id.between(ids[0], ids[-1]),
+                        ProofOfLifeMonth.month == month,
+                    )
                 )
             }
             queued = set(
@@ -281,7 +284,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
                     select(SmsMessage.member_id).where(
                         SmsMessage.month == month,
                         SmsMessage.kind == MessageKind.REMINDER,
-                        SmsMessage.member_id.in_(ids),
+                        SmsMessage.member_id.between(ids[0], ids[-1]),
                     )
                 )
             )
@@ -324,7 +327,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
                     )
                 )
             if new_records:
-                db.session.execute(insert(ProofOfLifeMonth), new_records)
+                bulk_insert(ProofOfLifeMonth, new_records)
             _queue(messages)
             report.queued += len(messages)
             _add_tasks(month, unreachable, households, now, report)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.extensions import Model
@@ -32,6 +32,13 @@ class SmsMessage(Model):
     __tablename__ = "sms_messages"
     __table_args__ = (
         UniqueConstraint("member_id", "month", "kind", name="uq_sms_messages_member_month_kind"),
+        # The sender's claim walks the waiting rows only, not every message ever sent.
+        Index(
+            "ix_sms_messages_waiting",
+            "id",
+            postgresql_where=text("status IN ('queued', 'uncertain')"),
+            sqlite_where=text("status IN ('queued', 'uncertain')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -37,6 +37,19 @@ def is_opted_out(raw: str) -> bool:
     )
 
 
+def opted_out(phones: dict[int, str]) -> set[int]:
+    """Which of these numbers (by any integer key) opted out, in one query."""
+    if not phones:
+        return set()
+    keys = {key: phone_key(phone) for key, phone in phones.items()}
+    out = set(
+        db.session.scalars(
+            select(SmsOptOut.phone_hash).where(SmsOptOut.phone_hash.in_(list(keys.values())))
+        )
+    )
+    return {key for key, digest in keys.items() if digest in out}
+
+
 def opt_out(raw: str, *, source: str) -> None:
     if not normalize_phone(raw) or is_opted_out(raw):
         return

@@ -35,6 +35,9 @@ from sms.service import look_up, send_message
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH = 20
+# Results are committed at least this often (web requests wait for SQLite's lock, and
+# for the rows' locks on PostgreSQL, while a sender holds them).
+COMMIT_EVERY_S = 0.5
 _WAITING = (MessageStatus.QUEUED, MessageStatus.UNCERTAIN)
 
 
@@ -145,11 +148,12 @@ def _unwanted(messages: list[SmsMessage], now: datetime) -> set[int]:
         )
     }
     out = set()
+    stopped = optouts.opted_out({m.id: m.to_phone for m in candidates})  # one query
     for message in candidates:
         status, closes = months.get((message.member_id, message.month), (MonthStatus.PENDING, None))
         if status is not MonthStatus.PENDING or (closes is not None and now >= closes):
             out.add(message.id)
-        elif optouts.is_opted_out(message.to_phone):
+        elif message.id in stopped:
             out.add(message.id)
             contact_task(
                 member_id=message.member_id,
@@ -159,6 +163,33 @@ def _unwanted(messages: list[SmsMessage], now: datetime) -> set[int]:
                 now=now,
             )
     return out
+
+
+def _send_one(
+    message: SmsMessage,
+    sender: SmsGateway,
+    clock: Callable[[], datetime],
+    fresh: bool,
+    report: SendReport,
+) -> None:
+    send_message(message, sender, now=clock(), fresh=fresh)
+    if message.status is MessageStatus.FAILED:
+        report.failed += 1
+        if message.error_code in RECIPIENT_CODES:
+            contact_task(
+                member_id=message.member_id,
+                household_id=message.household_id,
+                month=message.month,
+                reason=ContactReason.WRONG_NUMBER
+                if message.error_code != 21610
+                else ContactReason.OPTED_OUT,
+                now=clock(),
+                error_code=message.error_code,
+            )
+    elif message.status in (MessageStatus.SENT, MessageStatus.DELIVERED):
+        report.sent += 1
+    else:
+        report.retrying += 1
 
 
 def send_due(
@@ -195,38 +226,25 @@ def send_due(
             )
         )
         unwanted = _unwanted(messages, now)
+        # Results are committed at most COMMIT_EVERY_S apart and at the end of the
+        # claim: the claim itself is already committed, so a sender dying before a
+        # result is committed leaves the row uncertain, looked up before any resend.
+        committed_at = time.monotonic()
         for message in messages:
             # An unwanted message that may have gone out before a sender died: ask the
             # provider before cancelling it.
             maybe_out = message.id in unwanted and not fresh[message.id]
             if maybe_out and look_up(message, sender, now=now) is not False:
-                db.session.commit()
                 report.sent += message.status is MessageStatus.SENT
-                continue
-            if message.id in unwanted:
+            elif message.id in unwanted:
                 message.status = MessageStatus.CANCELLED
                 message.next_attempt_at = None
-                db.session.commit()
                 report.cancelled += 1
-                continue
-            throttle.wait()
-            send_message(message, sender, now=clock(), fresh=fresh[message.id])
-            if message.status is MessageStatus.FAILED:
-                report.failed += 1
-                if message.error_code in RECIPIENT_CODES:
-                    contact_task(
-                        member_id=message.member_id,
-                        household_id=message.household_id,
-                        month=message.month,
-                        reason=ContactReason.WRONG_NUMBER
-                        if message.error_code != 21610
-                        else ContactReason.OPTED_OUT,
-                        now=clock(),
-                        error_code=message.error_code,
-                    )
-            elif message.status in (MessageStatus.SENT, MessageStatus.DELIVERED):
-                report.sent += 1
             else:
-                report.retrying += 1
-            db.session.commit()
+                throttle.wait()
+                _send_one(message, sender, clock, fresh[message.id], report)
+            if time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                db.session.commit()
+                committed_at = time.monotonic()
+        db.session.commit()
     return report
