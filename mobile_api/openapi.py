@@ -391,6 +391,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **_proof_of_life_paths(),
+            **_public_paths(),
         },
     }
 
@@ -622,6 +623,127 @@ def _proof_of_life_paths() -> dict[str, Any]:
                     ),
                     "404": ERROR,
                     "410": ERROR,
+                },
+            }
+        },
+    }
+
+
+def _public_paths() -> dict[str, Any]:
+    """Open data (docs/public.md): no login, ETag and a per-address rate limit."""
+    place = {
+        "type": ["object", "null"],
+        "properties": {"code": {"type": "string"}, "name": {"type": "string"}},
+        "description": "null where generalized away (fewer than k cases alike)",
+    }
+    case = {
+        "type": "object",
+        "required": ["case_code", "county", "township", "village", "status"],
+        "properties": {
+            "case_code": {"type": "string"},
+            "county": place,
+            "township": place,
+            "village": place,
+            "class": {"type": ["string", "null"]},
+            "household_size": {"type": ["string", "null"], "examples": ["1", "3-4", "5+"]},
+            "status": {"type": "string"},
+            "monthly_amount": {
+                "type": ["string", "null"],
+                "description": "exact (523.40), banded (500-600) or null, per region",
+            },
+            "masked_name": {
+                "type": ["string", "null"],
+                "description": "only if the region shows them",
+            },
+            "status_changes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"status": {"type": "string"}, "month": {"type": "string"}},
+                },
+            },
+            "proof_of_life": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "month": {"type": "string"},
+                        "result": {"enum": ["passed", "missed", "pending"]},
+                    },
+                },
+            },
+        },
+    }
+
+    def query(name: str, description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": description,
+        }
+
+    return {
+        "/api/v1/public/cases": {
+            "get": {
+                "summary": "Published cases, 50 per page, in case-code order (no login)",
+                "security": [],
+                "parameters": [
+                    query("township", "township area code"),
+                    query("village", "village area code"),
+                    query("status", "case status"),
+                    query("class", "class code"),
+                    query("limit", "1-100 (default 50)"),
+                    query("after", "the cursor from a previous page's next"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["items", "next", "total"],
+                            "properties": {
+                                "items": {"type": "array", "items": case},
+                                "next": {"type": ["string", "null"]},
+                                "total": {"type": "integer"},
+                                "as_of": {"type": ["string", "null"], "format": "date-time"},
+                            },
+                        },
+                        "a page of cases",
+                    ),
+                    "304": {"description": "If-None-Match matched: nothing changed"},
+                    "400": ERROR,
+                    "429": ERROR,
+                },
+            }
+        },
+        "/api/v1/public/cases/{case_code}": {
+            "get": {
+                "summary": "One published case (no login)",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "case_code",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(case, "the case"),
+                    "304": {"description": "If-None-Match matched: nothing changed"},
+                    "404": ERROR,
+                    "429": ERROR,
+                },
+            }
+        },
+        "/api/v1/public/stats": {
+            "get": {
+                "summary": "Aggregates per township and month (no login)",
+                "security": [],
+                "responses": {
+                    "200": _json({"type": "object"}, "households, persons, money, proof of life"),
+                    "304": {"description": "If-None-Match matched: nothing changed"},
+                    "429": ERROR,
                 },
             }
         },

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
-from flask import Flask, Request, current_app, request, session
+from flask import Flask, Request, Response, current_app, request, session
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.datastructures import MultiDict
@@ -35,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.warning("using demo-only secrets from the instance folder")
 
     app.request_class = UploadRequest
+    app.session_interface = NoSessionOnPublicPages()
     # UTF-8 JSON: Chinese text is a third of the size of its \uXXXX escapes (the
     # recipients' page embeds its strings as JSON; phones are on slow links).
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -55,6 +57,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _register_error_handlers(app)
     _register_template_helpers(app)
     return app
+
+
+class NoSessionOnPublicPages(SecureCookieSessionInterface):
+    """The public pages (blueprint ``public``) never set a cookie nor vary on one, so
+    shared caches may keep them; everything else keeps Flask's signed-cookie session."""
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if request.blueprint == "public":
+            return
+        super().save_session(app, session, response)
 
 
 class UploadFormParser(FormDataParser):
@@ -146,16 +158,20 @@ def _configure_sqlite(engine: Engine) -> None:
 def _select_locale() -> str | None:
     languages: tuple[str, ...] = tuple(current_app.config["LANGUAGES"])
     chosen = request.args.get("lang")
+    # Public pages never touch the session: no cookie, so any cache may keep them.
+    public = request.blueprint == "public"
     if chosen in languages:
-        session["lang"] = chosen
+        if not public:
+            session["lang"] = chosen
         return chosen
-    if session.get("lang") in languages:
+    if not public and session.get("lang") in languages:
         return str(session["lang"])
     return request.accept_languages.best_match(languages) or languages[0]
 
 
 def _register_blueprints(app: Flask) -> None:
-    import server.models  # noqa: F401  every model registered before first use
+    import server.models
+    import server.public.changes  # noqa: F401  records changes for the public snapshot
     import sms.models  # noqa: F401  (the composition root wires sms/ in, as it does mobile_api/)
     from mobile_api.api import bp as api_bp
     from mobile_api.openrosa import bp as openrosa_bp
@@ -164,6 +180,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.auth.views import bp as auth_bp
     from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
+    from server.public.views import bp as public_bp
     from sms.views import bp as campaign_bp
     from sms.webhooks import bp as sms_bp
 
@@ -177,6 +194,7 @@ def _register_blueprints(app: Flask) -> None:
         pol_page_bp,
         sms_bp,
         campaign_bp,
+        public_bp,
     ):
         app.register_blueprint(blueprint)
 

@@ -41,6 +41,11 @@ def celery_init_app(app: Flask) -> Celery:
                     "task": "sms.tasks.campaign_tick_task",
                     "schedule": crontab(minute=2),
                 },
+                # The public snapshot, when something changed or it is getting old.
+                "public-refresh": {
+                    "task": "server.public.tasks.refresh_public_task",
+                    "schedule": crontab(),
+                },
                 # Messages due now (new ones, retries after backoff, expired leases).
                 "sms-send-due": {
                     "task": "sms.tasks.send_due_task",

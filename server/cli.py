@@ -308,6 +308,31 @@ def pol_purge_frames_command() -> None:
     click.echo(f"deleted {deleted} frames")
 
 
+@cli.group("public")
+def public_group() -> None:
+    """The public transparency page's snapshot (docs/public.md)."""
+
+
+@public_group.command("refresh")
+@click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@with_appcontext
+def public_refresh_command(force: bool) -> None:
+    """Rebuild the published snapshot if anything changed (or with --force)."""
+    import time
+
+    from server.public.changes import refresh
+
+    started = time.perf_counter()
+    built = refresh(force=force)
+    if built is None:
+        click.echo("public snapshot is current (nothing to do; --force rebuilds)")
+    else:
+        click.echo(
+            f"public snapshot {built.id}: {built.cases} cases published, {built.withheld} "
+            f"withheld, in {time.perf_counter() - started:.1f} s"
+        )
+
+
 @cli.group("sms")
 def sms_group() -> None:
     """SMS: the outbox (SMS_BACKEND=outbox keeps messages here instead of sending)."""

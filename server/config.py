@@ -31,6 +31,9 @@ ENV_KEYS = (
     "DIBAO_LOG_LEVEL",
     "DIBAO_LOGIN_RATE_LIMIT",
     "DIBAO_POL_RATE_LIMIT",
+    "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_PUBLIC_REFRESH",
+    "DIBAO_PUBLIC_CACHE_SECONDS",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
     "DIBAO_MAX_PHOTO_BYTES",
@@ -75,6 +78,13 @@ def defaults() -> dict[str, Any]:
         # Per address, for the recipients' proof-of-life page and API (links are guessable
         # only at 144 bits, but every try costs a database look-up).
         "DIBAO_POL_RATE_LIMIT": "30 per minute",
+        # Per address, for the public page and open data (docs/public.md).
+        "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
+        # Who rebuilds the public snapshot: "background" (the Celery beat task) or
+        # "inline" (the first page view after a change). None: inline without a broker.
+        "DIBAO_PUBLIC_REFRESH": None,
+        # How long a process trusts its idea of the current snapshot before asking again.
+        "DIBAO_PUBLIC_CACHE_SECONDS": 2,
         # Tests and demos only: every proof-of-life session asks for these challenges
         # (comma-separated) instead of a random pair. Refused with production secrets.
         "DIBAO_POL_FIXED_CHALLENGES": None,
@@ -249,6 +259,17 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     if not 0 <= rate <= 10_000:
         raise ConfigError(f"SMS_RATE_PER_SECOND must be between 0 and 10000, got {rate}")
     config["SMS_RATE_PER_SECOND"] = rate
+
+    refresh = config.get("DIBAO_PUBLIC_REFRESH") or (
+        "background" if config.get("CELERY_BROKER_URL") else "inline"
+    )
+    if refresh not in ("inline", "background"):
+        raise ConfigError(f"DIBAO_PUBLIC_REFRESH must be inline or background, got {refresh!r}")
+    config["DIBAO_PUBLIC_REFRESH"] = refresh
+    try:
+        config["DIBAO_PUBLIC_CACHE_SECONDS"] = float(config["DIBAO_PUBLIC_CACHE_SECONDS"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds") from exc
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

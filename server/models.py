@@ -13,6 +13,7 @@ from server.proof_of_life.models import (
     ProofOfLifeFrame,
     ProofOfLifeMonth,
 )
+from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",
     "ProofOfLifeMonth",
+    "PublicCase",
+    "PublicChange",
+    "PublicSnapshot",
     "Relation",
     "Role",
     "Survey",

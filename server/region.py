@@ -21,6 +21,7 @@ from server.proof_of_life.rules import (
     parse_campaign_rules,
     parse_proof_of_life_rules,
 )
+from server.public.rules import PublicRules, parse_public_rules
 from server.visits.checks import Thresholds
 
 AllowanceMethod = Literal["gap", "fixed"]
@@ -176,6 +177,7 @@ class RegionRules:
     proof_of_life: ProofOfLifeRules = field(default_factory=ProofOfLifeRules)
     sms: SmsTexts = field(default_factory=SmsTexts)
     campaign: CampaignRules = field(default_factory=CampaignRules)
+    public: PublicRules = field(default_factory=PublicRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -271,12 +273,14 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
     try:
         proof_of_life = parse_proof_of_life_rules(data.get("proof_of_life", {}))
         campaign = parse_campaign_rules(data.get("campaign", {}), proof_of_life)
+        public = parse_public_rules(data.get("public", {}))
     except ValueError as exc:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
         sms=_sms_texts(data.get("sms", {})),
         proof_of_life=proof_of_life,
         campaign=campaign,
+        public=public,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from server.errors import DomainError
@@ -27,6 +27,14 @@ def error_envelope(
     return response
 
 
+def _page(status: int, message: str | None) -> tuple[str, int]:
+    if request.blueprint == "public":
+        # Their own frame, rendered without the session (server.public.views).
+        template = current_app.jinja_env.get_template("public/error.html")
+        return template.render(request=request, code=status, message=message), status
+    return render_template("error.html", code=status, message=message), status
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError) -> Response | tuple[str, int]:
@@ -44,7 +52,7 @@ def register(app: Flask) -> None:
         if wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
             return error_envelope(code, exc.description or exc.name, status)
-        return render_template("error.html", code=status, message=exc.description), status
+        return _page(status, exc.description)
 
     @app.errorhandler(TooLarge)
     def _too_large(exc: TooLarge) -> Response | tuple[str, int]:
@@ -55,4 +63,4 @@ def register(app: Flask) -> None:
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         if wants_json():
             return error_envelope("internal_error", "internal server error", 500)
-        return render_template("error.html", code=500, message=InternalServerError.description), 500
+        return _page(500, InternalServerError.description)

@@ -94,6 +94,8 @@ def make_app(database_url: str, instance: Path, **overrides: Any) -> Flask:
         "DIBAO_INSTANCE_PATH": str(instance),
         "WTF_CSRF_ENABLED": False,
         "RATELIMIT_ENABLED": False,
+        # Tests build and roll back public snapshots: always ask which one is current.
+        "DIBAO_PUBLIC_CACHE_SECONDS": 0,
     }
     config.update(overrides)
     application = create_app(config)

@@ -1,0 +1,75 @@
+"""The published snapshot: what the public pages and open data read, and nothing else.
+
+``public_cases`` holds only published values (codes, bands, generalized places, the
+masked surname where allowed). Personal data never enters these tables, so no public
+query can return it, whatever its filters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.extensions import Model
+from server.types import UTCDateTime, utcnow
+
+
+class PublicSnapshot(Model):
+    """One build of the published data. Readers use the newest ``ready`` one."""
+
+    __tablename__ = "public_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random per build: the ETag, and the key of each process's cache of ``stats``.
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    state: Mapped[str] = mapped_column(String(10), default="building")  # building | ready
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The newest public_changes row when the build started: later rows mean stale.
+    source_mark: Mapped[int] = mapped_column(Integer, default=0)
+    cases: Mapped[int] = mapped_column(Integer, default=0)
+    withheld: Mapped[int] = mapped_column(Integer, default=0)
+    # Aggregates, per-filter counts and area names (JSON), computed with the rows.
+    stats: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class PublicCase(Model):
+    __tablename__ = "public_cases"
+    __table_args__ = (
+        Index("ix_public_cases_township", "snapshot_id", "township_code", "case_code"),
+        Index("ix_public_cases_village", "snapshot_id", "village_code", "case_code"),
+        Index("ix_public_cases_status", "snapshot_id", "status", "case_code"),
+        Index("ix_public_cases_class", "snapshot_id", "class_code", "case_code"),
+    )
+
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("public_snapshots.id", ondelete="CASCADE"), primary_key=True
+    )
+    case_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # NULL where generalized away (docs/public.md).
+    county_code: Mapped[str] = mapped_column(String(20))
+    township_code: Mapped[str | None] = mapped_column(String(20))
+    village_code: Mapped[str | None] = mapped_column(String(20))
+    class_code: Mapped[str | None] = mapped_column(String(8))
+    size_band: Mapped[str | None] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[str | None] = mapped_column(String(24))
+    masked_name: Mapped[str | None] = mapped_column(String(8))
+    # "applied:2026-03 accepted:2026-04 ..." (status, then its local month).
+    changes: Mapped[str] = mapped_column(Text, default="")
+    # This year's proof of life: "2026-01:passed 2026-02:missed ...".
+    proof_of_life: Mapped[str] = mapped_column(Text, default="")
+
+
+class PublicChange(Model):
+    """One row per transaction that changed published data (cases, members, events,
+    proof-of-life months, payments): the refresher rebuilds when a newer row exists.
+    Insert-only, so writers never wait on each other for it.
+    """
+
+    __tablename__ = "public_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,435 @@
+"""Build the published snapshot from the case tables, with allow-list queries.
+
+Each build reads only the columns it publishes or needs to generalize (case code,
+village, class, state, amount, living-member count, the state and time of each case
+event, proof-of-life month statuses, payment totals) and, when the region shows masked
+names, the head's name, of which only the first character is kept. Rows are written
+in batches under a new snapshot that readers ignore until it is ``ready``; the previous
+snapshot stays readable meanwhile, older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import BigInteger, and_, case, cast, delete, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from server.areas.models import Area, AreaLevel
+from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.workflow import region
+from server.clock import utcnow
+from server.extensions import bulk_insert, db
+from server.payments.models import PaymentMonth, PaymentStatus
+from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.public.generalize import Key, generalize, masked_surnames
+from server.public.models import PublicCase, PublicChange, PublicSnapshot
+from server.public.rules import PublicRules
+
+logger = logging.getLogger(__name__)
+
+BATCH = 5000
+# Statuses whose (proposed) monthly amount is published.
+AMOUNT_STATES = frozenset({CaseState.IN_PUBLIC_NOTICE, CaseState.APPROVED, CaseState.SUSPENDED})
+MISSED = frozenset({MonthStatus.MISSED, MonthStatus.FAILED})
+PASSED = frozenset({MonthStatus.PASSED, MonthStatus.EXEMPT})
+# A build that started this long ago and never finished is dead (its rows are dropped).
+STALE_BUILD = timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class _Place:
+    code: str
+    name: str
+    level: str
+    parent: str | None
+
+
+class _Areas:
+    """Every area by id, and the county and township of each village."""
+
+    def __init__(self) -> None:
+        rows = db.session.execute(
+            select(Area.id, Area.code, Area.name, Area.level, Area.parent_id)
+        ).all()
+        by_id = {row.id: row for row in rows}
+        self.places: dict[str, _Place] = {}
+        self.chain: dict[int, tuple[str, str, str]] = {}  # village id -> county, township, village
+        for row in rows:
+            parent = by_id.get(row.parent_id) if row.parent_id else None
+            self.places[row.code] = _Place(
+                row.code, row.name, AreaLevel(row.level).value, parent.code if parent else None
+            )
+            if AreaLevel(row.level) is AreaLevel.VILLAGE and parent is not None:
+                county = by_id.get(parent.parent_id) if parent.parent_id else None
+                self.chain[row.id] = (county.code if county else parent.code, parent.code, row.code)
+
+
+def _month(at: datetime, zone: ZoneInfo) -> str:
+    return at.astimezone(zone).strftime("%Y-%m")
+
+
+def _group_counts(areas: _Areas, rules: PublicRules) -> Counter[Key]:
+    """Cases per (county, township, village, class, size band), counted in SQL."""
+    sizes = (
+        select(Member.household_id, func.count().label("n"))
+        .where(Member.alive.is_(True))
+        .group_by(Member.household_id)
+        .subquery()
+    )
+    size = func.coalesce(sizes.c.n, 0)
+    rows = db.session.execute(
+        select(Household.village_id, HouseholdClass.code, size, func.count())
+        .join(HouseholdClass, HouseholdClass.id == Household.class_id)
+        .outerjoin(sizes, sizes.c.household_id == Household.id)
+        .group_by(Household.village_id, HouseholdClass.code, size)
+    ).all()
+    counts: Counter[Key] = Counter()
+    for village_id, class_code, n_members, n_cases in rows:
+        county, township, village = areas.chain[village_id]
+        counts[Key(county, township, village, class_code, rules.size_band(n_members))] += n_cases
+    return counts
+
+
+def start() -> PublicSnapshot:
+    """Register a new build (committed, so concurrent refreshers can see it)."""
+    mark = db.session.scalar(select(func.max(PublicChange.id))) or 0
+    snapshot = PublicSnapshot(
+        token=secrets.token_hex(16), state="building", started_at=utcnow(), source_mark=mark
+    )
+    db.session.add(snapshot)
+    db.session.commit()
+    return snapshot
+
+
+def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
+    """Build a complete snapshot, make it the current one, drop older ones."""
+    snapshot = snapshot or start()
+    rules = region().public
+    zone = ZoneInfo(region().timezone)
+    now = utcnow()
+    this_year = now.astimezone(zone).strftime("%Y")
+    areas = _Areas()
+    decisions = generalize(_group_counts(areas, rules), rules.k)
+    classes = dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all())
+
+    cells: Counter[tuple[str, str | None, str | None, str, str | None]] = Counter()
+    surnames: Counter[tuple[Key, str]] = Counter()
+    township_totals: dict[str | None, Counter[str]] = defaultdict(Counter)
+    township_money: dict[str | None, Decimal] = defaultdict(Decimal)
+    published = withheld = 0
+
+    low, high = db.session.execute(select(func.min(Household.id), func.max(Household.id))).one()
+    start_id = low or 0
+    while high is not None and start_id <= high:
+        end_id = start_id + BATCH
+        in_batch = and_(Household.id >= start_id, Household.id < end_id)
+        households = db.session.execute(
+            select(
+                Household.id,
+                Household.case_code,
+                Household.village_id,
+                Household.class_id,
+                Household.state,
+                Household.monthly_allowance,
+            ).where(in_batch)
+        ).all()
+        sizes = dict(
+            db.session.execute(
+                select(Member.household_id, func.count())
+                .where(Member.household_id >= start_id, Member.household_id < end_id)
+                .where(Member.alive.is_(True))
+                .group_by(Member.household_id)
+            ).all()
+        )
+        changes: dict[int, list[str]] = defaultdict(list)
+        last_state: dict[int, str] = {}
+        for household_id, to_state, at in db.session.execute(
+            select(CaseEvent.household_id, CaseEvent.to_state, CaseEvent.at)
+            .where(CaseEvent.household_id >= start_id, CaseEvent.household_id < end_id)
+            .order_by(CaseEvent.household_id, CaseEvent.id)
+        ):
+            if last_state.get(household_id) != to_state:
+                changes[household_id].append(f"{to_state}:{_month(at, zone)}")
+                last_state[household_id] = to_state
+        months: dict[int, dict[str, str]] = defaultdict(dict)
+        for household_id, month, status in db.session.execute(
+            select(
+                ProofOfLifeMonth.household_id, ProofOfLifeMonth.month, ProofOfLifeMonth.status
+            ).where(
+                ProofOfLifeMonth.household_id >= start_id,
+                ProofOfLifeMonth.household_id < end_id,
+                ProofOfLifeMonth.month >= f"{this_year}-01",
+            )
+        ):
+            record = months[household_id]
+            if status in MISSED:
+                record[month] = "missed"
+            elif status in PASSED:
+                record.setdefault(month, "passed")
+            elif record.get(month) != "missed":
+                record[month] = "pending"
+        names: dict[int, str] = {}
+        if rules.masked_names:
+            for household_id, name in db.session.execute(
+                select(Member.household_id, Member.name).where(
+                    Member.household_id >= start_id,
+                    Member.household_id < end_id,
+                    Member.relation == Relation.HEAD,
+                )
+            ):
+                names[household_id] = f"{name.strip()[:1]}*" if name and name.strip() else ""
+
+        rows: list[dict[str, Any]] = []
+        for h in households:
+            size = sizes.get(h.id, 0)
+            county, township, village = areas.chain[h.village_id]
+            class_code = classes[h.class_id]
+            full = Key(county, township, village, class_code, rules.size_band(size))
+            shown = decisions.get(full)
+            if shown is None:
+                withheld += 1
+                continue
+            published += 1
+            state = CaseState(h.state)
+            amount = h.monthly_allowance if state in AMOUNT_STATES else None
+            surname = names.get(h.id, "")
+            if surname:
+                surnames[(shown, surname)] += 1
+            rows.append(
+                {
+                    "snapshot_id": snapshot.id,
+                    "case_code": h.case_code,
+                    "county_code": shown.county,
+                    "township_code": shown.township,
+                    "village_code": shown.village,
+                    "class_code": shown.class_code,
+                    "size_band": shown.band,
+                    "status": state.value,
+                    "amount": rules.published_amount(amount),
+                    "masked_name": surname or None,
+                    "changes": " ".join(changes.get(h.id, [])),
+                    "proof_of_life": " ".join(
+                        f"{m}:{s}" for m, s in sorted(months.get(h.id, {}).items())
+                    ),
+                }
+            )
+            cells[(shown.county, shown.township, shown.village, state.value, shown.class_code)] += 1
+            totals = township_totals[shown.township]
+            totals[state.value] += 1
+            if state is CaseState.APPROVED:
+                totals["persons"] += size
+                township_money[shown.township] += h.monthly_allowance or Decimal(0)
+        bulk_insert(PublicCase, rows)
+        db.session.commit()
+        start_id = end_id
+
+    if rules.masked_names:
+        _withhold_surnames(snapshot.id, surnames, rules.k)
+
+    stats = {
+        "built_at": now.isoformat(),
+        "k": rules.k,
+        "amount": rules.amount,
+        "published": published,
+        "withheld": withheld,
+        "areas": {
+            code: {"name": p.name, "level": p.level, "parent": p.parent}
+            for code, p in areas.places.items()
+            if p.level in ("county", "township", "village")
+        },
+        "cells": [[*key, n] for key, n in sorted(cells.items(), key=_sort_key)],
+        "townships": _township_stats(township_totals, township_money, rules.k),
+        "payments": _payment_stats(areas, rules.k, now, zone),
+        "proof_of_life": _proof_of_life_stats(rules.k, this_year),
+    }
+    snapshot.stats = json.dumps(stats, ensure_ascii=False, separators=(",", ":"))
+    snapshot.cases = published
+    snapshot.withheld = withheld
+    snapshot.state = "ready"
+    snapshot.finished_at = utcnow()
+    db.session.commit()
+    _drop_old(snapshot)
+    logger.info(
+        "public snapshot %s built: %d cases published, %d withheld",
+        snapshot.id,
+        published,
+        withheld,
+    )
+    return snapshot
+
+
+def _sort_key(item: tuple[tuple[Any, ...], int]) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in item[0])
+
+
+def _withhold_surnames(snapshot_id: int, surnames: Counter[tuple[Key, str]], k: int) -> None:
+    shown = masked_surnames(surnames, k)
+    for group, surname in surnames:
+        if (group, surname) in shown:
+            continue
+        condition: list[ColumnElement[bool]] = [
+            PublicCase.snapshot_id == snapshot_id,
+            PublicCase.county_code == group.county,
+        ]
+        for column, value in (
+            (PublicCase.township_code, group.township),
+            (PublicCase.village_code, group.village),
+            (PublicCase.class_code, group.class_code),
+            (PublicCase.size_band, group.band),
+        ):
+            condition.append(column.is_(None) if value is None else column == value)
+        db.session.execute(update(PublicCase).where(*condition).values(masked_name=None))
+    db.session.commit()
+
+
+def _money(value: Any) -> str:
+    return f"{Decimal(value or 0):.2f}"
+
+
+def _township_stats(
+    totals: dict[str | None, Counter[str]], money: dict[str | None, Decimal], k: int
+) -> list[dict[str, Any]]:
+    """Per published township (None: cases shown at the county only): households by
+    status; persons and money of the active ones only where at least k are active."""
+    out = []
+    for township in sorted(totals, key=lambda t: t or ""):
+        counts = totals[township]
+        active = counts.get(CaseState.APPROVED.value, 0)
+        enough = active >= k
+        out.append(
+            {
+                "township": township,
+                "households": {
+                    s.value: counts.get(s.value, 0) for s in CaseState if counts.get(s.value)
+                },
+                "active": active,
+                "persons": counts["persons"] if enough else None,
+                "monthly_amount": _money(money[township]) if enough else None,
+            }
+        )
+    return out
+
+
+def _township_of_village() -> tuple[Any, Any]:
+    village = Area.__table__.alias("village")
+    township = Area.__table__.alias("township")
+    return village, township
+
+
+def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """Money per township and month (the last 12 months): households paid, the amount
+    paid (paid on time plus restored later), households suspended. A cell with fewer
+    than k households has its figures withheld."""
+    local = now.astimezone(zone)
+    first = f"{local.year - 1}-{local.month:02d}" if local.month < 12 else f"{local.year}-01"
+    village, township = _township_of_village()
+    paid = PaymentMonth.status.in_([PaymentStatus.PAYABLE, PaymentStatus.RESTORED])
+    rows = db.session.execute(
+        select(
+            township.c.code,
+            PaymentMonth.month,
+            func.count(),
+            func.sum(case((paid, 1), else_=0)),
+            # The raw column (whole fen, server.types.Money), summed exactly in SQL.
+            func.sum(case((paid, cast(PaymentMonth.amount, BigInteger)), else_=0)),
+            func.sum(case((PaymentMonth.status == PaymentStatus.SUSPENDED, 1), else_=0)),
+        )
+        .join(Household, Household.id == PaymentMonth.household_id)
+        .join(village, village.c.id == Household.village_id)
+        .join(township, township.c.id == village.c.parent_id)
+        .where(PaymentMonth.month >= first)
+        .group_by(township.c.code, PaymentMonth.month)
+        .order_by(PaymentMonth.month, township.c.code)
+    ).all()
+    out = []
+    for code, month, n, n_paid, cents, n_suspended in rows:
+        enough = n >= k
+        out.append(
+            {
+                "township": code,
+                "month": month,
+                "households": n,
+                "paid_households": int(n_paid) if enough else None,
+                "amount_paid": _money(Decimal(int(cents or 0)) / 100) if enough else None,
+                "suspended": int(n_suspended) if enough else None,
+            }
+        )
+    return out
+
+
+def _proof_of_life_stats(k: int, year: str) -> list[dict[str, Any]]:
+    """Recipients asked, passed, missed and pending per township and month this year;
+    fewer than k recipients: only the number asked."""
+    village, township = _township_of_village()
+    status = ProofOfLifeMonth.status
+    rows = db.session.execute(
+        select(
+            township.c.code,
+            ProofOfLifeMonth.month,
+            func.count(),
+            func.sum(case((status.in_(PASSED), 1), else_=0)),
+            func.sum(case((status.in_(MISSED), 1), else_=0)),
+        )
+        .join(Household, Household.id == ProofOfLifeMonth.household_id)
+        .join(village, village.c.id == Household.village_id)
+        .join(township, township.c.id == village.c.parent_id)
+        .where(ProofOfLifeMonth.month >= f"{year}-01")
+        .group_by(township.c.code, ProofOfLifeMonth.month)
+        .order_by(ProofOfLifeMonth.month, township.c.code)
+    ).all()
+    out = []
+    for code, month, n, n_passed, n_missed in rows:
+        enough = n >= k
+        out.append(
+            {
+                "township": code,
+                "month": month,
+                "recipients": n,
+                "passed": int(n_passed) if enough else None,
+                "missed": int(n_missed) if enough else None,
+                "pending": int(n - n_passed - n_missed) if enough else None,
+            }
+        )
+    return out
+
+
+def abandon(snapshot_id: int) -> None:
+    """Drop a build that failed half-way (its rows were never visible)."""
+    db.session.execute(delete(PublicCase).where(PublicCase.snapshot_id == snapshot_id))
+    db.session.execute(delete(PublicSnapshot).where(PublicSnapshot.id == snapshot_id))
+    db.session.commit()
+
+
+def _drop_old(current: PublicSnapshot) -> None:
+    """Keep the current snapshot and the one before it (requests that started reading it
+    finish); delete older ones and builds that died."""
+    previous = db.session.scalar(
+        select(func.max(PublicSnapshot.id)).where(
+            PublicSnapshot.state == "ready", PublicSnapshot.id < current.id
+        )
+    )
+    keep = {current.id, previous} - {None}
+    dead_before = utcnow() - STALE_BUILD
+    doomed = db.session.scalars(
+        select(PublicSnapshot.id).where(
+            PublicSnapshot.id.not_in(keep),
+            (PublicSnapshot.state == "ready") | (PublicSnapshot.started_at < dead_before),
+            PublicSnapshot.id < current.id,
+        )
+    ).all()
+    for snapshot_id in doomed:
+        db.session.execute(delete(PublicCase).where(PublicCase.snapshot_id == snapshot_id))
+        db.session.execute(delete(PublicSnapshot).where(PublicSnapshot.id == snapshot_id))
+        db.session.commit()
+    # Keep the newest row: SQLite hands out max(id) + 1 again once rows are gone.
+    db.session.execute(delete(PublicChange).where(PublicChange.id < current.source_mark))
+    db.session.commit()

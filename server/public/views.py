@@ -1,0 +1,388 @@
+"""The public page (/public), a case's own page, the CSV export, the data dictionary and
+the open-data API (/api/v1/public/...). No login, no session, no cookie: every answer
+depends only on the URL, the language and the current snapshot, so it carries an ETag
+and may be cached by anyone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from werkzeug.exceptions import BadRequest, NotFound
+
+from server.cases.codes import normalize_case_code
+from server.cases.models import CaseState
+from server.cases.workflow import region
+from server.extensions import limiter
+from server.public import changes, queries, schemas
+from server.public.queries import Filters, Snapshot
+
+bp = Blueprint("public", __name__)
+
+PAGE_SIZE = 50
+MAX_ARG_LENGTH = 64
+CACHE_CONTROL = "public, max-age=60"
+
+
+def _rate() -> str:
+    return str(current_app.config["DIBAO_PUBLIC_RATE_LIMIT"])
+
+
+# One budget per address for all public addresses together.
+limiter.shared_limit(_rate, scope="public")(bp)
+
+
+def _arg(name: str) -> str | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_ARG_LENGTH or not value.isprintable():
+        raise BadRequest(_("The value of %(name)s is not valid.", name=name))
+    return value
+
+
+def _filters(snapshot: Snapshot | None) -> Filters:
+    """The township/village/status/class filters, each checked against what exists."""
+    areas = snapshot.areas if snapshot else {}
+    township = _arg("township")
+    if township and areas.get(township, {}).get("level") != "township":
+        raise BadRequest(_("There is no township with the code %(code)s.", code=township))
+    village = _arg("village")
+    if village:
+        area = areas.get(village)
+        if not area or area.get("level") != "village":
+            raise BadRequest(_("There is no village with the code %(code)s.", code=village))
+        if township and area.get("parent") != township:
+            raise BadRequest(
+                _(
+                    "Village %(village)s is not in township %(township)s.",
+                    village=village,
+                    township=township,
+                )
+            )
+    status = _arg("status")
+    if status and status not in {s.value for s in CaseState}:
+        raise BadRequest(_("Unknown status %(status)s.", status=status))
+    class_code = _arg("class")
+    if class_code and class_code not in {c.code for c in region().classes}:
+        raise BadRequest(_("Unknown class %(code)s.", code=class_code))
+    return Filters(township=township, village=village, status=status, class_code=class_code)
+
+
+def _limit(default: int) -> int:
+    raw = _arg("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= queries.MAX_PAGE:
+        raise BadRequest(_("limit must be a whole number from 1 to %(max)s.", max=queries.MAX_PAGE))
+    return int(raw)
+
+
+def _after() -> str | None:
+    raw = _arg("after")
+    if raw is None:
+        return None
+    code = normalize_case_code(raw)
+    if code is None:
+        raise BadRequest(_("after must be a case code from a previous page's next link."))
+    return code
+
+
+def _snapshot() -> Snapshot | None:
+    changes.refresh_inline_if_stale()
+    return queries.current()
+
+
+def _etag(snapshot: Snapshot | None) -> str:
+    """Same snapshot, same URL, same language: same bytes."""
+    token = snapshot.token if snapshot else "none"
+    key = f"{token}\n{request.full_path}\n{get_locale()}\n{request.accept_mimetypes}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _conditional(snapshot: Snapshot | None, render: Callable[[], Response]) -> Response:
+    etag = _etag(snapshot)
+    response = Response(status=304) if request.if_none_match.contains(etag) else render()
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = CACHE_CONTROL
+    response.vary.add("Accept-Language")
+    return response
+
+
+def _as_of(snapshot: Snapshot | None) -> str | None:
+    return snapshot.stats.get("built_at") if snapshot else None
+
+
+# --- pages -----------------------------------------------------------------------------
+
+
+def _render(template: str, **context: Any) -> Response:
+    """Render without the app's context processors: Flask-Login's would load the staff
+    user from the session cookie, and a public page must not depend on who asks."""
+    html = current_app.jinja_env.get_template(template).render(request=request, **context)
+    return Response(html, mimetype="text/html")
+
+
+def _bars(values: list[int | None]) -> list[int]:
+    top = max((v or 0 for v in values), default=0)
+    return [round(100 * (v or 0) / top) if top else 0 for v in values]
+
+
+def _summary(snapshot: Snapshot) -> dict[str, Any]:
+    """The aggregate tables, shaped for the page (money and completion per month are
+    summed over the cells that are shown, so no hidden cell can be found by subtraction)."""
+    stats = snapshot.stats
+    months: dict[str, dict[str, Any]] = {}
+    for cell in stats["payments"]:
+        if cell["amount_paid"] is None:
+            continue
+        entry = months.setdefault(cell["month"], {"households": 0, "amount": 0.0})
+        entry["households"] += cell["paid_households"]
+        entry["amount"] += float(cell["amount_paid"])
+    money = [{"month": m, **months[m]} for m in sorted(months)]
+    for row, width in zip(money, _bars([int(r["amount"]) for r in money]), strict=True):
+        row["bar"] = width
+    pol_months = sorted({c["month"] for c in stats["proof_of_life"]})
+    pol: dict[str, dict[str, Any]] = {}
+    for cell in stats["proof_of_life"]:
+        township = pol.setdefault(cell["township"], {})
+        if cell["passed"] is None:
+            township[cell["month"]] = None
+        else:
+            township[cell["month"]] = round(100 * cell["passed"] / cell["recipients"])
+    townships = [dict(t) for t in stats["townships"]]
+    for row, width in zip(townships, _bars([t["active"] for t in townships]), strict=True):
+        row["bar"] = width
+    return {"money": money, "pol_months": pol_months, "pol": pol, "townships": townships}
+
+
+@bp.get("/public")
+def index() -> Response | Any:
+    raw_code = request.args.get("code", "").strip()
+    if raw_code:
+        code = normalize_case_code(raw_code[:MAX_ARG_LENGTH])
+        if code is None:
+            raise BadRequest(
+                _(
+                    "%(code)s is not a case code. A case code looks like 7K3QF-M9X2A-4.",
+                    code=raw_code[:MAX_ARG_LENGTH],
+                )
+            )
+        return redirect(url_for("public.case_page", case_code=code, lang=request.args.get("lang")))
+    snapshot = _snapshot()
+    filters = _filters(snapshot)
+    limit = _limit(PAGE_SIZE)
+    after = _after()
+
+    def render() -> Response:
+        rows: list[Any] = []
+        next_after = None
+        if snapshot is not None:
+            rows, next_after = queries.page(snapshot, filters, after, limit)
+        return _render(
+            "public/index.html",
+            snapshot=snapshot,
+            filters=filters,
+            rows=rows,
+            total=snapshot.total(filters) if snapshot else 0,
+            next_url=_url(
+                "public.index",
+                filters,
+                after=next_after,
+                limit=limit if limit != PAGE_SIZE else None,
+                lang=_lang_arg(),
+            )
+            if next_after
+            else None,
+            summary=_summary(snapshot) if snapshot else None,
+            villages=snapshot.villages(filters.township) if snapshot else [],
+            states=list(CaseState),
+            classes=region().classes,
+            masked_names=region().public.masked_names,
+        )
+
+    return _conditional(snapshot, render)
+
+
+def _url(endpoint: str, filters: Filters, **values: Any) -> str:
+    arguments: dict[str, Any] = {**filters.as_query(), **values}
+    return url_for(endpoint, **arguments)
+
+
+def _lang_arg() -> str | None:
+    lang = request.args.get("lang")
+    return lang if lang in current_app.config["LANGUAGES"] else None
+
+
+@bp.get("/public/cases/<case_code>")
+def case_page(case_code: str) -> Response:
+    code = normalize_case_code(case_code[:MAX_ARG_LENGTH])
+    if code is None:
+        raise NotFound(_("%(code)s is not a case code.", code=case_code[:MAX_ARG_LENGTH]))
+    snapshot = _snapshot()
+    row = queries.one(snapshot, code) if snapshot else None
+    if row is None:
+        raise NotFound(_("No published case has the code %(code)s.", code=code))
+
+    def render() -> Response:
+        return _render(
+            "public/case.html",
+            snapshot=snapshot,
+            row=row,
+            changes=schemas.status_changes(row),
+            pol=schemas.proof_of_life(row),
+            masked_names=region().public.masked_names,
+        )
+
+    return _conditional(snapshot, render)
+
+
+@bp.get("/public/data")
+def dictionary() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        return _render(
+            "public/dictionary.html",
+            snapshot=snapshot,
+            rules=region().public,
+            states=list(CaseState),
+            classes=region().classes,
+            columns=schemas.CSV_COLUMNS,
+        )
+
+    return _conditional(snapshot, render)
+
+
+@bp.get("/public/cases.csv")
+def cases_csv() -> Response:
+    snapshot = _snapshot()
+    filters = _filters(snapshot)
+
+    def render() -> Response:
+        def lines() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(schemas.CSV_COLUMNS)
+            yield "\ufeff" + _drain(buffer)  # the BOM: spreadsheet programs read UTF-8
+            if snapshot is None:
+                return
+            for count, row in enumerate(queries.every(snapshot, filters), start=1):
+                writer.writerow(schemas.case_csv(snapshot, row))
+                if count % 500 == 0:
+                    yield _drain(buffer)
+            yield _drain(buffer)
+
+        response = Response(stream_with_context(lines()), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="dibao-public-cases.csv"'
+        return response
+
+    return _conditional(snapshot, render)
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+# --- open data API ----------------------------------------------------------------------
+
+
+@bp.get("/api/v1/public/cases")
+def api_cases() -> Response:
+    snapshot = _snapshot()
+    filters = _filters(snapshot)
+    limit = _limit(PAGE_SIZE)
+    after = _after()
+    masked = region().public.masked_names
+
+    def render() -> Response:
+        rows: list[Any] = []
+        next_after = None
+        if snapshot is not None:
+            rows, next_after = queries.page(snapshot, filters, after, limit)
+        next_url = None
+        if next_after:
+            next_url = url_for(
+                "public.api_cases",
+                **filters.as_query(),
+                limit=limit,
+                after=next_after,
+                _external=True,
+            )
+        return jsonify(
+            {
+                "items": [
+                    schemas.case_json(snapshot, row, masked_names=masked)  # type: ignore[arg-type]
+                    for row in rows
+                ],
+                "next": next_url,
+                "total": snapshot.total(filters) if snapshot else 0,
+                "as_of": _as_of(snapshot),
+            }
+        )
+
+    return _conditional(snapshot, render)
+
+
+@bp.get("/api/v1/public/cases/<case_code>")
+def api_case(case_code: str) -> Response:
+    code = normalize_case_code(case_code[:MAX_ARG_LENGTH])
+    if code is None:
+        raise NotFound(_("%(code)s is not a case code.", code=case_code[:MAX_ARG_LENGTH]))
+    snapshot = _snapshot()
+    row = queries.one(snapshot, code) if snapshot else None
+    if snapshot is None or row is None:
+        raise NotFound(_("No published case has the code %(code)s.", code=code))
+    masked = region().public.masked_names
+    return _conditional(
+        snapshot,
+        lambda: jsonify(
+            {**schemas.case_json(snapshot, row, masked_names=masked), "as_of": _as_of(snapshot)}
+        ),
+    )
+
+
+@bp.get("/api/v1/public/stats")
+def api_stats() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        if snapshot is None:
+            return jsonify({"as_of": None, "cases": {"published": 0, "withheld": 0}})
+        stats = snapshot.stats
+        names = {code: area["name"] for code, area in snapshot.areas.items()}
+        return jsonify(
+            {
+                "as_of": stats["built_at"],
+                "k": stats["k"],
+                "monthly_amount": stats["amount"],
+                "cases": {"published": stats["published"], "withheld": stats["withheld"]},
+                "townships": [
+                    {**t, "name": names.get(t["township"]) if t["township"] else None}
+                    for t in stats["townships"]
+                ],
+                "payments": stats["payments"],
+                "proof_of_life": stats["proof_of_life"],
+            }
+        )
+
+    return _conditional(snapshot, render)
