@@ -115,6 +115,7 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
                     f"  {user['username']:<18} {user['password']:<16} "
                     f"{user['role']:<18} {user['area']}"
                 )
+        click.echo(f"public page (no login): http://{host}:{port}/public")
     if not no_serve:
         _serve(app, host, port, threads=8)
 

@@ -34,6 +34,7 @@ ENV_KEYS = (
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
+    "DIBAO_PUBLIC_RESPONSE_CACHE_MB",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
     "DIBAO_MAX_PHOTO_BYTES",
@@ -85,6 +86,8 @@ def defaults() -> dict[str, Any]:
         "DIBAO_PUBLIC_REFRESH": None,
         # How long a process trusts its idea of the current snapshot before asking again.
         "DIBAO_PUBLIC_CACHE_SECONDS": 2,
+        # Per process: the bytes of public answers already rendered (0 keeps none).
+        "DIBAO_PUBLIC_RESPONSE_CACHE_MB": 32,
         # Tests and demos only: every proof-of-life session asks for these challenges
         # (comma-separated) instead of a random pair. Refused with production secrets.
         "DIBAO_POL_FIXED_CHALLENGES": None,
@@ -270,6 +273,10 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
         config["DIBAO_PUBLIC_CACHE_SECONDS"] = float(config["DIBAO_PUBLIC_CACHE_SECONDS"])
     except (TypeError, ValueError) as exc:
         raise ConfigError("DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds") from exc
+    try:
+        config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"] = float(config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number") from exc
 
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from server.cases.models import CaseEvent, CaseState, Household
 from server.cases.workflow import transition
@@ -216,6 +216,7 @@ def test_filters_pages_and_the_csv_agree(app: Flask, client: FlaskClient) -> Non
     assert csv.mimetype == "text/csv"
     lines = csv.get_data(as_text=True).lstrip("\ufeff").splitlines()
     assert lines[0].startswith("case_code,county_code,county,township_code")
+    assert "masked_name" not in lines[0]  # the region shows no names at all
     assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(
         i["case_code"] for i in items(client, "&township=152201101")
     )
@@ -314,6 +315,34 @@ def test_answers_are_cacheable_and_never_carry_a_cookie(app: Flask, client: Flas
     assert "Subsistence allowance public notice" in en.get_data(as_text=True)
 
 
+def test_a_second_identical_request_is_served_from_memory(app: Flask, client: FlaskClient) -> None:
+    code = households(5)[0]
+    changes.refresh(force=True)
+    selects: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    app.config["DIBAO_PUBLIC_REFRESH"] = "background"  # no staleness check per request
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        for url in ("/public?lang=en", "/api/v1/public/cases", f"/api/v1/public/cases/{code}"):
+            first = client.get(url)
+            selects.clear()
+            second = client.get(url)
+            # Only "which snapshot is current" (asked every time in tests).
+            assert len(selects) == 1 and "public_snapshots" in selects[0], (url, selects)
+            assert second.data == first.data and second.headers["ETag"] == first.headers["ETag"]
+            assert second.content_type == first.content_type
+        selects.clear()
+        other = client.get("/api/v1/public/cases?limit=2")  # another URL: rendered anew
+        assert len(other.get_json()["items"]) == 2 and len(selects) == 2
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+        app.config["DIBAO_PUBLIC_REFRESH"] = "inline"
+
+
 def test_the_search_box_takes_a_code_as_people_type_it(app: Flask, client: FlaskClient) -> None:
     code = households(5)[0]
     changes.refresh(force=True)
@@ -396,6 +425,10 @@ def test_masked_names_only_where_k_cases_share_them(
     db.session.commit()
     changes.refresh(force=True)
     assert set(i["masked_name"] for i in items(client)) == {"王*"}
+    table = client.get("/public/cases.csv").get_data(as_text=True).lstrip("\ufeff")
+    header, *rows = table.splitlines()
+    column = header.split(",").index("masked_name")
+    assert [row.split(",")[column] for row in rows] == ["王*"] * 6
     assert "王大" not in client.get("/public").get_data(as_text=True)
 
 

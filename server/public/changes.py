@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import event, exists, insert, select
@@ -32,6 +32,12 @@ WATCHED = (Household, Member, CaseEvent, ProofOfLifeMonth, PaymentMonth)
 WATCHED_TABLES = frozenset(model.__tablename__ for model in WATCHED)
 _FLAG = "dibao.public_changed"
 _build_lock = threading.Lock()
+
+
+class Ready(NamedTuple):
+    id: int
+    finished_at: datetime | None
+    source_mark: int
 
 
 def _record(session: Session) -> None:
@@ -65,16 +71,18 @@ def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
     session.info.pop(_FLAG, None)
 
 
-def current_ready() -> PublicSnapshot | None:
-    return db.session.scalars(
-        select(PublicSnapshot)
+def current_ready() -> Ready | None:
+    """The newest ready snapshot's id, finish time and change mark (not its stats)."""
+    row = db.session.execute(
+        select(PublicSnapshot.id, PublicSnapshot.finished_at, PublicSnapshot.source_mark)
         .where(PublicSnapshot.state == "ready")
         .order_by(PublicSnapshot.id.desc())
         .limit(1)
     ).first()
+    return Ready(row.id, row.finished_at, row.source_mark) if row else None
 
 
-def is_stale(snapshot: PublicSnapshot | None) -> bool:
+def is_stale(snapshot: Ready | None) -> bool:
     """No snapshot yet, a change recorded after it started, or older than refresh_minutes."""
     if snapshot is None or snapshot.finished_at is None:
         return True

@@ -61,6 +61,9 @@ class PublicCase(Model):
     changes: Mapped[str] = mapped_column(Text, default="")
     # This year's proof of life: "2026-01:passed 2026-02:missed ...".
     proof_of_life: Mapped[str] = mapped_column(Text, default="")
+    # The case as the JSON API publishes it (server.public.schemas.case_document),
+    # written once per build so a page of the API is a join of stored strings.
+    document: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class PublicChange(Model):

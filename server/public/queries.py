@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, select
 
 from server.extensions import db
 from server.public.models import PublicCase, PublicSnapshot
@@ -48,6 +48,8 @@ class Snapshot:
     token: str
     raw_stats: str = field(repr=False)
     _totals: dict[Filters, int] = field(default_factory=dict, repr=False)
+    # Rendered pieces that depend only on the snapshot and the language.
+    fragments: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def stats(self) -> dict[str, Any]:
@@ -118,8 +120,13 @@ def current() -> Snapshot | None:
     return found
 
 
-def _filtered(snapshot: Snapshot, filters: Filters) -> Select[Any]:
-    query = select(PublicCase).where(PublicCase.snapshot_id == snapshot.id)
+# What the pages show (everything but the JSON document) and what the API sends.
+PAGE_COLUMNS = tuple(c for c in PublicCase.__table__.c if c.name != "document")
+API_COLUMNS = (PublicCase.__table__.c.case_code, PublicCase.__table__.c.document)
+
+
+def _filtered(snapshot: Snapshot, filters: Filters, columns: Sequence[Any]) -> Select[Any]:
+    query = select(*columns).where(PublicCase.snapshot_id == snapshot.id)
     if filters.township:
         query = query.where(PublicCase.township_code == filters.township)
     if filters.village:
@@ -132,34 +139,39 @@ def _filtered(snapshot: Snapshot, filters: Filters) -> Select[Any]:
 
 
 def page(
-    snapshot: Snapshot, filters: Filters, after: str | None, limit: int
-) -> tuple[list[PublicCase], str | None]:
-    """Up to ``limit`` cases in case-code order after ``after``; and the cursor of the
-    next page (None on the last). Case codes are stable, so a cursor stays valid
-    across rebuilds."""
-    query = _filtered(snapshot, filters)
+    snapshot: Snapshot,
+    filters: Filters,
+    after: str | None,
+    limit: int,
+    columns: Sequence[Any] = PAGE_COLUMNS,
+) -> tuple[list[Row[Any]], str | None]:
+    """Up to ``limit`` cases (rows of ``columns``) in case-code order after ``after``;
+    and the cursor of the next page (None on the last). Case codes are stable, so a
+    cursor stays valid across rebuilds."""
+    query = _filtered(snapshot, filters, columns)
     if after:
         query = query.where(PublicCase.case_code > after)
-    rows = list(db.session.scalars(query.order_by(PublicCase.case_code).limit(limit + 1)))
+    rows = list(db.session.execute(query.order_by(PublicCase.case_code).limit(limit + 1)))
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1].case_code
     return rows, None
 
 
-def one(snapshot: Snapshot, case_code: str) -> PublicCase | None:
-    return db.session.scalars(
-        select(PublicCase).where(
+def one(
+    snapshot: Snapshot, case_code: str, columns: Sequence[Any] = PAGE_COLUMNS
+) -> Row[Any] | None:
+    return db.session.execute(
+        select(*columns).where(
             PublicCase.snapshot_id == snapshot.id, PublicCase.case_code == case_code
         )
     ).first()
 
 
-def every(snapshot: Snapshot, filters: Filters) -> Iterator[PublicCase]:
+def every(snapshot: Snapshot, filters: Filters) -> Iterator[Row[Any]]:
     """All matching cases in case-code order, read in batches (the CSV export)."""
     after = None
     while True:
         rows, after = page(snapshot, filters, after, CSV_BATCH)
         yield from rows
-        db.session.expunge_all()
         if after is None:
             return

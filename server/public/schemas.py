@@ -6,11 +6,13 @@ only when it is named here. docs/public.md and the data-dictionary page describe
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from server.public.models import PublicCase
 from server.public.queries import Snapshot
 
+# masked_name is written only where the region shows masked names (csv_columns()).
 CSV_COLUMNS = (
     "case_code",
     "county_code",
@@ -29,6 +31,10 @@ CSV_COLUMNS = (
 )
 
 
+def csv_columns(*, masked_names: bool) -> tuple[str, ...]:
+    return CSV_COLUMNS if masked_names else tuple(c for c in CSV_COLUMNS if c != "masked_name")
+
+
 def _place(snapshot: Snapshot, code: str | None) -> dict[str, str] | None:
     if not code:
         return None
@@ -36,46 +42,48 @@ def _place(snapshot: Snapshot, code: str | None) -> dict[str, str] | None:
     return {"code": code, "name": area["name"] if area else code}
 
 
-def status_changes(row: PublicCase) -> list[dict[str, str]]:
-    out = []
-    for item in row.changes.split():
-        status, _, month = item.partition(":")
-        out.append({"status": status, "month": month})
-    return out
+def _pairs(text: str, first: str, second: str) -> list[dict[str, str]]:
+    """ "a:b c:d" (how the snapshot stores a list) as [{first: a, second: b}, ...]."""
+    return [dict(zip((first, second), item.split(":", 1), strict=True)) for item in text.split()]
 
 
-def proof_of_life(row: PublicCase) -> list[dict[str, str]]:
-    out = []
-    for item in row.proof_of_life.split():
-        month, _, result = item.partition(":")
-        out.append({"month": month, "result": result})
-    return out
+def status_changes(row: Any) -> list[dict[str, str]]:
+    return _pairs(row.changes, "status", "month")
 
 
-def case_json(snapshot: Snapshot, row: PublicCase, *, masked_names: bool) -> dict[str, Any]:
+def proof_of_life(row: Any) -> list[dict[str, str]]:
+    return _pairs(row.proof_of_life, "month", "result")
+
+
+def case_document(row: Mapping[str, Any], names: Mapping[str, str], *, masked_names: bool) -> str:
+    """The case as the JSON API publishes it, from a ``public_cases`` row's values."""
+
+    def place(code: str | None) -> dict[str, str] | None:
+        return {"code": code, "name": names.get(code, code)} if code else None
+
     item: dict[str, Any] = {
-        "case_code": row.case_code,
-        "county": _place(snapshot, row.county_code),
-        "township": _place(snapshot, row.township_code),
-        "village": _place(snapshot, row.village_code),
-        "class": row.class_code,
-        "household_size": row.size_band,
-        "status": row.status,
-        "monthly_amount": row.amount,
-        "status_changes": status_changes(row),
-        "proof_of_life": proof_of_life(row),
+        "case_code": row["case_code"],
+        "county": place(row["county_code"]),
+        "township": place(row["township_code"]),
+        "village": place(row["village_code"]),
+        "class": row["class_code"],
+        "household_size": row["size_band"],
+        "status": row["status"],
+        "monthly_amount": row["amount"],
+        "status_changes": _pairs(row["changes"], "status", "month"),
+        "proof_of_life": _pairs(row["proof_of_life"], "month", "result"),
     }
     if masked_names:
-        item["masked_name"] = row.masked_name
-    return item
+        item["masked_name"] = row["masked_name"]
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
-def case_csv(snapshot: Snapshot, row: PublicCase) -> list[str]:
+def case_csv(snapshot: Snapshot, row: Any, *, masked_names: bool) -> list[str]:
     def name(code: str | None) -> str:
         place = _place(snapshot, code)
         return place["name"] if place else ""
 
-    return [
+    values = [
         row.case_code,
         row.county_code,
         name(row.county_code),
@@ -91,3 +99,6 @@ def case_csv(snapshot: Snapshot, row: PublicCase) -> list[str]:
         row.changes,
         row.proof_of_life,
     ]
+    if not masked_names:
+        del values[CSV_COLUMNS.index("masked_name")]
+    return values

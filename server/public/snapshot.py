@@ -33,6 +33,7 @@ from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
+from server.public.schemas import case_document
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     decisions = generalize(_group_counts(areas, rules), rules.k)
     classes = dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all())
 
+    area_names = {code: place.name for code, place in areas.places.items()}
     cells: Counter[tuple[str, str | None, str | None, str, str | None]] = Counter()
     surnames: Counter[tuple[Key, str]] = Counter()
     township_totals: dict[str | None, Counter[str]] = defaultdict(Counter)
@@ -177,7 +179,7 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
                 record.setdefault(month, "passed")
             elif record.get(month) != "missed":
                 record[month] = "pending"
-        names: dict[int, str] = {}
+        surnames_of: dict[int, str] = {}
         if rules.masked_names:
             for household_id, name in db.session.execute(
                 select(Member.household_id, Member.name).where(
@@ -186,7 +188,7 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
                     Member.relation == Relation.HEAD,
                 )
             ):
-                names[household_id] = f"{name.strip()[:1]}*" if name and name.strip() else ""
+                surnames_of[household_id] = f"{name.strip()[:1]}*" if name and name.strip() else ""
 
         rows: list[dict[str, Any]] = []
         for h in households:
@@ -201,27 +203,27 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
             published += 1
             state = CaseState(h.state)
             amount = h.monthly_allowance if state in AMOUNT_STATES else None
-            surname = names.get(h.id, "")
+            surname = surnames_of.get(h.id, "")
             if surname:
                 surnames[(shown, surname)] += 1
-            rows.append(
-                {
-                    "snapshot_id": snapshot.id,
-                    "case_code": h.case_code,
-                    "county_code": shown.county,
-                    "township_code": shown.township,
-                    "village_code": shown.village,
-                    "class_code": shown.class_code,
-                    "size_band": shown.band,
-                    "status": state.value,
-                    "amount": rules.published_amount(amount),
-                    "masked_name": surname or None,
-                    "changes": " ".join(changes.get(h.id, [])),
-                    "proof_of_life": " ".join(
-                        f"{m}:{s}" for m, s in sorted(months.get(h.id, {}).items())
-                    ),
-                }
-            )
+            row = {
+                "snapshot_id": snapshot.id,
+                "case_code": h.case_code,
+                "county_code": shown.county,
+                "township_code": shown.township,
+                "village_code": shown.village,
+                "class_code": shown.class_code,
+                "size_band": shown.band,
+                "status": state.value,
+                "amount": rules.published_amount(amount),
+                "masked_name": surname or None,
+                "changes": " ".join(changes.get(h.id, [])),
+                "proof_of_life": " ".join(
+                    f"{m}:{s}" for m, s in sorted(months.get(h.id, {}).items())
+                ),
+            }
+            row["document"] = case_document(row, area_names, masked_names=rules.masked_names)
+            rows.append(row)
             cells[(shown.county, shown.township, shown.village, state.value, shown.class_code)] += 1
             totals = township_totals[shown.township]
             totals[state.value] += 1
@@ -287,7 +289,15 @@ def _withhold_surnames(snapshot_id: int, surnames: Counter[tuple[Key, str]], k: 
             (PublicCase.size_band, group.band),
         ):
             condition.append(column.is_(None) if value is None else column == value)
-        db.session.execute(update(PublicCase).where(*condition).values(masked_name=None))
+        shown_as = f'"masked_name":{json.dumps(surname, ensure_ascii=False)}'
+        db.session.execute(
+            update(PublicCase)
+            .where(*condition, PublicCase.masked_name == surname)
+            .values(
+                masked_name=None,
+                document=func.replace(PublicCase.document, shown_as, '"masked_name":null'),
+            )
+        )
     db.session.commit()
 
 
@@ -319,10 +329,22 @@ def _township_stats(
     return out
 
 
-def _township_of_village() -> tuple[Any, Any]:
+def _per_township_and_month(model: Any, first_month: str, *sums: Any) -> list[Any]:
+    """(township code, month, rows, *sums) of a per-household monthly table (payment or
+    proof-of-life months) from ``first_month`` on."""
     village = Area.__table__.alias("village")
     township = Area.__table__.alias("township")
-    return village, township
+    return list(
+        db.session.execute(
+            select(township.c.code, model.month, func.count(), *sums)
+            .join(Household, Household.id == model.household_id)
+            .join(village, village.c.id == Household.village_id)
+            .join(township, township.c.id == village.c.parent_id)
+            .where(model.month >= first_month)
+            .group_by(township.c.code, model.month)
+            .order_by(model.month, township.c.code)
+        ).all()
+    )
 
 
 def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
@@ -331,25 +353,15 @@ def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list
     than k households has its figures withheld."""
     local = now.astimezone(zone)
     first = f"{local.year - 1}-{local.month:02d}" if local.month < 12 else f"{local.year}-01"
-    village, township = _township_of_village()
     paid = PaymentMonth.status.in_([PaymentStatus.PAYABLE, PaymentStatus.RESTORED])
-    rows = db.session.execute(
-        select(
-            township.c.code,
-            PaymentMonth.month,
-            func.count(),
-            func.sum(case((paid, 1), else_=0)),
-            # The raw column (whole fen, server.types.Money), summed exactly in SQL.
-            func.sum(case((paid, cast(PaymentMonth.amount, BigInteger)), else_=0)),
-            func.sum(case((PaymentMonth.status == PaymentStatus.SUSPENDED, 1), else_=0)),
-        )
-        .join(Household, Household.id == PaymentMonth.household_id)
-        .join(village, village.c.id == Household.village_id)
-        .join(township, township.c.id == village.c.parent_id)
-        .where(PaymentMonth.month >= first)
-        .group_by(township.c.code, PaymentMonth.month)
-        .order_by(PaymentMonth.month, township.c.code)
-    ).all()
+    rows = _per_township_and_month(
+        PaymentMonth,
+        first,
+        func.sum(case((paid, 1), else_=0)),
+        # The raw column (whole fen, server.types.Money), summed exactly in SQL.
+        func.sum(case((paid, cast(PaymentMonth.amount, BigInteger)), else_=0)),
+        func.sum(case((PaymentMonth.status == PaymentStatus.SUSPENDED, 1), else_=0)),
+    )
     out = []
     for code, month, n, n_paid, cents, n_suspended in rows:
         enough = n >= k
@@ -369,23 +381,13 @@ def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list
 def _proof_of_life_stats(k: int, year: str) -> list[dict[str, Any]]:
     """Recipients asked, passed, missed and pending per township and month this year;
     fewer than k recipients: only the number asked."""
-    village, township = _township_of_village()
     status = ProofOfLifeMonth.status
-    rows = db.session.execute(
-        select(
-            township.c.code,
-            ProofOfLifeMonth.month,
-            func.count(),
-            func.sum(case((status.in_(PASSED), 1), else_=0)),
-            func.sum(case((status.in_(MISSED), 1), else_=0)),
-        )
-        .join(Household, Household.id == ProofOfLifeMonth.household_id)
-        .join(village, village.c.id == Household.village_id)
-        .join(township, township.c.id == village.c.parent_id)
-        .where(ProofOfLifeMonth.month >= f"{year}-01")
-        .group_by(township.c.code, ProofOfLifeMonth.month)
-        .order_by(ProofOfLifeMonth.month, township.c.code)
-    ).all()
+    rows = _per_township_and_month(
+        ProofOfLifeMonth,
+        f"{year}-01",
+        func.sum(case((status.in_(PASSED), 1), else_=0)),
+        func.sum(case((status.in_(MISSED), 1), else_=0)),
+    )
     out = []
     for code, month, n, n_passed, n_missed in rows:
         enough = n >= k

@@ -9,8 +9,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -22,15 +25,17 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
+from markupsafe import Markup
 from werkzeug.exceptions import BadRequest, NotFound
 
 from server.cases.codes import normalize_case_code
 from server.cases.models import CaseState
 from server.cases.workflow import region
 from server.extensions import limiter
+from server.labels import STATE_LABELS
 from server.public import changes, queries, schemas
+from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
 
 bp = Blueprint("public", __name__)
@@ -109,16 +114,42 @@ def _snapshot() -> Snapshot | None:
     return queries.current()
 
 
-def _etag(snapshot: Snapshot | None) -> str:
-    """Same snapshot, same URL, same language: same bytes."""
+def _language() -> str:
+    """The page language as the app's locale selector picks it for public pages
+    (``?lang=``, else Accept-Language), without asking Babel to parse a locale."""
+    languages: tuple[str, ...] = tuple(current_app.config["LANGUAGES"])
+    chosen = request.args.get("lang")
+    if chosen in languages:
+        return chosen
+    return request.accept_languages.best_match(languages) or languages[0]
+
+
+def _responses() -> ResponseCache:
+    cache: ResponseCache | None = current_app.extensions.get("dibao.public_responses")
+    if cache is None:
+        megabytes = float(current_app.config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"])
+        cache = ResponseCache(int(megabytes * 1024 * 1024))
+        current_app.extensions["dibao.public_responses"] = cache
+    return cache
+
+
+def _answer(
+    snapshot: Snapshot | None, render: Callable[[], Response], *, keep: bool = True
+) -> Response:
+    """Same snapshot, same URL, same language: same bytes. So: an ETag from those three
+    (If-None-Match -> 304), and the bytes of what was rendered kept for the next one
+    (``keep``; not for the streamed CSV)."""
     token = snapshot.token if snapshot else "none"
-    key = f"{token}\n{request.full_path}\n{get_locale()}\n{request.accept_mimetypes}"
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _conditional(snapshot: Snapshot | None, render: Callable[[], Response]) -> Response:
-    etag = _etag(snapshot)
-    response = Response(status=304) if request.if_none_match.contains(etag) else render()
+    key = f"{token}\n{request.full_path}\n{_language()}"
+    etag = hashlib.sha256(key.encode()).hexdigest()[:32]
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    elif keep and (hit := _responses().get(key)) is not None:
+        response = Response(hit.body, content_type=hit.content_type)
+    else:
+        response = render()
+        if keep and snapshot is not None and response.status_code == 200:
+            _responses().put(key, Cached(response.get_data(), response.content_type or ""))
     response.set_etag(etag)
     response.headers["Cache-Control"] = CACHE_CONTROL
     response.vary.add("Accept-Language")
@@ -135,8 +166,43 @@ def _as_of(snapshot: Snapshot | None) -> str | None:
 def _render(template: str, **context: Any) -> Response:
     """Render without the app's context processors: Flask-Login's would load the staff
     user from the session cookie, and a public page must not depend on who asks."""
-    html = current_app.jinja_env.get_template(template).render(request=request, **context)
+    snapshot: Snapshot | None = context.get("snapshot")
+    as_of = None
+    if snapshot is not None:
+        built = datetime.fromisoformat(snapshot.stats["built_at"])
+        as_of = built.astimezone(ZoneInfo(region().timezone)).strftime("%Y-%m-%d %H:%M")
+    html = current_app.jinja_env.get_template(template).render(
+        request=request, as_of=as_of, labels=_labels(), **context
+    )
     return Response(html, mimetype="text/html")
+
+
+def _labels() -> dict[str, Any]:
+    """Every label a page needs, translated once."""
+    return {
+        "state": {state.value: str(STATE_LABELS[state]) for state in CaseState},
+        "pol": {"passed": _("Passed"), "missed": _("Missed"), "pending": _("Pending")},
+        "size": {
+            band: _("%(band)s persons", band=band) for band in region().public.size_band_labels
+        },
+        "not_shown": _("not shown"),
+    }
+
+
+def _summary_html(snapshot: Snapshot) -> Markup:
+    """The aggregate tables of /public, rendered once per snapshot, language and process."""
+    language = _language()
+    fragment = snapshot.fragments.get(language)
+    if fragment is None:
+        template = current_app.jinja_env.get_template("public/_summary.html")
+        # An autoescaped template's output: already safe HTML.
+        fragment = Markup(  # noqa: S704
+            template.render(
+                snapshot=snapshot, summary=_summary(snapshot), labels=_labels(), lang=language
+            )
+        )
+        snapshot.fragments[language] = fragment
+    return fragment
 
 
 def _bars(values: list[int | None]) -> list[int]:
@@ -210,14 +276,15 @@ def index() -> Response | Any:
             )
             if next_after
             else None,
-            summary=_summary(snapshot) if snapshot else None,
+            summary_html=_summary_html(snapshot) if snapshot else "",
             villages=snapshot.villages(filters.township) if snapshot else [],
+            case_url=url_for("public.case_page", case_code="CASE-CODE", lang=_lang_arg()),
             states=list(CaseState),
             classes=region().classes,
             masked_names=region().public.masked_names,
         )
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render)
 
 
 def _url(endpoint: str, filters: Filters, **values: Any) -> str:
@@ -236,11 +303,11 @@ def case_page(case_code: str) -> Response:
     if code is None:
         raise NotFound(_("%(code)s is not a case code.", code=case_code[:MAX_ARG_LENGTH]))
     snapshot = _snapshot()
-    row = queries.one(snapshot, code) if snapshot else None
-    if row is None:
-        raise NotFound(_("No published case has the code %(code)s.", code=code))
 
     def render() -> Response:
+        row = queries.one(snapshot, code) if snapshot else None
+        if row is None:
+            raise NotFound(_("No published case has the code %(code)s.", code=code))
         return _render(
             "public/case.html",
             snapshot=snapshot,
@@ -250,7 +317,7 @@ def case_page(case_code: str) -> Response:
             masked_names=region().public.masked_names,
         )
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render)
 
 
 @bp.get("/public/data")
@@ -264,27 +331,28 @@ def dictionary() -> Response:
             rules=region().public,
             states=list(CaseState),
             classes=region().classes,
-            columns=schemas.CSV_COLUMNS,
+            columns=schemas.csv_columns(masked_names=region().public.masked_names),
         )
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render)
 
 
 @bp.get("/public/cases.csv")
 def cases_csv() -> Response:
     snapshot = _snapshot()
     filters = _filters(snapshot)
+    masked = region().public.masked_names
 
     def render() -> Response:
         def lines() -> Iterator[str]:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            writer.writerow(schemas.CSV_COLUMNS)
+            writer.writerow(schemas.csv_columns(masked_names=masked))
             yield "\ufeff" + _drain(buffer)  # the BOM: spreadsheet programs read UTF-8
             if snapshot is None:
                 return
             for count, row in enumerate(queries.every(snapshot, filters), start=1):
-                writer.writerow(schemas.case_csv(snapshot, row))
+                writer.writerow(schemas.case_csv(snapshot, row, masked_names=masked))
                 if count % 500 == 0:
                     yield _drain(buffer)
             yield _drain(buffer)
@@ -293,7 +361,7 @@ def cases_csv() -> Response:
         response.headers["Content-Disposition"] = 'attachment; filename="dibao-public-cases.csv"'
         return response
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render, keep=False)
 
 
 def _drain(buffer: io.StringIO) -> str:
@@ -312,13 +380,12 @@ def api_cases() -> Response:
     filters = _filters(snapshot)
     limit = _limit(PAGE_SIZE)
     after = _after()
-    masked = region().public.masked_names
 
     def render() -> Response:
         rows: list[Any] = []
         next_after = None
         if snapshot is not None:
-            rows, next_after = queries.page(snapshot, filters, after, limit)
+            rows, next_after = queries.page(snapshot, filters, after, limit, queries.API_COLUMNS)
         next_url = None
         if next_after:
             next_url = url_for(
@@ -328,19 +395,17 @@ def api_cases() -> Response:
                 after=next_after,
                 _external=True,
             )
-        return jsonify(
-            {
-                "items": [
-                    schemas.case_json(snapshot, row, masked_names=masked)  # type: ignore[arg-type]
-                    for row in rows
-                ],
-                "next": next_url,
-                "total": snapshot.total(filters) if snapshot else 0,
-                "as_of": _as_of(snapshot),
-            }
+        # The items are stored JSON documents (server.public.schemas.case_document).
+        body = (
+            '{"items":['
+            + ",".join(row.document for row in rows)
+            + f'],"next":{json.dumps(next_url)}'
+            + f',"total":{snapshot.total(filters) if snapshot else 0}'
+            + f',"as_of":{json.dumps(_as_of(snapshot))}}}'
         )
+        return Response(body, mimetype="application/json")
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render)
 
 
 @bp.get("/api/v1/public/cases/<case_code>")
@@ -349,16 +414,16 @@ def api_case(case_code: str) -> Response:
     if code is None:
         raise NotFound(_("%(code)s is not a case code.", code=case_code[:MAX_ARG_LENGTH]))
     snapshot = _snapshot()
-    row = queries.one(snapshot, code) if snapshot else None
-    if snapshot is None or row is None:
-        raise NotFound(_("No published case has the code %(code)s.", code=code))
-    masked = region().public.masked_names
-    return _conditional(
-        snapshot,
-        lambda: jsonify(
-            {**schemas.case_json(snapshot, row, masked_names=masked), "as_of": _as_of(snapshot)}
-        ),
-    )
+
+    def render() -> Response:
+        row = queries.one(snapshot, code, queries.API_COLUMNS) if snapshot else None
+        if row is None:
+            raise NotFound(_("No published case has the code %(code)s.", code=code))
+        document: str = row.document
+        body = f'{document[:-1]},"as_of":{json.dumps(_as_of(snapshot))}}}'
+        return Response(body, mimetype="application/json")
+
+    return _answer(snapshot, render)
 
 
 @bp.get("/api/v1/public/stats")
@@ -385,4 +450,4 @@ def api_stats() -> Response:
             }
         )
 
-    return _conditional(snapshot, render)
+    return _answer(snapshot, render)

@@ -49,6 +49,7 @@ def upgrade():
     sa.Column('masked_name', sa.String(length=8), nullable=True),
     sa.Column('changes', sa.Text(), nullable=False),
     sa.Column('proof_of_life', sa.Text(), nullable=False),
+    sa.Column('document', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['snapshot_id'], ['public_snapshots.id'], name=op.f('fk_public_cases_snapshot_id_public_snapshots'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('snapshot_id', 'case_code', name=op.f('pk_public_cases'))
     )
