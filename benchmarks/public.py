@@ -567,9 +567,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--distinct",
         type=int,
-        default=30000,
+        default=150000,
         help="case codes for the runs over pages never asked for before (split between "
-        "rounds; 0: no such runs; default: 30000)",
+        "rounds; 0: no such runs; default: 150000)",
     )
     parser.add_argument(
         "--database",
@@ -658,6 +658,12 @@ def measure(
                 load = run_wrk(
                     wrk, run_script, server, target.path, args.duration, args.connections
                 )
+                if target.paths and load.requests > len(target.paths) // args.repeat:
+                    print(
+                        f"  note: {load.requests:,} requests over "
+                        f"{len(target.paths) // args.repeat:,} pages: some were asked for "
+                        "twice (raise --distinct)"
+                    )
                 print_load(f"#{repeat}", target, load)
                 failed = failed or not load.valid
                 results.setdefault(target.label, []).append(load)
