@@ -183,10 +183,60 @@ def _labels() -> dict[str, Any]:
         "state": {state.value: str(STATE_LABELS[state]) for state in CaseState},
         "pol": {"passed": _("Passed"), "missed": _("Missed"), "pending": _("Pending")},
         "size": {
-            band: _("%(band)s persons", band=band) for band in region().public.size_band_labels
+            band: _("%(band)s person(s)", band=band) for band in region().public.size_band_labels
         },
         "not_shown": _("not shown"),
     }
+
+
+POL_MARKUP = {
+    "passed": Markup('{} <span class="ok">✓ {}</span>'),
+    "missed": Markup('{} <span class="bad">✗ {}</span>'),
+    "pending": Markup("{} <span>… {}</span>"),
+}
+
+
+def _rows(snapshot: Snapshot, rows: list[Any]) -> list[dict[str, Any]]:
+    """The cells of the case table, as text (and escaped markup for the proof-of-life
+    record), from the snapshot's rows and labels translated once."""
+    labels = _labels()
+    states, results = labels["state"], labels["pol"]
+    areas = snapshot.areas
+    case_url = url_for("public.case_page", case_code="CASE-CODE", lang=_lang_arg())
+    out = []
+    for row in rows:
+        if row.village_code:
+            place = f"{areas[row.township_code]['name']} · {areas[row.village_code]['name']}"
+        elif row.township_code:
+            place = areas[row.township_code]["name"]
+        else:
+            place = areas.get(row.county_code, {}).get("name", row.county_code)
+        history = []
+        for item in row.changes.split():
+            status, _sep, month = item.partition(":")
+            history.append(f"{states.get(status, status)} {month}")
+        record = []
+        for item in row.proof_of_life.split():
+            month, _sep, result = item.partition(":")
+            shape = POL_MARKUP.get(result, POL_MARKUP["pending"])
+            record.append(shape.format(month, results.get(result, results["pending"])))
+        out.append(
+            {
+                "code": row.case_code,
+                "href": case_url.replace("CASE-CODE", row.case_code),
+                "masked_name": row.masked_name or "—",
+                "place": place,
+                "class_code": row.class_code or "—",
+                "size": labels["size"].get(row.size_band, row.size_band)
+                if row.size_band
+                else labels["not_shown"],
+                "status": states.get(row.status, row.status),
+                "amount": row.amount or "—",
+                "history": " → ".join(history),
+                "pol": Markup(" ").join(record),
+            }
+        )
+    return out
 
 
 def _summary_html(snapshot: Snapshot) -> Markup:
@@ -265,7 +315,7 @@ def index() -> Response | Any:
             "public/index.html",
             snapshot=snapshot,
             filters=filters,
-            rows=rows,
+            rows=_rows(snapshot, rows) if snapshot else [],
             total=snapshot.total(filters) if snapshot else 0,
             next_url=_url(
                 "public.index",
@@ -278,7 +328,6 @@ def index() -> Response | Any:
             else None,
             summary_html=_summary_html(snapshot) if snapshot else "",
             villages=snapshot.villages(filters.township) if snapshot else [],
-            case_url=url_for("public.case_page", case_code="CASE-CODE", lang=_lang_arg()),
             states=list(CaseState),
             classes=region().classes,
             masked_names=region().public.masked_names,
