@@ -109,6 +109,11 @@ def _after() -> str | None:
     return code
 
 
+def _page_arguments(snapshot: Snapshot | None) -> tuple[Filters, int, str | None]:
+    """The filters, page size and cursor of a list (the page and the JSON list alike)."""
+    return _filters(snapshot), _limit(PAGE_SIZE), _after()
+
+
 def _snapshot() -> Snapshot | None:
     changes.refresh_inline_if_stale()
     return queries.current()
@@ -302,9 +307,7 @@ def index() -> Response | Any:
             )
         return redirect(url_for("public.case_page", case_code=code, lang=request.args.get("lang")))
     snapshot = _snapshot()
-    filters = _filters(snapshot)
-    limit = _limit(PAGE_SIZE)
-    after = _after()
+    filters, limit, after = _page_arguments(snapshot)
 
     def render() -> Response:
         rows: list[Any] = []
@@ -426,9 +429,7 @@ def _drain(buffer: io.StringIO) -> str:
 @bp.get("/api/v1/public/cases")
 def api_cases() -> Response:
     snapshot = _snapshot()
-    filters = _filters(snapshot)
-    limit = _limit(PAGE_SIZE)
-    after = _after()
+    filters, limit, after = _page_arguments(snapshot)
 
     def render() -> Response:
         rows: list[Any] = []
