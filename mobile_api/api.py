@@ -14,12 +14,11 @@ from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import DeviceLogin, parse
-from server.cases.models import Member
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
-from server.errors import OutOfArea, ValidationFailed
+from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
-from server.faces.service import enroll_member_photo
+from server.faces.service import enroll_member_photo, member_to_enroll
 from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile
 from server.visits import service as visits
@@ -165,9 +164,7 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
 @device_required
 def enroll_face(member_id: int) -> tuple[Response, int]:
     """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
-    member = db.session.get(Member, member_id)
-    if member is None:
-        raise OutOfArea("no such member", field="member_id")
+    member = member_to_enroll(current_caseworker(), member_id)
     if request.mimetype != "multipart/form-data":
         raise ValidationFailed("send the photo as multipart/form-data", field="photo")
     store = visits.blob_store()

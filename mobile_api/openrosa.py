@@ -30,11 +30,11 @@ from sqlalchemy import select
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from server.auth.permissions import require_in_area
+from server.auth.permissions import require_visible
 from server.cases.models import Household
 from server.devices.models import DeviceToken
 from server.devices.service import InvalidToken, authenticate_device
-from server.errors import DomainError, OutOfArea
+from server.errors import DomainError
 from server.extensions import csrf, db
 from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile, TooLarge
@@ -342,10 +342,13 @@ def _keep_for_later(
     """
     device = _device()
     data = parsed.validate(facts)
-    household = db.session.get(Household, data.household_id) if data.household_id else None
-    if household is None:
-        raise OutOfArea("no such household", field="household_id")
-    require_in_area(device.user, household.village, what="household")
+    require_visible(
+        device.user,
+        db.session.get(Household, data.household_id) if data.household_id else None,
+        lambda household: household.village,
+        "household",
+        field="household_id",
+    )
     photo_ids = {a.file_name: a.photo_id for a in parsed.attachments}
     for name, temp in uploads.items():
         fact = facts[name]

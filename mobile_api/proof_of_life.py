@@ -31,9 +31,8 @@ from mobile_api.auth import current_device
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.schemas import parse
 from server import clock
-from server.cases.models import Member
 from server.devices.service import InvalidToken, authenticate_device
-from server.errors import OutOfArea, ValidationFailed
+from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
@@ -102,10 +101,9 @@ def _authenticate_tablet() -> None:
 
 def _assist_context(data: AssistedSessionIn) -> tuple[ProofOfLifeMonth, pol.AssistContext]:
     device = current_device()
-    member = db.session.get(Member, data.member_id)
-    if member is None or member.household_id != data.household_id:
-        raise OutOfArea("no such member in this household")
-    record = pol.month_record(member, pol.this_month(_now()))
+    record = pol.assisted_month(
+        device.user, household_id=data.household_id, member_id=data.member_id, now=_now()
+    )
     context = pol.AssistContext(
         caseworker=device.user,
         device=device,

@@ -62,9 +62,9 @@ def apply_for_allowance(
     today: date | None = None,
 ) -> Household:
     """Register an application (申请) taken by township staff."""
+    require_in_area(actor, village, "village")
     if actor.role not in (Role.CASEWORKER, Role.TOWNSHIP_REVIEWER):
         raise NotPermitted("only township staff register applications")
-    require_in_area(actor, village)
     if village.level is not AreaLevel.VILLAGE:
         raise ValidationFailed("a household belongs to a village", field="village")
     if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:

@@ -26,7 +26,7 @@ from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
 from server.proof_of_life import service as pol
-from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.proof_of_life.models import MonthStatus
 from server.visits import review
 
 bp = Blueprint("cases", __name__)
@@ -104,16 +104,12 @@ def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
 @bp.post("/cases/<case_code>/proof-of-life/<int:month_id>")
 @staff_required
 def decide_proof_of_life(case_code: str, month_id: int) -> ResponseReturnValue:
-    raw = request.form.get("status", "")
-    try:
-        status = MonthStatus(raw)
-    except ValueError:
-        abort(400, description=_("Unknown proof-of-life status."))
-
     def decide(household: Household) -> None:
-        record = db.session.get(ProofOfLifeMonth, month_id)
-        if record is None or record.household_id != household.id:
-            abort(404)
+        record = pol.month_of_case(household, month_id)
+        try:
+            status = MonthStatus(request.form.get("status", ""))
+        except ValueError:
+            abort(400, description=_("Unknown proof-of-life status."))
         pol.decide_month(
             record, actor=current_user, status=status, reason=request.form.get("reason", "")
         )

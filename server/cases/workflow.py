@@ -149,10 +149,10 @@ def transition(
     Raises IllegalTransition, NotPermitted, OutOfArea or ReasonRequired, in which
     case nothing has changed.
     """
+    require_in_area(actor, household.village)
     spec = TRANSITIONS.get(action)
     if spec is None:
         raise IllegalTransition(f"unknown action {action!r}", action=action)
-    require_in_area(actor, household.village)
     if actor.role not in spec.roles:
         raise NotPermitted(
             f"a {actor.role.value} may not {action} a case",

@@ -97,7 +97,9 @@ def authenticate_device(token: str) -> DeviceToken:
         select(DeviceToken).where(DeviceToken.token_hash == hash_token(token))
     )
     now = datetime.now(UTC)
-    if record is None or not record.is_valid(now):
+    # A user whose role changed since keeps no tablet access (and so never meets a
+    # role check that could tell an object of another area from a missing one).
+    if record is None or not record.is_valid(now) or record.user.role not in DEVICE_ROLES:
         raise InvalidToken("the token is unknown, expired or revoked; log the tablet in again")
     if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
         record.last_used_at = now

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from server.audit import service as audit
 from server.auth.models import Role, User
-from server.auth.permissions import require_in_area
+from server.auth.permissions import require_in_area, require_visible
 from server.cases.models import Member
 from server.cases.workflow import region
 from server.devices.models import DeviceToken
@@ -120,6 +120,23 @@ class EnrollmentRefused(DomainError):
     http_status = 422
 
 
+def member_to_enroll(actor: User, member_id: int) -> Member:
+    """The member a caseworker asks to enroll, looked up before the request's body is
+    read: outside the actor's area it is "no such member", exactly like an unknown id,
+    and only then does the actor's role count.
+    """
+    member = require_visible(
+        actor,
+        db.session.get(Member, member_id),
+        lambda m: m.household.village,
+        "member",
+        field="member_id",
+    )
+    if actor.role is not Role.CASEWORKER:
+        raise NotPermitted("only caseworkers enroll faces")
+    return member
+
+
 def enroll_member_photo(
     member: Member,
     temp: HashingFile,
@@ -132,8 +149,7 @@ def enroll_member_photo(
     The photo is kept (content-addressed) as the template's evidence; a face that
     matches another household's member is reported, and audited, not refused.
     """
-    household = member.household
-    require_in_area(actor, household.village, what="member")
+    require_in_area(actor, member.household.village, "member", field="member_id")
     if actor.role is not Role.CASEWORKER:
         raise NotPermitted("only caseworkers enroll faces")
     if not member.alive:

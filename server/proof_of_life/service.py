@@ -30,7 +30,7 @@ from sqlalchemy.orm import selectinload
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
-from server.auth.permissions import require_in_area
+from server.auth.permissions import not_found, require_in_area, require_visible
 from server.cases.models import Household, Member
 from server.cases.workflow import region
 from server.devices.models import DeviceToken
@@ -259,6 +259,31 @@ class AssistContext:
     accuracy_m: float | None
 
 
+ASSISTED_WHAT = "member in this household"
+
+
+def _require_assisting(actor: User, household: Household) -> None:
+    """Area first (the same "no such member" as an unknown id), then the role."""
+    require_in_area(actor, household.village, ASSISTED_WHAT)
+    if actor.role is not Role.CASEWORKER:
+        raise NotPermitted("only caseworkers assist a proof of life")
+
+
+def assisted_month(
+    actor: User, *, household_id: int, member_id: int, now: datetime
+) -> ProofOfLifeMonth:
+    """The month a caseworker's tablet opens an assisted session for. A member of
+    another household, of a household outside the actor's area, or no member at all:
+    one answer (404), given before the member's designation or month is looked at.
+    """
+    member = db.session.get(Member, member_id)
+    if member is not None and member.household_id != household_id:
+        member = None
+    member = require_visible(actor, member, lambda m: m.household.village, ASSISTED_WHAT)
+    _require_assisting(actor, member.household)
+    return month_record(member, this_month(now))
+
+
 def pick_challenges(rng: secrets.SystemRandom | Any = None) -> list[str]:
     """One head turn (the flatness test needs real rotation) and one of blink /
     open_mouth, in random order."""
@@ -276,6 +301,13 @@ def start_session(
     challenges: Sequence[str] | None = None,
 ) -> ProofOfLifeAttempt:
     """Open an attempt: a fresh nonce and challenge sequence, valid for a short time."""
+    household = db.session.get(Household, record.household_id)
+    if household is None:  # pragma: no cover - foreign key
+        raise SessionNotFound("no such household")
+    if assist is not None:
+        # Before anything about the month: a caseworker of another area must not learn
+        # whether it passed or whether the member is designated.
+        _require_assisting(assist.caseworker, household)
     if record.status in (MonthStatus.PASSED, MonthStatus.EXEMPT):
         raise AlreadyDone("this month's proof of life is already done", status=record.status.value)
     limits = rules()
@@ -294,12 +326,6 @@ def start_session(
                 month=record.month,
             )
     else:
-        household = db.session.get(Household, record.household_id)
-        if household is None:  # pragma: no cover - foreign key
-            raise SessionNotFound("no such household")
-        if assist.caseworker.role is not Role.CASEWORKER:
-            raise NotPermitted("only caseworkers assist a proof of life")
-        require_in_area(assist.caseworker, household.village, what="household")
         distance_m = geodesic((assist.lat, assist.lon), (household.home_lat, household.home_lon)).m
         if distance_m > limits.assisted_far_from_home_m:
             flags.append("gps_far_from_home")
@@ -489,6 +515,19 @@ def submit_frames(
 REVIEWER_ROLES = (Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.ADMIN)
 
 
+MONTH_WHAT = "proof-of-life month"
+
+
+def month_of_case(household: Household, month_id: int) -> ProofOfLifeMonth:
+    """One of the case's months by id (the case itself already checked against the
+    actor's area): a month of any other household is "no such month", like an unknown id.
+    """
+    record = db.session.get(ProofOfLifeMonth, month_id)
+    if record is None or record.household_id != household.id:
+        raise not_found(MONTH_WHAT)
+    return record
+
+
 def months_of(household: Household, limit: int = 12) -> list[ProofOfLifeMonth]:
     """The household's latest proof-of-life months, newest first, attempts loaded."""
     return list(
@@ -506,12 +545,12 @@ def decide_month(
     record: ProofOfLifeMonth, *, actor: User, status: MonthStatus, reason: str
 ) -> None:
     """A reviewer's decision: exempt a member (in hospital, say), or settle a review."""
-    if actor.role not in REVIEWER_ROLES:
-        raise NotPermitted("only a reviewer decides a proof of life")
     household = db.session.get(Household, record.household_id)
     if household is None:  # pragma: no cover - foreign key
         raise SessionNotFound("no such household")
-    require_in_area(actor, household.village, what="household")
+    require_in_area(actor, household.village, MONTH_WHAT)
+    if actor.role not in REVIEWER_ROLES:
+        raise NotPermitted("only a reviewer decides a proof of life")
     if not reason.strip():
         raise ReasonRequired("a reason is required")
     allowed = {

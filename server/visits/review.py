@@ -11,9 +11,9 @@ from sqlalchemy.orm import selectinload
 
 from server.audit import service as audit
 from server.auth.models import Role, User
-from server.auth.permissions import require_in_area
+from server.auth.permissions import not_found, require_visible
 from server.cases.models import Household
-from server.errors import NotPermitted, OutOfArea, ReasonRequired
+from server.errors import NotPermitted, ReasonRequired
 from server.extensions import db
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 from server.visits.service import blob_store
@@ -39,9 +39,9 @@ def visits_of(household: Household) -> list[Survey]:
 def clear_flag(actor: User, household: Household, flag_id: int, reason: str | None) -> SurveyFlag:
     """A reviewer has looked at the evidence and accepts the visit despite the flag."""
     flag = db.session.get(SurveyFlag, flag_id)
-    if flag is None or flag.survey.household_id != household.id:
-        raise OutOfArea("no such flag")
-    require_in_area(actor, flag.survey.household.village, what="flag")
+    if flag is not None and flag.survey.household_id != household.id:
+        flag = None  # another case's flag, in the actor's area or not: "no such flag"
+    flag = require_visible(actor, flag, lambda f: f.survey.household.village, "flag")
     if actor.role not in REVIEWERS:
         raise NotPermitted("only township reviewers and county approvers clear flags")
     reason = (reason or "").strip()
@@ -72,14 +72,14 @@ class PhotoFile:
 def open_photo(actor: User, survey_photo_id: int, *, thumbnail: bool) -> PhotoFile:
     """The file of a visit photo for a staff member allowed to see it; audited."""
     photo = db.session.get(SurveyPhoto, survey_photo_id)
-    if photo is None or photo.received_at is None:
-        raise OutOfArea("no such photo")
-    require_in_area(actor, photo.survey.household.village, what="photo")
+    if photo is not None and photo.received_at is None:
+        photo = None  # announced by a manifest, never received: nothing to show
+    photo = require_visible(actor, photo, lambda p: p.survey.household.village, "photo")
     if actor.role not in PHOTO_READERS:
         raise NotPermitted("your role does not read visit photos")
     sha = photo.thumbnail_sha256 if thumbnail else photo.sha256
     if sha is None:
-        raise OutOfArea("no such photo")
+        raise not_found("photo")
     audit.record(
         "photo.read",
         actor=actor,

@@ -21,12 +21,12 @@ from sqlalchemy.exc import IntegrityError
 
 from server.areas.models import Area
 from server.audit import service as audit
-from server.auth.permissions import require_in_area
+from server.auth.permissions import in_area, require_visible
 from server.cases.models import CaseEvent, CaseState, Household, Relation
 from server.cases.service import NewMember, apply_for_allowance, find_members_by_id_number
 from server.cases.workflow import add_months, region, transition
 from server.devices.models import DeviceToken
-from server.errors import DomainError, OutOfArea, ValidationFailed
+from server.errors import DomainError, ValidationFailed
 from server.extensions import db
 from server.storage import BlobStore, HashingFile
 from server.visits.checks import (
@@ -69,10 +69,6 @@ class PhotoNotInManifest(DomainError):
 class Sha256Mismatch(DomainError):
     code = "sha256_mismatch"
     http_status = 422
-
-
-class SurveyNotFound(OutOfArea):
-    pass
 
 
 @dataclass(frozen=True)
@@ -125,16 +121,40 @@ def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoFacts:
         raise error from exc
 
 
-def _register_household(device: DeviceToken, data: SurveyIn) -> tuple[Household, dict[str, int]]:
+def _visible_place(device: DeviceToken, data: SurveyIn) -> tuple[Household | None, Area | None]:
+    """The survey's household, or the village of the application it registers: looked
+    up before anything else, and outside the caseworker's area exactly as unknown.
+    """
+    if data.household_id is not None:
+        household = require_visible(
+            device.user,
+            db.session.get(Household, data.household_id),
+            lambda h: h.village,
+            "household",
+            field="household_id",
+        )
+        return household, None
+    if data.new_household is None:  # pragma: no cover - SurveyIn requires one of them
+        raise ValueError("neither household_id nor new_household")
+    village = require_visible(
+        device.user,
+        db.session.scalar(select(Area).where(Area.code == data.new_household.village_code)),
+        lambda area: area,
+        "village",
+        field="new_household.village_code",
+    )
+    return None, village
+
+
+def _register_household(
+    device: DeviceToken, data: SurveyIn, village: Area | None
+) -> tuple[Household, dict[str, int]]:
     """Register the application a caseworker took at the home, and accept it (the
     visit is its household survey). Returns the household and member ids by client_ref.
     """
     block = data.new_household
-    if block is None:  # pragma: no cover - the caller checked
+    if block is None or village is None:  # pragma: no cover - the caller checked
         raise ValueError("no new_household block")
-    village = db.session.scalar(select(Area).where(Area.code == block.village_code))
-    if village is None:
-        raise OutOfArea("no such village", field="new_household.village_code")
     location = block.location or data.gps
     members = [
         NewMember(
@@ -148,21 +168,18 @@ def _register_household(device: DeviceToken, data: SurveyIn) -> tuple[Household,
         )
         for m in data.members
     ]
-    try:
-        household = apply_for_allowance(
-            actor=device.user,
-            village=village,
-            address=block.address,
-            home_lat=location.lat,
-            home_lon=location.lon,
-            class_code=block.class_code,
-            members=members,
-            conflict_of_interest=block.conflict_of_interest,
-            conflict_note=block.conflict_note,
-            special_case=block.special_case,
-        )
-    except OutOfArea:
-        raise OutOfArea("no such village", field="new_household.village_code") from None
+    household = apply_for_allowance(
+        actor=device.user,
+        village=village,
+        address=block.address,
+        home_lat=location.lat,
+        home_lon=location.lon,
+        class_code=block.class_code,
+        members=members,
+        conflict_of_interest=block.conflict_of_interest,
+        conflict_note=block.conflict_note,
+        special_case=block.special_case,
+    )
     transition(household, "accept", actor=device.user)
     refs = {
         m.client_ref: member.id
@@ -242,11 +259,28 @@ def _survey_row(
 
 
 def find_survey(device: DeviceToken, client_uuid: str) -> Survey:
-    """The survey with this uuid uploaded within the caseworker's area; 404 otherwise."""
+    """The survey with this uuid, of a household within the caseworker's area (whoever
+    uploaded it: the township's caseworkers share its cases); 404 otherwise."""
     survey = db.session.scalar(select(Survey).where(Survey.client_uuid == client_uuid))
-    if survey is None:
-        raise SurveyNotFound("no such survey")
-    require_in_area(device.user, survey.household.village, what="survey")
+    return require_visible(device.user, survey, lambda s: s.household.village, "survey")
+
+
+def _replayed_survey(device: DeviceToken, client_uuid: str, content_hash: str) -> Survey:
+    """The survey an upload repeats. A client_uuid is unique over the whole service, so
+    one already taken by other content, another caseworker or a household outside the
+    area is the same conflict (409): never a 404 that would tell where it lies.
+    """
+    survey = db.session.scalar(select(Survey).where(Survey.client_uuid == client_uuid))
+    if (
+        survey is None
+        or survey.content_hash != content_hash
+        or survey.caseworker_id != device.user_id
+        or not in_area(device.user, survey.household.village)
+    ):
+        raise ClientUuidConflict(
+            "a different survey was already uploaded with this client_uuid",
+            client_uuid=client_uuid,
+        )
     return survey
 
 
@@ -260,12 +294,7 @@ def receive_survey(
     """Record a visit, or recognise a replay of one, and attach the photo parts that
     came with it. Every part is checked before anything is written.
     """
-    household = None
-    if data.household_id is not None:
-        household = db.session.get(Household, data.household_id)
-        if household is None:
-            raise OutOfArea("no such household", field="household_id")
-        require_in_area(device.user, household.village, what="household")
+    household, village = _visible_place(device, data)
 
     manifest = {p.photo_id: p for p in data.photos}
     for name in uploads:
@@ -289,7 +318,7 @@ def receive_survey(
     if created:
         try:
             if household is None:
-                household, new_members = _register_household(device, data)
+                household, new_members = _register_household(device, data, village)
             survey = _survey_row(data, content_hash, device, household.id, new_members)
             db.session.add(survey)
             db.session.flush()
@@ -298,12 +327,7 @@ def receive_survey(
             db.session.rollback()
             created = False
     if not created:
-        survey = find_survey(device, str(data.client_uuid))
-        if survey.content_hash != content_hash or survey.caseworker_id != device.user_id:
-            raise ClientUuidConflict(
-                "a different survey was already uploaded with this client_uuid",
-                client_uuid=str(data.client_uuid),
-            )
+        survey = _replayed_survey(device, str(data.client_uuid), content_hash)
         household = survey.household
     if household is None:  # pragma: no cover - both paths above set it
         raise RuntimeError("survey without a household")
@@ -336,9 +360,9 @@ def receive_photo(
     *, device: DeviceToken, client_uuid: str, photo_id: str, temp: HashingFile
 ) -> ReceivedSurvey:
     """Attach one photo's bytes to its survey; a repeat of a stored photo is a no-op."""
+    survey = find_survey(device, client_uuid)
     if not PHOTO_ID.match(photo_id):
         raise ValidationFailed("photo_id may hold only A-Z a-z 0-9 _ -", field="photo_id")
-    survey = find_survey(device, client_uuid)
     photo = next((p for p in survey.photos if p.photo_id == photo_id), None)
     if photo is None:
         raise PhotoNotInManifest(
