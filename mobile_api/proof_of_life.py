@@ -31,6 +31,7 @@ from mobile_api.auth import current_device
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.schemas import parse
 from server import clock
+from server.devices.models import DeviceToken
 from server.devices.service import InvalidToken, authenticate_device
 from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
@@ -92,11 +93,13 @@ def _session_body(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
     }
 
 
-def _authenticate_tablet() -> None:
+def _authenticate_tablet() -> DeviceToken:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("send the device token as 'Authorization: Bearer <token>'")
-    g.device = authenticate_device(token.strip())
+    device: DeviceToken = authenticate_device(token.strip())
+    g.device = device
+    return device
 
 
 def _assist_context(data: AssistedSessionIn) -> tuple[ProofOfLifeMonth, pol.AssistContext]:
@@ -194,12 +197,10 @@ def _offsets(text: str | None) -> list[int] | None:
 @api.post("/sessions/<session_id>/frames")
 @limiter.limit(_rate)
 def submit_frames(session_id: str) -> Response:
-    attempt = pol.find_session(session_id)
-    if attempt.device_token_id is not None:
-        # An assisted session's frames come from the same tablet.
-        _authenticate_tablet()
-        if current_device().id != attempt.device_token_id:
-            raise pol.SessionNotFound("no such session")
+    # A token, when sent, is checked before the session is looked at: an assisted
+    # session's frames come from the tablet that opened it.
+    device = _authenticate_tablet() if request.headers.get("Authorization") else None
+    attempt = pol.find_session(session_id, device)
     pol.require_open(attempt, now=_now())
     store: BlobStore = current_app.extensions["dibao.blobs"]
     nonce, frames, offsets = _frames_upload(store)

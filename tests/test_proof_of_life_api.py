@@ -311,14 +311,16 @@ def test_an_assisted_session_is_started_by_a_caseworker_near_the_home(
     assert attempt.gps_distance_m is not None and attempt.gps_distance_m > 1000
     assert not attempt.counts_against_limits
 
-    # The frames of an assisted session come only from the tablet that started it.
+    # The frames of an assisted session come only from the tablet that started it: to
+    # anyone else it does not exist.
     session = flagged.get_json()
     anonymous = client.post(
         f"/api/v1/proof-of-life/sessions/{session['session_id']}/frames",
         data={"nonce": session["nonce"]},
         content_type="multipart/form-data",
     )
-    assert anonymous.status_code == 401
+    assert anonymous.status_code == 404
+    assert anonymous.get_json()["error"]["code"] == "session_not_found"
 
     # A caseworker of another township does not see the household.
     other = device_login(client, "caseworker_b").get_json()["token"]

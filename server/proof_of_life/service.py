@@ -365,11 +365,18 @@ def start_session(
     return attempt
 
 
-def find_session(session_id: str) -> ProofOfLifeAttempt:
+def find_session(session_id: str, device: DeviceToken | None = None) -> ProofOfLifeAttempt:
+    """The session with this id. A recipient's session is reached by its id alone (their
+    phone holds it); an assisted one belongs to the tablet that opened it, and to any
+    other caller, another tablet or none, it does not exist.
+    """
     attempt = db.session.scalar(
         select(ProofOfLifeAttempt).where(ProofOfLifeAttempt.session_id == session_id)
     )
-    if attempt is None:
+    if attempt is None or (
+        attempt.device_token_id is not None
+        and (device is None or device.id != attempt.device_token_id)
+    ):
         raise SessionNotFound("no such session")
     return attempt
 
