@@ -264,7 +264,7 @@ def submission() -> Response:
         select(Survey).where(Survey.client_uuid == str(parsed.instance_id))
     )
     if existing is not None:
-        return _resubmission(parsed, uploads, visits.find_survey(device, existing.client_uuid))
+        return _resubmission(parsed, uploads, visits.replayed_survey(device, existing.client_uuid))
 
     pending = PendingFiles(visits.blob_store())
     facts = pending.load(device.user_id, parsed.instance_id)

@@ -894,3 +894,46 @@ def test_the_rule_holds_in_the_services_before_any_role_or_state_check(app: Flas
     assert attempt is not None and attempt.device_token_id is not None
     opener = db.session.get(DeviceToken, attempt.device_token_id)
     assert pol.find_session(place.session_id, opener) is attempt
+
+
+def test_a_client_uuid_taken_in_another_area_is_a_conflict_not_a_404(app: Flask) -> None:
+    """A visit's uuid is unique over the whole service: reusing one taken in another
+    township answers exactly like reusing a colleague's (409), on the JSON API and on
+    OpenRosa, never "no such survey" (which would tell where it lies)."""
+    world = build_world(Role.CASEWORKER)
+    own_survey = db.session.scalar(
+        select(Survey).where(Survey.client_uuid == world.own.client_uuid)
+    )
+    assert own_survey is not None
+    colleague = User(
+        username="caseworker_a2",
+        password_hash="!",
+        role=Role.CASEWORKER,
+        area_id=world.caller.area_id,
+    )
+    db.session.add(colleague)
+    db.session.flush()
+    own_survey.caseworker_id = colleague.id
+    db.session.commit()
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {world.token}"}
+
+    def reuse(client_uuid: str) -> tuple[Any, ...]:
+        body = survey_json(world.own.household_id, {}, client_uuid=client_uuid)
+        api = client.post("/api/v1/surveys", json=body, headers=auth)
+        error = api.get_json()["error"]
+        xml = instance_xml(world.own.household_id, uuid.UUID(client_uuid))
+        part = FileStorage(io.BytesIO(xml), "instance.xml", content_type="text/xml")
+        boundary, multipart = encode_multipart({"xml_submission_file": part})
+        odk = client.post(
+            "/openrosa/submission",
+            data=multipart,
+            content_type=f"multipart/form-data; boundary={boundary}",
+            headers={**auth, **OPENROSA},
+        )
+        return api.status_code, error["code"], error["message"], odk.status_code, odk.data
+
+    colleagues = reuse(world.own.client_uuid)
+    assert colleagues[:2] == (409, "client_uuid_conflict") and colleagues[3] == 409
+    for place in world.foreign.values():
+        assert reuse(place.client_uuid) == colleagues

@@ -265,15 +265,18 @@ def find_survey(device: DeviceToken, client_uuid: str) -> Survey:
     return require_visible(device.user, survey, lambda s: s.household.village, "survey")
 
 
-def _replayed_survey(device: DeviceToken, client_uuid: str, content_hash: str) -> Survey:
-    """The survey an upload repeats. A client_uuid is unique over the whole service, so
-    one already taken by other content, another caseworker or a household outside the
-    area is the same conflict (409): never a 404 that would tell where it lies.
+def replayed_survey(
+    device: DeviceToken, client_uuid: str, content_hash: str | None = None
+) -> Survey:
+    """The caseworker's own survey an upload repeats (with this content, when given).
+    A client_uuid is unique over the whole service, so one already taken by other
+    content, another caseworker or a household outside the area is the same conflict
+    (409): never a 404 that would tell where it lies.
     """
     survey = db.session.scalar(select(Survey).where(Survey.client_uuid == client_uuid))
     if (
         survey is None
-        or survey.content_hash != content_hash
+        or (content_hash is not None and survey.content_hash != content_hash)
         or survey.caseworker_id != device.user_id
         or not in_area(device.user, survey.household.village)
     ):
@@ -327,7 +330,7 @@ def receive_survey(
             db.session.rollback()
             created = False
     if not created:
-        survey = _replayed_survey(device, str(data.client_uuid), content_hash)
+        survey = replayed_survey(device, str(data.client_uuid), content_hash)
         household = survey.household
     if household is None:  # pragma: no cover - both paths above set it
         raise RuntimeError("survey without a household")
