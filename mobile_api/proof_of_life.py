@@ -97,7 +97,7 @@ def _authenticate_tablet() -> DeviceToken:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("send the device token as 'Authorization: Bearer <token>'")
-    device: DeviceToken = authenticate_device(token.strip())
+    device = authenticate_device(token.strip())
     g.device = device
     return device
 
