@@ -51,6 +51,7 @@ from server.proof_of_life.models import (
 )
 from server.proof_of_life.rules import ProofOfLifeRules, current_month, window
 from server.storage import BlobStore, HashingFile
+from server.visits.photos import PhotoRejected, check_no_trailing_data
 
 TURNS = ("turn_left", "turn_right")
 OTHERS = ("blink", "open_mouth")
@@ -425,6 +426,17 @@ def submit_frames(
         )
     if offsets_ms is not None and len(offsets_ms) != len(frames):
         raise ValidationFailed("offsets_ms must have one entry per frame", field="offsets_ms")
+
+    for position, frame in enumerate(frames):
+        frame.flush()
+        try:
+            check_no_trailing_data(frame.path)
+        except PhotoRejected as exc:
+            # Refused before anything is stored or counted: a phone's canvas never
+            # appends data to a frame, so this is not the person's failed attempt.
+            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
+            error.code, error.http_status = exc.code, exc.http_status
+            raise error from exc
 
     record = attempt.month_record
     attempt.submitted_at = now
