@@ -224,9 +224,11 @@ def test_photos_are_served_inline_under_our_name_and_type_never_sniffed(
         assert original.status_code == 200
         assert original.headers["Content-Type"] == "image/png"
         assert original.headers["Content-Disposition"] == f'inline; filename="photo-{photo_id}.png"'
+        assert original.headers["X-Content-Type-Options"] == "nosniff"
         assert original.headers["Cache-Control"] == "private, no-store"
         assert original.data.startswith(b"\x89PNG")
     with staff.get(f"/photos/{photo_id}?size=thumb") as thumb:
         assert thumb.headers["Content-Type"] == "image/jpeg"
         expected = f'inline; filename="photo-{photo_id}-thumb.jpg"'
         assert thumb.headers["Content-Disposition"] == expected
+        assert thumb.headers["X-Content-Type-Options"] == "nosniff"
