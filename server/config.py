@@ -165,6 +165,21 @@ def instance_path(overrides: Mapping[str, Any] | None = None) -> str | None:
     return str(Path(env).resolve()) if env else None
 
 
+def public_base_url_for(host: str, port: int) -> str:
+    """The address links should carry for a server listening on ``host:port``:
+    PUBLIC_BASE_URL when it is set, else that address, which then becomes this
+    process's PUBLIC_BASE_URL (the links it serves, sends and prints must open)."""
+    configured = os.environ.get("PUBLIC_BASE_URL", "").strip()
+    if configured:
+        return configured.rstrip("/")
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
+    if ":" in shown:
+        shown = f"[{shown}]"
+    url = f"http://{shown}:{port}"
+    os.environ["PUBLIC_BASE_URL"] = url
+    return url
+
+
 def normalize_database_url(url: str) -> str:
     """Let operators write plain ``postgresql://`` URLs; we always talk psycopg 3."""
     for prefix in ("postgres://", "postgresql://"):
