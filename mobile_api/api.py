@@ -17,9 +17,10 @@ from mobile_api.schemas import DeviceLogin, parse
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
-from server.extensions import csrf, db, limiter
+from server.extensions import csrf, db
 from server.faces.service import enroll_member_photo, member_to_enroll
 from server.faces.tasks import enqueue_photo_work
+from server.rate_limits import login_limits
 from server.storage import HashingFile
 from server.visits import service as visits
 from server.visits.queries import due_visits
@@ -29,16 +30,6 @@ API_VERSION = "1"
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(bp)  # token-authenticated clients, no cookies
-
-
-def _login_rate() -> str:
-    return str(current_app.config["DIBAO_LOGIN_RATE_LIMIT"])
-
-
-def _username_key() -> str:
-    payload = request.get_json(silent=True)
-    username = payload.get("username", "") if isinstance(payload, dict) else ""
-    return "device-login-user:" + str(username).strip().lower()
 
 
 def _json_body() -> Any:
@@ -100,8 +91,7 @@ def version() -> Response:
 
 
 @bp.post("/v1/auth/device-tokens")
-@limiter.limit(_login_rate)
-@limiter.limit(_login_rate, key_func=_username_key)
+@login_limits
 def create_device_token() -> tuple[Response, int]:
     login = parse(DeviceLogin, _json_body())
     issued = issue_device_token(
@@ -266,5 +256,7 @@ def visits_due() -> Response:
         db.session.commit()
         response = Response(payload, mimetype="application/json")
     response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, no-cache"
+    # no-store: the list names people; the tablet keeps its own copy and revalidates
+    # it itself (If-None-Match), which needs no HTTP cache.
+    response.headers["Cache-Control"] = "no-store"
     return response

@@ -37,6 +37,7 @@ from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
+from server.security_headers import content_security_policy
 from server.storage import BlobStore, HashingFile
 from server.visits.schemas import GpsIn, Input
 
@@ -268,11 +269,9 @@ def status() -> Response:
     return jsonify(body)
 
 
-CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
-    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'self'"
-)
+# The application's page policy, plus what the camera needs: the preview plays a
+# MediaStream (a blob: URL on old browsers) and a re-encoded frame is decoded from one.
+CSP = content_security_policy(img_src="'self' blob: data:", media_src="'self' blob:")
 
 
 @page.get("/m/<link_token>")

@@ -6,17 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The page tests drive Debian's Chromium headless (never a downloaded browser).
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing Debian's chromium for the page tests"
-        apt-get install -y --no-install-recommends chromium >/dev/null \
-            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null; }
-    else
-        echo "the page tests need /usr/bin/chromium: run 'apt-get install chromium' as root" >&2
-        exit 1
+# The page tests drive Debian's Chromium headless (never a downloaded browser); the
+# slow-client test runs the production nginx site in front of gunicorn.
+for need in /usr/bin/chromium:chromium /usr/sbin/nginx:nginx; do
+    path="${need%%:*}" package="${need##*:}"
+    if [ ! -x "$path" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "installing Debian's $package for the tests"
+            apt-get install -y --no-install-recommends "$package" >/dev/null \
+                || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "$package" >/dev/null; }
+        else
+            echo "the tests need $path: run 'apt-get install $package' as root" >&2
+            exit 1
+        fi
     fi
-fi
+done
 
 postgres="${DIBAO_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432}"
 start=$(date +%s)

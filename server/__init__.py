@@ -13,8 +13,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.datastructures import MultiDict
 from werkzeug.formparser import FormDataParser, MultiPartParser
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import config as config_module
+from server import security_headers
 from server.celery_app import celery_init_app
 from server.crypto import FieldCipher
 from server.extensions import babel, csrf, db, limiter, login_manager, migrate
@@ -37,6 +39,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.request_class = UploadRequest
     app.session_interface = NoSessionOnPublicPages()
+    proxies = app.config["DIBAO_TRUSTED_PROXIES"]
+    if proxies:
+        # The client's address (rate limits, audit log) and scheme (Secure cookies,
+        # HSTS) as the nearest trusted proxies saw them; with none trusted, headers a
+        # client could forge are ignored.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies
+        )
     # UTF-8 JSON: Chinese text is a third of the size of its \uXXXX escapes (the
     # recipients' page embeds its strings as JSON; phones are on slow links).
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -49,19 +59,28 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     babel.init_app(app, locale_selector=_select_locale)
     login_manager.init_app(app)
     csrf.init_app(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     limiter.init_app(app)
 
     celery_init_app(app)
     _register_blueprints(app)
     _register_error_handlers(app)
     _register_template_helpers(app)
+    security_headers.register(app)
     return app
 
 
 class NoSessionOnPublicPages(SecureCookieSessionInterface):
     """The public pages (blueprint ``public``) never set a cookie nor vary on one, so
-    shared caches may keep them; everything else keeps Flask's signed-cookie session."""
+    shared caches may keep them; everything else keeps Flask's signed-cookie session.
+
+    The cookie is ``Secure`` whenever the request came over HTTPS (``request.is_secure``,
+    which ProxyFix sets from a trusted proxy's ``X-Forwarded-Proto``): Flask's
+    ``SESSION_COOKIE_SECURE`` is one value for every request, and a demo served over
+    plain HTTP must still be able to log in.
+    """
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return request.is_secure or bool(app.config["SESSION_COOKIE_SECURE"])
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if request.blueprint == "public":

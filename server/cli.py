@@ -86,6 +86,7 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
     """
     folder = config_module.instance_path() or str(Path.cwd() / "instance")
     os.environ.setdefault("DIBAO_INSTANCE_PATH", folder)
+    base_url = config_module.public_base_url_for(host, port)
     if not (os.environ.get("SECRET_KEY") and os.environ.get("DIBAO_DATA_KEY")):
         path = config_module.ensure_dev_secrets(folder)
         click.echo(f"demo secrets: {path} (generated for the demo only)")
@@ -115,7 +116,8 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
                     f"  {user['username']:<18} {user['password']:<16} "
                     f"{user['role']:<18} {user['area']}"
                 )
-        click.echo(f"public page (no login): http://{host}:{port}/public")
+        click.echo(f"public page (no login): {base_url}/public")
+        _explain_base_url(base_url)
     if not no_serve:
         _serve(app, host, port, threads=8)
 
@@ -126,15 +128,31 @@ def _today() -> date:
     return local_today()
 
 
-@cli.command("serve")
+def _explain_base_url(base_url: str) -> None:
+    """Links (the SMS, `dibao proof-of-life link`) are made from PUBLIC_BASE_URL: say which,
+    so a server on another port than other commands assume is not a surprise."""
+    click.echo(
+        f"links in SMS and pages: {base_url} (PUBLIC_BASE_URL; export it so that other "
+        "dibao commands print the same links)"
+    )
+
+
+@cli.command("serve", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
-def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve with waitress. In production run gunicorn instead (docs/deploy.md)."""
-    if not _schema_at_head():
-        raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
-    _serve(current_app._get_current_object(), host, port, threads)  # type: ignore[attr-defined]
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, threads: int) -> None:
+    """Serve with waitress. In production run gunicorn behind nginx (docs/operations.md).
+
+    Links are made from PUBLIC_BASE_URL; when it is not set, from the address served."""
+    base_url = config_module.public_base_url_for(host, port)
+    app = ctx.ensure_object(ScriptInfo).load_app()
+    with app.app_context():
+        if not _schema_at_head():
+            raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
+    _explain_base_url(base_url)
+    _serve(app, host, port, threads)
 
 
 @cli.command("seed")
@@ -293,6 +311,13 @@ def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
     db.session.commit()
     if datetime.now(UTC) >= record.window_closes_at:
         click.echo(f"note: the {chosen} window closed; this link no longer opens", err=True)
+    base_url = current_app.config["PUBLIC_BASE_URL"]
+    if base_url == config_module.defaults()["PUBLIC_BASE_URL"]:
+        click.echo(
+            f"note: PUBLIC_BASE_URL is not set, so this link assumes the service at {base_url} "
+            "(set it to the address recipients reach)",
+            err=True,
+        )
     click.echo(pol.link_url(token))
 
 

@@ -28,8 +28,11 @@ ENV_KEYS = (
     "DIBAO_REGION_CONFIG",
     "PUBLIC_BASE_URL",
     "RATELIMIT_STORAGE_URI",
+    "RATELIMIT_KEY_PREFIX",
+    "DIBAO_TRUSTED_PROXIES",
     "DIBAO_LOG_LEVEL",
     "DIBAO_LOGIN_RATE_LIMIT",
+    "DIBAO_LOGIN_ADDRESS_RATE_LIMIT",
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
@@ -50,6 +53,24 @@ ENV_KEYS = (
     "TWILIO_API_BASE_URL",
     "SMS_RATE_PER_SECOND",
     "SMS_CLAIM_LEASE_SECONDS",
+)
+RATE_LIMIT_KEYS = (
+    "DIBAO_LOGIN_RATE_LIMIT",
+    "DIBAO_LOGIN_ADDRESS_RATE_LIMIT",
+    "DIBAO_POL_RATE_LIMIT",
+    "DIBAO_PUBLIC_RATE_LIMIT",
+)
+# What the limits library can keep counters in (limits.storage).
+RATE_LIMIT_STORAGE_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "memcached",
+    "mongodb",
+    "mongodb+srv",
 )
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
@@ -72,10 +93,21 @@ def defaults() -> dict[str, Any]:
         "DIBAO_DATA_KEY": None,
         "DIBAO_REGION_CONFIG": None,  # None: built-in region_default.toml
         "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
-        "RATELIMIT_STORAGE_URI": "memory://",
+        # None: CELERY_BROKER_URL's Redis when there is one (every worker and process
+        # then shares the counters), else each process counts on its own.
+        "RATELIMIT_STORAGE_URI": None,
+        # Put before every rate-limit key: deployments (or test runs) sharing one Redis.
+        "RATELIMIT_KEY_PREFIX": "dibao",
+        # How many proxies in front of the app set X-Forwarded-For/-Proto (nginx: 1).
+        # 0 trusts none: the client address and scheme are the connection's own.
+        "DIBAO_TRUSTED_PROXIES": 0,
         "DIBAO_LOG_LEVEL": "INFO",
-        # Per address and per username, for the dashboard login form.
-        "DIBAO_LOGIN_RATE_LIMIT": "10 per minute",
+        # Failed logins per username (dashboard and tablets together): tight, as a
+        # password is guessed one account at a time.
+        "DIBAO_LOGIN_RATE_LIMIT": "5 per minute",
+        # Failed logins per client address: loose, since a whole township office
+        # reaches us from one address.
+        "DIBAO_LOGIN_ADDRESS_RATE_LIMIT": "100 per minute",
         # Per address, for the recipients' proof-of-life page and API (links are guessable
         # only at 144 bits, but every try costs a database look-up).
         "DIBAO_POL_RATE_LIMIT": "30 per minute",
@@ -131,6 +163,21 @@ def instance_path(overrides: Mapping[str, Any] | None = None) -> str | None:
         return str(Path(overrides["DIBAO_INSTANCE_PATH"]).resolve())
     env = os.environ.get("DIBAO_INSTANCE_PATH")
     return str(Path(env).resolve()) if env else None
+
+
+def public_base_url_for(host: str, port: int) -> str:
+    """The address links should carry for a server listening on ``host:port``:
+    PUBLIC_BASE_URL when it is set, else that address, which then becomes this
+    process's PUBLIC_BASE_URL (the links it serves, sends and prints must open)."""
+    configured = os.environ.get("PUBLIC_BASE_URL", "").strip()
+    if configured:
+        return configured.rstrip("/")
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # noqa: S104
+    if ":" in shown:
+        shown = f"[{shown}]"
+    url = f"http://{shown}:{port}"
+    os.environ["PUBLIC_BASE_URL"] = url
+    return url
 
 
 def normalize_database_url(url: str) -> str:
@@ -278,8 +325,48 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise ConfigError("DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number") from exc
 
+    _validate_rate_limits(config)
+
     level = str(config["DIBAO_LOG_LEVEL"]).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"DIBAO_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     config["DIBAO_LOG_LEVEL"] = level
     return config
+
+
+def _validate_rate_limits(config: dict[str, Any]) -> None:
+    """Limit strings parsed now, not at the first request; the limiter's storage chosen;
+    the number of trusted proxies checked."""
+    from limits import parse_many
+
+    for key in RATE_LIMIT_KEYS:
+        try:
+            parse_many(str(config[key]))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{key} must be a rate limit such as '5 per minute' or '5/minute;50/day', "
+                f"got {config[key]!r}"
+            ) from exc
+
+    storage = config.get("RATELIMIT_STORAGE_URI")
+    if not storage:
+        broker = str(config.get("CELERY_BROKER_URL") or "")
+        storage = broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+    scheme = str(storage).partition("://")[0]
+    if "://" not in str(storage) or scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+        raise ConfigError(
+            "RATELIMIT_STORAGE_URI must be a limits storage URI such as "
+            f"redis://127.0.0.1:6379/1 or memory://, got {storage!r}"
+        )
+    config["RATELIMIT_STORAGE_URI"] = str(storage)
+
+    raw = config["DIBAO_TRUSTED_PROXIES"]
+    try:
+        proxies = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"DIBAO_TRUSTED_PROXIES must be a whole number of proxies, got {raw!r}"
+        ) from exc
+    if not 0 <= proxies <= 5:
+        raise ConfigError(f"DIBAO_TRUSTED_PROXIES must be between 0 and 5, got {proxies}")
+    config["DIBAO_TRUSTED_PROXIES"] = proxies

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from server.errors import DomainError
 from server.labels import error_message
+from server.rate_limits import retry_after_seconds, wait_message
 from server.storage import TooLarge
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,17 @@ def register(app: Flask) -> None:
             code = (exc.name or "error").lower().replace(" ", "_")
             return error_envelope(code, exc.description or exc.name, status)
         return _page(status, exc.description)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded) -> Response:
+        seconds = retry_after_seconds(exc)
+        message = wait_message(seconds)
+        if wants_json():
+            response = error_envelope("rate_limited", message, 429, {"retry_after": seconds})
+        else:
+            response = make_response(_page(429, message))
+        response.headers["Retry-After"] = str(seconds)
+        return response
 
     @app.errorhandler(TooLarge)
     def _too_large(exc: TooLarge) -> Response | tuple[str, int]:

@@ -1,9 +1,8 @@
-"""WSGI entry point for gunicorn: ``gunicorn 'server.wsgi:app'``."""
+"""WSGI entry point for gunicorn: ``gunicorn -c deploy/gunicorn.conf.py server.wsgi:app``.
 
-from werkzeug.middleware.proxy_fix import ProxyFix
+The proxies in front are trusted as DIBAO_TRUSTED_PROXIES says (``create_app``).
+"""
 
 from server import create_app
 
 app = create_app()
-# One trusted proxy (nginx) in front: take the client address and scheme from it.
-app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]

@@ -36,7 +36,7 @@ from server.payments.models import PaymentMonth
 from server.proof_of_life import links
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, local_moment, month_after, window
-from server.proof_of_life.service import link_url
+from server.proof_of_life.service import designated_conditions, link_url
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import CampaignStep, MessageKind, MessageStatus, SmsMessage
@@ -255,11 +255,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
     designated = (
         select(Member.id, Member.household_id, Member.name, Member.phone)
         .join(Household, Household.id == Member.household_id)
-        .where(
-            Household.state == CaseState.APPROVED,
-            Member.alive.is_(True),
-            Member.proof_of_life_required.is_(True),
-        )
+        .where(*designated_conditions())
     )
     with _step(month, "open", now) as counts:
         for rows in _batches(designated, Member.id):
@@ -525,11 +521,7 @@ def size(step: str, month: str) -> int:
         query = (
             select(func.count(Member.id))
             .join(Household, Household.id == Member.household_id)
-            .where(
-                Household.state == CaseState.APPROVED,
-                Member.alive.is_(True),
-                Member.proof_of_life_required.is_(True),
-            )
+            .where(*designated_conditions())
         )
     elif step == "remind":
         query = select(func.count(ProofOfLifeMonth.id)).where(

@@ -16,22 +16,22 @@ def free_port() -> int:
         return port
 
 
-def start_gunicorn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """gunicorn with one worker serving ``server.wsgi:app``, in its own process group
-    (stop it with ``os.killpg``); returns once /healthz answers."""
+def start_gunicorn(
+    env: dict[str, str],
+    port: int,
+    *,
+    workers: int | None = 1,
+    options: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """gunicorn serving ``server.wsgi:app`` on 127.0.0.1:``port`` with ``workers`` sync
+    workers (None: what ``options`` say, e.g. ``("-c", "deploy/gunicorn.conf.py")``), in
+    its own process group (stop it with ``os.killpg``); returns once /healthz answers."""
+    command = [sys.executable, "-m", "gunicorn", *options]
+    if workers is not None:
+        command += ["--workers", str(workers), "--timeout", "120"]
+    command += ["--bind", f"127.0.0.1:{port}", "server.wsgi:app"]
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--timeout",
-            "120",
-            "server.wsgi:app",
-        ],
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -62,6 +62,26 @@ def test_demo_prepares_an_embedded_database_once_and_reprints_the_logins(tmp_pat
     assert second.returncode == 0, second.stderr
     assert "seeding" not in second.stdout
     assert logins[0]["password"] in second.stdout
+    assert "public page (no login): http://127.0.0.1:5000/public" in second.stdout
+
+
+def test_the_demos_links_carry_the_address_it_serves_on(tmp_path: Path) -> None:
+    """Links (SMS, pages) are made from PUBLIC_BASE_URL; unset, from --host/--port."""
+    prepared = _run_demo(tmp_path, "--no-serve", "--households", "0", "--port", "8765")
+    assert prepared.returncode == 0, prepared.stderr
+    assert "public page (no login): http://127.0.0.1:8765/public" in prepared.stdout
+    assert "links in SMS and pages: http://127.0.0.1:8765 (PUBLIC_BASE_URL" in prepared.stdout
+    env = {**_demo_env(tmp_path), "PUBLIC_BASE_URL": "https://dibao.example.gov.cn/"}
+    behind_proxy = subprocess.run(
+        [sys.executable, "-m", "server.cli", "demo", "--no-serve", "--port", "8765"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert behind_proxy.returncode == 0, behind_proxy.stderr
+    assert "public page (no login): https://dibao.example.gov.cn/public" in behind_proxy.stdout
 
 
 def test_the_demo_serves_pages_a_demo_user_can_log_into(tmp_path: Path) -> None:
@@ -114,6 +134,7 @@ def test_the_demo_serves_pages_a_demo_user_can_log_into(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+    assert f"links in SMS and pages: {base} " in (tmp_path / "server.log").read_text()
 
 
 @pytest.fixture(scope="module")

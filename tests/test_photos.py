@@ -582,12 +582,15 @@ def test_the_upload_check_reads_facts_without_decoding_and_catches_truncation(
     tmp_path: Path,
 ) -> None:
     from server.visits.photos import check_photo_file
+    from tests.test_stored_photos import samsung_trailer
 
     real = (FACES / "obama" / "obama_1.jpg").read_bytes()
     facts = check_photo_file(_write(tmp_path / "ok.jpg", real))
     assert (facts.format, facts.width, facts.height) == ("JPEG", 910, 1137)
-    # A phone's trailer after the end marker (Samsung appends one) is fine.
-    assert check_photo_file(_write(tmp_path / "trailer.jpg", real + b"SEFT" * 100)).width == 910
+    # A Samsung camera's own trailer after the end marker is part of the photo; other
+    # appended data is not (tests/test_stored_photos.py).
+    trailer = samsung_trailer({0x0A01: (b"Image_UTC_Data", b"1733150000000")})
+    assert check_photo_file(_write(tmp_path / "trailer.jpg", real + trailer)).width == 910
     for name, content in (("cut.jpg", real[: len(real) // 2]), ("cut2.jpg", real[:-2])):
         with pytest.raises(PhotoRejected) as rejected:
             check_photo_file(_write(tmp_path / name, content))

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.cli import ScriptInfo
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from server.audit.models import AuditEntry
 from server.auth.models import User
@@ -234,6 +234,50 @@ def test_no_session_for_a_month_already_passed_or_a_member_not_designated(
     other = get_member(member).household.members[1]
     with pytest.raises(pol.NotDesignated):
         pol.month_record(other, next_month())
+
+
+@pytest.mark.parametrize("state", [CaseState.SURVEYED, CaseState.SUSPENDED, CaseState.TERMINATED])
+def test_no_link_for_a_member_whose_household_is_not_in_care(
+    app: Flask, client: FlaskClient, state: CaseState
+) -> None:
+    household = factories.make_household(state=state)
+    head = household.members[0]
+    head.proof_of_life_required = True
+    member_id, household_id = head.id, household.id
+    lat, lon = household.home_lat, household.home_lon
+    db.session.commit()
+    with pytest.raises(pol.NotInCare):
+        pol.month_record(get_member(member_id), next_month())
+    printed = run_cli(app, "proof-of-life", "link", "--member-id", str(member_id))
+    assert printed.exit_code != 0
+    assert "household does not receive the allowance" in printed.output
+    token = device_login(client).get_json()["token"]
+    assisted = client.post(
+        "/api/v1/proof-of-life/sessions",
+        json={
+            "household_id": household_id,
+            "member_id": member_id,
+            "gps": {"lat": lat, "lon": lon},
+        },
+        headers=bearer(token),
+    )
+    assert assisted.status_code == 409
+    assert assisted.get_json()["error"]["code"] == "not_in_care"
+    # Nothing that the campaign would count as pending.
+    assert db.session.scalar(select(func.count()).select_from(ProofOfLifeMonth)) == 0
+
+
+def test_the_cli_says_which_address_its_links_assume(app: Flask, member: int) -> None:
+    default = run_cli(app, "proof-of-life", "link", "--member-id", str(member))
+    assert default.exit_code == 0
+    assert "PUBLIC_BASE_URL is not set" in default.output
+    app.config["PUBLIC_BASE_URL"] = "https://dibao.example.gov.cn"
+    try:
+        chosen = run_cli(app, "proof-of-life", "link", "--member-id", str(member))
+    finally:
+        app.config["PUBLIC_BASE_URL"] = "http://127.0.0.1:5000"
+    assert chosen.output.strip().startswith("https://dibao.example.gov.cn/m/")
+    assert "PUBLIC_BASE_URL" not in chosen.output
 
 
 def test_frames_are_refused_for_a_wrong_nonce_an_expired_session_or_a_bad_count(

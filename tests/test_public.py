@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 
+from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseEvent, CaseState, Household
 from server.cases.workflow import transition
 from server.extensions import db
@@ -288,6 +289,24 @@ def test_no_case_code_ever_gets_a_5xx(app: Flask, client: FlaskClient, case_code
         assert answer.status_code in (200, 308, 404), (path, case_code)
 
 
+def test_the_pages_own_example_code_is_a_code_that_finds_no_case(
+    app: Flask, client: FlaskClient
+) -> None:
+    households(5)
+    changes.refresh(force=True)
+    assert f'placeholder="{EXAMPLE_CASE_CODE}"' in client.get("/public").get_data(as_text=True)
+    assert normalize_case_code(EXAMPLE_CASE_CODE) == EXAMPLE_CASE_CODE
+    search = client.get("/public", query_string={"code": EXAMPLE_CASE_CODE, "lang": "en"})
+    assert search.status_code == 302
+    answer = client.get(search.headers["Location"])
+    assert answer.status_code == 404
+    assert f"No published case has the code {EXAMPLE_CASE_CODE}." in answer.get_data(as_text=True)
+    # A mistyped code is refused, and the message shows the example.
+    typo = client.get("/public", query_string={"code": "7K3QF-M9X2A-4", "lang": "en"})
+    assert typo.status_code == 400
+    assert f"A case code looks like {EXAMPLE_CASE_CODE}." in typo.get_data(as_text=True)
+
+
 def test_answers_are_cacheable_and_never_carry_a_cookie(app: Flask, client: FlaskClient) -> None:
     households(5)
     changes.refresh(force=True)
@@ -446,7 +465,7 @@ def test_public_requests_are_rate_limited_per_address(databases: Any, tmp_path: 
     client = limited.test_client()
     statuses = [client.get("/api/v1/public/stats").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
-    assert client.get("/api/v1/public/cases").get_json()["error"]["code"] == "too_many_requests"
+    assert client.get("/api/v1/public/cases").get_json()["error"]["code"] == "rate_limited"
     other = client.get("/api/v1/public/stats", environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other.status_code == 200
     page = client.get("/public?lang=en")

@@ -91,7 +91,12 @@ def test_a_server_killed_mid_upload_leaves_nothing_behind(tmp_path: Path) -> Non
         status, due = _request(port, "GET", "/api/v1/visits/due", headers=auth)
         household_id = due["items"][0]["household_id"]
 
-        photo = jpeg(4, size=(1600, 1200)) + os.urandom(6_000_000)  # half is several reads
+        # Six megabytes of comment segments inside a valid JPEG: half is several reads.
+        base = jpeg(4, size=(1600, 1200))
+        comments = b"".join(
+            b"\xff\xfe" + (65_002).to_bytes(2, "big") + os.urandom(65_000) for _ in range(92)
+        )
+        photo = base[:2] + comments + base[2:]
         now = datetime.now(UTC)
         survey = {
             "client_uuid": str(uuid.uuid4()),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import lazy_gettext as _l
+from flask_limiter import RateLimitExceeded
 from flask_login import login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -15,7 +16,8 @@ from wtforms.validators import DataRequired, Length
 from server.auth.models import User
 from server.auth.permissions import staff_required
 from server.auth.service import authenticate
-from server.extensions import db, limiter, login_manager
+from server.extensions import db, login_manager
+from server.rate_limits import login_limits, login_wait_message, retry_after_seconds
 
 bp = Blueprint("auth", __name__)
 
@@ -36,14 +38,6 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
 
 
-def _login_rate() -> str:
-    return str(current_app.config["DIBAO_LOGIN_RATE_LIMIT"])
-
-
-def _username_key() -> str:
-    return "login-user:" + request.form.get("username", "").strip().lower()
-
-
 def _safe_next(target: str | None) -> str:
     # Only same-site paths: never redirect a login to another host.
     if (
@@ -57,8 +51,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_rate, methods=["POST"])
-@limiter.limit(_login_rate, key_func=_username_key, methods=["POST"])
+@login_limits
 def login() -> ResponseReturnValue:
     form = LoginForm()
     error = None
@@ -71,6 +64,14 @@ def login() -> ResponseReturnValue:
         error = _l("Wrong username or password.")
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _too_many_logins(exc: RateLimitExceeded) -> ResponseReturnValue:
+    """The login page again, saying how long to wait (the form keeps the username)."""
+    seconds = retry_after_seconds(exc)
+    page = render_template("auth/login.html", form=LoginForm(), error=login_wait_message(seconds))
+    return page, 429, {"Retry-After": str(seconds)}
 
 
 @bp.post("/logout")

@@ -21,6 +21,12 @@ def _check_symbol(body: str) -> str:
     return ALPHABET[total % len(ALPHABET)]
 
 
+# Shown to the public as what a code looks like: a valid code (its check symbol is
+# right), so looking it up answers "no such case", never "not a case code". Codes are
+# random, so it is no more likely than any other to belong to a real case.
+EXAMPLE_CASE_CODE = "7K3QF-M9X2A-A"
+
+
 def new_case_code(rng: random.Random | None = None) -> str:
     """A fresh code; ``rng`` only for reproducible demo data, never in production."""
     if rng is None:

@@ -124,6 +124,9 @@ def photo(photo_id: int) -> ResponseReturnValue:
     db.session.commit()  # the audit row of this read
     response = send_file(found.path, mimetype=found.content_type, max_age=0, etag=False)
     response.headers["Cache-Control"] = "private, no-store"
+    # Shown in the page, saved under a name of ours; nosniff (set for every answer)
+    # keeps a browser from reading the bytes as anything but the type we name.
+    response.headers["Content-Disposition"] = f'inline; filename="{found.filename}"'
     return response
 
 

@@ -24,14 +24,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from flask import current_app
 from geopy.distance import geodesic
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import selectinload
 
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import not_found, require_in_area, require_visible
-from server.cases.models import Household, Member
+from server.cases.models import CaseState, Household, Member
 from server.cases.workflow import region
 from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
@@ -51,6 +51,7 @@ from server.proof_of_life.models import (
 )
 from server.proof_of_life.rules import ProofOfLifeRules, current_month, window
 from server.storage import BlobStore, HashingFile
+from server.visits.photos import PhotoRejected, check_no_trailing_data
 
 TURNS = ("turn_left", "turn_right")
 OTHERS = ("blink", "open_mouth")
@@ -74,6 +75,14 @@ class AlreadyDone(DomainError):
 
 class NotDesignated(DomainError):
     code = "not_designated"
+    http_status = 409
+
+
+class NotInCare(DomainError):
+    """The member's household does not receive the allowance (not yet, or no longer):
+    nothing to prove this month, and no link that would count it as pending."""
+
+    code = "not_in_care"
     http_status = 409
 
 
@@ -102,6 +111,21 @@ class NonceMismatch(DomainError):
     http_status = 403
 
 
+# The households whose members prove they are alive each month: those paid the allowance.
+IN_CARE = CaseState.APPROVED
+
+
+def designated_conditions() -> tuple[ColumnElement[bool], ...]:
+    """Who does a monthly proof of life, as SQL conditions on ``Member`` joined to its
+    ``Household``: a living, designated member of a household in care. The campaign
+    opens the month for exactly these; ``month_record`` refuses anyone else."""
+    return (
+        Household.state == IN_CARE,
+        Member.alive.is_(True),
+        Member.proof_of_life_required.is_(True),
+    )
+
+
 def rules() -> ProofOfLifeRules:
     return region().proof_of_life
 
@@ -121,6 +145,11 @@ def month_record(member: Member, month: str) -> ProofOfLifeMonth:
     """The member's record for ``month``, created ``pending`` with its link on first use."""
     if not member.alive or not member.proof_of_life_required:
         raise NotDesignated("this member does not do a monthly proof of life")
+    if member.household.state is not IN_CARE:
+        raise NotInCare(
+            "this member's household does not receive the allowance: no proof of life is due",
+            state=member.household.state.value,
+        )
     record = db.session.scalar(
         select(ProofOfLifeMonth).where(
             ProofOfLifeMonth.member_id == member.id, ProofOfLifeMonth.month == month
@@ -458,6 +487,17 @@ def submit_frames(
         )
     if offsets_ms is not None and len(offsets_ms) != len(frames):
         raise ValidationFailed("offsets_ms must have one entry per frame", field="offsets_ms")
+
+    for position, frame in enumerate(frames):
+        frame.flush()
+        try:
+            check_no_trailing_data(frame.path)
+        except PhotoRejected as exc:
+            # Refused before anything is stored or counted: a phone's canvas never
+            # appends data to a frame, so this is not the person's failed attempt.
+            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
+            error.code, error.http_status = exc.code, exc.http_status
+            raise error from exc
 
     record = attempt.month_record
     attempt.submitted_at = now

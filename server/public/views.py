@@ -29,7 +29,7 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 from werkzeug.exceptions import BadRequest, NotFound
 
-from server.cases.codes import normalize_case_code
+from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseState
 from server.cases.workflow import region
 from server.extensions import limiter
@@ -301,8 +301,9 @@ def index() -> Response | Any:
         if code is None:
             raise BadRequest(
                 _(
-                    "%(code)s is not a case code. A case code looks like 7K3QF-M9X2A-4.",
+                    "%(code)s is not a case code. A case code looks like %(example)s.",
                     code=raw_code[:MAX_ARG_LENGTH],
+                    example=EXAMPLE_CASE_CODE,
                 )
             )
         return redirect(url_for("public.case_page", case_code=code, lang=request.args.get("lang")))
@@ -317,6 +318,7 @@ def index() -> Response | Any:
         return _render(
             "public/index.html",
             snapshot=snapshot,
+            example_code=EXAMPLE_CASE_CODE,
             filters=filters,
             rows=_rows(snapshot, rows) if snapshot else [],
             total=snapshot.total(filters) if snapshot else 0,

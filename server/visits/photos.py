@@ -11,6 +11,10 @@ this module is strict about what it accepts and careful with what it decodes:
   ``Image.MAX_IMAGE_PIXELS``, which this module never changes;
 * the image is then fully decoded, and a truncated or corrupt file is a
   ``422 corrupt_image`` (truncated images are never accepted);
+* a JPEG or PNG must end where its image ends: anything appended (an HTML page, a ZIP
+  archive) is a ``422 trailing_data``, so a stored photo is nothing but a photo (the
+  extra images a JPEG's MPF segment announces, such as an Ultra HDR gain map, and a
+  Samsung camera's own trailer, are part of it);
 * the EXIF orientation is applied before anything is measured, hashed or scaled.
 
 Pure module: no Flask, no database. Callers map :class:`PhotoRejected` to a response.
@@ -45,9 +49,12 @@ __all__ = [
     "PhotoFormat",
     "PhotoInfo",
     "PhotoRejected",
+    "check_no_trailing_data",
+    "check_photo_file",
     "downscaled_rgb",
     "inspect_photo",
     "make_thumbnail",
+    "sniff_content_type",
 ]
 
 # HEIF through Pillow. Embedded HEIF thumbnails are switched off: Pillow's ``draft``
@@ -169,6 +176,17 @@ def _sniff_format(head: bytes) -> PhotoFormat:
     if not head:
         raise _unsupported("empty file")
     raise _unsupported("not a JPEG, PNG or HEIC/HEIF image")
+
+
+def sniff_content_type(path: str | Path) -> str:
+    """The MIME type of a stored photo from its first bytes (``application/octet-stream``
+    for anything else, which no browser renders)."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    try:
+        return f"image/{_sniff_format(head).lower()}"
+    except PhotoRejected:
+        return "application/octet-stream"
 
 
 def _bomb_pixels(exc: Exception) -> int | None:
@@ -420,48 +438,153 @@ class PhotoFacts:
 _ORIENTATION_TAG: Final = 0x0112
 
 
-def _jpeg_complete(data: bytes | mmap.mmap) -> bool:
-    """Walk the segments to the first scan, then require the end-of-image marker after
-    it. Inside entropy-coded data 0xFF is always stuffed, so 0xFFD9 there is the real
-    end; an EXIF thumbnail's own markers sit inside APP1 and are skipped by the walk.
+# The next marker after entropy-coded data: 0xFF followed by anything but a stuffed
+# zero, a restart marker (inside the scan) or another 0xFF (fill bytes before a marker).
+_JPEG_MARKER_AFTER_SCAN: Final = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_MPF_SIGNATURE: Final = b"MPF\x00"
+
+
+def _jpeg_end(data: bytes | mmap.mmap, start: int = 0) -> tuple[int, bool] | None:
+    """Walk the JPEG that begins at ``start`` segment by segment, and each scan's
+    entropy-coded data to the marker after it (progressive files have several scans),
+    to its end-of-image marker. Returns the offset just past that marker and whether
+    the header announces more images after it (an APP2 ``MPF`` segment: the gain map of
+    an Ultra HDR photo, a camera's preview); None when the structure is broken or cut.
+    An EXIF thumbnail's own markers sit inside APP1 and are skipped by the walk.
     """
-    position = 2
-    while position + 4 <= len(data):
+    position = start + 2
+    more_images = False
+    while position + 2 <= len(data):
         if data[position] != 0xFF:
-            return False
+            return None
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte
             position += 1
             continue
-        if marker == 0xDA:  # start of scan
-            # Searched from the end: the marker is normally in the last bytes.
-            return data.rfind(b"\xff\xd9", position) != -1
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+        if marker == 0xD9:  # end of image
+            return position + 2, more_images
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
             position += 2
             continue
+        if position + 4 > len(data):
+            return None
         length = int.from_bytes(data[position + 2 : position + 4], "big")
         if length < 2:
-            return False
+            return None
+        if marker == 0xE2 and data[position + 4 : position + 8] == _MPF_SIGNATURE:
+            more_images = True
         position += 2 + length
-    return False
+        if marker == 0xDA:  # start of scan: its data runs to the next marker
+            found = _JPEG_MARKER_AFTER_SCAN.search(data, position)
+            if found is None:
+                return None
+            position = found.start()
+    return None
 
 
-def _png_complete(data: bytes | mmap.mmap) -> bool:
-    """Walk the chunks, checking each CRC, up to IEND."""
+def _png_end(data: bytes | mmap.mmap) -> int | None:
+    """Walk the chunks, checking each CRC, to IEND; the offset just past it, or None."""
     position = len(_PNG_MAGIC)
     while position + 12 <= len(data):
         length = int.from_bytes(data[position : position + 4], "big")
         end = position + 12 + length
         if end > len(data):
-            return False
+            return None
         kind = data[position + 4 : position + 8]
         crc = int.from_bytes(data[end - 4 : end], "big")
         if zlib.crc32(data[position + 4 : end - 4]) != crc:
-            return False
+            return None
         if kind == b"IEND":
-            return True
+            return end
         position = end
-    return False
+    return None
+
+
+def _image_end(data: bytes | mmap.mmap, fmt: PhotoFormat) -> int | None:
+    """Where the image's own bytes end (a JPEG's announced extra images included), or
+    None when its structure is truncated or corrupt."""
+    if fmt == "PNG":
+        return _png_end(data)
+    found = _jpeg_end(data)
+    if found is None:
+        return None
+    end, more_images = found
+    if more_images:
+        # MPF's extra images follow the first one, each a whole JPEG.
+        while end < len(data) and data[end : end + 3] == _JPEG_MAGIC:
+            following = _jpeg_end(data, end)
+            if following is None:
+                break
+            end = following[0]
+    if end < len(data) and _samsung_trailer_from(data, end):
+        return len(data)
+    return end
+
+
+def _samsung_trailer_from(data: bytes | mmap.mmap, start: int) -> bool:
+    """Whether ``data[start:]`` is exactly a Samsung camera trailer ("SEF": data blocks,
+    then an ``SEFH`` directory of them, its length and ``SEFT``; the layout ExifTool
+    reads), which Galaxy phones and tablets append to ordinary photos. Only a
+    directory that accounts for the trailer from its first byte passes."""
+    size = len(data)
+    if size - start < 20 or data[size - 4 : size] != b"SEFT":
+        return False
+    directory_length = int.from_bytes(data[size - 8 : size - 4], "little")
+    directory = size - 8 - directory_length
+    if directory_length < 12 or directory < start or data[directory : directory + 4] != b"SEFH":
+        return False
+    count = int.from_bytes(data[directory + 8 : directory + 12], "little")
+    if count == 0 or 12 + 12 * count > directory_length:
+        return False
+    first = 0
+    for index in range(count):
+        entry = directory + 12 + 12 * index
+        back = int.from_bytes(data[entry + 4 : entry + 8], "little")  # from the directory
+        length = int.from_bytes(data[entry + 8 : entry + 12], "little")
+        if back > directory - start or not 8 <= length <= back:
+            return False
+        first = max(first, back)
+    return directory - first == start
+
+
+def _trailing_data(extra: int, fmt: PhotoFormat) -> PhotoRejected:
+    where = "end-of-image marker" if fmt == "JPEG" else "IEND chunk"
+    return PhotoRejected(
+        "trailing_data",
+        422,
+        f"{extra} bytes follow the {fmt} {where}: a photo must be the image alone, "
+        "as the camera saved it (nothing appended)",
+    )
+
+
+def _check_structure(path: str | Path, fmt: PhotoFormat) -> None:
+    """A JPEG or PNG must be complete and end where its last byte is: a file with
+    something appended (an HTML page, a ZIP archive) is refused, so what we keep and
+    serve as an image is nothing else."""
+    # Mapped, not read: the walk touches the headers and one search of each scan.
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        end = _image_end(data, fmt)
+        size = len(data)
+    if end is None:
+        raise _corrupt(f"the {fmt} data is truncated or corrupt")
+    if end != size:
+        raise _trailing_data(size - end, fmt)
+
+
+def check_no_trailing_data(path: str | Path) -> None:
+    """For files judged elsewhere (proof-of-life frames): refuse a JPEG or PNG followed
+    by other data (``422 trailing_data``); anything else, broken structures included,
+    is left to the decoder's verdict."""
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if not head.startswith((_JPEG_MAGIC, _PNG_MAGIC)):
+        return
+    fmt: PhotoFormat = "JPEG" if head.startswith(_JPEG_MAGIC) else "PNG"
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        end = _image_end(data, fmt)
+        size = len(data)
+    if end is not None and end != size:
+        raise _trailing_data(size - end, fmt)
 
 
 def check_photo_file(
@@ -469,8 +592,9 @@ def check_photo_file(
 ) -> PhotoFacts:
     """The fast check an upload waits for: the format from the bytes, the pixel count
     from the header, the file's structure complete (a truncated JPEG lacks its end
-    marker, a truncated PNG its IEND chunk), and the EXIF time, place and camera.
-    No pixel is decoded (HEIF, whose structure we do not walk, is fully decoded).
+    marker, a truncated PNG its IEND chunk) with nothing after it (``422
+    trailing_data``), and the EXIF time, place and camera. No pixel is decoded (HEIF,
+    whose structure we do not walk, is fully decoded).
 
     Raises :class:`PhotoRejected` like :func:`inspect_photo`.
     """
@@ -479,11 +603,7 @@ def check_photo_file(
         if fmt == "HEIF":
             _decode(img, fmt, max_pixels)
         else:
-            # Mapped, not read: the walk touches the headers and one search of the data.
-            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                complete = _jpeg_complete(data) if fmt == "JPEG" else _png_complete(data)
-            if not complete:
-                raise _corrupt(f"the {fmt} data is truncated or corrupt")
+            _check_structure(path, fmt)
         meta = _read_metadata(img, zone)
         width, height = img.size
         try:

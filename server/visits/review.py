@@ -16,6 +16,7 @@ from server.cases.models import Household
 from server.errors import NotPermitted, ReasonRequired
 from server.extensions import db
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
+from server.visits.photos import sniff_content_type
 from server.visits.service import blob_store
 
 REVIEWERS = frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER})
@@ -63,10 +64,15 @@ def clear_flag(actor: User, household: Household, flag_id: int, reason: str | No
     return flag
 
 
+PHOTO_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/heif": "heic"}
+
+
 @dataclass(frozen=True)
 class PhotoFile:
     path: Path
     content_type: str
+    filename: str
+    """ASCII only, built from the photo's id: never a name a client sent."""
 
 
 def open_photo(actor: User, survey_photo_id: int, *, thumbnail: bool) -> PhotoFile:
@@ -88,5 +94,9 @@ def open_photo(actor: User, survey_photo_id: int, *, thumbnail: bool) -> PhotoFi
         thumbnail=thumbnail,
     )
     db.session.flush()
-    content_type = "image/jpeg" if thumbnail else (photo.content_type or "image/jpeg")
-    return PhotoFile(blob_store().path(sha), content_type)
+    path = blob_store().path(sha)
+    # Thumbnails are our own JPEGs; an original not inspected yet is typed by its bytes.
+    content_type = "image/jpeg" if thumbnail else (photo.content_type or sniff_content_type(path))
+    extension = PHOTO_EXTENSIONS.get(content_type, "bin")
+    name = f"photo-{photo.id}-thumb.jpg" if thumbnail else f"photo-{photo.id}.{extension}"
+    return PhotoFile(path, content_type, name)
