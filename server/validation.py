@@ -7,8 +7,9 @@ Three faces of one set of limits:
 - URL converters, registered on the app: ``<id:name>`` (a row id), ``<token:name>``
   (``A-Z a-z 0-9 _ -``, at most 64) and the default ``<name>`` without NUL. A path
   part outside them does not match the route: 404, the same answer as a missing row.
-- Query-string and form helpers (``query_int``, ``query_month``, ``query_enum``,
-  ``parse_id``): a bad value is an :class:`InvalidParameter` (400) naming the parameter.
+- Query-string and form helpers (``query_int``, ``query_month``, ``query_date``,
+  ``query_enum``; ``parse_id``, ``parse_int``, ``parse_date``): a bad value is an
+  :class:`InvalidParameter` (400) naming the parameter.
 - Pydantic types for bodies (``DbId``, ``ByteCount``, ``SaneDate``, ``SaneDatetime``,
   ``Text``): a bad value is a 422 naming the field, like every other validation error.
 """
@@ -42,6 +43,7 @@ TOKEN_MAX = 64
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # PostgreSQL refuses NUL in text; nothing a person types contains it.
 NO_NUL = r"^[^\x00]*$"
 
@@ -81,6 +83,17 @@ def parse_month(text: str | None) -> str | None:
     if match is None or not MIN_YEAR <= int(match.group(1)) <= MAX_YEAR:
         return None
     return match.group(0)
+
+
+def parse_date(text: str | None) -> date | None:
+    """A date ``YYYY-MM-DD`` within MIN_DATE..MAX_DATE, or None."""
+    if text is None or not _DATE.fullmatch(text):
+        return None
+    try:
+        value = date.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if MIN_DATE <= value <= MAX_DATE else None
 
 
 def has_nul(text: str) -> bool:
@@ -124,6 +137,24 @@ def query_month(name: str, default: str) -> str:
             parameter=name,
         )
     return month
+
+
+def query_date(name: str) -> date | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    value = parse_date(raw.strip())
+    if value is None:
+        raise InvalidParameter(
+            _(
+                "%(name)s must be a date such as 2026-11-23, between %(first)s and %(last)s.",
+                name=name,
+                first=MIN_DATE.isoformat(),
+                last=MAX_DATE.isoformat(),
+            ),
+            parameter=name,
+        )
+    return value
 
 
 E = TypeVar("E", bound=Enum)
