@@ -6,6 +6,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any, cast
+from uuid import UUID
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
@@ -14,6 +15,7 @@ from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import DeviceLogin, parse
+from server import safe_json
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
@@ -62,7 +64,9 @@ def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
         if text is None:
             raise ValidationFailed("a multipart upload needs a 'survey' part", field="survey")
         try:
-            raw = json.loads(text)
+            raw = safe_json.loads(text)
+        except safe_json.JSONRefused:
+            raise
         except ValueError as exc:
             raise ValidationFailed("the 'survey' part is not valid JSON", field="survey") from exc
         for name in body.fields:
@@ -134,15 +138,15 @@ def create_survey() -> tuple[Response, int]:
     return jsonify(body), 201 if received.created else 200
 
 
-@bp.put("/v1/surveys/<client_uuid>/photos/<photo_id>")
+@bp.put("/v1/surveys/<uuid:client_uuid>/photos/<photo_id>")
 @device_required
-def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
+def put_survey_photo(client_uuid: UUID, photo_id: str) -> tuple[Response, int]:
     limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
     with visits.blob_store().new_temp(max_bytes=limit) as temp:
         while chunk := request.stream.read(256 * 1024):
             temp.write(chunk)
         received = visits.receive_photo(
-            device=current_device(), client_uuid=client_uuid, photo_id=photo_id, temp=temp
+            device=current_device(), client_uuid=str(client_uuid), photo_id=photo_id, temp=temp
         )
         db.session.commit()
     body = visits.survey_body(received.survey)
@@ -150,7 +154,7 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
     return jsonify(body), 200
 
 
-@bp.post("/v1/members/<int:member_id>/face-templates")
+@bp.post("/v1/members/<id:member_id>/face-templates")
 @device_required
 def enroll_face(member_id: int) -> tuple[Response, int]:
     """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
@@ -190,10 +194,10 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
     return jsonify(result), 201
 
 
-@bp.get("/v1/surveys/<client_uuid>")
+@bp.get("/v1/surveys/<uuid:client_uuid>")
 @device_required
-def get_survey(client_uuid: str) -> tuple[Response, int]:
-    survey = visits.find_survey(current_device(), client_uuid)
+def get_survey(client_uuid: UUID) -> tuple[Response, int]:
+    survey = visits.find_survey(current_device(), str(client_uuid))
     db.session.commit()
     return _survey_response(survey, 200)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +50,7 @@ from server.visits.openrosa_mapping import (
     UnknownForm,
     parse_submission,
 )
+from server.web_errors import answer_safely
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +102,39 @@ def _version_header(response: Response) -> Response:
     return response
 
 
+def openrosa_error(status: int, message: str) -> Response:
+    """An error as an OpenRosa message (also for paths under /openrosa/ that match no
+    route: server.web_errors answers those)."""
+    return openrosa_response(message, status)
+
+
+def _minimal(status: int) -> Response:
+    body = (
+        f'<OpenRosaResponse xmlns="{RESPONSE_NS}">'
+        f"<message>error {status}</message></OpenRosaResponse>"
+    )
+    return Response(body.encode("ascii"), status=status, content_type=XML_MIMETYPE)
+
+
+def _safely(build: Callable[[], Response], status: int) -> Response:
+    answer = answer_safely(build, lambda: _minimal(status), status)
+    return answer if isinstance(answer, Response) else _minimal(status)
+
+
 @bp.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> Response:
-    response = openrosa_response(exc.message, exc.http_status)
-    if exc.http_status == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="dibao", charset="UTF-8"'
-    return response
+    def build() -> Response:
+        response = openrosa_response(exc.message, exc.http_status)
+        if exc.http_status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="dibao", charset="UTF-8"'
+        return response
+
+    return _safely(build, exc.http_status)
 
 
 @bp.errorhandler(TooLarge)
 def _too_large(exc: TooLarge) -> Response:
-    return openrosa_response(f"a photo is too large: {exc}", 413)
+    return _safely(lambda: openrosa_response(f"a photo is too large: {exc}", 413), 413)
 
 
 @bp.errorhandler(HTTPException)
@@ -121,14 +145,16 @@ def _http_error(exc: HTTPException) -> Response:
         and exc.description == RequestEntityTooLarge.description
     ):
         limit = current_app.config["DIBAO_MAX_REQUEST_BYTES"]
-        return openrosa_response(f"the request is larger than {limit} bytes", 413)
-    return openrosa_response(exc.description or exc.name, status)
+        return _safely(
+            lambda: openrosa_response(f"the request is larger than {limit} bytes", 413), 413
+        )
+    return _safely(lambda: openrosa_response(exc.description or exc.name, status), status)
 
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return openrosa_response("internal server error", 500)
+    return _safely(lambda: openrosa_response("internal server error", 500), 500)
 
 
 # -- every request: protocol version, then credentials --------------------------------

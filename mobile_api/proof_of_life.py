@@ -8,10 +8,9 @@ request (docs/proof-of-life.md).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from flask import (
     Blueprint,
@@ -26,11 +25,12 @@ from flask import (
 )
 from flask_babel import force_locale, get_locale
 from pydantic import Field
+from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_device
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.schemas import parse
-from server import clock
+from server import clock, safe_json
 from server.devices.models import DeviceToken
 from server.devices.service import InvalidToken, authenticate_device
 from server.errors import ValidationFailed
@@ -39,6 +39,7 @@ from server.proof_of_life import service as pol
 from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
 from server.security_headers import content_security_policy
 from server.storage import BlobStore, HashingFile
+from server.validation import DbId, Text
 from server.visits.schemas import GpsIn, Input
 
 api = Blueprint("pol_api", __name__, url_prefix="/api/v1/proof-of-life")
@@ -47,12 +48,12 @@ csrf.exempt(api)  # no cookies: a link token or a device token
 
 
 class LinkSessionIn(Input):
-    link_token: str = Field(min_length=1, max_length=64)
+    link_token: Annotated[Text, Field(min_length=1, max_length=64)]
 
 
 class AssistedSessionIn(Input):
-    household_id: int
-    member_id: int
+    household_id: DbId
+    member_id: DbId
     gps: GpsIn
 
 
@@ -65,7 +66,11 @@ def _now() -> datetime:
 
 
 def _json_body() -> Any:
-    payload = request.get_json(silent=True)
+    # A body over the JSON limits keeps its own error (server/safe_json.py).
+    try:
+        payload = request.get_json() if request.is_json else None
+    except BadRequest:
+        payload = None
     if not isinstance(payload, dict):
         raise ValidationFailed("the request body must be a JSON object")
     return payload
@@ -183,7 +188,9 @@ def _offsets(text: str | None) -> list[int] | None:
     if text is None or not text.strip():
         return None
     try:
-        values = json.loads(text)
+        values = safe_json.loads(text)
+    except safe_json.JSONRefused:
+        raise
     except ValueError as exc:
         raise ValidationFailed("offsets_ms is not JSON", field="offsets_ms") from exc
     if not isinstance(values, list) or not all(
@@ -195,7 +202,7 @@ def _offsets(text: str | None) -> list[int] | None:
     return values
 
 
-@api.post("/sessions/<session_id>/frames")
+@api.post("/sessions/<token:session_id>/frames")
 @limiter.limit(_rate)
 def submit_frames(session_id: str) -> Response:
     # A token, when sent, is checked before the session is looked at: an assisted

@@ -4,19 +4,20 @@ are ignored, output carries only what is listed here).
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError
 
 from server.errors import ValidationFailed
+from server.validation import Text
 from server.visits.schemas import Input
 
 
 class DeviceLogin(Input):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
-    device_id: str = Field(min_length=1, max_length=100)
-    device_name: str = Field(default="", max_length=100)
+    username: Annotated[Text, Field(min_length=1, max_length=64)]
+    password: Annotated[Text, Field(min_length=1, max_length=256)]
+    device_id: Annotated[Text, Field(min_length=1, max_length=100)]
+    device_name: Annotated[Text, Field(max_length=100)] = ""
 
 
 T = TypeVar("T", bound=Input)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
-from flask import Flask, Request, Response, current_app, request, session
+from flask import Flask, Response, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -16,10 +16,11 @@ from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import config as config_module
-from server import security_headers
+from server import security_headers, validation
 from server.celery_app import celery_init_app
 from server.crypto import FieldCipher
 from server.extensions import babel, csrf, db, limiter, login_manager, migrate
+from server.safe_json import GuardedJSONProvider, GuardedJSONRequest
 from server.storage import BlobStore
 
 MIGRATIONS_DIR = __path__[0] + "/migrations"
@@ -47,9 +48,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies
         )
+    # Every JSON text read within limits of size and depth (server/safe_json.py).
+    app.json = GuardedJSONProvider(app)
     # UTF-8 JSON: Chinese text is a third of the size of its \uXXXX escapes (the
     # recipients' page embeds its strings as JSON; phones are on slow links).
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False
     app.extensions["dibao.cipher"] = FieldCipher(app.config["DIBAO_DATA_KEY_BYTES"])
     store = BlobStore(Path(app.instance_path) / "store")
     store.clean_temp()
@@ -62,6 +65,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
 
     celery_init_app(app)
+    validation.init_app(app)  # URL converters first: routes pick theirs when added
     _register_blueprints(app)
     _register_error_handlers(app)
     _register_template_helpers(app)
@@ -120,7 +124,7 @@ class UploadFormParser(FormDataParser):
         return stream, form, files
 
 
-class UploadRequest(Request):
+class UploadRequest(GuardedJSONRequest):
     """Streams uploaded file parts straight into the blob store's temp folder,
     hashing as they arrive, so photos are never held whole in memory.
     """
@@ -219,9 +223,10 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_error_handlers(app: Flask) -> None:
+    from mobile_api.openrosa import openrosa_error
     from server import web_errors
 
-    web_errors.register(app)
+    web_errors.register(app, {"/openrosa/": openrosa_error})
 
 
 def _register_template_helpers(app: Flask) -> None:

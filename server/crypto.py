@@ -61,6 +61,18 @@ class FieldCipher:
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
 
 
+def equal_secret(a: str | bytes, b: str | bytes) -> bool:
+    """Compare a secret with what a client sent, in time independent of where they differ.
+
+    ``hmac.compare_digest`` refuses ``str`` holding anything but ASCII (TypeError): a
+    client sending a non-ASCII token must get "no match", not a 500. Both sides are
+    UTF-8 bytes here (lone surrogates kept, so nothing fails to encode).
+    """
+    left = a.encode("utf-8", "surrogatepass") if isinstance(a, str) else a
+    right = b.encode("utf-8", "surrogatepass") if isinstance(b, str) else b
+    return hmac.compare_digest(left, right)
+
+
 def normalize_id_number(raw: str) -> str:
     """ID numbers compare case- and space-insensitively (the check letter X)."""
     return "".join(raw.split()).upper()

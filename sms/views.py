@@ -7,9 +7,8 @@ from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
-from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -21,7 +20,8 @@ from server.cases.workflow import region
 from server.extensions import db
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after, parse_month
+from server.proof_of_life.rules import current_month, month_after
+from server.validation import query_month
 from sms.campaign import moments
 from sms.models import CampaignStep, MessageStatus, SmsMessage
 
@@ -52,11 +52,7 @@ def _per_township(model: Any, column: Any, month: str, *extra: Any) -> dict[int,
 def month_page() -> ResponseReturnValue:
     zone = ZoneInfo(region().timezone)
     today = current_month(clock.utcnow(), region().timezone)
-    month = request.args.get("month", today)
-    try:
-        parse_month(month)
-    except ValueError:
-        abort(400, description=_("The month must look like 2026-11."))
+    month = query_month("month", today)
     pol = _per_township(ProofOfLifeMonth, ProofOfLifeMonth.status, month)
     messages = _per_township(SmsMessage, SmsMessage.status, month)
     tasks = _per_township(ContactTask, ContactTask.reason, month, ContactTask.resolved_at.is_(None))

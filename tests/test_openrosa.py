@@ -408,11 +408,12 @@ def test_another_townships_household_is_not_found_and_nothing_is_stored(
         state=CaseState.APPROVED, village=factories.areas().village_b
     )
     db.session.commit()
+    elsewhere_id = elsewhere.id  # objects do not outlive a request (its error rolls back)
     before, _ = stored_files(app)
     photo = jpeg(7)
     auth = basic("caseworker_a", token)
     for incomplete in (False, True):
-        xml = instance_xml(elsewhere.id, uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
+        xml = instance_xml(elsewhere_id, uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
         files = {"h1.jpg": photo} if incomplete else {"h1.jpg": photo, "h2.jpg": jpeg(8)}
         response = submit(client, auth, xml, files, incomplete=incomplete)
         assert response.status_code == 404, response.data

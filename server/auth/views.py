@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, url_for
@@ -18,6 +19,7 @@ from server.auth.permissions import staff_required
 from server.auth.service import authenticate
 from server.extensions import db, login_manager
 from server.rate_limits import login_limits, login_wait_message, retry_after_seconds
+from server.validation import parse_id
 
 bp = Blueprint("auth", __name__)
 
@@ -26,7 +28,9 @@ login_manager.login_message = _l("Please log in.")
 
 
 def _load_user(user_id: str) -> User | None:
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    # The id comes from the signed session cookie; checked all the same.
+    key = parse_id(user_id)
+    user = db.session.get(User, key) if key is not None else None
     return user if user is not None and user.active else None
 
 
@@ -34,6 +38,12 @@ login_manager.user_loader(_load_user)
 
 
 class LoginForm(FlaskForm):  # type: ignore[misc]
+    class Meta:
+        def wrap_formdata(self, form: Any, formdata: Any) -> Any:
+            # A browser form, never JSON: Flask-WTF would take a JSON body's values as
+            # they come (objects, lists) where the fields expect text.
+            return request.form if request.method == "POST" else None
+
     username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
 

@@ -27,6 +27,7 @@ from server.extensions import db
 from server.labels import error_message
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus
+from server.validation import query_enum, query_int
 from server.visits import review
 
 bp = Blueprint("cases", __name__)
@@ -35,14 +36,8 @@ bp = Blueprint("cases", __name__)
 @bp.get("/")
 @staff_required
 def home() -> ResponseReturnValue:
-    raw_state = request.args.get("state")
-    state = None
-    if raw_state:
-        try:
-            state = CaseState(raw_state)
-        except ValueError:
-            abort(400, description=_("Unknown case state."))
-    page = request.args.get("page", 1, type=int) or 1
+    state = query_enum("state", CaseState)
+    page = query_int("page", 1)
     counts = queries.state_counts(current_user)
     cases = queries.list_cases(
         current_user, state=state, page=page, per_page=current_app.config["HOME_PAGE_SIZE"]
@@ -90,7 +85,7 @@ def _decide(
     return redirect(url_for("cases.case_detail", case_code=case_code)), 303
 
 
-@bp.post("/cases/<case_code>/flags/<int:flag_id>/clear")
+@bp.post("/cases/<case_code>/flags/<id:flag_id>/clear")
 @staff_required
 def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
     reason = request.form.get("reason")
@@ -101,7 +96,7 @@ def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.post("/cases/<case_code>/proof-of-life/<int:month_id>")
+@bp.post("/cases/<case_code>/proof-of-life/<id:month_id>")
 @staff_required
 def decide_proof_of_life(case_code: str, month_id: int) -> ResponseReturnValue:
     def decide(household: Household) -> None:
@@ -117,7 +112,7 @@ def decide_proof_of_life(case_code: str, month_id: int) -> ResponseReturnValue:
     return _decide(case_code, decide, _("Done."))
 
 
-@bp.get("/photos/<int:photo_id>")
+@bp.get("/photos/<id:photo_id>")
 @staff_required
 def photo(photo_id: int) -> ResponseReturnValue:
     found = review.open_photo(current_user, photo_id, thumbnail=request.args.get("size") == "thumb")

@@ -19,6 +19,7 @@ from server.extensions import db
 from server.faces.engine import FaceEngine, default_engine
 from server.faces.models import FaceTemplate
 from server.storage import HashingFile
+from server.validation import parse_id
 from server.visits.checks import Flag, nearest_faces
 from server.visits.models import PhotoKind, SurveyPhoto
 from server.visits.photos import PhotoRejected, check_photo_file, downscaled_rgb
@@ -32,10 +33,10 @@ DETECTION_MAX_SIDE = 1000
 
 def _member_for(photo: SurveyPhoto) -> Member | None:
     """The household member a portrait shows, from its ``member_ref`` (a member_id)."""
-    ref = (photo.member_ref or "").strip()
-    if not ref.isdigit():
+    ref = parse_id((photo.member_ref or "").strip())
+    if ref is None:
         return None
-    member = db.session.get(Member, int(ref))
+    member = db.session.get(Member, ref)
     if member is None or member.household_id != photo.survey.household_id:
         return None
     return member

@@ -33,6 +33,7 @@ from server.auth.models import Role, User
 from server.auth.permissions import not_found, require_in_area, require_visible
 from server.cases.models import CaseState, Household, Member
 from server.cases.workflow import region
+from server.crypto import equal_secret
 from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
@@ -198,7 +199,7 @@ def resolve_link(token: str, *, now: datetime) -> ProofOfLifeMonth:
     record = db.session.scalar(
         select(ProofOfLifeMonth).where(ProofOfLifeMonth.link_hash == links.token_hash(token))
     )
-    if record is None or not secrets.compare_digest(link_token(record), token):
+    if record is None or not equal_secret(link_token(record), token):
         raise LinkInvalid("this link is not valid")
     if now >= record.window_closes_at and not _in_grace(record, now):
         raise LinkExpired("this month's proof of life has closed", month=record.month)
@@ -477,7 +478,7 @@ def submit_frames(
 ) -> SubmitResult:
     """Judge one session's frames, record everything, update the month's status."""
     require_open(attempt, now=now)
-    if not secrets.compare_digest(attempt.nonce, nonce):
+    if not equal_secret(attempt.nonce, nonce):
         raise NonceMismatch("the nonce does not belong to this session")
     limits = rules()
     if not limits.frames_min <= len(frames) <= limits.frames_max:

@@ -37,6 +37,7 @@ from server.labels import STATE_LABELS
 from server.public import changes, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
+from server.validation import parse_int
 
 bp = Blueprint("public", __name__)
 
@@ -94,9 +95,10 @@ def _limit(default: int) -> int:
     raw = _arg("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= queries.MAX_PAGE:
+    value = parse_int(raw, 1, queries.MAX_PAGE)
+    if value is None:
         raise BadRequest(_("limit must be a whole number from 1 to %(max)s.", max=queries.MAX_PAGE))
-    return int(raw)
+    return value
 
 
 def _after() -> str | None:

@@ -5,12 +5,13 @@ validated field by field. Unknown fields are ignored; known ones must be right.
 from __future__ import annotations
 
 import re
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.validation import ByteCount, DbId, SaneDate, SaneDatetime, Text
 
 PHOTO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PhotoId = Annotated[str, Field(pattern=PHOTO_ID.pattern)]
@@ -30,8 +31,8 @@ class GpsIn(Input):
     lon: Lon
     accuracy_m: Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)] | None = None
     altitude_m: Annotated[float, Field(ge=-1_000, le=10_000, allow_inf_nan=False)] | None = None
-    fix_at: AwareDatetime | None = None
-    provider: Annotated[str, Field(max_length=20)] | None = None
+    fix_at: SaneDatetime | None = None
+    provider: Annotated[Text, Field(max_length=20)] | None = None
     is_mock: bool = False
 
 
@@ -39,15 +40,15 @@ class TrackPointIn(Input):
     lat: Lat
     lon: Lon
     accuracy_m: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
-    at: AwareDatetime
+    at: SaneDatetime
 
 
 class MemberIn(Input):
-    member_id: int | None = None
-    client_ref: Annotated[str, Field(max_length=64)] | None = None
-    name: Annotated[str, Field(max_length=50)] | None = None
+    member_id: DbId | None = None
+    client_ref: Annotated[Text, Field(max_length=64)] | None = None
+    name: Annotated[Text, Field(max_length=50)] | None = None
     id_number: Annotated[str, Field(pattern=r"^\d{17}[\dXx]$")] | None = None
-    birth_date: date | None = None
+    birth_date: SaneDate | None = None
     relation: (
         Literal[
             "head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "other"
@@ -69,10 +70,10 @@ class MemberIn(Input):
 class PhotoIn(Input):
     photo_id: PhotoId
     kind: Literal["member_portrait", "housing", "document", "other"]
-    member_ref: Annotated[str, Field(max_length=64)] | None = None
+    member_ref: Annotated[Text, Field(max_length=64)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    bytes: Annotated[int, Field(gt=0)]
-    taken_at: AwareDatetime | None = None
+    bytes: ByteCount
+    taken_at: SaneDatetime | None = None
 
 
 class LocationIn(Input):
@@ -83,29 +84,29 @@ class LocationIn(Input):
 class NewHouseholdIn(Input):
     """An application taken at the home: the household is registered with the visit."""
 
-    village_code: Annotated[str, Field(min_length=1, max_length=20)]
-    address: Annotated[str, Field(min_length=1, max_length=200)]
+    village_code: Annotated[Text, Field(min_length=1, max_length=20)]
+    address: Annotated[Text, Field(min_length=1, max_length=200)]
     location: LocationIn | None = None  # the registered home; default: the visit's fix
-    class_code: Annotated[str, Field(min_length=1, max_length=8)]
+    class_code: Annotated[Text, Field(min_length=1, max_length=8)]
     conflict_of_interest: bool = False
-    conflict_note: Annotated[str, Field(max_length=500)] | None = None
+    conflict_note: Annotated[Text, Field(max_length=500)] | None = None
     special_case: bool = False
 
 
 class SurveyIn(Input):
     client_uuid: UUID
-    household_id: int | None = None
+    household_id: DbId | None = None
     new_household: NewHouseholdIn | None = None
     kind: Literal["initial_survey", "periodic_review", "assisted_proof_of_life"]
-    started_at: AwareDatetime
-    finished_at: AwareDatetime
+    started_at: SaneDatetime
+    finished_at: SaneDatetime
     gps: GpsIn
     track: Annotated[list[TrackPointIn], Field(max_length=10_000)] = []
     members: Annotated[list[MemberIn], Field(max_length=30)] = []
     housing: dict[str, Any] = {}
     income: dict[str, Any] = {}
     photos: Annotated[list[PhotoIn], Field(max_length=60)] = []
-    notes: Annotated[str, Field(max_length=4000)] = ""
+    notes: Annotated[Text, Field(max_length=4000)] = ""
 
     @model_validator(mode="after")
     def _one_household(self) -> SurveyIn:
