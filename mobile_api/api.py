@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
@@ -13,8 +13,24 @@ from werkzeug.exceptions import BadRequest
 from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
-from mobile_api.schemas import DeviceLogin, parse
-from server.cases.models import Member
+from mobile_api.schemas import (
+    AreaOut,
+    DeviceLogin,
+    DeviceOut,
+    DeviceTokenOut,
+    DueMemberOut,
+    DueVisitOut,
+    DueVisitsOut,
+    FaceTemplateOut,
+    FaceWarningOut,
+    LimitsOut,
+    LocationOut,
+    MetaOut,
+    UserOut,
+    VersionOut,
+    parse,
+)
+from server.cases.models import Member, Relation
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import OutOfArea, ValidationFailed
@@ -97,7 +113,7 @@ def openapi() -> Response:
 
 @bp.get("/v1/version")
 def version() -> Response:
-    return jsonify({"api_version": API_VERSION, "server_time": datetime.now(UTC).isoformat()})
+    return jsonify(VersionOut(api_version=API_VERSION, server_time=datetime.now(UTC)).dump())
 
 
 @bp.post("/v1/auth/device-tokens")
@@ -113,17 +129,17 @@ def create_device_token() -> tuple[Response, int]:
     )
     db.session.commit()
     user = issued.record.user
-    body = {
-        "token": issued.token,
-        "token_prefix": issued.record.token_prefix,
-        "expires_at": issued.record.expires_at.isoformat(),
-        "user": {
-            "username": user.username,
-            "role": user.role.value,
-            "area": {"code": user.area.code, "name": user.area.name},
-        },
-    }
-    return jsonify(body), 201
+    body = DeviceTokenOut(
+        token=issued.token,
+        token_prefix=issued.record.token_prefix,
+        expires_at=issued.record.expires_at,
+        user=UserOut(
+            username=user.username,
+            role=cast(Literal["caseworker"], user.role.value),  # only they log tablets in
+            area=AreaOut(code=user.area.code, name=user.area.name),
+        ),
+    )
+    return jsonify(body.dump()), 201
 
 
 @bp.post("/v1/surveys")
@@ -188,15 +204,15 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
         template, flags = enroll_member_photo(
             member, cast(HashingFile, photo), actor=current_caseworker(), device=current_device()
         )
-        result = {
-            "face_template_id": template.id,
-            "member_id": member.id,
-            "model_name": template.model_name,
-            "model_version": template.model_version,
-            "warnings": [
-                {"code": f.code, "value": f.value, "threshold": f.threshold} for f in flags
+        result = FaceTemplateOut(
+            face_template_id=template.id,
+            member_id=member.id,
+            model_name=template.model_name,
+            model_version=template.model_version,
+            warnings=[
+                FaceWarningOut(code=f.code, value=f.value, threshold=f.threshold) for f in flags
             ],
-        }
+        ).dump()
         db.session.commit()
     finally:
         body.close()
@@ -216,21 +232,18 @@ def get_survey(client_uuid: str) -> tuple[Response, int]:
 def meta() -> Response:
     config = current_app.config
     device = current_device()
-    body = {
-        "api_version": API_VERSION,
-        "server_time": datetime.now(UTC).isoformat(),
-        "limits": {
-            "max_photo_bytes": config["DIBAO_MAX_PHOTO_BYTES"],
-            "max_request_bytes": config["DIBAO_MAX_REQUEST_BYTES"],
-            "recommended_batch_bytes": min(8 * 1024 * 1024, config["DIBAO_MAX_REQUEST_BYTES"]),
-        },
-        "device": {
-            "device_id": device.device_id,
-            "token_expires_at": device.expires_at.isoformat(),
-        },
-    }
+    body = MetaOut(
+        api_version=API_VERSION,
+        server_time=datetime.now(UTC),
+        limits=LimitsOut(
+            max_photo_bytes=config["DIBAO_MAX_PHOTO_BYTES"],
+            max_request_bytes=config["DIBAO_MAX_REQUEST_BYTES"],
+            recommended_batch_bytes=min(8 * 1024 * 1024, config["DIBAO_MAX_REQUEST_BYTES"]),
+        ),
+        device=DeviceOut(device_id=device.device_id, token_expires_at=device.expires_at),
+    )
     db.session.commit()  # last_used_at
-    return jsonify(body)
+    return jsonify(body.dump())
 
 
 @bp.get("/v1/visits/due")
@@ -241,25 +254,27 @@ def visits_due() -> Response:
         today=local_today(),
         window_days=current_app.config["DIBAO_DUE_WINDOW_DAYS"],
     )
-    items = [
-        {
-            "household_id": v.household_id,
-            "case_code": v.case_code,
-            "kind": v.kind.value,
-            "due_by": v.due_by.isoformat(),
-            "village": v.village,
-            "village_code": v.village_code,
-            "address": v.address,
-            "location": {"lat": v.lat, "lon": v.lon},
-            "members": [
-                {"member_id": m.member_id, "name": m.name, "relation": m.relation}
-                for m in v.members
-            ],
-            "reasons": list(v.reasons),
-        }
-        for v in visits
-    ]
-    payload = json.dumps({"items": items}, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    answer = DueVisitsOut(
+        items=[
+            DueVisitOut(
+                household_id=v.household_id,
+                case_code=v.case_code,
+                kind=v.kind,
+                due_by=v.due_by,
+                village=v.village,
+                village_code=v.village_code,
+                address=v.address,
+                location=LocationOut(lat=v.lat, lon=v.lon),
+                members=[
+                    DueMemberOut(member_id=m.member_id, name=m.name, relation=Relation(m.relation))
+                    for m in v.members
+                ],
+                reasons=list(v.reasons),  # type: ignore[arg-type]  # validated by the model
+            )
+            for v in visits
+        ]
+    )
+    payload = json.dumps(answer.dump(), ensure_ascii=False, sort_keys=True).encode("utf-8")
     etag = hashlib.sha256(payload).hexdigest()[:32]
     if etag in request.if_none_match:
         # Nothing was sent, so nothing personal was read: drop the audit row.

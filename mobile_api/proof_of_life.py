@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from flask import (
     Blueprint,
@@ -36,9 +36,12 @@ from server.devices.service import InvalidToken, authenticate_device
 from server.errors import OutOfArea, ValidationFailed
 from server.extensions import csrf, db, limiter
 from server.proof_of_life import service as pol
-from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
+from server.proof_of_life.analysis import CHALLENGES
+from server.proof_of_life.models import MonthStatus, Outcome, ProofOfLifeAttempt, ProofOfLifeMonth
+from server.proof_of_life.pipeline import REASONS
 from server.storage import BlobStore, HashingFile
 from server.visits.schemas import GpsIn, Input
+from server.wire import IsoDatetime, Output
 
 api = Blueprint("pol_api", __name__, url_prefix="/api/v1/proof-of-life")
 page = Blueprint("pol_page", __name__)
@@ -53,6 +56,57 @@ class AssistedSessionIn(Input):
     household_id: int
     member_id: int
     gps: GpsIn
+
+
+Challenge = Literal[CHALLENGES]  # type: ignore[valid-type]
+Reason = Literal[REASONS]  # type: ignore[valid-type]
+SessionFlag = Literal["gps_far_from_home"]
+MONTH = r"^[0-9]{4}-[0-9]{2}$"
+
+
+class FramesLimitsOut(Output):
+    min: int
+    max: int
+    max_bytes: int
+
+
+class CaptureOut(Output):
+    count: int
+    interval_ms: int
+    width: int
+    height: int
+
+
+class SessionOut(Output):
+    session_id: str
+    challenges: list[Challenge] = Field(
+        description="in the order the person must perform them; one is a head turn"
+    )
+    nonce: str = Field(description="send it back with the frames")
+    expires_at: IsoDatetime
+    month: Annotated[str, Field(pattern=MONTH)]
+    frames: FramesLimitsOut
+    capture: CaptureOut
+    flags: list[SessionFlag] = Field(
+        description="assisted sessions: the tablet's fix is far from the home"
+    )
+
+
+class VerdictOut(Output):
+    outcome: Outcome
+    reasons: list[Reason] = Field(description="docs/proof-of-life.md, in this order")
+    attempts_left: int
+    month: Annotated[str, Field(pattern=MONTH)]
+
+
+class StatusOut(Output):
+    month: Annotated[str, Field(pattern=MONTH)]
+    status: MonthStatus
+    window_closes_at: IsoDatetime
+    deadline_at: IsoDatetime = Field(
+        description="later than window_closes_at for a missed month in its grace period"
+    )
+    attempts_left: int
 
 
 def _rate() -> str:
@@ -72,25 +126,24 @@ def _json_body() -> Any:
 
 def _session_body(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
     rules = pol.rules()
-    return {
-        "session_id": attempt.session_id,
-        "challenges": attempt.challenge_list,
-        "nonce": attempt.nonce,
-        "expires_at": attempt.expires_at.isoformat(),
-        "month": attempt.month_record.month,
-        "frames": {
-            "min": rules.frames_min,
-            "max": rules.frames_max,
-            "max_bytes": rules.frame_max_bytes,
-        },
-        "capture": {
-            "count": rules.capture_count,
-            "interval_ms": rules.capture_interval_ms,
-            "width": rules.capture_width,
-            "height": rules.capture_height,
-        },
-        "flags": [f for f in attempt.flags.split(",") if f],
-    }
+    return SessionOut(
+        session_id=attempt.session_id,
+        challenges=attempt.challenge_list,
+        nonce=attempt.nonce,
+        expires_at=attempt.expires_at,
+        month=attempt.month_record.month,
+        frames=FramesLimitsOut(
+            min=rules.frames_min, max=rules.frames_max, max_bytes=rules.frame_max_bytes
+        ),
+        capture=CaptureOut(
+            count=rules.capture_count,
+            interval_ms=rules.capture_interval_ms,
+            width=rules.capture_width,
+            height=rules.capture_height,
+        ),
+        # Validated by the model: an unknown flag is an error here, not an answer.
+        flags=cast(list[SessionFlag], [f for f in attempt.flags.split(",") if f]),
+    ).dump()
 
 
 def _authenticate_tablet() -> None:
@@ -215,12 +268,15 @@ def submit_frames(session_id: str) -> Response:
             store=store,
             verify=_verify,
         )
-        body = {
-            "outcome": result.attempt.outcome.value if result.attempt.outcome else None,
-            "reasons": result.attempt.reason_list,
-            "attempts_left": result.attempts_left,
-            "month": result.attempt.month_record.month,
-        }
+        outcome = result.attempt.outcome
+        if outcome is None:  # submit_frames always decides
+            raise RuntimeError("a judged attempt without an outcome")
+        body = VerdictOut(
+            outcome=outcome,
+            reasons=result.attempt.reason_list,
+            attempts_left=result.attempts_left,
+            month=result.attempt.month_record.month,
+        ).dump()
         db.session.commit()
     finally:
         for frame in frames:
@@ -257,14 +313,14 @@ def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int
 def status() -> Response:
     now = _now()
     record = pol.resolve_link(request.args.get("link_token", ""), now=now)
-    body = {
-        "month": record.month,
-        "status": record.status.value,
-        "window_closes_at": record.window_closes_at.isoformat(),
+    body = StatusOut(
+        month=record.month,
+        status=record.status,
+        window_closes_at=record.window_closes_at,
         # Later than the close for a missed month still in its grace period.
-        "deadline_at": pol.deadline(record).isoformat(),
-        "attempts_left": pol.attempts_left(record, now=now),
-    }
+        deadline_at=pol.deadline(record),
+        attempts_left=pol.attempts_left(record, now=now),
+    ).dump()
     db.session.commit()
     return jsonify(body)
 

@@ -445,14 +445,19 @@ def api_cases() -> Response:
                 after=next_after,
                 _external=True,
             )
-        # The items are stored JSON documents (server.public.schemas.case_document).
-        body = (
-            '{"items":['
-            + ",".join(row.document for row in rows)
-            + f'],"next":{json.dumps(next_url)}'
-            + f',"total":{snapshot.total(filters) if snapshot else 0}'
-            + f',"as_of":{json.dumps(_as_of(snapshot))}}}'
+        # The items are stored JSON documents (server.public.schemas.case_document), put
+        # in place of the empty list of the envelope the model writes.
+        envelope = schemas.PublicCasesPage(
+            items=[],
+            next=next_url,
+            total=snapshot.total(filters) if snapshot else 0,
+            as_of=datetime.fromisoformat(as_of) if (as_of := _as_of(snapshot)) else None,
         )
+        head = json.dumps(envelope.dump(), ensure_ascii=False, separators=(",", ":"))
+        empty = '{"items":[],'
+        if not head.startswith(empty):
+            raise RuntimeError("PublicCasesPage must start with its items")
+        body = '{"items":[' + ",".join(row.document for row in rows) + "]," + head[len(empty) :]
         return Response(body, mimetype="application/json")
 
     return _answer(snapshot, render)
@@ -469,6 +474,7 @@ def api_case(case_code: str) -> Response:
         row = queries.one(snapshot, code, queries.API_COLUMNS) if snapshot else None
         if row is None:
             raise NotFound(_("No published case has the code %(code)s.", code=code))
+        # The stored document and the field PublicCaseAnswer adds to it.
         document: str = row.document
         body = f'{document[:-1]},"as_of":{json.dumps(_as_of(snapshot))}}}'
         return Response(body, mimetype="application/json")
@@ -482,10 +488,13 @@ def api_stats() -> Response:
 
     def render() -> Response:
         if snapshot is None:
-            return jsonify({"as_of": None, "cases": {"published": 0, "withheld": 0}})
+            empty = schemas.PublicStatsOut(
+                as_of=None, cases=schemas.CaseCountsOut(published=0, withheld=0)
+            )
+            return jsonify(empty.dump())
         stats = snapshot.stats
         names = {code: area["name"] for code, area in snapshot.areas.items()}
-        return jsonify(
+        answer = schemas.PublicStatsOut.model_validate(
             {
                 "as_of": stats["built_at"],
                 "k": stats["k"],
@@ -499,5 +508,6 @@ def api_stats() -> Response:
                 "proof_of_life": stats["proof_of_life"],
             }
         )
+        return jsonify(answer.dump())
 
     return _answer(snapshot, render)
