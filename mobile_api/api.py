@@ -40,7 +40,8 @@ from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile
 from server.visits import service as visits
 from server.visits.queries import due_visits
-from server.visits.schemas import SurveyIn
+from server.visits.schemas import SurveyIn, SurveyStatusOut
+from server.wire import BINARY, DB_ID_MAX, Multipart, Operation, Part, operation
 
 API_VERSION = "1"
 
@@ -107,16 +108,39 @@ def _survey_response(survey: Any, status: int) -> tuple[Response, int]:
 
 
 @bp.get("/openapi.json")
+@operation(Operation(summary="This document", security="none", responses={200: "OpenAPI 3.1"}))
 def openapi() -> Response:
     return jsonify(openapi_document())
 
 
 @bp.get("/v1/version")
+@operation(
+    Operation(
+        summary="API version and server time (no login)",
+        security="none",
+        responses={200: VersionOut},
+    )
+)
 def version() -> Response:
     return jsonify(VersionOut(api_version=API_VERSION, server_time=datetime.now(UTC)).dump())
 
 
 @bp.post("/v1/auth/device-tokens")
+@operation(
+    Operation(
+        summary="Log a tablet in (caseworkers only)",
+        security="none",
+        json_body=DeviceLogin,
+        responses={201: DeviceTokenOut},
+        errors={
+            401: "invalid_credentials",
+            403: "not_permitted: only caseworkers log tablets in",
+            413: "the request is too large",
+            422: "validation_failed: details.field names the field",
+            429: "too_many_requests for this username or address",
+        },
+    )
+)
 @limiter.limit(_login_rate)
 @limiter.limit(_login_rate, key_func=_username_key)
 def create_device_token() -> tuple[Response, int]:
@@ -143,6 +167,30 @@ def create_device_token() -> tuple[Response, int]:
 
 
 @bp.post("/v1/surveys")
+@operation(
+    Operation(
+        summary="Upload one field visit (idempotent on client_uuid)",
+        description=(
+            "multipart/form-data with a 'survey' part (the JSON) and one file part per "
+            "photo, named by its photo_id; or the JSON alone, photos sent later with PUT. "
+            "201 on first receipt, 200 with the same body on an identical replay. A reply "
+            "is sent only after everything is durably stored."
+        ),
+        json_body=SurveyIn,
+        multipart=Multipart(
+            parts={"survey": Part(SurveyIn, "the survey JSON", required=True)},
+            other_parts=Part(BINARY, "a photo (JPEG or PNG), the part named by its photo_id"),
+        ),
+        responses={201: SurveyStatusOut, 200: SurveyStatusOut},
+        errors={
+            404: "not_found: no such household (or village) in your township",
+            409: "client_uuid_conflict: the uuid was used for a different survey",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: a photo is not a JPEG or PNG",
+            422: "validation_failed, sha256_mismatch or photo_not_in_manifest",
+        },
+    )
+)
 @device_required
 def create_survey() -> tuple[Response, int]:
     raw, uploads = _survey_upload()
@@ -162,6 +210,19 @@ def create_survey() -> tuple[Response, int]:
 
 
 @bp.put("/v1/surveys/<client_uuid>/photos/<photo_id>")
+@operation(
+    Operation(
+        summary="Send one photo of an uploaded survey (its bytes are the body)",
+        raw_body=("image/jpeg", "image/png", "application/octet-stream"),
+        responses={200: SurveyStatusOut},
+        errors={
+            404: "not_found: no such survey from this device",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: not a JPEG or PNG",
+            422: "sha256_mismatch or photo_not_in_manifest",
+        },
+    )
+)
 @device_required
 def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
     limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
@@ -177,7 +238,23 @@ def put_survey_photo(client_uuid: str, photo_id: str) -> tuple[Response, int]:
     return jsonify(body), 200
 
 
-@bp.post("/v1/members/<int:member_id>/face-templates")
+@bp.post(f"/v1/members/<int(min=1, max={DB_ID_MAX}):member_id>/face-templates")
+@operation(
+    Operation(
+        summary="Enroll a member's face from one photo taken by the caseworker",
+        multipart=Multipart(
+            parts={"photo": Part(BINARY, "the portrait (JPEG or PNG)", required=True)}
+        ),
+        responses={201: FaceTemplateOut},
+        errors={
+            403: "not_permitted",
+            404: "not_found: no such member in your township",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: not a JPEG or PNG",
+            422: "validation_failed, no_face or many_faces",
+        },
+    )
+)
 @device_required
 def enroll_face(member_id: int) -> tuple[Response, int]:
     """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
@@ -220,6 +297,13 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
 
 
 @bp.get("/v1/surveys/<client_uuid>")
+@operation(
+    Operation(
+        summary="A survey's state: missing photos, flags",
+        responses={200: SurveyStatusOut},
+        errors={404: "not_found: no such survey from this device"},
+    )
+)
 @device_required
 def get_survey(client_uuid: str) -> tuple[Response, int]:
     survey = visits.find_survey(current_device(), client_uuid)
@@ -228,6 +312,9 @@ def get_survey(client_uuid: str) -> tuple[Response, int]:
 
 
 @bp.get("/v1/meta")
+@operation(
+    Operation(summary="Upload limits, server time, this device's token", responses={200: MetaOut})
+)
 @device_required
 def meta() -> Response:
     config = current_app.config
@@ -247,6 +334,13 @@ def meta() -> Response:
 
 
 @bp.get("/v1/visits/due")
+@operation(
+    Operation(
+        summary="The households of the caseworker's township to visit, soonest first",
+        etag=True,
+        responses={200: DueVisitsOut, 304: "unchanged since the ETag sent"},
+    )
+)
 @device_required
 def visits_due() -> Response:
     visits = due_visits(

@@ -41,7 +41,17 @@ from server.proof_of_life.models import MonthStatus, Outcome, ProofOfLifeAttempt
 from server.proof_of_life.pipeline import REASONS
 from server.storage import BlobStore, HashingFile
 from server.visits.schemas import GpsIn, Input
-from server.wire import IsoDatetime, Output
+from server.wire import (
+    BINARY,
+    DbId,
+    IsoDatetime,
+    Multipart,
+    Operation,
+    Output,
+    Part,
+    Query,
+    operation,
+)
 
 api = Blueprint("pol_api", __name__, url_prefix="/api/v1/proof-of-life")
 page = Blueprint("pol_page", __name__)
@@ -53,8 +63,8 @@ class LinkSessionIn(Input):
 
 
 class AssistedSessionIn(Input):
-    household_id: int
-    member_id: int
+    household_id: DbId
+    member_id: DbId
     gps: GpsIn
 
 
@@ -170,6 +180,28 @@ def _assist_context(data: AssistedSessionIn) -> tuple[ProofOfLifeMonth, pol.Assi
 
 
 @api.post("/sessions")
+@operation(
+    Operation(
+        summary="Start a proof-of-life attempt (a recipient's link, or a caseworker's "
+        "tablet at the member's home)",
+        description=(
+            "With a link token and no Authorization header: the recipient's phone. With "
+            "a device token: the assisted path (household, member, GPS fix)."
+        ),
+        security="either",
+        json_body=(LinkSessionIn, AssistedSessionIn),
+        responses={201: SessionOut},
+        errors={
+            401: "invalid_token (assisted path)",
+            404: "link_invalid, or not_found: no such member in this household",
+            409: "already_passed or not_designated",
+            410: "link_expired",
+            413: "the request is too large",
+            422: "validation_failed",
+            429: "attempts_exhausted, or too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def start_session() -> tuple[Response, int]:
     payload = _json_body()
@@ -247,6 +279,37 @@ def _offsets(text: str | None) -> list[int] | None:
 
 
 @api.post("/sessions/<session_id>/frames")
+@operation(
+    Operation(
+        summary="Send the captured frames; judged within the request",
+        description="An assisted session's frames come with the same device token.",
+        security="either",
+        multipart=Multipart(
+            parts={
+                "nonce": Part({"type": "string"}, "the session's nonce", required=True),
+                "offsets_ms": Part(
+                    {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
+                ),
+                "frames": Part(
+                    {"type": "array", "items": BINARY},
+                    "JPEG parts, all named frames, in capture order",
+                    required=True,
+                ),
+            }
+        ),
+        responses={200: VerdictOut},
+        errors={
+            401: "invalid_token (assisted session)",
+            403: "nonce_mismatch",
+            404: "session_not_found",
+            409: "session_used",
+            410: "session_expired",
+            413: "a frame or the request is too large",
+            422: "validation_failed: too few or too many frames, a bad part",
+            429: "too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def submit_frames(session_id: str) -> Response:
     attempt = pol.find_session(session_id)
@@ -309,6 +372,19 @@ def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int
 
 
 @api.get("/status")
+@operation(
+    Operation(
+        summary="This month's status for a link",
+        security="none",
+        query=(Query("link_token", {"type": "string"}, "the link's token", required=True),),
+        responses={200: StatusOut},
+        errors={
+            404: "link_invalid",
+            410: "link_expired",
+            429: "too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def status() -> Response:
     now = _now()

@@ -8,10 +8,26 @@ the document and the answers cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+# The largest id an INTEGER primary key column holds (PostgreSQL int4): a bigger one in a
+# path or a body is refused at the edge (404 / 422), never sent to the database.
+DB_ID_MAX = 2**31 - 1
+DbId = Annotated[int, Field(ge=1, le=DB_ID_MAX)]
+# A count stored in an INTEGER column (photo byte counts).
+DbCount = Annotated[int, Field(ge=0, le=DB_ID_MAX)]
 
 
 class Output(BaseModel):
@@ -39,3 +55,77 @@ IsoDatetime = Annotated[
     PlainSerializer(_iso, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+
+
+# --- the operation registry ---------------------------------------------------------------
+# Each /api view carries an ``Operation`` (the ``@operation(...)`` decorator, placed right
+# under the route decorator); mobile_api/openapi.py walks the URL map and writes the
+# document from these and from the models they name. Path parameters come from the
+# route's converters (type, range), so they are not repeated here.
+
+Security = Literal["device", "none", "either"]
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query-string parameter."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart/form-data body: a JSON schema for its value (a file part
+    is ``{"type": "string", "format": "binary"}``), or a model sent as a JSON part."""
+
+    schema: dict[str, Any] | type[BaseModel]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Multipart:
+    parts: dict[str, Part]
+    # Parts with names not listed (e.g. one file part per photo, named by its photo_id).
+    other_parts: Part | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    description: str = ""
+    security: Security = "device"
+    query: tuple[Query, ...] = ()
+    # A JSON body: one model, or several (any one of them: oneOf).
+    json_body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
+    multipart: Multipart | None = None
+    # A raw body: its media types (the bytes are the content, e.g. a photo).
+    raw_body: tuple[str, ...] = ()
+    body_required: bool = True
+    # Status -> the model of a JSON answer, or a description of an answer without a body.
+    responses: dict[int, type[BaseModel] | str] = field(default_factory=dict)
+    # Status -> when: every one is answered with the error envelope (ErrorOut).
+    errors: dict[int, str] = field(default_factory=dict)
+    etag: bool = False
+
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def operation(spec: Operation) -> Callable[[V], V]:
+    """Describe a view in /api/openapi.json (put it right under the route decorator)."""
+
+    def mark(view: V) -> V:
+        view.openapi = spec  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def operation_of(view: Callable[..., Any]) -> Operation | None:
+    spec = getattr(view, "openapi", None)
+    return spec if isinstance(spec, Operation) else None

@@ -37,12 +37,16 @@ from server.labels import STATE_LABELS
 from server.public import changes, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
+from server.wire import Operation, Query, operation
 
 bp = Blueprint("public", __name__)
 
 PAGE_SIZE = 50
 MAX_ARG_LENGTH = 64
 CACHE_CONTROL = "public, max-age=60"
+# A filter's value in the document (_arg): printable, at most MAX_ARG_LENGTH.
+ARG = {"type": "string", "maxLength": MAX_ARG_LENGTH}
+LIMITED = "too many requests from this address"
 
 
 def _rate() -> str:
@@ -427,6 +431,27 @@ def _drain(buffer: io.StringIO) -> str:
 
 
 @bp.get("/api/v1/public/cases")
+@operation(
+    Operation(
+        summary="Published cases, 50 per page, in case-code order (no login)",
+        security="none",
+        etag=True,
+        query=(
+            Query("township", ARG, "township area code"),
+            Query("village", ARG, "village area code (in the township, if both)"),
+            Query("status", ARG, "case status"),
+            Query("class", ARG, "class code"),
+            Query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE},
+                f"cases per page (default {PAGE_SIZE})",
+            ),
+            Query("after", ARG, "the cursor from a previous page's next"),
+        ),
+        responses={200: schemas.PublicCasesPage, 304: "If-None-Match matched: nothing changed"},
+        errors={400: "a filter names nothing that exists, or a bad limit or cursor", 429: LIMITED},
+    )
+)
 def api_cases() -> Response:
     snapshot = _snapshot()
     filters, limit, after = _page_arguments(snapshot)
@@ -464,6 +489,18 @@ def api_cases() -> Response:
 
 
 @bp.get("/api/v1/public/cases/<case_code>")
+@operation(
+    Operation(
+        summary="One published case (no login)",
+        security="none",
+        etag=True,
+        responses={
+            200: schemas.PublicCaseAnswer,
+            304: "If-None-Match matched: nothing changed",
+        },
+        errors={404: "not a case code, or no published case has it", 429: LIMITED},
+    )
+)
 def api_case(case_code: str) -> Response:
     code = normalize_case_code(case_code[:MAX_ARG_LENGTH])
     if code is None:
@@ -483,6 +520,15 @@ def api_case(case_code: str) -> Response:
 
 
 @bp.get("/api/v1/public/stats")
+@operation(
+    Operation(
+        summary="Aggregates per township and month (no login)",
+        security="none",
+        etag=True,
+        responses={200: schemas.PublicStatsOut, 304: "If-None-Match matched: nothing changed"},
+        errors={429: LIMITED},
+    )
+)
 def api_stats() -> Response:
     snapshot = _snapshot()
 

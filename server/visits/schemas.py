@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from server.visits.models import SurveyStatus
-from server.wire import Output
+from server.wire import DbCount, DbId, Output
 
 PHOTO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PhotoId = Annotated[str, Field(pattern=PHOTO_ID.pattern)]
@@ -46,7 +46,7 @@ class TrackPointIn(Input):
 
 
 class MemberIn(Input):
-    member_id: int | None = None
+    member_id: DbId | None = None
     client_ref: Annotated[str, Field(max_length=64)] | None = None
     name: Annotated[str, Field(max_length=50)] | None = None
     id_number: Annotated[str, Field(pattern=r"^\d{17}[\dXx]$")] | None = None
@@ -74,7 +74,7 @@ class PhotoIn(Input):
     kind: Literal["member_portrait", "housing", "document", "other"]
     member_ref: Annotated[str, Field(max_length=64)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    bytes: Annotated[int, Field(gt=0)]
+    bytes: Annotated[DbCount, Field(gt=0)]
     taken_at: AwareDatetime | None = None
 
 
@@ -97,7 +97,7 @@ class NewHouseholdIn(Input):
 
 class SurveyIn(Input):
     client_uuid: UUID
-    household_id: int | None = None
+    household_id: DbId | None = None
     new_household: NewHouseholdIn | None = None
     kind: Literal["initial_survey", "periodic_review", "assisted_proof_of_life"]
     started_at: AwareDatetime
