@@ -415,7 +415,8 @@ def submit_frames(
 ) -> SubmitResult:
     """Judge one session's frames, record everything, update the month's status."""
     require_open(attempt, now=now)
-    if not secrets.compare_digest(attempt.nonce, nonce):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not secrets.compare_digest(attempt.nonce.encode(), nonce.encode()):
         raise NonceMismatch("the nonce does not belong to this session")
     limits = rules()
     if not limits.frames_min <= len(frames) <= limits.frames_max:
