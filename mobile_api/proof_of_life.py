@@ -88,6 +88,8 @@ class CaptureOut(Output):
 
 
 class SessionOut(Output):
+    """The session: challenges, nonce, limits."""
+
     session_id: str
     challenges: list[Challenge] = Field(
         description="in the order the person must perform them; one is a head turn"
@@ -103,6 +105,8 @@ class SessionOut(Output):
 
 
 class VerdictOut(Output):
+    """The verdict on the frames."""
+
     outcome: Outcome
     reasons: list[Reason] = Field(description="docs/proof-of-life.md, in this order")
     attempts_left: int
@@ -110,6 +114,8 @@ class VerdictOut(Output):
 
 
 class StatusOut(Output):
+    """This month's status for the link."""
+
     month: Annotated[str, Field(pattern=MONTH)]
     status: MonthStatus
     window_closes_at: IsoDatetime

@@ -36,6 +36,8 @@ class UserOut(Output):
 
 
 class DeviceTokenOut(Output):
+    """The device token: store it in the tablet's secure storage."""
+
     token: str = Field(description="store it in the tablet's secure storage")
     token_prefix: str = Field(description="names the token in `dibao devices revoke`")
     expires_at: IsoDatetime
@@ -43,6 +45,8 @@ class DeviceTokenOut(Output):
 
 
 class VersionOut(Output):
+    """The API version and the server's time."""
+
     api_version: str
     server_time: IsoDatetime
 
@@ -59,6 +63,8 @@ class DeviceOut(Output):
 
 
 class MetaOut(Output):
+    """Upload limits, the server's time and this device's token."""
+
     api_version: str
     server_time: IsoDatetime
     limits: LimitsOut
@@ -92,6 +98,8 @@ class DueVisitOut(Output):
 
 
 class DueVisitsOut(Output):
+    """The visits due, soonest first (with an ETag)."""
+
     items: list[DueVisitOut]
 
 
@@ -102,6 +110,8 @@ class FaceWarningOut(Output):
 
 
 class FaceTemplateOut(Output):
+    """The template made from the photo."""
+
     face_template_id: int
     member_id: int
     model_name: str

@@ -69,6 +69,8 @@ class PublicCaseAnswer(PublicCaseOut):
 
 
 class PublicCasesPage(Output):
+    """A page of published cases."""
+
     items: list[PublicCaseOut]
     next: str | None = Field(description="the next page's URL; null on the last page")
     total: Count
