@@ -25,6 +25,12 @@ REF = "#/components/schemas/{model}"
 ERROR = {"$ref": "#/components/responses/Error"}
 _ARGUMENT = re.compile(r"<(?:[a-zA-Z_][a-zA-Z0-9_]*(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
+# Operation.security -> the operation's security requirement ({}: no token needed).
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "device": [{"device": []}],
+    "none": [],
+    "either": [{}, {"device": []}],
+}
 
 
 class UndocumentedRoute(RuntimeError):
@@ -157,11 +163,7 @@ def _operation(rule: Rule, spec: Operation, schemas: _Schemas) -> dict[str, Any]
                 "description": "the ETag of an earlier answer: 304 if nothing changed",
             }
         )
-    security: list[dict[str, list[str]]] = {
-        "device": [{"device": []}],
-        "none": [],
-        "either": [{}, {"device": []}],
-    }[spec.security]  # type: ignore[assignment]
+    security = _SECURITY[spec.security]
     document: dict[str, Any] = {
         "operationId": rule.endpoint,
         "summary": spec.summary,
