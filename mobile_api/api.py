@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -14,8 +14,25 @@ from werkzeug.exceptions import BadRequest
 from mobile_api.auth import current_caseworker, current_device, device_required
 from mobile_api.multipart import MalformedMultipart, read_multipart
 from mobile_api.openapi import openapi_document
-from mobile_api.schemas import DeviceLogin, parse
+from mobile_api.schemas import (
+    AreaOut,
+    DeviceLogin,
+    DeviceOut,
+    DeviceTokenOut,
+    DueMemberOut,
+    DueVisitOut,
+    DueVisitsOut,
+    FaceTemplateOut,
+    FaceWarningOut,
+    LimitsOut,
+    LocationOut,
+    MetaOut,
+    UserOut,
+    VersionOut,
+    parse,
+)
 from server import safe_json
+from server.cases.models import Relation
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
@@ -26,7 +43,8 @@ from server.rate_limits import login_limits
 from server.storage import HashingFile
 from server.visits import service as visits
 from server.visits.queries import due_visits
-from server.visits.schemas import SurveyIn
+from server.visits.schemas import SurveyIn, SurveyStatusOut
+from server.wire import BINARY, Multipart, Operation, Part, operation
 
 API_VERSION = "1"
 
@@ -85,16 +103,39 @@ def _survey_response(survey: Any, status: int) -> tuple[Response, int]:
 
 
 @bp.get("/openapi.json")
+@operation(Operation(summary="This document", security="none", responses={200: "OpenAPI 3.1"}))
 def openapi() -> Response:
     return jsonify(openapi_document())
 
 
 @bp.get("/v1/version")
+@operation(
+    Operation(
+        summary="API version and server time (no login)",
+        security="none",
+        responses={200: VersionOut},
+    )
+)
 def version() -> Response:
-    return jsonify({"api_version": API_VERSION, "server_time": datetime.now(UTC).isoformat()})
+    return jsonify(VersionOut(api_version=API_VERSION, server_time=datetime.now(UTC)).dump())
 
 
 @bp.post("/v1/auth/device-tokens")
+@operation(
+    Operation(
+        summary="Log a tablet in (caseworkers only)",
+        security="none",
+        json_body=DeviceLogin,
+        responses={201: DeviceTokenOut},
+        errors={
+            401: "invalid_credentials",
+            403: "not_permitted: only caseworkers log tablets in",
+            413: "the request is too large",
+            422: "validation_failed: details.field names the field",
+            429: "rate_limited: too many failed logins for this username or address",
+        },
+    )
+)
 @login_limits
 def create_device_token() -> tuple[Response, int]:
     login = parse(DeviceLogin, _json_body())
@@ -106,20 +147,44 @@ def create_device_token() -> tuple[Response, int]:
     )
     db.session.commit()
     user = issued.record.user
-    body = {
-        "token": issued.token,
-        "token_prefix": issued.record.token_prefix,
-        "expires_at": issued.record.expires_at.isoformat(),
-        "user": {
-            "username": user.username,
-            "role": user.role.value,
-            "area": {"code": user.area.code, "name": user.area.name},
-        },
-    }
-    return jsonify(body), 201
+    body = DeviceTokenOut(
+        token=issued.token,
+        token_prefix=issued.record.token_prefix,
+        expires_at=issued.record.expires_at,
+        user=UserOut(
+            username=user.username,
+            role=cast(Literal["caseworker"], user.role.value),  # only they log tablets in
+            area=AreaOut(code=user.area.code, name=user.area.name),
+        ),
+    )
+    return jsonify(body.dump()), 201
 
 
 @bp.post("/v1/surveys")
+@operation(
+    Operation(
+        summary="Upload one field visit (idempotent on client_uuid)",
+        description=(
+            "multipart/form-data with a 'survey' part (the JSON) and one file part per "
+            "photo, named by its photo_id; or the JSON alone, photos sent later with PUT. "
+            "201 on first receipt, 200 with the same body on an identical replay. A reply "
+            "is sent only after everything is durably stored."
+        ),
+        json_body=SurveyIn,
+        multipart=Multipart(
+            parts={"survey": Part(SurveyIn, "the survey JSON", required=True)},
+            other_parts=Part(BINARY, "a photo (JPEG or PNG), the part named by its photo_id"),
+        ),
+        responses={201: SurveyStatusOut, 200: SurveyStatusOut},
+        errors={
+            404: "not_found: no such household (or village) in your township",
+            409: "client_uuid_conflict: the uuid was used for a different survey",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: a photo is not a JPEG or PNG",
+            422: "validation_failed, sha256_mismatch or photo_not_in_manifest",
+        },
+    )
+)
 @device_required
 def create_survey() -> tuple[Response, int]:
     raw, uploads = _survey_upload()
@@ -139,6 +204,19 @@ def create_survey() -> tuple[Response, int]:
 
 
 @bp.put("/v1/surveys/<uuid:client_uuid>/photos/<photo_id>")
+@operation(
+    Operation(
+        summary="Send one photo of an uploaded survey (its bytes are the body)",
+        raw_body=("image/jpeg", "image/png", "application/octet-stream"),
+        responses={200: SurveyStatusOut},
+        errors={
+            404: "not_found: no such survey from this device",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: not a JPEG or PNG",
+            422: "sha256_mismatch or photo_not_in_manifest",
+        },
+    )
+)
 @device_required
 def put_survey_photo(client_uuid: UUID, photo_id: str) -> tuple[Response, int]:
     limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
@@ -155,6 +233,22 @@ def put_survey_photo(client_uuid: UUID, photo_id: str) -> tuple[Response, int]:
 
 
 @bp.post("/v1/members/<id:member_id>/face-templates")
+@operation(
+    Operation(
+        summary="Enroll a member's face from one photo taken by the caseworker",
+        multipart=Multipart(
+            parts={"photo": Part(BINARY, "the portrait (JPEG or PNG)", required=True)}
+        ),
+        responses={201: FaceTemplateOut},
+        errors={
+            403: "not_permitted",
+            404: "not_found: no such member in your township",
+            413: "a photo over max_photo_bytes or a request over max_request_bytes",
+            415: "unsupported_media_type: not a JPEG or PNG",
+            422: "validation_failed, no_face or many_faces",
+        },
+    )
+)
 @device_required
 def enroll_face(member_id: int) -> tuple[Response, int]:
     """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
@@ -179,15 +273,15 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
         template, flags = enroll_member_photo(
             member, cast(HashingFile, photo), actor=current_caseworker(), device=current_device()
         )
-        result = {
-            "face_template_id": template.id,
-            "member_id": member.id,
-            "model_name": template.model_name,
-            "model_version": template.model_version,
-            "warnings": [
-                {"code": f.code, "value": f.value, "threshold": f.threshold} for f in flags
+        result = FaceTemplateOut(
+            face_template_id=template.id,
+            member_id=member.id,
+            model_name=template.model_name,
+            model_version=template.model_version,
+            warnings=[
+                FaceWarningOut(code=f.code, value=f.value, threshold=f.threshold) for f in flags
             ],
-        }
+        ).dump()
         db.session.commit()
     finally:
         body.close()
@@ -195,6 +289,13 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
 
 
 @bp.get("/v1/surveys/<uuid:client_uuid>")
+@operation(
+    Operation(
+        summary="A survey's state: missing photos, flags",
+        responses={200: SurveyStatusOut},
+        errors={404: "not_found: no such survey from this device"},
+    )
+)
 @device_required
 def get_survey(client_uuid: UUID) -> tuple[Response, int]:
     survey = visits.find_survey(current_device(), str(client_uuid))
@@ -203,28 +304,35 @@ def get_survey(client_uuid: UUID) -> tuple[Response, int]:
 
 
 @bp.get("/v1/meta")
+@operation(
+    Operation(summary="Upload limits, server time, this device's token", responses={200: MetaOut})
+)
 @device_required
 def meta() -> Response:
     config = current_app.config
     device = current_device()
-    body = {
-        "api_version": API_VERSION,
-        "server_time": datetime.now(UTC).isoformat(),
-        "limits": {
-            "max_photo_bytes": config["DIBAO_MAX_PHOTO_BYTES"],
-            "max_request_bytes": config["DIBAO_MAX_REQUEST_BYTES"],
-            "recommended_batch_bytes": min(8 * 1024 * 1024, config["DIBAO_MAX_REQUEST_BYTES"]),
-        },
-        "device": {
-            "device_id": device.device_id,
-            "token_expires_at": device.expires_at.isoformat(),
-        },
-    }
+    body = MetaOut(
+        api_version=API_VERSION,
+        server_time=datetime.now(UTC),
+        limits=LimitsOut(
+            max_photo_bytes=config["DIBAO_MAX_PHOTO_BYTES"],
+            max_request_bytes=config["DIBAO_MAX_REQUEST_BYTES"],
+            recommended_batch_bytes=min(8 * 1024 * 1024, config["DIBAO_MAX_REQUEST_BYTES"]),
+        ),
+        device=DeviceOut(device_id=device.device_id, token_expires_at=device.expires_at),
+    )
     db.session.commit()  # last_used_at
-    return jsonify(body)
+    return jsonify(body.dump())
 
 
 @bp.get("/v1/visits/due")
+@operation(
+    Operation(
+        summary="The households of the caseworker's township to visit, soonest first",
+        etag=True,
+        responses={200: DueVisitsOut, 304: "unchanged since the ETag sent"},
+    )
+)
 @device_required
 def visits_due() -> Response:
     visits = due_visits(
@@ -232,25 +340,27 @@ def visits_due() -> Response:
         today=local_today(),
         window_days=current_app.config["DIBAO_DUE_WINDOW_DAYS"],
     )
-    items = [
-        {
-            "household_id": v.household_id,
-            "case_code": v.case_code,
-            "kind": v.kind.value,
-            "due_by": v.due_by.isoformat(),
-            "village": v.village,
-            "village_code": v.village_code,
-            "address": v.address,
-            "location": {"lat": v.lat, "lon": v.lon},
-            "members": [
-                {"member_id": m.member_id, "name": m.name, "relation": m.relation}
-                for m in v.members
-            ],
-            "reasons": list(v.reasons),
-        }
-        for v in visits
-    ]
-    payload = json.dumps({"items": items}, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    answer = DueVisitsOut(
+        items=[
+            DueVisitOut(
+                household_id=v.household_id,
+                case_code=v.case_code,
+                kind=v.kind,
+                due_by=v.due_by,
+                village=v.village,
+                village_code=v.village_code,
+                address=v.address,
+                location=LocationOut(lat=v.lat, lon=v.lon),
+                members=[
+                    DueMemberOut(member_id=m.member_id, name=m.name, relation=Relation(m.relation))
+                    for m in v.members
+                ],
+                reasons=list(v.reasons),  # type: ignore[arg-type]  # validated by the model
+            )
+            for v in visits
+        ]
+    )
+    payload = json.dumps(answer.dump(), ensure_ascii=False, sort_keys=True).encode("utf-8")
     etag = hashlib.sha256(payload).hexdigest()[:32]
     if etag in request.if_none_match:
         # Nothing was sent, so nothing personal was read: drop the audit row.

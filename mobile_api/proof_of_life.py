@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from flask import (
     Blueprint,
@@ -36,11 +36,23 @@ from server.devices.service import InvalidToken, authenticate_device
 from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
 from server.proof_of_life import service as pol
-from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeMonth
+from server.proof_of_life.analysis import CHALLENGES
+from server.proof_of_life.models import MonthStatus, Outcome, ProofOfLifeAttempt, ProofOfLifeMonth
+from server.proof_of_life.pipeline import REASONS
 from server.security_headers import content_security_policy
 from server.storage import BlobStore, HashingFile
 from server.validation import DbId, Text
 from server.visits.schemas import GpsIn, Input
+from server.wire import (
+    BINARY,
+    IsoDatetime,
+    Multipart,
+    Operation,
+    Output,
+    Part,
+    Query,
+    operation,
+)
 
 api = Blueprint("pol_api", __name__, url_prefix="/api/v1/proof-of-life")
 page = Blueprint("pol_page", __name__)
@@ -55,6 +67,63 @@ class AssistedSessionIn(Input):
     household_id: DbId
     member_id: DbId
     gps: GpsIn
+
+
+Challenge = Literal[CHALLENGES]  # type: ignore[valid-type]
+Reason = Literal[REASONS]  # type: ignore[valid-type]
+SessionFlag = Literal["gps_far_from_home"]
+MONTH = r"^[0-9]{4}-[0-9]{2}$"
+
+
+class FramesLimitsOut(Output):
+    min: int
+    max: int
+    max_bytes: int
+
+
+class CaptureOut(Output):
+    count: int
+    interval_ms: int
+    width: int
+    height: int
+
+
+class SessionOut(Output):
+    """The session: challenges, nonce, limits."""
+
+    session_id: str
+    challenges: list[Challenge] = Field(
+        description="in the order the person must perform them; one is a head turn"
+    )
+    nonce: str = Field(description="send it back with the frames")
+    expires_at: IsoDatetime
+    month: Annotated[str, Field(pattern=MONTH)]
+    frames: FramesLimitsOut
+    capture: CaptureOut
+    flags: list[SessionFlag] = Field(
+        description="assisted sessions: the tablet's fix is far from the home"
+    )
+
+
+class VerdictOut(Output):
+    """The verdict on the frames."""
+
+    outcome: Outcome
+    reasons: list[Reason] = Field(description="docs/proof-of-life.md, in this order")
+    attempts_left: int
+    month: Annotated[str, Field(pattern=MONTH)]
+
+
+class StatusOut(Output):
+    """This month's status for the link."""
+
+    month: Annotated[str, Field(pattern=MONTH)]
+    status: MonthStatus
+    window_closes_at: IsoDatetime
+    deadline_at: IsoDatetime = Field(
+        description="later than window_closes_at for a missed month in its grace period"
+    )
+    attempts_left: int
 
 
 def _rate() -> str:
@@ -78,25 +147,24 @@ def _json_body() -> Any:
 
 def _session_body(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
     rules = pol.rules()
-    return {
-        "session_id": attempt.session_id,
-        "challenges": attempt.challenge_list,
-        "nonce": attempt.nonce,
-        "expires_at": attempt.expires_at.isoformat(),
-        "month": attempt.month_record.month,
-        "frames": {
-            "min": rules.frames_min,
-            "max": rules.frames_max,
-            "max_bytes": rules.frame_max_bytes,
-        },
-        "capture": {
-            "count": rules.capture_count,
-            "interval_ms": rules.capture_interval_ms,
-            "width": rules.capture_width,
-            "height": rules.capture_height,
-        },
-        "flags": [f for f in attempt.flags.split(",") if f],
-    }
+    return SessionOut(
+        session_id=attempt.session_id,
+        challenges=attempt.challenge_list,
+        nonce=attempt.nonce,
+        expires_at=attempt.expires_at,
+        month=attempt.month_record.month,
+        frames=FramesLimitsOut(
+            min=rules.frames_min, max=rules.frames_max, max_bytes=rules.frame_max_bytes
+        ),
+        capture=CaptureOut(
+            count=rules.capture_count,
+            interval_ms=rules.capture_interval_ms,
+            width=rules.capture_width,
+            height=rules.capture_height,
+        ),
+        # Validated by the model: an unknown flag is an error here, not an answer.
+        flags=cast(list[SessionFlag], [f for f in attempt.flags.split(",") if f]),
+    ).dump()
 
 
 def _authenticate_tablet() -> DeviceToken:
@@ -124,6 +192,28 @@ def _assist_context(data: AssistedSessionIn) -> tuple[ProofOfLifeMonth, pol.Assi
 
 
 @api.post("/sessions")
+@operation(
+    Operation(
+        summary="Start a proof-of-life attempt (a recipient's link, or a caseworker's "
+        "tablet at the member's home)",
+        description=(
+            "With a link token and no Authorization header: the recipient's phone. With "
+            "a device token: the assisted path (household, member, GPS fix)."
+        ),
+        security="either",
+        json_body=(LinkSessionIn, AssistedSessionIn),
+        responses={201: SessionOut},
+        errors={
+            401: "invalid_token (assisted path)",
+            404: "link_invalid, or not_found: no such member in this household",
+            409: "already_passed or not_designated",
+            410: "link_expired",
+            413: "the request is too large",
+            422: "validation_failed",
+            429: "attempts_exhausted, or too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def start_session() -> tuple[Response, int]:
     payload = _json_body()
@@ -203,6 +293,37 @@ def _offsets(text: str | None) -> list[int] | None:
 
 
 @api.post("/sessions/<token:session_id>/frames")
+@operation(
+    Operation(
+        summary="Send the captured frames; judged within the request",
+        description="An assisted session's frames come with the same device token.",
+        security="either",
+        multipart=Multipart(
+            parts={
+                "nonce": Part({"type": "string"}, "the session's nonce", required=True),
+                "offsets_ms": Part(
+                    {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
+                ),
+                "frames": Part(
+                    {"type": "array", "items": BINARY},
+                    "JPEG parts, all named frames, in capture order",
+                    required=True,
+                ),
+            }
+        ),
+        responses={200: VerdictOut},
+        errors={
+            401: "invalid_token (assisted session)",
+            403: "nonce_mismatch",
+            404: "session_not_found",
+            409: "session_used",
+            410: "session_expired",
+            413: "a frame or the request is too large",
+            422: "validation_failed: too few or too many frames, a bad part",
+            429: "too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def submit_frames(session_id: str) -> Response:
     # A token, when sent, is checked before the session is looked at: an assisted
@@ -222,12 +343,15 @@ def submit_frames(session_id: str) -> Response:
             store=store,
             verify=_verify,
         )
-        body = {
-            "outcome": result.attempt.outcome.value if result.attempt.outcome else None,
-            "reasons": result.attempt.reason_list,
-            "attempts_left": result.attempts_left,
-            "month": result.attempt.month_record.month,
-        }
+        outcome = result.attempt.outcome
+        if outcome is None:  # submit_frames always decides
+            raise RuntimeError("a judged attempt without an outcome")
+        body = VerdictOut(
+            outcome=outcome,
+            reasons=result.attempt.reason_list,
+            attempts_left=result.attempts_left,
+            month=result.attempt.month_record.month,
+        ).dump()
         db.session.commit()
     finally:
         for frame in frames:
@@ -260,18 +384,31 @@ def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int
 
 
 @api.get("/status")
+@operation(
+    Operation(
+        summary="This month's status for a link",
+        security="none",
+        query=(Query("link_token", {"type": "string"}, "the link's token", required=True),),
+        responses={200: StatusOut},
+        errors={
+            404: "link_invalid",
+            410: "link_expired",
+            429: "too many requests",
+        },
+    )
+)
 @limiter.limit(_rate)
 def status() -> Response:
     now = _now()
     record = pol.resolve_link(request.args.get("link_token", ""), now=now)
-    body = {
-        "month": record.month,
-        "status": record.status.value,
-        "window_closes_at": record.window_closes_at.isoformat(),
+    body = StatusOut(
+        month=record.month,
+        status=record.status,
+        window_closes_at=record.window_closes_at,
         # Later than the close for a missed month still in its grace period.
-        "deadline_at": pol.deadline(record).isoformat(),
-        "attempts_left": pol.attempts_left(record, now=now),
-    }
+        deadline_at=pol.deadline(record),
+        attempts_left=pol.attempts_left(record, now=now),
+    ).dump()
     db.session.commit()
     return jsonify(body)
 

@@ -213,6 +213,9 @@ class TextConverter(UnicodeConverter):
         super().__init__(map, *args, **kwargs)
         self.regex = self.regex.replace("[^/]", r"[^/\x00]", 1)
 
+    # For the OpenAPI document: one path segment, never a slash nor a NUL.
+    json_schema: ClassVar[dict[str, Any]] = {"type": "string", "pattern": "^[^/\\x00]+$"}
+
 
 def register_converters(app: Flask) -> None:
     """Before any blueprint: rules pick their converters when they are added."""

@@ -25,6 +25,7 @@ from server.extensions import db
 from server.labels import error_message
 from server.rate_limits import retry_after_seconds, wait_message
 from server.storage import TooLarge
+from server.wire import Output
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,23 @@ def wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+class ErrorDetailOut(Output):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorOut(Output):
+    """Every error under /api/ (docs/api.md)."""
+
+    error: ErrorDetailOut
+
+
 def error_envelope(
     code: str, message: str, status: int, details: dict[str, Any] | None = None
 ) -> Response:
-    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    body = ErrorOut(error=ErrorDetailOut(code=code, message=message, details=details or {}))
+    response = jsonify(body.dump())
     response.status_code = status
     return response
 

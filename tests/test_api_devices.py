@@ -273,7 +273,7 @@ def test_every_api_route_is_in_the_openapi_document(app: Flask, client: FlaskCli
     document = client.get("/api/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
     routes = {
-        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
+        (re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/api/")
         for method in rule.methods or ()

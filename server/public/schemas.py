@@ -6,11 +6,126 @@ only when it is named here. docs/public.md and the data-dictionary page describe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import ConfigDict, Field
+
+from server.cases.models import CaseState
 from server.public.queries import Snapshot
+from server.public.rules import AmountMode
+from server.wire import IsoDatetime, Output
+
+MONTH = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}$")]
+Count = Annotated[int, Field(ge=0)]
+
+
+class PlaceOut(Output):
+    code: str
+    name: str
+
+
+Place = Annotated[
+    PlaceOut | None, Field(description="null where generalized away (fewer than k cases alike)")
+]
+
+
+class StatusChangeOut(Output):
+    status: CaseState
+    month: MONTH
+
+
+class ProofOfLifeMonthOut(Output):
+    month: MONTH
+    result: Literal["passed", "missed", "pending"]
+
+
+class PublicCaseOut(Output):
+    """A published case (docs/public.md). ``masked_name`` is sent only where the region
+    shows masked names."""
+
+    # masked_name is left out where not shown: the one field that may be absent.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
+    case_code: str
+    county: Place
+    township: Place
+    village: Place
+    class_: str | None = Field(alias="class")
+    household_size: str | None = Field(examples=["1", "3-4", "5+"])
+    status: CaseState
+    monthly_amount: str | None = Field(
+        description="exact (523.40), banded (500-600) or null, per region"
+    )
+    status_changes: list[StatusChangeOut]
+    proof_of_life: list[ProofOfLifeMonthOut]
+    masked_name: str | None = Field(default=None, description="only if the region shows them")
+
+
+class PublicCaseAnswer(PublicCaseOut):
+    """``GET /api/v1/public/cases/{case_code}``: the case and its snapshot's time."""
+
+    as_of: IsoDatetime | None
+
+
+class PublicCasesPage(Output):
+    """A page of published cases."""
+
+    items: list[PublicCaseOut]
+    next: str | None = Field(description="the next page's URL; null on the last page")
+    total: Count
+    as_of: IsoDatetime | None = Field(description="when the snapshot was built")
+
+
+class CaseCountsOut(Output):
+    published: Count
+    withheld: Count
+
+
+class TownshipStatsOut(Output):
+    township: str | None = Field(description="null: cases shown at the county only")
+    name: str | None
+    households: dict[CaseState, Count]
+    active: Count
+    persons: Count | None = Field(description="null where fewer than k are active")
+    monthly_amount: str | None
+
+
+class PaymentStatsOut(Output):
+    township: str
+    month: MONTH
+    households: Count
+    paid_households: Count | None
+    amount_paid: str | None
+    suspended: Count | None
+
+
+class ProofOfLifeStatsOut(Output):
+    township: str
+    month: MONTH
+    recipients: Count
+    passed: Count | None
+    missed: Count | None
+    pending: Count | None
+
+
+class PublicStatsOut(Output):
+    """Aggregates per township and month; a cell of fewer than k households has its
+    figures withheld (null). Before the first snapshot: only ``as_of`` and ``cases``."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=False)
+
+    as_of: IsoDatetime | None
+    cases: CaseCountsOut
+    k: Count | None = None
+    monthly_amount: AmountMode | None = None
+    townships: list[TownshipStatsOut] | None = None
+    payments: list[PaymentStatsOut] | None = None
+    proof_of_life: list[ProofOfLifeStatsOut] | None = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
 
 # masked_name is written only where the region shows masked names (csv_columns()).
 CSV_COLUMNS = (
@@ -61,21 +176,24 @@ def case_document(row: Mapping[str, Any], names: Mapping[str, str], *, masked_na
     def place(code: str | None) -> dict[str, str] | None:
         return {"code": code, "name": names.get(code, code)} if code else None
 
-    item: dict[str, Any] = {
-        "case_code": row["case_code"],
-        "county": place(row["county_code"]),
-        "township": place(row["township_code"]),
-        "village": place(row["village_code"]),
-        "class": row["class_code"],
-        "household_size": row["size_band"],
-        "status": row["status"],
-        "monthly_amount": row["amount"],
-        "status_changes": _pairs(row["changes"], "status", "month"),
-        "proof_of_life": _pairs(row["proof_of_life"], "month", "result"),
-    }
-    if masked_names:
-        item["masked_name"] = row["masked_name"]
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    case = PublicCaseOut.model_validate(
+        {
+            "case_code": row["case_code"],
+            "county": place(row["county_code"]),
+            "township": place(row["township_code"]),
+            "village": place(row["village_code"]),
+            "class": row["class_code"],
+            "household_size": row["size_band"],
+            "status": row["status"],
+            "monthly_amount": row["amount"],
+            "status_changes": _pairs(row["changes"], "status", "month"),
+            "proof_of_life": _pairs(row["proof_of_life"], "month", "result"),
+            "masked_name": row["masked_name"] if masked_names else None,
+        }
+    )
+    # Compact UTF-8 JSON, as json.dumps(..., ensure_ascii=False, separators=(",", ":"))
+    # writes it (_withhold_surnames in snapshot.py edits it as text), four times faster.
+    return case.model_dump_json(by_alias=True, exclude=None if masked_names else {"masked_name"})
 
 
 def case_csv(snapshot: Snapshot, row: Any, *, masked_names: bool) -> list[str]:

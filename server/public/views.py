@@ -38,12 +38,16 @@ from server.public import changes, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
 from server.validation import parse_int
+from server.wire import Operation, Query, operation
 
 bp = Blueprint("public", __name__)
 
 PAGE_SIZE = 50
 MAX_ARG_LENGTH = 64
 CACHE_CONTROL = "public, max-age=60"
+# A filter's value in the document (_arg): printable, at most MAX_ARG_LENGTH.
+ARG = {"type": "string", "maxLength": MAX_ARG_LENGTH}
+LIMITED = "too many requests from this address"
 
 
 def _rate() -> str:
@@ -431,6 +435,27 @@ def _drain(buffer: io.StringIO) -> str:
 
 
 @bp.get("/api/v1/public/cases")
+@operation(
+    Operation(
+        summary="Published cases, 50 per page, in case-code order (no login)",
+        security="none",
+        etag=True,
+        query=(
+            Query("township", ARG, "township area code"),
+            Query("village", ARG, "village area code (in the township, if both)"),
+            Query("status", ARG, "case status"),
+            Query("class", ARG, "class code"),
+            Query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": queries.MAX_PAGE},
+                f"cases per page (default {PAGE_SIZE})",
+            ),
+            Query("after", ARG, "the cursor from a previous page's next"),
+        ),
+        responses={200: schemas.PublicCasesPage, 304: "If-None-Match matched: nothing changed"},
+        errors={400: "a filter names nothing that exists, or a bad limit or cursor", 429: LIMITED},
+    )
+)
 def api_cases() -> Response:
     snapshot = _snapshot()
     filters, limit, after = _page_arguments(snapshot)
@@ -449,20 +474,37 @@ def api_cases() -> Response:
                 after=next_after,
                 _external=True,
             )
-        # The items are stored JSON documents (server.public.schemas.case_document).
-        body = (
-            '{"items":['
-            + ",".join(row.document for row in rows)
-            + f'],"next":{json.dumps(next_url)}'
-            + f',"total":{snapshot.total(filters) if snapshot else 0}'
-            + f',"as_of":{json.dumps(_as_of(snapshot))}}}'
+        # The items are stored JSON documents (server.public.schemas.case_document), put
+        # in place of the empty list of the envelope the model writes.
+        envelope = schemas.PublicCasesPage(
+            items=[],
+            next=next_url,
+            total=snapshot.total(filters) if snapshot else 0,
+            as_of=datetime.fromisoformat(as_of) if (as_of := _as_of(snapshot)) else None,
         )
+        head = json.dumps(envelope.dump(), ensure_ascii=False, separators=(",", ":"))
+        empty = '{"items":[],'
+        if not head.startswith(empty):
+            raise RuntimeError("PublicCasesPage must start with its items")
+        body = '{"items":[' + ",".join(row.document for row in rows) + "]," + head[len(empty) :]
         return Response(body, mimetype="application/json")
 
     return _answer(snapshot, render)
 
 
 @bp.get("/api/v1/public/cases/<case_code>")
+@operation(
+    Operation(
+        summary="One published case (no login)",
+        security="none",
+        etag=True,
+        responses={
+            200: schemas.PublicCaseAnswer,
+            304: "If-None-Match matched: nothing changed",
+        },
+        errors={404: "not a case code, or no published case has it", 429: LIMITED},
+    )
+)
 def api_case(case_code: str) -> Response:
     code = normalize_case_code(case_code[:MAX_ARG_LENGTH])
     if code is None:
@@ -473,6 +515,7 @@ def api_case(case_code: str) -> Response:
         row = queries.one(snapshot, code, queries.API_COLUMNS) if snapshot else None
         if row is None:
             raise NotFound(_("No published case has the code %(code)s.", code=code))
+        # The stored document and the field PublicCaseAnswer adds to it.
         document: str = row.document
         body = f'{document[:-1]},"as_of":{json.dumps(_as_of(snapshot))}}}'
         return Response(body, mimetype="application/json")
@@ -481,15 +524,27 @@ def api_case(case_code: str) -> Response:
 
 
 @bp.get("/api/v1/public/stats")
+@operation(
+    Operation(
+        summary="Aggregates per township and month (no login)",
+        security="none",
+        etag=True,
+        responses={200: schemas.PublicStatsOut, 304: "If-None-Match matched: nothing changed"},
+        errors={429: LIMITED},
+    )
+)
 def api_stats() -> Response:
     snapshot = _snapshot()
 
     def render() -> Response:
         if snapshot is None:
-            return jsonify({"as_of": None, "cases": {"published": 0, "withheld": 0}})
+            empty = schemas.PublicStatsOut(
+                as_of=None, cases=schemas.CaseCountsOut(published=0, withheld=0)
+            )
+            return jsonify(empty.dump())
         stats = snapshot.stats
         names = {code: area["name"] for code, area in snapshot.areas.items()}
-        return jsonify(
+        answer = schemas.PublicStatsOut.model_validate(
             {
                 "as_of": stats["built_at"],
                 "k": stats["k"],
@@ -503,5 +558,6 @@ def api_stats() -> Response:
                 "proof_of_life": stats["proof_of_life"],
             }
         )
+        return jsonify(answer.dump())
 
     return _answer(snapshot, render)

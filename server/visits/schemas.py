@@ -12,6 +12,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.validation import ByteCount, DbId, SaneDate, SaneDatetime, Text
+from server.visits.models import SurveyStatus
+from server.wire import Output
 
 PHOTO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PhotoId = Annotated[str, Field(pattern=PHOTO_ID.pattern)]
@@ -139,3 +141,23 @@ class SurveyIn(Input):
             if member.portrait_photo_id and member.portrait_photo_id not in ids:
                 raise ValueError(f"portrait_photo_id {member.portrait_photo_id!r} is not in photos")
         return self
+
+
+class SurveyFlagOut(Output):
+    code: str
+    severity: Literal["info", "warning", "critical"]
+    value: str | None
+    threshold: str | None
+    detail: str
+
+
+class SurveyStatusOut(Output):
+    """The answer to every survey request: its state, and the case it belongs to."""
+
+    survey_id: int
+    household_id: int
+    case_code: str = Field(description="show it to the applicant (the public page)")
+    client_uuid: Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+    status: SurveyStatus
+    missing_photos: list[str] = Field(description="photo_ids still to send")
+    flags: list[SurveyFlagOut]

@@ -49,7 +49,7 @@ from server.visits.photos import (
     make_thumbnail,
 )
 from server.visits.queries import VisitKind
-from server.visits.schemas import PHOTO_ID, SurveyIn
+from server.visits.schemas import PHOTO_ID, SurveyFlagOut, SurveyIn, SurveyStatusOut
 
 logger = logging.getLogger(__name__)
 
@@ -529,21 +529,21 @@ def _update_status(survey: Survey) -> None:
 
 def survey_body(survey: Survey) -> dict[str, Any]:
     """The reply to every survey request (the contract's fields, and the case)."""
-    return {
-        "survey_id": survey.id,
-        "household_id": survey.household_id,
-        "case_code": survey.household.case_code,
-        "client_uuid": survey.client_uuid,
-        "status": survey.status.value,
-        "missing_photos": survey.missing_photos,
-        "flags": [
-            {
-                "code": f.code,
-                "severity": f.severity,
-                "value": f.value,
-                "threshold": f.threshold,
-                "detail": f.detail,
-            }
+    return SurveyStatusOut(
+        survey_id=survey.id,
+        household_id=survey.household_id,
+        case_code=survey.household.case_code,
+        client_uuid=survey.client_uuid,
+        status=survey.status,
+        missing_photos=survey.missing_photos,
+        flags=[
+            SurveyFlagOut(
+                code=f.code,
+                severity=f.severity,  # type: ignore[arg-type]  # stored from a Severity
+                value=f.value,
+                threshold=f.threshold,
+                detail=f.detail,
+            )
             for f in survey.flags
         ],
-    }
+    ).dump()
