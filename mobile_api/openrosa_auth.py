@@ -121,7 +121,7 @@ def _basic(value: str) -> DeviceToken:
     username, password = decode_basic(value)
     device = _owner_checked(authenticate_device(password))
     if username.casefold() != device.user.username.casefold():
-        if not is_ascii_login(username):
+        if _lost_in_encoding(username):
             # A name typed in Chinese arrives as "??" from Collect: say what to type.
             raise AsciiLoginRequired(
                 f"type your login ({LOGIN_RULE}), not your name, as the username",
@@ -131,10 +131,16 @@ def _basic(value: str) -> DeviceToken:
     return device
 
 
+def _lost_in_encoding(username: str) -> bool:
+    """A username that is not what was typed: Collect's ISO-8859-1 turns a Chinese
+    character into "?", other clients send it as it is; no login holds either."""
+    return not username.isascii() or "?" in username
+
+
 def _owner_checked(device: DeviceToken) -> DeviceToken:
     if not is_ascii_login(device.user.username):
         raise AsciiLoginRequired(
-            f"this account's login is not ASCII; ODK Collect can only send {LOGIN_RULE}: "
+            f"this account's login is not one ODK Collect can send (only {LOGIN_RULE}): "
             "ask an administrator for an ASCII login",
             reason="account_login_not_ascii",
         )
@@ -147,7 +153,7 @@ def _owner_checked(device: DeviceToken) -> DeviceToken:
 def _digest(value: str) -> DeviceToken:
     params = parse_dict_header(value)
     username = _header_text(params.get("username") or "")
-    if not is_ascii_login(username):
+    if _lost_in_encoding(username):
         raise AsciiLoginRequired(
             f"a tablet login holds only {LOGIN_RULE}; ask an administrator for one",
             reason="username_not_ascii",
@@ -162,14 +168,15 @@ def _digest(value: str) -> DeviceToken:
         or params.get("qop") != "auth"
         or not _NC.fullmatch(params.get("nc") or "")
         or not params.get("cnonce")
+        or not username
         or not nonce
         or not uri
         or not response
         or algorithm.lower() not in known
     ):
         raise InvalidToken(
-            f'Digest credentials need realm="{REALM}", qop=auth, nc, cnonce, nonce, uri, '
-            f"response and an algorithm of {', '.join(ALGORITHMS)}"
+            f'Digest credentials need username, realm="{REALM}", qop=auth, nc, cnonce, '
+            f"nonce, uri, response and an algorithm of {', '.join(ALGORITHMS)}"
         )
     if not _same_target(uri):
         raise DigestUriMismatch("the Digest uri is not this request's")
@@ -184,6 +191,8 @@ def _digest(value: str) -> DeviceToken:
     tail = f":{nonce}:{params['nc']}:{params['cnonce']}:auth:{ha2}"
     answer = _wire(response.lower())
     tokens = digest_candidates(username, now)
+    if tokens:
+        _owner_checked(tokens[0])  # an older login outside the rule: say so
     matched = None
     for record in tokens:
         secret = ha1(record, known[algorithm.lower()])

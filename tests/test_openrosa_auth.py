@@ -356,6 +356,41 @@ def test_an_existing_non_ascii_login_gets_a_clear_error(
     )
 
 
+def test_an_older_login_outside_the_rule_is_told_so_whatever_the_scheme(
+    app: Flask, client: FlaskClient
+) -> None:
+    db.session.add(
+        User(
+            username="wang li",
+            password_hash=hash_password(factories.PASSWORD),
+            role=Role.CASEWORKER,
+            area=factories.areas().township_a,
+        )
+    )
+    token = issue_device_token(
+        username="wang li", password=factories.PASSWORD, device_id="t-8", device_name="tablet"
+    ).token
+    db.session.commit()
+    for https in (True, False):
+        reply = collect(client, token, https=https, username="wang li").form_list()
+        assert reply.status == 403, https
+        assert "ASCII login" in error_message(reply.body)
+
+
+def test_an_empty_username_is_a_failed_login_not_a_login_rule(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    for encoding in ("utf-8", "iso-8859-1"):
+        response = client.get("/openrosa/formList", headers=basic("", token, encoding))
+        assert response.status_code == 401
+    nonce = parse_challenge(challenge_of(client)[0])[1]["nonce"]
+    header = digest_header(token, nonce, "/openrosa/formList").replace(
+        'username="caseworker_a", ', ""
+    )
+    response = client.get("/openrosa/formList", headers={**OPENROSA, "Authorization": header})
+    assert response.status_code == 401
+
+
 def test_new_logins_must_be_ascii_and_names_may_be_chinese(app: Flask) -> None:
     for bad in ("张三", "wang li", "wang:li", "josé", "?", "", "a" * 65, "-lead"):
         with pytest.raises(ValidationFailed, match="login may hold only"):
