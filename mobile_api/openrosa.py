@@ -7,10 +7,12 @@
   named by their file names; a survey of the tablet contract, received by the same
   service as ``POST /api/v1/surveys`` (idempotent on ``meta/instanceID``).
 
-Every request must say ``X-OpenRosa-Version: 1.0`` and carry the caseworker's device
-token: ``Authorization: Basic`` with the username and the token as the password (what
-ODK Collect sends), or ``Authorization: Bearer <token>``. Every reply says
-``X-OpenRosa-Version: 1.0``; errors are ``<OpenRosaResponse>`` messages.
+Every request must say ``X-OpenRosa-Version: 1.0`` and log in with the caseworker's
+login and a device token as the password: Digest (any scheme) or Basic (HTTPS), as
+ODK Collect does (mobile_api/openrosa_auth.py), or ``Authorization: Bearer <token>``.
+Every reply says ``X-OpenRosa-Version: 1.0``; every 201, 202 and the HEAD's 204 say
+``X-OpenRosa-Accept-Content-Length``; errors are ``<OpenRosaResponse>`` messages of
+nature ``error``, in Chinese then English.
 """
 
 from __future__ import annotations
@@ -22,29 +24,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from uuid import UUID
 from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
 
 from defusedxml.ElementTree import fromstring
 from flask import Blueprint, Response, current_app, g, request, url_for
-from sqlalchemy import select
+from flask_babel import force_locale, gettext
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from server.auth.permissions import require_visible
-from server.cases.models import Household
+from mobile_api.openrosa_auth import StaleNonce, authenticate, challenges
 from server.devices.models import DeviceToken
-from server.devices.service import InvalidToken, authenticate_device
 from server.errors import DomainError
 from server.extensions import csrf, db
 from server.faces.tasks import enqueue_photo_work
 from server.storage import HashingFile, TooLarge
 from server.visits import service as visits
-from server.visits.models import Survey, SurveyPhoto
 from server.visits.openrosa_mapping import (
     MAX_XML_BYTES,
     FileFacts,
-    PendingFiles,
     Submission,
     SubmissionRejected,
     UnknownForm,
@@ -64,6 +63,7 @@ MULTIPART_ALLOWANCE = 1024 * 1024 + 64 * 1024
 FORMS_DIR = Path(__file__).resolve().parents[1] / "forms"
 FORM_FILES = {"household_survey": "household_survey.xml"}
 INCOMPLETE_FIELD = "*isIncomplete*"
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 bp = Blueprint("openrosa", __name__, url_prefix="/openrosa")
 csrf.exempt(bp)  # credentials in every request, no cookies
@@ -74,12 +74,59 @@ class MissingVersionHeader(DomainError):
     http_status = 400
 
 
-class MissingPhotos(DomainError):
-    code = "photos_missing"
-    http_status = 422
-
-
 # -- replies --------------------------------------------------------------------------
+
+# What a caseworker reads on the tablet, by error code (the English detail follows).
+ERROR_SENTENCES: dict[str, LazyString] = {
+    "openrosa_version_required": _l("This is not an OpenRosa request."),
+    "invalid_token": _l(
+        "Login failed: check the username and the device token (it may have expired "
+        "or been revoked)."
+    ),
+    "stale_nonce": _l("The login has expired; try again."),
+    "ascii_login_required": _l(
+        "Tablets need an ASCII login (letters, digits, . _ - @), not a Chinese name; "
+        "ask an administrator for one."
+    ),
+    "digest_uri_mismatch": _l("The login does not match this address."),
+    "invalid_submission": _l("The form cannot be read."),
+    "unknown_form": _l("This form is not on the server: get the blank form again."),
+    "not_found": _l("No such household or visit in your area."),
+    "client_uuid_conflict": _l("A different form with the same instanceID was already received."),
+    "unsupported_media_type": _l("A photo is not a JPEG or PNG image."),
+    "corrupt_image": _l("A photo is damaged."),
+}
+STATUS_SENTENCES: dict[int, LazyString] = {
+    400: _l("The request is not valid."),
+    401: _l("Login required."),
+    403: _l("Not permitted."),
+    404: _l("Not found."),
+    405: _l("This address does not take that method."),
+    409: _l("Conflicts with what was already received."),
+    413: _l("Too large for the server."),
+    415: _l("A photo is not a JPEG or PNG image."),
+    422: _l("The form's data is not valid."),
+    500: _l("Server error; try again later."),
+}
+
+
+def bilingual(sentence: LazyString) -> str:
+    """Chinese first, then English: the tablet shows the message as it is."""
+    with force_locale("zh_CN"):
+        chinese = str(sentence)
+    with force_locale("en"):
+        english = str(sentence)
+    return f"{chinese} / {english}"
+
+
+def _error_text(code: str, status: int, detail: str, field: str | None = None) -> str:
+    with force_locale("zh_CN"):
+        if code == "validation_failed":
+            chinese = gettext("A field of the form is not valid: %(field)s.", field=field or "?")
+        else:
+            sentence = ERROR_SENTENCES.get(code) or STATUS_SENTENCES.get(status)
+            chinese = str(sentence or STATUS_SENTENCES[400])
+    return f"{chinese} / {detail}"
 
 
 def openrosa_response(message: str, status: int, nature: str | None = None) -> Response:
@@ -91,21 +138,33 @@ def openrosa_response(message: str, status: int, nature: str | None = None) -> R
     return _xml(root, status)
 
 
+def _reply(sentence: LazyString, detail: str, status: int, nature: str) -> Response:
+    return openrosa_response(f"{bilingual(sentence)} ({detail})", status, nature)
+
+
+def _error(code: str, status: int, detail: str, field: str | None = None) -> Response:
+    return openrosa_response(_error_text(code, status, detail, field), status, "error")
+
+
 def _xml(root: Element, status: int = 200) -> Response:
     body = tostring(root, encoding="utf-8", xml_declaration=True)
     return Response(body, status=status, content_type=XML_MIMETYPE)
 
 
 @bp.after_request
-def _version_header(response: Response) -> Response:
+def _openrosa_headers(response: Response) -> Response:
     response.headers["X-OpenRosa-Version"] = OPENROSA_VERSION
+    if request.endpoint in {"openrosa.submission", "openrosa.submission_head"} and (
+        response.status_code in {201, 202, 204}
+    ):
+        response.headers["X-OpenRosa-Accept-Content-Length"] = str(accept_content_length())
     return response
 
 
 def openrosa_error(status: int, message: str) -> Response:
     """An error as an OpenRosa message (also for paths under /openrosa/ that match no
     route: server.web_errors answers those)."""
-    return openrosa_response(message, status)
+    return _error("http_error", status, message)
 
 
 def _minimal(status: int) -> Response:
@@ -124,9 +183,11 @@ def _safely(build: Callable[[], Response], status: int) -> Response:
 @bp.errorhandler(DomainError)
 def _domain_error(exc: DomainError) -> Response:
     def build() -> Response:
-        response = openrosa_response(exc.message, exc.http_status)
+        field = exc.details.get("field")
+        response = _error(exc.code, exc.http_status, exc.message, str(field) if field else None)
         if exc.http_status == 401:
-            response.headers["WWW-Authenticate"] = 'Basic realm="dibao", charset="UTF-8"'
+            for challenge in challenges(stale=isinstance(exc, StaleNonce)):
+                response.headers.add("WWW-Authenticate", challenge)
         return response
 
     return _safely(build, exc.http_status)
@@ -134,7 +195,7 @@ def _domain_error(exc: DomainError) -> Response:
 
 @bp.errorhandler(TooLarge)
 def _too_large(exc: TooLarge) -> Response:
-    return _safely(lambda: openrosa_response(f"a photo is too large: {exc}", 413), 413)
+    return _safely(lambda: _error("photo_too_large", 413, f"a photo is too large: {exc}"), 413)
 
 
 @bp.errorhandler(HTTPException)
@@ -146,15 +207,16 @@ def _http_error(exc: HTTPException) -> Response:
     ):
         limit = current_app.config["DIBAO_MAX_REQUEST_BYTES"]
         return _safely(
-            lambda: openrosa_response(f"the request is larger than {limit} bytes", 413), 413
+            lambda: _error("request_too_large", 413, f"the request is larger than {limit} bytes"),
+            413,
         )
-    return _safely(lambda: openrosa_response(exc.description or exc.name, status), status)
+    return _safely(lambda: _error("http_error", status, exc.description or exc.name), status)
 
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return _safely(lambda: openrosa_response("internal server error", 500), 500)
+    return _safely(lambda: _error("internal_error", 500, "internal server error"), 500)
 
 
 # -- every request: protocol version, then credentials --------------------------------
@@ -164,25 +226,7 @@ def _unexpected(exc: Exception) -> Response:
 def _check_request() -> None:
     if request.headers.get("X-OpenRosa-Version", "").strip() != OPENROSA_VERSION:
         raise MissingVersionHeader("send the header X-OpenRosa-Version: 1.0")
-    g.device = _authenticate()
-
-
-def _authenticate() -> DeviceToken:
-    """The device token from ``Basic`` (username + token as the password) or ``Bearer``.
-    The caseworker's own password is never accepted here: only a device token, which
-    the dashboard or ``dibao devices`` can revoke.
-    """
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return authenticate_device(value.strip())
-    credentials = request.authorization
-    if scheme.lower() == "basic" and credentials is not None and credentials.password:
-        device = authenticate_device(credentials.password.strip())
-        username = (credentials.username or "").strip().casefold()
-        if username != device.user.username.casefold():
-            raise InvalidToken("the username does not match the device token")
-        return device
-    raise InvalidToken("log in with your username and the tablet's device token as the password")
+    g.device = authenticate()
 
 
 def _device() -> DeviceToken:
@@ -238,7 +282,7 @@ def form_list() -> Response:
         if wanted and wanted != form_id:
             continue
         form = _form(form_id)
-        entry = SubElement(root, "xForm")
+        entry = SubElement(root, "xform")
         SubElement(entry, "formID").text = form.form_id
         SubElement(entry, "name").text = form.name
         if form.version:
@@ -263,19 +307,28 @@ def form_download(form_id: str) -> Response:
 # -- submissions ----------------------------------------------------------------------
 
 
+def accept_content_length() -> int:
+    """The largest POST Collect should make: it counts only the XML and the files, so
+    leave room for the multipart headers (at most 100 files per POST) below the
+    request limit, which nginx's client_max_body_size must equal (docs/operations.md).
+    """
+    limit = int(current_app.config["DIBAO_MAX_REQUEST_BYTES"])
+    return max(limit - MULTIPART_ALLOWANCE, limit // 2)
+
+
 @bp.route("/submission", methods=["HEAD"])
 def submission_head() -> Response:
-    limit = int(current_app.config["DIBAO_MAX_REQUEST_BYTES"])
-    response = Response(status=204)
-    response.headers["X-OpenRosa-Accept-Content-Length"] = str(
-        max(limit - MULTIPART_ALLOWANCE, limit // 2)
-    )
-    db.session.commit()
-    return response
+    db.session.commit()  # the token's last_used_at
+    return Response(status=204)
 
 
 @bp.post("/submission")
 def submission() -> Response:
+    """One POST of a submission: the XML and some or all of its photos. The survey is
+    recorded by the first POST of its instanceID (as ODK Central does), with the photos
+    that came; later POSTs of the same XML bring the others. 201 once every photo is
+    in, 202 while some are missing.
+    """
     if request.mimetype != "multipart/form-data":
         raise SubmissionRejected("a submission is multipart/form-data")
     xml_part = request.files.get("xml_submission_file")
@@ -284,117 +337,55 @@ def submission() -> Response:
     parsed = parse_submission(_read_xml(xml_part))
     uploads = _attachments(parsed)
     device = _device()
-    incomplete = request.form.get(INCOMPLETE_FIELD, "").strip().lower() == "yes"
 
-    existing = db.session.scalar(
-        select(Survey).where(Survey.client_uuid == str(parsed.instance_id))
-    )
-    if existing is not None:
-        return _resubmission(parsed, uploads, visits.replayed_survey(device, existing.client_uuid))
-
-    pending = PendingFiles(visits.blob_store())
-    facts = pending.load(device.user_id, parsed.instance_id)
-    facts.update({name: FileFacts(t.sha256, t.size) for name, t in uploads.items()})
-    missing = parsed.missing(facts)
-    if missing and incomplete:
-        return _keep_for_later(parsed, uploads, pending, facts, missing)
-    if missing:
-        raise MissingPhotos(
-            "the form refers to photos that were not sent: " + ", ".join(missing),
-            missing=missing,
-        )
-    parsed.validate(facts)  # before copying anything
-    photo_ids = {a.file_name: a.photo_id for a in parsed.attachments}
-    files = {photo_ids[name]: temp for name, temp in uploads.items()}
-    copies = [
-        (photo_ids[name], fact)
-        for name, fact in facts.items()
-        if name in photo_ids and name not in uploads
-    ]
-    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
-    try:
-        for photo_id, fact in copies:
-            files[photo_id] = pending.open_copy(fact, limit)
-        return _receive(parsed, facts, files)
-    finally:
-        for photo_id, _ in copies:
-            if photo_id in files:
-                files[photo_id].close()  # a no-op once stored
-
-
-def _receive(
-    parsed: Submission, facts: dict[str, FileFacts], files: dict[str, HashingFile]
-) -> Response:
-    device = _device()
-    raw = parsed.survey_json(facts)
+    facts = {name: FileFacts(t.sha256, t.size) for name, t in uploads.items()}
     data = parsed.validate(facts)
-    received = visits.receive_survey(device=device, data=data, raw=raw, uploads=files)
+    photo_ids = {a.file_name: a.photo_id for a in parsed.attachments}
+    received = visits.receive_survey(
+        device=device,
+        data=data,
+        uploads={photo_ids[name]: temp for name, temp in uploads.items()},
+        content_hash=parsed.xml_sha256,
+        unsized={a.photo_id for a in parsed.attachments if a.file_name not in uploads},
+    )
+    survey = received.survey
+    missing = [parsed.file_name(photo_id) for photo_id in survey.missing_photos]
     db.session.commit()
-    PendingFiles(visits.blob_store()).discard(device.user_id, parsed.instance_id)
     enqueue_photo_work(received.new_photos)
-    return _success(parsed.instance_id)
-
-
-def _resubmission(parsed: Submission, uploads: dict[str, HashingFile], survey: Survey) -> Response:
-    """The same instance again (a retry, or a later part of a split submission whose
-    survey is already complete): the stored manifest supplies the photos not sent.
-    """
-    stored = {p.photo_id: FileFacts(p.sha256, p.bytes) for p in survey.photos}
-    facts = {
-        a.file_name: stored[a.photo_id]
-        for a in parsed.attachments
-        if a.photo_id in stored and a.file_name not in uploads
-    }
-    facts.update({name: FileFacts(t.sha256, t.size) for name, t in uploads.items()})
-    if parsed.missing(facts):
-        raise visits.ClientUuidConflict(
-            "a different survey was already uploaded with this instanceID",
-            client_uuid=str(parsed.instance_id),
+    if not missing:
+        return _reply(_l("Visit received."), f"uuid:{parsed.instance_id}", 201, "submit_success")
+    total = len(parsed.attachments)
+    if request.form.get(INCOMPLETE_FIELD, "").strip().lower() == "yes":
+        return _reply(
+            _l(
+                "Received %(received)s of %(total)s photos; the rest follow.",
+                received=total - len(missing),
+                total=total,
+            ),
+            f"uuid:{parsed.instance_id}",
+            202,
+            "submit_success",
         )
-    photo_ids = {a.file_name: a.photo_id for a in parsed.attachments}
-    files = {photo_ids[name]: temp for name, temp in uploads.items()}
-    return _receive(parsed, facts, files)
-
-
-def _keep_for_later(
-    parsed: Submission,
-    uploads: dict[str, HashingFile],
-    pending: PendingFiles,
-    facts: dict[str, FileFacts],
-    missing: list[str],
-) -> Response:
-    """A part of a split submission: check all we can now (fields, household, each
-    photo), then keep its photos until the part that completes the set.
-    """
-    device = _device()
-    data = parsed.validate(facts)
-    require_visible(
-        device.user,
-        db.session.get(Household, data.household_id) if data.household_id else None,
-        lambda household: household.village,
-        "household",
-        field="household_id",
+    return _reply(
+        _l(
+            "Visit received, but %(count)s photo(s) are missing: %(files)s. Send the form "
+            "again when they are back on the tablet.",
+            count=len(missing),
+            files=", ".join(missing),
+        ),
+        f"uuid:{parsed.instance_id}",
+        202,
+        "submit_success",
     )
-    photo_ids = {a.file_name: a.photo_id for a in parsed.attachments}
-    for name, temp in uploads.items():
-        fact = facts[name]
-        visits.check_photo(
-            SurveyPhoto(photo_id=photo_ids[name], sha256=fact.sha256, bytes=fact.bytes),
-            temp,
-        )
-    pending.add(device.user_id, parsed.instance_id, uploads)
-    db.session.commit()
-    received = len(parsed.attachments) - len(missing)
-    message = (
-        f"已收到 {received}/{len(parsed.attachments)} 张照片，其余照片随后发送 / "
-        f"received {received} of {len(parsed.attachments)} photos; the rest follow"
-    )
-    return openrosa_response(message, 202, nature="submit_success")
 
 
-def _success(instance_id: UUID) -> Response:
-    message = f"走访记录已收到 / visit received: uuid:{instance_id}"
-    return openrosa_response(message, 201, nature="submit_success")
+@bp.route("/", defaults={"rest": ""}, methods=ANY_METHOD)
+@bp.route("/<path:rest>", methods=ANY_METHOD)
+def elsewhere(rest: str) -> Response:
+    """Any other address or method under /openrosa: an OpenRosa error, not a page."""
+    if rest == "submission":
+        raise MethodNotAllowed(["HEAD", "POST"], "the submission URL takes HEAD and POST")
+    raise NotFound(f"no OpenRosa address /openrosa/{rest}")
 
 
 def _read_xml(part: FileStorage) -> bytes:

@@ -221,13 +221,23 @@ def users_group() -> None:
     ),
 )
 @click.option("--area", "area_code", required=True, help="Area code the user is scoped to.")
+@click.option("--name", "display_name", help="The person's name as pages show it (may be Chinese).")
 @with_appcontext
-def users_create_command(username: str, password: str, role: str, area_code: str) -> None:
-    """Create a staff account scoped to one area."""
+def users_create_command(
+    username: str, password: str, role: str, area_code: str, display_name: str | None
+) -> None:
+    """Create a staff account scoped to one area. The username is the login: ASCII
+    letters, digits and . _ - @ (tablets send it in HTTP headers)."""
     from server.auth.service import create_user
 
     try:
-        user = create_user(username=username, password=password, role=role, area_code=area_code)
+        user = create_user(
+            username=username,
+            password=password,
+            role=role,
+            area_code=area_code,
+            display_name=display_name,
+        )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
     db.session.commit()

@@ -33,6 +33,7 @@ from server.areas.models import Area, AreaLevel, build_path
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.passwords import hash_password
+from server.auth.service import check_login
 from server.cases.allowance import compute_allowance
 from server.cases.codes import new_case_code
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
@@ -328,7 +329,7 @@ def _add_users(
     for username, role, area in plan:
         password = _password(rng)
         user = User(
-            username=username,
+            username=check_login(username),  # the rule every login follows
             # Without hashing (benchmarks only) nobody can log in: "!" never verifies.
             password_hash=hash_password(password) if hash_passwords else "!",
             role=role,

@@ -195,6 +195,31 @@ def test_users_create_explains_what_is_wrong(
     assert message in result.stderr
 
 
+def test_users_create_takes_an_ascii_login_and_a_chinese_display_name(
+    staff_database: tuple[str, Path],
+) -> None:
+    url, instance = staff_database
+    common = ["--password", "a-long-password", "--role", "caseworker", "--area", "152201100"]
+    refused = dibao(
+        "users", "create", "--username", "王丽", *common, database_url=url, instance=instance
+    )
+    assert refused.returncode != 0
+    assert "a login may hold only letters" in refused.stderr
+    created = dibao(
+        "users",
+        "create",
+        "--username",
+        "wang.li2",
+        "--name",
+        "王丽",
+        *common,
+        database_url=url,
+        instance=instance,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created wang.li2 (caseworker, 152201100)" in created.stdout
+
+
 def test_commands_refuse_to_run_without_production_secrets(tmp_path: Path) -> None:
     env = _demo_env(tmp_path)
     result = subprocess.run(

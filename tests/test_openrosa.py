@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -122,11 +123,21 @@ def submit(
 
 
 def message(response: Any) -> tuple[str | None, str]:
+    """The reply's nature and text; an error's is nature="error", Chinese first."""
     root = fromstring(response.data)
     assert root.tag == f"{RESPONSE_NS}OpenRosaResponse"
     element = root.find(f"{RESPONSE_NS}message")
     assert element is not None
-    return element.get("nature"), element.text or ""
+    nature, text = element.get("nature"), element.text or ""
+    if response.status_code >= 400:
+        assert nature == "error", response.data
+    assert re.match(r"^[^\x00-\x7f].*? / \S", text), text  # 中文 / English
+    return nature, text
+
+
+def english(response: Any) -> str:
+    """The English half of a reply's message."""
+    return message(response)[1].split(" / ", 1)[1]
 
 
 def survey_count() -> int:
@@ -155,7 +166,9 @@ def test_the_form_list_points_at_a_downloadable_form(
     assert response.mimetype == "text/xml"
     root = fromstring(response.data)
     assert root.tag == f"{XFORMS_NS}xforms"
-    (form,) = root.findall(f"{XFORMS_NS}xForm")
+    # The element is <xform> (the OpenRosa spec; case-sensitive clients break on xForm).
+    assert [child.tag for child in root] == [f"{XFORMS_NS}xform"]
+    (form,) = root.findall(f"{XFORMS_NS}xform")
     assert _child(form, "formID") == "household_survey"
     assert _child(form, "version") == "2026112301"
     assert "低保" in _child(form, "name")
@@ -170,7 +183,7 @@ def test_the_form_list_points_at_a_downloadable_form(
     unknown = client.get("/openrosa/forms/nope.xml", headers=basic("caseworker_a", token))
     assert unknown.status_code == 404 and unknown.headers["X-OpenRosa-Version"] == "1.0"
     only = client.get("/openrosa/formList?formID=nope", headers={**bearer(token), **OPENROSA})
-    assert only.status_code == 200 and fromstring(only.data).findall(f"{XFORMS_NS}xForm") == []
+    assert only.status_code == 200 and list(fromstring(only.data)) == []
 
 
 def _build_forms_script() -> ModuleType:
@@ -197,6 +210,8 @@ def test_head_advertises_the_largest_post(app: Flask, client: FlaskClient, token
     assert response.headers["X-OpenRosa-Version"] == "1.0"
     advertised = int(response.headers["X-OpenRosa-Accept-Content-Length"])
     assert 0 < advertised < app.config["DIBAO_MAX_REQUEST_BYTES"]
+    # Room for the multipart headers of 100 files and a 1 MiB XML above what Collect counts.
+    assert app.config["DIBAO_MAX_REQUEST_BYTES"] - advertised >= 1024 * 1024 + 100 * 512
 
 
 # -- submissions --------------------------------------------------------------------------
@@ -218,8 +233,10 @@ def test_a_submission_with_its_photos_becomes_a_survey(
     response = submit(client, basic("caseworker_a", token), xml, files)
     assert response.status_code == 201, response.data
     assert response.headers["X-OpenRosa-Version"] == "1.0"
+    assert int(response.headers["X-OpenRosa-Accept-Content-Length"]) > 0
     nature, text = message(response)
     assert nature == "submit_success" and str(instance) in text
+    assert text.startswith("走访记录已收到")
 
     body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
     assert body["status"] == "complete" and body["missing_photos"] == []
@@ -265,10 +282,11 @@ def test_a_resubmission_is_acknowledged_again_without_a_second_survey(
     other = instance_xml(household_id, instance, housing=["a.jpg"], gps="46.2 122.0")
     conflict = submit(client, basic("caseworker_a", token), other, files)
     assert conflict.status_code == 409
+    assert "instanceID" in message(conflict)[1]
     assert survey_count() == 1
 
 
-def test_a_split_submission_is_received_when_its_last_part_arrives(
+def test_a_split_submission_is_recorded_by_its_first_part_and_completed_by_the_last(
     app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
 ) -> None:
     household_id, member_id = household
@@ -283,9 +301,12 @@ def test_a_split_submission_is_received_when_its_last_part_arrives(
     auth = basic("caseworker_a", token)
     part1 = submit(client, auth, xml, {"face.jpg": photos["face.jpg"]}, incomplete=True)
     assert part1.status_code == 202, part1.data
-    assert message(part1)[0] == "submit_success"
-    assert survey_count() == 0
-    assert client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).status_code == 404
+    assert message(part1)[0] == "submit_success" and "1/3" in message(part1)[1]
+    assert int(part1.headers["X-OpenRosa-Accept-Content-Length"]) > 0
+    # As with ODK Central, the visit is there from the first part, waiting for photos.
+    body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
+    assert body["status"] == "awaiting_photos"
+    assert body["missing_photos"] == ["h1_jpg", "h2_jpg"]
     part2 = submit(client, auth, xml, {"h1.jpg": photos["h1.jpg"]}, incomplete=True)
     assert part2.status_code == 202 and "2/3" in message(part2)[1]
     part3 = submit(client, auth, xml, {"h2.jpg": photos["h2.jpg"]})
@@ -297,6 +318,7 @@ def test_a_split_submission_is_received_when_its_last_part_arrives(
     assert {p.sha256 for p in stored.photos} == {
         hashlib.sha256(c).hexdigest() for c in photos.values()
     }
+    assert {p.bytes for p in stored.photos} == {len(c) for c in photos.values()}
     assert all(p.received_at is not None for p in stored.photos)
     assert stored_files(app)[1] == []
     # Collect retrying the whole submission from its first part: acknowledged, no copy.
@@ -305,15 +327,84 @@ def test_a_split_submission_is_received_when_its_last_part_arrives(
     assert survey_count() == 1
 
 
-def test_a_last_part_that_leaves_photos_missing_is_refused(
+def test_a_visit_with_a_photo_missing_is_kept_and_takes_the_photo_later(
     app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
 ) -> None:
     household_id, _ = household
-    xml = instance_xml(household_id, uuid.uuid4(), housing=["h1.jpg", "h2.jpg"])
-    response = submit(client, basic("caseworker_a", token), xml, {"h1.jpg": jpeg(1)})
-    assert response.status_code == 422
-    assert "h2.jpg" in message(response)[1]
-    assert survey_count() == 0
+    instance = uuid.uuid4()
+    xml = instance_xml(household_id, instance, housing=["h1.jpg", "h2.jpg"])
+    auth = basic("caseworker_a", token)
+    first = submit(client, auth, xml, {"h1.jpg": jpeg(1)})
+    assert first.status_code == 202, first.data
+    nature, text = message(first)
+    assert nature == "submit_success" and "h2.jpg" in text and "h1.jpg" not in text
+    assert int(first.headers["X-OpenRosa-Accept-Content-Length"]) > 0
+    body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
+    assert body["status"] == "awaiting_photos" and body["missing_photos"] == ["h2_jpg"]
+    # What arrived is kept: the first photo is stored.
+    assert hashlib.sha256(jpeg(1)).hexdigest() in stored_files(app)[0]
+
+    # The same form sent again once the photo is back on the tablet completes it.
+    again = submit(client, auth, xml, {"h1.jpg": jpeg(1), "h2.jpg": jpeg(2)})
+    assert again.status_code == 201, again.data
+    body = client.get(f"/api/v1/surveys/{instance}", headers=bearer(token)).get_json()
+    assert body["status"] == "complete" and body["missing_photos"] == []
+    stored = db.session.scalars(select(Survey)).one()
+    assert {p.photo_id: p.sha256 for p in stored.photos} == {
+        "h1_jpg": hashlib.sha256(jpeg(1)).hexdigest(),
+        "h2_jpg": hashlib.sha256(jpeg(2)).hexdigest(),
+    }
+    # A photo already received cannot be replaced by other bytes under the same form.
+    swapped = submit(client, auth, xml, {"h1.jpg": jpeg(3)})
+    assert swapped.status_code == 409
+    assert survey_count() == 1
+
+
+def test_a_missing_photo_can_also_come_through_the_json_api(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    instance = uuid.uuid4()
+    xml = instance_xml(household[0], instance, housing=["h1.jpg"])
+    assert submit(client, basic("caseworker_a", token), xml).status_code == 202
+    photo = jpeg(9)
+    response = client.put(
+        f"/api/v1/surveys/{instance}/photos/h1_jpg",
+        data=photo,
+        headers={**bearer(token), "Content-Type": "image/jpeg"},
+    )
+    assert response.status_code in (200, 201), response.get_json()
+    assert response.get_json()["status"] == "complete"
+    stored = db.session.scalars(select(Survey)).one().photos[0]
+    assert (stored.sha256, stored.bytes) == (hashlib.sha256(photo).hexdigest(), len(photo))
+
+
+def test_a_changed_xml_under_the_same_instance_id_is_a_conflict(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    household_id, _ = household
+    instance = uuid.uuid4()
+    xml = instance_xml(household_id, instance, housing=["h1.jpg", "h2.jpg"])
+    auth = basic("caseworker_a", token)
+    part1 = submit(client, auth, xml, {"h1.jpg": jpeg(1)}, incomplete=True)
+    assert part1.status_code == 202
+    # Between the parts of one split submission...
+    changed = xml.replace(b"<notes>", b"<notes>edited ")
+    during = submit(client, auth, changed, {"h2.jpg": jpeg(2)})
+    assert during.status_code == 409
+    assert "instanceID" in message(during)[1]
+    assert db.session.scalars(select(Survey)).one().missing_photos == ["h2_jpg"]
+    # ... even bytes that read the same (the XML is the submission's identity) ...
+    spaced = xml.replace(b"><start>", b">\n<start>")
+    assert spaced != xml
+    assert submit(client, auth, spaced, {"h2.jpg": jpeg(2)}).status_code == 409
+    # ... and after the submission was accepted.
+    done = submit(client, auth, xml, {"h2.jpg": jpeg(2)})
+    assert done.status_code == 201
+    after = submit(client, auth, changed, {})
+    assert after.status_code == 409
+    identical = submit(client, auth, xml, {})
+    assert identical.status_code == 201
+    assert survey_count() == 1
 
 
 # -- refusals -----------------------------------------------------------------------------
@@ -333,6 +424,22 @@ def test_a_request_without_the_openrosa_version_is_refused(
     assert "X-OpenRosa-Version" in message(client.get("/openrosa/formList", headers=headers))[1]
 
 
+def test_other_addresses_and_methods_get_openrosa_errors(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    auth = basic("caseworker_a", token)
+    for method, path, status in (
+        ("GET", "/openrosa/submission", 405),
+        ("GET", "/openrosa/forms", 404),
+        ("GET", "/openrosa/", 404),
+        ("PUT", "/openrosa/formList/x", 404),
+    ):
+        response = client.open(path, method=method, headers=auth)
+        assert response.status_code == status, (method, path)
+        assert response.headers["X-OpenRosa-Version"] == "1.0"
+        message(response)
+
+
 def test_credentials_must_be_a_valid_device_token_for_that_username(
     app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
 ) -> None:
@@ -349,9 +456,12 @@ def test_credentials_must_be_a_valid_device_token_for_that_username(
             submit(client, headers, xml),
         ):
             assert response.status_code == 401
-            assert response.headers["WWW-Authenticate"].startswith('Basic realm="dibao"')
+            # Plain HTTP: Digest only (Collect answers Basic only over HTTPS).
+            challenges = response.headers.getlist("WWW-Authenticate")
+            assert [c.split(" ", 1)[0] for c in challenges] == ["Digest", "Digest"]
+            assert all('realm="dibao"' in c for c in challenges)
             assert response.headers["X-OpenRosa-Version"] == "1.0"
-            assert message(response)[1]
+            assert message(response)[1].startswith("登录失败")
     assert survey_count() == 0
 
 
@@ -397,7 +507,8 @@ def test_a_bad_field_is_named_as_in_the_form(
     ):
         response = submit(client, auth, xml)
         assert response.status_code == 422, response.data
-        assert message(response)[1].startswith(field)
+        assert message(response)[1].startswith(f"表单字段无效：{field}")
+        assert english(response).startswith(field)
     assert survey_count() == 0
 
 
@@ -417,11 +528,10 @@ def test_another_townships_household_is_not_found_and_nothing_is_stored(
         files = {"h1.jpg": photo} if incomplete else {"h1.jpg": photo, "h2.jpg": jpeg(8)}
         response = submit(client, auth, xml, files, incomplete=incomplete)
         assert response.status_code == 404, response.data
-        assert "household" in message(response)[1]
+        assert "household" in english(response)
     assert survey_count() == 0
     after, leftovers = stored_files(app)
     assert after == before and leftovers == []
-    assert not any((Path(app.instance_path) / "store" / "openrosa-pending").glob("*.json"))
 
 
 def test_a_part_that_is_not_an_image_is_refused_before_anything_is_kept(
@@ -432,7 +542,9 @@ def test_a_part_that_is_not_an_image_is_refused_before_anything_is_kept(
     auth = basic("caseworker_a", token)
     response = submit(client, auth, xml, {"h1.jpg": b"not an image at all"}, incomplete=True)
     assert response.status_code == 415
+    assert message(response)[1].startswith("有照片不是 JPEG 或 PNG 图片")
     assert stored_files(app) == (before, [])
+    assert survey_count() == 0
 
 
 def test_an_oversized_submission_xml_gets_413(
@@ -443,6 +555,7 @@ def test_an_oversized_submission_xml_gets_413(
     )
     response = submit(client, basic("caseworker_a", token), xml)
     assert response.status_code == 413
+    message(response)
     assert survey_count() == 0
 
 

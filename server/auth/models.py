@@ -33,7 +33,11 @@ class User(Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # The login: ASCII only (server.auth.service.check_login), because tablets send it
+    # in HTTP headers (ODK Collect: ISO-8859-1 Basic, Digest). The person's name,
+    # Chinese or not, is the display name.
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(
         Enum(
@@ -50,6 +54,11 @@ class User(Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     area: Mapped[Area] = relationship(lazy="joined")
+
+    @property
+    def label(self) -> str:
+        """How pages name the user: the display name, else the login."""
+        return self.display_name or self.username
 
     # Flask-Login protocol
     @property

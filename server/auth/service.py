@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -17,6 +18,25 @@ from server.extensions import db
 logger = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 10
+# Logins travel in HTTP headers: ODK Collect encodes Basic credentials as ISO-8859-1
+# (a Chinese character becomes "?") and OkHttp refuses any non-ASCII header value.
+LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+LOGIN_RULE = "letters A-Z a-z, digits and . _ - @ (1-64, starting with a letter or digit)"
+
+
+def is_ascii_login(username: str) -> bool:
+    return LOGIN.fullmatch(username) is not None
+
+
+def check_login(username: str) -> str:
+    """The login, stripped; ValidationFailed unless it is ASCII-safe (LOGIN)."""
+    username = username.strip()
+    if not is_ascii_login(username):
+        raise ValidationFailed(
+            f"a login may hold only {LOGIN_RULE}; put a Chinese name in the display name",
+            field="username",
+        )
+    return username
 
 
 def create_user(
@@ -25,12 +45,16 @@ def create_user(
     password: str,
     role: Role | str,
     area_code: str,
+    display_name: str | None = None,
     created_by: User | None = None,
 ) -> User:
     """Add a staff account; flushes, the caller commits. Raises ValidationFailed."""
-    username = username.strip()
-    if not username or len(username) > 64 or not username.isprintable() or " " in username:
-        raise ValidationFailed("username must be 1-64 characters without spaces", field="username")
+    username = check_login(username)
+    display_name = (display_name or "").strip() or None
+    if display_name is not None and (len(display_name) > 64 or not display_name.isprintable()):
+        raise ValidationFailed(
+            "the display name must be 1-64 printable characters", field="display_name"
+        )
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValidationFailed(
             f"password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
@@ -52,7 +76,13 @@ def create_user(
         )
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:
         raise ValidationFailed(f"username {username!r} is taken", field="username")
-    user = User(username=username, password_hash=hash_password(password), role=role, area=area)
+    user = User(
+        username=username,
+        display_name=display_name,
+        password_hash=hash_password(password),
+        role=role,
+        area=area,
+    )
     db.session.add(user)
     db.session.flush()
     audit.record(

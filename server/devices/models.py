@@ -7,13 +7,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.auth.models import User
 from server.extensions import Model
-from server.types import UTCDateTime, utcnow
+from server.types import EncryptedText, UTCDateTime, utcnow
 
 
 class DeviceToken(Model):
     """One tablet's login. Only the SHA-256 of the token is stored: the token has
     256 bits of randomness, so a fast hash is enough and a database leak reveals
-    no usable token.
+    no usable token. (``digest_ha1`` is a password equivalent for OpenRosa Digest
+    logins only, and is encrypted with the data key.)
     """
 
     __tablename__ = "device_tokens"
@@ -25,6 +26,10 @@ class DeviceToken(Model):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # The first characters of the token, to name it in lists and revocations.
     token_prefix: Mapped[str] = mapped_column(String(16), index=True)
+    # HTTP Digest's HA1 of the token per algorithm (JSON, server.devices.digest), for
+    # ODK Collect over plain HTTP; encrypted. None: issued before Digest, or a login
+    # that is not ASCII.
+    digest_ha1: Mapped[str | None] = mapped_column(EncryptedText("device_tokens.digest_ha1"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

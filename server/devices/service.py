@@ -14,6 +14,7 @@ from sqlalchemy import select
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.service import authenticate
+from server.devices.digest import digest_secrets
 from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted
 from server.extensions import db
@@ -74,6 +75,7 @@ def issue_device_token(
         device_name=device_name,
         token_hash=hash_token(token),
         token_prefix=token[:PREFIX_LENGTH],
+        digest_ha1=digest_secrets(user.username, token),
         created_at=now,
         expires_at=now + lifetime,
     )
@@ -101,9 +103,13 @@ def authenticate_device(token: str) -> DeviceToken:
     # role check that could tell an object of another area from a missing one).
     if record is None or not record.is_valid(now) or record.user.role not in DEVICE_ROLES:
         raise InvalidToken("the token is unknown, expired or revoked; log the tablet in again")
+    mark_used(record, now)
+    return record
+
+
+def mark_used(record: DeviceToken, now: datetime) -> None:
     if record.last_used_at is None or now - record.last_used_at > LAST_USED_RESOLUTION:
         record.last_used_at = now
-    return record
 
 
 def revoke_tokens(

@@ -57,7 +57,7 @@ def enroll_portrait(survey_photo_id: int, engine: FaceEngine | None = None) -> F
     engine = engine or default_engine()
     survey = photo.survey
     rgb = downscaled_rgb(
-        blob_store().path(photo.sha256),
+        blob_store().path(photo.received_sha256),
         max_side=DETECTION_MAX_SIDE,
         max_pixels=current_app.config["DIBAO_MAX_PHOTO_PIXELS"],
     )

@@ -48,7 +48,8 @@ class Survey(Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     client_uuid: Mapped[str] = mapped_column(String(36), unique=True)
-    # sha256 of the canonical survey JSON: an identical replay matches it.
+    # sha256 of the canonical survey JSON (tablet API) or of the submission XML's
+    # bytes (OpenRosa): an identical replay matches it, anything else is a conflict.
     content_hash: Mapped[str] = mapped_column(String(64))
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
     caseworker_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -96,13 +97,17 @@ class Survey(Model):
 
 class SurveyPhoto(Model):
     """One photo of a survey's manifest; its bytes are in the blob store under
-    ``sha256`` once ``received_at`` is set.
+    ``sha256`` once ``received_at`` is set (and ``sha256`` is then always known).
     """
 
     __tablename__ = "survey_photos"
     __table_args__ = (
         UniqueConstraint("survey_id", "photo_id"),
         CheckConstraint("bytes > 0", name="bytes_positive"),
+        CheckConstraint(
+            "received_at IS NULL OR (sha256 IS NOT NULL AND bytes IS NOT NULL)",
+            name="received_known",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -118,8 +123,10 @@ class SurveyPhoto(Model):
         ),
     )
     member_ref: Mapped[str | None] = mapped_column(String(64))
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
-    bytes: Mapped[int] = mapped_column(Integer)
+    # From the tablet's manifest. None until received for a photo whose client sends
+    # no manifest (ODK Collect): the bytes that arrive then say what it is.
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    bytes: Mapped[int | None] = mapped_column(Integer)
     taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     content_type: Mapped[str | None] = mapped_column(String(20))
@@ -134,6 +141,13 @@ class SurveyPhoto(Model):
     thumbnail_sha256: Mapped[str | None] = mapped_column(String(64))
 
     survey: Mapped[Survey] = relationship(back_populates="photos")
+
+    @property
+    def received_sha256(self) -> str:
+        """The received file's key in the blob store."""
+        if self.received_at is None or self.sha256 is None:
+            raise ValueError(f"{self!r} has not been received")
+        return self.sha256
 
     def __repr__(self) -> str:
         return f"<SurveyPhoto {self.photo_id} of survey {self.survey_id}>"

@@ -2,28 +2,24 @@
 
 A submission is the form's instance XML plus its photos as files named in the XML.
 ``parse_submission`` reads the XML (safely: defusedxml) into a ``Submission``: the
-survey fields of the tablet contract and the photos it refers to. Their sha256 and
-size come from the bytes that arrive, so ``Submission.survey_json`` builds the
-manifest only once every photo's facts are known.
+survey fields of the tablet contract and the photos it refers to. Collect sends no
+manifest (no sha256 or size per photo), so a photo's facts are those of the bytes
+that arrive for it; until then the survey lists it as missing (``awaiting_photos``).
 
-ODK Collect splits a submission whose files exceed the advertised size across
-several POSTs (each repeats the XML, all but the last carry ``*isIncomplete*=yes``).
-The survey service wants the whole manifest up front, so the photos of the earlier
-POSTs wait in ``PendingFiles``: their bytes durably in the blob store (content
-addressed, like every photo), and the file name -> sha256 list in a small JSON file
-per caseworker and instanceID next to it. The survey is received, all photos at once,
-when the last photo arrives; then the list is dropped.
+The same instanceID may come several times, always with the same XML bytes: ODK
+Collect splits a submission whose files exceed the advertised size across several
+POSTs (each repeats the XML, all but the last carry ``*isIncomplete*=yes``), retries,
+and resends a visit whose photos were missing once they are back. The XML's sha256
+is the visit's identity (``Survey.content_hash``): other bytes under the same
+instanceID are a conflict.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 from xml.etree.ElementTree import Element, ParseError
@@ -33,12 +29,11 @@ from defusedxml.ElementTree import fromstring
 from pydantic import ValidationError
 
 from server.errors import DomainError, ValidationFailed
-from server.storage import BlobStore, HashingFile
 from server.visits.schemas import PHOTO_ID, SurveyIn
 
 FORM_ID = "household_survey"
 MAX_XML_BYTES = 1024 * 1024
-# Placeholder facts for validating a submission whose photos have not all arrived.
+# Placeholder facts for the photos whose bytes are not in this POST.
 _UNKNOWN_SHA = "0" * 64
 
 
@@ -75,6 +70,8 @@ class Submission:
     form_id: str
     form_version: str | None
     instance_id: UUID
+    # sha256 of the XML as sent: the submission's identity across its POSTs.
+    xml_sha256: str
     # The survey JSON of the tablet contract, less its ``photos``.
     fields: dict[str, Any]
     attachments: list[Attachment] = field(default_factory=list)
@@ -82,6 +79,9 @@ class Submission:
     @property
     def file_names(self) -> set[str]:
         return {a.file_name for a in self.attachments}
+
+    def file_name(self, photo_id: str) -> str:
+        return next((a.file_name for a in self.attachments if a.photo_id == photo_id), photo_id)
 
     def missing(self, facts: Mapping[str, FileFacts]) -> list[str]:
         return [a.file_name for a in self.attachments if a.file_name not in facts]
@@ -103,8 +103,9 @@ class Submission:
         return {**self.fields, "photos": photos}
 
     def validate(self, facts: Mapping[str, FileFacts]) -> SurveyIn:
-        """The survey as the service takes it; photos not yet received are checked with
-        placeholder facts. ValidationFailed names the form's field.
+        """The survey as the service takes it; photos whose bytes are not here carry
+        placeholder facts (the service stores them unsized). ValidationFailed names
+        the form's field.
         """
         known = {
             a.file_name: facts.get(a.file_name, FileFacts(_UNKNOWN_SHA, 1))
@@ -214,7 +215,14 @@ def parse_submission(xml: bytes) -> Submission:
         photo = _text(element, "photo")
         if photo is not None:
             attach(photo, "housing")
-    return Submission(form_id, root.get("version"), instance_id, fields, attachments)
+    return Submission(
+        form_id,
+        root.get("version"),
+        instance_id,
+        hashlib.sha256(xml).hexdigest(),
+        fields,
+        attachments,
+    )
 
 
 def photo_id_for(file_name: str, taken: set[str]) -> str:
@@ -268,61 +276,3 @@ def _geopoint(value: str) -> dict[str, str]:
     gps = dict(zip(("lat", "lon", "altitude_m", "accuracy_m"), parts, strict=False))
     gps["provider"] = "odk_collect"
     return gps
-
-
-class PendingFiles:
-    """The photos of a split submission received before its last part, per caseworker
-    and instanceID: the bytes are in the blob store, the list in
-    ``<store>/openrosa-pending/<key>.json`` (written atomically, after the bytes).
-    """
-
-    def __init__(self, store: BlobStore) -> None:
-        self.store = store
-        self.folder = store.root / "openrosa-pending"
-
-    def _path(self, user_id: int, instance_id: UUID) -> Path:
-        key = hashlib.sha256(f"{user_id}:{instance_id}".encode()).hexdigest()
-        return self.folder / f"{key}.json"
-
-    def load(self, user_id: int, instance_id: UUID) -> dict[str, FileFacts]:
-        path = self._path(user_id, instance_id)
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))["files"]
-        except FileNotFoundError:
-            return {}
-        return {
-            name: FileFacts(entry["sha256"], entry["bytes"])
-            for name, entry in entries.items()
-            if self.store.exists(entry["sha256"])
-        }
-
-    def add(self, user_id: int, instance_id: UUID, temps: Mapping[str, HashingFile]) -> None:
-        """Store these photos durably and remember them under their file names."""
-        files = self.load(user_id, instance_id)
-        for name, temp in temps.items():
-            size = temp.size
-            files[name] = FileFacts(self.store.store(temp), size)
-        body = {
-            "instance_id": str(instance_id),
-            "user_id": user_id,
-            "files": {n: {"sha256": f.sha256, "bytes": f.bytes} for n, f in files.items()},
-        }
-        self.folder.mkdir(exist_ok=True)
-        temp_path = self.store.temp_path(".json")
-        with temp_path.open("w", encoding="utf-8") as handle:
-            json.dump(body, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_path, self._path(user_id, instance_id))
-
-    def open_copy(self, facts: FileFacts, max_bytes: int | None) -> HashingFile:
-        """A stored photo copied into a fresh temp file (the service hashes what it reads)."""
-        temp = self.store.new_temp(max_bytes=max_bytes)
-        with self.store.path(facts.sha256).open("rb") as source:
-            while chunk := source.read(256 * 1024):
-                temp.write(chunk)
-        temp.flush()
-        return temp
-
-    def discard(self, user_id: int, instance_id: UUID) -> None:
-        self._path(user_id, instance_id).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -94,16 +95,17 @@ def canonical_hash(payload: dict[str, Any]) -> str:
 def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoFacts:
     """Validate an uploaded photo against its manifest entry, its format, pixel count
     and structure (no decoding: the upload must not wait for it); returns what the
-    photo's header and EXIF say.
+    photo's header and EXIF say. A photo described by no manifest (``sha256`` None:
+    ODK Collect sends none) takes whatever bytes arrive first.
     """
-    if temp.sha256 != photo.sha256:
+    if photo.sha256 is not None and temp.sha256 != photo.sha256:
         raise Sha256Mismatch(
             f"photo {photo.photo_id}: the bytes do not match the manifest's sha256",
             photo_id=photo.photo_id,
             expected=photo.sha256,
             received=temp.sha256,
         )
-    if temp.size != photo.bytes:
+    if photo.bytes is not None and temp.size != photo.bytes:
         raise ValidationFailed(
             f"photo {photo.photo_id}: {temp.size} bytes received, the manifest says {photo.bytes}",
             field=f"photos.{photo.photo_id}.bytes",
@@ -217,6 +219,7 @@ def _survey_row(
     device: DeviceToken,
     household_id: int,
     new_members: dict[str, int],
+    unsized: Collection[str],
 ) -> Survey:
     private = data.model_dump(
         mode="json", include={"members", "housing", "income", "notes", "track"}
@@ -250,8 +253,8 @@ def _survey_row(
                 member_ref=str(new_members[p.member_ref])
                 if p.member_ref in new_members
                 else p.member_ref,
-                sha256=p.sha256,
-                bytes=p.bytes,
+                sha256=None if p.photo_id in unsized else p.sha256,
+                bytes=None if p.photo_id in unsized else p.bytes,
                 taken_at=p.taken_at.astimezone(UTC) if p.taken_at else None,
             )
         )
@@ -291,11 +294,18 @@ def receive_survey(
     *,
     device: DeviceToken,
     data: SurveyIn,
-    raw: dict[str, Any],
     uploads: dict[str, HashingFile],
+    raw: dict[str, Any] | None = None,
+    content_hash: str | None = None,
+    unsized: Collection[str] = (),
 ) -> ReceivedSurvey:
     """Record a visit, or recognise a replay of one, and attach the photo parts that
     came with it. Every part is checked before anything is written.
+
+    The visit's identity is ``content_hash`` if given (OpenRosa: the XML's sha256),
+    else the canonical hash of ``raw``, the JSON the tablet sent. ``unsized`` names
+    photos whose manifest facts in ``data`` are placeholders: they are stored without
+    sha256 and size, and take the bytes that arrive for them (now, or later).
     """
     household, village = _visible_place(device, data)
 
@@ -312,7 +322,10 @@ def receive_survey(
             SurveyPhoto(photo_id=name, sha256=entry.sha256, bytes=entry.bytes), temp
         )
 
-    content_hash = canonical_hash(raw)
+    if content_hash is None:
+        if raw is None:
+            raise TypeError("receive_survey needs raw or content_hash")
+        content_hash = canonical_hash(raw)
     existing = db.session.scalar(
         select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
     )
@@ -322,7 +335,7 @@ def receive_survey(
         try:
             if household is None:
                 household, new_members = _register_household(device, data, village)
-            survey = _survey_row(data, content_hash, device, household.id, new_members)
+            survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
             db.session.add(survey)
             db.session.flush()
         except IntegrityError:
@@ -339,11 +352,20 @@ def receive_survey(
         if new_members:
             _flag_registered_elsewhere(survey, household)
         _judge_and_record(survey, household, device)
+    for photo in survey.photos:
+        sent = uploads.get(photo.photo_id)
+        if sent is not None and photo.received_at is not None and sent.sha256 != photo.sha256:
+            raise ClientUuidConflict(
+                f"photo {photo.photo_id} differs from the one already received",
+                client_uuid=str(data.client_uuid),
+                photo_id=photo.photo_id,
+            )
     accepted = [
         photo for photo in survey.photos if photo.photo_id in uploads and photo.received_at is None
     ]
     blob_store().store_all([uploads[photo.photo_id] for photo in accepted])
     for photo in accepted:
+        _size_from_upload(photo, uploads[photo.photo_id])
         _accept_photo(survey, photo, infos[photo.photo_id])
     _update_status(survey)
     if created:
@@ -375,10 +397,17 @@ def receive_photo(
     if photo.received_at is not None:
         return ReceivedSurvey(survey=survey, created=False, new_photos=[])
     blob_store().store(temp)
+    _size_from_upload(photo, temp)
     _accept_photo(survey, photo, info)
     _update_status(survey)
     db.session.flush()
     return ReceivedSurvey(survey=survey, created=False, new_photos=[photo.id])
+
+
+def _size_from_upload(photo: SurveyPhoto, temp: HashingFile) -> None:
+    """A photo no manifest described is what arrived (checked by check_photo)."""
+    if photo.sha256 is None:
+        photo.sha256, photo.bytes = temp.sha256, temp.size
 
 
 def _accept_photo(survey: Survey, photo: SurveyPhoto, info: PhotoFacts) -> None:
@@ -484,7 +513,7 @@ def analyse_photo(survey_photo_id: int) -> None:
     survey = photo.survey
     max_pixels = current_app.config["DIBAO_MAX_PHOTO_PIXELS"]
     try:
-        info = inspect_photo(store.path(photo.sha256), max_pixels=max_pixels)
+        info = inspect_photo(store.path(photo.received_sha256), max_pixels=max_pixels)
     except PhotoRejected as exc:
         # Passed the upload's structural check but does not decode: keep it as evidence.
         survey.flags.append(
@@ -498,7 +527,7 @@ def analyse_photo(survey_photo_id: int) -> None:
                 )
             )
         )
-        photo.thumbnail_sha256 = photo.sha256  # nothing better to show; never retried
+        photo.thumbnail_sha256 = photo.received_sha256  # nothing better to show; never retried
         db.session.flush()
         return
     photo.phash = info.phash
@@ -514,7 +543,7 @@ def analyse_photo(survey_photo_id: int) -> None:
         survey.flags.append(stored_flag(flag))
     thumbnail = store.temp_path(".jpg")
     try:
-        make_thumbnail(store.path(photo.sha256), thumbnail, max_pixels=max_pixels)
+        make_thumbnail(store.path(photo.received_sha256), thumbnail, max_pixels=max_pixels)
         photo.thumbnail_sha256 = store.store_file(thumbnail)
     finally:
         thumbnail.unlink(missing_ok=True)
