@@ -703,6 +703,7 @@ NOT_AREA_SCOPED = {
     "public.api_case": "the public notice's JSON: published for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",
+    "openrosa.elsewhere": "any other address under /openrosa: an OpenRosa 404, takes no id",
     "static": "static files",
 }
 
@@ -726,13 +727,17 @@ def _send(client: FlaskClient, world: World, audience: Audience, call: Call) -> 
 
 VOLATILE_HEADERS = {"date", "set-cookie", "content-length"}
 CSRF = re.compile(r'name="csrf_token" value="[^"]*"')
+# A Digest challenge carries a fresh server nonce in every answer.
+NONCE = re.compile(r'nonce="[^"]*"')
 
 
 def _answer(client: FlaskClient, response: Any) -> tuple[Any, ...]:
     """What a caller can observe of a response, per-request values normalized (and the
     session it leaves behind, where a flashed message would show)."""
     headers = sorted(
-        (k.lower(), v) for k, v in response.headers.items() if k.lower() not in VOLATILE_HEADERS
+        (k.lower(), NONCE.sub('nonce=""', v))
+        for k, v in response.headers.items()
+        if k.lower() not in VOLATILE_HEADERS
     )
     if response.is_json:
         body: Any = response.get_json()
