@@ -277,6 +277,9 @@ def _responses(spec: Operation, schemas: _Schemas) -> dict[str, Any]:
     errors = dict(spec.errors)
     if spec.security == "device":
         errors.setdefault(401, "no device token, or an unknown, expired or revoked one")
+    if spec.query:
+        # Every query string is checked before the view (server/validation.py: NUL).
+        errors.setdefault(400, "invalid_parameter: a query-string value that is refused")
     for status, when in sorted(errors.items()):
         responses[str(status)] = {**ERROR, "description": when}
     return responses
