@@ -65,10 +65,13 @@ def login_limits(view: F) -> F:
 
 def retry_after_seconds(exc: RateLimitExceeded) -> int:
     """Seconds until the limit that refused this request lets it through again."""
+    expiry = max(1, int(exc.limit.limit.get_expiry()))
     current = limiter.current_limit
     if current is not None and current.breached:
-        return max(1, math.ceil(current.reset_at - time.time()))
-    return max(1, int(exc.limit.limit.get_expiry()))
+        # The storage rounds the reset time up to a whole second: never more than the
+        # limit's own window.
+        return min(expiry, max(1, math.ceil(current.reset_at - time.time())))
+    return expiry
 
 
 def wait_message(seconds: int) -> str:
