@@ -19,7 +19,7 @@
     database is not included).
 
     .venv/bin/python benchmarks/faces.py [--repeat 5] [--templates 1000000]
-        [--decrypt-sample 100000] [--photo /work/shared/testdata/faces/obama/obama_1.jpg]
+        [--decrypt-sample 100000] [--photo tests/data/faces/obama/obama_1.jpg]
 
 A script, not a test: it exits 0 whether or not a target is met, and non-zero only when
 the measured thing fails (not exactly one face found, a planted match not found).
@@ -46,7 +46,9 @@ from server.faces.service import DETECTION_MAX_SIDE
 from server.visits.checks import nearest_faces
 from server.visits.photos import downscaled_rgb
 
-DEFAULT_PHOTO = Path("/work/shared/testdata/faces/obama/obama_1.jpg")
+DEFAULT_PHOTO = (
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "faces" / "obama" / "obama_1.jpg"
+)
 UPRIGHT_SIZE = (3000, 4000)  # width, height of the upright portrait: 12 MP
 THRESHOLD = 0.45
 TARGET_CPU_S = 1.0

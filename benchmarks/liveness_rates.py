@@ -1,6 +1,6 @@
 """Benchmark: how often proof of life gets it right on the shared test images.
 
-Builds every attempt it can from /work/shared/testdata/faces and runs
+Builds every attempt it can from tests/data/faces and runs
 ``server.proof_of_life.pipeline.verify_frames`` (default ``Thresholds()``) on each:
 
 Bona fide attempts (BPCER: genuine attempts that do not pass; ``review`` is counted

@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 
 from server.faces.engine import DlibFaceEngine, FaceShape
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parent / "data" / "faces"  # tests/data/faces/README.md
 CLIP = FACES / "lin_manuel_miranda" / "live_clip"
 CLIP_NUMBERS = tuple(range(92, 209, 4))  # frame_092 .. frame_208: 30 frames
 FRAME_SIZE = (640, 480)

@@ -24,7 +24,7 @@ from tests.processes import start_celery_worker
 from tests.test_api_devices import bearer, device_login
 from tests.test_api_surveys import manifest_entry, post_multipart, survey_json
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parent / "data" / "faces"  # tests/data/faces/README.md
 
 
 def portrait_visit(

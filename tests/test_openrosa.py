@@ -36,7 +36,7 @@ from tests.test_api_devices import bearer, device_login
 from tests.test_api_surveys import jpeg, stored_files
 
 ROOT = Path(__file__).resolve().parents[1]
-FACES = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parent / "data" / "faces"  # tests/data/faces/README.md
 OPENROSA = {"X-OpenRosa-Version": "1.0"}
 RESPONSE_NS = "{http://openrosa.org/http/response}"
 XFORMS_NS = "{http://openrosa.org/xforms/xformsList}"

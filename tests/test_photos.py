@@ -1,7 +1,7 @@
 """server.visits.photos: format sniffing, bombs, corruption, EXIF, hashes, derived images.
 
 No Flask app and no database: every image is built here with Pillow (EXIF with piexif),
-plus one real camera JPEG from shared/testdata.
+plus one real camera JPEG from tests/data/faces.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from PIL import Image, ImageDraw, ImageFile
 from server.visits import photos
 from server.visits.photos import PhotoRejected, downscaled_rgb, inspect_photo, make_thumbnail
 
-FACES = Path(__file__).parents[2] / "shared" / "testdata" / "faces"
+FACES = Path(__file__).resolve().parent / "data" / "faces"  # tests/data/faces/README.md
 REAL_JPEG = FACES / "obama" / "obama_1.jpg"
 OTHER_JPEG = FACES / "biden" / "biden_1.jpg"
-
-needs_faces = pytest.mark.skipif(not REAL_JPEG.is_file(), reason="shared/testdata not present")
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -158,7 +155,6 @@ def test_heif_accepted_and_oriented(tmp_path: Path) -> None:
     assert pixels[5, -5, 0] > 200 and pixels[5, -5, 2] < 60  # red quadrant now top right
 
 
-@needs_faces
 def test_real_camera_jpeg() -> None:
     info = inspect_photo(REAL_JPEG)
     assert info.format == "JPEG"
@@ -338,7 +334,6 @@ def test_unsupported_media_type(tmp_path: Path, name: str, content: bytes) -> No
 # --------------------------------------------------------------------------- 422
 
 
-@needs_faces
 def test_truncated_real_jpeg_is_corrupt(tmp_path: Path) -> None:
     data = REAL_JPEG.read_bytes()
     path = tmp_path / "half.jpg"
@@ -458,7 +453,6 @@ def test_max_pixels_is_a_parameter(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- perceptual hash
 
 
-@needs_faces
 def test_phash_survives_reencoding_and_separates_pictures(tmp_path: Path) -> None:
     original = inspect_photo(REAL_JPEG)
     with Image.open(REAL_JPEG) as img:
@@ -514,7 +508,6 @@ def test_thumbnail_max_side_and_no_upscaling(tmp_path: Path) -> None:
         assert thumb.size == (64, 32)
 
 
-@needs_faces
 def test_thumbnail_of_real_photo(tmp_path: Path) -> None:
     dest = tmp_path / "t.jpg"
     make_thumbnail(REAL_JPEG, dest)
@@ -535,7 +528,6 @@ def _assert_rgb_array(pixels: np.ndarray[Any, Any], max_side: int) -> None:
     assert max(pixels.shape[:2]) <= max_side
 
 
-@needs_faces
 def test_downscaled_rgb_of_real_photo() -> None:
     pixels = downscaled_rgb(REAL_JPEG)
     _assert_rgb_array(pixels, 1000)
