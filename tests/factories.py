@@ -48,24 +48,38 @@ USERS = (
 )
 
 
+def add_area(
+    by_code: dict[str, Area],
+    code: str,
+    name: str,
+    level: AreaLevel,
+    parent_code: str | None,
+    lat: float,
+    lon: float,
+) -> Area:
+    """One area under its parent (already in ``by_code``), registered in ``by_code``."""
+    parent = by_code[parent_code] if parent_code else None
+    area = Area(
+        code=code,
+        name=name,
+        level=level,
+        parent=parent,
+        path=build_path(parent, code),
+        lat=lat,
+        lon=lon,
+    )
+    db.session.add(area)
+    by_code[code] = area
+    return area
+
+
 def base_data() -> None:
     from flask import current_app
 
     sync_household_classes(current_app.config["REGION"])
     by_code: dict[str, Area] = {}
-    for code, name, level, parent_code, lat, lon in AREAS:
-        parent = by_code.get(parent_code) if parent_code else None
-        area = Area(
-            code=code,
-            name=name,
-            level=level,
-            parent=parent,
-            path=build_path(parent, code),
-            lat=lat,
-            lon=lon,
-        )
-        db.session.add(area)
-        by_code[code] = area
+    for row in AREAS:
+        add_area(by_code, *row)
     password_hash = hash_password(PASSWORD)
     for username, role, code in USERS:
         db.session.add(

@@ -35,7 +35,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from server import clock
-from server.areas.models import Area, AreaLevel, build_path
+from server.areas.models import Area, AreaLevel
 from server.auth.models import Role, User
 from server.cases.codes import new_case_code
 from server.cases.models import CaseState, Household
@@ -138,18 +138,7 @@ def missing_place() -> Place:
 def _add_foreign_areas() -> None:
     by_code = {a.code: a for a in db.session.scalars(select(Area))}
     for code, name, level, parent_code, lat, lon in FOREIGN_AREAS:
-        parent = by_code[parent_code] if parent_code else None
-        area = Area(
-            code=code,
-            name=name,
-            level=level,
-            parent=parent,
-            path=build_path(parent, code),
-            lat=lat,
-            lon=lon,
-        )
-        db.session.add(area)
-        by_code[code] = area
+        area = factories.add_area(by_code, code, name, level, parent_code, lat, lon)
         if level is AreaLevel.TOWNSHIP:
             db.session.add(
                 User(
