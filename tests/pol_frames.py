@@ -369,3 +369,32 @@ def apply_homography(
     mapped = np.column_stack([points, np.ones(len(points))]) @ homography.T
     result: npt.NDArray[np.float64] = mapped[:, :2] / mapped[:, 2:3]
     return result
+
+
+# --------------------------------------------------------------------------- the whole clip
+
+VIDEO = FACES / "lin_manuel_miranda" / "short_clip.mp4"
+VIDEO_FPS = 30000 / 1001  # 29.97
+# Frames of short_clip.mp4 that show the member (lin); 0-19 are a wider shot of him,
+# 216 on another person. live_clip/frame_NNN.jpg is video frame NNN.
+VIDEO_MEMBER_FRAMES = tuple(range(82, 212))
+
+_video_cache: list[Image.Image] = []
+_video_lock = threading.Lock()
+
+
+def video_frames() -> list[Image.Image]:
+    """Every frame of short_clip.mp4 (275 frames, 640x360, RGB), decoded once per process
+    with PyAV. Index ``n`` is frame ``n`` of the video (live_clip/frame_NNN.jpg is ``n``)."""
+    with _video_lock:
+        if not _video_cache:
+            import av
+
+            with av.open(str(VIDEO)) as container:
+                _video_cache.extend(f.to_image().convert("RGB") for f in container.decode(video=0))
+        return list(_video_cache)
+
+
+def video_frame(number: int, size: tuple[int, int] = FRAME_SIZE) -> Image.Image:
+    """Video frame ``number`` letterboxed onto a ``size`` canvas (640x480: the phone's)."""
+    return canvas(video_frames()[number], size)
