@@ -266,10 +266,14 @@ STEPS = [
 PASSED = {"outcome": "passed", "reasons": [], "attempts_left": 4, "month": "2026-12"}
 
 # What the page records as it runs (added before its own script; CDP, not the page's
-# CSP): every text the hint line shows, the oval's states, CSP violations, and the
-# largest number of guided batches in flight at once.
+# CSP): every text the hint line shows, the oval's states, what it speaks, CSP
+# violations, and the largest number of guided batches in flight at once.
 RECORDER = """
-window.__seen = {hints: [], ovals: [], csp: [], inflight: 0, maxInflight: 0};
+window.__seen = {hints: [], ovals: [], csp: [], inflight: 0, maxInflight: 0, spoken: []};
+if (window.speechSynthesis) {
+  // Recorded, not said: the test checks what would be spoken and in which language.
+  window.speechSynthesis.speak = function (u) { window.__seen.spoken.push([u.lang, u.text]); };
+}
 document.addEventListener('securitypolicyviolation', function (e) {
   window.__seen.csp.push(e.violatedDirective + ' ' + e.blockedURI);
 });
@@ -399,7 +403,13 @@ class FakeGuidedApi:
             session, step, request.headers["content-type"], request.post_data_buffer or b""
         )
         self.batches.append(batch)
-        if step != self.current[session]:
+        key = (session, step)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        answer = {"step": step, "name": self.steps[step]["name"], "hint": None, "progress": 0.0}
+        answer.update(self.script(session, step, self.counts[key]))
+        if step != self.current[session] or answer.pop("late", False):
+            # "late": answered as a late batch would be (the server moved on meanwhile).
+            batch.answer = {"state": "step_mismatch"}
             return self._json(
                 route,
                 409,
@@ -411,10 +421,6 @@ class FakeGuidedApi:
                     }
                 },
             )
-        key = (session, step)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        answer = {"step": step, "name": self.steps[step]["name"], "hint": None, "progress": 0.0}
-        answer.update(self.script(session, step, self.counts[key]))
         if answer["state"] == "done":
             self.current[session] = answer["next_step"] = step + 1
         batch.answer = answer
@@ -507,12 +513,38 @@ def _open(browser: Browser, api: FakeGuidedApi, server: Server, url: str) -> Run
     return Run(page, problems)
 
 
-def _clean(run: Run) -> None:
-    """No console errors or warnings, no CSP violation, never two batches in flight."""
+def _clean(run: Run, answered: tuple[int, ...] = ()) -> None:
+    """No console errors or warnings, no CSP violation, never two batches in flight.
+    ``answered``: HTTP statuses the fake gave on purpose (Chromium logs every 4xx
+    answer to an XMLHttpRequest as a console error; the page itself logs nothing)."""
     seen = run.seen()
-    assert run.problems == []
+    expected = tuple(
+        f"console error: Failed to load resource: the server responded with a status of {code} "
+        for code in answered
+    )
+    assert [p for p in run.problems if not (expected and p.startswith(expected))] == []
     assert seen["csp"] == []
     assert seen["maxInflight"] <= 1
+
+
+def _legible(page: Page) -> None:
+    """What is on screen now: text at least 22 px, instructions at least 34 px, buttons
+    at least 68 px tall."""
+    sizes = page.evaluate(
+        """() => {
+        const px = (el) => parseFloat(getComputedStyle(el).fontSize);
+        const shown = (el) => el.getClientRects().length > 0 && el.textContent.trim();
+        const all = (css) => Array.from(document.querySelectorAll(css)).filter(shown);
+        return {
+          text: all('main p, main li, main h2, footer p').map(px),
+          instructions: all('#instr-text, .ask').map(px),
+          buttons: all('button').map((b) => b.getBoundingClientRect().height),
+        };
+      }"""
+    )
+    assert sizes["text"] and min(sizes["text"]) >= 22, sizes
+    assert sizes["buttons"] and min(sizes["buttons"]) >= 68, sizes
+    assert all(size >= 34 for size in sizes["instructions"]), sizes
 
 
 def _check_batches(api: FakeGuidedApi, size: tuple[int, int] = (480, 360)) -> None:
@@ -542,13 +574,31 @@ def test_guided_steps_with_hints_to_a_pass(server: Server, link: str, browser: B
 
     api = FakeGuidedApi(script)
     run = _open(browser, api, server, link)
+    _legible(run.page)
+    strings = run.page.evaluate("JSON.parse(document.getElementById('pol-strings').textContent)")
     run.page.locator("#btn-start").click()
+    run.page.locator("#instr-text").filter(has_text=strings["face"]).wait_for()
+    _legible(run.page)
     run.page.locator("#v-result").wait_for(state="visible", timeout=60_000)
     assert run.page.locator("#res-title").inner_text() == "本月认证已完成"
+    _legible(run.page)
     seen = run.seen()
     hints = [h for h in seen["hints"] if h]
     # Each hint in words, in order, each step ending with "好".
     assert hints == ["请正对镜头", "好", "请再转过去一点", "好", "请眨眨眼"], hints
+    # Spoken in Chinese: each instruction, each hint once, "好", the outcome.
+    assert {lang for lang, _ in seen["spoken"]} == {"zh-CN"}
+    assert [said for _, said in seen["spoken"]] == [
+        strings["face"],
+        "请正对镜头",
+        "好",
+        strings["turn_left"],
+        "请再转过去一点",
+        "好",
+        strings["blink"],
+        "请眨眨眼",
+        "本月认证已完成",
+    ]
     assert "oval ok" in seen["ovals"] and "oval warn" in seen["ovals"]
     assert [(b.step, b.answer and b.answer["state"]) for b in api.batches] == [
         (0, "continue"),
@@ -622,6 +672,7 @@ def test_a_person_who_cannot_do_a_movement_asks_for_a_visit(
     page.locator("#btn-cannot-intro").click()
     page.locator("#v-cannot").wait_for(state="visible")
     assert page.locator("#v-cannot h2").inner_text() == "您做哪个动作有困难？"
+    _legible(page)
     page.locator("[data-need=cannot_move]").click()
     page.locator("#v-result").wait_for(state="visible", timeout=10_000)
     assert page.locator("#res-title").inner_text() == "工作人员会上门帮您认证"
@@ -630,6 +681,13 @@ def test_a_person_who_cannot_do_a_movement_asks_for_a_visit(
 
     run = _open(browser, api, server, link)
     page = run.page
+    # Sound off, remembered on the phone: nothing is spoken from then on.
+    sound = page.locator("#btn-sound")
+    assert (sound.inner_text(), sound.get_attribute("aria-pressed")) == ("声音：开", "true")
+    sound.click()
+    page.reload()
+    page.locator("#v-intro").wait_for(state="visible")
+    assert (sound.inner_text(), sound.get_attribute("aria-pressed")) == ("声音：关", "false")
     page.locator("#btn-start").click()
     page.locator("#hint").filter(has_text="请再转过去一点").wait_for(timeout=20_000)
     page.locator("#btn-cannot").click()
@@ -641,6 +699,7 @@ def test_a_person_who_cannot_do_a_movement_asks_for_a_visit(
     assert api.abandons == [{"session": 1, "nonce": f"{1:032d}", "step": 1, "why": "left_page"}]
     # The camera is released.
     assert page.evaluate("document.getElementById('video').srcObject") is None
+    assert run.seen()["spoken"] == []
     _clean(run)
     page.context.close()
 
@@ -648,17 +707,28 @@ def test_a_person_who_cannot_do_a_movement_asks_for_a_visit(
 def test_a_slow_uplink_switches_to_small_frames(
     server: Server, link: str, browser: Browser
 ) -> None:
-    """The first batch's answer takes 3 s: every later frame is 320x240."""
+    """The first batch's answer takes 3 s: every later frame is 320x240. A batch
+    answered 409 step_mismatch is dropped without a word."""
 
     def script(session: int, step: int, n: int) -> dict[str, Any]:
         if step == 2:
             return {"state": "finished", "verdict": PASSED} if n >= 2 else {"state": "continue"}
+        if (step, n) == (1, 1):
+            return {"state": "continue", "late": True}
         return {"state": "done"} if n >= 2 else {"state": "continue", "hint": None}
 
     api = FakeGuidedApi(script, delay=lambda session, step, n: 3.0 if (step, n) == (0, 1) else 0.0)
     run = _open(browser, api, server, link)
     run.page.locator("#btn-start").click()
     run.page.locator("#res-title").filter(has_text="本月认证已完成").wait_for(timeout=60_000)
+    assert [(b.step, b.answer and b.answer["state"]) for b in api.batches] == [
+        (0, "continue"),
+        (0, "done"),
+        (1, "step_mismatch"),
+        (1, "done"),
+        (2, "continue"),
+        (2, "finished"),
+    ]
     first, *later = api.batches
     assert set(first.sizes) == {(480, 360)}
     assert later and {size for b in later for size in b.sizes} == {(320, 240)}
@@ -671,5 +741,5 @@ def test_a_slow_uplink_switches_to_small_frames(
         f"480x360 q 0.7: {first.nbytes / len(first.sizes):.0f} B/frame"
     )
     _check_batches(api)
-    _clean(run)
+    _clean(run, answered=(409,))
     run.page.context.close()

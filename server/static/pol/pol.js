@@ -511,7 +511,7 @@ function feedback(run, d) {
   if (h && (h !== run.spoke || at - run.spokeAt > HINT_SPEAK_MS)) {
     run.spoke = h;
     run.spokeAt = at;
-    speak(t('h_' + h));
+    speak(t('h_' + h), true);
   }
 }
 
@@ -592,10 +592,13 @@ function voice(ss) {
   return near;
 }
 
-function speak(s) {
+// Says s in the page's language. polite: not over something still being said (hints);
+// otherwise what is being said stops (a new step, "good", an outcome).
+function speak(s, polite) {
   var ss = win.speechSynthesis, U = win.SpeechSynthesisUtterance, u, v;
   if (!sound || !ss || !U || !s) return;
   try {
+    if (polite && (ss.speaking || ss.pending)) return;
     v = voice(ss);
     if (!v && (ss.getVoices() || []).length) return; // voices known, none speaks this language
     u = new U(s);
