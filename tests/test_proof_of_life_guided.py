@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from server.audit.models import AuditEntry
+from server.cases.models import CaseState
 from server.extensions import db
 from server.proof_of_life.models import (
     MonthStatus,
@@ -27,7 +29,6 @@ from server.proof_of_life.models import (
 )
 from tests.guided_client import API, Video, run_guided
 from tests.pol_frames import VIDEO_FPS, canvas, still, tilted, video_frames
-from tests.test_proof_of_life_api import limits  # noqa: F401  (a fixture)
 from tests.test_proof_of_life_frames import _link, _member
 
 CHALLENGES = ["turn_right", "open_mouth"]  # both happen in the clip, in this order
@@ -191,3 +192,56 @@ def test_asking_for_help_sends_the_month_to_a_caseworker_at_once(
     assert status["status"] == "review"
     unknown = client.post(f"{API}/assistance", json={"link_token": "x" * 24, "need": "other"})
     assert unknown.status_code == 404
+
+
+def _attempt(record: ProofOfLifeMonth, now: Any, outcome: Outcome | None, **fields: Any) -> None:
+    from server.proof_of_life import service as pol
+
+    attempt = pol.start_session(record, now=now, guided=True, challenges=CHALLENGES)
+    attempt.outcome = outcome
+    attempt.submitted_at = now if outcome else None
+    for name, value in fields.items():
+        setattr(attempt, name, value)
+    db.session.commit()
+
+
+def test_the_campaign_page_shows_who_needed_more_than_one_attempt_and_what_stopped_them(
+    app: Flask, client: FlaskClient
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from server.proof_of_life import service as pol
+    from tests import factories
+    from tests.conftest import login
+    from tests.test_proof_of_life_api import get_member, next_month
+
+    month = next_month()
+    now = datetime.now(UTC)
+    records = []
+    for _ in range(3):
+        household = factories.make_household(state=CaseState.APPROVED)
+        household.members[0].proof_of_life_required = True
+        db.session.commit()
+        records.append(pol.month_record(get_member(household.members[0].id), month))
+    db.session.commit()
+    slow, quick, gone = records
+    _attempt(slow, now, Outcome.INCOMPLETE, stopped_step="turn_right", stopped_why="timeout")
+    _attempt(slow, now, Outcome.FAILED, reasons="challenge_not_done", stopped_step="verdict")
+    _attempt(slow, now, Outcome.PASSED)
+    _attempt(quick, now, Outcome.PASSED)
+    _attempt(gone, now - timedelta(hours=1), None)  # the page was closed: never finished
+
+    login(client, "supervisor")
+    html = client.get(f"/campaign?month={month}").get_data(as_text=True)
+
+    def figure(name: str) -> str:
+        found = re.search(rf'data-figure="{name}">([^<]*)<', html)
+        assert found, name
+        return found.group(1).strip()
+
+    assert figure("members") == "3" and figure("passed") == "2"
+    assert figure("passed_first") == "1" and figure("passed_later") == "1"
+    assert figure("needed_more") == "50.0 %"
+    rows = dict(re.findall(r'data-stop="([a-z_]+)"><td>[^<]*</td>\s*<td>(\d+)</td>', html))
+    assert rows == {"turn_right": "1", "challenge_not_done": "1", "left_page": "0"}
+    assert re.search(r'data-stop="left_page"><td>[^<]*</td>\s*<td>0</td><td>1</td>', html)

@@ -1025,3 +1025,100 @@ def request_assistance(record: ProofOfLifeMonth, *, need: str, now: datetime) ->
         need=need,
         at=now.isoformat(),
     )
+
+
+# --------------------------------------------------------------------------- exclusion
+
+
+@dataclass(frozen=True)
+class AttemptFigures:
+    """How a month's recipients fared with their own attempts (assisted ones left out),
+    inside the viewer's area: who needed more than one try, and what stopped the tries
+    that did not pass (docs/proof-of-life.md, "Exclusion made visible")."""
+
+    members: int  # recipients with at least one attempt
+    passed: int  # ... who passed by their own attempts
+    passed_first: int  # ... at the first attempt
+    passed_second: int
+    passed_later: int  # at the third or a later attempt
+    stops_then_passed: dict[str, int]  # what stopped the failed tries of those who passed
+    stops_not_passed: dict[str, int]  # ... of those who have not passed (yet)
+
+    @property
+    def stop_keys(self) -> list[str]:
+        """Every stop seen, the most frequent first."""
+        totals = dict(self.stops_then_passed)
+        for key, count in self.stops_not_passed.items():
+            totals[key] = totals.get(key, 0) + count
+        return sorted(totals, key=lambda k: (-totals[k], k))
+
+    @property
+    def needed_more_share(self) -> float | None:
+        """Share of those who passed who needed more than one attempt."""
+        return (self.passed - self.passed_first) / self.passed if self.passed else None
+
+
+def _stop_key(
+    outcome: Outcome | None, reasons: str, stopped: str | None, expired: bool
+) -> str | None:
+    if outcome is Outcome.INCOMPLETE:
+        return stopped if stopped else "left_page"
+    if outcome in (Outcome.FAILED, Outcome.REVIEW):
+        return reasons.split(",")[0] if reasons else "face_uncertain"
+    if outcome is None and expired:
+        return "left_page"  # a session never finished nor given up: the page was closed
+    return None
+
+
+def attempt_figures(month: str, actor: User, *, now: datetime) -> AttemptFigures:
+    from server.areas.models import Area
+    from server.auth.permissions import scope_to_actor
+
+    query = (
+        select(
+            ProofOfLifeAttempt.member_id,
+            ProofOfLifeAttempt.id,
+            ProofOfLifeAttempt.outcome,
+            ProofOfLifeAttempt.reasons,
+            ProofOfLifeAttempt.stopped_step,
+            ProofOfLifeAttempt.expires_at,
+        )
+        .join(ProofOfLifeMonth, ProofOfLifeMonth.id == ProofOfLifeAttempt.month_id)
+        .join(Household, Household.id == ProofOfLifeMonth.household_id)
+        .join(Area, Area.id == Household.village_id)
+        .where(
+            ProofOfLifeMonth.month == month,
+            ProofOfLifeAttempt.started_by == StartedBy.RECIPIENT,
+        )
+        .order_by(ProofOfLifeAttempt.member_id, ProofOfLifeAttempt.id)
+    )
+    per_member: dict[int, list[tuple[Outcome | None, str | None]]] = {}
+    for member_id, _, outcome, reasons, stopped, expires in db.session.execute(
+        scope_to_actor(query, actor)
+    ):
+        key = _stop_key(outcome, reasons or "", stopped, expires <= now)
+        per_member.setdefault(member_id, []).append((outcome, key))
+    passed = first = second = later = 0
+    then_passed: dict[str, int] = {}
+    not_passed: dict[str, int] = {}
+    for tries in per_member.values():
+        index = next((i for i, (o, _) in enumerate(tries) if o is Outcome.PASSED), None)
+        stops = [k for _, k in (tries if index is None else tries[:index]) if k]
+        into = not_passed if index is None else then_passed
+        for key in stops:
+            into[key] = into.get(key, 0) + 1
+        if index is None:
+            continue
+        passed += 1
+        first += index == 0
+        second += index == 1
+        later += index >= 2
+    return AttemptFigures(
+        members=len(per_member),
+        passed=passed,
+        passed_first=first,
+        passed_second=second,
+        passed_later=later,
+        stops_then_passed=dict(sorted(then_passed.items(), key=lambda kv: -kv[1])),
+        stops_not_passed=dict(sorted(not_passed.items(), key=lambda kv: -kv[1])),
+    )
