@@ -37,8 +37,9 @@ from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
 from server.proof_of_life import service as pol
 from server.proof_of_life.analysis import CHALLENGES
-from server.proof_of_life.models import MonthStatus, Outcome, ProofOfLifeAttempt, ProofOfLifeMonth
-from server.proof_of_life.pipeline import REASONS
+from server.proof_of_life.guided import HINTS
+from server.proof_of_life.models import MonthStatus, ProofOfLifeAttempt, ProofOfLifeMonth
+from server.proof_of_life.pipeline import REASONS, Outcome
 from server.security_headers import content_security_policy
 from server.storage import BlobStore, HashingFile
 from server.validation import DbId, Text
@@ -61,12 +62,25 @@ csrf.exempt(api)  # no cookies: a link token or a device token
 
 class LinkSessionIn(Input):
     link_token: Annotated[Text, Field(min_length=1, max_length=64)]
+    guided: bool = False
 
 
 class AssistedSessionIn(Input):
     household_id: DbId
     member_id: DbId
     gps: GpsIn
+    guided: bool = False
+
+
+class AbandonIn(Input):
+    nonce: Annotated[Text, Field(min_length=1, max_length=64)]
+    step: Annotated[int, Field(ge=0, le=99)]
+    why: Literal["timeout", "left_page"]
+
+
+class AssistanceIn(Input):
+    link_token: Annotated[Text, Field(min_length=1, max_length=64)]
+    need: Literal["cannot_move", "cannot_see", "other"]
 
 
 Challenge = Literal[CHALLENGES]  # type: ignore[valid-type]
@@ -88,6 +102,30 @@ class CaptureOut(Output):
     height: int
 
 
+StepName = Literal["face", "blink", "turn_left", "turn_right", "open_mouth"]
+Hint = Literal[HINTS]  # type: ignore[valid-type]
+
+
+class GuidedStepOut(Output):
+    name: StepName
+    interval_ms: int = Field(description="between two frames of this step")
+    batch_frames: int = Field(description="frames per batch")
+    seconds: int = Field(description="the page's time for this step, then a plain retry")
+
+
+class GuidedFrameOut(Output):
+    width: int
+    height: int
+    max_bytes: int
+
+
+class GuidedOut(Output):
+    steps: list[GuidedStepOut] = Field(description="the face, then the challenges in order")
+    frame: GuidedFrameOut
+    max_frames: int = Field(description="frames a guided session may take in all")
+    batch_max: int = Field(description="frames one batch may carry")
+
+
 class SessionOut(Output):
     """The session: challenges, nonce, limits."""
 
@@ -103,6 +141,38 @@ class SessionOut(Output):
     flags: list[SessionFlag] = Field(
         description="assisted sessions: the tablet's fix is far from the home"
     )
+    guided: GuidedOut | None = Field(description="guided sessions only (null otherwise)")
+
+
+class StepVerdictOut(Output):
+    outcome: Outcome
+    reasons: list[Reason]
+    attempts_left: int
+    month: Annotated[str, Field(pattern=MONTH)]
+
+
+class BatchOut(Output):
+    """Whether the step's movement has happened yet."""
+
+    step: int
+    name: StepName
+    state: Literal["continue", "done", "finished"]
+    hint: Hint | None = Field(description="what to say to the person (continue only)")
+    progress: float = Field(ge=0, le=1, description="how far the movement got")
+    next_step: int | None = Field(description="done: the step to go on with")
+    verdict: StepVerdictOut | None = Field(description="finished: the whole session judged")
+
+
+class AbandonOut(Output):
+    outcome: Literal["incomplete"]
+    stopped_step: StepName
+    attempts_left: int
+    month: Annotated[str, Field(pattern=MONTH)]
+
+
+class AssistanceOut(Output):
+    status: MonthStatus
+    month: Annotated[str, Field(pattern=MONTH)]
 
 
 class VerdictOut(Output):
@@ -128,6 +198,18 @@ class StatusOut(Output):
 
 def _rate() -> str:
     return str(current_app.config["DIBAO_POL_RATE_LIMIT"])
+
+
+def _judged(attempt: ProofOfLifeAttempt) -> Outcome:
+    outcome = attempt.outcome
+    if outcome is None or outcome.value not in ("passed", "failed", "review"):
+        raise RuntimeError("a judged attempt without a verdict")  # submit_* always decide
+    return cast(Outcome, outcome.value)
+
+
+def _guided_rate() -> str:
+    # A guided session sends a batch every second or so for a few minutes.
+    return str(current_app.config["DIBAO_POL_BATCH_RATE_LIMIT"])
 
 
 def _now() -> datetime:
@@ -164,7 +246,32 @@ def _session_body(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
         ),
         # Validated by the model: an unknown flag is an error here, not an answer.
         flags=cast(list[SessionFlag], [f for f in attempt.flags.split(",") if f]),
+        guided=_guided_body(attempt) if attempt.guided else None,
     ).dump()
+
+
+def _guided_body(attempt: ProofOfLifeAttempt) -> GuidedOut:
+    rules = pol.rules()
+
+    def step(name: str) -> GuidedStepOut:
+        blink = name == "blink"
+        return GuidedStepOut(
+            name=cast(StepName, name),
+            interval_ms=rules.guided_blink_interval_ms if blink else rules.guided_interval_ms,
+            batch_frames=rules.guided_blink_batch_frames if blink else rules.guided_batch_frames,
+            seconds=rules.guided_step_seconds,
+        )
+
+    return GuidedOut(
+        steps=[step(name) for name in pol.guided_steps(attempt)],
+        frame=GuidedFrameOut(
+            width=rules.guided_width,
+            height=rules.guided_height,
+            max_bytes=rules.guided_frame_max_bytes,
+        ),
+        max_frames=rules.guided_max_frames,
+        batch_max=rules.guided_batch_max,
+    )
 
 
 def _authenticate_tablet() -> DeviceToken:
@@ -227,13 +334,17 @@ def start_session() -> tuple[Response, int]:
             now=now,
             assist=assist,
             challenges=current_app.config["DIBAO_POL_FIXED_CHALLENGES"],
+            guided=bool(payload.get("guided") is True),
         )
     else:
         data = parse(LinkSessionIn, payload)
         record = pol.resolve_link(data.link_token, now=now)
         try:
             attempt = pol.start_session(
-                record, now=now, challenges=current_app.config["DIBAO_POL_FIXED_CHALLENGES"]
+                record,
+                now=now,
+                challenges=current_app.config["DIBAO_POL_FIXED_CHALLENGES"],
+                guided=data.guided,
             )
         except pol.AttemptsExhausted:
             db.session.commit()  # the month may have gone to review: keep that
@@ -243,18 +354,20 @@ def start_session() -> tuple[Response, int]:
 
 
 def _frames_upload(
-    store: BlobStore,
+    store: BlobStore, *, guided: bool = False
 ) -> tuple[str, list[HashingFile], list[int] | None]:
     if request.mimetype != "multipart/form-data":
         raise ValidationFailed("send the frames as multipart/form-data")
-    limit = pol.rules().frame_max_bytes
+    rules = pol.rules()
+    limit = rules.guided_frame_max_bytes if guided else rules.frame_max_bytes
+    most = rules.guided_batch_max if guided else rules.frames_max
     try:
         body = read_multipart(
             request.stream,
             request.mimetype_params.get("boundary", ""),
             lambda name, content_type: store.new_temp(max_bytes=limit),
             max_field_bytes=64 * 1024,
-            max_parts=pol.rules().frames_max + 4,
+            max_parts=most + 4,
             repeatable=frozenset({"frames"}),
         )
     except MalformedMultipart as exc:
@@ -343,11 +456,8 @@ def submit_frames(session_id: str) -> Response:
             store=store,
             verify=_verify,
         )
-        outcome = result.attempt.outcome
-        if outcome is None:  # submit_frames always decides
-            raise RuntimeError("a judged attempt without an outcome")
         body = VerdictOut(
-            outcome=outcome,
+            outcome=_judged(result.attempt),
             reasons=result.attempt.reason_list,
             attempts_left=result.attempts_left,
             month=result.attempt.month_record.month,
@@ -356,6 +466,154 @@ def submit_frames(session_id: str) -> Response:
     finally:
         for frame in frames:
             frame.close()
+    return jsonify(body)
+
+
+@api.post("/sessions/<token:session_id>/steps/<index:step>/frames")
+@operation(
+    Operation(
+        summary="Guided capture: a short batch of frames for one step; answered at once",
+        description=(
+            "Whether the step's movement has happened yet (state continue, with a hint "
+            "and the progress), is confirmed (done, next_step), or, after the last step, "
+            "the verdict on the whole session (finished)."
+        ),
+        security="either",
+        multipart=Multipart(
+            parts={
+                "nonce": Part({"type": "string"}, "the session's nonce", required=True),
+                "offsets_ms": Part(
+                    {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
+                ),
+                "frames": Part(
+                    {"type": "array", "items": BINARY},
+                    "1 to batch_max JPEG parts, all named frames, in capture order",
+                    required=True,
+                ),
+            }
+        ),
+        responses={200: BatchOut},
+        errors={
+            401: "invalid_token (assisted session)",
+            403: "nonce_mismatch",
+            404: "session_not_found",
+            409: "session_used, step_mismatch (details: current_step) or not_guided",
+            410: "session_expired",
+            413: "a frame or the request is too large",
+            422: "validation_failed (too many frames in the batch, a bad part), "
+            "too_many_frames (the session's max_frames)",
+            429: "too many requests",
+        },
+    )
+)
+@limiter.limit(_guided_rate)
+def submit_batch(session_id: str, step: int) -> Response:
+    from server.faces.engine import default_engine
+
+    device = _authenticate_tablet() if request.headers.get("Authorization") else None
+    attempt = pol.find_session(session_id, device, lock=True)
+    pol.require_open(attempt, now=_now())
+    store: BlobStore = current_app.extensions["dibao.blobs"]
+    nonce, frames, offsets = _frames_upload(store, guided=True)
+    engine = default_engine()
+    try:
+        result = pol.submit_batch(
+            attempt,
+            nonce=nonce,
+            step=step,
+            frames=frames,
+            offsets_ms=offsets,
+            now=_now(),
+            store=store,
+            engine=engine,
+            templates=lambda: pol.member_templates(attempt.member_id, engine.model_name),
+        )
+        verdict = None
+        if result.verdict is not None:
+            judged = result.verdict.attempt
+            verdict = StepVerdictOut(
+                outcome=_judged(judged),
+                reasons=judged.reason_list,
+                attempts_left=result.verdict.attempts_left,
+                month=judged.month_record.month,
+            )
+        body = BatchOut(
+            step=result.step,
+            name=cast(StepName, result.name),
+            state=cast(Literal["continue", "done", "finished"], result.state),
+            hint=result.hint,
+            progress=round(result.progress, 3),
+            next_step=result.next_step,
+            verdict=verdict,
+        ).dump()
+        db.session.commit()
+    finally:
+        for frame in frames:
+            frame.close()
+    return jsonify(body)
+
+
+@api.post("/sessions/<token:session_id>/abandon")
+@operation(
+    Operation(
+        summary="Guided capture given up (a step's time ran out, the page was left)",
+        description="Recorded as incomplete with the step that stopped the person; "
+        "never a failure.",
+        security="either",
+        json_body=(AbandonIn,),
+        responses={200: AbandonOut},
+        errors={
+            401: "invalid_token (assisted session)",
+            403: "nonce_mismatch",
+            404: "session_not_found",
+            409: "session_used or not_guided",
+            422: "validation_failed",
+            429: "too many requests",
+        },
+    )
+)
+@limiter.limit(_rate)
+def abandon_session(session_id: str) -> Response:
+    device = _authenticate_tablet() if request.headers.get("Authorization") else None
+    attempt = pol.find_session(session_id, device, lock=True)
+    data = parse(AbandonIn, _json_body())
+    left = pol.abandon(attempt, nonce=data.nonce, why=data.why, now=_now())
+    body = AbandonOut(
+        outcome="incomplete",
+        stopped_step=cast(StepName, attempt.stopped_step),
+        attempts_left=left,
+        month=attempt.month_record.month,
+    ).dump()
+    db.session.commit()
+    return jsonify(body)
+
+
+@api.post("/assistance")
+@operation(
+    Operation(
+        summary="The recipient cannot do the movements: a caseworker comes to help",
+        description="The month goes to review at once and the caseworker's tablet lists "
+        "an assisted visit (GET /api/v1/visits/due).",
+        security="none",
+        json_body=(AssistanceIn,),
+        responses={200: AssistanceOut},
+        errors={
+            404: "link_invalid",
+            409: "already_passed",
+            410: "link_expired",
+            422: "validation_failed",
+            429: "too many requests",
+        },
+    )
+)
+@limiter.limit(_rate)
+def request_assistance() -> Response:
+    data = parse(AssistanceIn, _json_body())
+    now = _now()
+    record = pol.resolve_link(data.link_token, now=now)
+    pol.request_assistance(record, need=data.need, now=now)
+    body = AssistanceOut(status=record.status, month=record.month).dump()
+    db.session.commit()
     return jsonify(body)
 
 

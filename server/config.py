@@ -34,6 +34,7 @@ ENV_KEYS = (
     "DIBAO_LOGIN_RATE_LIMIT",
     "DIBAO_LOGIN_ADDRESS_RATE_LIMIT",
     "DIBAO_POL_RATE_LIMIT",
+    "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
@@ -58,6 +59,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_LOGIN_RATE_LIMIT",
     "DIBAO_LOGIN_ADDRESS_RATE_LIMIT",
     "DIBAO_POL_RATE_LIMIT",
+    "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
@@ -111,6 +113,9 @@ def defaults() -> dict[str, Any]:
         # Per address, for the recipients' proof-of-life page and API (links are guessable
         # only at 144 bits, but every try costs a database look-up).
         "DIBAO_POL_RATE_LIMIT": "30 per minute",
+        # Per address, for the batches of a guided proof of life (a batch a second or so
+        # for a few minutes; the session id they need is unguessable): CPU protection.
+        "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
         # Per address, for the public page and open data (docs/public.md).
         "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
         # Who rebuilds the public snapshot: "background" (the Celery beat task) or

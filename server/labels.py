@@ -94,6 +94,29 @@ POL_STATUS_LABELS = {
     "missed": _l("Missed"),
 }
 
+# What stopped a recipient's attempt (docs/proof-of-life.md, "Exclusion made visible"):
+# a guided step whose time ran out, a page left, or the verdict's first reason.
+POL_STOP_LABELS = {
+    "face": _l("Time ran out: showing the face"),
+    "turn_left": _l("Time ran out: turning left"),
+    "turn_right": _l("Time ran out: turning right"),
+    "blink": _l("Time ran out: blinking"),
+    "open_mouth": _l("Time ran out: opening the mouth"),
+    "left_page": _l("Left the page"),
+    "undecodable_frame": _l("A picture could not be read"),
+    "too_few_frames": _l("Too few pictures"),
+    "no_face": _l("No face seen"),
+    "many_faces": _l("More than one person"),
+    "replayed_frames": _l("Pictures of an earlier attempt"),
+    "static_frames": _l("No movement"),
+    "planar_motion": _l("Moved like a flat picture"),
+    "challenge_not_done": _l("A movement not seen"),
+    "challenge_order": _l("Movements out of order"),
+    "no_template": _l("No enrolled face"),
+    "face_mismatch": _l("Face does not match"),
+    "face_uncertain": _l("Face match uncertain"),
+}
+
 
 def error_message(exc: DomainError) -> str:
     """The user's-language sentence for a domain error shown on a page."""
@@ -142,4 +165,5 @@ def register(app: Flask) -> None:
         visit_kind_label=_lookup(VISIT_KIND_LABELS),
         # Keys are str enums: an enum member looks up like its value.
         pol_status_label=_lookup(POL_STATUS_LABELS),
+        pol_stop_label=_lookup(POL_STOP_LABELS),
     )

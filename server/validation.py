@@ -205,6 +205,19 @@ class TokenConverter(BaseConverter):
     json_schema: ClassVar[dict[str, Any]] = {"type": "string", "pattern": f"^{regex}$"}
 
 
+class IndexConverter(BaseConverter):
+    """``<index:name>``: a small position (0-99), such as a guided session's step."""
+
+    regex = r"[0-9]{1,2}"
+    json_schema: ClassVar[dict[str, Any]] = {"type": "integer", "minimum": 0, "maximum": 99}
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
 class TextConverter(UnicodeConverter):
     """The default ``<name>`` (and ``<string:name>``, with its length options): any path
     part without a NUL, which PostgreSQL refuses in text."""
@@ -220,7 +233,11 @@ class TextConverter(UnicodeConverter):
 def register_converters(app: Flask) -> None:
     """Before any blueprint: rules pick their converters when they are added."""
     app.url_map.converters.update(
-        id=IdConverter, token=TokenConverter, default=TextConverter, string=TextConverter
+        id=IdConverter,
+        token=TokenConverter,
+        index=IndexConverter,
+        default=TextConverter,
+        string=TextConverter,
     )
 
 

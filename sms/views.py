@@ -21,6 +21,7 @@ from server.extensions import db
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, month_after
+from server.proof_of_life.service import attempt_figures
 from server.validation import query_month
 from sms.campaign import moments
 from sms.models import CampaignStep, MessageStatus, SmsMessage
@@ -77,8 +78,10 @@ def month_page() -> ResponseReturnValue:
         step.step: step
         for step in db.session.scalars(select(CampaignStep).where(CampaignStep.month == month))
     }
+    figures = attempt_figures(month, current_user, now=clock.utcnow())
     return render_template(
         "campaign/month.html",
+        figures=figures,
         month=month,
         previous=month_after(month, -1),
         following=month_after(month, 1),

@@ -9,6 +9,7 @@ fresh database is created for the run and dropped after it.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import secrets
 from collections.abc import Iterator
@@ -193,3 +194,17 @@ def count_queries(app: Flask) -> Iterator[QueryCounter]:
     event.listen(engine, "before_cursor_execute", counter)
     yield counter
     event.remove(engine, "before_cursor_execute", counter)
+
+
+@pytest.fixture
+def limits(app: Flask) -> Iterator[Any]:
+    """Lets a test lower the region's proof-of-life limits; restored afterwards."""
+    original = app.config["REGION"]
+
+    def set_limits(**changes: Any) -> None:
+        app.config["REGION"] = dataclasses.replace(
+            original, proof_of_life=dataclasses.replace(original.proof_of_life, **changes)
+        )
+
+    yield set_limits
+    app.config["REGION"] = original

@@ -414,6 +414,23 @@ def _frames(session_id: str) -> Call:
     )
 
 
+def _batch(session_id: str) -> Call:
+    return Call(
+        "POST",
+        f"/api/v1/proof-of-life/sessions/{session_id}/steps/0/frames",
+        data={"nonce": "0" * 32},
+        content_type="multipart/form-data",
+    )
+
+
+def _abandon(session_id: str) -> Call:
+    return Call(
+        "POST",
+        f"/api/v1/proof-of-life/sessions/{session_id}/abandon",
+        json={"nonce": "0" * 32, "step": 0, "why": "timeout"},
+    )
+
+
 def _visit(household_id: int) -> Call:
     return Call("POST", "/api/v1/surveys", json=survey_json(household_id, {}))
 
@@ -664,6 +681,29 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "an assisted session",
                 lambda t, o: _frames(t.session_id),
                 everyone(403, "nonce_mismatch"),
+            ),
+        ),
+    ),
+    # The same one-shot session: past the look-up, it takes no guided batch.
+    Endpoint(
+        "pol_api.submit_batch",
+        "tablet",
+        (
+            Variant(
+                "an assisted session",
+                lambda t, o: _batch(t.session_id),
+                everyone(409, "not_guided"),
+            ),
+        ),
+    ),
+    Endpoint(
+        "pol_api.abandon_session",
+        "tablet",
+        (
+            Variant(
+                "an assisted session",
+                lambda t, o: _abandon(t.session_id),
+                everyone(409, "not_guided"),
             ),
         ),
     ),

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -75,20 +73,6 @@ def reread(record: ProofOfLifeMonth) -> ProofOfLifeMonth:
 
 def run_cli(app: Flask, *args: str) -> Any:
     return app.test_cli_runner().invoke(cli, list(args), obj=ScriptInfo(create_app=lambda: app))
-
-
-@pytest.fixture
-def limits(app: Flask) -> Iterator[Any]:
-    """Lets a test lower the region's proof-of-life limits; restored afterwards."""
-    original = app.config["REGION"]
-
-    def set_limits(**changes: Any) -> None:
-        app.config["REGION"] = dataclasses.replace(
-            original, proof_of_life=dataclasses.replace(original.proof_of_life, **changes)
-        )
-
-    yield set_limits
-    app.config["REGION"] = original
 
 
 def test_a_link_reveals_nothing_and_opens_only_its_own_month(

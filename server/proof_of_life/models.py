@@ -20,6 +20,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -28,6 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.extensions import Model
 from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
+
+Blob = bytes  # ProofOfLifeFrame has a column named ``bytes``
 
 
 class MonthStatus(enum.StrEnum):
@@ -45,6 +48,9 @@ class Outcome(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     REVIEW = "review"
+    # A guided attempt given up before its verdict: a step's time ran out, or the person
+    # left the page. Never a failure; the step that stopped them is kept.
+    INCOMPLETE = "incomplete"
 
 
 class StartedBy(enum.StrEnum):
@@ -78,6 +84,8 @@ class ProofOfLifeMonth(Model):
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # A reviewer's reason (may say "in hospital"): personal, so encrypted.
     decision_reason: Mapped[str | None] = mapped_column(EncryptedText("pol_months.reason"))
+    # The recipient asked for a caseworker's help (cannot_move, cannot_see, other).
+    assistance_need: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -138,6 +146,17 @@ class ProofOfLifeAttempt(Model):
     frame_hashes: Mapped[str | None] = mapped_column(Text)
     frames_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     counts_against_limits: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Guided capture (docs/proof-of-life.md): the steps are "face" then the challenges;
+    # ``step`` is the index of the step now expected, ``guide_state`` (JSON, numbers only)
+    # what each confirmed step measured.
+    guided: Mapped[bool] = mapped_column(Boolean, default=False)
+    step: Mapped[int | None] = mapped_column(Integer)
+    guide_state: Mapped[str | None] = mapped_column(Text)
+    # What stopped a failed or incomplete attempt: a step name ("face", "turn_left", ...)
+    # or "verdict" (judged at the end: the reasons say why); and for an incomplete one why
+    # ("timeout", "left_page").
+    stopped_step: Mapped[str | None] = mapped_column(String(20))
+    stopped_why: Mapped[str | None] = mapped_column(String(20))
 
     month_record: Mapped[ProofOfLifeMonth] = relationship(back_populates="attempts")
     frames: Mapped[list[ProofOfLifeFrame]] = relationship(
@@ -166,6 +185,12 @@ class ProofOfLifeFrame(Model):
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
     offset_ms: Mapped[int | None] = mapped_column(Integer)
+    # Guided attempts: the step the frame was sent for, how many faces counted in it, and
+    # the 68 landmarks of the one face (float32 x, y pairs), so that the verdict at the
+    # end judges every frame without detecting again. Deleted with the frame.
+    step: Mapped[int | None] = mapped_column(Integer)
+    faces: Mapped[int | None] = mapped_column(Integer)
+    landmarks: Mapped[Blob | None] = mapped_column(LargeBinary)
 
     attempt: Mapped[ProofOfLifeAttempt] = relationship(back_populates="frames")
 

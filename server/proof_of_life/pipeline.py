@@ -97,10 +97,17 @@ from server.proof_of_life.analysis import (
 __all__ = [
     "REASONS",
     "FrameRejected",
+    "Measurement",
     "Outcome",
     "Thresholds",
     "Verdict",
+    "choose_for_encoding",
     "decode_frame",
+    "face_distance",
+    "outcome_of",
+    "phash",
+    "record_thresholds",
+    "replay_check",
     "select_faces",
     "verify_frames",
 ]
@@ -251,7 +258,7 @@ def decode_frame(
         raise FrameRejected(f"the {fmt} data is truncated or corrupt") from exc
 
 
-def _phash(rgb: npt.NDArray[np.uint8]) -> str:
+def phash(rgb: npt.NDArray[np.uint8]) -> str:
     return str(imagehash.phash(Image.fromarray(rgb, "RGB")))
 
 
@@ -306,25 +313,75 @@ class _Used:
     face: FaceShape
 
 
+def choose_for_encoding(
+    items: Sequence[tuple[npt.NDArray[np.uint8], FaceShape]],
+    count: int,
+    blink_drop: float | None,
+    baseline_ear: float | None = None,
+) -> list[int]:
+    """Indices (ascending) of the ``count`` frames most worth an encoding: largest face,
+    most frontal (yaw proxy near 0), sharpest; eyes shut in a blink (EAR below the
+    ``baseline_ear``, by default the frames' median, by ``blink_drop``) are avoided when
+    possible (not at all when ``blink_drop`` is None)."""
+    if not items:
+        return []
+    areas = np.array([face.area for _, face in items], dtype=np.float64)
+    yaws = np.array([abs(yaw_proxy(face.landmarks)) for _, face in items])
+    sharp = np.array([_sharpness(rgb, face) for rgb, face in items])
+    score = (areas / max(areas.max(), 1.0)) * np.clip(1 - yaws, 0.05, 1.0)
+    score = score * np.sqrt(sharp / max(float(sharp.max()), 1e-9))
+    if blink_drop is not None:
+        ears = np.array([eye_aspect_ratio(face.landmarks) for _, face in items])
+        open_eye = float(np.median(ears)) if baseline_ear is None else baseline_ear
+        shut = ears <= open_eye * (1 - blink_drop)
+        if int((~shut).sum()) >= min(count, len(items)):
+            score = np.where(shut, -1.0, score)
+    order = sorted(range(len(items)), key=lambda i: (-score[i], i))
+    return sorted(order[:count])
+
+
 def _choose_for_encoding(
     used: Sequence[_Used], analysis: SequenceAnalysis | None, count: int, blink_drop: float
 ) -> list[_Used]:
-    """The ``count`` used frames most worth an encoding: largest face, most frontal
-    (yaw proxy near 0), sharpest; eyes shut in a blink are avoided when possible."""
-    if not used:
-        return []
-    areas = np.array([u.face.area for u in used], dtype=np.float64)
-    yaws = np.array([abs(yaw_proxy(u.face.landmarks)) for u in used])
-    sharp = np.array([_sharpness(u.rgb, u.face) for u in used])
-    score = (areas / max(areas.max(), 1.0)) * np.clip(1 - yaws, 0.05, 1.0)
-    score = score * np.sqrt(sharp / max(float(sharp.max()), 1e-9))
-    if analysis is not None:
-        ears = np.array([eye_aspect_ratio(u.face.landmarks) for u in used])
-        shut = ears <= analysis.baseline_ear * (1 - blink_drop)
-        if int((~shut).sum()) >= min(count, len(used)):
-            score = np.where(shut, -1.0, score)
-    order = sorted(range(len(used)), key=lambda i: (-score[i], i))
-    return [used[i] for i in sorted(order[:count])]
+    items = [(u.rgb, u.face) for u in used]
+    if analysis is None:  # nothing is known of the open eye: no frame is avoided
+        return [used[i] for i in choose_for_encoding(items, count, None)]
+    return [used[i] for i in choose_for_encoding(items, count, blink_drop, analysis.baseline_ear)]
+
+
+def face_distance(
+    chosen: Sequence[tuple[npt.NDArray[np.uint8], FaceShape]],
+    templates: npt.NDArray[np.float64],
+    engine: LandmarkFaceEngine,
+    t: Thresholds,
+) -> tuple[float, list[float]]:
+    """The median over ``chosen`` frames (in order) of each frame's smallest distance to
+    the templates; the third frame is encoded only when the first two fall in different
+    zones (member / uncertain / someone else). Returns it and the per-frame distances."""
+    per_frame: list[float] = []
+    for rgb, face in chosen:
+        if len(per_frame) == 2 and len({_zone(d, t) for d in per_frame}) == 1:
+            break  # two in one zone: a third cannot move the median out of it
+        encoding = engine.encoding(rgb, face)
+        per_frame.append(float(np.min(np.linalg.norm(templates - encoding, axis=1))))
+    return float(statistics.median(per_frame)), per_frame
+
+
+def replay_check(
+    hashes: Sequence[str], seen_hashes: Collection[str], max_distance: int
+) -> tuple[int, int | None]:
+    """How many of ``hashes`` lie within ``max_distance`` bits of a hash of an earlier
+    attempt, and the nearest distance found (None when there is nothing to compare)."""
+    seen = [v for v in (_parse_hash(h) for h in seen_hashes) if v is not None]
+    matches, nearest = 0, None
+    for text in hashes:
+        value = _parse_hash(text)
+        if value is None or not seen:
+            continue
+        bits = min((value ^ other).bit_count() for other in seen)
+        nearest = bits if nearest is None else min(nearest, bits)
+        matches += bits <= max_distance
+    return matches, nearest
 
 
 # --------------------------------------------------------------------------- verdict
@@ -343,7 +400,7 @@ def _series(values: Sequence[float]) -> str:
     return ",".join(f"{v:.3f}" for v in values)
 
 
-def _outcome(reasons: Sequence[str]) -> Outcome:
+def outcome_of(reasons: Sequence[str]) -> Outcome:
     if not reasons:
         return "passed"
     if tuple(reasons) == ("face_uncertain",):
@@ -399,7 +456,7 @@ def verify_frames(
         except FrameRejected:
             hashes.append("")
             continue
-        hashes.append(_phash(rgb))
+        hashes.append(phash(rgb))
         decoded.append((position, rgb))
     undecodable = len(frames) - len(decoded)
     found = [faces_engine.analyse(rgb, upsample=0) for _, rgb in decoded]
@@ -459,15 +516,7 @@ def verify_frames(
     m["distinct_hashes"] = len({h for h in hashes if h})
 
     # 5: replay of an earlier attempt's frames.
-    seen = [v for v in (_parse_hash(h) for h in seen_hashes) if v is not None]
-    replay_matches, nearest = 0, None
-    for text in hashes:
-        value = _parse_hash(text)
-        if value is None or not seen:
-            continue
-        bits = min((value ^ other).bit_count() for other in seen)
-        nearest = bits if nearest is None else min(nearest, bits)
-        replay_matches += bits <= t.replay_max_distance
+    replay_matches, nearest = replay_check(hashes, seen_hashes, t.replay_max_distance)
     m["replay_matches"] = replay_matches
     if nearest is not None:
         m["replay_nearest_bits"] = nearest
@@ -481,15 +530,10 @@ def verify_frames(
         reasons.add("no_template")
     elif used:
         chosen = _choose_for_encoding(used, analysis, t.encode_frames, live.blink_drop)
-        per_frame: list[float] = []
-        encoded: list[_Used] = []
-        for u in chosen:
-            if len(per_frame) == 2 and len({_zone(d, t) for d in per_frame}) == 1:
-                break  # two in one zone: a third cannot move the median out of it
-            encoding = faces_engine.encoding(u.rgb, u.face)
-            per_frame.append(float(np.min(np.linalg.norm(template_array - encoding, axis=1))))
-            encoded.append(u)
-        distance = float(statistics.median(per_frame))
+        distance, per_frame = face_distance(
+            [(u.rgb, u.face) for u in chosen], template_array, faces_engine, t
+        )
+        encoded = chosen[: len(per_frame)]
         m["distance"] = _r(distance)
         m["distance_positions"] = ",".join(str(u.position) for u in encoded)
         m["distance_per_frame"] = _series(per_frame)
@@ -498,10 +542,10 @@ def verify_frames(
         elif distance > t.match_tolerance:
             reasons.add("face_uncertain")
 
-    _record_thresholds(m, t)
+    record_thresholds(m, t)
     ordered = tuple(code for code in REASONS if code in reasons)
     return Verdict(
-        outcome=_outcome(ordered),
+        outcome=outcome_of(ordered),
         reasons=ordered,
         distance=distance,
         frame_hashes=hashes,
@@ -546,7 +590,7 @@ def _record_analysis(
         m["blink_recovered"] = int(analysis.blink_recovered)
 
 
-def _record_thresholds(m: dict[str, Measurement], t: Thresholds) -> None:
+def record_thresholds(m: dict[str, Measurement], t: Thresholds) -> None:
     live = t.liveness
     values: dict[str, float] = {
         "t_match_tolerance": t.match_tolerance,

@@ -31,6 +31,18 @@ class ProofOfLifeRules:
     capture_height: int = 480
     frame_retention_days: int = 30  # frames kept for audit, then deleted; results stay
     assisted_far_from_home_m: int = 300  # an assisted attempt farther than this is flagged
+    # Guided capture (docs/proof-of-life.md): the page sends each step short batches.
+    guided_session_seconds: int = 300  # a guided session: the face step and two challenges
+    guided_step_seconds: int = 40  # the page's time for one step before a plain retry
+    guided_interval_ms: int = 250  # between frames of a face, turn or mouth step
+    guided_blink_interval_ms: int = 100  # a blink lasts 100-400 ms: sampled faster
+    guided_batch_frames: int = 3  # frames per batch (face, turn, mouth)
+    guided_blink_batch_frames: int = 6  # frames per batch of the blink step
+    guided_batch_max: int = 8  # the most frames one batch may carry
+    guided_max_frames: int = 90  # the most frames of one guided session
+    guided_width: int = 640  # the frame size the page captures (it may send less)
+    guided_height: int = 480
+    guided_frame_max_bytes: int = 100_000
 
     def __post_init__(self) -> None:
         if not 1 <= self.open_day <= 28:
@@ -38,6 +50,12 @@ class ProofOfLifeRules:
         if not self.frames_min <= self.capture_count <= self.frames_max:
             raise ProofOfLifeConfigError(
                 "proof_of_life: frames_min <= capture_count <= frames_max is required"
+            )
+        most = max(self.guided_batch_frames, self.guided_blink_batch_frames)
+        if not most <= self.guided_batch_max <= self.guided_max_frames:
+            raise ProofOfLifeConfigError(
+                "proof_of_life: guided batch frames <= guided_batch_max <= guided_max_frames"
+                " is required"
             )
 
 

@@ -329,8 +329,10 @@ def start_session(
     now: datetime,
     assist: AssistContext | None = None,
     challenges: Sequence[str] | None = None,
+    guided: bool = False,
 ) -> ProofOfLifeAttempt:
-    """Open an attempt: a fresh nonce and challenge sequence, valid for a short time."""
+    """Open an attempt: a fresh nonce and challenge sequence, valid for a short time.
+    A ``guided`` one takes its frames step by step (:func:`submit_batch`)."""
     household = db.session.get(Household, record.household_id)
     if household is None:  # pragma: no cover - foreign key
         raise SessionNotFound("no such household")
@@ -377,8 +379,12 @@ def start_session(
         gps_distance_m=distance_m,
         flags=",".join(flags),
         created_at=now,
-        expires_at=now + timedelta(seconds=limits.session_seconds),
+        expires_at=now
+        + timedelta(seconds=limits.guided_session_seconds if guided else limits.session_seconds),
         counts_against_limits=assist is None,
+        guided=guided,
+        step=0 if guided else None,
+        guide_state=json.dumps({"confirmed": [], "baseline": {}}) if guided else None,
     )
     db.session.add(attempt)
     db.session.flush()
@@ -391,18 +397,22 @@ def start_session(
         started_by=attempt.started_by.value,
         device_token_id=attempt.device_token_id,
         flags=attempt.flags,
+        guided=guided,
     )
     return attempt
 
 
-def find_session(session_id: str, device: DeviceToken | None = None) -> ProofOfLifeAttempt:
+def find_session(
+    session_id: str, device: DeviceToken | None = None, *, lock: bool = False
+) -> ProofOfLifeAttempt:
     """The session with this id. A recipient's session is reached by its id alone (their
     phone holds it); an assisted one belongs to the tablet that opened it, and to any
     other caller, another tablet or none, it does not exist.
     """
-    attempt = db.session.scalar(
-        select(ProofOfLifeAttempt).where(ProofOfLifeAttempt.session_id == session_id)
-    )
+    query = select(ProofOfLifeAttempt).where(ProofOfLifeAttempt.session_id == session_id)
+    if lock:  # one batch of a guided session at a time (PostgreSQL; SQLite serialises)
+        query = query.with_for_update()
+    attempt = db.session.scalar(query)
     if attempt is None or (
         attempt.device_token_id is not None
         and (device is None or device.id != attempt.device_token_id)
@@ -500,7 +510,6 @@ def submit_frames(
             error.code, error.http_status = exc.code, exc.http_status
             raise error from exc
 
-    record = attempt.month_record
     attempt.submitted_at = now
     digests = store.store_all(list(frames))
     contents = [store.path(d).read_bytes() for d in digests]
@@ -515,6 +524,14 @@ def submit_frames(
             )
         )
     verdict = verify(contents, attempt.challenge_list, attempt.member_id)
+    return _apply_verdict(attempt, verdict, now=now)
+
+
+def _apply_verdict(attempt: ProofOfLifeAttempt, verdict: Verdict, *, now: datetime) -> SubmitResult:
+    """Record a judged attempt and move the month: passed, review, or (while attempts
+    remain) still pending; the month's last failed attempt goes to a person."""
+    record = attempt.month_record
+    attempt.submitted_at = attempt.submitted_at or now
     attempt.outcome = Outcome(verdict.outcome)
     if set(verdict.reasons) == {"no_template"}:
         # Alive, but nobody enrolled this member's face: not their failure.
@@ -525,6 +542,8 @@ def submit_frames(
     attempt.model_version = verdict.model_version
     attempt.measurements = json.dumps(verdict.measurements, sort_keys=True)
     attempt.frame_hashes = json.dumps(verdict.frame_hashes)
+    if attempt.outcome is Outcome.FAILED:
+        attempt.stopped_step = "verdict"
 
     if attempt.outcome is Outcome.PASSED:
         record.status = MonthStatus.PASSED
@@ -533,13 +552,10 @@ def submit_frames(
         payments.settle(record.household_id, record.month, now=now)
     elif attempt.outcome is Outcome.REVIEW:
         _to_review(record, ",".join(verdict.reasons) or "review")
-    used = count_attempts(record, now=now)
-    left = used.left if attempt.counts_against_limits else 0
-    last_of_month = attempt.counts_against_limits and left == 0 and used.month_exhausted
-    if attempt.outcome is Outcome.FAILED and last_of_month:
-        # The last attempt of the month: a person decides, not the machine.
-        attempt.outcome = Outcome.REVIEW
-        _to_review(record, "attempts_exhausted")
+    if attempt.outcome is Outcome.PASSED:
+        left = count_attempts(record, now=now).left if attempt.counts_against_limits else 0
+    else:
+        left = _after_unsuccessful(attempt, now=now)
     db.session.flush()
     audit.record(
         "pol.frames_judged",
@@ -554,8 +570,23 @@ def submit_frames(
         started_by=attempt.started_by.value,
         assisted_by_id=attempt.assisted_by_id,
         device_token_id=attempt.device_token_id,
+        guided=attempt.guided,
     )
     return SubmitResult(attempt, left)
+
+
+def _after_unsuccessful(attempt: ProofOfLifeAttempt, *, now: datetime) -> int:
+    """Attempts left after an attempt that did not pass; when it was the month's last
+    (failed or given up), the month goes to a person, never to "failed"."""
+    record = attempt.month_record
+    used = count_attempts(record, now=now)
+    left = used.left if attempt.counts_against_limits else 0
+    last_of_month = attempt.counts_against_limits and left == 0 and used.month_exhausted
+    if last_of_month and attempt.outcome in (Outcome.FAILED, Outcome.INCOMPLETE):
+        if attempt.outcome is Outcome.FAILED:
+            attempt.outcome = Outcome.REVIEW
+        _to_review(record, "attempts_exhausted")
+    return left
 
 
 # --------------------------------------------------------------------------- reviewers
@@ -727,3 +758,367 @@ def contact_task(
     )
     db.session.flush()
     return True
+
+
+# --------------------------------------------------------------------------- guided
+
+
+class StepMismatch(DomainError):
+    """A batch for a step that is not the one expected now (a late batch for a step
+    already confirmed, say): the page carries on with ``current_step``."""
+
+    code = "step_mismatch"
+    http_status = 409
+
+
+class NotGuided(DomainError):
+    code = "not_guided"
+    http_status = 409
+
+
+class TooManyFrames(DomainError):
+    code = "too_many_frames"
+    http_status = 422
+
+
+GIVE_UP_WHY = ("timeout", "left_page")
+ASSISTANCE_NEEDS = ("cannot_move", "cannot_see", "other")
+
+
+def guided_steps(attempt: ProofOfLifeAttempt) -> list[str]:
+    """The steps of a guided session: the face, then the challenges in the order asked."""
+    from server.proof_of_life.guided import FACE_STEP
+
+    return [FACE_STEP, *attempt.challenge_list]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    attempt: ProofOfLifeAttempt
+    step: int  # the step the batch was for
+    name: str
+    state: str  # continue, done, finished
+    hint: str | None
+    progress: float
+    next_step: int | None
+    verdict: SubmitResult | None
+
+
+def _guide_state(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(attempt.guide_state or "{}")
+    state.setdefault("confirmed", [])
+    state.setdefault("baseline", {})
+    return state
+
+
+def _observations(attempt: ProofOfLifeAttempt) -> list[Any]:
+    """The session's frames so far as guided.Observation, in order (the luminance of
+    stored frames is not kept: only the latest batch's is used, for hints)."""
+    from server.proof_of_life.guided import Observation, unpack_shape
+
+    hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
+    rows = db.session.scalars(
+        select(ProofOfLifeFrame)
+        .where(ProofOfLifeFrame.attempt_id == attempt.id)
+        .order_by(ProofOfLifeFrame.position)
+    ).all()
+    out = []
+    for row in rows:
+        shape = unpack_shape(row.landmarks) if row.landmarks is not None else None
+        frame_hash = hashes[row.position] if row.position < len(hashes) else ""
+        faces = row.faces if row.faces is not None else 0
+        out.append(Observation(row.position, row.step or 0, faces, shape, 255.0, frame_hash))
+    return out
+
+
+def submit_batch(
+    attempt: ProofOfLifeAttempt,
+    *,
+    nonce: str,
+    step: int,
+    frames: Sequence[HashingFile],
+    offsets_ms: Sequence[int] | None,
+    now: datetime,
+    store: BlobStore,
+    engine: Any,
+    templates: Callable[[], list[np.ndarray]],
+) -> BatchResult:
+    """One batch of a guided session's step: store and look at the frames, answer whether
+    the step's movement has happened; after the last step, judge the whole session."""
+    from server.proof_of_life import guided
+    from server.proof_of_life.pipeline import Thresholds, decode_frame
+
+    require_open(attempt, now=now)
+    if not attempt.guided or attempt.step is None:
+        raise NotGuided("this session takes its frames at once: POST them to /frames")
+    if not equal_secret(attempt.nonce, nonce):
+        raise NonceMismatch("the nonce does not belong to this session")
+    steps = guided_steps(attempt)
+    if step != attempt.step:
+        raise StepMismatch(f"step {step} is not the step expected now", current_step=attempt.step)
+    limits = rules()
+    if not 1 <= len(frames) <= limits.guided_batch_max:
+        raise ValidationFailed(
+            f"send 1 to {limits.guided_batch_max} frames in a batch, got {len(frames)}",
+            field="frames",
+        )
+    if offsets_ms is not None and len(offsets_ms) != len(frames):
+        raise ValidationFailed("offsets_ms must have one entry per frame", field="offsets_ms")
+    hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
+    first = len(hashes)
+    if first + len(frames) > limits.guided_max_frames:
+        raise TooManyFrames(
+            f"a guided session takes at most {limits.guided_max_frames} frames",
+            sent=first,
+        )
+    for position, frame in enumerate(frames):
+        frame.flush()
+        try:
+            check_no_trailing_data(frame.path)
+        except PhotoRejected as exc:
+            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
+            error.code, error.http_status = exc.code, exc.http_status
+            raise error from exc
+
+    thresholds = Thresholds()
+    digests = store.store_all(list(frames))
+    latest = []
+    for index, digest in enumerate(digests):
+        data = store.path(digest).read_bytes()
+        observation, _ = guided.observe_frame(
+            data, position=first + index, step=step, engine=engine, thresholds=thresholds
+        )
+        latest.append(observation)
+        hashes.append(observation.frame_hash)
+        db.session.add(
+            ProofOfLifeFrame(
+                attempt_id=attempt.id,
+                position=first + index,
+                sha256=digest,
+                bytes=len(data),
+                offset_ms=offsets_ms[index] if offsets_ms is not None else None,
+                step=step,
+                faces=observation.faces,
+                landmarks=guided.pack_shape(observation.shape) if observation.shape else None,
+            )
+        )
+    attempt.frame_hashes = json.dumps(hashes)
+    db.session.flush()
+
+    observations = _observations(attempt)[:first] + latest
+    earlier = [o for o in observations if o.step < step and o.used]
+    state = _guide_state(attempt)
+    answer = guided.evaluate_step(
+        steps[step],
+        [o for o in observations if o.step == step],
+        latest=latest,
+        previous=earlier[-1] if earlier else None,
+        session=earlier,
+        baseline=state["baseline"],
+        thresholds=thresholds.liveness,
+        limits=guided.GuideLimits(),
+    )
+    if answer.state != "done":
+        return BatchResult(
+            attempt, step, steps[step], "continue", answer.hint, answer.progress, None, None
+        )
+    state["confirmed"].append(answer.confirmed)
+    if steps[step] == guided.FACE_STEP:
+        state["baseline"] = answer.baseline
+    attempt.guide_state = json.dumps(state, sort_keys=True)
+    attempt.step = step + 1
+    if attempt.step < len(steps):
+        db.session.flush()
+        return BatchResult(attempt, step, steps[step], "done", None, 1.0, attempt.step, None)
+
+    # The last step is confirmed: judge the whole session.
+    sha_by_position: dict[int, str] = {
+        position: sha
+        for position, sha in db.session.execute(
+            select(ProofOfLifeFrame.position, ProofOfLifeFrame.sha256).where(
+                ProofOfLifeFrame.attempt_id == attempt.id
+            )
+        )
+    }
+
+    def load_rgb(position: int) -> np.ndarray:
+        return decode_frame(
+            store.path(sha_by_position[position]).read_bytes(),
+            max_side=thresholds.max_side,
+            max_pixels=thresholds.max_frame_pixels,
+        )
+
+    verdict = guided.judge_session(
+        steps,
+        observations,
+        templates(),
+        load_rgb=load_rgb,
+        thresholds=thresholds,
+        limits=guided.GuideLimits(),
+        seen_hashes=earlier_frame_hashes(attempt.member_id, excluding=attempt.id),
+        engine=engine,
+    )
+    result = _apply_verdict(
+        attempt,
+        Verdict(
+            outcome=verdict.outcome,
+            reasons=tuple(verdict.reasons),
+            distance=verdict.distance,
+            frame_hashes=list(verdict.frame_hashes),
+            measurements=dict(verdict.measurements),
+            model_name=engine.model_name,
+            model_version=engine.model_version,
+        ),
+        now=now,
+    )
+    return BatchResult(attempt, step, steps[step], "finished", None, 1.0, None, result)
+
+
+def abandon(attempt: ProofOfLifeAttempt, *, nonce: str, why: str, now: datetime) -> int:
+    """A guided attempt given up before its verdict (a step's time ran out, the page was
+    left): recorded as ``incomplete`` with the step that stopped the person, never as a
+    failure. Returns the attempts left."""
+    if attempt.submitted_at is not None:
+        raise SessionUsed("this session was already used: start a new one")
+    if not attempt.guided or attempt.step is None:
+        raise NotGuided("only a guided session can be given up")
+    if not equal_secret(attempt.nonce, nonce):
+        raise NonceMismatch("the nonce does not belong to this session")
+    if why not in GIVE_UP_WHY:
+        raise ValidationFailed("why must be one of " + ", ".join(GIVE_UP_WHY), field="why")
+    steps = guided_steps(attempt)
+    attempt.submitted_at = now
+    attempt.outcome = Outcome.INCOMPLETE
+    attempt.stopped_step = steps[min(attempt.step, len(steps) - 1)]
+    attempt.stopped_why = why
+    left = _after_unsuccessful(attempt, now=now)
+    db.session.flush()
+    audit.record(
+        "pol.attempt_incomplete",
+        actor=None,
+        object_type="pol_attempt",
+        object_id=attempt.id,
+        household_id=attempt.month_record.household_id,
+        stopped_step=attempt.stopped_step,
+        why=why,
+        started_by=attempt.started_by.value,
+    )
+    return left
+
+
+def request_assistance(record: ProofOfLifeMonth, *, need: str, now: datetime) -> None:
+    """The recipient cannot do the movements (or see the screen): the month goes to a
+    person at once, and the caseworker's tablet lists an assisted visit."""
+    if need not in ASSISTANCE_NEEDS:
+        raise ValidationFailed("need must be one of " + ", ".join(ASSISTANCE_NEEDS), field="need")
+    if record.status in (MonthStatus.PASSED, MonthStatus.EXEMPT):
+        raise AlreadyDone("this month's proof of life is already done", status=record.status.value)
+    record.assistance_need = need
+    _to_review(record, f"assistance_{need}")
+    db.session.flush()
+    audit.record(
+        "pol.assistance_requested",
+        actor=None,
+        object_type="pol_month",
+        object_id=record.id,
+        household_id=record.household_id,
+        need=need,
+        at=now.isoformat(),
+    )
+
+
+# --------------------------------------------------------------------------- exclusion
+
+
+@dataclass(frozen=True)
+class AttemptFigures:
+    """How a month's recipients fared with their own attempts (assisted ones left out),
+    inside the viewer's area: who needed more than one try, and what stopped the tries
+    that did not pass (docs/proof-of-life.md, "Exclusion made visible")."""
+
+    members: int  # recipients with at least one attempt
+    passed: int  # ... who passed by their own attempts
+    passed_first: int  # ... at the first attempt
+    passed_second: int
+    passed_later: int  # at the third or a later attempt
+    stops_then_passed: dict[str, int]  # what stopped the failed tries of those who passed
+    stops_not_passed: dict[str, int]  # ... of those who have not passed (yet)
+
+    @property
+    def stop_keys(self) -> list[str]:
+        """Every stop seen, the most frequent first."""
+        totals = dict(self.stops_then_passed)
+        for key, count in self.stops_not_passed.items():
+            totals[key] = totals.get(key, 0) + count
+        return sorted(totals, key=lambda k: (-totals[k], k))
+
+    @property
+    def needed_more_share(self) -> float | None:
+        """Share of those who passed who needed more than one attempt."""
+        return (self.passed - self.passed_first) / self.passed if self.passed else None
+
+
+def _stop_key(
+    outcome: Outcome | None, reasons: str, stopped: str | None, expired: bool
+) -> str | None:
+    if outcome is Outcome.INCOMPLETE:
+        return stopped if stopped else "left_page"
+    if outcome in (Outcome.FAILED, Outcome.REVIEW):
+        return reasons.split(",")[0] if reasons else "face_uncertain"
+    if outcome is None and expired:
+        return "left_page"  # a session never finished nor given up: the page was closed
+    return None
+
+
+def attempt_figures(month: str, actor: User, *, now: datetime) -> AttemptFigures:
+    from server.areas.models import Area
+    from server.auth.permissions import scope_to_actor
+
+    query = (
+        select(
+            ProofOfLifeAttempt.member_id,
+            ProofOfLifeAttempt.id,
+            ProofOfLifeAttempt.outcome,
+            ProofOfLifeAttempt.reasons,
+            ProofOfLifeAttempt.stopped_step,
+            ProofOfLifeAttempt.expires_at,
+        )
+        .join(ProofOfLifeMonth, ProofOfLifeMonth.id == ProofOfLifeAttempt.month_id)
+        .join(Household, Household.id == ProofOfLifeMonth.household_id)
+        .join(Area, Area.id == Household.village_id)
+        .where(
+            ProofOfLifeMonth.month == month,
+            ProofOfLifeAttempt.started_by == StartedBy.RECIPIENT,
+        )
+        .order_by(ProofOfLifeAttempt.member_id, ProofOfLifeAttempt.id)
+    )
+    per_member: dict[int, list[tuple[Outcome | None, str | None]]] = {}
+    for member_id, _, outcome, reasons, stopped, expires in db.session.execute(
+        scope_to_actor(query, actor)
+    ):
+        key = _stop_key(outcome, reasons or "", stopped, expires <= now)
+        per_member.setdefault(member_id, []).append((outcome, key))
+    passed = first = second = later = 0
+    then_passed: dict[str, int] = {}
+    not_passed: dict[str, int] = {}
+    for tries in per_member.values():
+        index = next((i for i, (o, _) in enumerate(tries) if o is Outcome.PASSED), None)
+        stops = [k for _, k in (tries if index is None else tries[:index]) if k]
+        into = not_passed if index is None else then_passed
+        for key in stops:
+            into[key] = into.get(key, 0) + 1
+        if index is None:
+            continue
+        passed += 1
+        first += index == 0
+        second += index == 1
+        later += index >= 2
+    return AttemptFigures(
+        members=len(per_member),
+        passed=passed,
+        passed_first=first,
+        passed_second=second,
+        passed_later=later,
+        stops_then_passed=dict(sorted(then_passed.items(), key=lambda kv: -kv[1])),
+        stops_not_passed=dict(sorted(not_passed.items(), key=lambda kv: -kv[1])),
+    )

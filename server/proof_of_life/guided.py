@@ -1,0 +1,506 @@
+"""Guided proof of life: the challenges confirmed one at a time, as they happen.
+
+A guided session is a sequence of steps: ``face`` (look straight at the camera: the
+attempt's own baseline), then the two challenges in the order asked. The page captures
+continuously and sends each step short batches of frames; every batch gets an answer at
+once (:func:`evaluate_step`): the step is ``done`` (confirmed at one frame), or it should
+``continue``, with a hint in plain words ("turn a little more") and how far the movement
+got (``progress``). When the last step is done, :func:`judge_session` judges every frame
+of the session together, as the one-shot pipeline judges its ten: the confirmations are
+replayed from the stored landmarks, and the attack checks (a second face, a still sent
+again, a flat picture turned, frames of an earlier attempt) and the identity run over the
+whole session. Guidance changes when a movement is looked for, never what counts as one.
+
+Every measure and threshold is the one-shot pipeline's (``analysis.py``): the turn is the
+yaw proxy's change from the face step's median, the blink an EAR dip below this step's
+own median, the open mouth an MAR rise over the closed-mouth baseline; a challenge is
+credited at an *onset* (its condition holds at a frame and did not at the frame before,
+which may be the last frame of the step before), so a movement made before its step
+began does not count. A turn is confirmed only when the frames so far also pass the
+flatness test (a flat picture turned gets "turn a little more" until its time is up).
+
+Everything here is pure: frames come in as :class:`Observation` (what detection found in
+one frame); the view stores and loads them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from server.faces.engine import FaceShape, LandmarkFaceEngine
+from server.proof_of_life.analysis import (
+    LivenessThresholds,
+    eye_aspect_ratio,
+    landmark_motion,
+    mouth_aspect_ratio,
+    planar_statistics,
+    yaw_proxy,
+)
+from server.proof_of_life.pipeline import (
+    REASONS,
+    FrameRejected,
+    Measurement,
+    Thresholds,
+    Verdict,
+    choose_for_encoding,
+    decode_frame,
+    face_distance,
+    outcome_of,
+    phash,
+    record_thresholds,
+    replay_check,
+    select_faces,
+)
+
+__all__ = [
+    "FACE_STEP",
+    "HINTS",
+    "GuideLimits",
+    "Observation",
+    "StepAnswer",
+    "evaluate_step",
+    "judge_session",
+    "observe_frame",
+    "pack_shape",
+    "unpack_shape",
+]
+
+FACE_STEP: Final = "face"
+HINTS: Final = (
+    "no_face",
+    "move_closer",
+    "more_light",
+    "only_you",
+    "hold_still",
+    "look_straight",
+    "turn_more",
+    "wrong_way",
+    "open_wider",
+    "blink",
+)
+State = Literal["continue", "done"]
+
+
+@dataclass(frozen=True)
+class GuideLimits:
+    """What the face step asks for before the challenges start."""
+
+    min_face_px: int = 60
+    """Face box width below which the person is asked to come closer: dlib's 68 points on
+    a smaller face are too coarse for the eye and mouth measures (the shared clip's faces
+    are 86-104 px wide on a 640 px frame and measure well)."""
+    dark_luminance: float = 50.0
+    """Mean grey level (0-255) of the face box, or of the whole frame when no face was
+    found, below which the hint is "more light"."""
+    frontal_yaw: float = 0.30
+    """Largest yaw proxy for "looking straight" in the face step (about 21 degrees)."""
+    face_frames: int = 2
+    """Frames of one, large enough, frontal face that make the face step."""
+    still_yaw_spread: float = 0.25
+    """Largest yaw-proxy spread over the face step's good frames ("hold still" above)."""
+    blink_frames: int = 4
+    """Frames of the blink step before a dip can be judged (its median is the open eye)."""
+    flatness_frames: int = 24
+    """At most this many frames (evenly spread) go into the verdict's flatness test: it
+    compares every pair, so its cost grows with the square of the count."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What detection found in one frame of a guided session."""
+
+    position: int  # index in the session's frames, in arrival order
+    step: int  # the step it was sent for
+    faces: int  # faces that count (select_faces); -1: the frame could not be decoded
+    shape: FaceShape | None  # the face, when there is exactly one
+    luminance: float  # mean grey of the face box, or of the frame without one
+    frame_hash: str  # perceptual hash ("" when undecodable)
+
+    @property
+    def used(self) -> bool:
+        return self.faces == 1 and self.shape is not None
+
+
+@dataclass(frozen=True)
+class StepAnswer:
+    state: State
+    hint: str | None
+    progress: float  # 0..1, how far the movement got towards its threshold
+    confirmed: int | None  # position of the confirming frame
+    baseline: dict[str, float]  # the face step's baseline (face step only)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _grey_mean(rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int] | None) -> float:
+    if box is not None:
+        top, right, bottom, left = box
+        crop = rgb[top:bottom, left:right]
+        if crop.size:
+            rgb = crop
+    return float((rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
+
+
+def observe_frame(
+    data: bytes,
+    *,
+    position: int,
+    step: int,
+    engine: LandmarkFaceEngine,
+    thresholds: Thresholds,
+) -> tuple[Observation, npt.NDArray[np.uint8] | None]:
+    """Decode one frame, hash it, find its faces (HOG without upsampling, once more with
+    one upsampling when none was found) and their landmarks."""
+    try:
+        rgb = decode_frame(
+            data, max_side=thresholds.max_side, max_pixels=thresholds.max_frame_pixels
+        )
+    except FrameRejected:
+        return Observation(position, step, -1, None, 0.0, ""), None
+    found = engine.analyse(rgb, upsample=0) or engine.analyse(rgb, upsample=1)
+    faces = select_faces(found, thresholds.second_face_min_area)
+    shape = faces[0] if len(faces) == 1 else None
+    luminance = _grey_mean(rgb, shape.box if shape is not None else None)
+    return Observation(position, step, len(faces), shape, luminance, phash(rgb)), rgb
+
+
+def pack_shape(shape: FaceShape) -> bytes:
+    """The face's 68 landmarks and its box as float32 (140 numbers, 560 bytes)."""
+    values = np.concatenate([shape.landmarks.ravel(), np.asarray(shape.box, dtype=np.float64)])
+    return values.astype("<f4").tobytes()
+
+
+def unpack_shape(data: bytes) -> FaceShape:
+    values = np.frombuffer(data, dtype="<f4").astype(np.float64)
+    if values.shape != (140,):
+        raise ValueError("a stored face is 140 float32 numbers")
+    top, right, bottom, left = (round(float(v)) for v in values[136:])
+    return FaceShape(box=(top, right, bottom, left), landmarks=values[:136].reshape(68, 2))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _face_width(o: Observation) -> int:
+    if o.shape is None:
+        return 0
+    return o.shape.box[1] - o.shape.box[3]
+
+
+def _frame_hint(latest: Sequence[Observation], limits: GuideLimits) -> str | None:
+    """A hint about the picture itself, from the latest batch, or None when it is fine."""
+    if any(o.faces > 1 for o in latest):
+        return "only_you"
+    used = [o for o in latest if o.used]
+    if not used:
+        if latest and statistics.median(o.luminance for o in latest) < limits.dark_luminance:
+            return "more_light"
+        return "no_face"
+    if statistics.median(o.luminance for o in used) < limits.dark_luminance:
+        return "more_light"
+    if max(_face_width(o) for o in used) < limits.min_face_px:
+        return "move_closer"
+    return None
+
+
+def _face_step(
+    frames: Sequence[Observation], latest: Sequence[Observation], limits: GuideLimits
+) -> StepAnswer:
+    good = [
+        o
+        for o in frames
+        if o.used
+        and o.shape is not None
+        and _face_width(o) >= limits.min_face_px
+        and o.luminance >= limits.dark_luminance
+        and abs(yaw_proxy(o.shape.landmarks)) <= limits.frontal_yaw
+    ]
+    hint = _frame_hint(latest, limits)
+    progress = min(1.0, len(good) / limits.face_frames)
+    if hint is None and any(o.used for o in latest) and not any(o in good for o in latest):
+        hint = "look_straight"
+    if len(good) >= limits.face_frames and not any(o.faces > 1 for o in frames):
+        yaws = [yaw_proxy(o.shape.landmarks) for o in good if o.shape is not None]
+        if max(yaws) - min(yaws) > limits.still_yaw_spread:
+            return StepAnswer("continue", "hold_still", 0.5, None, {})
+        mars = [mouth_aspect_ratio(o.shape.landmarks) for o in good if o.shape is not None]
+        baseline = {
+            "start_yaw": float(statistics.median(yaws)),
+            "mar_closed": float(np.percentile(mars, 25)),
+        }
+        return StepAnswer("done", None, 1.0, good[-1].position, baseline)
+    return StepAnswer("continue", hint or "look_straight", progress, None, {})
+
+
+def _onset(held: Sequence[bool], before: bool) -> int | None:
+    """Index of the first frame where the condition starts to hold."""
+    previous = before
+    for index, value in enumerate(held):
+        if value and not previous:
+            return index
+        previous = value
+    return None
+
+
+def evaluate_step(
+    name: str,
+    frames: Sequence[Observation],
+    *,
+    latest: Sequence[Observation],
+    previous: Observation | None,
+    session: Sequence[Observation],
+    baseline: dict[str, float],
+    thresholds: LivenessThresholds,
+    limits: GuideLimits,
+) -> StepAnswer:
+    """Judge one step on all the frames sent for it so far (``frames``, in order).
+
+    ``latest``: the batch just received (for hints about the picture); ``previous``: the
+    last used frame of the step before (a condition already holding there is no onset);
+    ``session``: every used frame of the session up to this step's last (for the turn's
+    flatness test); ``baseline``: what the face step measured.
+    """
+    if name == FACE_STEP:
+        return _face_step(frames, latest, limits)
+    used = [o for o in frames if o.used and o.shape is not None]
+    picture_hint = _frame_hint(latest, limits)
+    shapes = [o.shape.landmarks for o in used if o.shape is not None]
+    before_shape = previous.shape.landmarks if previous is not None and previous.shape else None
+
+    if name in ("turn_left", "turn_right"):
+        sign = 1.0 if name == "turn_left" else -1.0
+        start = baseline["start_yaw"]
+
+        def change(points: npt.NDArray[np.float64]) -> float:
+            return sign * (yaw_proxy(points) - start)
+
+        values = [change(p) for p in shapes]
+        held = [v >= thresholds.turn_min_yaw - 1e-9 for v in values]
+        before = before_shape is not None and change(before_shape) >= thresholds.turn_min_yaw
+        best = max(values, default=0.0)
+        progress = min(1.0, max(0.0, best / thresholds.turn_min_yaw))
+        onset = _onset(held, before)
+        if onset is not None:
+            upto = [o.shape.landmarks for o in session if o.shape is not None]
+            upto += shapes[: onset + 1]
+            planar = planar_statistics(_spread(upto, limits.flatness_frames))
+            flat = (
+                planar.residual < thresholds.planar_max_residual
+                or planar.parallax_robust < thresholds.planar_min_parallax
+            )
+            if not flat:
+                return StepAnswer("done", None, 1.0, used[onset].position, {})
+            progress = min(progress, 0.9)
+        latest_values = [change(o.shape.landmarks) for o in latest if o.used and o.shape]
+        if latest_values and min(latest_values) <= -thresholds.turn_min_yaw / 2:
+            return StepAnswer("continue", "wrong_way", progress, None, {})
+        return StepAnswer("continue", picture_hint or "turn_more", progress, None, {})
+
+    if name == "blink":
+        ears = [eye_aspect_ratio(p) for p in shapes]
+        if len(ears) < limits.blink_frames:
+            return StepAnswer("continue", picture_hint or "blink", 0.0, None, {})
+        open_eye = max(float(statistics.median(ears)), 1e-9)
+        dips = [1 - e / open_eye for e in ears]
+        held = [d >= thresholds.blink_drop - 1e-9 for d in dips]
+        before = (
+            before_shape is not None
+            and 1 - eye_aspect_ratio(before_shape) / open_eye >= thresholds.blink_drop
+        )
+        onset = _onset(held, before)
+        progress = min(1.0, max(0.0, max(dips) / thresholds.blink_drop))
+        if onset is not None:
+            return StepAnswer("done", None, 1.0, used[onset].position, {})
+        return StepAnswer("continue", picture_hint or "blink", progress, None, {})
+
+    if name == "open_mouth":
+        mars = [mouth_aspect_ratio(p) for p in shapes]
+        if not mars:
+            return StepAnswer("continue", picture_hint or "open_wider", 0.0, None, {})
+        closed = min(baseline["mar_closed"], float(np.percentile(mars, 25)))
+        rises = [m - closed for m in mars]
+        held = [r >= thresholds.mouth_open_rise - 1e-9 for r in rises]
+        before = (
+            before_shape is not None
+            and mouth_aspect_ratio(before_shape) - closed >= thresholds.mouth_open_rise
+        )
+        onset = _onset(held, before)
+        progress = min(1.0, max(0.0, max(rises) / thresholds.mouth_open_rise))
+        if onset is not None:
+            return StepAnswer("done", None, 1.0, used[onset].position, {})
+        return StepAnswer("continue", picture_hint or "open_wider", progress, None, {})
+    raise ValueError(f"unknown step {name!r}")
+
+
+def _spread(items: Sequence[npt.NDArray[np.float64]], count: int) -> list[npt.NDArray[np.float64]]:
+    """At most ``count`` items evenly spread, the first and the last always kept."""
+    if len(items) <= count:
+        return list(items)
+    picks = np.unique(np.rint(np.linspace(0, len(items) - 1, count)).astype(int))
+    return [items[i] for i in picks]
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def replay_steps(
+    steps: Sequence[str],
+    observations: Sequence[Observation],
+    thresholds: LivenessThresholds,
+    limits: GuideLimits,
+) -> tuple[list[int | None], dict[str, float]]:
+    """Judge every step again on the stored frames, batch boundaries ignored (a step is
+    judged on all its frames): the position that confirmed each step, or None."""
+    confirmed: list[int | None] = []
+    baseline: dict[str, float] = {}
+    previous: Observation | None = None
+    session: list[Observation] = []
+    for index, name in enumerate(steps):
+        frames = [o for o in observations if o.step == index]
+        if name != FACE_STEP and not baseline:
+            confirmed.append(None)
+            continue
+        answer = evaluate_step(
+            name,
+            frames,
+            latest=frames[-1:],
+            previous=previous,
+            session=session,
+            baseline=baseline,
+            thresholds=thresholds,
+            limits=limits,
+        )
+        if name == FACE_STEP and answer.state == "done":
+            baseline = answer.baseline
+        confirmed.append(answer.confirmed if answer.state == "done" else None)
+        used = [o for o in frames if o.used]
+        session.extend(used)
+        previous = used[-1] if used else previous
+    return confirmed, baseline
+
+
+def judge_session(
+    steps: Sequence[str],
+    observations: Sequence[Observation],
+    templates: Sequence[npt.NDArray[np.float64]],
+    *,
+    load_rgb: Callable[[int], npt.NDArray[np.uint8]],
+    thresholds: Thresholds,
+    limits: GuideLimits,
+    seen_hashes: Collection[str] = (),
+    engine: LandmarkFaceEngine,
+) -> Verdict:
+    """The verdict on a guided session whose steps were all confirmed: the same reason
+    codes and outcome rule as :func:`server.proof_of_life.pipeline.verify_frames`.
+
+    ``load_rgb(position)`` decodes a stored frame again (only the two or three chosen for
+    the identity encoding are).
+    """
+    t = thresholds
+    live = t.liveness
+    reasons: set[str] = set()
+    m: dict[str, Measurement] = {"guided": 1, "frames_received": len(observations)}
+    undecodable = sum(o.faces < 0 for o in observations)
+    many = sum(o.faces > 1 for o in observations)
+    used = [o for o in observations if o.used and o.shape is not None]
+    m.update(
+        frames_undecodable=undecodable,
+        frames_no_face=sum(o.faces == 0 for o in observations),
+        frames_many_faces=many,
+        frames_used=len(used),
+    )
+    if undecodable:
+        reasons.add("undecodable_frame")
+    if many:
+        reasons.add("many_faces")
+    if len(used) < t.min_usable_frames:
+        reasons.add("no_face")
+
+    confirmed, baseline = replay_steps(steps, observations, live, limits)
+    for index, (name, position) in enumerate(zip(steps, confirmed, strict=True)):
+        m[f"step_{index}"] = name
+        if position is None:
+            reasons.add("challenge_not_done")
+        else:
+            m[f"step_{index}_position"] = position
+    if baseline:
+        m["yaw_start"] = round(baseline["start_yaw"], 4)
+
+    shapes = [o.shape.landmarks for o in used if o.shape is not None]
+    if len(shapes) >= 2:
+        motion = landmark_motion(shapes)
+        planar = planar_statistics(_spread(shapes, limits.flatness_frames))
+        yaws = [yaw_proxy(p) for p in shapes]
+        yaw_range = max(yaws) - min(yaws)
+        m.update(
+            static_motion=round(motion, 4),
+            yaw_range=round(yaw_range, 4),
+            planar_residual=round(planar.residual, 4),
+            planar_parallax=round(planar.parallax, 4),
+            planar_parallax_robust=round(planar.parallax_robust, 4),
+        )
+        hashes = [o.frame_hash for o in observations if o.frame_hash]
+        if motion < live.static_max_motion or (len(hashes) >= 3 and len(set(hashes)) == 1):
+            reasons.add("static_frames")
+        if yaw_range >= live.turn_min_yaw and (
+            planar.residual < live.planar_max_residual
+            or planar.parallax_robust < live.planar_min_parallax
+        ):
+            reasons.add("planar_motion")
+
+    frame_hashes = [o.frame_hash for o in observations]
+    matches, nearest = replay_check(frame_hashes, seen_hashes, t.replay_max_distance)
+    m["replay_matches"] = matches
+    if nearest is not None:
+        m["replay_nearest_bits"] = nearest
+    if matches:
+        reasons.add("replayed_frames")
+
+    distance: float | None = None
+    m["templates"] = len(templates)
+    if not len(templates):
+        reasons.add("no_template")
+    elif used:
+        template_array = np.array([np.asarray(x, dtype=np.float64).ravel() for x in templates])
+        candidates = [o for o in _identity_candidates(used) if o.shape is not None]
+        items = [(load_rgb(o.position), o.shape) for o in candidates if o.shape is not None]
+        indices = choose_for_encoding(items, t.encode_frames, live.blink_drop)
+        distance, per_frame = face_distance([items[i] for i in indices], template_array, engine, t)
+        positions = [candidates[i].position for i in indices]
+        m["distance"] = round(distance, 4)
+        m["distance_positions"] = ",".join(str(p) for p in positions[: len(per_frame)])
+        m["distance_per_frame"] = ",".join(f"{d:.3f}" for d in per_frame)
+        if distance > t.review_tolerance:
+            reasons.add("face_mismatch")
+        elif distance > t.match_tolerance:
+            reasons.add("face_uncertain")
+
+    record_thresholds(m, t)
+    ordered = tuple(code for code in REASONS if code in reasons)
+    return Verdict(
+        outcome=outcome_of(ordered),
+        reasons=ordered,
+        distance=distance,
+        frame_hashes=frame_hashes,
+        measurements=m,
+    )
+
+
+def _identity_candidates(used: Sequence[Observation], count: int = 8) -> list[Observation]:
+    """The frames worth decoding again for the identity: the largest, most frontal faces
+    (decoding all of a long session would cost more than the encodings)."""
+
+    def score(o: Observation) -> float:
+        if o.shape is None:
+            return 0.0
+        return o.shape.area * max(0.05, 1 - abs(yaw_proxy(o.shape.landmarks)))
+
+    best = sorted(used, key=lambda o: (-score(o), o.position))[:count]
+    return sorted(best, key=lambda o: o.position)
