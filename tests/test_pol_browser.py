@@ -13,6 +13,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from server.config import ensure_dev_secrets
 from tests.pol_camera import write_y4m
-from tests.pol_frames import FACES, clip_frame, clip_numbers, video_frames
+from tests.pol_frames import FACES, clip_frame, clip_numbers, video_frame, video_frames
 from tests.processes import free_port, start_gunicorn
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,9 +112,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process.wait(timeout=30)
 
 
-def _designated_member(server: Server) -> tuple[int, str]:
-    """Seed a county, log a tablet in, enroll a designated head's face from lin_1.png;
-    returns the member id and the tablet's token."""
+@pytest.fixture(scope="module")
+def tablet(server: Server) -> str:
+    """Seed a county (once per module) and log a caseworker's tablet in: its token."""
     seeded = json.loads(server.cli("seed", "--households", "30", "--seed", "11", "--json"))
     password = next(u["password"] for u in seeded["users"] if u["username"] == "caseworker1")
     status, login = server.request(
@@ -125,18 +126,25 @@ def _designated_member(server: Server) -> tuple[int, str]:
         {"Content-Type": "application/json"},
     )
     assert status == 201, login
-    token = login["token"]
-    status, due = server.request(
-        "GET", "/api/v1/visits/due", headers={"Authorization": f"Bearer {token}"}
-    )
-    assert status == 200 and due["items"], due
-    member_id = next(
-        m["member_id"]
-        for item in due["items"]
-        if item["kind"] == "periodic_review"
-        for m in item["members"]
-        if m["relation"] == "head"
-    )
+    token: str = login["token"]
+    return token
+
+
+def _designated_member(server: Server, token: str, pick: int = 0) -> int:
+    """Enroll the face of the ``pick``-th member of caseworker1's township who does the
+    monthly check (alive, designated, household in care) from lin_1.png; its id."""
+    with sqlite3.connect(server.instance / "dibao.sqlite3") as db:
+        designated = [
+            row[0]
+            for row in db.execute(
+                "SELECT m.id FROM members m JOIN households h ON h.id = m.household_id"
+                " JOIN areas v ON v.id = h.village_id JOIN users u ON u.area_id = v.parent_id"
+                " WHERE u.username = 'caseworker1' AND h.state = 'approved' AND m.alive"
+                " AND m.proof_of_life_required ORDER BY m.id"
+            )
+        ]
+    assert len(designated) > pick, designated
+    member_id = designated[pick]
     boundary = uuid.uuid4().hex
     photo = (FACES / "lin_manuel_miranda" / "lin_1.png").read_bytes()
     body = (
@@ -157,7 +165,7 @@ def _designated_member(server: Server) -> tuple[int, str]:
         },
     )
     assert status == 201, made
-    return member_id, token
+    return member_id
 
 
 def _camera(path: Path) -> Path:
@@ -187,11 +195,11 @@ def _browser_args(camera: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def link(server: Server) -> str:
+def link(server: Server, tablet: str) -> str:
     """The SMS link of a designated member whose face is enrolled (one per module: the
     fake-API tests answer /status themselves, so the real pass below does not change
     what they see)."""
-    member_id, _ = _designated_member(server)
+    member_id = _designated_member(server, tablet)
     url = (
         server.cli("proof-of-life", "link", "--member-id", str(member_id)).strip().splitlines()[-1]
     )
@@ -200,14 +208,14 @@ def link(server: Server) -> str:
 
 
 def _one_shot_session(route: Route) -> None:
-    """The page asks for a guided session; this server does not have the guided API yet,
-    so the request goes on without the flag and the page takes its one-shot path."""
+    """The page asks for a guided session; the request goes on without the flag, as to
+    a server without the guided API, and the page takes its one-shot path."""
     body = json.loads(route.request.post_data or "{}")
     assert body.pop("guided") is True
     route.continue_(post_data=json.dumps(body))
 
 
-def test_a_recipient_passes_from_the_sms_link_on_a_phone_sized_page(
+def test_a_recipient_passes_the_one_shot_check_when_the_server_is_not_guided(
     server: Server, link: str, tmp_path: Path
 ) -> None:
     assert Path(CHROMIUM).is_file(), "install Debian's chromium: apt-get install chromium"
@@ -254,6 +262,89 @@ def test_a_recipient_passes_from_the_sms_link_on_a_phone_sized_page(
     )
     assert status == 200
     assert (title, state["status"]) == ("本月认证已完成", "passed"), (title, lines, state)
+
+
+def _guided_camera(path: Path) -> Path:
+    """A 10 fps clip (Chromium starts it when the page opens the camera, then loops it)
+    from the live clip's real frames: 8 s looking ahead (frames 82-92 back and forth:
+    small natural motion, the face step), the real turn to his right (92-131, every
+    third frame), then turned, his mouth closed (128) and wide open (132) four times."""
+    ahead = [*range(82, 93), *range(91, 82, -1)]
+    frames = [video_frame(ahead[i % len(ahead)]) for i in range(80)]
+    frames += [video_frame(n) for n in range(92, 132, 3) if n != 116]  # 116: no face
+    for _ in range(4):
+        frames += [video_frame(128)] * 15 + [video_frame(132)] * 10
+    return write_y4m(frames, path, fps=10)
+
+
+def test_a_recipient_follows_the_guided_steps_to_a_pass_on_the_real_pipeline(
+    server: Server, tablet: str, tmp_path: Path
+) -> None:
+    """The real guided API and pipeline; the fake camera plays real frames of the member
+    (see _guided_camera): he looks ahead, turns to his right, opens his mouth. The page
+    follows the server's steps to a pass."""
+    member_id = _designated_member(server, tablet, pick=1)
+    url = (
+        server.cli("proof-of-life", "link", "--member-id", str(member_id)).strip().splitlines()[-1]
+    )
+    camera = _guided_camera(tmp_path / "member.y4m")
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=_browser_args(camera)
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True
+            )
+            page = context.new_page()
+            page.add_init_script(RECORDER)
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.on(
+                "console",
+                lambda message: (
+                    problems.append(f"console {message.type}: {message.text}")
+                    if message.type == "error"
+                    else None
+                ),
+            )
+            answers: list[str] = []
+            page.on(
+                "response",
+                lambda response: (
+                    answers.append(f"{response.status} {response.text()}")
+                    if "/steps/" in response.url or "/abandon" in response.url
+                    else None
+                ),
+            )
+            page.goto(url)
+            page.locator("#btn-start").click(timeout=20_000)
+            page.locator("#v-result").wait_for(state="visible", timeout=150_000)
+            title = page.locator("#res-title").inner_text()
+            lines = page.locator("#res-lines").inner_text()
+            stats = page.evaluate("window.__polStats")
+            seen = page.evaluate("window.__seen")
+        finally:
+            browser.close()
+    assert (title, lines) == ("本月认证已完成", "谢谢您，本月不需要再做什么了。"), answers
+    states = [json.loads(a.split(" ", 1)[1]) for a in answers if a.startswith("200 ")]
+    assert len(states) == len(answers) == stats["batches"]  # no error, no abandon
+    confirmed = [a["name"] for a in states if a["state"] in ("done", "finished")]
+    assert confirmed == ["face", *CHALLENGES.split(",")]
+    assert problems == [] and seen["csp"] == [] and seen["maxInflight"] <= 1
+    # Each step confirmed on screen before the next; looking ahead on the turn step
+    # (the first 8 s of the camera) gets "turn a little more".
+    assert [h for h in seen["hints"] if h in ("好", "请再转过去一点")][:3] == [
+        "好",
+        "请再转过去一点",
+        "好",
+    ]
+    status, state = server.request(
+        "GET", "/api/v1/proof-of-life/status?link_token=" + url.rsplit("/", 1)[1]
+    )
+    assert status == 200 and state["status"] == "passed", state
+    assert 9 <= stats["frames"] <= 90 and stats["batches"] >= 3, stats
+    print(f"\nreal guided attempt: {stats}; hints {[h for h in seen['hints'] if h]}")
 
 
 # ---- The guided flow against a fake of the guided API (the contract of issue 13).

@@ -394,7 +394,7 @@ function start() {
 function guided(sess, id) {
   var g = sess.guided, fr = g.frame || {};
   var run = {
-    id: id, sess: sess, steps: g.steps, i: -1, buf: [], busy: false, fails: 0,
+    id: id, sess: sess, steps: g.steps, i: -1, buf: [], busy: false, fails: 0, most: num(g.batch_max, 8),
     W: num(fr.width, 480), H: num(fr.height, 360), q: GUIDED_QUALITY, slow: false,
     maxBytes: num(fr.max_bytes, 100000), left: num(g.max_frames, 90),
     canvas: doc.createElement('canvas'), t0: now(), tick: 0, clock: 0, spoke: '', spokeAt: 0
@@ -412,7 +412,7 @@ function stopRun() {
   if (run) { clearTimeout(run.tick); clearTimeout(run.clock); }
 }
 
-function batchSize(s) { return Math.min(8, num(s.batch_frames, 3)); }
+function batchSize(run, s) { return Math.min(run.most, num(s.batch_frames, 3)); }
 
 function step(run, i) {
   var s = run.steps[i], every = Math.max(50, num(s.interval_ms, 250));
@@ -438,13 +438,13 @@ function grab(run, s) {
   if (c.width !== run.W || c.height !== run.H) { c.width = run.W; c.height = run.H; }
   drawFrame(c.getContext('2d'), run.W, run.H);
   run.buf.push({ at: Math.round(now() - run.t0), blob: encode(c, run.maxBytes, run.q) });
-  if (run.buf.length > batchSize(s)) run.buf.shift();
+  if (run.buf.length > batchSize(run, s)) run.buf.shift();
   pump(run);
 }
 
 function pump(run) {
   var s = run.steps[run.i];
-  if (live(run) && !run.busy && s && run.buf.length >= batchSize(s)) send(run);
+  if (live(run) && !run.busy && s && run.buf.length >= batchSize(run, s)) send(run);
 }
 
 function send(run) {
