@@ -420,6 +420,7 @@ class FakeGuidedApi:
     script: Script
     steps: list[dict[str, Any]] = field(default_factory=lambda: [dict(s) for s in STEPS])
     delay: Callable[[int, int, int], float] = lambda session, step, n: 0.0
+    max_frames: int = 90
     sessions: list[dict[str, Any]] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)
     abandons: list[dict[str, Any]] = field(default_factory=list)
@@ -467,7 +468,7 @@ class FakeGuidedApi:
                     "guided": {
                         "steps": self.steps,
                         "frame": {"width": 480, "height": 360, "max_bytes": 100000},
-                        "max_frames": 90,
+                        "max_frames": self.max_frames,
                     },
                 },
             )
@@ -833,4 +834,29 @@ def test_a_slow_uplink_switches_to_small_frames(
     )
     _check_batches(api)
     _clean(run, answered=(409,))
+    run.page.context.close()
+
+
+def test_a_long_step_paces_its_batches_to_keep_frames_for_the_steps_after_it(
+    server: Server, link: str, browser: Browser
+) -> None:
+    """max_frames 36: the face takes one batch (33 frames left), the turn may use half of
+    them (16): four batches at once, then what is left of its share spread over its 10 s,
+    never a batch past the share; its time runs out (a kind retry), the frames do not."""
+
+    def script(session: int, step: int, n: int) -> dict[str, Any]:
+        if step == 0:
+            return {"state": "done"}
+        return {"state": "continue", "hint": "turn_more", "progress": 0.1}
+
+    api = FakeGuidedApi(script, max_frames=36)
+    api.steps[1]["seconds"] = 10
+    run = _open(browser, api, server, link)
+    run.page.locator("#btn-start").click()
+    run.page.locator("#res-title").filter(has_text="没关系，我们再试一次").wait_for(timeout=30_000)
+    turn = sum(len(b.sizes) for b in api.batches if b.step == 1)
+    assert 4 * 3 < turn <= 16, [(b.step, len(b.sizes)) for b in api.batches]
+    assert api.abandons == [{"session": 1, "nonce": f"{1:032d}", "step": 1, "why": "timeout"}]
+    _check_batches(api)
+    _clean(run)
     run.page.context.close()

@@ -11,6 +11,7 @@ var GOOD_MS = 900;      // "good" stays on screen this long before the next step
 var SLOW_MS = 2500;     // a batch answered later than this: the small profile from then on
 var SLOW = { width: 320, height: 240, quality: 0.6 };
 var GUIDED_QUALITY = 0.7;
+var EAGER_BATCHES = 4;  // a step's first batches go at once; then its share of max_frames is paced
 var HINT_SPEAK_MS = 5000; // the same hint is spoken again at most this often
 var PROGRESSING = { turn_more: 1, open_wider: 1, blink: 1 }; // face seen, movement under way
 var SOUND_KEY = 'dibao-pol-sound';
@@ -424,6 +425,10 @@ function step(run, i) {
   dots(run.steps.length, i);
   speak(t(s.name));
   run.clock = setTimeout(function () { if (live(run)) giveUp(run, 'timeout'); }, num(s.seconds, 40) * 1000);
+  run.stepEnd = now() + num(s.seconds, 40) * 1000;
+  run.share = Math.floor(run.left / (run.steps.length - i)); // what a step leaves unused, the next gets
+  run.used = 0;
+  run.sentAt = 0;
   run.tick = setTimeout(function loop() {
     if (!live(run) || run.i !== i) return;
     grab(run, s);
@@ -443,8 +448,18 @@ function grab(run, s) {
 }
 
 function pump(run) {
-  var s = run.steps[run.i];
-  if (live(run) && !run.busy && s && run.buf.length >= batchSize(run, s)) send(run);
+  var s = run.steps[run.i], n = s ? batchSize(run, s) : 0;
+  if (live(run) && !run.busy && s && run.buf.length >= n && paced(run, n)) send(run);
+}
+
+// The session's max_frames must last every step's time: a step may send its share (the
+// frames left, split over the steps left), the first EAGER_BATCHES batches at once (most
+// steps end there), the rest spread evenly over the step's remaining time.
+function paced(run, n) {
+  var batches = Math.floor((run.share - run.used) / n), at = now();
+  if (batches < 1) return false; // this step's share is spent: its time runs out
+  if (run.used < EAGER_BATCHES * n) return true;
+  return at - run.sentAt >= (run.stepEnd - at) / batches;
 }
 
 function send(run) {
@@ -462,6 +477,8 @@ function send(run) {
     for (k = 0; k < got.length; k++) if (got[k]) form.append('frames', got[k], 'frame_' + pad2(n++) + '.jpg');
     if (!n) { run.busy = false; return pump(run); }
     run.left -= n;
+    run.used += n;
+    run.sentAt = now();
     win.__polStats.bytes += bytes;
     win.__polStats.batches += 1;
     win.__polStats.frames += n;
