@@ -382,7 +382,10 @@ function start() {
       upload();
     });
   }).catch(function (x) {
-    if (st.attempt !== id || (x && x.stop === 'gone')) return;
+    if (st.attempt !== id || (x && x.stop === 'gone')) {
+      if (!st.phase) stopCamera(); // given up while the camera opened (cannot-do): release it
+      return;
+    }
     stopRun();
     stopCamera();
     if (x && x.stop === 'http') httpFail(x.r, start);
@@ -395,7 +398,7 @@ function start() {
 function guided(sess, id) {
   var g = sess.guided, fr = g.frame || {};
   var run = {
-    id: id, sess: sess, steps: g.steps, i: -1, buf: [], busy: false, fails: 0, most: num(g.batch_max, 8),
+    id: id, sess: sess, steps: g.steps, i: -1, at: 0, buf: [], busy: false, fails: 0, most: num(g.batch_max, 8),
     W: num(fr.width, 480), H: num(fr.height, 360), q: GUIDED_QUALITY, slow: false,
     maxBytes: num(fr.max_bytes, 100000), left: num(g.max_frames, 90),
     canvas: doc.createElement('canvas'), t0: now(), tick: 0, clock: 0, spoke: '', spokeAt: 0
@@ -419,7 +422,7 @@ function step(run, i) {
   var s = run.steps[i], every = Math.max(50, num(s.interval_ms, 250));
   clearTimeout(run.tick);
   clearTimeout(run.clock);
-  run.i = i;
+  run.i = run.at = i;
   run.buf = [];
   stepView(s.name, t(s.name));
   dots(run.steps.length, i);
@@ -558,7 +561,7 @@ function finish(run, verdict) {
 
 // Time is up (or the frames are): tell the server, then a plain retry, never "failed".
 function giveUp(run, why) {
-  var at = run.i < 0 ? 0 : run.i;
+  var at = run.at; // the step on screen (or just confirmed, during "good")
   stopRun();
   stopCamera();
   if (why !== 'timeout') return abandon(run, at, why);
@@ -646,7 +649,7 @@ function cannot() {
   var run = st.run;
   st.attempt++;
   st.aborted = true;
-  if (run) { stopRun(); abandon(run, run.i < 0 ? 0 : run.i, 'left_page'); }
+  if (run) { stopRun(); abandon(run, run.at, 'left_page'); }
   stopCamera();
   st.busy = false;
   st.phase = '';
