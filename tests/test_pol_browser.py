@@ -681,6 +681,7 @@ def test_guided_steps_with_hints_to_a_pass(server: Server, link: str, browser: B
     # Spoken in Chinese: each instruction, each hint once, "好", the outcome.
     assert {lang for lang, _ in seen["spoken"]} == {"zh-CN"}
     assert [said for _, said in seen["spoken"]] == [
+        strings["camera_allow"],
         strings["face"],
         "请正对镜头",
         "好",
@@ -860,3 +861,29 @@ def test_a_long_step_paces_its_batches_to_keep_frames_for_the_steps_after_it(
     _check_batches(api)
     _clean(run)
     run.page.context.close()
+
+
+def test_leaving_the_page_mid_step_gives_the_session_up_and_offers_a_new_try(
+    server: Server, link: str, browser: Browser
+) -> None:
+    api = FakeGuidedApi(
+        lambda session, step, n: {"state": "done"} if step == 0 else {"state": "continue"}
+    )
+    run = _open(browser, api, server, link)
+    page = run.page
+    page.locator("#btn-start").click()
+    page.locator("#steps li.done").wait_for()  # the face is confirmed: on the turn step
+    with page.expect_response("**/abandon"):
+        page.evaluate(
+            """() => {
+            Object.defineProperty(document, 'hidden', {value: true, configurable: true});
+            document.dispatchEvent(new Event('visibilitychange'));
+          }"""
+        )
+    page.locator("#v-result").wait_for(state="visible")
+    assert page.locator("#res-title").inner_text() == "没关系，我们再试一次"
+    assert page.evaluate("document.getElementById('video').srcObject") is None
+    assert page.locator("#btn-action").inner_text() == "再试一次"
+    assert api.abandons == [{"session": 1, "nonce": f"{1:032d}", "step": 1, "why": "left_page"}]
+    _clean(run)
+    page.context.close()

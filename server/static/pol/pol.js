@@ -359,6 +359,7 @@ function start() {
   $('btn-start').disabled = true;
   dots(0, 0);
   stepView('', t('camera_allow'));
+  speak(t('camera_allow')); // within the tap: some browsers only speak after a user gesture
   show('camera');
   openCamera().catch(function (err) {
     throw { stop: 'camera', err: err };
