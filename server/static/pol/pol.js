@@ -1,4 +1,5 @@
-/* Proof-of-life page (docs/proof-of-life-page.md). ES5 syntax on purpose, plus Promise
+/* Proof-of-life page (docs/proof-of-life-page.md): guided capture, one step per screen,
+ * batches of frames answered at once by the server. ES5 syntax on purpose, plus Promise
  * (feature-detected): old browsers can still parse it and say what to do. Visible text
  * comes from #pol-strings only. IIFE body not indented: the page must stay light. */
 (function () {
