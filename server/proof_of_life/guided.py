@@ -213,30 +213,40 @@ def _frame_hint(latest: Sequence[Observation], limits: GuideLimits) -> str | Non
 def _face_step(
     frames: Sequence[Observation], latest: Sequence[Observation], limits: GuideLimits
 ) -> StepAnswer:
-    good = [
-        o
-        for o in frames
-        if o.used
-        and o.shape is not None
-        and _face_width(o) >= limits.min_face_px
-        and o.luminance >= limits.dark_luminance
-        and abs(yaw_proxy(o.shape.landmarks)) <= limits.frontal_yaw
-    ]
-    hint = _frame_hint(latest, limits)
-    progress = min(1.0, len(good) / limits.face_frames)
-    if hint is None and any(o.used for o in latest) and not any(o in good for o in latest):
-        hint = "look_straight"
-    if len(good) >= limits.face_frames and not any(o.faces > 1 for o in frames):
-        yaws = [yaw_proxy(o.shape.landmarks) for o in good if o.shape is not None]
+    """Done at the first frame that ends a run of ``face_frames`` good frames (one face,
+    large enough, lit, looking ahead) that hold still: scanned in order, so the answer
+    does not depend on how the frames were batched."""
+    good: list[Observation] = []
+    for o in frames:
+        if o.faces > 1:
+            good = []  # a second person: start again
+            continue
+        if not (
+            o.used
+            and o.shape is not None
+            and _face_width(o) >= limits.min_face_px
+            and o.luminance >= limits.dark_luminance
+            and abs(yaw_proxy(o.shape.landmarks)) <= limits.frontal_yaw
+        ):
+            continue
+        good.append(o)
+        run = good[-limits.face_frames :]
+        if len(run) < limits.face_frames:
+            continue
+        yaws = [yaw_proxy(x.shape.landmarks) for x in run if x.shape is not None]
         if max(yaws) - min(yaws) > limits.still_yaw_spread:
-            return StepAnswer("continue", "hold_still", 0.5, None, {})
-        mars = [mouth_aspect_ratio(o.shape.landmarks) for o in good if o.shape is not None]
+            continue
+        mars = [mouth_aspect_ratio(x.shape.landmarks) for x in run if x.shape is not None]
         baseline = {
             "start_yaw": float(statistics.median(yaws)),
             "mar_closed": float(np.percentile(mars, 25)),
         }
-        return StepAnswer("done", None, 1.0, good[-1].position, baseline)
-    return StepAnswer("continue", hint or "look_straight", progress, None, {})
+        return StepAnswer("done", None, 1.0, o.position, baseline)
+    hint = _frame_hint(latest, limits)
+    if hint is None:
+        hint = "hold_still" if len(good) >= limits.face_frames else "look_straight"
+    progress = min(1.0, len(good) / limits.face_frames) * 0.5
+    return StepAnswer("continue", hint, progress, None, {})
 
 
 def _onset(held: Sequence[bool], before: bool) -> int | None:
@@ -304,35 +314,38 @@ def evaluate_step(
         return StepAnswer("continue", picture_hint or "turn_more", progress, None, {})
 
     if name == "blink":
+        # Each frame against the median of the step's frames up to it (the open eye: a
+        # blink is a frame or two): the first onset does not depend on later frames.
         ears = [eye_aspect_ratio(p) for p in shapes]
-        if len(ears) < limits.blink_frames:
-            return StepAnswer("continue", picture_hint or "blink", 0.0, None, {})
-        open_eye = max(float(statistics.median(ears)), 1e-9)
-        dips = [1 - e / open_eye for e in ears]
+        dips = [
+            1 - e / max(float(statistics.median(ears[: i + 1])), 1e-9)
+            if i + 1 >= limits.blink_frames
+            else 0.0
+            for i, e in enumerate(ears)
+        ]
         held = [d >= thresholds.blink_drop - 1e-9 for d in dips]
-        before = (
-            before_shape is not None
-            and 1 - eye_aspect_ratio(before_shape) / open_eye >= thresholds.blink_drop
-        )
-        onset = _onset(held, before)
-        progress = min(1.0, max(0.0, max(dips) / thresholds.blink_drop))
+        # The frame before the step is not compared: its eye is not this step's baseline.
+        onset = _onset(held, False)
+        progress = min(1.0, max(0.0, max(dips, default=0.0) / thresholds.blink_drop))
         if onset is not None:
             return StepAnswer("done", None, 1.0, used[onset].position, {})
         return StepAnswer("continue", picture_hint or "blink", progress, None, {})
 
     if name == "open_mouth":
         mars = [mouth_aspect_ratio(p) for p in shapes]
-        if not mars:
-            return StepAnswer("continue", picture_hint or "open_wider", 0.0, None, {})
-        closed = min(baseline["mar_closed"], float(np.percentile(mars, 25)))
-        rises = [m - closed for m in mars]
+        closed_before = baseline["mar_closed"]
+
+        def closed(upto: int) -> float:
+            return min(closed_before, float(np.percentile(mars[: upto + 1], 25)))
+
+        rises = [m - closed(i) for i, m in enumerate(mars)]
         held = [r >= thresholds.mouth_open_rise - 1e-9 for r in rises]
         before = (
             before_shape is not None
-            and mouth_aspect_ratio(before_shape) - closed >= thresholds.mouth_open_rise
+            and mouth_aspect_ratio(before_shape) - closed_before >= thresholds.mouth_open_rise
         )
         onset = _onset(held, before)
-        progress = min(1.0, max(0.0, max(rises) / thresholds.mouth_open_rise))
+        progress = min(1.0, max(0.0, max(rises, default=0.0) / thresholds.mouth_open_rise))
         if onset is not None:
             return StepAnswer("done", None, 1.0, used[onset].position, {})
         return StepAnswer("continue", picture_hint or "open_wider", progress, None, {})
