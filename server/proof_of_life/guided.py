@@ -28,10 +28,11 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from server.faces.engine import FaceShape, LandmarkFaceEngine
 from server.proof_of_life.analysis import (
@@ -148,6 +149,38 @@ def _grey_mean(rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int] | None
     return float((rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
 
 
+def _tracked(
+    rgb: npt.NDArray[np.uint8], near: tuple[int, int, int, int], engine: Any
+) -> FaceShape | None:
+    """The one face near ``near`` (the previous frame's box), found on a crop around it
+    scaled so the face is about 100 px wide (HOG's cost grows with the pixels: a tenth
+    of the whole frame's), its landmarks then placed on the full image. None when the
+    crop shows no face or more than one: the whole frame is searched instead."""
+    top, right, bottom, left = near
+    width, height = right - left, bottom - top
+    if width <= 0 or height <= 0:
+        return None
+    y0, y1 = max(0, int(top - 0.6 * height)), min(rgb.shape[0], int(bottom + 0.6 * height))
+    x0, x1 = max(0, int(left - 0.6 * width)), min(rgb.shape[1], int(right + 0.6 * width))
+    crop = rgb[y0:y1, x0:x1]
+    scale = min(1.0, 100.0 / width)
+    if scale < 1.0:
+        size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
+    found = engine.analyse(np.ascontiguousarray(crop), upsample=0)
+    if len(found) != 1:
+        return None
+    c_top, c_right, c_bottom, c_left = found[0].box
+    box = (
+        y0 + round(c_top / scale),
+        min(rgb.shape[1], x0 + round(c_right / scale)),
+        min(rgb.shape[0], y0 + round(c_bottom / scale)),
+        x0 + round(c_left / scale),
+    )
+    shape: FaceShape = engine.shape_at(rgb, box)
+    return shape
+
+
 def observe_frame(
     data: bytes,
     *,
@@ -155,17 +188,26 @@ def observe_frame(
     step: int,
     engine: LandmarkFaceEngine,
     thresholds: Thresholds,
+    near: tuple[int, int, int, int] | None = None,
 ) -> tuple[Observation, npt.NDArray[np.uint8] | None]:
     """Decode one frame, hash it, find its faces (HOG without upsampling, once more with
-    one upsampling when none was found) and their landmarks."""
+    one upsampling when none was found) and their landmarks. With ``near`` (the face's
+    box in the frame before, in the same batch) the face is first looked for around it
+    only; the first frame of every batch is searched whole, so a second person shows."""
     try:
         rgb = decode_frame(
             data, max_side=thresholds.max_side, max_pixels=thresholds.max_frame_pixels
         )
     except FrameRejected:
         return Observation(position, step, -1, None, 0.0, ""), None
-    found = engine.analyse(rgb, upsample=0) or engine.analyse(rgb, upsample=1)
-    faces = select_faces(found, thresholds.second_face_min_area)
+    tracked = None
+    if near is not None and hasattr(engine, "shape_at"):
+        tracked = _tracked(rgb, near, engine)
+    if tracked is not None:
+        faces = [tracked]
+    else:
+        found = engine.analyse(rgb, upsample=0) or engine.analyse(rgb, upsample=1)
+        faces = select_faces(found, thresholds.second_face_min_area)
     shape = faces[0] if len(faces) == 1 else None
     luminance = _grey_mean(rgb, shape.box if shape is not None else None)
     return Observation(position, step, len(faces), shape, luminance, phash(rgb)), rgb

@@ -882,11 +882,17 @@ def submit_batch(
 
     thresholds = Thresholds()
     digests = store.store_all(list(frames))
-    latest = []
+    latest: list[Any] = []
     for index, digest in enumerate(digests):
         data = store.path(digest).read_bytes()
+        near = latest[-1].shape.box if latest and latest[-1].shape is not None else None
         observation, _ = guided.observe_frame(
-            data, position=first + index, step=step, engine=engine, thresholds=thresholds
+            data,
+            position=first + index,
+            step=step,
+            engine=engine,
+            thresholds=thresholds,
+            near=near,
         )
         latest.append(observation)
         hashes.append(observation.frame_hash)
