@@ -3,8 +3,19 @@
  * comes from #pol-strings only. IIFE body not indented: the page must stay light. */
 (function () {
 'use strict';
-var FACE_MS = 1500; // "face in the frame" is shown this long, its frames at the end
-var LEAD_MS = 800;  // time to read and start each challenge before its first frame (0: none)
+// Guided capture (the server's session answer has "guided"): one step at a time, short
+// batches of frames, the server's answer shown at once. One-shot capture (below, plan())
+// only when the server answers without "guided" (an older server).
+var STEP_LEAD_MS = 600; // a challenge's instruction is shown this long before its first frame
+var GOOD_MS = 900;      // "good" stays on screen this long before the next step
+var SLOW_MS = 2500;     // a batch answered later than this: the small profile from then on
+var SLOW = { width: 320, height: 240, quality: 0.6 };
+var GUIDED_QUALITY = 0.7;
+var HINT_SPEAK_MS = 5000; // the same hint is spoken again at most this often
+var PROGRESSING = { turn_more: 1, open_wider: 1, blink: 1 }; // face seen, movement under way
+var SOUND_KEY = 'dibao-pol-sound';
+var FACE_MS = 1500; // one-shot: "face in the frame" is shown this long, its frames at the end
+var LEAD_MS = 800;  // one-shot: time to read and start each challenge before its first frame
 var QUALITY = [0.8, 0.65, 0.5, 0.35, 0.2]; // JPEG quality, lowered while a frame is too big
 var NOT_LIVE = { static_frames: 1, planar_motion: 1, replayed_frames: 1 };
 var CAMERA_ERRORS = [
@@ -21,7 +32,11 @@ var root = $('pol'), video = $('video');
 var API = (root.getAttribute('data-api-base') || '').replace(/\/+$/, '');
 var TOKEN = root.getAttribute('data-link-token') || '';
 var st = { busy: false, phase: '', aborted: false, stream: null, session: null,
-         blobs: null, offsets: null, action: null };
+         blobs: null, offsets: null, action: null, attempt: 0, run: null };
+var sound = true;
+try { sound = win.localStorage.getItem(SOUND_KEY) !== 'off'; } catch (e) { /* no storage: on */ }
+// Read by the browser tests: what this attempt sent (JPEG bytes, batches, frames).
+win.__polStats = { bytes: 0, batches: 0, frames: 0, slow: false };
 
 function $(id) { return doc.getElementById(id); }
 function now() { return perf && perf.now ? perf.now() : +new Date(); }
@@ -63,6 +78,7 @@ function result(kind, title, lines, small, act) {
   if (act) { text(btn, act.label); btn.disabled = false; }
   hide(btn, !act);
   show('result');
+  speak(title);
 }
 
 function month(m) { return m ? t('month', { month: m }) : ''; }
@@ -80,7 +96,7 @@ function lastDay(iso) {
 }
 
 // Resolves (never rejects) with {status, data}; status 0: no answer.
-function request(method, path, body, progress) {
+function request(method, path, body, progress, timeout) {
   return new Promise(function (resolve) {
     var x = new XMLHttpRequest(), done = false;
     function end(status) {
@@ -91,7 +107,7 @@ function request(method, path, body, progress) {
       resolve({ status: status, data: data });
     }
     x.open(method, API + path, true);
-    x.timeout = progress ? 180000 : 30000;
+    x.timeout = timeout || (progress ? 180000 : 30000);
     x.setRequestHeader('Accept', 'application/json');
     if (typeof body === 'string') x.setRequestHeader('Content-Type', 'application/json');
     if (progress && x.upload) {
@@ -253,7 +269,7 @@ function toJpeg(canvas, q) {
 }
 
 // A frame over max_bytes (rare) is decoded and encoded again at a lower quality.
-function encode(canvas, maxBytes) {
+function encode(canvas, maxBytes, quality) {
   function fit(blob, i) {
     if (!blob || blob.size <= maxBytes || i >= QUALITY.length) return blob;
     return new Promise(function (resolve) {
@@ -264,13 +280,13 @@ function encode(canvas, maxBytes) {
         c.width = img.width;
         c.height = img.height;
         c.getContext('2d').drawImage(img, 0, 0);
-        resolve(toJpeg(c, QUALITY[i]).then(function (b) { return fit(b, i + 1); }));
+        resolve(toJpeg(c, Math.min(QUALITY[i], quality || 1)).then(function (b) { return fit(b, i + 1); }));
       };
       img.onerror = function () { URLS.revokeObjectURL(url); resolve(blob); };
       img.src = url;
     });
   }
-  return toJpeg(canvas, QUALITY[0]).then(function (b) { return fit(b, 1); });
+  return toJpeg(canvas, quality || QUALITY[0]).then(function (b) { return fit(b, 1); });
 }
 
 // The timeline in ms: "face" at 0, ~30 % of the frames at the end of FACE_MS; then per
@@ -333,35 +349,306 @@ function capture(sess) {
 }
 
 function start() {
+  var id;
   if (st.busy) return;
+  id = ++st.attempt;
   st.busy = true;
   st.aborted = false;
   st.phase = 'camera';
   $('btn-start').disabled = true;
   dots(0, 0);
-  instruct('', t('camera_allow'));
+  stepView('', t('camera_allow'));
   show('camera');
   openCamera().catch(function (err) {
     throw { stop: 'camera', err: err };
   }).then(function () {
+    if (st.attempt !== id) throw { stop: 'gone' };
     st.phase = 'session';
-    instruct('face', t('face'));
-    return request('POST', '/sessions', JSON.stringify({ link_token: TOKEN }));
+    stepView('face', t('face'));
+    return request('POST', '/sessions', JSON.stringify({ link_token: TOKEN, guided: true }));
   }).then(function (r) {
+    if (st.attempt !== id) throw { stop: 'gone' };
     if (r.status < 200 || r.status > 299 || !r.data || !r.data.session_id) throw { stop: 'http', r: r };
     if (st.aborted) throw { stop: 'aborted' };
     st.session = r.data;
-    return capture(r.data);
-  }).then(function (got) {
-    stopCamera();
-    st.blobs = got.blobs;
-    st.offsets = got.offsets;
-    upload();
+    win.__polStats = { bytes: 0, batches: 0, frames: 0, slow: false };
+    if (r.data.guided && r.data.guided.steps && r.data.guided.steps.length) return guided(r.data, id);
+    return capture(r.data).then(function (got) {
+      if (st.attempt !== id) throw { stop: 'gone' };
+      stopCamera();
+      st.blobs = got.blobs;
+      st.offsets = got.offsets;
+      upload();
+    });
   }).catch(function (x) {
+    if (st.attempt !== id || (x && x.stop === 'gone')) return;
+    stopRun();
     stopCamera();
     if (x && x.stop === 'http') httpFail(x.r, start);
-    else if (x && x.stop === 'aborted') result('info', t('failed_title'), [t('e_interrupted')], '', again());
+    else if (x && x.stop === 'aborted') result('info', t('timeout_title'), [t('e_interrupted')], '', again());
     else cameraFail(x && x.stop === 'camera' ? x.err : x);
+  });
+}
+
+// ---- Guided capture: for each step, batches of frames until the server says "done".
+function guided(sess, id) {
+  var g = sess.guided, fr = g.frame || {};
+  var run = {
+    id: id, sess: sess, steps: g.steps, i: -1, buf: [], busy: false, fails: 0,
+    W: num(fr.width, 480), H: num(fr.height, 360), q: GUIDED_QUALITY, slow: false,
+    maxBytes: num(fr.max_bytes, 100000), left: num(g.max_frames, 90),
+    canvas: doc.createElement('canvas'), t0: now(), tick: 0, clock: 0, spoke: '', spokeAt: 0
+  };
+  st.run = run;
+  st.phase = 'guided';
+  step(run, 0);
+}
+
+function live(run) { return st.run === run && !st.aborted; }
+
+function stopRun() {
+  var run = st.run;
+  st.run = null;
+  if (run) { clearTimeout(run.tick); clearTimeout(run.clock); }
+}
+
+function batchSize(s) { return Math.min(8, num(s.batch_frames, 3)); }
+
+function step(run, i) {
+  var s = run.steps[i], every = Math.max(50, num(s.interval_ms, 250));
+  clearTimeout(run.tick);
+  clearTimeout(run.clock);
+  run.i = i;
+  run.buf = [];
+  stepView(s.name, t(s.name));
+  dots(run.steps.length, i);
+  speak(t(s.name));
+  run.clock = setTimeout(function () { if (live(run)) giveUp(run, 'timeout'); }, num(s.seconds, 40) * 1000);
+  run.tick = setTimeout(function loop() {
+    if (!live(run) || run.i !== i) return;
+    grab(run, s);
+    run.tick = setTimeout(loop, every);
+  }, i ? STEP_LEAD_MS : 0);
+}
+
+// One frame into the rolling buffer (the latest batch_frames frames); sent when the
+// buffer is full and no batch is in flight.
+function grab(run, s) {
+  var c = run.canvas;
+  if (c.width !== run.W || c.height !== run.H) { c.width = run.W; c.height = run.H; }
+  drawFrame(c.getContext('2d'), run.W, run.H);
+  run.buf.push({ at: Math.round(now() - run.t0), blob: encode(c, run.maxBytes, run.q) });
+  if (run.buf.length > batchSize(s)) run.buf.shift();
+  pump(run);
+}
+
+function pump(run) {
+  var s = run.steps[run.i];
+  if (live(run) && !run.busy && s && run.buf.length >= batchSize(s)) send(run);
+}
+
+function send(run) {
+  var i = run.i, batch = run.buf.splice(0, run.buf.length), blobs = [];
+  if (run.left <= 0) return giveUp(run, 'timeout'); // the session's frames are used up
+  if (batch.length > run.left) batch = batch.slice(batch.length - run.left);
+  run.busy = true;
+  for (var k = 0; k < batch.length; k++) blobs.push(batch[k].blob);
+  Promise.all(blobs).then(function (got) {
+    var form = new FormData(), offsets = [], bytes = 0, n = 0, sent;
+    if (!live(run) || run.i !== i) { run.busy = false; return pump(run); }
+    form.append('nonce', run.sess.nonce);
+    for (var k = 0; k < got.length; k++) if (got[k]) { offsets.push(batch[k].at); bytes += got[k].size; }
+    form.append('offsets_ms', JSON.stringify(offsets));
+    for (k = 0; k < got.length; k++) if (got[k]) form.append('frames', got[k], 'frame_' + pad2(n++) + '.jpg');
+    if (!n) { run.busy = false; return pump(run); }
+    run.left -= n;
+    win.__polStats.bytes += bytes;
+    win.__polStats.batches += 1;
+    win.__polStats.frames += n;
+    sent = now();
+    return request('POST', '/sessions/' + encodeURIComponent(run.sess.session_id) + '/steps/' + i + '/frames',
+                   form, null, 60000).then(function (r) {
+      run.busy = false;
+      if (!live(run)) return;
+      if (now() - sent > SLOW_MS && !run.slow) {
+        // A slow uplink: smaller, lighter frames for the rest of this attempt.
+        run.slow = win.__polStats.slow = true;
+        run.W = SLOW.width;
+        run.H = SLOW.height;
+        run.q = SLOW.quality;
+        run.buf = [];
+      }
+      answer(run, i, r);
+    });
+  });
+}
+
+function answer(run, i, r) {
+  var d = r.data || {}, code = (d.error && d.error.code) || '';
+  if (r.status === 200 && d.state) {
+    run.fails = 0;
+    if (d.state === 'finished') return finish(run, d.verdict || {});
+    if (run.i !== i) return pump(run);
+    if (d.state === 'done') return good(run, typeof d.next_step === 'number' ? d.next_step : i + 1);
+    feedback(run, d);
+    return pump(run);
+  }
+  if (code === 'step_mismatch') return pump(run); // a late batch: carry on with this step
+  if (code === 'too_many_frames') return giveUp(run, 'timeout');
+  if ((!r.status || r.status >= 500) && ++run.fails < 3) return pump(run); // try the next batch
+  stopRun();
+  stopCamera();
+  httpFail(r, start);
+}
+
+// The server's view of this step: the hint in words (and spoken), the oval, the bar.
+function feedback(run, d) {
+  var h = d.hint && has(S, 'h_' + d.hint) ? String(d.hint) : '';
+  var p = Math.max(0, Math.min(1, Number(d.progress) || 0)), at = now();
+  $('step-bar').value = Math.round(p * 100);
+  oval(!h || (PROGRESSING[h] && p > 0) ? 'ok' : (PROGRESSING[h] ? '' : 'warn'));
+  hint(h ? t('h_' + h) : '', '');
+  if (h && (h !== run.spoke || at - run.spokeAt > HINT_SPEAK_MS)) {
+    run.spoke = h;
+    run.spokeAt = at;
+    speak(t('h_' + h), true);
+  }
+}
+
+function good(run, next) {
+  clearTimeout(run.tick);
+  clearTimeout(run.clock);
+  run.i = -1; // frames and answers of the old step are dropped
+  run.buf = [];
+  $('step-bar').value = 100;
+  oval('ok');
+  hint(t('good'), 'good');
+  speak(t('good'));
+  buzz(200);
+  run.tick = setTimeout(function () {
+    if (!live(run)) return;
+    if (next < run.steps.length) step(run, next);
+    else giveUp(run, 'timeout'); // "done" on the last step without a verdict: start again
+  }, GOOD_MS);
+}
+
+function finish(run, verdict) {
+  stopRun();
+  stopCamera();
+  buzz(200);
+  outcome(verdict);
+}
+
+// Time is up (or the frames are): tell the server, then a plain retry, never "failed".
+function giveUp(run, why) {
+  var at = run.i < 0 ? 0 : run.i;
+  stopRun();
+  stopCamera();
+  if (why !== 'timeout') return abandon(run, at, why);
+  text($('busy-text'), t('one_moment'));
+  hide($('busy-bar'), true);
+  show('busy');
+  abandon(run, at, why).then(function (r) {
+    var d = (r && r.data) || {};
+    if (st.attempt !== run.id) return;
+    if (d.attempts_left === 0) return caseworker('no_attempts_title', d.month);
+    result('info', t('timeout_title'), [t('timeout_text')], '', { label: t('try_again'), run: start });
+  });
+}
+
+function abandon(run, at, why) {
+  return request('POST', '/sessions/' + encodeURIComponent(run.sess.session_id) + '/abandon',
+                 JSON.stringify({ nonce: run.sess.nonce, step: at, why: why }));
+}
+
+// ---- The step screen, speech, the person who cannot do a movement.
+function stepView(code, s) {
+  instruct(code, s);
+  hint('', '');
+  oval('');
+  $('step-bar').value = 0;
+}
+
+function hint(s, kind) {
+  var el = $('hint');
+  el.className = 'hint' + (kind ? ' ' + kind : '');
+  text(el, s);
+}
+
+function oval(state) { $('oval').className = 'oval' + (state ? ' ' + state : ''); }
+
+function buzz(ms) { if (nav.vibrate) { try { nav.vibrate(ms); } catch (e) { /* fine */ } } }
+
+function pageLang() { return doc.documentElement.getAttribute('lang') || 'zh-CN'; }
+
+// A voice for the page's language, or null (then the text alone).
+function voice(ss) {
+  var want = pageLang().toLowerCase(), base = want.split('-')[0], vs = ss.getVoices() || [], near = null;
+  for (var i = 0; i < vs.length; i++) {
+    var l = String(vs[i].lang || '').replace('_', '-').toLowerCase();
+    if (l === want) return vs[i];
+    if (!near && l.split('-')[0] === base) near = vs[i];
+  }
+  return near;
+}
+
+// Says s in the page's language. polite: not over something still being said (hints);
+// otherwise what is being said stops (a new step, "good", an outcome).
+function speak(s, polite) {
+  var ss = win.speechSynthesis, U = win.SpeechSynthesisUtterance, u, v;
+  if (!sound || !ss || !U || !s) return;
+  try {
+    if (polite && (ss.speaking || ss.pending)) return;
+    v = voice(ss);
+    if (!v && (ss.getVoices() || []).length) return; // voices known, none speaks this language
+    u = new U(s);
+    u.lang = pageLang();
+    if (v) u.voice = v;
+    u.rate = 0.9;
+    ss.cancel();
+    ss.speak(u);
+  } catch (e) { /* text only */ }
+}
+
+function soundButton() {
+  var b = $('btn-sound');
+  text(b, t(sound ? 'sound_on' : 'sound_off'));
+  b.setAttribute('aria-pressed', sound ? 'true' : 'false');
+}
+
+function toggleSound() {
+  sound = !sound;
+  try { win.localStorage.setItem(SOUND_KEY, sound ? 'on' : 'off'); } catch (e) { /* this page only */ }
+  if (!sound && win.speechSynthesis) { try { win.speechSynthesis.cancel(); } catch (e) { /* fine */ } }
+  soundButton();
+}
+
+// "I cannot do this movement": any attempt under way stops (the session is given up as
+// "left_page"), then the choice of why, then the request for a caseworker's visit.
+function cannot() {
+  var run = st.run;
+  st.attempt++;
+  st.aborted = true;
+  if (run) { stopRun(); abandon(run, run.i < 0 ? 0 : run.i, 'left_page'); }
+  stopCamera();
+  st.busy = false;
+  st.phase = '';
+  show('cannot');
+  speak(t('cannot_title'));
+}
+
+function assistance(need) {
+  st.busy = true;
+  text($('busy-text'), t('one_moment'));
+  hide($('busy-bar'), true);
+  show('busy');
+  request('POST', '/assistance', JSON.stringify({ link_token: TOKEN, need: need })).then(function (r) {
+    var d = r.data || {};
+    if (r.status === 200 && d.status) {
+      result('info', t('assist_title'), [t('assist_text')], month(d.month));
+      return speak(t('assist_title'));
+    }
+    httpFail(r, function () { assistance(need); });
   });
 }
 
@@ -409,14 +696,30 @@ function outcome(d) {
 }
 
 // Leaving the page mid-attempt releases the camera; the attempt starts over.
+// A guided attempt is given up as "left_page" and a new one offered.
 doc.addEventListener('visibilitychange', function () {
-  if (doc.hidden && (st.phase === 'session' || st.phase === 'capture')) {
+  var run = st.run;
+  if (doc.hidden && run && live(run)) {
+    giveUp(run, 'left_page');
+    result('info', t('timeout_title'), [t('e_interrupted')], '', again());
+  } else if (doc.hidden && (st.phase === 'session' || st.phase === 'capture')) {
     st.aborted = true;
     stopCamera();
   }
 });
 win.addEventListener('pagehide', stopCamera);
 $('btn-start').addEventListener('click', start);
+$('btn-sound').addEventListener('click', toggleSound);
+$('btn-cannot-intro').addEventListener('click', cannot);
+$('btn-cannot').addEventListener('click', cannot);
+$('btn-back').addEventListener('click', function () { boot(); });
+(function () {
+  var needs = root.querySelectorAll('[data-need]');
+  for (var i = 0; i < needs.length; i++) {
+    needs[i].addEventListener('click', function () { assistance(this.getAttribute('data-need')); });
+  }
+})();
+soundButton();
 $('btn-action').addEventListener('click', function () {
   var act = st.action;
   st.action = null;
