@@ -107,9 +107,14 @@ class GuideLimits:
     """Largest yaw-proxy spread over the face step's good frames ("hold still" above)."""
     blink_frames: int = 4
     """Frames of the blink step before a dip can be judged (its median is the open eye)."""
-    flatness_frames: int = 24
-    """At most this many frames (evenly spread) go into the verdict's flatness test: it
-    compares every pair, so its cost grows with the square of the count."""
+    flatness_frames: int = 12
+    """At most this many frames (evenly spread, the first and last kept) go into the
+    flatness test: it compares every pair, so its cost grows with the square of the count
+    (12 frames: 132 pairs, about 0.03 s); the one-shot attempt's thresholds were measured
+    on 10."""
+    full_search_every: int = 4
+    """Every this many frames the whole frame is searched for faces (a second person
+    shows); in between the face is looked for around its box in the frame before."""
 
 
 @dataclass(frozen=True)
@@ -189,25 +194,34 @@ def observe_frame(
     engine: LandmarkFaceEngine,
     thresholds: Thresholds,
     near: tuple[int, int, int, int] | None = None,
+    previous: tuple[int, int, int, int] | None = None,
 ) -> tuple[Observation, npt.NDArray[np.uint8] | None]:
     """Decode one frame, hash it, find its faces (HOG without upsampling, once more with
     one upsampling when none was found) and their landmarks. With ``near`` (the face's
-    box in the frame before, in the same batch) the face is first looked for around it
-    only; the first frame of every batch is searched whole, so a second person shows."""
+    box in the frame before) the face is looked for around it only (the caller searches
+    the whole frame every few frames, so that a second person shows); ``previous`` (the
+    face's last box, given on every frame) is followed when the whole frame shows none,
+    before an upsampled search."""
     try:
         rgb = decode_frame(
             data, max_side=thresholds.max_side, max_pixels=thresholds.max_frame_pixels
         )
     except FrameRejected:
         return Observation(position, step, -1, None, 0.0, ""), None
-    tracked = None
-    if near is not None and hasattr(engine, "shape_at"):
+    faces: list[FaceShape] = []
+    can_track = previous is not None and hasattr(engine, "shape_at")
+    if near is not None and can_track:
         tracked = _tracked(rgb, near, engine)
-    if tracked is not None:
-        faces = [tracked]
-    else:
-        found = engine.analyse(rgb, upsample=0) or engine.analyse(rgb, upsample=1)
-        faces = select_faces(found, thresholds.second_face_min_area)
+        faces = [tracked] if tracked is not None else []
+    if not faces:
+        faces = select_faces(engine.analyse(rgb, upsample=0), thresholds.second_face_min_area)
+    if not faces and can_track and previous is not None:
+        # A face under HOG's 80 px is still followed from the frame before, far cheaper
+        # than an upsampled search of the whole frame.
+        tracked = _tracked(rgb, previous, engine)
+        faces = [tracked] if tracked is not None else []
+    if not faces:
+        faces = select_faces(engine.analyse(rgb, upsample=1), thresholds.second_face_min_area)
     shape = faces[0] if len(faces) == 1 else None
     luminance = _grey_mean(rgb, shape.box if shape is not None else None)
     return Observation(position, step, len(faces), shape, luminance, phash(rgb)), rgb
