@@ -97,8 +97,9 @@ class GuideLimits:
     a smaller face are too coarse for the eye and mouth measures (the shared clip's faces
     are 86-104 px wide on a 640 px frame and measure well)."""
     dark_luminance: float = 50.0
-    """Mean grey level (0-255) of the face box, or of the whole frame when no face was
-    found, below which the hint is "more light"."""
+    """Mean grey level (0-255) of the frames below which a batch without a face gets the
+    hint "more light" instead of "no face". A dim face whose landmarks are found is used:
+    light is advice, never a condition."""
     frontal_yaw: float = 0.30
     """Largest yaw proxy for "looking straight" in the face step (about 21 degrees)."""
     face_frames: int = 2
@@ -259,8 +260,6 @@ def _frame_hint(latest: Sequence[Observation], limits: GuideLimits) -> str | Non
         if latest and statistics.median(o.luminance for o in latest) < limits.dark_luminance:
             return "more_light"
         return "no_face"
-    if statistics.median(o.luminance for o in used) < limits.dark_luminance:
-        return "more_light"
     if max(_face_width(o) for o in used) < limits.min_face_px:
         return "move_closer"
     return None
@@ -281,7 +280,6 @@ def _face_step(
             o.used
             and o.shape is not None
             and _face_width(o) >= limits.min_face_px
-            and o.luminance >= limits.dark_luminance
             and abs(yaw_proxy(o.shape.landmarks)) <= limits.frontal_yaw
         ):
             continue
@@ -347,22 +345,36 @@ def evaluate_step(
         def change(points: npt.NDArray[np.float64]) -> float:
             return sign * (yaw_proxy(points) - start)
 
-        values = [change(p) for p in shapes]
-        held = [v >= thresholds.turn_min_yaw - 1e-9 for v in values]
-        before = before_shape is not None and change(before_shape) >= thresholds.turn_min_yaw
+        # The movement made in the direction asked: each frame against the farthest the
+        # head had been the other way (the face step's look ahead, or later), so that a
+        # head that starts a little turned, or swings back from the other side, is
+        # credited with the turn it makes, never with where it happens to be.
+        values = []
+        low = 0.0
+        for points in shapes:
+            here = change(points)
+            low = min(low, here)
+            values.append(here - low)
         best = max(values, default=0.0)
         progress = min(1.0, max(0.0, best / thresholds.turn_min_yaw))
-        onset = _onset(held, before)
-        if onset is not None:
-            upto = [o.shape.landmarks for o in session if o.shape is not None]
-            upto += shapes[: onset + 1]
-            planar = planar_statistics(_spread(upto, limits.flatness_frames))
-            flat = (
+        # Confirmed at the first frame past the threshold whose frames so far are not a
+        # flat picture turned; tested again only where the turn grew (a real head gains
+        # depth as it turns on; a picture does not): the same answer however the frames
+        # were batched, at a bounded cost.
+        session_shapes = [o.shape.landmarks for o in session if o.shape is not None]
+        tested = -1.0
+        for index, value in enumerate(values):
+            if value < thresholds.turn_min_yaw - 1e-9 or value < tested + 0.02:
+                continue
+            tested = value
+            frames_so_far = session_shapes + shapes[: index + 1]
+            planar = planar_statistics(_spread(frames_so_far, limits.flatness_frames))
+            if not (
                 planar.residual < thresholds.planar_max_residual
                 or planar.parallax_robust < thresholds.planar_min_parallax
-            )
-            if not flat:
-                return StepAnswer("done", None, 1.0, used[onset].position, {})
+            ):
+                return StepAnswer("done", None, 1.0, used[index].position, {})
+        if tested >= 0:
             progress = min(progress, 0.9)
         latest_values = [change(o.shape.landmarks) for o in latest if o.used and o.shape]
         if latest_values and min(latest_values) <= -thresholds.turn_min_yaw / 2:
