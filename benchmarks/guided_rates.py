@@ -189,6 +189,13 @@ def main() -> int:
                 poses += [{"yaw": sign * top}] * 8
                 video = Video([tilted(picture, **p) for p in poses], 4)
                 rows.append(attempt(app, client, "print_tilted", f"to {top} deg", video, pair)[0])
+                # Swung from one side to the other: the turn measure credits the swing.
+                poses = [{}] * 6 + [{"yaw": -sign * a} for a in range(5, top + 1, 5)]
+                poses += [{"yaw": sign * a} for a in range(-top, top + 1, 5)]
+                poses += [{"yaw": sign * top}] * 4
+                video = Video([tilted(picture, **p) for p in poses], 4)
+                label = f"+-{top} deg"
+                rows.append(attempt(app, client, "print_swung", label, video, pair)[0])
         video = Video([picture], 1)
         rows.append(attempt(app, client, "static", "lin_1.png", video, PAIRS[0])[0])
         for person in ("obama", "biden", "alex"):
