@@ -93,7 +93,7 @@ class DueVisitOut(Output):
     address: str
     location: LocationOut
     members: list[DueMemberOut]
-    reasons: list[Literal["review", "missed"] | ContactReason] = Field(
+    reasons: list[Literal["review", "missed", "assistance_requested"] | ContactReason] = Field(
         description="assisted_proof_of_life only: why (docs/api.md); [] for other kinds"
     )
 

@@ -190,6 +190,14 @@ def test_asking_for_help_sends_the_month_to_a_caseworker_at_once(
     assert record.status is MonthStatus.REVIEW and record.assistance_need == "cannot_move"
     status = client.get(f"{API}/status?link_token={link}").get_json()
     assert status["status"] == "review"
+    # The caseworker's tablet lists the visit at once, and says why.
+    from tests.test_api_devices import bearer, device_login
+
+    tablet = device_login(client).get_json()["token"]
+    items = client.get("/api/v1/visits/due", headers=bearer(tablet)).get_json()["items"]
+    assisted = [i for i in items if i["kind"] == "assisted_proof_of_life"]
+    assert len(assisted) == 1
+    assert set(assisted[0]["reasons"]) == {"review", "assistance_requested"}
     unknown = client.post(f"{API}/assistance", json={"link_token": "x" * 24, "need": "other"})
     assert unknown.status_code == 404
 

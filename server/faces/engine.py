@@ -112,6 +112,20 @@ class DlibFaceEngine:
             faces.append(FaceShape(box=box, landmarks=points))
         return faces
 
+    def shape_at(self, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> FaceShape:
+        """The 68 landmarks of the face in ``box`` (top, right, bottom, left), without a
+        detection: for a face found on a smaller crop of the same image (about 2 ms)."""
+        import dlib
+
+        image = _rgb(rgb)
+        top, right, bottom, left = box
+        with self._lock:
+            shape = self._fr.api.pose_predictor_68_point(
+                image, dlib.rectangle(int(left), int(top), int(right), int(bottom))
+            )
+        points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return FaceShape(box=box, landmarks=points)
+
     def encoding(self, rgb: npt.NDArray[np.uint8], face: FaceShape) -> npt.NDArray[np.float64]:
         """The 128-d encoding of ``face`` (from :meth:`analyse` on the same ``rgb``), aligned
         on its 68 landmarks. About 0.1 s of CPU: call it for a few chosen frames only.

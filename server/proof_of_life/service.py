@@ -882,11 +882,25 @@ def submit_batch(
 
     thresholds = Thresholds()
     digests = store.store_all(list(frames))
-    latest = []
+    latest: list[Any] = []
+    guide = guided.GuideLimits()
+    earlier_frames = _observations(attempt)
+    last = earlier_frames[-1] if earlier_frames else None
     for index, digest in enumerate(digests):
         data = store.path(digest).read_bytes()
+        previous_frame = latest[-1] if latest else last
+        previous_box = None
+        if previous_frame is not None and previous_frame.shape is not None:
+            previous_box = previous_frame.shape.box
+        near = previous_box if (first + index) % guide.full_search_every else None
         observation, _ = guided.observe_frame(
-            data, position=first + index, step=step, engine=engine, thresholds=thresholds
+            data,
+            position=first + index,
+            step=step,
+            engine=engine,
+            thresholds=thresholds,
+            near=near,
+            previous=previous_box,
         )
         latest.append(observation)
         hashes.append(observation.frame_hash)
@@ -905,7 +919,7 @@ def submit_batch(
     attempt.frame_hashes = json.dumps(hashes)
     db.session.flush()
 
-    observations = _observations(attempt)[:first] + latest
+    observations = earlier_frames[:first] + latest
     earlier = [o for o in observations if o.step < step and o.used]
     state = _guide_state(attempt)
     answer = guided.evaluate_step(
@@ -916,7 +930,7 @@ def submit_batch(
         session=earlier,
         baseline=state["baseline"],
         thresholds=thresholds.liveness,
-        limits=guided.GuideLimits(),
+        limits=guide,
     )
     if answer.state != "done":
         return BatchResult(
@@ -954,7 +968,7 @@ def submit_batch(
         templates(),
         load_rgb=load_rgb,
         thresholds=thresholds,
-        limits=guided.GuideLimits(),
+        limits=guide,
         seen_hashes=earlier_frame_hashes(attempt.member_id, excluding=attempt.id),
         engine=engine,
     )

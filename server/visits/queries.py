@@ -91,11 +91,12 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
         when, reasons = due.get(household_id, (by, set()))
         due[household_id] = (min(when, by), reasons | {reason})
 
-    for household_id, status, closes in db.session.execute(
+    for household_id, status, closes, need in db.session.execute(
         select(
             ProofOfLifeMonth.household_id,
             ProofOfLifeMonth.status,
             ProofOfLifeMonth.window_closes_at,
+            ProofOfLifeMonth.assistance_need,
         ).where(
             (ProofOfLifeMonth.status == MonthStatus.REVIEW)
             | (
@@ -106,6 +107,8 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
     ):
         if status is MonthStatus.REVIEW:
             note(household_id, closes, "review")
+            if need:  # the recipient asked for help: cannot move, cannot see, other
+                note(household_id, closes, "assistance_requested")
         else:
             note(household_id, closes + grace, "missed")
     for household_id, reason, closes in db.session.execute(
