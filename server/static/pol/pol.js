@@ -636,6 +636,7 @@ function soundButton() {
   var b = $('btn-sound');
   text(b, t(sound ? 'sound_on' : 'sound_off'));
   b.setAttribute('aria-pressed', sound ? 'true' : 'false');
+  hide(b, !(win.speechSynthesis && win.SpeechSynthesisUtterance));
 }
 
 function toggleSound() {
