@@ -52,12 +52,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
+import pickle
 import random
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -304,14 +306,16 @@ def derived_attacks(genuine: list[Result]) -> list[Attempt]:
         label = f"{a.label} re-encoded q75"
         out.append(again)
         out.append(Attempt("replay", label, reencoded, a.challenges, "lin", seen=hashes))
-        if a.reorderable:
+        if a.reorderable and len(a.challenges) >= 2:
             swapped = list(reversed(a.challenges))
             out.append(Attempt("wrong_order", a.label, a.frames, swapped, "lin"))
         for missing in a.absent:
             kind = "turn_" if missing.startswith("turn_") else ""
             asked = [missing if c.startswith("turn_") == bool(kind) else c for c in a.challenges]
-            label = f"{a.label} asked {asked}"
-            out.append(Attempt("missing_challenge", label, a.frames, asked, "lin"))
+            # In both orders: the missing one asked first or second.
+            for order in [asked] + ([asked[::-1]] if len(asked) > 1 else []):
+                label = f"{a.label} asked {order}"
+                out.append(Attempt("missing_challenge", label, a.frames, order, "lin"))
     return out
 
 
@@ -929,6 +933,161 @@ def calibration(results: Sequence[Result]) -> None:
     )
 
 
+# --------------------------------------------------------------------------- the rules
+
+
+def _onsets(held: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    return held & ~np.concatenate([[False], held[:-1]])
+
+
+def rejudged(result: Result, t: LivenessThresholds) -> bool:
+    """Would ``result`` pass under liveness thresholds ``t``? Judged again from the
+    recorded per-frame series with analyse_sequence's rules (challenges in order, onsets,
+    planar and static tests); every other reason (identity, replay, faces) as recorded.
+    Used only to find where an attack type starts to pass; the rates above are real runs."""
+    m = result.verdict.measurements
+    liveness = {"static_frames", "planar_motion", "challenge_not_done", "challenge_order"}
+    others = [r for r in result.verdict.reasons if r not in liveness]
+    if "ear_series" not in m:
+        return not result.verdict.reasons
+    if others and others != ["face_uncertain"]:
+        return False
+    ear, mar, yaw = (
+        np.array(_series_of(result, k)) for k in ("ear_series", "mar_series", "yaw_series")
+    )
+    measures = {
+        "blink": 1 - ear / max(float(np.median(ear)), 1e-9),
+        "turn_left": yaw - yaw[0],
+        "turn_right": yaw[0] - yaw,
+        "open_mouth": mar - float(np.percentile(mar, 25)),
+    }
+    limits = {
+        "blink": t.blink_drop,
+        "turn_left": t.turn_min_yaw,
+        "turn_right": t.turn_min_yaw,
+        "open_mouth": t.mouth_open_rise,
+    }
+    previous = -1
+    for name in result.attempt.challenges:
+        starts = np.flatnonzero(_onsets(measures[name] >= limits[name] - 1e-9))
+        later = starts[starts > previous]
+        if not len(later):
+            return False
+        previous = int(later[0])
+    if len(yaw) >= 2 and float(m["yaw_range"]) >= t.turn_min_yaw:  # unrounded, as decided
+        residual = float(m["planar_residual"])
+        if (
+            residual < t.planar_max_residual
+            or float(m["planar_parallax_robust"]) < t.planar_min_parallax
+        ):
+            return False
+    motion = float(m["static_motion"])
+    return motion >= t.static_max_motion and int(m.get("distinct_hashes", 2)) > 1 and not others
+
+
+def attack_boundary(
+    results: Sequence[Result], field: str, base: LivenessThresholds
+) -> tuple[float, str]:
+    """The lowest value of ``field`` (0.01 steps from 0.10) at which no attack passes,
+    every other threshold as in ``base``; and the attack that passes just below it."""
+    attacks = [r for r in results if not r.attempt.kind.startswith("genuine")]
+    below = "none"
+    for step in range(10, 60):
+        value = step / 100
+        t = replace(base, **{field: value})
+        passing = [r for r in attacks if rejudged(r, t)]
+        if not passing:
+            return value, below
+        below = f"{passing[0].attempt.kind}: {passing[0].attempt.label}"
+    return 0.60, below
+
+
+def _ceil(value: float, step: float = 0.01) -> float:
+    return round(math.ceil(round(value / step, 6)) * step, 4)
+
+
+def _floor(value: float, step: float = 0.001) -> float:
+    return round(math.floor(round(value / step, 6)) * step, 4)
+
+
+MARGIN = 0.03
+"""Margin added to an attack boundary: about what re-encoding the same frames as JPEG
+moves these measures by on the clip's 90-px faces (the yaw proxy by up to 0.05)."""
+
+
+def derive(results: Sequence[Result]) -> LivenessThresholds:
+    """Each liveness threshold by its rule, from this run's measurements; printed with the
+    figures it comes from and compared with the defaults in analysis.py."""
+    print("\n== thresholds derived from the distributions above ==")
+    defaults = LivenessThresholds()
+    no_turn = [
+        _yaw_away(r)
+        for r in _kinds(
+            results, "genuine_blink_lid", "missing_challenge", "print_in_plane", "static"
+        )
+        if r.attempt.kind != "missing_challenge" or "upscaled" in r.attempt.label
+    ]
+    turn_edge, turn_below = attack_boundary(results, "turn_min_yaw", defaults)
+    turn = _ceil(max(turn_edge, max(no_turn) + 0.02) + MARGIN)
+    print(
+        f"turn_min_yaw = max(lowest value where no attack passes {turn_edge:.2f} [just below: "
+        f"{turn_below}], largest yaw change with no turn made {max(no_turn):.3f} + 0.02) "
+        f"+ {MARGIN} = {turn:.2f}"
+    )
+    blink_edge, blink_below = attack_boundary(results, "blink_drop", defaults)
+    blink = _ceil(blink_edge + MARGIN)
+    print(
+        f"blink_drop = lowest value where no attack passes {blink_edge:.2f} [just below: "
+        f"{blink_below}] + {MARGIN} = {blink:.2f}"
+    )
+    mouth_edge, mouth_below = attack_boundary(results, "mouth_open_rise", defaults)
+    mouth = _ceil(mouth_edge + MARGIN)
+    print(
+        f"mouth_open_rise = lowest value where no attack passes {mouth_edge:.2f} [just below: "
+        f"{mouth_below}] + {MARGIN} = {mouth:.2f}"
+    )
+    tested_prints = [
+        r for r in _kinds(results, *PRINTS) if float(r.verdict.measurements["yaw_range"]) >= turn
+    ]
+    tested_genuine = [
+        r for r in _kinds(results, "genuine") if float(r.verdict.measurements["yaw_range"]) >= turn
+    ]
+    print_parallax = max(_floats(tested_prints, "planar_parallax_robust"))
+    parallax = _ceil(print_parallax + 0.01)
+    genuine_parallax = min(_floats(tested_genuine, "planar_parallax_robust"))
+    print(
+        f"planar_min_parallax = largest robust parallax of the {len(tested_prints)} prints whose "
+        f"yaw range reaches turn_min_yaw {print_parallax:.3f} + 0.01 = {parallax:.2f} "
+        f"(genuine with that range: min {genuine_parallax:.3f})"
+    )
+    genuine_residual = min(_floats(tested_genuine, "planar_residual"))
+    residual = _floor(genuine_residual - 0.003)
+    print(
+        f"planar_max_residual = smallest residual of the {len(tested_genuine)} genuine attempts "
+        f"whose yaw range reaches turn_min_yaw {genuine_residual:.3f} - 0.003 = {residual:.3f} "
+        f"(prints: {_span(_floats(tested_prints, 'planar_residual'))}); it stops clean prints, "
+        "the parallax ratio the rest"
+    )
+    motion_genuine = min(_floats(_kinds(results, "genuine"), "static_motion"))
+    motion_still = max(_floats(_kinds(results, "static"), "static_motion"))
+    print(
+        f"static_max_motion: kept at {defaults.static_max_motion} (one still repeated "
+        f"{motion_still:.3f}, 0.039 re-encoded at JPEG quality 60-95; genuine minimum "
+        f"{motion_genuine:.3f}: wide apart, nothing near it)"
+    )
+    derived = replace(
+        defaults,
+        turn_min_yaw=turn,
+        blink_drop=blink,
+        mouth_open_rise=mouth,
+        planar_min_parallax=parallax,
+        planar_max_residual=residual,
+    )
+    print(f"derived:  {derived}")
+    print(f"defaults: {defaults}" + ("" if derived == defaults else "   <- differ"))
+    return derived
+
+
 OLD_THRESHOLDS = Thresholds(
     liveness=LivenessThresholds(
         turn_min_yaw=0.35,
@@ -948,6 +1107,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer attempts")
+    parser.add_argument("--dump", type=Path, help="pickle every verdict's measurements here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     started = time.perf_counter()
@@ -1002,8 +1162,22 @@ def main() -> int:
         )
         for r in passed:
             print(f"  {r.attempt.kind:<18} {r.attempt.label}  {r.attempt.challenges}")
+    if args.dump:
+        rows = [
+            (
+                r.attempt.kind,
+                r.attempt.label,
+                r.attempt.challenges,
+                o.verdict.reasons,
+                r.verdict.reasons,
+                r.verdict.measurements,
+            )
+            for r, o in zip(results, old_results, strict=True)
+        ]
+        args.dump.write_bytes(pickle.dumps(rows))
     distributions(results, engine, templates)
     calibration(results)
+    derive(results)
     print(f"\n{len(results)} attempts (each judged twice), {time.perf_counter() - started:.0f} s")
     return 0
 
