@@ -131,7 +131,7 @@ class LivenessThresholds:
     crops; glasses, half-light, 320x240 frames) against every attack type of the
     benchmark (prints tilted, nodded, or turned by only 15-35 degrees; stills; replays;
     wrong order; missing challenges); dlib's 68 landmarks on the JPEG frames as the
-    pipeline sees them. Run of 2026-12-03 (seed 7, 1388 attempts).
+    pipeline sees them. Run of 2026-12-03 (seed 7, 1554 attempts).
 
     Rule for the three challenges: the lowest value (0.01 steps) at which no attack of
     any type passes, every other threshold at its value here (so the order and
@@ -184,7 +184,8 @@ class LivenessThresholds:
     with the most telling frame left out) below which a turn is a flat picture. Rule: the
     largest ratio of the prints whose yaw range reaches ``turn_min_yaw`` (0.589, a noisy
     still tilted 30 degrees and rolled) + 0.01. Genuine attempts with that range: from
-    0.544, 6 of 162 below 0.60 (short 100-ms windows of one turn, glasses drawn on).
+    0.544; 8 of 162 below 0.60, from 4 windows (3 short windows of one turn, counted once
+    per stop they serve; glasses drawn on).
     Under a yaw range of about 0.25 flatness cannot be judged: prints tilted by 15-20
     degrees reach 0.20-0.25 with ratios up to 0.685 (landmark noise on a still looks like
     depth) while genuine turns of that size start at 0.635. The turn threshold stays
