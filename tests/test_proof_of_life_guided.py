@@ -88,10 +88,11 @@ def test_the_clip_played_into_the_guided_steps_passes_with_every_step_confirmed(
 def test_a_turn_too_small_is_told_to_turn_more_and_passes_when_it_grows(
     app: Flask, client: FlaskClient, fixed_challenges: None
 ) -> None:
-    """He looks ahead, turns a little (yaw proxy 0.08 -> -0.17) and back, twice; then
-    turns fully (to -0.69) and opens his mouth: "turn a little more" first, then a pass."""
+    """He looks ahead (yaw proxy about 0.2), turns a little (to 0.0: a movement of about
+    0.2, under the threshold) and back, twice; then turns fully (to -0.69) and opens his
+    mouth: "turn a little more" first, then a pass."""
     frames = video_frames()
-    small = list(range(86, 104)) + list(range(103, 85, -1))
+    small = list(range(86, 97)) + list(range(96, 85, -1))
     sequence = [frames[n] for n in [*range(82, 92), *small, *small, *range(86, 140)]]
     run = run_guided(client, {"link_token": _link(_member(client))}, Video(sequence, VIDEO_FPS))
     turn_hints = run.hints("turn_right")
