@@ -155,3 +155,33 @@ def test_a_stored_face_comes_back_as_it_was() -> None:
     assert back.box == shape.box
     assert np.allclose(back.landmarks, shape.landmarks, atol=1e-3)
     assert LivenessThresholds() == THRESHOLDS
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    count=st.integers(2, 9),
+    seed=st.integers(0, 10_000),
+    flat=st.booleans(),
+)
+def test_the_batched_pair_residuals_equal_the_pairwise_ones(
+    count: int, seed: int, flat: bool
+) -> None:
+    """planar_statistics computes every pair at once (pair_matrices); pair_residuals is
+    the plain per-pair arithmetic: they agree on heads and on pictures."""
+    from server.proof_of_life.analysis import pair_matrices, pair_residuals
+
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for _ in range(count):
+        yaw, pitch = rng.uniform(-35, 35), rng.uniform(-15, 15)
+        if flat:
+            homography = plane_homography((640, 480), yaw=yaw, pitch=pitch)
+            points = apply_homography(synthetic_face(), homography)
+        else:
+            points = synthetic_face(yaw=yaw, pitch=pitch)
+        shapes.append(points + rng.normal(0, 0.5, (68, 2)))
+    h, s = pair_matrices(shapes)
+    for i in range(count):
+        for j in range(count):
+            expected = (0.0, 0.0) if i == j else pair_residuals(shapes[j], shapes[i])
+            assert np.allclose((h[i, j], s[i, j]), expected, rtol=1e-7, atol=1e-9)
