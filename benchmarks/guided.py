@@ -90,7 +90,9 @@ def make_app(folder: Path) -> Flask:
     return app
 
 
-def new_link(app: Flask, client: Any) -> str:
+def enrolled_member(app: Flask, client: Any, photo: str = "lin_manuel_miranda/lin_1.png") -> int:
+    """A designated member of a household in care, enrolled through the API from
+    ``photo`` (a path under tests/data/faces)."""
     with app.test_request_context():
         household = factories.make_household(state=CaseState.APPROVED)
         head = household.members[0]
@@ -98,19 +100,26 @@ def new_link(app: Flask, client: Any) -> str:
         member_id = head.id
         db.session.commit()
     token = device_login(client).get_json()["token"]
-    photo = (FACES / "lin_manuel_miranda" / "lin_1.png").read_bytes()
     made = client.post(
         f"/api/v1/members/{member_id}/face-templates",
-        data={"photo": (io.BytesIO(photo), "lin.png", "image/png")},
+        data={"photo": (io.BytesIO((FACES / photo).read_bytes()), "photo.jpg", "image/jpeg")},
         headers=bearer(token),
         content_type="multipart/form-data",
     )
     assert made.status_code == 201, made.get_json()
+    return member_id
+
+
+def link_for(app: Flask, member_id: int, month: str) -> str:
     with app.test_request_context():
-        record = pol.month_record(get_member(member_id), next_month())
+        record = pol.month_record(get_member(member_id), month)
         link = pol.link_token(record)
         db.session.commit()
     return link
+
+
+def new_link(app: Flask, client: Any) -> str:
+    return link_for(app, enrolled_member(app, client), next_month())
 
 
 def one_shot(app: Flask, client: Any, start: int) -> tuple[float, str]:

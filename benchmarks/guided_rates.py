@@ -34,7 +34,6 @@ A script, not a test: it prints the figures and exits 0.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -48,15 +47,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 
-from benchmarks.guided import make_app
-from server.cases.models import CaseState
-from server.extensions import db
-from server.proof_of_life import service as pol
-from tests import factories
+from benchmarks.guided import enrolled_member, link_for, make_app
 from tests.guided_client import Video, run_guided
-from tests.pol_frames import FACES, VIDEO_FPS, canvas, still, tilted, video_frames
-from tests.test_api_devices import bearer, device_login
-from tests.test_proof_of_life_api import get_member, next_month
+from tests.pol_frames import VIDEO_FPS, canvas, still, tilted, video_frames
+from tests.test_proof_of_life_api import next_month
 
 PHOTOS = {
     "lin": "lin_manuel_miranda/lin_1.png",
@@ -81,35 +75,8 @@ class Row:
     frames: int
 
 
-def link_for(app: Any, member_id: int, month: str) -> str:
-    with app.test_request_context():
-        record = pol.month_record(get_member(member_id), month)
-        link = pol.link_token(record)
-        db.session.commit()
-    return link
-
-
 def enrolled_link(app: Any, client: Any, person: str) -> str:
-    return link_for(app, enrolled_member(app, client, person), next_month())
-
-
-def enrolled_member(app: Any, client: Any, person: str) -> int:
-    with app.test_request_context():
-        household = factories.make_household(state=CaseState.APPROVED)
-        head = household.members[0]
-        head.proof_of_life_required = True
-        member_id = head.id
-        db.session.commit()
-    token = device_login(client).get_json()["token"]
-    photo = (FACES / PHOTOS[person]).read_bytes()
-    made = client.post(
-        f"/api/v1/members/{member_id}/face-templates",
-        data={"photo": (io.BytesIO(photo), "photo.jpg", "image/jpeg")},
-        headers=bearer(token),
-        content_type="multipart/form-data",
-    )
-    assert made.status_code == 201, made.get_json()
-    return member_id
+    return link_for(app, enrolled_member(app, client, PHOTOS[person]), next_month())
 
 
 def dim(image: Image.Image, seed: int) -> Image.Image:
@@ -208,7 +175,7 @@ def main() -> int:
         month = next_month()
         after = f"{int(month[:4]) + (month[5:] == '12'):04d}-{int(month[5:]) % 12 + 1:02d}"
         for pair in PAIRS[:2]:
-            member_id = enrolled_member(app, client, "lin")
+            member_id = enrolled_member(app, client, PHOTOS["lin"])
             video = Video(member, VIDEO_FPS)
             first, _ = attempt(
                 app,

@@ -405,25 +405,26 @@ def _offsets(text: str | None) -> list[int] | None:
     return values
 
 
+def _frames_parts(frames: str) -> Multipart:
+    """The multipart body of frames: the session's nonce, capture times, the JPEGs."""
+    return Multipart(
+        parts={
+            "nonce": Part({"type": "string"}, "the session's nonce", required=True),
+            "offsets_ms": Part(
+                {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
+            ),
+            "frames": Part({"type": "array", "items": BINARY}, frames, required=True),
+        }
+    )
+
+
 @api.post("/sessions/<token:session_id>/frames")
 @operation(
     Operation(
         summary="Send the captured frames; judged within the request",
         description="An assisted session's frames come with the same device token.",
         security="either",
-        multipart=Multipart(
-            parts={
-                "nonce": Part({"type": "string"}, "the session's nonce", required=True),
-                "offsets_ms": Part(
-                    {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
-                ),
-                "frames": Part(
-                    {"type": "array", "items": BINARY},
-                    "JPEG parts, all named frames, in capture order",
-                    required=True,
-                ),
-            }
-        ),
+        multipart=_frames_parts("JPEG parts, all named frames, in capture order"),
         responses={200: VerdictOut},
         errors={
             401: "invalid_token (assisted session)",
@@ -479,19 +480,7 @@ def submit_frames(session_id: str) -> Response:
             "the verdict on the whole session (finished)."
         ),
         security="either",
-        multipart=Multipart(
-            parts={
-                "nonce": Part({"type": "string"}, "the session's nonce", required=True),
-                "offsets_ms": Part(
-                    {"type": "string"}, "JSON list of capture times (whole ms, 0-600000)"
-                ),
-                "frames": Part(
-                    {"type": "array", "items": BINARY},
-                    "1 to batch_max JPEG parts, all named frames, in capture order",
-                    required=True,
-                ),
-            }
-        ),
+        multipart=_frames_parts("1 to batch_max JPEG parts, all named frames, in capture order"),
         responses={200: BatchOut},
         errors={
             401: "invalid_token (assisted session)",

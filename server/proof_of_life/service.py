@@ -499,16 +499,7 @@ def submit_frames(
     if offsets_ms is not None and len(offsets_ms) != len(frames):
         raise ValidationFailed("offsets_ms must have one entry per frame", field="offsets_ms")
 
-    for position, frame in enumerate(frames):
-        frame.flush()
-        try:
-            check_no_trailing_data(frame.path)
-        except PhotoRejected as exc:
-            # Refused before anything is stored or counted: a phone's canvas never
-            # appends data to a frame, so this is not the person's failed attempt.
-            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
-            error.code, error.http_status = exc.code, exc.http_status
-            raise error from exc
+    _refuse_appended_data(frames)
 
     attempt.submitted_at = now
     digests = store.store_all(list(frames))
@@ -525,6 +516,19 @@ def submit_frames(
         )
     verdict = verify(contents, attempt.challenge_list, attempt.member_id)
     return _apply_verdict(attempt, verdict, now=now)
+
+
+def _refuse_appended_data(frames: Sequence[HashingFile]) -> None:
+    """Refused before anything is stored or counted: a phone's canvas never appends data
+    to a frame, so this is not the person's failed attempt."""
+    for position, frame in enumerate(frames):
+        frame.flush()
+        try:
+            check_no_trailing_data(frame.path)
+        except PhotoRejected as exc:
+            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
+            error.code, error.http_status = exc.code, exc.http_status
+            raise error from exc
 
 
 def _apply_verdict(attempt: ProofOfLifeAttempt, verdict: Verdict, *, now: datetime) -> SubmitResult:
@@ -871,14 +875,7 @@ def submit_batch(
             f"a guided session takes at most {limits.guided_max_frames} frames",
             sent=first,
         )
-    for position, frame in enumerate(frames):
-        frame.flush()
-        try:
-            check_no_trailing_data(frame.path)
-        except PhotoRejected as exc:
-            error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
-            error.code, error.http_status = exc.code, exc.http_status
-            raise error from exc
+    _refuse_appended_data(frames)
 
     thresholds = Thresholds()
     digests = store.store_all(list(frames))
