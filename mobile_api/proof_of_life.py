@@ -619,15 +619,7 @@ def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int
         seen_hashes=pol.earlier_frame_hashes(member_id, excluding=-1),
         engine=engine,
     )
-    return pol.Verdict(
-        outcome=verdict.outcome,
-        reasons=tuple(verdict.reasons),
-        distance=verdict.distance,
-        frame_hashes=list(verdict.frame_hashes),
-        measurements=dict(verdict.measurements),
-        model_name=engine.model_name,
-        model_version=engine.model_version,
-    )
+    return pol.Verdict.judged(verdict, engine)
 
 
 @api.get("/status")

@@ -436,6 +436,19 @@ class Verdict:
     model_name: str
     model_version: str
 
+    @classmethod
+    def judged(cls, verdict: Any, engine: Any) -> Verdict:
+        """The pipeline's verdict (``pipeline.Verdict``) with the engine that made it."""
+        return cls(
+            outcome=verdict.outcome,
+            reasons=tuple(verdict.reasons),
+            distance=verdict.distance,
+            frame_hashes=list(verdict.frame_hashes),
+            measurements=dict(verdict.measurements),
+            model_name=engine.model_name,
+            model_version=engine.model_version,
+        )
+
 
 def member_templates(member_id: int, model_name: str) -> list[np.ndarray]:
     rows = db.session.scalars(
@@ -969,19 +982,7 @@ def submit_batch(
         seen_hashes=earlier_frame_hashes(attempt.member_id, excluding=attempt.id),
         engine=engine,
     )
-    result = _apply_verdict(
-        attempt,
-        Verdict(
-            outcome=verdict.outcome,
-            reasons=tuple(verdict.reasons),
-            distance=verdict.distance,
-            frame_hashes=list(verdict.frame_hashes),
-            measurements=dict(verdict.measurements),
-            model_name=engine.model_name,
-            model_version=engine.model_version,
-        ),
-        now=now,
-    )
+    result = _apply_verdict(attempt, Verdict.judged(verdict, engine), now=now)
     return BatchResult(attempt, step, steps[step], "finished", None, 1.0, None, result)
 
 
