@@ -218,7 +218,9 @@ class CachingEngine:
         self._shapes: dict[tuple[str, int], list[FaceShape]] = {}
         self._encodings: dict[tuple[str, tuple[int, ...]], npt.NDArray[np.float64]] = {}
         self._lock = threading.Lock()
-        self.calls = {"analyse": 0, "encoding": 0}
+        self._boxes: dict[tuple[str, int], list[tuple[int, int, int, int]]] = {}
+        self._placed: dict[tuple[str, tuple[int, int, int, int]], FaceShape] = {}
+        self.calls = {"analyse": 0, "detect": 0, "encoding": 0}
 
     @staticmethod
     def _key(image: npt.NDArray[np.uint8]) -> str:
@@ -232,6 +234,23 @@ class CachingEngine:
                 self.calls["analyse"] += 1
                 self._shapes[key] = self.engine.analyse(rgb, upsample=upsample)
             return list(self._shapes[key])
+
+    def detect(
+        self, rgb: npt.NDArray[np.uint8], *, upsample: int = 0
+    ) -> list[tuple[int, int, int, int]]:
+        key = (self._key(rgb), upsample)
+        with self._lock:
+            if key not in self._boxes:
+                self.calls["detect"] += 1
+                self._boxes[key] = self.engine.detect(rgb, upsample=upsample)
+            return list(self._boxes[key])
+
+    def shape_at(self, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> FaceShape:
+        key = (self._key(rgb), box)
+        with self._lock:
+            if key not in self._placed:
+                self._placed[key] = self.engine.shape_at(rgb, box)
+            return self._placed[key]
 
     def encoding(self, rgb: npt.NDArray[np.uint8], face: FaceShape) -> npt.NDArray[np.float64]:
         key = (self._key(rgb), tuple(int(v) for v in face.landmarks.ravel()))

@@ -112,6 +112,25 @@ class DlibFaceEngine:
             faces.append(FaceShape(box=box, landmarks=points))
         return faces
 
+    def detect(
+        self, rgb: npt.NDArray[np.uint8], *, upsample: int = 0
+    ) -> list[tuple[int, int, int, int]]:
+        """The boxes (top, right, bottom, left) of every face HOG finds, without
+        landmarks: for a crop whose one face's landmarks are placed on the full image."""
+        image = _rgb(rgb)
+        with self._lock:
+            rects = self._fr.api.face_detector(image, int(upsample))
+        height, width = image.shape[:2]
+        return [
+            (
+                max(int(r.top()), 0),
+                min(int(r.right()), width),
+                min(int(r.bottom()), height),
+                max(int(r.left()), 0),
+            )
+            for r in rects
+        ]
+
     def shape_at(self, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> FaceShape:
         """The 68 landmarks of the face in ``box`` (top, right, bottom, left), without a
         detection: for a face found on a smaller crop of the same image (about 2 ms)."""

@@ -65,6 +65,7 @@ __all__ = [
     "GuideLimits",
     "Observation",
     "StepAnswer",
+    "Track",
     "evaluate_step",
     "judge_session",
     "observe_frame",
@@ -115,7 +116,21 @@ class GuideLimits:
     on 10."""
     full_search_every: int = 4
     """Every this many frames the whole frame is searched for faces (a second person
-    shows); in between the face is looked for around its box in the frame before."""
+    shows); in between the face is looked for around where it was last seen."""
+    track_frames: int = 8
+    """A face seen in the last this many frames is looked for around where it was (about
+    2 s at 4 frames a second); after that the whole frame is searched, upsampled."""
+    track_margin: float = 0.6
+    """The crop around the last box reaches this many box widths beyond it on each side."""
+    track_face_px: float = 100.0
+    """A wider face's crop is shrunk so the face is this wide (HOG's cost grows with the
+    pixels; it finds faces from 80 px)."""
+    track_small_px: float = 90.0
+    """A narrower face's crop is enlarged so the face is this wide, rather than the whole
+    frame searched with an upsampled pyramid; faces in between are searched as they are
+    (a resampled face places its landmarks a little differently)."""
+    track_max_zoom: float = 2.5
+    """A small face's crop is enlarged at most this much (a 36 px face to 90 px)."""
 
 
 @dataclass(frozen=True)
@@ -155,28 +170,49 @@ def _grey_mean(rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int] | None
     return float((rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).mean())
 
 
-def _tracked(
-    rgb: npt.NDArray[np.uint8], near: tuple[int, int, int, int], engine: Any
-) -> FaceShape | None:
-    """The one face near ``near`` (the previous frame's box), found on a crop around it
-    scaled so the face is about 100 px wide (HOG's cost grows with the pixels: a tenth
-    of the whole frame's), its landmarks then placed on the full image. None when the
-    crop shows no face or more than one: the whole frame is searched instead."""
+@dataclass(frozen=True)
+class Track:
+    """Where the face was last seen in a guided session."""
+
+    box: tuple[int, int, int, int]  # top, right, bottom, left
+    position: int  # the frame it was seen in
+
+
+def _around(
+    rgb: npt.NDArray[np.uint8], near: tuple[int, int, int, int], engine: Any, limits: GuideLimits
+) -> tuple[int, FaceShape | None]:
+    """How many faces HOG finds on a crop around ``near`` (a box from an earlier frame), the
+    crop scaled so the face is between ``limits.track_small_px`` and
+    ``limits.track_face_px`` wide (searched once more upsampled when it shows none),
+    their boxes placed on the full image; landmarks only for the face when there is
+    exactly one."""
     top, right, bottom, left = near
     width, height = right - left, bottom - top
     if width <= 0 or height <= 0:
-        return None
-    y0, y1 = max(0, int(top - 0.6 * height)), min(rgb.shape[0], int(bottom + 0.6 * height))
-    x0, x1 = max(0, int(left - 0.6 * width)), min(rgb.shape[1], int(right + 0.6 * width))
+        return 0, None
+    margin = limits.track_margin
+    y0, y1 = max(0, int(top - margin * height)), min(rgb.shape[0], int(bottom + margin * height))
+    x0, x1 = max(0, int(left - margin * width)), min(rgb.shape[1], int(right + margin * width))
     crop = rgb[y0:y1, x0:x1]
-    scale = min(1.0, 100.0 / width)
-    if scale < 1.0:
+    if not crop.size:
+        return 0, None
+    scale = 1.0
+    if width > limits.track_face_px:
+        scale = limits.track_face_px / width
+    elif width < limits.track_small_px:
+        scale = min(limits.track_max_zoom, limits.track_small_px / width)
+    if scale != 1.0:
         size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
         crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BILINEAR))
-    found = engine.analyse(np.ascontiguousarray(crop), upsample=0)
+    crop = np.ascontiguousarray(crop)
+    found = engine.detect(crop, upsample=0)
+    if not found:
+        # A dim or blurred face HOG misses at this size is often found at twice it
+        # (the crop's upsampled search costs about a sixth of the whole frame's).
+        found = engine.detect(crop, upsample=1)
     if len(found) != 1:
-        return None
-    c_top, c_right, c_bottom, c_left = found[0].box
+        return len(found), None
+    c_top, c_right, c_bottom, c_left = found[0]
     box = (
         y0 + round(c_top / scale),
         min(rgb.shape[1], x0 + round(c_right / scale)),
@@ -184,7 +220,7 @@ def _tracked(
         x0 + round(c_left / scale),
     )
     shape: FaceShape = engine.shape_at(rgb, box)
-    return shape
+    return 1, shape
 
 
 def observe_frame(
@@ -194,35 +230,43 @@ def observe_frame(
     step: int,
     engine: LandmarkFaceEngine,
     thresholds: Thresholds,
-    near: tuple[int, int, int, int] | None = None,
-    previous: tuple[int, int, int, int] | None = None,
+    limits: GuideLimits,
+    track: Track | None = None,
 ) -> tuple[Observation, npt.NDArray[np.uint8] | None]:
-    """Decode one frame, hash it, find its faces (HOG without upsampling, once more with
-    one upsampling when none was found) and their landmarks. With ``near`` (the face's
-    box in the frame before) the face is looked for around it only (the caller searches
-    the whole frame every few frames, so that a second person shows); ``previous`` (the
-    face's last box, given on every frame) is followed when the whole frame shows none,
-    before an upsampled search."""
+    """Decode one frame, hash it, find its faces and their landmarks.
+
+    While the face was seen in the last ``limits.track_frames`` frames (``track``), it is
+    looked for on a crop around where it was: one face there is the frame's face, none
+    means none (turned away, covered: a face cannot leave the crop between two frames),
+    more than one sends the frame to a whole-frame search. Every
+    ``limits.full_search_every``-th frame is searched whole (HOG without upsampling), so a
+    second person shows; the crop is then the fallback for a face under HOG's 80 px. With
+    no recent face, the whole frame is searched, once more upsampled when nothing is
+    found (faces from about 40 px)."""
     try:
         rgb = decode_frame(
             data, max_side=thresholds.max_side, max_pixels=thresholds.max_frame_pixels
         )
     except FrameRejected:
         return Observation(position, step, -1, None, 0.0, ""), None
+    recent = (
+        track is not None
+        and position - track.position <= limits.track_frames
+        and hasattr(engine, "detect")
+    )
+    whole = not recent or position % limits.full_search_every == 0
     faces: list[FaceShape] = []
-    can_track = previous is not None and hasattr(engine, "shape_at")
-    if near is not None and can_track:
-        tracked = _tracked(rgb, near, engine)
-        faces = [tracked] if tracked is not None else []
-    if not faces:
+    if recent and track is not None and not whole:
+        count, shape = _around(rgb, track.box, engine, limits)
+        faces = [shape] if shape is not None else []
+        whole = count > 1
+    if whole:
         faces = select_faces(engine.analyse(rgb, upsample=0), thresholds.second_face_min_area)
-    if not faces and can_track and previous is not None:
-        # A face under HOG's 80 px is still followed from the frame before, far cheaper
-        # than an upsampled search of the whole frame.
-        tracked = _tracked(rgb, previous, engine)
-        faces = [tracked] if tracked is not None else []
-    if not faces:
-        faces = select_faces(engine.analyse(rgb, upsample=1), thresholds.second_face_min_area)
+        if not faces and recent and track is not None:
+            _, shape = _around(rgb, track.box, engine, limits)
+            faces = [shape] if shape is not None else []
+        elif not faces:
+            faces = select_faces(engine.analyse(rgb, upsample=1), thresholds.second_face_min_area)
     shape = faces[0] if len(faces) == 1 else None
     luminance = _grey_mean(rgb, shape.box if shape is not None else None)
     return Observation(position, step, len(faces), shape, luminance, phash(rgb)), rgb

@@ -895,23 +895,21 @@ def submit_batch(
     latest: list[Any] = []
     guide = guided.GuideLimits()
     earlier_frames = _observations(attempt)
-    last = earlier_frames[-1] if earlier_frames else None
+    seen = [o for o in earlier_frames if o.used and o.shape is not None]
+    track = guided.Track(seen[-1].shape.box, seen[-1].position) if seen else None
     for index, digest in enumerate(digests):
         data = store.path(digest).read_bytes()
-        previous_frame = latest[-1] if latest else last
-        previous_box = None
-        if previous_frame is not None and previous_frame.shape is not None:
-            previous_box = previous_frame.shape.box
-        near = previous_box if (first + index) % guide.full_search_every else None
         observation, _ = guided.observe_frame(
             data,
             position=first + index,
             step=step,
             engine=engine,
             thresholds=thresholds,
-            near=near,
-            previous=previous_box,
+            limits=guide,
+            track=track,
         )
+        if observation.used and observation.shape is not None:
+            track = guided.Track(observation.shape.box, observation.position)
         latest.append(observation)
         hashes.append(observation.frame_hash)
         db.session.add(
