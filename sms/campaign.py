@@ -37,6 +37,7 @@ from server.proof_of_life import links
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, local_moment, month_after, window
 from server.proof_of_life.service import designated_conditions, link_url
+from server.transactions import commits_per_batch
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import CampaignStep, MessageKind, MessageStatus, SmsMessage
@@ -76,6 +77,7 @@ def moments(month: str) -> Moments:
     return Moments(opens, follow_up, closes)
 
 
+@commits_per_batch
 @contextmanager
 def _step(month: str, name: str, now: datetime) -> Iterator[dict[str, Any]]:
     """Record a step's runs; ``finished_at`` is set only when a run completes."""
@@ -246,6 +248,7 @@ def _require_window(month: str, now: datetime, not_before: datetime, what: str) 
 # --------------------------------------------------------------------------- open
 
 
+@commits_per_batch
 def open_month(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Create the month's records and reminders (idempotent, resumable)."""
     at = moments(month)
@@ -337,6 +340,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
 # --------------------------------------------------------------------------- remind
 
 
+@commits_per_batch
 def remind(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Queue the follow-up for members still pending whose reminder did not fail."""
     at = moments(month)
@@ -411,6 +415,7 @@ def remind(month: str, *, now: datetime, progress: Progress | None = None) -> St
 # --------------------------------------------------------------------------- close
 
 
+@commits_per_batch
 def close(month: str, *, now: datetime, progress: Progress | None = None) -> payments.CloseReport:
     """End the window: unsent messages cancelled, pending -> missed, payments settled."""
     at = moments(month)

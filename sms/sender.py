@@ -27,6 +27,7 @@ from server.cases.workflow import region
 from server.extensions import db, rows_changed
 from server.proof_of_life.models import ContactReason, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.service import contact_task
+from server.transactions import commits_per_batch
 from sms import optouts
 from sms.gateway import RECIPIENT_CODES, SmsGateway
 from sms.models import MessageStatus, SmsMessage
@@ -97,6 +98,7 @@ def due(now: datetime) -> int:
     )
 
 
+@commits_per_batch
 def _claim(now: datetime, lease: timedelta) -> list[tuple[int, bool]]:
     """Claim up to CLAIM_BATCH due messages; returns (id, fresh) and commits."""
     candidates = db.session.execute(
@@ -192,6 +194,7 @@ def _send_one(
         report.retrying += 1
 
 
+@commits_per_batch
 def send_due(
     sender: SmsGateway,
     *,

@@ -31,6 +31,7 @@ from server.extensions import db, rows_changed
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, month_after, window
+from server.transactions import commits_per_batch
 
 BATCH = 1000
 # A member's month in one of these keeps the household's payment suspended.
@@ -127,6 +128,7 @@ def _id_batches(query_ids: Callable[[int], list[int]]) -> Iterator[list[int]]:
         after = ids[-1]
 
 
+@commits_per_batch
 def close_month(month: str, *, now: datetime, progress: Progress | None = None) -> CloseReport:
     """Close ``month``: pending -> missed, one payment row per active household,
     missed-in-a-row cases to review. Commits per batch; safe to run again."""

@@ -25,6 +25,7 @@ from server.extensions import db
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ProofOfLifeMonth
 from server.public.models import PublicChange, PublicSnapshot
+from server.transactions import commits_per_batch
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def _building_elsewhere() -> bool:
     )
 
 
+@commits_per_batch
 def refresh(*, force: bool = False) -> PublicSnapshot | None:
     """Rebuild when stale (or ``force``); None when nothing was built."""
     from server.public import snapshot as builder

@@ -34,6 +34,7 @@ from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
 from server.public.schemas import case_document
+from server.transactions import commits_per_batch
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def _group_counts(areas: _Areas, rules: PublicRules) -> Counter[Key]:
     return counts
 
 
+@commits_per_batch
 def start() -> PublicSnapshot:
     """Register a new build (committed, so concurrent refreshers can see it)."""
     mark = db.session.scalar(select(func.max(PublicChange.id))) or 0
@@ -111,6 +113,7 @@ def start() -> PublicSnapshot:
     return snapshot
 
 
+@commits_per_batch
 def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     """Build a complete snapshot, make it the current one, drop older ones."""
     snapshot = snapshot or start()
@@ -273,6 +276,7 @@ def _sort_key(item: tuple[tuple[Any, ...], int]) -> tuple[str, ...]:
     return tuple("" if v is None else str(v) for v in item[0])
 
 
+@commits_per_batch
 def _withhold_surnames(snapshot_id: int, surnames: Counter[tuple[Key, str]], k: int) -> None:
     shown = masked_surnames(surnames, k)
     for group, surname in surnames:
@@ -404,6 +408,7 @@ def _proof_of_life_stats(k: int, year: str) -> list[dict[str, Any]]:
     return out
 
 
+@commits_per_batch
 def abandon(snapshot_id: int) -> None:
     """Drop a build that failed half-way (its rows were never visible)."""
     db.session.execute(delete(PublicCase).where(PublicCase.snapshot_id == snapshot_id))
@@ -411,6 +416,7 @@ def abandon(snapshot_id: int) -> None:
     db.session.commit()
 
 
+@commits_per_batch
 def _drop_old(current: PublicSnapshot) -> None:
     """Keep the current snapshot and the one before it (requests that started reading it
     finish); delete older ones and builds that died."""

@@ -333,14 +333,15 @@ def receive_survey(
     new_members: dict[str, int] = {}
     if created:
         try:
-            if household is None:
-                household, new_members = _register_household(device, data, village)
-            survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
-            db.session.add(survey)
-            db.session.flush()
+            with db.session.begin_nested():
+                if household is None:
+                    household, new_members = _register_household(device, data, village)
+                survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
+                db.session.add(survey)
+                db.session.flush()
         except IntegrityError:
-            # Another request with the same client_uuid committed first.
-            db.session.rollback()
+            # Another request with the same client_uuid committed first: undo this
+            # savepoint only, never the caller's transaction (docs/decisions/0006).
             created = False
     if not created:
         survey = replayed_survey(device, str(data.client_uuid), content_hash)
