@@ -14,13 +14,14 @@ import json
 import logging
 import secrets
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, and_, case, cast, delete, func, select, update
+from sqlalchemy import BigInteger, Row, case, cast, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.areas.models import Area, AreaLevel
@@ -113,30 +114,53 @@ def start() -> PublicSnapshot:
     return snapshot
 
 
-@commits_per_batch
-def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
-    """Build a complete snapshot, make it the current one, drop older ones."""
-    snapshot = snapshot or start()
-    rules = region().public
-    zone = ZoneInfo(region().timezone)
-    now = utcnow()
-    this_year = now.astimezone(zone).strftime("%Y")
-    areas = _Areas()
-    decisions = generalize(_group_counts(areas, rules), rules.k)
-    classes = dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all())
+@dataclass
+class _Tally:
+    """What the published rows add up to, for the snapshot's statistics."""
 
-    area_names = {code: place.name for code, place in areas.places.items()}
-    cells: Counter[tuple[str, str | None, str | None, str, str | None]] = Counter()
-    surnames: Counter[tuple[Key, str]] = Counter()
-    township_totals: dict[str | None, Counter[str]] = defaultdict(Counter)
-    township_money: dict[str | None, Decimal] = defaultdict(Decimal)
-    published = withheld = 0
+    cells: Counter[tuple[str, str | None, str | None, str, str | None]] = field(
+        default_factory=Counter
+    )
+    surnames: Counter[tuple[Key, str]] = field(default_factory=Counter)
+    township_totals: defaultdict[str | None, Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    township_money: defaultdict[str | None, Decimal] = field(
+        default_factory=lambda: defaultdict(Decimal)
+    )
+    published: int = 0
+    withheld: int = 0
 
-    low, high = db.session.execute(select(func.min(Household.id), func.max(Household.id))).one()
-    start_id = low or 0
-    while high is not None and start_id <= high:
-        end_id = start_id + BATCH
-        in_batch = and_(Household.id >= start_id, Household.id < end_id)
+    def add(
+        self, shown: Key, state: CaseState, size: int, allowance: Decimal | None, surname: str
+    ) -> None:
+        self.published += 1
+        if surname:
+            self.surnames[(shown, surname)] += 1
+        self.cells[
+            (shown.county, shown.township, shown.village, state.value, shown.class_code)
+        ] += 1
+        totals = self.township_totals[shown.township]
+        totals[state.value] += 1
+        if state is CaseState.APPROVED:
+            totals["persons"] += size
+            self.township_money[shown.township] += allowance or Decimal(0)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The facts of the households with ids in [start, end) that a build publishes."""
+
+    households: Sequence[Row[int, str, int, int, CaseState, Decimal | None]]
+    sizes: dict[int, int]  # living members
+    changes: dict[int, list[str]]  # "state:YYYY-MM" at each change of state
+    months: dict[int, dict[str, str]]  # this year's proof of life: month -> shown status
+    surnames: dict[int, str]  # the head's masked surname, when names are shown masked
+
+    @classmethod
+    def load(
+        cls, start: int, end: int, *, zone: ZoneInfo, this_year: str, masked_names: bool
+    ) -> _Batch:
         households = db.session.execute(
             select(
                 Household.id,
@@ -145,72 +169,106 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
                 Household.class_id,
                 Household.state,
                 Household.monthly_allowance,
-            ).where(in_batch)
+            ).where(Household.id >= start, Household.id < end)
         ).all()
         sizes = dict(
             db.session.execute(
                 select(Member.household_id, func.count())
-                .where(Member.household_id >= start_id, Member.household_id < end_id)
+                .where(Member.household_id >= start, Member.household_id < end)
                 .where(Member.alive.is_(True))
                 .group_by(Member.household_id)
             ).all()
         )
-        changes: dict[int, list[str]] = defaultdict(list)
-        last_state: dict[int, str] = {}
-        for household_id, to_state, at in db.session.execute(
-            select(CaseEvent.household_id, CaseEvent.to_state, CaseEvent.at)
-            .where(CaseEvent.household_id >= start_id, CaseEvent.household_id < end_id)
-            .order_by(CaseEvent.household_id, CaseEvent.id)
-        ):
-            if last_state.get(household_id) != to_state:
-                changes[household_id].append(f"{to_state}:{_month(at, zone)}")
-                last_state[household_id] = to_state
-        months: dict[int, dict[str, str]] = defaultdict(dict)
-        for household_id, month, status in db.session.execute(
-            select(
-                ProofOfLifeMonth.household_id, ProofOfLifeMonth.month, ProofOfLifeMonth.status
-            ).where(
-                ProofOfLifeMonth.household_id >= start_id,
-                ProofOfLifeMonth.household_id < end_id,
-                ProofOfLifeMonth.month >= f"{this_year}-01",
-            )
-        ):
-            record = months[household_id]
-            if status in MISSED:
-                record[month] = "missed"
-            elif status in PASSED:
-                record.setdefault(month, "passed")
-            elif record.get(month) != "missed":
-                record[month] = "pending"
-        surnames_of: dict[int, str] = {}
-        if rules.masked_names:
-            for household_id, name in db.session.execute(
-                select(Member.household_id, Member.name).where(
-                    Member.household_id >= start_id,
-                    Member.household_id < end_id,
-                    Member.relation == Relation.HEAD,
-                )
-            ):
-                surnames_of[household_id] = f"{name.strip()[:1]}*" if name and name.strip() else ""
+        return cls(
+            households,
+            sizes,
+            _state_changes(start, end, zone),
+            _pol_months(start, end, this_year),
+            _head_surnames(start, end) if masked_names else {},
+        )
 
+
+def _state_changes(start: int, end: int, zone: ZoneInfo) -> dict[int, list[str]]:
+    changes: dict[int, list[str]] = defaultdict(list)
+    last_state: dict[int, str] = {}
+    for household_id, to_state, at in db.session.execute(
+        select(CaseEvent.household_id, CaseEvent.to_state, CaseEvent.at)
+        .where(CaseEvent.household_id >= start, CaseEvent.household_id < end)
+        .order_by(CaseEvent.household_id, CaseEvent.id)
+    ):
+        if last_state.get(household_id) != to_state:
+            changes[household_id].append(f"{to_state}:{_month(at, zone)}")
+            last_state[household_id] = to_state
+    return changes
+
+
+def _pol_months(start: int, end: int, this_year: str) -> dict[int, dict[str, str]]:
+    """Per household, this year's months as published: missed when any member missed or
+    failed, passed when all passed or were exempt, pending otherwise."""
+    months: dict[int, dict[str, str]] = defaultdict(dict)
+    for household_id, month, status in db.session.execute(
+        select(
+            ProofOfLifeMonth.household_id, ProofOfLifeMonth.month, ProofOfLifeMonth.status
+        ).where(
+            ProofOfLifeMonth.household_id >= start,
+            ProofOfLifeMonth.household_id < end,
+            ProofOfLifeMonth.month >= f"{this_year}-01",
+        )
+    ):
+        record = months[household_id]
+        if status in MISSED:
+            record[month] = "missed"
+        elif status in PASSED:
+            record.setdefault(month, "passed")
+        elif record.get(month) != "missed":
+            record[month] = "pending"
+    return months
+
+
+def _head_surnames(start: int, end: int) -> dict[int, str]:
+    """The head's surname as shown masked (its first character and ``*``)."""
+    return {
+        household_id: f"{name.strip()[:1]}*" if name and name.strip() else ""
+        for household_id, name in db.session.execute(
+            select(Member.household_id, Member.name).where(
+                Member.household_id >= start,
+                Member.household_id < end,
+                Member.relation == Relation.HEAD,
+            )
+        )
+    }
+
+
+@dataclass(frozen=True)
+class _Publishing:
+    """What every row of one build is made with."""
+
+    snapshot_id: int
+    rules: PublicRules
+    areas: _Areas
+    area_names: dict[str, str]
+    decisions: dict[Key, Key | None]  # None: the group is withheld
+    classes: dict[int, str]
+
+    def rows(self, batch: _Batch, tally: _Tally) -> list[dict[str, Any]]:
+        """The published rows of ``batch`` (cases of a withheld group left out), counted
+        into ``tally``."""
+        rules = self.rules
         rows: list[dict[str, Any]] = []
-        for h in households:
-            size = sizes.get(h.id, 0)
-            county, township, village = areas.chain[h.village_id]
-            class_code = classes[h.class_id]
-            full = Key(county, township, village, class_code, rules.size_band(size))
-            shown = decisions.get(full)
+        for h in batch.households:
+            size = batch.sizes.get(h.id, 0)
+            county, township, village = self.areas.chain[h.village_id]
+            full = Key(county, township, village, self.classes[h.class_id], rules.size_band(size))
+            shown = self.decisions.get(full)
             if shown is None:
-                withheld += 1
+                tally.withheld += 1
                 continue
-            published += 1
             state = CaseState(h.state)
             amount = h.monthly_allowance if state in AMOUNT_STATES else None
-            surname = surnames_of.get(h.id, "")
-            if surname:
-                surnames[(shown, surname)] += 1
+            surname = batch.surnames.get(h.id, "")
+            tally.add(shown, state, size, h.monthly_allowance, surname)
             row = {
-                "snapshot_id": snapshot.id,
+                "snapshot_id": self.snapshot_id,
                 "case_code": h.case_code,
                 "county_code": shown.county,
                 "township_code": shown.township,
@@ -220,45 +278,67 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
                 "status": state.value,
                 "amount": rules.published_amount(amount),
                 "masked_name": surname or None,
-                "changes": " ".join(changes.get(h.id, [])),
+                "changes": " ".join(batch.changes.get(h.id, [])),
                 "proof_of_life": " ".join(
-                    f"{m}:{s}" for m, s in sorted(months.get(h.id, {}).items())
+                    f"{m}:{s}" for m, s in sorted(batch.months.get(h.id, {}).items())
                 ),
             }
-            row["document"] = case_document(row, area_names, masked_names=rules.masked_names)
+            row["document"] = case_document(row, self.area_names, masked_names=rules.masked_names)
             rows.append(row)
-            cells[(shown.county, shown.township, shown.village, state.value, shown.class_code)] += 1
-            totals = township_totals[shown.township]
-            totals[state.value] += 1
-            if state is CaseState.APPROVED:
-                totals["persons"] += size
-                township_money[shown.township] += h.monthly_allowance or Decimal(0)
-        bulk_insert(PublicCase, rows)
+        return rows
+
+
+@commits_per_batch
+def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
+    """Build a complete snapshot, make it the current one, drop older ones."""
+    snapshot = snapshot or start()
+    rules = region().public
+    zone = ZoneInfo(region().timezone)
+    now = utcnow()
+    this_year = now.astimezone(zone).strftime("%Y")
+    areas = _Areas()
+    publishing = _Publishing(
+        snapshot_id=snapshot.id,
+        rules=rules,
+        areas=areas,
+        area_names={code: place.name for code, place in areas.places.items()},
+        decisions=generalize(_group_counts(areas, rules), rules.k),
+        classes=dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all()),
+    )
+    tally = _Tally()
+    low, high = db.session.execute(select(func.min(Household.id), func.max(Household.id))).one()
+    start_id = low or 0
+    while high is not None and start_id <= high:
+        end_id = start_id + BATCH
+        batch = _Batch.load(
+            start_id, end_id, zone=zone, this_year=this_year, masked_names=rules.masked_names
+        )
+        bulk_insert(PublicCase, publishing.rows(batch, tally))
         db.session.commit()
         start_id = end_id
 
     if rules.masked_names:
-        _withhold_surnames(snapshot.id, surnames, rules.k)
+        _withhold_surnames(snapshot.id, tally.surnames, rules.k)
 
     stats = {
         "built_at": now.isoformat(),
         "k": rules.k,
         "amount": rules.amount,
-        "published": published,
-        "withheld": withheld,
+        "published": tally.published,
+        "withheld": tally.withheld,
         "areas": {
             code: {"name": p.name, "level": p.level, "parent": p.parent}
             for code, p in areas.places.items()
             if p.level in ("county", "township", "village")
         },
-        "cells": [[*key, n] for key, n in sorted(cells.items(), key=_sort_key)],
-        "townships": _township_stats(township_totals, township_money, rules.k),
+        "cells": [[*key, n] for key, n in sorted(tally.cells.items(), key=_sort_key)],
+        "townships": _township_stats(tally.township_totals, tally.township_money, rules.k),
         "payments": _payment_stats(areas, rules.k, now, zone),
         "proof_of_life": _proof_of_life_stats(rules.k, this_year),
     }
     snapshot.stats = json.dumps(stats, ensure_ascii=False, separators=(",", ":"))
-    snapshot.cases = published
-    snapshot.withheld = withheld
+    snapshot.cases = tally.published
+    snapshot.withheld = tally.withheld
     snapshot.state = "ready"
     snapshot.finished_at = utcnow()
     db.session.commit()
@@ -266,8 +346,8 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     logger.info(
         "public snapshot %s built: %d cases published, %d withheld",
         snapshot.id,
-        published,
-        withheld,
+        tally.published,
+        tally.withheld,
     )
     return snapshot
 
