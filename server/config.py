@@ -239,6 +239,38 @@ def build_config(folder: str, overrides: Mapping[str, Any] | None = None) -> dic
 
 
 def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
+    _validate_secrets(config, folder)
+    url = config.get("DATABASE_URL") or f"sqlite:///{Path(folder) / 'dibao.sqlite3'}"
+    config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(str(url))
+    try:
+        config["REGION"] = load_region_rules(config.get("DIBAO_REGION_CONFIG"))
+    except RegionConfigError as exc:
+        raise ConfigError(f"DIBAO_REGION_CONFIG: {exc}") from exc
+    base = str(config["PUBLIC_BASE_URL"]).rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {base!r}")
+    config["PUBLIC_BASE_URL"] = base
+    _validate_sizes(config)
+    fixed = config.get("DIBAO_POL_FIXED_CHALLENGES")
+    if fixed:
+        if not (config.get("TESTING") or config.get("DIBAO_USING_DEV_SECRETS")):
+            raise ConfigError(
+                "DIBAO_POL_FIXED_CHALLENGES makes liveness predictable: it is allowed only "
+                "in tests and with the demo's own secrets"
+            )
+        config["DIBAO_POL_FIXED_CHALLENGES"] = [c.strip() for c in str(fixed).split(",")]
+    _validate_sms(config)
+    _validate_public(config)
+    _validate_rate_limits(config)
+    level = str(config["DIBAO_LOG_LEVEL"]).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"DIBAO_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    config["DIBAO_LOG_LEVEL"] = level
+    return config
+
+
+def _validate_secrets(config: dict[str, Any], folder: str) -> None:
+    """The secret key and the data key: from the environment, else the demo's own file."""
     dev_secrets_path = Path(folder) / DEV_SECRETS_FILE
     missing = [k for k in ("SECRET_KEY", "DIBAO_DATA_KEY") if not config.get(k)]
     if missing and dev_secrets_path.exists():
@@ -252,22 +284,11 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
             f"{' and '.join(missing)} not set. Production needs them in the environment; "
             "`dibao demo` generates demo-only secrets in the instance folder."
         )
-
     config["DIBAO_DATA_KEY_BYTES"] = decode_data_key(str(config["DIBAO_DATA_KEY"]))
 
-    url = config.get("DATABASE_URL") or f"sqlite:///{Path(folder) / 'dibao.sqlite3'}"
-    config["SQLALCHEMY_DATABASE_URI"] = normalize_database_url(str(url))
 
-    try:
-        config["REGION"] = load_region_rules(config.get("DIBAO_REGION_CONFIG"))
-    except RegionConfigError as exc:
-        raise ConfigError(f"DIBAO_REGION_CONFIG: {exc}") from exc
-
-    base = str(config["PUBLIC_BASE_URL"]).rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise ConfigError(f"PUBLIC_BASE_URL must start with http:// or https://, got {base!r}")
-    config["PUBLIC_BASE_URL"] = base
-
+def _validate_sizes(config: dict[str, Any]) -> None:
+    """The whole-number settings (sizes, counts, seconds), and the request size limit."""
     for key in INT_KEYS:
         try:
             config[key] = int(config[key])
@@ -282,15 +303,15 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     # Non-file form fields (the survey JSON part, with its GPS track) stay in memory.
     config.setdefault("MAX_FORM_MEMORY_SIZE", 4 * 1024 * 1024)
 
-    fixed = config.get("DIBAO_POL_FIXED_CHALLENGES")
-    if fixed:
-        if not (config.get("TESTING") or config.get("DIBAO_USING_DEV_SECRETS")):
-            raise ConfigError(
-                "DIBAO_POL_FIXED_CHALLENGES makes liveness predictable: it is allowed only "
-                "in tests and with the demo's own secrets"
-            )
-        config["DIBAO_POL_FIXED_CHALLENGES"] = [c.strip() for c in str(fixed).split(",")]
 
+def _number(config: dict[str, Any], key: str, message: str) -> float:
+    try:
+        return float(config[key])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(message) from exc
+
+
+def _validate_sms(config: dict[str, Any]) -> None:
     backend = str(config["SMS_BACKEND"]).strip().lower()
     if backend not in ("outbox", "twilio"):
         raise ConfigError(f"SMS_BACKEND must be outbox or twilio, got {backend!r}")
@@ -304,39 +325,31 @@ def validate(config: dict[str, Any], folder: str) -> dict[str, Any]:
     api_base = config.get("TWILIO_API_BASE_URL")
     if api_base and not str(api_base).startswith(("http://", "https://")):
         raise ConfigError(f"TWILIO_API_BASE_URL must be an http(s) URL, got {api_base!r}")
-
-    try:
-        rate = float(config["SMS_RATE_PER_SECOND"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"SMS_RATE_PER_SECOND must be a number, got {config['SMS_RATE_PER_SECOND']!r}"
-        ) from exc
+    rate = _number(
+        config,
+        "SMS_RATE_PER_SECOND",
+        f"SMS_RATE_PER_SECOND must be a number, got {config['SMS_RATE_PER_SECOND']!r}",
+    )
     if not 0 <= rate <= 10_000:
         raise ConfigError(f"SMS_RATE_PER_SECOND must be between 0 and 10000, got {rate}")
     config["SMS_RATE_PER_SECOND"] = rate
 
+
+def _validate_public(config: dict[str, Any]) -> None:
     refresh = config.get("DIBAO_PUBLIC_REFRESH") or (
         "background" if config.get("CELERY_BROKER_URL") else "inline"
     )
     if refresh not in ("inline", "background"):
         raise ConfigError(f"DIBAO_PUBLIC_REFRESH must be inline or background, got {refresh!r}")
     config["DIBAO_PUBLIC_REFRESH"] = refresh
-    try:
-        config["DIBAO_PUBLIC_CACHE_SECONDS"] = float(config["DIBAO_PUBLIC_CACHE_SECONDS"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds") from exc
-    try:
-        config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"] = float(config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"])
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number") from exc
-
-    _validate_rate_limits(config)
-
-    level = str(config["DIBAO_LOG_LEVEL"]).upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"DIBAO_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    config["DIBAO_LOG_LEVEL"] = level
-    return config
+    config["DIBAO_PUBLIC_CACHE_SECONDS"] = _number(
+        config,
+        "DIBAO_PUBLIC_CACHE_SECONDS",
+        "DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds",
+    )
+    config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"] = _number(
+        config, "DIBAO_PUBLIC_RESPONSE_CACHE_MB", "DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number"
+    )
 
 
 def _validate_rate_limits(config: dict[str, Any]) -> None:
