@@ -690,42 +690,8 @@ def _one_household(
         applied_on = today - _DAYS[rng.randrange(0, 35)]
     else:
         applied_on = today - _DAYS[rng.randrange(40, 3 * 365)]
-    steps = _steps_to(state, rng)
-    events: list[dict[str, Any]] = []
-    day = applied_on
-    actions = ["apply", *steps]
-    previous: CaseState | None = None
     household: dict[str, Any] = {}
-    for action in actions:
-        target = CaseState.APPLIED if action == "apply" else TARGET_OF[action]
-        if action != "apply":
-            day = min(day + _DAYS[rng.randrange(1, 6)], today)
-        if action == "start_public_notice":
-            household["notice_ends_on"] = day + timedelta(days=rules.deadlines.public_notice_days)
-            household["decision_due_on"] = run.add_working_days(
-                household["notice_ends_on"], rules.deadlines.county_decision_working_days
-            )
-            if target is not state:  # moved on: the notice ran its course
-                day = min(household["notice_ends_on"], today)
-        if action in _CASEWORKER_ACTIONS:
-            actor_id = village.caseworker_id
-        elif action in _REVIEWER_ACTIONS:
-            actor_id = village.reviewer_id
-        else:
-            actor_id = run.approver_id
-        events.append(
-            {
-                "at": datetime.combine(day, time(1 + rng.randrange(9), rng.randrange(60)), UTC),
-                "actor_id": actor_id,
-                "action": action,
-                "from_state": previous.value if previous else None,
-                "to_state": target.value,
-                "reason": REASONS.get(action),
-            }
-        )
-        if action == "approve":
-            household["approved_on"] = day
-        previous = target
+    events = _history(run, village, state, applied_on, household)
 
     incomes = [m["monthly_income"] for m in members]
     result = compute_allowance(
@@ -736,14 +702,7 @@ def _one_household(
         member_incomes=incomes,
     )
     approved_on: date | None = household.get("approved_on")
-    next_review_on = last_reviewed_on = None
-    if approved_on is not None:
-        interval = household_class.review_interval_months
-        last_reviewed_on = approved_on
-        next_review_on = run.add_months(last_reviewed_on, interval)
-        while next_review_on <= today - _DAYS[rng.randrange(0, 60)]:
-            last_reviewed_on = next_review_on
-            next_review_on = run.add_months(last_reviewed_on, interval)
+    last_reviewed_on, next_review_on = _reviews(run, approved_on, household_class)
 
     code = new_case_code(rng)
     while code in codes:
@@ -778,6 +737,64 @@ def _one_household(
     household.setdefault("decision_due_on", None)
     household.setdefault("approved_on", None)
     return household, members, events
+
+
+def _history(
+    run: _Run, village: _Village, state: CaseState, applied_on: date, household: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The case events from the application to ``state``, by the village's caseworker,
+    reviewer and the county approver; the notice and approval dates into ``household``."""
+    rng, rules, today = run.rng, run.rules, run.today
+    events: list[dict[str, Any]] = []
+    day = applied_on
+    previous: CaseState | None = None
+    for action in ["apply", *_steps_to(state, rng)]:
+        target = CaseState.APPLIED if action == "apply" else TARGET_OF[action]
+        if action != "apply":
+            day = min(day + _DAYS[rng.randrange(1, 6)], today)
+        if action == "start_public_notice":
+            household["notice_ends_on"] = day + timedelta(days=rules.deadlines.public_notice_days)
+            household["decision_due_on"] = run.add_working_days(
+                household["notice_ends_on"], rules.deadlines.county_decision_working_days
+            )
+            if target is not state:  # moved on: the notice ran its course
+                day = min(household["notice_ends_on"], today)
+        if action in _CASEWORKER_ACTIONS:
+            actor_id = village.caseworker_id
+        elif action in _REVIEWER_ACTIONS:
+            actor_id = village.reviewer_id
+        else:
+            actor_id = run.approver_id
+        events.append(
+            {
+                "at": datetime.combine(day, time(1 + rng.randrange(9), rng.randrange(60)), UTC),
+                "actor_id": actor_id,
+                "action": action,
+                "from_state": previous.value if previous else None,
+                "to_state": target.value,
+                "reason": REASONS.get(action),
+            }
+        )
+        if action == "approve":
+            household["approved_on"] = day
+        previous = target
+    return events
+
+
+def _reviews(
+    run: _Run, approved_on: date | None, household_class: _Class
+) -> tuple[date | None, date | None]:
+    """The last periodic review and the next one due, every ``review_interval_months``
+    from the approval, the last one done up to two months late."""
+    if approved_on is None:
+        return None, None
+    interval = household_class.review_interval_months
+    last_reviewed_on = approved_on
+    next_review_on = run.add_months(last_reviewed_on, interval)
+    while next_review_on <= run.today - _DAYS[run.rng.randrange(0, 60)]:
+        last_reviewed_on = next_review_on
+        next_review_on = run.add_months(last_reviewed_on, interval)
+    return last_reviewed_on, next_review_on
 
 
 def _steps_to(state: CaseState, rng: random.Random) -> list[str]:
