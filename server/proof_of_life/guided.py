@@ -44,18 +44,13 @@ from server.proof_of_life.analysis import (
     yaw_proxy,
 )
 from server.proof_of_life.pipeline import (
-    REASONS,
     FrameRejected,
-    Measurement,
+    Judgement,
     Thresholds,
     Verdict,
     choose_for_encoding,
     decode_frame,
-    face_distance,
-    outcome_of,
     phash,
-    record_thresholds,
-    replay_check,
     select_faces,
 )
 
@@ -530,30 +525,22 @@ def judge_session(
     """
     t = thresholds
     live = t.liveness
-    reasons: set[str] = set()
-    m: dict[str, Measurement] = {"guided": 1, "frames_received": len(observations)}
-    undecodable = sum(o.faces < 0 for o in observations)
-    many = sum(o.faces > 1 for o in observations)
+    judged = Judgement(t, {"guided": 1, "frames_received": len(observations)})
+    m = judged.measurements
     used = [o for o in observations if o.used and o.shape is not None]
-    m.update(
-        frames_undecodable=undecodable,
-        frames_no_face=sum(o.faces == 0 for o in observations),
-        frames_many_faces=many,
-        frames_used=len(used),
+    judged.frames(
+        undecodable=sum(o.faces < 0 for o in observations),
+        no_face=sum(o.faces == 0 for o in observations),
+        many=sum(o.faces > 1 for o in observations),
+        used=len(used),
     )
-    if undecodable:
-        reasons.add("undecodable_frame")
-    if many:
-        reasons.add("many_faces")
-    if len(used) < t.min_usable_frames:
-        reasons.add("no_face")
+    judged.flag("no_face", len(used) < t.min_usable_frames)
 
     confirmed, baseline = replay_steps(steps, observations, live, limits)
     for index, (name, position) in enumerate(zip(steps, confirmed, strict=True)):
         m[f"step_{index}"] = name
-        if position is None:
-            reasons.add("challenge_not_done")
-        else:
+        judged.flag("challenge_not_done", position is None)
+        if position is not None:
             m[f"step_{index}_position"] = position
     if baseline:
         m["yaw_start"] = round(baseline["start_yaw"], 4)
@@ -572,50 +559,29 @@ def judge_session(
             planar_parallax_robust=round(planar.parallax_robust, 4),
         )
         hashes = [o.frame_hash for o in observations if o.frame_hash]
-        if motion < live.static_max_motion or (len(hashes) >= 3 and len(set(hashes)) == 1):
-            reasons.add("static_frames")
-        if yaw_range >= live.turn_min_yaw and (
-            planar.residual < live.planar_max_residual
-            or planar.parallax_robust < live.planar_min_parallax
-        ):
-            reasons.add("planar_motion")
+        judged.flag(
+            "static_frames",
+            motion < live.static_max_motion or (len(hashes) >= 3 and len(set(hashes)) == 1),
+        )
+        judged.flag(
+            "planar_motion",
+            yaw_range >= live.turn_min_yaw
+            and (
+                planar.residual < live.planar_max_residual
+                or planar.parallax_robust < live.planar_min_parallax
+            ),
+        )
 
     frame_hashes = [o.frame_hash for o in observations]
-    matches, nearest = replay_check(frame_hashes, seen_hashes, t.replay_max_distance)
-    m["replay_matches"] = matches
-    if nearest is not None:
-        m["replay_nearest_bits"] = nearest
-    if matches:
-        reasons.add("replayed_frames")
-
-    distance: float | None = None
-    m["templates"] = len(templates)
-    if not len(templates):
-        reasons.add("no_template")
-    elif used:
-        template_array = np.array([np.asarray(x, dtype=np.float64).ravel() for x in templates])
+    judged.replay(frame_hashes, seen_hashes)
+    chosen: list[tuple[int, npt.NDArray[np.uint8], FaceShape]] = []
+    if len(templates) and used:
         candidates = [o for o in _identity_candidates(used) if o.shape is not None]
         items = [(load_rgb(o.position), o.shape) for o in candidates if o.shape is not None]
         indices = choose_for_encoding(items, t.encode_frames, live.blink_drop)
-        distance, per_frame = face_distance([items[i] for i in indices], template_array, engine, t)
-        positions = [candidates[i].position for i in indices]
-        m["distance"] = round(distance, 4)
-        m["distance_positions"] = ",".join(str(p) for p in positions[: len(per_frame)])
-        m["distance_per_frame"] = ",".join(f"{d:.3f}" for d in per_frame)
-        if distance > t.review_tolerance:
-            reasons.add("face_mismatch")
-        elif distance > t.match_tolerance:
-            reasons.add("face_uncertain")
-
-    record_thresholds(m, t)
-    ordered = tuple(code for code in REASONS if code in reasons)
-    return Verdict(
-        outcome=outcome_of(ordered),
-        reasons=ordered,
-        distance=distance,
-        frame_hashes=frame_hashes,
-        measurements=m,
-    )
+        chosen = [(candidates[i].position, *items[i]) for i in indices]
+    judged.identity(chosen, templates, engine)
+    return judged.verdict(frame_hashes)
 
 
 def _identity_candidates(used: Sequence[Observation], count: int = 8) -> list[Observation]:

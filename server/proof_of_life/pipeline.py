@@ -97,6 +97,7 @@ from server.proof_of_life.analysis import (
 __all__ = [
     "REASONS",
     "FrameRejected",
+    "Judgement",
     "Measurement",
     "Outcome",
     "Thresholds",
@@ -367,6 +368,80 @@ def face_distance(
     return float(statistics.median(per_frame)), per_frame
 
 
+@dataclass
+class Judgement:
+    """The reasons and measurements of one attempt as its checks add them, and the
+    verdict they make: the parts the one-shot (:func:`verify_frames`) and the guided
+    session (``guided.judge_session``) judge alike."""
+
+    thresholds: Thresholds
+    measurements: dict[str, Measurement]
+    reasons: set[str] = field(default_factory=set)
+    distance: float | None = None
+
+    def flag(self, code: str, when: bool = True) -> None:
+        if when:
+            self.reasons.add(code)
+
+    def frames(self, *, undecodable: int, no_face: int, many: int, used: int) -> None:
+        """The frames' face counts; an undecodable frame and a second face are reasons."""
+        self.measurements.update(
+            frames_undecodable=undecodable,
+            frames_no_face=no_face,
+            frames_many_faces=many,
+            frames_used=used,
+        )
+        self.flag("undecodable_frame", bool(undecodable))
+        self.flag("many_faces", bool(many))
+
+    def replay(self, hashes: Sequence[str], seen_hashes: Collection[str]) -> None:
+        """5: a frame within a bit or so of a frame of the member's earlier attempts."""
+        matches, nearest = replay_check(hashes, seen_hashes, self.thresholds.replay_max_distance)
+        self.measurements["replay_matches"] = matches
+        if nearest is not None:
+            self.measurements["replay_nearest_bits"] = nearest
+        self.flag("replayed_frames", bool(matches))
+
+    def identity(
+        self,
+        chosen: Sequence[tuple[int, npt.NDArray[np.uint8], FaceShape]],
+        templates: Sequence[npt.NDArray[np.float64]],
+        engine: LandmarkFaceEngine,
+    ) -> None:
+        """6: the distance of the ``chosen`` frames (position, pixels, face; the best
+        first) to the member's templates."""
+        t = self.thresholds
+        self.measurements["templates"] = len(templates)
+        if not len(templates):
+            self.flag("no_template")
+            return
+        if not chosen:
+            return
+        template_array = np.array([np.asarray(x, dtype=np.float64).ravel() for x in templates])
+        distance, per_frame = face_distance(
+            [(rgb, face) for _, rgb, face in chosen], template_array, engine, t
+        )
+        self.distance = distance
+        self.measurements["distance"] = _r(distance)
+        self.measurements["distance_positions"] = ",".join(
+            str(position) for position, _, _ in chosen[: len(per_frame)]
+        )
+        self.measurements["distance_per_frame"] = _series(per_frame)
+        self.flag("face_mismatch", distance > t.review_tolerance)
+        self.flag("face_uncertain", t.match_tolerance < distance <= t.review_tolerance)
+
+    def verdict(self, frame_hashes: list[str]) -> Verdict:
+        record_thresholds(self.measurements, self.thresholds)
+        ordered = tuple(code for code in REASONS if code in self.reasons)
+        return Verdict(
+            outcome=outcome_of(ordered),
+            reasons=ordered,
+            distance=self.distance,
+            frame_hashes=frame_hashes,
+            measurements=self.measurements,
+        )
+
+
 def replay_check(
     hashes: Sequence[str], seen_hashes: Collection[str], max_distance: int
 ) -> tuple[int, int | None]:
@@ -438,16 +513,49 @@ def verify_frames(
     unknown = [c for c in challenges if c not in CHALLENGES]
     if unknown:
         raise ValueError(f"unknown challenges: {unknown}")
-    template_array = np.array([np.asarray(t, dtype=np.float64).ravel() for t in templates])
-    if len(templates) and template_array.shape[1:] != (128,):
+    if any(np.asarray(x).size != 128 for x in templates):
         raise ValueError("templates must be 128-d encodings")
     t = thresholds
-    live = t.liveness
     faces_engine = _engine(engine)
-    reasons: set[str] = set()
-    m: dict[str, Measurement] = {"frames_received": len(frames)}
+    judged = Judgement(t, {"frames_received": len(frames)})
 
     # 1-3: decode, hash, landmarks.
+    hashes, decoded = _decode_all(frames, t)
+    used, no_face, many = _faces_of(decoded, faces_engine, t, judged.measurements)
+    judged.frames(
+        undecodable=len(frames) - len(decoded), no_face=no_face, many=many, used=len(used)
+    )
+    judged.measurements["used_positions"] = ",".join(str(u.position) for u in used)
+    if len(frames) < t.min_usable_frames:
+        judged.flag("too_few_frames")
+    elif len(used) < t.min_usable_frames and no_face:
+        judged.flag("no_face")
+
+    # 4: liveness, only with enough frames to judge.
+    analysis: SequenceAnalysis | None = None
+    if len(used) >= t.min_usable_frames:
+        analysis = analyse_sequence(
+            [u.face.landmarks for u in used], challenges, t.liveness, mirrored=mirrored
+        )
+        _record_analysis(judged.measurements, analysis, used)
+        decoded_hashes = [h for h in hashes if h]
+        same_hash = len(decoded_hashes) >= 3 and len(set(decoded_hashes)) == 1
+        judged.flag("static_frames", analysis.static or same_hash)
+        judged.flag("planar_motion", analysis.planar_motion)
+        judged.flag("challenge_not_done", bool(analysis.not_done))
+        judged.flag("challenge_order", bool(analysis.out_of_order))
+    judged.measurements["distinct_hashes"] = len({h for h in hashes if h})
+
+    judged.replay(hashes, seen_hashes)
+    chosen = _choose_for_encoding(used, analysis, t.encode_frames, t.liveness.blink_drop)
+    judged.identity([(u.position, u.rgb, u.face) for u in chosen], templates, faces_engine)
+    return judged.verdict(hashes)
+
+
+def _decode_all(
+    frames: Sequence[bytes], t: Thresholds
+) -> tuple[list[str], list[tuple[int, npt.NDArray[np.uint8]]]]:
+    """Each frame's hash ("" when it cannot be decoded) and the decoded ones' pixels."""
     hashes: list[str] = []
     decoded: list[tuple[int, npt.NDArray[np.uint8]]] = []
     for position, data in enumerate(frames):
@@ -458,8 +566,19 @@ def verify_frames(
             continue
         hashes.append(phash(rgb))
         decoded.append((position, rgb))
-    undecodable = len(frames) - len(decoded)
-    found = [faces_engine.analyse(rgb, upsample=0) for _, rgb in decoded]
+    return hashes, decoded
+
+
+def _faces_of(
+    decoded: Sequence[tuple[int, npt.NDArray[np.uint8]]],
+    engine: LandmarkFaceEngine,
+    t: Thresholds,
+    m: dict[str, Measurement],
+) -> tuple[list[_Used], int, int]:
+    """The frames with one face (and how many had none, how many more than one): HOG
+    without upsampling, and once more upsampled where none was found when short of
+    frames with one face."""
+    found = [engine.analyse(rgb, upsample=0) for _, rgb in decoded]
     retried = 0
     if 3 * sum(len(f) == 1 for f in found) < 2 * len(found):
         # Short of frames with one face: look again, upsampled once, where none was
@@ -467,8 +586,9 @@ def verify_frames(
         # first look, and a face missed among faces found is mostly one turned away.
         for index, (_, rgb) in enumerate(decoded):
             if not found[index]:
-                found[index] = faces_engine.analyse(rgb, upsample=1)
+                found[index] = engine.analyse(rgb, upsample=1)
                 retried += 1
+    m["frames_retried_upsampled"] = retried
     used: list[_Used] = []
     no_face = many = 0
     for (position, rgb), detections in zip(decoded, found, strict=True):
@@ -479,78 +599,7 @@ def verify_frames(
             many += 1
         else:
             used.append(_Used(position, rgb, faces[0]))
-    m["frames_retried_upsampled"] = retried
-    m.update(
-        frames_undecodable=undecodable,
-        frames_no_face=no_face,
-        frames_many_faces=many,
-        frames_used=len(used),
-        used_positions=",".join(str(u.position) for u in used),
-    )
-    if undecodable:
-        reasons.add("undecodable_frame")
-    if many:
-        reasons.add("many_faces")
-    if len(frames) < t.min_usable_frames:
-        reasons.add("too_few_frames")
-    elif len(used) < t.min_usable_frames and no_face:
-        reasons.add("no_face")
-
-    # 4: liveness, only with enough frames to judge.
-    analysis: SequenceAnalysis | None = None
-    if len(used) >= t.min_usable_frames:
-        analysis = analyse_sequence(
-            [u.face.landmarks for u in used], challenges, live, mirrored=mirrored
-        )
-        _record_analysis(m, analysis, used)
-        decoded_hashes = [h for h in hashes if h]
-        same_hash = len(decoded_hashes) >= 3 and len(set(decoded_hashes)) == 1
-        if analysis.static or same_hash:
-            reasons.add("static_frames")
-        if analysis.planar_motion:
-            reasons.add("planar_motion")
-        if analysis.not_done:
-            reasons.add("challenge_not_done")
-        if analysis.out_of_order:
-            reasons.add("challenge_order")
-    m["distinct_hashes"] = len({h for h in hashes if h})
-
-    # 5: replay of an earlier attempt's frames.
-    replay_matches, nearest = replay_check(hashes, seen_hashes, t.replay_max_distance)
-    m["replay_matches"] = replay_matches
-    if nearest is not None:
-        m["replay_nearest_bits"] = nearest
-    if replay_matches:
-        reasons.add("replayed_frames")
-
-    # 6: identity, on the few best frames.
-    distance: float | None = None
-    m["templates"] = len(templates)
-    if not len(templates):
-        reasons.add("no_template")
-    elif used:
-        chosen = _choose_for_encoding(used, analysis, t.encode_frames, live.blink_drop)
-        distance, per_frame = face_distance(
-            [(u.rgb, u.face) for u in chosen], template_array, faces_engine, t
-        )
-        encoded = chosen[: len(per_frame)]
-        m["distance"] = _r(distance)
-        m["distance_positions"] = ",".join(str(u.position) for u in encoded)
-        m["distance_per_frame"] = _series(per_frame)
-        if distance > t.review_tolerance:
-            reasons.add("face_mismatch")
-        elif distance > t.match_tolerance:
-            reasons.add("face_uncertain")
-
-    record_thresholds(m, t)
-    ordered = tuple(code for code in REASONS if code in reasons)
-    return Verdict(
-        outcome=outcome_of(ordered),
-        reasons=ordered,
-        distance=distance,
-        frame_hashes=hashes,
-        measurements=m,
-    )
+    return used, no_face, many
 
 
 def _record_analysis(
