@@ -372,91 +372,137 @@ def evaluate_step(
     """
     if name == FACE_STEP:
         return _face_step(frames, latest, limits)
+    judge = _CHALLENGE_STEPS.get(name)
+    if judge is None:
+        raise ValueError(f"unknown step {name!r}")
     used = [o for o in frames if o.used and o.shape is not None]
-    picture_hint = _frame_hint(latest, limits)
-    shapes = [o.shape.landmarks for o in used if o.shape is not None]
-    before_shape = previous.shape.landmarks if previous is not None and previous.shape else None
+    step = _Step(
+        name=name,
+        used=used,
+        shapes=[o.shape.landmarks for o in used if o.shape is not None],
+        latest=latest,
+        picture_hint=_frame_hint(latest, limits),
+        before=previous.shape.landmarks if previous is not None and previous.shape else None,
+        session=[o.shape.landmarks for o in session if o.shape is not None],
+        baseline=baseline,
+        thresholds=thresholds,
+        limits=limits,
+    )
+    return judge(step)
 
-    if name in ("turn_left", "turn_right"):
-        sign = 1.0 if name == "turn_left" else -1.0
-        start = baseline["start_yaw"]
 
-        def change(points: npt.NDArray[np.float64]) -> float:
-            return sign * (yaw_proxy(points) - start)
+@dataclass(frozen=True)
+class _Step:
+    """What a challenge step is judged on."""
 
-        # The movement made in the direction asked: each frame against the farthest the
-        # head had been the other way (the face step's look ahead, or later), so that a
-        # head that starts a little turned, or swings back from the other side, is
-        # credited with the turn it makes, never with where it happens to be.
-        values = []
-        low = 0.0
-        for points in shapes:
-            here = change(points)
-            low = min(low, here)
-            values.append(here - low)
-        best = max(values, default=0.0)
-        progress = min(1.0, max(0.0, best / thresholds.turn_min_yaw))
-        # Confirmed at the first frame past the threshold whose frames so far are not a
-        # flat picture turned; tested again only where the turn grew (a real head gains
-        # depth as it turns on; a picture does not): the same answer however the frames
-        # were batched, at a bounded cost.
-        session_shapes = [o.shape.landmarks for o in session if o.shape is not None]
-        tested = -1.0
-        for index, value in enumerate(values):
-            if value < thresholds.turn_min_yaw - 1e-9 or value < tested + 0.02:
-                continue
-            tested = value
-            frames_so_far = session_shapes + shapes[: index + 1]
-            planar = planar_statistics(_spread(frames_so_far, limits.flatness_frames))
-            if not (
-                planar.residual < thresholds.planar_max_residual
-                or planar.parallax_robust < thresholds.planar_min_parallax
-            ):
-                return StepAnswer("done", None, 1.0, used[index].position, {})
-        if tested >= 0:
-            progress = min(progress, 0.9)
-        latest_values = [change(o.shape.landmarks) for o in latest if o.used and o.shape]
-        if latest_values and min(latest_values) <= -thresholds.turn_min_yaw / 2:
-            return StepAnswer("continue", "wrong_way", progress, None, {})
-        return StepAnswer("continue", picture_hint or "turn_more", progress, None, {})
+    name: str
+    used: Sequence[Observation]  # the step's frames with one face, in order
+    shapes: Sequence[npt.NDArray[np.float64]]  # their landmarks
+    latest: Sequence[Observation]  # the batch just received
+    picture_hint: str | None  # what the latest batch's picture needs, if anything
+    before: npt.NDArray[np.float64] | None  # the step before's last face
+    session: Sequence[npt.NDArray[np.float64]]  # every used face before this step
+    baseline: dict[str, float]
+    thresholds: LivenessThresholds
+    limits: GuideLimits
 
-    if name == "blink":
-        # Each frame against the median of the step's frames up to it (the open eye: a
-        # blink is a frame or two): the first onset does not depend on later frames.
-        ears = [eye_aspect_ratio(p) for p in shapes]
-        dips = [
-            1 - e / max(float(statistics.median(ears[: i + 1])), 1e-9)
-            if i + 1 >= limits.blink_frames
-            else 0.0
-            for i, e in enumerate(ears)
-        ]
-        held = [d >= thresholds.blink_drop - 1e-9 for d in dips]
-        # The frame before the step is not compared: its eye is not this step's baseline.
-        onset = _onset(held, False)
-        progress = min(1.0, max(0.0, max(dips, default=0.0) / thresholds.blink_drop))
-        if onset is not None:
-            return StepAnswer("done", None, 1.0, used[onset].position, {})
-        return StepAnswer("continue", picture_hint or "blink", progress, None, {})
+    def done(self, index: int) -> StepAnswer:
+        return StepAnswer("done", None, 1.0, self.used[index].position, {})
 
-    if name == "open_mouth":
-        mars = [mouth_aspect_ratio(p) for p in shapes]
-        closed_before = baseline["mar_closed"]
+    def more(self, hint: str, progress: float) -> StepAnswer:
+        return StepAnswer("continue", self.picture_hint or hint, progress, None, {})
 
-        def closed(upto: int) -> float:
-            return min(closed_before, float(np.percentile(mars[: upto + 1], 25)))
 
-        rises = [m - closed(i) for i, m in enumerate(mars)]
-        held = [r >= thresholds.mouth_open_rise - 1e-9 for r in rises]
-        before = (
-            before_shape is not None
-            and mouth_aspect_ratio(before_shape) - closed_before >= thresholds.mouth_open_rise
-        )
-        onset = _onset(held, before)
-        progress = min(1.0, max(0.0, max(rises, default=0.0) / thresholds.mouth_open_rise))
-        if onset is not None:
-            return StepAnswer("done", None, 1.0, used[onset].position, {})
-        return StepAnswer("continue", picture_hint or "open_wider", progress, None, {})
-    raise ValueError(f"unknown step {name!r}")
+def _turn_step(step: _Step) -> StepAnswer:
+    t = step.thresholds
+    sign = 1.0 if step.name == "turn_left" else -1.0
+    start = step.baseline["start_yaw"]
+
+    def change(points: npt.NDArray[np.float64]) -> float:
+        return sign * (yaw_proxy(points) - start)
+
+    # The movement made in the direction asked: each frame against the farthest the
+    # head had been the other way (the face step's look ahead, or later), so that a
+    # head that starts a little turned, or swings back from the other side, is
+    # credited with the turn it makes, never with where it happens to be.
+    values = []
+    low = 0.0
+    for points in step.shapes:
+        here = change(points)
+        low = min(low, here)
+        values.append(here - low)
+    best = max(values, default=0.0)
+    progress = min(1.0, max(0.0, best / t.turn_min_yaw))
+    # Confirmed at the first frame past the threshold whose frames so far are not a
+    # flat picture turned; tested again only where the turn grew (a real head gains
+    # depth as it turns on; a picture does not): the same answer however the frames
+    # were batched, at a bounded cost.
+    tested = -1.0
+    for index, value in enumerate(values):
+        if value < t.turn_min_yaw - 1e-9 or value < tested + 0.02:
+            continue
+        tested = value
+        frames_so_far = [*step.session, *step.shapes[: index + 1]]
+        planar = planar_statistics(_spread(frames_so_far, step.limits.flatness_frames))
+        if not (
+            planar.residual < t.planar_max_residual
+            or planar.parallax_robust < t.planar_min_parallax
+        ):
+            return step.done(index)
+    if tested >= 0:
+        progress = min(progress, 0.9)
+    latest_values = [change(o.shape.landmarks) for o in step.latest if o.used and o.shape]
+    if latest_values and min(latest_values) <= -t.turn_min_yaw / 2:
+        return StepAnswer("continue", "wrong_way", progress, None, {})
+    return step.more("turn_more", progress)
+
+
+def _blink_step(step: _Step) -> StepAnswer:
+    t = step.thresholds
+    # Each frame against the median of the step's frames up to it (the open eye: a
+    # blink is a frame or two): the first onset does not depend on later frames.
+    ears = [eye_aspect_ratio(p) for p in step.shapes]
+    dips = [
+        1 - e / max(float(statistics.median(ears[: i + 1])), 1e-9)
+        if i + 1 >= step.limits.blink_frames
+        else 0.0
+        for i, e in enumerate(ears)
+    ]
+    held = [d >= t.blink_drop - 1e-9 for d in dips]
+    # The frame before the step is not compared: its eye is not this step's baseline.
+    onset = _onset(held, False)
+    if onset is not None:
+        return step.done(onset)
+    return step.more("blink", min(1.0, max(0.0, max(dips, default=0.0) / t.blink_drop)))
+
+
+def _mouth_step(step: _Step) -> StepAnswer:
+    t = step.thresholds
+    mars = [mouth_aspect_ratio(p) for p in step.shapes]
+    closed_before = step.baseline["mar_closed"]
+
+    def closed(upto: int) -> float:
+        return min(closed_before, float(np.percentile(mars[: upto + 1], 25)))
+
+    rises = [m - closed(i) for i, m in enumerate(mars)]
+    held = [r >= t.mouth_open_rise - 1e-9 for r in rises]
+    before = (
+        step.before is not None
+        and mouth_aspect_ratio(step.before) - closed_before >= t.mouth_open_rise
+    )
+    onset = _onset(held, before)
+    if onset is not None:
+        return step.done(onset)
+    progress = min(1.0, max(0.0, max(rises, default=0.0) / t.mouth_open_rise))
+    return step.more("open_wider", progress)
+
+
+_CHALLENGE_STEPS: Final[dict[str, Callable[[_Step], StepAnswer]]] = {
+    "turn_left": _turn_step,
+    "turn_right": _turn_step,
+    "blink": _blink_step,
+    "open_mouth": _mouth_step,
+}
 
 
 def _spread(items: Sequence[npt.NDArray[np.float64]], count: int) -> list[npt.NDArray[np.float64]]:
