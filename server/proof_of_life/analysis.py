@@ -515,6 +515,33 @@ def _onsets(held: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return onsets
 
 
+def _judge_in_order(
+    challenges: Sequence[str],
+    measures: dict[str, npt.NDArray[np.float64]],
+    limits: dict[str, float],
+) -> list[ChallengeResult]:
+    """Each challenge done at the first onset of its measure past its limit after the
+    frame that confirmed the challenge before it; seen only earlier: out of order."""
+    results: list[ChallengeResult] = []
+    previous = -1
+    for name in challenges:
+        measure = measures[name]
+        # A small tolerance keeps a value that equals its threshold on the right side.
+        held = measure >= limits[name] - 1e-9
+        starts = np.flatnonzero(_onsets(held))
+        later = starts[starts > previous]
+        first = int(starts[0]) if len(starts) else None
+        best = float(measure.max())
+        if len(later):
+            frame = int(later[0])
+            results.append(ChallengeResult(name, "done", frame, float(measure[frame]), first, best))
+            previous = frame
+        else:
+            status: Status = "out_of_order" if first is not None else "not_done"
+            results.append(ChallengeResult(name, status, None, None, first, best))
+    return results
+
+
 def analyse_sequence(
     shapes: Sequence[npt.ArrayLike],
     challenges: Sequence[str],
@@ -554,24 +581,7 @@ def analyse_sequence(
         "open_mouth": t.mouth_open_rise,
     }
 
-    results: list[ChallengeResult] = []
-    previous = -1
-    for name in challenges:
-        measure = measures[name]
-        # A small tolerance keeps a value that equals its threshold on the right side.
-        held = measure >= limits[name] - 1e-9
-        starts = np.flatnonzero(_onsets(held))
-        later = starts[starts > previous]
-        first = int(starts[0]) if len(starts) else None
-        best = float(measure.max())
-        if len(later):
-            frame = int(later[0])
-            results.append(ChallengeResult(name, "done", frame, float(measure[frame]), first, best))
-            previous = frame
-        else:
-            status: Status = "out_of_order" if first is not None else "not_done"
-            results.append(ChallengeResult(name, status, None, None, first, best))
-
+    results = _judge_in_order(challenges, measures, limits)
     blink_recovered: bool | None = None
     blink = next((c for c in results if c.name == "blink" and c.frame is not None), None)
     if blink is not None and blink.frame is not None:
