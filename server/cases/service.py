@@ -65,18 +65,7 @@ def apply_for_allowance(
     require_in_area(actor, village, "village")
     if actor.role not in (Role.CASEWORKER, Role.TOWNSHIP_REVIEWER):
         raise NotPermitted("only township staff register applications")
-    if village.level is not AreaLevel.VILLAGE:
-        raise ValidationFailed("a household belongs to a village", field="village")
-    if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:
-        raise ValidationFailed("home location out of range", field="location")
-    heads = [m for m in members if m.relation is Relation.HEAD]
-    if len(heads) != 1:
-        raise ValidationFailed("a household needs exactly one head", field="members")
-    household_class = db.session.scalar(
-        select(HouseholdClass).where(HouseholdClass.code == class_code)
-    )
-    if household_class is None:
-        raise ValidationFailed(f"unknown class {class_code!r}", field="class")
+    household_class = _check_application(village, home_lat, home_lon, class_code, members)
 
     rules = region()
     today = today or local_today()
@@ -99,24 +88,7 @@ def apply_for_allowance(
         applied_on=today,
         review_due_on=rules.calendar.add_working_days(today, working_days),
     )
-    for m in members:
-        household.members.append(
-            Member(
-                name=m.name,
-                id_number=normalize_id_number(m.id_number),
-                id_number_hash=id_number_hash(m.id_number),
-                phone=m.phone,
-                birth_date=m.birth_date,
-                relation=m.relation,
-                able_to_work=m.able_to_work,
-                monthly_income=m.monthly_income,
-                proof_of_life_required=(
-                    m.relation is Relation.HEAD
-                    if m.proof_of_life_required is None
-                    else m.proof_of_life_required
-                ),
-            )
-        )
+    household.members.extend(_new_member(m) for m in members)
     db.session.add(household)
     db.session.add(
         CaseEvent(
@@ -130,6 +102,48 @@ def apply_for_allowance(
     db.session.flush()
     audit.record("case.apply", actor=actor, object_type="household", object_id=household.id)
     return household
+
+
+def _check_application(
+    village: Area,
+    home_lat: float,
+    home_lon: float,
+    class_code: str,
+    members: Sequence[NewMember],
+) -> HouseholdClass:
+    """The application's class, once its village, location and head are valid."""
+    if village.level is not AreaLevel.VILLAGE:
+        raise ValidationFailed("a household belongs to a village", field="village")
+    if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:
+        raise ValidationFailed("home location out of range", field="location")
+    heads = [m for m in members if m.relation is Relation.HEAD]
+    if len(heads) != 1:
+        raise ValidationFailed("a household needs exactly one head", field="members")
+    household_class = db.session.scalar(
+        select(HouseholdClass).where(HouseholdClass.code == class_code)
+    )
+    if household_class is None:
+        raise ValidationFailed(f"unknown class {class_code!r}", field="class")
+    return household_class
+
+
+def _new_member(m: NewMember) -> Member:
+    """A member of a new application; the head proves life each month unless told."""
+    return Member(
+        name=m.name,
+        id_number=normalize_id_number(m.id_number),
+        id_number_hash=id_number_hash(m.id_number),
+        phone=m.phone,
+        birth_date=m.birth_date,
+        relation=m.relation,
+        able_to_work=m.able_to_work,
+        monthly_income=m.monthly_income,
+        proof_of_life_required=(
+            m.relation is Relation.HEAD
+            if m.proof_of_life_required is None
+            else m.proof_of_life_required
+        ),
+    )
 
 
 @dataclass(frozen=True)
