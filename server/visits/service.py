@@ -290,6 +290,58 @@ def replayed_survey(
     return survey
 
 
+def _check_parts(data: SurveyIn, uploads: dict[str, HashingFile]) -> dict[str, Any]:
+    """Each photo part checked against its manifest entry, before anything is written."""
+    manifest = {p.photo_id: p for p in data.photos}
+    for name in uploads:
+        if name not in manifest:
+            raise PhotoNotInManifest(
+                f"part {name!r} is not a photo_id of the survey's photos", photo_id=name
+            )
+    infos = {}
+    for name, temp in uploads.items():
+        entry = manifest[name]
+        infos[name] = check_photo(
+            SurveyPhoto(photo_id=name, sha256=entry.sha256, bytes=entry.bytes), temp
+        )
+    return infos
+
+
+def _new_or_replayed(
+    device: DeviceToken,
+    data: SurveyIn,
+    household: Household | None,
+    village: Area | None,
+    content_hash: str,
+    unsized: Collection[str],
+) -> tuple[Survey, bool]:
+    """The survey row made for this upload (True), with its household when the visit
+    registers one, judged and flagged; or the one an earlier upload of the same visit
+    made (False)."""
+    existing = db.session.scalar(
+        select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
+    )
+    if existing is None:
+        try:
+            with db.session.begin_nested():
+                new_members: dict[str, int] = {}
+                if household is None:
+                    household, new_members = _register_household(device, data, village)
+                survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
+                db.session.add(survey)
+                db.session.flush()
+        except IntegrityError:
+            # Another request with the same client_uuid committed first: undo this
+            # savepoint only, never the caller's transaction (docs/decisions/0006).
+            pass
+        else:
+            if new_members:
+                _flag_registered_elsewhere(survey, household)
+            _judge_and_record(survey, household, device)
+            return survey, True
+    return replayed_survey(device, str(data.client_uuid), content_hash), False
+
+
 def receive_survey(
     *,
     device: DeviceToken,
@@ -309,50 +361,12 @@ def receive_survey(
     """
     household, village = _visible_place(device, data)
 
-    manifest = {p.photo_id: p for p in data.photos}
-    for name in uploads:
-        if name not in manifest:
-            raise PhotoNotInManifest(
-                f"part {name!r} is not a photo_id of the survey's photos", photo_id=name
-            )
-    infos = {}
-    for name, temp in uploads.items():
-        entry = manifest[name]
-        infos[name] = check_photo(
-            SurveyPhoto(photo_id=name, sha256=entry.sha256, bytes=entry.bytes), temp
-        )
-
+    infos = _check_parts(data, uploads)
     if content_hash is None:
         if raw is None:
             raise TypeError("receive_survey needs raw or content_hash")
         content_hash = canonical_hash(raw)
-    existing = db.session.scalar(
-        select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
-    )
-    created = existing is None
-    new_members: dict[str, int] = {}
-    if created:
-        try:
-            with db.session.begin_nested():
-                if household is None:
-                    household, new_members = _register_household(device, data, village)
-                survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
-                db.session.add(survey)
-                db.session.flush()
-        except IntegrityError:
-            # Another request with the same client_uuid committed first: undo this
-            # savepoint only, never the caller's transaction (docs/decisions/0006).
-            created = False
-    if not created:
-        survey = replayed_survey(device, str(data.client_uuid), content_hash)
-        household = survey.household
-    if household is None:  # pragma: no cover - both paths above set it
-        raise RuntimeError("survey without a household")
-
-    if created:
-        if new_members:
-            _flag_registered_elsewhere(survey, household)
-        _judge_and_record(survey, household, device)
+    survey, created = _new_or_replayed(device, data, household, village, content_hash, unsized)
     for photo in survey.photos:
         sent = uploads.get(photo.photo_id)
         if sent is not None and photo.received_at is not None and sent.sha256 != photo.sha256:
