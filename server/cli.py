@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from flask_migrate import upgrade
 from flask_migrate.cli import db as db_commands
 from sqlalchemy import func, select
 
+from server import clock, create_app
 from server import config as config_module
-from server import create_app
 from server.errors import ValidationFailed
 from server.extensions import db
 
@@ -301,17 +301,16 @@ def pol_group() -> None:
 @with_appcontext
 def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
     """Print a member's personal proof-of-life link for a month (what the SMS sends)."""
-    from datetime import UTC
 
     from server.cases.models import Member
     from server.errors import DomainError
+    from server.months import parse_month
     from server.proof_of_life import service as pol
-    from server.proof_of_life.rules import parse_month
 
     member = db.session.get(Member, member_id)
     if member is None:
         raise click.ClickException(f"no member {member_id}")
-    chosen = month or pol.this_month(datetime.now(UTC))
+    chosen = month or pol.this_month(clock.utcnow())
     try:
         parse_month(chosen)
         record = pol.month_record(member, chosen)
@@ -319,7 +318,7 @@ def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
     except (ValueError, DomainError) as exc:
         raise click.ClickException(str(exc)) from exc
     db.session.commit()
-    if datetime.now(UTC) >= record.window_closes_at:
+    if clock.utcnow() >= record.window_closes_at:
         click.echo(f"note: the {chosen} window closed; this link no longer opens", err=True)
     base_url = current_app.config["PUBLIC_BASE_URL"]
     if base_url == config_module.defaults()["PUBLIC_BASE_URL"]:
@@ -335,11 +334,10 @@ def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
 @with_appcontext
 def pol_purge_frames_command() -> None:
     """Delete proof-of-life frames older than the retention period (results stay)."""
-    from datetime import UTC
 
     from server.proof_of_life.service import purge_old_frames
 
-    deleted = purge_old_frames(now=datetime.now(UTC), store=current_app.extensions["dibao.blobs"])
+    deleted = purge_old_frames(now=clock.utcnow(), store=current_app.extensions["dibao.blobs"])
     db.session.commit()
     click.echo(f"deleted {deleted} frames")
 
@@ -408,10 +406,10 @@ def campaign_group() -> None:
 
 
 def _month_option(month: str | None) -> str:
-    from server.proof_of_life.rules import parse_month
+    from server.months import parse_month
     from server.proof_of_life.service import this_month
 
-    chosen = month or this_month(datetime.now(UTC))
+    chosen = month or this_month(clock.utcnow())
     try:
         parse_month(chosen)
     except ValueError as exc:
@@ -432,7 +430,7 @@ def _run_step(step: str, month: str | None, send: bool) -> None:
     total = campaign.size(step, chosen)
     try:
         with click.progressbar(length=total, label=f"{step} {chosen}", file=sys.stderr) as bar:
-            report = action(chosen, now=datetime.now(UTC), progress=bar.update)
+            report = action(chosen, now=clock.utcnow(), progress=bar.update)
     except campaign.CampaignError as exc:
         raise click.ClickException(str(exc)) from exc
     from dataclasses import asdict
@@ -452,7 +450,7 @@ def _send_now() -> None:
         return
     from sms.service import gateway
 
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     total = sender.due(now)
     if not sender.sending_hours(now):
         click.echo("outside the sending hours: messages stay queued until they open")
@@ -462,7 +460,7 @@ def _send_now() -> None:
         while True:
             report = sender.send_due(
                 gateway(),
-                clock=lambda: datetime.now(UTC),
+                clock=clock.utcnow,
                 rate_per_s=current_app.config["SMS_RATE_PER_SECOND"],
                 limit=100,
                 lease=timedelta(seconds=current_app.config["SMS_CLAIM_LEASE_SECONDS"]),
@@ -471,7 +469,7 @@ def _send_now() -> None:
             sent, failed = sent + report.sent, failed + report.failed
             if not report.handled or report.outside_hours:
                 break
-    click.echo(f"sent {sent}, failed {failed}, still due {sender.due(datetime.now(UTC))}")
+    click.echo(f"sent {sent}, failed {failed}, still due {sender.due(clock.utcnow())}")
 
 
 _SEND = click.option(

@@ -10,8 +10,9 @@ from datetime import datetime
 from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
+from server.types import EncryptedText, UTCDateTime, enum_values
 
 
 class MessageKind(enum.StrEnum):

@@ -18,9 +18,9 @@ from server.auth.permissions import scope_to_actor, staff_required
 from server.cases.models import Household
 from server.cases.workflow import region
 from server.extensions import db
+from server.months import current_month, month_after
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after
 from server.proof_of_life.service import attempt_figures
 from server.validation import query_month
 from sms.campaign import moments

@@ -26,9 +26,9 @@ from twilio.request_validator import RequestValidator
 import server as server_package
 from server.cases.models import CaseState
 from server.extensions import db
+from server.months import current_month, month_after
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after
 from sms import campaign, tasks
 from sms.models import MessageKind, MessageStatus, SmsMessage
 from tests import factories

@@ -26,11 +26,11 @@ from sqlalchemy import func, insert, select, update
 
 from server.audit import service as audit
 from server.cases.models import CaseEvent, CaseState, Household, Member, Relation
-from server.cases.workflow import region
+from server.cases.workflow import region, schedule_review
 from server.extensions import db, rows_changed
+from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after, window
 
 BATCH = 1000
 # A member's month in one of these keeps the household's payment suspended.
@@ -244,23 +244,13 @@ def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> 
         )
         if already is not None:
             continue
-        household.next_review_on = today
-        db.session.add(
-            CaseEvent(
-                household_id=household_id,
-                at=now,
-                actor_id=None,
-                action=REVIEW_ACTION,
-                from_state=household.state.value,
-                to_state=household.state.value,
-                reason=reason,
-            )
-        )
-        audit.record(
-            "case.proof_of_life_review",
+        schedule_review(
+            household,
+            today,
             actor=None,
-            object_type="household",
-            object_id=household_id,
+            action=REVIEW_ACTION,
+            reason=reason,
+            at=now,
             month=month,
             months=limit,
         )

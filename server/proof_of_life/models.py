@@ -27,8 +27,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
+from server.types import EncryptedText, UTCDateTime, enum_values
 
 Blob = bytes  # ProofOfLifeFrame has a column named ``bytes``
 

@@ -38,6 +38,7 @@ from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
 from server.faces.models import FaceTemplate
+from server.months import current_month, window
 from server.payments import service as payments
 from server.proof_of_life import links
 from server.proof_of_life.models import (
@@ -50,7 +51,7 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
     StartedBy,
 )
-from server.proof_of_life.rules import ProofOfLifeRules, current_month, window
+from server.proof_of_life.rules import ProofOfLifeRules
 from server.storage import BlobStore, HashingFile
 from server.visits.photos import PhotoRejected, check_no_trailing_data
 
