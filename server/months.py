@@ -71,6 +71,12 @@ def window(month: str, rules: WindowDays, tz: str) -> tuple[datetime, datetime]:
     return opens_local.astimezone(UTC), closes_local.astimezone(UTC)
 
 
+def last_local_day(ends: datetime, tz: str) -> date:
+    """The last local day of a period that ends (exclusive) at the aware moment ``ends``:
+    a window closing at midnight on the 25th ends on the 24th."""
+    return local_date(ends - timedelta(seconds=1), tz)
+
+
 def last_day_of_month(day: date) -> date:
     index = day.year * 12 + day.month  # the next month, counted from 0
     return date(index // 12, index % 12 + 1, 1) - timedelta(days=1)

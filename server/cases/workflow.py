@@ -166,24 +166,49 @@ def transition(
     previous = household.state
     household.state = spec.target
     household.state_changed_at = clock.utcnow()
-    event = CaseEvent(
-        household=household,
-        actor_id=actor.id,
-        action=action,
+    event = _record(
+        household,
+        action,
+        actor=actor,
+        before=previous,
+        reason=reason,
         from_state=previous.value,
         to_state=spec.target.value,
+    )
+    db.session.flush()
+    return event
+
+
+def _record(
+    household: Household,
+    action: str,
+    *,
+    actor: User | None,
+    before: CaseState,
+    reason: str | None,
+    at: datetime | None = None,
+    **details: Any,
+) -> CaseEvent:
+    """The ``case_events`` row of a move (from ``before`` to the case's state now)
+    and its audit row ``case.<action>`` with ``details``."""
+    event = CaseEvent(
+        household=household,
+        actor_id=actor.id if actor is not None else None,
+        action=action,
+        from_state=before.value,
+        to_state=household.state.value,
         reason=reason,
     )
+    if at is not None:
+        event.at = at
     db.session.add(event)
     audit.record(
         f"case.{action}",
         actor=actor,
         object_type="household",
         object_id=household.id,
-        from_state=previous.value,
-        to_state=spec.target.value,
+        **details,
     )
-    db.session.flush()
     return event
 
 
@@ -253,25 +278,9 @@ def schedule_review(
     outside a transition (approval sets it as one of its effects). Flushes nothing:
     the caller commits."""
     _set_review(household, due, reviewed_on=reviewed_on)
-    event = CaseEvent(
-        household=household,
-        actor_id=actor.id if actor is not None else None,
-        action=action,
-        from_state=household.state.value,
-        to_state=household.state.value,
-        reason=reason,
+    return _record(
+        household, action, actor=actor, before=household.state, reason=reason, at=at, **details
     )
-    if at is not None:
-        event.at = at
-    db.session.add(event)
-    audit.record(
-        f"case.{action}",
-        actor=actor,
-        object_type="household",
-        object_id=household.id,
-        **details,
-    )
-    return event
 
 
 def allowance_for(household: Household, rules: RegionRules | None = None) -> AllowanceResult:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -30,11 +30,9 @@ from server.cases.workflow import region, schedule_review
 from server.extensions import db, rows_changed
 from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
-from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.proof_of_life.models import IN_CARE, PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
 
 BATCH = 1000
-# A member's month in one of these keeps the household's payment suspended.
-BLOCKING = (MonthStatus.MISSED, MonthStatus.FAILED)
 REVIEW_ACTION = "proof_of_life_review"
 
 Progress = Callable[[int], None]
@@ -50,7 +48,7 @@ def closes_at(month: str) -> datetime:
 
 
 def grace_ends_at(month: str) -> datetime:
-    return closes_at(month) + timedelta(days=region().campaign.grace_days)
+    return region().campaign.grace_ends(closes_at(month))
 
 
 def payroll_month_for(moment: datetime) -> str:
@@ -78,7 +76,7 @@ def settle(household_id: int, month: str, *, now: datetime) -> PaymentMonth | No
         select(func.count(ProofOfLifeMonth.id)).where(
             ProofOfLifeMonth.household_id == household_id,
             ProofOfLifeMonth.month == month,
-            ProofOfLifeMonth.status.in_(BLOCKING),
+            ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
         )
     )
     if blocking and payment.status is PaymentStatus.PAYABLE:
@@ -144,7 +142,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         return list(
             db.session.scalars(
                 select(Household.id)
-                .where(Household.state == CaseState.APPROVED, Household.id > after)
+                .where(Household.state == IN_CARE, Household.id > after)
                 .order_by(Household.id)
                 .limit(BATCH)
             )
@@ -163,7 +161,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
                 select(ProofOfLifeMonth.household_id).where(
                     ProofOfLifeMonth.month == month,
                     ProofOfLifeMonth.household_id.in_(ids),
-                    ProofOfLifeMonth.status.in_(BLOCKING),
+                    ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
                 )
             )
         )

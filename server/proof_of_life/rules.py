@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -78,6 +79,16 @@ class CampaignRules:
     missed_months_to_review: int = 3  # this many missed months in a row: the case is reviewed
     send_from_hour: int = 8  # messages go out between these local hours only
     send_until_hour: int = 21
+
+    def grace_ends(self, closes: datetime) -> datetime:
+        """The end of the grace period of a month whose window closes at ``closes``: a
+        pass until then restores the month's payment (back-pay)."""
+        return closes + timedelta(days=self.grace_days)
+
+    def closed_since_grace_began(self, now: datetime) -> datetime:
+        """A month whose window closed after this moment is still in its grace period
+        at ``now`` (the same rule as :meth:`grace_ends`, for SQL filters)."""
+        return now - timedelta(days=self.grace_days)
 
     def check(self, pol: ProofOfLifeRules) -> None:
         closes_day = pol.open_day + pol.window_days

@@ -30,7 +30,7 @@ from server.clock import utcnow
 from server.extensions import bulk_insert, db
 from server.months import current_month, month_after
 from server.payments.models import PaymentMonth, PaymentStatus
-from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.proof_of_life.models import PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
 from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 BATCH = 5000
 # Statuses whose (proposed) monthly amount is published.
 AMOUNT_STATES = frozenset({CaseState.IN_PUBLIC_NOTICE, CaseState.APPROVED, CaseState.SUSPENDED})
-MISSED = frozenset({MonthStatus.MISSED, MonthStatus.FAILED})
+MISSED = frozenset(PAYMENT_BLOCKING)  # what blocks the payment shows as missed
 PASSED = frozenset({MonthStatus.PASSED, MonthStatus.EXEMPT})
 # A build that started this long ago and never finished is dead (its rows are dropped).
 STALE_BUILD = timedelta(hours=2)
