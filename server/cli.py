@@ -302,15 +302,14 @@ def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
 
     from server.cases.models import Member
     from server.errors import DomainError
-    from server.months import parse_month
+    from server.monthly.cycle import month_or_current
     from server.proof_of_life import service as pol
 
     member = db.session.get(Member, member_id)
     if member is None:
         raise click.ClickException(f"no member {member_id}")
-    chosen = month or pol.this_month(clock.utcnow())
     try:
-        parse_month(chosen)
+        chosen = month_or_current(month, now=clock.utcnow())
         record = pol.month_record(member, chosen)
         token = pol.revoke_link(record, actor=None) if revoke else pol.link_token(record)
     except (ValueError, DomainError) as exc:
