@@ -102,7 +102,7 @@ def _child_open(month: str, baseline: bool) -> None:
 
     app = create_app()
     with app.app_context():
-        from sms import campaign
+        from server.monthly import cycle as campaign
 
         total = campaign.size("open", month)  # the CLI's progress bar length
         if baseline:
@@ -123,7 +123,8 @@ def _child_send(month: str, limit: int) -> None:
 
     app = create_app()
     with app.app_context():
-        from sms import campaign, sender, service
+        from server.monthly import cycle as campaign
+        from sms import sender, service
 
         now = campaign.moments(month).opens + timedelta(hours=10)
         if not sender.sending_hours(now):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -31,7 +30,7 @@ from mobile_api.schemas import (
     VersionOut,
     parse,
 )
-from server import safe_json
+from server import clock, safe_json
 from server.cases.models import Relation
 from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
@@ -117,7 +116,7 @@ def openapi() -> Response:
     )
 )
 def version() -> Response:
-    return jsonify(VersionOut(api_version=API_VERSION, server_time=datetime.now(UTC)).dump())
+    return jsonify(VersionOut(api_version=API_VERSION, server_time=clock.utcnow()).dump())
 
 
 @bp.post("/v1/auth/device-tokens")
@@ -313,7 +312,7 @@ def meta() -> Response:
     device = current_device()
     body = MetaOut(
         api_version=API_VERSION,
-        server_time=datetime.now(UTC),
+        server_time=clock.utcnow(),
         limits=LimitsOut(
             max_photo_bytes=config["DIBAO_MAX_PHOTO_BYTES"],
             max_request_bytes=config["DIBAO_MAX_REQUEST_BYTES"],

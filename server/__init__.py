@@ -195,7 +195,7 @@ def _select_locale() -> str | None:
 def _register_blueprints(app: Flask) -> None:
     import server.models
     import server.public.changes  # noqa: F401  records changes for the public snapshot
-    import sms.models  # noqa: F401  (the composition root wires sms/ in, as it does mobile_api/)
+    import sms
     from mobile_api.api import bp as api_bp
     from mobile_api.openrosa import bp as openrosa_bp
     from mobile_api.proof_of_life import api as pol_api_bp
@@ -204,8 +204,6 @@ def _register_blueprints(app: Flask) -> None:
     from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
-    from sms.views import bp as campaign_bp
-    from sms.webhooks import bp as sms_bp
 
     for blueprint in (
         health_bp,
@@ -215,11 +213,11 @@ def _register_blueprints(app: Flask) -> None:
         openrosa_bp,
         pol_api_bp,
         pol_page_bp,
-        sms_bp,
-        campaign_bp,
         public_bp,
     ):
         app.register_blueprint(blueprint)
+    # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).
+    sms.init_app(app)
 
 
 def _register_error_handlers(app: Flask) -> None:

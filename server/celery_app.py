@@ -5,11 +5,16 @@ in-process, so the embedded default needs no broker.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import Celery, Task
 from celery.schedules import crontab
 from flask import Flask
+
+# The server's own task modules.
+TASK_MODULES = ("server.faces.tasks", "server.proof_of_life.tasks", "server.public.tasks")
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -29,26 +34,18 @@ def celery_init_app(app: Flask) -> Celery:
             "worker_prefetch_multiplier": 1,
             "broker_connection_retry_on_startup": True,
             "timezone": "Asia/Shanghai",
+            # The task modules a worker imports (server.celery_worker); an adapter
+            # adds its own with register_tasks (sms.init_app).
+            "include": list(TASK_MODULES),
             "beat_schedule": {
                 # Proof-of-life frames past their retention period, every night.
                 "purge-proof-of-life-frames": {
                     "task": "server.proof_of_life.tasks.purge_frames_task",
                     "schedule": crontab(hour=3, minute=17),
                 },
-                # The SMS campaign: each hour, whichever step is due (open on the 20th,
-                # the follow-up on the 23rd, the close when the window ends) and not done.
-                "sms-campaign-tick": {
-                    "task": "sms.tasks.campaign_tick_task",
-                    "schedule": crontab(minute=2),
-                },
                 # The public snapshot, when something changed or it is getting old.
                 "public-refresh": {
                     "task": "server.public.tasks.refresh_public_task",
-                    "schedule": crontab(),
-                },
-                # Messages due now (new ones, retries after backoff, expired leases).
-                "sms-send-due": {
-                    "task": "sms.tasks.send_due_task",
                     "schedule": crontab(),
                 },
             },
@@ -57,3 +54,18 @@ def celery_init_app(app: Flask) -> Celery:
     celery.set_default()
     app.extensions["celery"] = celery
     return celery
+
+
+def register_tasks(
+    app: Flask, modules: Iterable[str], beat_schedule: Mapping[str, Any] | None = None
+) -> None:
+    """Add an adapter's task modules (imported by the worker) and periodic tasks."""
+    conf = app.extensions["celery"].conf
+    conf.include = [*conf.include, *modules]
+    conf.beat_schedule = {**conf.beat_schedule, **(beat_schedule or {})}
+
+
+def import_task_modules(celery: Celery) -> None:
+    """Import every registered task module, so that the worker knows their tasks."""
+    for name in celery.conf.include:
+        importlib.import_module(name)

@@ -6,11 +6,9 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -19,8 +17,8 @@ from flask_migrate import upgrade
 from flask_migrate.cli import db as db_commands
 from sqlalchemy import func, select
 
+from server import clock, create_app
 from server import config as config_module
-from server import create_app
 from server.errors import ValidationFailed
 from server.extensions import db
 
@@ -301,25 +299,23 @@ def pol_group() -> None:
 @with_appcontext
 def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
     """Print a member's personal proof-of-life link for a month (what the SMS sends)."""
-    from datetime import UTC
 
     from server.cases.models import Member
     from server.errors import DomainError
+    from server.monthly.cycle import month_or_current
     from server.proof_of_life import service as pol
-    from server.proof_of_life.rules import parse_month
 
     member = db.session.get(Member, member_id)
     if member is None:
         raise click.ClickException(f"no member {member_id}")
-    chosen = month or pol.this_month(datetime.now(UTC))
     try:
-        parse_month(chosen)
+        chosen = month_or_current(month, now=clock.utcnow())
         record = pol.month_record(member, chosen)
         token = pol.revoke_link(record, actor=None) if revoke else pol.link_token(record)
     except (ValueError, DomainError) as exc:
         raise click.ClickException(str(exc)) from exc
     db.session.commit()
-    if datetime.now(UTC) >= record.window_closes_at:
+    if clock.utcnow() >= record.window_closes_at:
         click.echo(f"note: the {chosen} window closed; this link no longer opens", err=True)
     base_url = current_app.config["PUBLIC_BASE_URL"]
     if base_url == config_module.defaults()["PUBLIC_BASE_URL"]:
@@ -335,11 +331,10 @@ def pol_link_command(member_id: int, month: str | None, revoke: bool) -> None:
 @with_appcontext
 def pol_purge_frames_command() -> None:
     """Delete proof-of-life frames older than the retention period (results stay)."""
-    from datetime import UTC
 
     from server.proof_of_life.service import purge_old_frames
 
-    deleted = purge_old_frames(now=datetime.now(UTC), store=current_app.extensions["dibao.blobs"])
+    deleted = purge_old_frames(now=clock.utcnow(), store=current_app.extensions["dibao.blobs"])
     db.session.commit()
     click.echo(f"deleted {deleted} frames")
 
@@ -369,162 +364,14 @@ def public_refresh_command(force: bool) -> None:
         )
 
 
-@cli.group("sms")
-def sms_group() -> None:
-    """SMS: the outbox (SMS_BACKEND=outbox keeps messages here instead of sending)."""
+def month_option(month: str | None) -> str:
+    """A ``--month`` given (checked) or this month in the region's time zone."""
+    from server.monthly.cycle import month_or_current
 
-
-@sms_group.command("outbox")
-@click.option("--month", help="Only this month (YYYY-MM).")
-@click.option("--limit", default=50, show_default=True, type=int)
-@with_appcontext
-def sms_outbox_command(month: str | None, limit: int) -> None:
-    """List the messages the outbox kept, newest first (phone numbers masked)."""
-    from sms.models import SmsMessage
-
-    query = select(SmsMessage).where(SmsMessage.provider == "outbox")
-    if month:
-        query = query.where(SmsMessage.month == month)
-    messages = db.session.scalars(
-        query.order_by(SmsMessage.sent_at.desc(), SmsMessage.id.desc()).limit(limit)
-    ).all()
-    if not messages:
-        click.echo("the outbox is empty")
-    for message in messages:
-        phone = message.to_phone
-        masked = phone[:3] + "*" * max(0, len(phone) - 7) + phone[-4:] if len(phone) > 7 else "***"
-        when = message.sent_at.isoformat(timespec="seconds") if message.sent_at else "-"
-        click.echo(f"{when}  {message.month}  {message.kind.value:<9}  {masked}  {message.body}")
-
-
-@cli.group("campaign")
-def campaign_group() -> None:
-    """The monthly SMS campaign: open (the 20th), remind (the 23rd), close, status.
-
-    Every step is idempotent: a second run does nothing new, and a run after a crash
-    finishes what the first started. Celery beat runs them in production
-    (docs/operations.md); these commands are for cron and for people.
-    """
-
-
-def _month_option(month: str | None) -> str:
-    from server.proof_of_life.rules import parse_month
-    from server.proof_of_life.service import this_month
-
-    chosen = month or this_month(datetime.now(UTC))
     try:
-        parse_month(chosen)
+        return month_or_current(month, now=clock.utcnow())
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--month") from exc
-    return chosen
-
-
-def _run_step(step: str, month: str | None, send: bool) -> None:
-    from sms import campaign
-
-    chosen = _month_option(month)
-    actions: dict[str, Callable[..., Any]] = {
-        "open": campaign.open_month,
-        "remind": campaign.remind,
-        "close": campaign.close,
-    }
-    action = actions[step]
-    total = campaign.size(step, chosen)
-    try:
-        with click.progressbar(length=total, label=f"{step} {chosen}", file=sys.stderr) as bar:
-            report = action(chosen, now=datetime.now(UTC), progress=bar.update)
-    except campaign.CampaignError as exc:
-        raise click.ClickException(str(exc)) from exc
-    from dataclasses import asdict
-
-    click.echo(json.dumps(asdict(report), ensure_ascii=False, sort_keys=True))
-    if step != "close" and send:
-        _send_now()
-
-
-def _send_now() -> None:
-    """Hand the queued messages to Celery, or send them here without a broker."""
-    from sms import sender, tasks
-
-    if current_app.config.get("CELERY_BROKER_URL"):
-        tasks.enqueue_sending()
-        click.echo("sending: handed to the Celery workers")
-        return
-    from sms.service import gateway
-
-    now = datetime.now(UTC)
-    total = sender.due(now)
-    if not sender.sending_hours(now):
-        click.echo("outside the sending hours: messages stay queued until they open")
-        return
-    with click.progressbar(length=total, label="sending", file=sys.stderr) as bar:
-        sent = failed = 0
-        while True:
-            report = sender.send_due(
-                gateway(),
-                clock=lambda: datetime.now(UTC),
-                rate_per_s=current_app.config["SMS_RATE_PER_SECOND"],
-                limit=100,
-                lease=timedelta(seconds=current_app.config["SMS_CLAIM_LEASE_SECONDS"]),
-            )
-            bar.update(report.handled)
-            sent, failed = sent + report.sent, failed + report.failed
-            if not report.handled or report.outside_hours:
-                break
-    click.echo(f"sent {sent}, failed {failed}, still due {sender.due(datetime.now(UTC))}")
-
-
-_SEND = click.option(
-    "--send/--no-send",
-    default=True,
-    show_default=True,
-    help="Send the queued messages now (to Celery when a broker is configured).",
-)
-_MONTH = click.option("--month", help="YYYY-MM (default: this month, local time).")
-
-
-@campaign_group.command("open")
-@_MONTH
-@_SEND
-@with_appcontext
-def campaign_open_command(month: str | None, send: bool) -> None:
-    """Create the month's records and reminders; members without a usable number get a
-    caseworker task."""
-    _run_step("open", month, send)
-
-
-@campaign_group.command("remind")
-@_MONTH
-@_SEND
-@with_appcontext
-def campaign_remind_command(month: str | None, send: bool) -> None:
-    """Queue the follow-up for members still pending."""
-    _run_step("remind", month, send)
-
-
-@campaign_group.command("close")
-@_MONTH
-@with_appcontext
-def campaign_close_command(month: str | None) -> None:
-    """Close the window: pending -> missed, payments suspended, unsent messages cancelled."""
-    _run_step("close", month, send=False)
-
-
-@campaign_group.command("send")
-@with_appcontext
-def campaign_send_command() -> None:
-    """Send every message that is due now (retries included)."""
-    _send_now()
-
-
-@campaign_group.command("status")
-@_MONTH
-@with_appcontext
-def campaign_status_command(month: str | None) -> None:
-    """What each step did, and counts by status (no personal data)."""
-    from sms import campaign
-
-    click.echo(json.dumps(campaign.status(_month_option(month)), ensure_ascii=False, indent=2))
 
 
 PAYROLL_COLUMNS = (
@@ -560,7 +407,7 @@ def payroll_command(month: str, fmt: str, output: Path | None) -> None:
     from server.audit import service as audit
     from server.payments.service import PayrollRow, payroll
 
-    chosen = _month_option(month)
+    chosen = month_option(month)
 
     def cells(row: PayrollRow) -> list[str]:
         values = []

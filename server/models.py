@@ -6,6 +6,7 @@ from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
+from server.monthly.models import CampaignStep
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import (
     ContactTask,
@@ -20,6 +21,7 @@ __all__ = [
     "Area",
     "AreaLevel",
     "AuditEntry",
+    "CampaignStep",
     "CaseEvent",
     "CaseState",
     "ContactTask",

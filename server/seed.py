@@ -37,10 +37,10 @@ from server.auth.service import check_login
 from server.cases.allowance import compute_allowance
 from server.cases.codes import new_case_code
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
-from server.cases.workflow import add_months, first_of_next_month
 from server.crypto import FieldCipher
 from server.errors import ValidationFailed
 from server.extensions import db
+from server.months import add_months, first_of_next_month
 from server.region import RegionRules
 from server.types import EncryptedText, field_cipher
 

@@ -16,10 +16,6 @@ from server.crypto import FieldCipher
 CENT = Decimal("0.01")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every database (SQLite stores them naive)."""
 

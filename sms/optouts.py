@@ -4,11 +4,11 @@ normalized number only: the opt-out list itself reveals no phone number."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 
 from flask import current_app
 from sqlalchemy import delete, select
 
+from server import clock
 from server.crypto import FieldCipher
 from server.extensions import db
 from sms.models import SmsOptOut
@@ -53,9 +53,7 @@ def opted_out(phones: dict[int, str]) -> set[int]:
 def opt_out(raw: str, *, source: str) -> None:
     if not normalize_phone(raw) or is_opted_out(raw):
         return
-    db.session.add(
-        SmsOptOut(phone_hash=phone_key(raw), source=source, opted_out_at=datetime.now(UTC))
-    )
+    db.session.add(SmsOptOut(phone_hash=phone_key(raw), source=source, opted_out_at=clock.utcnow()))
     db.session.flush()
 
 

@@ -14,7 +14,8 @@ from celery import shared_task
 from flask import current_app
 
 from server import clock
-from sms import campaign, sender
+from server.monthly import cycle
+from sms import sender
 from sms.service import gateway
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def send_due_task() -> dict[str, Any]:
 @shared_task(ignore_result=True)
 def campaign_tick_task() -> list[str]:
     """Run whichever campaign steps are due and not yet finished, then send."""
-    done = campaign.tick(now=_now())
+    done = cycle.tick(now=_now())
     if done:
         logger.info("campaign: ran %s", ", ".join(done))
         enqueue_sending()

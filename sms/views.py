@@ -18,13 +18,14 @@ from server.auth.permissions import scope_to_actor, staff_required
 from server.cases.models import Household
 from server.cases.workflow import region
 from server.extensions import db
+from server.monthly.cycle import moments
+from server.monthly.models import CampaignStep
+from server.months import current_month, month_after
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after
 from server.proof_of_life.service import attempt_figures
 from server.validation import query_month
-from sms.campaign import moments
-from sms.models import CampaignStep, MessageStatus, SmsMessage
+from sms.models import MessageStatus, SmsMessage
 
 bp = Blueprint("campaign", __name__)
 

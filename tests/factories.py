@@ -16,9 +16,9 @@ from server.auth.models import Role, User
 from server.auth.passwords import hash_password
 from server.cases.models import CaseState, Household, Relation
 from server.cases.service import NewMember, apply_for_allowance
+from server.clock import utcnow
 from server.extensions import db
 from server.seed import id_check_digit, sync_household_classes
-from server.types import utcnow
 
 PASSWORD = "correct horse battery"
 

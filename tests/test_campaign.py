@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 from server.cases.models import CaseEvent, CaseState, Household, Member
 from server.cli import cli
 from server.extensions import db
+from server.monthly import cycle as campaign
+from server.monthly.models import CampaignStep
 from server.payments import service as payments
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life import service as pol
@@ -31,8 +33,8 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
 )
 from server.visits.queries import VisitKind, due_visits
-from sms import campaign, optouts, sender
-from sms.models import CampaignStep, MessageKind, MessageStatus, SmsMessage
+from sms import optouts, sender
+from sms.models import MessageKind, MessageStatus, SmsMessage
 from sms.outbox import OutboxGateway
 from tests import factories
 from tests.fake_twilio import FakeTwilio

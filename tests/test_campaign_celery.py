@@ -26,10 +26,11 @@ from twilio.request_validator import RequestValidator
 import server as server_package
 from server.cases.models import CaseState
 from server.extensions import db
+from server.monthly import cycle as campaign
+from server.months import current_month, month_after
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after
-from sms import campaign, tasks
+from sms import tasks
 from sms.models import MessageKind, MessageStatus, SmsMessage
 from tests import factories
 from tests.conftest import DATA_KEY, DatabaseFactory, make_app

@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 
 from server.cases.models import CaseState
 from server.extensions import db
+from server.monthly import cycle as campaign
 from server.proof_of_life.models import MonthStatus
-from sms import campaign
 from tests import factories
 from tests.conftest import login
 from tests.test_campaign import MONTH, MORNING, recipient, record

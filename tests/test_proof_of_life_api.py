@@ -20,6 +20,7 @@ from server.cases.models import CaseState, Member
 from server.cli import cli
 from server.errors import NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
+from server.months import current_month, window
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import (
     MonthStatus,
@@ -28,7 +29,6 @@ from server.proof_of_life.models import (
     ProofOfLifeFrame,
     ProofOfLifeMonth,
 )
-from server.proof_of_life.rules import current_month, window
 from tests import factories
 from tests.conftest import login
 from tests.test_api_devices import bearer, device_login

@@ -24,10 +24,10 @@ from sqlalchemy import select, update
 
 from server.cases.models import Household, Member
 from server.extensions import db
+from server.monthly import cycle as campaign
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.public import changes
 from server.seed import seed_database
-from sms import campaign
 from tests.conftest import make_app
 
 HOUSEHOLDS = 400

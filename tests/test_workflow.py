@@ -11,9 +11,10 @@ from sqlalchemy import func, select
 from server.audit.models import AuditEntry
 from server.auth.models import Role
 from server.cases.models import CaseEvent, CaseState, Household
-from server.cases.workflow import TRANSITIONS, add_months, transition
+from server.cases.workflow import TRANSITIONS, transition
 from server.errors import IllegalTransition, NotPermitted, OutOfArea, ReasonRequired
 from server.extensions import db
+from server.months import add_months
 from tests import factories
 
 # The user of each role whose area covers village A.

@@ -6,8 +6,9 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import UTCDateTime, utcnow
+from server.types import UTCDateTime
 
 
 class AuditEntry(Model):

@@ -7,8 +7,9 @@ from sqlalchemy import Boolean, Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.areas.models import Area, AreaLevel
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import UTCDateTime, utcnow
+from server.types import UTCDateTime
 
 
 class Role(enum.StrEnum):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from server import clock
 from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.models import ROLE_AREA_LEVELS, Role, User
@@ -112,6 +112,6 @@ def authenticate(username: str, password: str, channel: str = "web") -> User | N
         return None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.last_login_at = datetime.now(UTC)
+    user.last_login_at = clock.utcnow()
     audit.record("auth.login", actor=user, object_type="user", object_id=user.id, channel=channel)
     return user

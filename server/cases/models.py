@@ -21,8 +21,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.areas.models import Area
 from server.auth.models import User
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, Money, UTCDateTime, enum_values, utcnow
+from server.types import EncryptedText, Money, UTCDateTime, enum_values
 
 
 class CaseState(enum.StrEnum):

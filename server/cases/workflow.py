@@ -6,11 +6,12 @@ through ``transition``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from flask import current_app
 
+from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import require_in_area
@@ -18,6 +19,7 @@ from server.cases.allowance import AllowanceResult, compute_allowance
 from server.cases.models import CaseEvent, CaseState, Household
 from server.errors import IllegalTransition, NotPermitted, ReasonRequired
 from server.extensions import db
+from server.months import add_months, first_of_next_month, local_date
 from server.region import RegionRules
 
 S = CaseState
@@ -111,20 +113,8 @@ def region() -> RegionRules:
 
 
 def local_today() -> date:
-    return datetime.now(ZoneInfo(region().timezone)).date()
-
-
-def add_months(day: date, months: int) -> date:
-    month_index = day.month - 1 + months
-    year, month = day.year + month_index // 12, month_index % 12 + 1
-    # Clamp the day: 31 Jan + 1 month -> 28/29 Feb.
-    next_month = date(year + (month == 12), month % 12 + 1, 1)
-    last_day = (next_month - timedelta(days=1)).day
-    return date(year, month, min(day.day, last_day))
-
-
-def first_of_next_month(day: date) -> date:
-    return add_months(day.replace(day=1), 1)
+    """Today in the region's time zone, by the service's clock."""
+    return local_date(clock.utcnow(), region().timezone)
 
 
 def available_actions(household: Household, actor: User) -> list[str]:
@@ -175,25 +165,50 @@ def transition(
 
     previous = household.state
     household.state = spec.target
-    household.state_changed_at = datetime.now(UTC)
-    event = CaseEvent(
-        household=household,
-        actor_id=actor.id,
-        action=action,
+    household.state_changed_at = clock.utcnow()
+    event = _record(
+        household,
+        action,
+        actor=actor,
+        before=previous,
+        reason=reason,
         from_state=previous.value,
         to_state=spec.target.value,
+    )
+    db.session.flush()
+    return event
+
+
+def _record(
+    household: Household,
+    action: str,
+    *,
+    actor: User | None,
+    before: CaseState,
+    reason: str | None,
+    at: datetime | None = None,
+    **details: Any,
+) -> CaseEvent:
+    """The ``case_events`` row of a move (from ``before`` to the case's state now)
+    and its audit row ``case.<action>`` with ``details``."""
+    event = CaseEvent(
+        household=household,
+        actor_id=actor.id if actor is not None else None,
+        action=action,
+        from_state=before.value,
+        to_state=household.state.value,
         reason=reason,
     )
+    if at is not None:
+        event.at = at
     db.session.add(event)
     audit.record(
         f"case.{action}",
         actor=actor,
         object_type="household",
         object_id=household.id,
-        from_state=previous.value,
-        to_state=spec.target.value,
+        **details,
     )
-    db.session.flush()
     return event
 
 
@@ -231,10 +246,41 @@ def _apply_effects(
         household.monthly_allowance = result.monthly_amount
         household.approved_on = today
         household.payment_starts_on = first_of_next_month(today)
-        household.last_reviewed_on = today
-        household.next_review_on = add_months(
-            today, household.household_class.review_interval_months
-        )
+        _set_review(household, next_review_after(household, today), reviewed_on=today)
+
+
+def next_review_after(household: Household, reviewed_on: date) -> date:
+    """The periodic review after one done on ``reviewed_on``: the class's interval
+    later, clamped to month ends."""
+    return add_months(reviewed_on, household.household_class.review_interval_months)
+
+
+def _set_review(household: Household, due: date, *, reviewed_on: date | None) -> None:
+    if reviewed_on is not None:
+        household.last_reviewed_on = reviewed_on
+    household.next_review_on = due
+
+
+def schedule_review(
+    household: Household,
+    due: date,
+    *,
+    actor: User | None,
+    action: str,
+    reason: str,
+    reviewed_on: date | None = None,
+    at: datetime | None = None,
+    **details: Any,
+) -> CaseEvent:
+    """Set the case's next review date (and, after a review, the day it was done),
+    with its ``case_events`` row (``action``, the state unchanged, ``reason``) and its
+    audit row ``case.<action>`` (``details`` added to it). The one way the date changes
+    outside a transition (approval sets it as one of its effects). Flushes nothing:
+    the caller commits."""
+    _set_review(household, due, reviewed_on=reviewed_on)
+    return _record(
+        household, action, actor=actor, before=household.state, reason=reason, at=at, **details
+    )
 
 
 def allowance_for(household: Household, rules: RegionRules | None = None) -> AllowanceResult:

@@ -6,8 +6,9 @@ from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.auth.models import User
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, utcnow
+from server.types import EncryptedText, UTCDateTime
 
 
 class DeviceToken(Model):

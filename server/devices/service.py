@@ -6,11 +6,12 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
 
+from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.service import authenticate
@@ -57,7 +58,7 @@ def issue_device_token(
         raise InvalidCredentials("wrong username or password")
     if user.role not in DEVICE_ROLES:
         raise NotPermitted("only caseworkers log tablets in", role=user.role.value)
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     for old in db.session.scalars(
         select(DeviceToken).where(
             DeviceToken.user_id == user.id,
@@ -98,7 +99,7 @@ def authenticate_device(token: str) -> DeviceToken:
     record = db.session.scalar(
         select(DeviceToken).where(DeviceToken.token_hash == hash_token(token))
     )
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     # A user whose role changed since keeps no tablet access (and so never meets a
     # role check that could tell an object of another area from a missing one).
     if record is None or not record.is_valid(now) or record.user.role not in DEVICE_ROLES:
@@ -129,7 +130,7 @@ def revoke_tokens(
         query = query.join(User, DeviceToken.user_id == User.id).where(User.username == username)
     if device_id:
         query = query.where(DeviceToken.device_id == device_id)
-    now = datetime.now(UTC)
+    now = clock.utcnow()
     revoked = list(db.session.scalars(query))
     for record in revoked:
         record.revoked_at = now

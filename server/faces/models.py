@@ -5,8 +5,9 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedBytes, UTCDateTime, utcnow
+from server.types import EncryptedBytes, UTCDateTime
 
 
 class FaceTemplate(Model):

@@ -12,8 +12,9 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import Money, UTCDateTime, enum_values, utcnow
+from server.types import Money, UTCDateTime, enum_values
 
 
 class PaymentStatus(enum.StrEnum):

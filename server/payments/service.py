@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -26,16 +26,13 @@ from sqlalchemy import func, insert, select, update
 
 from server.audit import service as audit
 from server.cases.models import CaseEvent, CaseState, Household, Member, Relation
-from server.cases.workflow import region
+from server.cases.workflow import region, schedule_review
 from server.extensions import db, rows_changed
+from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
-from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
-from server.proof_of_life.rules import current_month, month_after, window
-from server.transactions import commits_per_batch
+from server.proof_of_life.models import IN_CARE, PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
 
 BATCH = 1000
-# A member's month in one of these keeps the household's payment suspended.
-BLOCKING = (MonthStatus.MISSED, MonthStatus.FAILED)
 REVIEW_ACTION = "proof_of_life_review"
 
 Progress = Callable[[int], None]
@@ -51,7 +48,7 @@ def closes_at(month: str) -> datetime:
 
 
 def grace_ends_at(month: str) -> datetime:
-    return closes_at(month) + timedelta(days=region().campaign.grace_days)
+    return region().campaign.grace_ends(closes_at(month))
 
 
 def payroll_month_for(moment: datetime) -> str:
@@ -79,7 +76,7 @@ def settle(household_id: int, month: str, *, now: datetime) -> PaymentMonth | No
         select(func.count(ProofOfLifeMonth.id)).where(
             ProofOfLifeMonth.household_id == household_id,
             ProofOfLifeMonth.month == month,
-            ProofOfLifeMonth.status.in_(BLOCKING),
+            ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
         )
     )
     if blocking and payment.status is PaymentStatus.PAYABLE:
@@ -128,7 +125,6 @@ def _id_batches(query_ids: Callable[[int], list[int]]) -> Iterator[list[int]]:
         after = ids[-1]
 
 
-@commits_per_batch
 def close_month(month: str, *, now: datetime, progress: Progress | None = None) -> CloseReport:
     """Close ``month``: pending -> missed, one payment row per active household,
     missed-in-a-row cases to review. Commits per batch; safe to run again."""
@@ -146,7 +142,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         return list(
             db.session.scalars(
                 select(Household.id)
-                .where(Household.state == CaseState.APPROVED, Household.id > after)
+                .where(Household.state == IN_CARE, Household.id > after)
                 .order_by(Household.id)
                 .limit(BATCH)
             )
@@ -165,7 +161,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
                 select(ProofOfLifeMonth.household_id).where(
                     ProofOfLifeMonth.month == month,
                     ProofOfLifeMonth.household_id.in_(ids),
-                    ProofOfLifeMonth.status.in_(BLOCKING),
+                    ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
                 )
             )
         )
@@ -246,23 +242,13 @@ def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> 
         )
         if already is not None:
             continue
-        household.next_review_on = today
-        db.session.add(
-            CaseEvent(
-                household_id=household_id,
-                at=now,
-                actor_id=None,
-                action=REVIEW_ACTION,
-                from_state=household.state.value,
-                to_state=household.state.value,
-                reason=reason,
-            )
-        )
-        audit.record(
-            "case.proof_of_life_review",
+        schedule_review(
+            household,
+            today,
             actor=None,
-            object_type="household",
-            object_id=household_id,
+            action=REVIEW_ACTION,
+            reason=reason,
+            at=now,
             month=month,
             months=limit,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -24,11 +25,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql import Select
 
+from server.cases.models import CaseState, Household, Member
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
+from server.types import EncryptedText, UTCDateTime, enum_values
 
 Blob = bytes  # ProofOfLifeFrame has a column named ``bytes``
 
@@ -42,6 +47,66 @@ class MonthStatus(enum.StrEnum):
     # Still pending when the window closed: the household's payment for the month is
     # suspended; a pass within the grace period restores it (back-pay).
     MISSED = "missed"
+
+    @property
+    def blocks_payment(self) -> bool:
+        """A member's month in this status keeps the household's payment suspended."""
+        return self in PAYMENT_BLOCKING
+
+    @property
+    def decisions(self) -> tuple[MonthStatus, ...]:
+        """What a reviewer may set a month in this status to (in the form's order)."""
+        return tuple(target for target, sources in DECISIONS.items() if self in sources)
+
+
+# The households whose members prove they are alive each month: those paid the allowance.
+IN_CARE = CaseState.APPROVED
+
+
+def designated(member: Member) -> bool:
+    """Whether the member does the monthly proof of life, household aside: living and
+    designated (``proof_of_life_required``)."""
+    return member.alive and member.proof_of_life_required
+
+
+def in_care(household: Household) -> bool:
+    """Whether the household's designated members prove life each month."""
+    return household.state is IN_CARE
+
+
+def who_must_prove_life(*columns: Any) -> Select[Any]:
+    """Who must do the monthly proof of life, as a query for ``columns`` over
+    ``Member`` joined to its ``Household``: a living, designated member of a household
+    in care (:func:`designated` and :func:`in_care` in SQL). The campaign opens the month
+    for exactly these; ``proof_of_life.service.month_record`` refuses anyone else."""
+    return (
+        select(*columns)
+        .select_from(Member)
+        .join(Household, Household.id == Member.household_id)
+        .where(
+            Household.state == IN_CARE,
+            Member.alive.is_(True),
+            Member.proof_of_life_required.is_(True),
+        )
+    )
+
+
+# The statuses that keep the household's payment for the month suspended (and that the
+# public pages count as missed).
+PAYMENT_BLOCKING: tuple[MonthStatus, ...] = (MonthStatus.MISSED, MonthStatus.FAILED)
+
+# A reviewer's decisions: target status <- the statuses it may be set from. Exempt a
+# member (in hospital, say), pass or fail a month under review, pass a missed one.
+DECISIONS: dict[MonthStatus, tuple[MonthStatus, ...]] = {
+    MonthStatus.PASSED: (MonthStatus.REVIEW, MonthStatus.FAILED, MonthStatus.MISSED),
+    MonthStatus.FAILED: (MonthStatus.REVIEW,),
+    MonthStatus.EXEMPT: (
+        MonthStatus.PENDING,
+        MonthStatus.REVIEW,
+        MonthStatus.FAILED,
+        MonthStatus.MISSED,
+    ),
+}
 
 
 class Outcome(enum.StrEnum):

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
-
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 class ProofOfLifeConfigError(ValueError):
@@ -84,6 +80,16 @@ class CampaignRules:
     send_from_hour: int = 8  # messages go out between these local hours only
     send_until_hour: int = 21
 
+    def grace_ends(self, closes: datetime) -> datetime:
+        """The end of the grace period of a month whose window closes at ``closes``: a
+        pass until then restores the month's payment (back-pay)."""
+        return closes + timedelta(days=self.grace_days)
+
+    def closed_since_grace_began(self, now: datetime) -> datetime:
+        """A month whose window closed after this moment is still in its grace period
+        at ``now`` (the same rule as :meth:`grace_ends`, for SQL filters)."""
+        return now - timedelta(days=self.grace_days)
+
     def check(self, pol: ProofOfLifeRules) -> None:
         closes_day = pol.open_day + pol.window_days
         if not pol.open_day < self.follow_up_day < closes_day:
@@ -108,35 +114,3 @@ def parse_campaign_rules(data: dict[str, Any], pol: ProofOfLifeRules) -> Campaig
     rules = CampaignRules(**data)
     rules.check(pol)
     return rules
-
-
-def parse_month(text: str) -> tuple[int, int]:
-    match = MONTH.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a month (YYYY-MM)")
-    return int(match.group(1)), int(match.group(2))
-
-
-def window(month: str, rules: ProofOfLifeRules, tz: str) -> tuple[datetime, datetime]:
-    """The month's window as aware UTC datetimes: [opens, closes)."""
-    year, number = parse_month(month)
-    opens_local = datetime(year, number, rules.open_day, tzinfo=ZoneInfo(tz))
-    closes_local = opens_local + timedelta(days=rules.window_days)
-    return opens_local.astimezone(UTC), closes_local.astimezone(UTC)
-
-
-def month_after(month: str, count: int = 1) -> str:
-    year, number = parse_month(month)
-    index = year * 12 + number - 1 + count
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
-def local_moment(month: str, day: int, tz: str, hour: int = 0) -> datetime:
-    """``day`` of ``month`` at ``hour`` local time, as an aware UTC datetime."""
-    year, number = parse_month(month)
-    return datetime(year, number, day, hour, tzinfo=ZoneInfo(tz)).astimezone(UTC)
-
-
-def current_month(now: datetime, tz: str) -> str:
-    local: date = now.astimezone(ZoneInfo(tz)).date()
-    return f"{local.year:04d}-{local.month:02d}"

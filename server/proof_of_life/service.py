@@ -24,20 +24,21 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from flask import current_app
 from geopy.distance import geodesic
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import not_found, require_in_area, require_visible
-from server.cases.models import CaseState, Household, Member
+from server.cases.models import Household, Member
 from server.cases.workflow import region
 from server.crypto import equal_secret
 from server.devices.models import DeviceToken
 from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
 from server.faces.models import FaceTemplate
+from server.months import current_month, window
 from server.payments import service as payments
 from server.proof_of_life import links
 from server.proof_of_life.models import (
@@ -49,8 +50,10 @@ from server.proof_of_life.models import (
     ProofOfLifeFrame,
     ProofOfLifeMonth,
     StartedBy,
+    designated,
+    in_care,
 )
-from server.proof_of_life.rules import ProofOfLifeRules, current_month, window
+from server.proof_of_life.rules import ProofOfLifeRules
 from server.storage import BlobStore, HashingFile
 from server.visits.photos import PhotoRejected, check_no_trailing_data
 
@@ -112,21 +115,6 @@ class NonceMismatch(DomainError):
     http_status = 403
 
 
-# The households whose members prove they are alive each month: those paid the allowance.
-IN_CARE = CaseState.APPROVED
-
-
-def designated_conditions() -> tuple[ColumnElement[bool], ...]:
-    """Who does a monthly proof of life, as SQL conditions on ``Member`` joined to its
-    ``Household``: a living, designated member of a household in care. The campaign
-    opens the month for exactly these; ``month_record`` refuses anyone else."""
-    return (
-        Household.state == IN_CARE,
-        Member.alive.is_(True),
-        Member.proof_of_life_required.is_(True),
-    )
-
-
 def rules() -> ProofOfLifeRules:
     return region().proof_of_life
 
@@ -144,9 +132,9 @@ def link_url(token: str) -> str:
 
 def month_record(member: Member, month: str) -> ProofOfLifeMonth:
     """The member's record for ``month``, created ``pending`` with its link on first use."""
-    if not member.alive or not member.proof_of_life_required:
+    if not designated(member):
         raise NotDesignated("this member does not do a monthly proof of life")
-    if member.household.state is not IN_CARE:
+    if not in_care(member.household):
         raise NotInCare(
             "this member's household does not receive the allowance: no proof of life is due",
             state=member.household.state.value,
@@ -210,7 +198,7 @@ def deadline(record: ProofOfLifeMonth) -> datetime:
     """Until when the month's link opens: the window's close, or for a month missed at
     the close, the end of the grace period (a pass then restores the payment)."""
     if record.status is MonthStatus.MISSED:
-        return record.window_closes_at + timedelta(days=region().campaign.grace_days)
+        return region().campaign.grace_ends(record.window_closes_at)
     return record.window_closes_at
 
 
@@ -344,7 +332,7 @@ def start_session(
         raise AlreadyDone("this month's proof of life is already done", status=record.status.value)
     limits = rules()
     member = db.session.get(Member, record.member_id)
-    if member is None or not member.alive or not member.proof_of_life_required:
+    if member is None or not designated(member):
         raise NotDesignated("this member does not do a monthly proof of life")
     flags: list[str] = []
     distance_m = None
@@ -649,17 +637,7 @@ def decide_month(
         raise NotPermitted("only a reviewer decides a proof of life")
     if not reason.strip():
         raise ReasonRequired("a reason is required")
-    allowed = {
-        MonthStatus.EXEMPT: (
-            MonthStatus.PENDING,
-            MonthStatus.REVIEW,
-            MonthStatus.FAILED,
-            MonthStatus.MISSED,
-        ),
-        MonthStatus.PASSED: (MonthStatus.REVIEW, MonthStatus.FAILED, MonthStatus.MISSED),
-        MonthStatus.FAILED: (MonthStatus.REVIEW,),
-    }
-    if status not in allowed or record.status not in allowed[status]:
+    if status not in record.status.decisions:
         raise ValidationFailed(
             f"a month that is {record.status.value} cannot be set to {status.value}",
             field="status",

@@ -12,8 +12,9 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import UTCDateTime, utcnow
+from server.types import UTCDateTime
 
 
 class PublicSnapshot(Model):

@@ -29,8 +29,9 @@ from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass,
 from server.cases.workflow import region
 from server.clock import utcnow
 from server.extensions import bulk_insert, db
+from server.months import current_month, month_after
 from server.payments.models import PaymentMonth, PaymentStatus
-from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
+from server.proof_of_life.models import PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
 from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 BATCH = 5000
 # Statuses whose (proposed) monthly amount is published.
 AMOUNT_STATES = frozenset({CaseState.IN_PUBLIC_NOTICE, CaseState.APPROVED, CaseState.SUSPENDED})
-MISSED = frozenset({MonthStatus.MISSED, MonthStatus.FAILED})
+MISSED = frozenset(PAYMENT_BLOCKING)  # what blocks the payment shows as missed
 PASSED = frozenset({MonthStatus.PASSED, MonthStatus.EXEMPT})
 # A build that started this long ago and never finished is dead (its rows are dropped).
 STALE_BUILD = timedelta(hours=2)
@@ -77,7 +78,7 @@ class _Areas:
 
 
 def _month(at: datetime, zone: ZoneInfo) -> str:
-    return at.astimezone(zone).strftime("%Y-%m")
+    return current_month(at, zone.key)
 
 
 def _group_counts(areas: _Areas, rules: PublicRules) -> Counter[Key]:
@@ -435,8 +436,7 @@ def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list
     """Money per township and month (the last 12 months): households paid, the amount
     paid (paid on time plus restored later), households suspended. A cell with fewer
     than k households has its figures withheld."""
-    local = now.astimezone(zone)
-    first = f"{local.year - 1}-{local.month:02d}" if local.month < 12 else f"{local.year}-01"
+    first = month_after(current_month(now, zone.key), -11)
     paid = PaymentMonth.status.in_([PaymentStatus.PAYABLE, PaymentStatus.RESTORED])
     rows = _per_township_and_month(
         PaymentMonth,

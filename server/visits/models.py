@@ -19,8 +19,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.auth.models import User
 from server.cases.models import Household
+from server.clock import utcnow
 from server.extensions import Model
-from server.types import EncryptedText, UTCDateTime, enum_values, utcnow
+from server.types import EncryptedText, UTCDateTime, enum_values
 
 
 class SurveyStatus(enum.StrEnum):

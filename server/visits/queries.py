@@ -84,7 +84,6 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
     from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 
     rules = region()
-    grace = timedelta(days=rules.campaign.grace_days)
     due: dict[int, tuple[datetime, set[str]]] = {}
 
     def note(household_id: int, by: datetime, reason: str) -> None:
@@ -101,7 +100,7 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
             (ProofOfLifeMonth.status == MonthStatus.REVIEW)
             | (
                 (ProofOfLifeMonth.status == MonthStatus.MISSED)
-                & (ProofOfLifeMonth.window_closes_at > now - grace)
+                & (ProofOfLifeMonth.window_closes_at > rules.campaign.closed_since_grace_began(now))
             )
         )
     ):
@@ -110,7 +109,7 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
             if need:  # the recipient asked for help: cannot move, cannot see, other
                 note(household_id, closes, "assistance_requested")
         else:
-            note(household_id, closes + grace, "missed")
+            note(household_id, rules.campaign.grace_ends(closes), "missed")
     for household_id, reason, closes in db.session.execute(
         select(ContactTask.household_id, ContactTask.reason, ProofOfLifeMonth.window_closes_at)
         .join(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import not_found, require_visible
@@ -49,7 +49,7 @@ def clear_flag(actor: User, household: Household, flag_id: int, reason: str | No
     if not reason:
         raise ReasonRequired("clearing a flag needs a written reason", action="clear_flag")
     if flag.cleared_at is None:
-        flag.cleared_at = datetime.now(UTC)
+        flag.cleared_at = clock.utcnow()
         flag.cleared_by_id = actor.id
         flag.clear_reason = reason
         audit.record(

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,12 +20,13 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from server import clock
 from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.permissions import in_area, require_visible
-from server.cases.models import CaseEvent, CaseState, Household, Relation
+from server.cases.models import CaseState, Household, Relation
 from server.cases.service import NewMember, apply_for_allowance, find_members_by_id_number
-from server.cases.workflow import add_months, region, transition
+from server.cases.workflow import next_review_after, region, schedule_review, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, ValidationFailed
 from server.extensions import db
@@ -242,7 +243,7 @@ def _survey_row(
         gps_provider=data.gps.provider,
         gps_is_mock=data.gps.is_mock,
         payload=json.dumps(private, ensure_ascii=False, sort_keys=True),
-        completed_at=None if data.photos else datetime.now(UTC),
+        completed_at=None if data.photos else clock.utcnow(),
     )
     for p in data.photos:
         survey.photos.append(
@@ -433,7 +434,7 @@ def _accept_photo(survey: Survey, photo: SurveyPhoto, info: PhotoFacts) -> None:
     photo.width, photo.height = info.width, info.height
     photo.exif_taken_at, photo.exif_lat, photo.exif_lon = info.taken_at, info.gps_lat, info.gps_lon
     photo.camera = info.camera
-    photo.received_at = datetime.now(UTC)
+    photo.received_at = clock.utcnow()
 
     evidence = PhotoEvidence(photo.photo_id, info.taken_at, info.gps_lat, info.gps_lon)
     fix = GpsFix(
@@ -475,19 +476,13 @@ def _judge_and_record(survey: Survey, household: Household, device: DeviceToken)
 
     visit_day = survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
     if survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE:
-        household.last_reviewed_on = visit_day
-        household.next_review_on = add_months(
-            visit_day, household.household_class.review_interval_months
-        )
-        db.session.add(
-            CaseEvent(
-                household=household,
-                actor_id=device.user_id,
-                action="periodic_review",
-                from_state=household.state.value,
-                to_state=household.state.value,
-                reason=f"visit {survey.client_uuid}",
-            )
+        schedule_review(
+            household,
+            next_review_after(household, visit_day),
+            actor=device.user,
+            action="periodic_review",
+            reason=f"visit {survey.client_uuid}",
+            reviewed_on=visit_day,
         )
     elif survey.kind == VisitKind.INITIAL_SURVEY and household.state is CaseState.ACCEPTED:
         transition(household, "record_survey", actor=device.user, today=visit_day)
@@ -568,7 +563,7 @@ def analyse_photo(survey_photo_id: int) -> None:
 def _update_status(survey: Survey) -> None:
     if survey.status is SurveyStatus.AWAITING_PHOTOS and not survey.missing_photos:
         survey.status = SurveyStatus.COMPLETE
-        survey.completed_at = datetime.now(UTC)
+        survey.completed_at = clock.utcnow()
 
 
 def survey_body(survey: Survey) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""The port through which the monthly cycle tells members what they must do.
+
+The cycle decides who must be told what and when (:class:`Notice`); a notifier (the
+SMS adapter, registered with :func:`register`) turns notices into messages, or into a
+caseworker task when a member cannot be reached, and says what it did
+(:class:`Told`). Without a registered notifier nobody is told.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from flask import Flask, current_app
+
+EXTENSION = "dibao.notifier"
+
+
+class NoticeKind(enum.StrEnum):
+    REMINDER = "reminder"  # the window opened: here is your link, until the close
+    FOLLOW_UP = "follow_up"  # the follow-up day: still pending, the close is near
+
+
+@dataclass(frozen=True)
+class Notice:
+    """This member must be told ``kind`` for ``month`` (with their link's token)."""
+
+    kind: NoticeKind
+    member_id: int
+    household_id: int
+    month: str
+    name: str
+    phone: str | None
+    token: str
+    closes: datetime
+
+
+@dataclass
+class Told:
+    """What a notifier did with a batch of notices."""
+
+    queued: int = 0  # messages queued
+    already: int = 0  # members told this before (an earlier run)
+    ignored: int = 0  # notices the channel leaves alone (see the notifier)
+    tasks: dict[str, int] = field(default_factory=dict)  # caseworker tasks, by reason
+
+
+class Notifier(Protocol):
+    def tell(self, notices: Sequence[Notice], *, now: datetime) -> Told:
+        """Queue what ``notices`` say (flush, never commit)."""
+
+    def close(self, month: str, *, now: datetime) -> int:
+        """The month's window closed: drop what was not sent yet (how many)."""
+
+    def status(self, month: str) -> dict[str, Any]:
+        """Counts for people about the month's notices (no personal data)."""
+
+
+class NobodyTold:
+    """No channel registered: nobody is told."""
+
+    def tell(self, notices: Sequence[Notice], *, now: datetime) -> Told:
+        return Told(ignored=len(notices))
+
+    def close(self, month: str, *, now: datetime) -> int:
+        return 0
+
+    def status(self, month: str) -> dict[str, Any]:
+        return {}
+
+
+def register(app: Flask, notifier: Notifier) -> None:
+    app.extensions[EXTENSION] = notifier
+
+
+def notifier() -> Notifier:
+    found: Notifier = current_app.extensions.get(EXTENSION) or NobodyTold()
+    return found
