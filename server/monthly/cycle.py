@@ -36,6 +36,7 @@ from server.payments import service as payments
 from server.payments.models import PaymentMonth
 from server.proof_of_life import links
 from server.proof_of_life.models import (
+from server.transactions import commits_per_batch
     IN_CARE,
     ContactTask,
     MonthStatus,
@@ -89,6 +90,7 @@ def month_or_current(month: str | None, *, now: datetime) -> str:
     return chosen
 
 
+@commits_per_batch
 @contextmanager
 def _step(month: str, name: str, now: datetime) -> Iterator[dict[str, Any]]:
     """Record a step's runs; ``finished_at`` is set only when a run completes."""
@@ -132,6 +134,7 @@ def _require_window(month: str, now: datetime, not_before: datetime, what: str) 
 # --------------------------------------------------------------------------- open
 
 
+@commits_per_batch
 def open_month(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Create the month's records and tell the pending members (idempotent, resumable)."""
     at = moments(month)
@@ -205,6 +208,7 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
 # --------------------------------------------------------------------------- remind
 
 
+@commits_per_batch
 def remind(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
     """Tell the members still pending again (the follow-up). A notifier may leave some
     alone (the SMS adapter: those its reminder could not reach, who have a caseworker
@@ -253,6 +257,7 @@ def remind(month: str, *, now: datetime, progress: Progress | None = None) -> St
 # --------------------------------------------------------------------------- close
 
 
+@commits_per_batch
 def close(month: str, *, now: datetime, progress: Progress | None = None) -> payments.CloseReport:
     """End the window: notices not sent dropped, pending -> missed, payments settled."""
     at = moments(month)

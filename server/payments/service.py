@@ -31,6 +31,7 @@ from server.extensions import db, rows_changed
 from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import IN_CARE, PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
+from server.transactions import commits_per_batch
 
 BATCH = 1000
 REVIEW_ACTION = "proof_of_life_review"
@@ -125,6 +126,7 @@ def _id_batches(query_ids: Callable[[int], list[int]]) -> Iterator[list[int]]:
         after = ids[-1]
 
 
+@commits_per_batch
 def close_month(month: str, *, now: datetime, progress: Progress | None = None) -> CloseReport:
     """Close ``month``: pending -> missed, one payment row per active household,
     missed-in-a-row cases to review. Commits per batch; safe to run again."""
