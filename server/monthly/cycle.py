@@ -36,13 +36,13 @@ from server.payments import service as payments
 from server.payments.models import PaymentMonth
 from server.proof_of_life import links
 from server.proof_of_life.models import (
-from server.transactions import commits_per_batch
     IN_CARE,
     ContactTask,
     MonthStatus,
     ProofOfLifeMonth,
     who_must_prove_life,
 )
+from server.transactions import commits_per_batch
 
 BATCH = 1000
 Progress = Callable[[int], None]
