@@ -6,7 +6,4 @@ from server import create_app
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
 
-import server.faces.tasks  # noqa: E402  register the tasks
-import server.proof_of_life.tasks  # noqa: E402
-import server.public.tasks  # noqa: E402,F401
 import sms.tasks  # noqa: E402,F401

@@ -29,7 +29,6 @@ from sqlalchemy import func, select, update
 
 from server.audit import service as audit
 from server.cases.models import CaseState, Household, Member
-from server.cases.workflow import region
 from server.extensions import bulk_insert, db, rows_changed
 from server.payments import service as payments
 from server.payments.models import PaymentMonth
@@ -37,6 +36,7 @@ from server.proof_of_life import links
 from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, local_moment, month_after, window
 from server.proof_of_life.service import designated_conditions, link_url
+from server.region import region
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import CampaignStep, MessageKind, MessageStatus, SmsMessage

@@ -16,12 +16,12 @@ from server import clock
 from server.areas.models import Area
 from server.auth.permissions import scope_to_actor, staff_required
 from server.cases.models import Household
-from server.cases.workflow import region
 from server.extensions import db
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.rules import current_month, month_after
 from server.proof_of_life.service import attempt_figures
+from server.region import region
 from server.validation import query_month
 from sms.campaign import moments
 from sms.models import CampaignStep, MessageStatus, SmsMessage

@@ -25,7 +25,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from server.areas.models import Area, AreaLevel
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
-from server.cases.workflow import region
 from server.clock import utcnow
 from server.extensions import bulk_insert, db
 from server.payments.models import PaymentMonth, PaymentStatus
@@ -34,6 +33,7 @@ from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
 from server.public.schemas import case_document
+from server.region import region
 
 logger = logging.getLogger(__name__)
 

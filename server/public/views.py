@@ -32,12 +32,12 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseState
-from server.cases.workflow import region
 from server.extensions import limiter
 from server.labels import STATE_LABELS
 from server.public import changes, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
+from server.region import region
 from server.validation import parse_int
 from server.wire import Operation, Query, operation
 
