@@ -1,6 +1,6 @@
 """Benchmark: face enrollment of a 12 MP portrait, and 1:N face search at 1,000,000 templates.
 
-(a) Enrollment, as `server.faces.service.enroll_portrait` runs it: decode and downscale
+(a) Enrollment, as `server.visits.faces.enroll_portrait` runs it: decode and downscale
     (`server.visits.photos.downscaled_rgb(path, max_side=1000)`), then detect and encode
     (`server.faces.engine.DlibFaceEngine().faces(rgb)`). The 12 MP portrait is
     obama_1.jpg cropped to 3:4 and upscaled (Pillow LANCZOS) to 3000x4000, stored as a
@@ -42,8 +42,8 @@ from PIL import Image, ImageOps
 
 from server.crypto import FieldCipher
 from server.faces.engine import DlibFaceEngine
-from server.faces.service import DETECTION_MAX_SIDE
 from server.visits.checks import nearest_faces
+from server.visits.faces import DETECTION_MAX_SIDE
 from server.visits.photos import downscaled_rgb
 
 DEFAULT_PHOTO = (

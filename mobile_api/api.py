@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_caseworker, current_device, device_required
-from mobile_api.multipart import MalformedMultipart, read_multipart
+from mobile_api.multipart import read_upload
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import (
     AreaOut,
@@ -36,13 +36,13 @@ from server.cases.workflow import local_today
 from server.devices.service import issue_device_token
 from server.errors import ValidationFailed
 from server.extensions import csrf, db
-from server.faces.service import enroll_member_photo, member_to_enroll
-from server.faces.tasks import enqueue_photo_work
 from server.rate_limits import login_limits
-from server.storage import HashingFile
+from server.storage import HashingFile, blob_store
 from server.visits import service as visits
+from server.visits.faces import enroll_member_photo, member_to_enroll
 from server.visits.queries import due_visits
 from server.visits.schemas import SurveyIn, SurveyStatusOut
+from server.visits.tasks import enqueue_photo_work
 from server.wire import BINARY, Multipart, Operation, Part, operation
 
 API_VERSION = "1"
@@ -64,17 +64,12 @@ def _survey_upload() -> tuple[dict[str, Any], dict[str, HashingFile]]:
     """The survey JSON and the photo parts of a multipart or JSON-only upload."""
     if request.mimetype != "multipart/form-data":
         return _json_body(), {}
-    store = visits.blob_store()
-    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
-    try:
-        body = read_multipart(
-            request.stream,
-            request.mimetype_params.get("boundary", ""),
-            lambda name, content_type: store.new_temp(max_bytes=limit),
-            max_field_bytes=current_app.config["MAX_FORM_MEMORY_SIZE"],
-        )
-    except MalformedMultipart as exc:
-        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    body = read_upload(
+        blob_store(),
+        max_file_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"],
+        not_multipart="send the survey as JSON or multipart/form-data",
+        max_field_bytes=current_app.config["MAX_FORM_MEMORY_SIZE"],
+    )
     uploads = cast(dict[str, HashingFile], body.files)
     try:
         text = body.fields.get("survey")
@@ -219,7 +214,7 @@ def create_survey() -> tuple[Response, int]:
 @device_required
 def put_survey_photo(client_uuid: UUID, photo_id: str) -> tuple[Response, int]:
     limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
-    with visits.blob_store().new_temp(max_bytes=limit) as temp:
+    with blob_store().new_temp(max_bytes=limit) as temp:
         while chunk := request.stream.read(256 * 1024):
             temp.write(chunk)
         received = visits.receive_photo(
@@ -252,19 +247,13 @@ def put_survey_photo(client_uuid: UUID, photo_id: str) -> tuple[Response, int]:
 def enroll_face(member_id: int) -> tuple[Response, int]:
     """A caseworker's explicit enrollment: multipart with one file part ``photo``."""
     member = member_to_enroll(current_caseworker(), member_id)
-    if request.mimetype != "multipart/form-data":
-        raise ValidationFailed("send the photo as multipart/form-data", field="photo")
-    store = visits.blob_store()
-    limit = current_app.config["DIBAO_MAX_PHOTO_BYTES"]
-    try:
-        body = read_multipart(
-            request.stream,
-            request.mimetype_params.get("boundary", ""),
-            lambda name, content_type: store.new_temp(max_bytes=limit),
-            max_parts=4,
-        )
-    except MalformedMultipart as exc:
-        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    body = read_upload(
+        blob_store(),
+        max_file_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"],
+        not_multipart="send the photo as multipart/form-data",
+        details={"field": "photo"},
+        max_parts=4,
+    )
     try:
         photo = body.files.get("photo")
         if photo is None or set(body.files) != {"photo"} or body.fields:

@@ -1,4 +1,5 @@
-"""A strict, streaming multipart/form-data reader for survey uploads.
+"""A strict, streaming multipart/form-data reader for the uploads (surveys, face
+enrollment, proof-of-life frames: each reads its body with :func:`read_upload`).
 
 Werkzeug's parser accepts every line-break variant, which costs a regular-expression
 scan of the data; RFC 7578 (and every tablet client: OkHttp, curl, browsers) puts CRLF
@@ -15,11 +16,15 @@ goes through unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from flask import request
 from werkzeug.http import parse_options_header
+
+from server.errors import ValidationFailed
+from server.storage import BlobStore
 
 READ_SIZE = 1024 * 1024
 MAX_HEADER_BYTES = 8 * 1024
@@ -197,3 +202,34 @@ def _take(
             raise MalformedMultipart(f"field {name!r} is larger than {max_field_bytes} bytes")
         value.extend(memoryview(buffer)[:count])
     del buffer[:count]
+
+
+def read_upload(
+    store: BlobStore,
+    *,
+    max_file_bytes: int,
+    not_multipart: str,
+    details: Mapping[str, Any] | None = None,
+    max_field_bytes: int = 1024 * 1024,
+    max_parts: int = 64,
+    repeatable: frozenset[str] = frozenset(),
+) -> Multipart:
+    """The current request's multipart/form-data body, every upload view's one reader:
+    file parts streamed into temp files of ``store`` (each at most ``max_file_bytes``),
+    fields as text. Not multipart: ``422 validation_failed`` with ``not_multipart`` (and
+    ``details``); a malformed or truncated body: ``422`` saying so. The caller closes the
+    result's files (``Multipart.close``) when it does not keep them.
+    """
+    if request.mimetype != "multipart/form-data":
+        raise ValidationFailed(not_multipart, **(details or {}))
+    try:
+        return read_multipart(
+            request.stream,
+            request.mimetype_params.get("boundary", ""),
+            lambda name, content_type: store.new_temp(max_bytes=max_file_bytes),
+            max_field_bytes=max_field_bytes,
+            max_parts=max_parts,
+            repeatable=repeatable,
+        )
+    except MalformedMultipart as exc:
+        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc

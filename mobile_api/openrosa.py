@@ -38,8 +38,7 @@ from mobile_api.openrosa_auth import StaleNonce, authenticate, challenges
 from server.devices.models import DeviceToken
 from server.errors import DomainError
 from server.extensions import csrf, db
-from server.faces.tasks import enqueue_photo_work
-from server.storage import HashingFile, TooLarge
+from server.storage import HashingFile, TooLarge, blob_store
 from server.visits import service as visits
 from server.visits.openrosa_mapping import (
     MAX_XML_BYTES,
@@ -49,6 +48,7 @@ from server.visits.openrosa_mapping import (
     UnknownForm,
     parse_submission,
 )
+from server.visits.tasks import enqueue_photo_work
 from server.web_errors import answer_safely
 
 logger = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ def _hashing_file(part: FileStorage) -> HashingFile:
     """
     if isinstance(part.stream, HashingFile):
         return part.stream
-    temp = visits.blob_store().new_temp(max_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"])
+    temp = blob_store().new_temp(max_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"])
     part.stream.seek(0)
     while chunk := part.stream.read(256 * 1024):
         temp.write(chunk)

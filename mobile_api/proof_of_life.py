@@ -8,7 +8,6 @@ request (docs/proof-of-life.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
@@ -28,20 +27,21 @@ from pydantic import Field
 from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_device
-from mobile_api.multipart import MalformedMultipart, read_multipart
+from mobile_api.multipart import read_upload
 from mobile_api.schemas import parse
 from server import clock, safe_json
 from server.devices.models import DeviceToken
 from server.devices.service import InvalidToken, authenticate_device
 from server.errors import ValidationFailed
 from server.extensions import csrf, db, limiter
+from server.faces.engine import default_engine
 from server.proof_of_life import service as pol
 from server.proof_of_life.analysis import CHALLENGES
 from server.proof_of_life.guided import HINTS
 from server.proof_of_life.models import MonthStatus, ProofOfLifeAttempt, ProofOfLifeMonth
 from server.proof_of_life.pipeline import REASONS, Outcome
 from server.security_headers import content_security_policy
-from server.storage import BlobStore, HashingFile
+from server.storage import BlobStore, HashingFile, blob_store
 from server.validation import DbId, Text
 from server.visits.schemas import GpsIn, Input
 from server.wire import (
@@ -356,22 +356,16 @@ def start_session() -> tuple[Response, int]:
 def _frames_upload(
     store: BlobStore, *, guided: bool = False
 ) -> tuple[str, list[HashingFile], list[int] | None]:
-    if request.mimetype != "multipart/form-data":
-        raise ValidationFailed("send the frames as multipart/form-data")
     rules = pol.rules()
-    limit = rules.guided_frame_max_bytes if guided else rules.frame_max_bytes
     most = rules.guided_batch_max if guided else rules.frames_max
-    try:
-        body = read_multipart(
-            request.stream,
-            request.mimetype_params.get("boundary", ""),
-            lambda name, content_type: store.new_temp(max_bytes=limit),
-            max_field_bytes=64 * 1024,
-            max_parts=most + 4,
-            repeatable=frozenset({"frames"}),
-        )
-    except MalformedMultipart as exc:
-        raise ValidationFailed(f"the multipart body is malformed: {exc}") from exc
+    body = read_upload(
+        store,
+        max_file_bytes=rules.guided_frame_max_bytes if guided else rules.frame_max_bytes,
+        not_multipart="send the frames as multipart/form-data",
+        max_field_bytes=64 * 1024,
+        max_parts=most + 4,
+        repeatable=frozenset({"frames"}),
+    )
     frames = cast(list[HashingFile], body.repeated.get("frames", []))
     try:
         unexpected = sorted(set(body.files) | (set(body.fields) - {"nonce", "offsets_ms"}))
@@ -445,7 +439,7 @@ def submit_frames(session_id: str) -> Response:
     device = _authenticate_tablet() if request.headers.get("Authorization") else None
     attempt = pol.find_session(session_id, device)
     pol.require_open(attempt, now=_now())
-    store: BlobStore = current_app.extensions["dibao.blobs"]
+    store = blob_store()
     nonce, frames, offsets = _frames_upload(store)
     try:
         result = pol.submit_frames(
@@ -455,7 +449,6 @@ def submit_frames(session_id: str) -> Response:
             offsets_ms=offsets,
             now=_now(),
             store=store,
-            verify=_verify,
         )
         body = VerdictOut(
             outcome=_judged(result.attempt),
@@ -497,12 +490,10 @@ def submit_frames(session_id: str) -> Response:
 )
 @limiter.limit(_guided_rate)
 def submit_batch(session_id: str, step: int) -> Response:
-    from server.faces.engine import default_engine
-
     device = _authenticate_tablet() if request.headers.get("Authorization") else None
     attempt = pol.find_session(session_id, device, lock=True)
     pol.require_open(attempt, now=_now())
-    store: BlobStore = current_app.extensions["dibao.blobs"]
+    store = blob_store()
     nonce, frames, offsets = _frames_upload(store, guided=True)
     engine = default_engine()
     try:
@@ -604,22 +595,6 @@ def request_assistance() -> Response:
     body = AssistanceOut(status=record.status, month=record.month).dump()
     db.session.commit()
     return jsonify(body)
-
-
-def _verify(contents: Sequence[bytes], challenges: Sequence[str], member_id: int) -> pol.Verdict:
-    from server.faces.engine import default_engine
-    from server.proof_of_life.pipeline import Thresholds, verify_frames
-
-    engine = default_engine()
-    verdict = verify_frames(
-        contents,
-        challenges,
-        pol.member_templates(member_id, engine.model_name),
-        thresholds=Thresholds(),
-        seen_hashes=pol.earlier_frame_hashes(member_id, excluding=-1),
-        engine=engine,
-    )
-    return pol.Verdict.judged(verdict, engine)
 
 
 @api.get("/status")

@@ -194,6 +194,7 @@ def _select_locale() -> str | None:
 
 def _register_blueprints(app: Flask) -> None:
     import server.models
+    import server.payments.service
     import server.public.changes  # noqa: F401  records changes for the public snapshot
     import sms
     from mobile_api.api import bp as api_bp
@@ -201,9 +202,9 @@ def _register_blueprints(app: Flask) -> None:
     from mobile_api.proof_of_life import api as pol_api_bp
     from mobile_api.proof_of_life import page as pol_page_bp
     from server.auth.views import bp as auth_bp
-    from server.cases.views import bp as cases_bp
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
+    from server.web.cases import bp as cases_bp
 
     for blueprint in (
         health_bp,
@@ -229,5 +230,7 @@ def _register_error_handlers(app: Flask) -> None:
 
 def _register_template_helpers(app: Flask) -> None:
     from server import labels
+    from server.auth import permissions
 
     labels.register(app)
+    permissions.register(app)

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from flask import current_app
+
 from server.proof_of_life.rules import (
     CampaignRules,
     ProofOfLifeRules,
@@ -315,3 +317,9 @@ def load_region_rules(path: str | Path | None) -> RegionRules:
     except tomllib.TOMLDecodeError as exc:
         raise RegionConfigError(f"{where} is not valid TOML: {exc}") from exc
     return parse_region_rules(data)
+
+
+def region() -> RegionRules:
+    """The running application's region rules (loaded once by the app factory)."""
+    rules: RegionRules = current_app.config["REGION"]
+    return rules

@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+from flask import current_app
+
 logger = logging.getLogger(__name__)
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -277,3 +279,28 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def blob_store() -> BlobStore:
+    """The running application's blob store (made by the app factory)."""
+    store: BlobStore = current_app.extensions["dibao.blobs"]
+    return store
+
+
+# Blobs are content-addressed: one file may be the bytes of rows of several packages
+# (a proof-of-life frame that is also a visit photo). Each package that keeps blobs
+# registers how to ask whether a digest is still its own; whoever deletes a blob asks
+# them all first (without importing them: the packages sit above this module).
+_blob_users: list[Callable[[str], bool]] = []
+
+
+def blob_user(uses: Callable[[str], bool]) -> Callable[[str], bool]:
+    """Register ``uses(sha256) -> bool`` (usable as a decorator)."""
+    if uses not in _blob_users:
+        _blob_users.append(uses)
+    return uses
+
+
+def blob_in_use(sha256: str) -> bool:
+    """Whether any registered package still keeps the blob ``sha256``."""
+    return any(uses(sha256) for uses in _blob_users)

@@ -20,13 +20,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from server.audit import service as audit
-from server.cases.workflow import region
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
 from server.monthly.notices import Notice, NoticeKind, Told
 from server.months import last_local_day
 from server.proof_of_life.models import ContactReason, ContactTask
 from server.proof_of_life.service import link_url
+from server.region import region
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import MessageKind, MessageStatus, SmsMessage

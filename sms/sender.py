@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select, update
 
-from server.cases.workflow import region
 from server.extensions import db, rows_changed
 from server.proof_of_life.models import ContactReason, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.service import contact_task
+from server.region import region
 from server.transactions import commits_per_batch
 from sms import optouts
 from sms.gateway import RECIPIENT_CODES, SmsGateway

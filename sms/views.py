@@ -16,7 +16,6 @@ from server import clock
 from server.areas.models import Area
 from server.auth.permissions import scope_to_actor, staff_required
 from server.cases.models import Household
-from server.cases.workflow import region
 from server.extensions import db
 from server.monthly.cycle import moments
 from server.monthly.models import CampaignStep
@@ -24,6 +23,7 @@ from server.months import current_month, month_after
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.service import attempt_figures
+from server.region import region
 from server.validation import query_month
 from sms.models import MessageStatus, SmsMessage
 

@@ -17,11 +17,11 @@ from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from server import clock
-from server.cases.workflow import region
 from server.crypto import equal_secret
 from server.extensions import csrf, db
 from server.proof_of_life.models import ContactReason
 from server.proof_of_life.service import contact_task
+from server.region import region
 from server.validation import parse_int
 from sms import optouts
 from sms.gateway import RECIPIENT_CODES, TRANSIENT_CODES

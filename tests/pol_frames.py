@@ -274,7 +274,7 @@ def sequence(images: Sequence[Image.Image], quality: int = 90) -> list[bytes]:
     return [jpeg(image, quality) for image in images]
 
 
-ENROLL_MAX_SIDE = 1000  # server.faces.service.DETECTION_MAX_SIDE: how templates are made
+ENROLL_MAX_SIDE = 1000  # server.visits.faces.DETECTION_MAX_SIDE: how templates are made
 
 
 def template(engine: DlibFaceEngine, relative: str) -> npt.NDArray[np.float64]:

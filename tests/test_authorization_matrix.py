@@ -44,8 +44,8 @@ from server.devices.service import DEVICE_ROLES, PREFIX_LENGTH, TOKEN_PREFIX, ha
 from server.extensions import db
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus, ProofOfLifeAttempt, ProofOfLifeMonth
+from server.storage import blob_store
 from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
-from server.visits.service import blob_store
 from tests import factories
 from tests.conftest import login
 from tests.test_api_surveys import jpeg, new_application, survey_json
@@ -375,7 +375,8 @@ def _flag_cleared_by_reviewers(place: Place, role: Role) -> None:
 def _month_exempted_by_reviewers(place: Place, role: Role) -> None:
     record = db.session.get(ProofOfLifeMonth, place.month_id)
     assert record is not None
-    reviewers = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.ADMIN}
+    # docs/domain-model.md: the administrator makes no case decisions (issue 14).
+    reviewers = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
     assert (record.status is MonthStatus.EXEMPT) == (role in reviewers)
 
 
@@ -882,7 +883,7 @@ def test_the_rule_holds_in_the_services_before_any_role_or_state_check(app: Flas
     first too: another area's month, member or session is "no such", not "not allowed"
     nor "already passed", even for a role that may not act."""
     from server.errors import OutOfArea
-    from server.faces.service import member_to_enroll
+    from server.visits.faces import member_to_enroll
 
     world = build_world(Role.CASEWORKER)
     place = next(iter(world.foreign.values()))

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from server.config import ConfigError, build_config, ensure_dev_secrets, normalize_database_url
+from server.proof_of_life.pipeline import Thresholds, thresholds_for
+from server.proof_of_life.rules import ProofOfLifeConfigError, parse_proof_of_life_rules
 from server.region import RegionConfigError, WorkingCalendar, load_region_rules
 
 KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
@@ -157,3 +159,15 @@ def test_fixed_proof_of_life_challenges_are_refused_with_production_secrets(
         build_config(str(tmp_path), production)
     testing = build_config(str(tmp_path), {**production, "TESTING": True})
     assert testing["DIBAO_POL_FIXED_CHALLENGES"] == ["turn_left", "blink"]
+
+
+def test_proof_of_life_face_tolerances_come_from_the_region_file() -> None:
+    # The default region file carries the measured tolerances (docs/proof-of-life.md).
+    assert thresholds_for(load_region_rules(None).proof_of_life) == Thresholds()
+    rules = parse_proof_of_life_rules({"match_tolerance": 0.5, "review_tolerance": 0.58})
+    chosen = thresholds_for(rules)
+    assert (chosen.match_tolerance, chosen.review_tolerance) == (0.5, 0.58)
+    with pytest.raises(ProofOfLifeConfigError, match="match_tolerance <= review_tolerance"):
+        parse_proof_of_life_rules({"match_tolerance": 0.7, "review_tolerance": 0.6})
+    with pytest.raises(ProofOfLifeConfigError, match="positive number"):
+        parse_proof_of_life_rules({"match_tolerance": "0.5"})

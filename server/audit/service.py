@@ -4,21 +4,28 @@ with the unit of work they belong to.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from flask import has_request_context, request
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from server.audit.models import AuditEntry
-from server.auth.models import User
 from server.extensions import db
+
+
+class Actor(Protocol):
+    """Who did it (a user): the audit log needs only the id, so it depends on no
+    account model (auth records its own events here)."""
+
+    @property
+    def id(self) -> int: ...
 
 
 def record(
     action: str,
     *,
-    actor: User | None,
+    actor: Actor | None,
     object_type: str | None = None,
     object_id: object = None,
     **details: Any,

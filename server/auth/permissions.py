@@ -10,15 +10,17 @@ both build their error with ``not_found``, so the two answers cannot drift apart
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import enum
+from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from flask_login import login_required
+from flask import Flask
+from flask_login import current_user, login_required
 from sqlalchemy import Select
 
 from server.areas.models import Area
-from server.auth.models import User
-from server.errors import OutOfArea
+from server.auth.models import Role, User
+from server.errors import NotPermitted, OutOfArea
 
 Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
 P = ParamSpec("P")
@@ -71,3 +73,81 @@ def staff_required(view: Callable[P, R]) -> Callable[P, R]:
     """Flask-Login's ``login_required`` with its type kept."""
     wrapped: Callable[P, R] = login_required(view)
     return wrapped
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class Capability(enum.StrEnum):
+    """What a role may do, besides the case workflow's moves (whose roles are in
+    server/cases/workflow.py's TRANSITIONS, read through ``available_actions``)."""
+
+    REGISTER_APPLICATIONS = "register_applications"
+    READ_PERSONAL_DATA = "read_personal_data"  # members' names, ID numbers, phones (audited)
+    READ_VISIT_PHOTOS = "read_visit_photos"
+    REVIEW_VISITS = "review_visits"  # clear a visit's flags
+    DECIDE_PROOF_OF_LIFE = "decide_proof_of_life"  # exempt, pass or fail a month
+    ASSIST_PROOF_OF_LIFE = "assist_proof_of_life"  # a caseworker's tablet at the home
+    ENROLL_FACES = "enroll_faces"
+    USE_TABLETS = "use_tablets"  # device tokens (the tablet API, ODK Collect)
+    MANAGE_ACCOUNTS = "manage_accounts"
+
+
+C = Capability
+
+# The one role-to-capability table (docs/domain-model.md, "Users and roles"): the
+# administrator manages accounts and makes no case decisions, reads no personal data.
+CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
+    Role.CASEWORKER: frozenset(
+        {
+            C.REGISTER_APPLICATIONS,
+            C.READ_PERSONAL_DATA,
+            C.READ_VISIT_PHOTOS,
+            C.ASSIST_PROOF_OF_LIFE,
+            C.ENROLL_FACES,
+            C.USE_TABLETS,
+        }
+    ),
+    Role.TOWNSHIP_REVIEWER: frozenset(
+        {
+            C.REGISTER_APPLICATIONS,
+            C.READ_PERSONAL_DATA,
+            C.READ_VISIT_PHOTOS,
+            C.REVIEW_VISITS,
+            C.DECIDE_PROOF_OF_LIFE,
+        }
+    ),
+    Role.COUNTY_APPROVER: frozenset(
+        {C.READ_PERSONAL_DATA, C.READ_VISIT_PHOTOS, C.REVIEW_VISITS, C.DECIDE_PROOF_OF_LIFE}
+    ),
+    Role.SUPERVISOR: frozenset({C.READ_PERSONAL_DATA, C.READ_VISIT_PHOTOS}),
+    Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS}),
+}
+
+
+def roles_with(capability: Capability) -> frozenset[Role]:
+    return frozenset(role for role, caps in CAPABILITIES.items() if capability in caps)
+
+
+def can(actor: User | None, capability: Capability | str) -> bool:
+    """Whether ``actor``'s role has ``capability`` (templates: ``can("review_visits")``
+    for the signed-in user). An unknown capability name is an error, not a "no"."""
+    wanted = Capability(capability)
+    role = getattr(actor, "role", None)
+    return role is not None and wanted in CAPABILITIES.get(role, frozenset())
+
+
+def require(actor: User, capability: Capability, message: str, **details: Any) -> None:
+    """Raise NotPermitted with ``message`` unless ``actor`` may; call it after the
+    area check (outside the area is "does not exist", whatever the role)."""
+    if not can(actor, capability):
+        raise NotPermitted(message, **details)
+
+
+def register(app: Flask) -> None:
+    """``can("capability")`` in templates, for the signed-in user."""
+
+    def can_current(capability: str) -> bool:
+        return current_user.is_authenticated and can(current_user, capability)
+
+    app.jinja_env.globals["can"] = can_current

@@ -13,14 +13,15 @@ from sqlalchemy import select
 
 from server.areas.models import Area, AreaLevel
 from server.audit import service as audit
-from server.auth.models import Role, User
-from server.auth.permissions import require_in_area
+from server.auth.models import User
+from server.auth.permissions import Capability, require, require_in_area
 from server.cases.codes import new_case_code
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
-from server.cases.workflow import local_today, region
+from server.cases.workflow import local_today
 from server.crypto import normalize_id_number
-from server.errors import NotPermitted, ValidationFailed
+from server.errors import ValidationFailed
 from server.extensions import db
+from server.region import region
 from server.types import field_cipher
 
 
@@ -63,8 +64,7 @@ def apply_for_allowance(
 ) -> Household:
     """Register an application (申请) taken by township staff."""
     require_in_area(actor, village, "village")
-    if actor.role not in (Role.CASEWORKER, Role.TOWNSHIP_REVIEWER):
-        raise NotPermitted("only township staff register applications")
+    require(actor, Capability.REGISTER_APPLICATIONS, "only township staff register applications")
     household_class = _check_application(village, home_lat, home_lon, class_code, members)
 
     rules = region()
@@ -166,8 +166,11 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
     Administrators manage accounts and have no need to read recipients' data.
     """
     require_in_area(actor, household.village)
-    if actor.role is Role.ADMIN:
-        raise NotPermitted("administrators do not read members' personal data")
+    require(
+        actor,
+        Capability.READ_PERSONAL_DATA,
+        "administrators do not read members' personal data",
+    )
     details = []
     for m in household.members:
         audit.record(

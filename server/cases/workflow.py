@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from flask import current_app
-
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
@@ -20,7 +18,7 @@ from server.cases.models import CaseEvent, CaseState, Household
 from server.errors import IllegalTransition, NotPermitted, ReasonRequired
 from server.extensions import db
 from server.months import add_months, first_of_next_month, local_date
-from server.region import RegionRules
+from server.region import RegionRules, region
 
 S = CaseState
 PRE_APPROVAL = frozenset(
@@ -105,11 +103,6 @@ TRANSITIONS: dict[str, Transition] = {
         ),
     )
 }
-
-
-def region() -> RegionRules:
-    rules: RegionRules = current_app.config["REGION"]
-    return rules
 
 
 def local_today() -> date:

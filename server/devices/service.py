@@ -13,11 +13,12 @@ from sqlalchemy import select
 
 from server import clock
 from server.audit import service as audit
-from server.auth.models import Role, User
+from server.auth.models import User
+from server.auth.permissions import Capability, can, require, roles_with
 from server.auth.service import authenticate
 from server.devices.digest import digest_secrets
 from server.devices.models import DeviceToken
-from server.errors import DomainError, NotPermitted
+from server.errors import DomainError
 from server.extensions import db
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ TOKEN_PREFIX = "dbt_"  # noqa: S105  a marker, not a secret
 PREFIX_LENGTH = 12  # "dbt_" + 8 random characters
 # Writing last_used_at on every request would turn every read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
-DEVICE_ROLES = frozenset({Role.CASEWORKER})
+DEVICE_ROLES = roles_with(Capability.USE_TABLETS)
 
 
 class InvalidCredentials(DomainError):
@@ -56,8 +57,7 @@ def issue_device_token(
     user = authenticate(username, password, channel="device")
     if user is None:
         raise InvalidCredentials("wrong username or password")
-    if user.role not in DEVICE_ROLES:
-        raise NotPermitted("only caseworkers log tablets in", role=user.role.value)
+    require(user, Capability.USE_TABLETS, "only caseworkers log tablets in", role=user.role.value)
     now = clock.utcnow()
     for old in db.session.scalars(
         select(DeviceToken).where(
@@ -102,7 +102,7 @@ def authenticate_device(token: str) -> DeviceToken:
     now = clock.utcnow()
     # A user whose role changed since keeps no tablet access (and so never meets a
     # role check that could tell an object of another area from a missing one).
-    if record is None or not record.is_valid(now) or record.user.role not in DEVICE_ROLES:
+    if record is None or not record.is_valid(now) or not can(record.user, Capability.USE_TABLETS):
         raise InvalidToken("the token is unknown, expired or revoked; log the tablet in again")
     mark_used(record, now)
     return record

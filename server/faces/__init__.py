@@ -1,1 +1,2 @@
-"""Faces: templates enrolled from visit portraits, 1:N search across households."""
+"""Faces: the face engine and the members' face templates (enrolled by visits,
+server/visits/faces.py; used by the proof of life)."""

@@ -27,7 +27,6 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from server.cases.models import Household, Member
-from server.cases.workflow import region
 from server.extensions import bulk_insert, db
 from server.monthly.models import CampaignStep
 from server.monthly.notices import Notice, NoticeKind, Told, notifier
@@ -42,6 +41,7 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
     who_must_prove_life,
 )
+from server.region import region
 from server.transactions import commits_per_batch
 
 BATCH = 1000

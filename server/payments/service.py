@@ -24,13 +24,16 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select, update
 
+from server.areas.models import Area
 from server.audit import service as audit
-from server.cases.models import CaseEvent, CaseState, Household, Member, Relation
-from server.cases.workflow import region, schedule_review
+from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.workflow import schedule_review
 from server.extensions import db, rows_changed
 from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
+from server.proof_of_life.events import MonthDecided, month_decided
 from server.proof_of_life.models import IN_CARE, PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
+from server.region import region
 from server.transactions import commits_per_batch
 
 BATCH = 1000
@@ -117,6 +120,12 @@ class CloseReport:
     payable: int = 0
     suspended: int = 0
     to_review: list[int] = field(default_factory=list)  # household ids
+
+
+@month_decided.connect
+def _settle_decided_month(event: MonthDecided) -> None:
+    """A member's proof of life for a month was decided: the payment follows."""
+    settle(event.household_id, event.month, now=event.now)
 
 
 def _id_batches(query_ids: Callable[[int], list[int]]) -> Iterator[list[int]]:
@@ -282,8 +291,6 @@ class PayrollRow:
 def payroll(month: str) -> Iterator[PayrollRow]:
     """Every active household: what the bank pays it for ``month``. Reads columns, not
     entities, in batches: memory stays flat however many households there are."""
-    from server.areas.models import Area
-    from server.cases.models import HouseholdClass
 
     def households(after: int) -> list[int]:
         return list(
@@ -377,8 +384,6 @@ def payroll(month: str) -> Iterator[PayrollRow]:
 
 
 def _township_names(ids: set[int | None]) -> dict[int, str]:
-    from server.areas.models import Area
-
     wanted = [i for i in ids if i is not None]
     if not wanted:
         return {}

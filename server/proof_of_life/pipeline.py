@@ -71,10 +71,8 @@ never a stopped payment; a different face is never passed, and is refused above 
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
-import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -82,9 +80,10 @@ from typing import Final, Literal
 import imagehash
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image
 
-from server.faces.engine import FaceShape, LandmarkFaceEngine
+from server.faces.engine import FaceShape, LandmarkFaceEngine, default_engine
+from server.images import ImageFormat, ImageRejected, downscaled_rgb
 from server.proof_of_life.analysis import (
     CHALLENGES,
     LivenessThresholds,
@@ -93,6 +92,7 @@ from server.proof_of_life.analysis import (
     eye_aspect_ratio,
     yaw_proxy,
 )
+from server.proof_of_life.rules import MATCH_TOLERANCE, REVIEW_TOLERANCE, ProofOfLifeRules
 
 __all__ = [
     "REASONS",
@@ -110,6 +110,7 @@ __all__ = [
     "record_thresholds",
     "replay_check",
     "select_faces",
+    "thresholds_for",
     "verify_frames",
 ]
 
@@ -130,18 +131,6 @@ REASONS: Final = (
     "face_uncertain",
 )
 
-_JPEG_MAGIC: Final = b"\xff\xd8\xff"
-_PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
-_DECODE_ERRORS: Final = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    RuntimeError,
-    struct.error,
-    IndexError,
-)
-_METADATA_ERRORS: Final = (*_DECODE_ERRORS, KeyError, TypeError, UserWarning)
 _HASH_DIGITS: Final = 16
 
 
@@ -150,9 +139,9 @@ class Thresholds:
     """Everything :func:`verify_frames` decides with; the liveness part in ``liveness``."""
 
     liveness: LivenessThresholds = field(default_factory=LivenessThresholds)
-    match_tolerance: float = 0.55
+    match_tolerance: float = MATCH_TOLERANCE
     """Distance at or below which the face is the member's (see the module docstring)."""
-    review_tolerance: float = 0.60
+    review_tolerance: float = REVIEW_TOLERANCE
     """Distance above which the face is someone else's; in between: ``review``."""
     min_usable_frames: int = 3
     """Frames with exactly one face needed to judge anything: a start and two challenges."""
@@ -186,6 +175,14 @@ class Thresholds:
             raise ValueError("max_side must be >= 64 and max_frame_pixels >= 1")
 
 
+def thresholds_for(rules: ProofOfLifeRules) -> Thresholds:
+    """The pipeline's thresholds under the region's proof-of-life rules (the face
+    tolerances come from the region file; the rest are the measured defaults)."""
+    return Thresholds(
+        match_tolerance=rules.match_tolerance, review_tolerance=rules.review_tolerance
+    )
+
+
 Measurement = float | int | str
 
 
@@ -205,58 +202,21 @@ class FrameRejected(ValueError):
 # --------------------------------------------------------------------------- decoding
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+FRAME_FORMATS: Final[tuple[ImageFormat, ...]] = ("JPEG", "PNG")
 
 
 def decode_frame(
     data: bytes, *, max_side: int = 640, max_pixels: int = 24_000_000
 ) -> npt.NDArray[np.uint8]:
     """Oriented RGB pixels of a JPEG or PNG frame, longest side <= ``max_side``, as a
-    C-contiguous uint8 H x W x 3 array. Raises :class:`FrameRejected`."""
-    head = bytes(data[:8])
-    if head.startswith(_JPEG_MAGIC):
-        fmt = "JPEG"
-    elif head.startswith(_PNG_MAGIC):
-        fmt = "PNG"
-    else:
-        raise FrameRejected("not a JPEG or PNG image")
+    C-contiguous uint8 H x W x 3 array (server/images.py decodes). Raises
+    :class:`FrameRejected`."""
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as img:
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise FrameRejected(f"{fmt} header gives a size of {width}x{height}")
-            if width * height > max_pixels:
-                raise FrameRejected(f"{width}x{height} is more than {max_pixels} pixels")
-            if fmt == "JPEG" and max(width, height) > 2 * max_side:
-                # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: still at least
-                # max_side on the shorter side, far cheaper than full size.
-                img.draft("RGB", (max_side, max_side))
-            img.load()
-            try:
-                oriented = ImageOps.exif_transpose(img)
-            except _METADATA_ERRORS:
-                oriented = img  # unreadable EXIF: keep the pixels as stored
-            rgb = _to_rgb(oriented)
-            if max(rgb.size) > max_side:
-                scale = max_side / max(rgb.size)
-                size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-                rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-            return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
-    except FrameRejected:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own (process-wide) limit, only reached when it is stricter than ours,
-        # or when its warning is turned into an error by a warnings filter.
-        raise FrameRejected(f"{fmt} image too large for Pillow's limit") from exc
-    except _DECODE_ERRORS as exc:
-        raise FrameRejected(f"the {fmt} data is truncated or corrupt") from exc
+        return downscaled_rgb(
+            bytes(data), max_side=max_side, max_pixels=max_pixels, formats=FRAME_FORMATS
+        )
+    except ImageRejected as exc:
+        raise FrameRejected(exc.message) from exc
 
 
 def phash(rgb: npt.NDArray[np.uint8]) -> str:
@@ -486,8 +446,6 @@ def outcome_of(reasons: Sequence[str]) -> Outcome:
 def _engine(engine: LandmarkFaceEngine | None) -> LandmarkFaceEngine:
     if engine is not None:
         return engine
-    from server.faces.engine import default_engine
-
     return default_engine()
 
 

@@ -6,6 +6,12 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+# The face tolerances of the verification pipeline, as measured (the reasoning and the
+# measurements: server/proof_of_life/pipeline.py's docstring and docs/proof-of-life.md).
+MATCH_TOLERANCE = 0.55
+REVIEW_TOLERANCE = 0.60
+_TOLERANCES = frozenset({"match_tolerance", "review_tolerance"})
+
 
 class ProofOfLifeConfigError(ValueError):
     pass
@@ -39,8 +45,16 @@ class ProofOfLifeRules:
     guided_width: int = 640  # the frame size the page captures (it may send less)
     guided_height: int = 480
     guided_frame_max_bytes: int = 100_000
+    # The face: at or under match_tolerance the member's; above review_tolerance someone
+    # else's; in between a person decides (pipeline.Thresholds, thresholds_for).
+    match_tolerance: float = MATCH_TOLERANCE
+    review_tolerance: float = REVIEW_TOLERANCE
 
     def __post_init__(self) -> None:
+        if not 0 < self.match_tolerance <= self.review_tolerance:
+            raise ProofOfLifeConfigError(
+                "proof_of_life: 0 < match_tolerance <= review_tolerance is required"
+            )
         if not 1 <= self.open_day <= 28:
             raise ProofOfLifeConfigError("proof_of_life.open_day must be 1-28")
         if not self.frames_min <= self.capture_count <= self.frames_max:
@@ -60,8 +74,15 @@ def parse_proof_of_life_rules(data: dict[str, Any]) -> ProofOfLifeRules:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ProofOfLifeConfigError(f"proof_of_life: unknown settings {unknown}")
-    values = {}
+    values: dict[str, Any] = {}
     for name, value in data.items():
+        if name in _TOLERANCES:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ProofOfLifeConfigError(
+                    f"proof_of_life.{name}: {value!r} must be a positive number"
+                )
+            values[name] = float(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ProofOfLifeConfigError(
                 f"proof_of_life.{name}: {value!r} must be a positive whole number"

@@ -28,19 +28,29 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
 from server import clock
+from server.areas.models import Area
 from server.audit import service as audit
-from server.auth.models import Role, User
-from server.auth.permissions import not_found, require_in_area, require_visible
+from server.auth.models import User
+from server.auth.permissions import (
+    Capability,
+    not_found,
+    require,
+    require_in_area,
+    require_visible,
+    scope_to_actor,
+)
 from server.cases.models import Household, Member
-from server.cases.workflow import region
 from server.crypto import equal_secret
 from server.devices.models import DeviceToken
-from server.errors import DomainError, NotPermitted, ReasonRequired, ValidationFailed
+from server.errors import DomainError, ReasonRequired, ValidationFailed
 from server.extensions import db
+from server.faces.engine import default_engine
 from server.faces.models import FaceTemplate
+from server.images import ImageRejected, check_no_trailing_data
 from server.months import current_month, window
-from server.payments import service as payments
-from server.proof_of_life import links
+from server.proof_of_life import guided, links
+from server.proof_of_life.events import MonthDecided, month_decided
+from server.proof_of_life.guided import FACE_STEP, Observation, unpack_shape
 from server.proof_of_life.models import (
     ContactReason,
     ContactTask,
@@ -53,9 +63,10 @@ from server.proof_of_life.models import (
     designated,
     in_care,
 )
+from server.proof_of_life.pipeline import decode_frame, thresholds_for, verify_frames
 from server.proof_of_life.rules import ProofOfLifeRules
-from server.storage import BlobStore, HashingFile
-from server.visits.photos import PhotoRejected, check_no_trailing_data
+from server.region import region
+from server.storage import BlobStore, HashingFile, blob_in_use
 
 TURNS = ("turn_left", "turn_right")
 OTHERS = ("blink", "open_mouth")
@@ -283,8 +294,7 @@ ASSISTED_WHAT = "member in this household"
 def _require_assisting(actor: User, household: Household) -> None:
     """Area first (the same "no such member" as an unknown id), then the role."""
     require_in_area(actor, household.village, ASSISTED_WHAT)
-    if actor.role is not Role.CASEWORKER:
-        raise NotPermitted("only caseworkers assist a proof of life")
+    require(actor, Capability.ASSIST_PROOF_OF_LIFE, "only caseworkers assist a proof of life")
 
 
 def assisted_month(
@@ -485,7 +495,7 @@ def submit_frames(
     offsets_ms: Sequence[int] | None,
     now: datetime,
     store: BlobStore,
-    verify: Callable[[Sequence[bytes], Sequence[str], int], Verdict],
+    verify: Callable[[Sequence[bytes], Sequence[str], int], Verdict] | None = None,
 ) -> SubmitResult:
     """Judge one session's frames, record everything, update the month's status."""
     require_open(attempt, now=now)
@@ -515,8 +525,25 @@ def submit_frames(
                 offset_ms=offsets_ms[position] if offsets_ms is not None else None,
             )
         )
-    verdict = verify(contents, attempt.challenge_list, attempt.member_id)
+    verdict = (verify or verify_member_frames)(contents, attempt.challenge_list, attempt.member_id)
     return _apply_verdict(attempt, verdict, now=now)
+
+
+def verify_member_frames(
+    contents: Sequence[bytes], challenges: Sequence[str], member_id: int
+) -> Verdict:
+    """The one-shot path: the pipeline on a session's frames, against the member's
+    templates and earlier frames, under the region's thresholds."""
+    engine = default_engine()
+    verdict = verify_frames(
+        contents,
+        challenges,
+        member_templates(member_id, engine.model_name),
+        thresholds=thresholds_for(rules()),
+        seen_hashes=earlier_frame_hashes(member_id, excluding=-1),
+        engine=engine,
+    )
+    return Verdict.judged(verdict, engine)
 
 
 def _refuse_appended_data(frames: Sequence[HashingFile]) -> None:
@@ -526,7 +553,7 @@ def _refuse_appended_data(frames: Sequence[HashingFile]) -> None:
         frame.flush()
         try:
             check_no_trailing_data(frame.path)
-        except PhotoRejected as exc:
+        except ImageRejected as exc:
             error = ValidationFailed(f"frame {position}: {exc.message}", field="frames")
             error.code, error.http_status = exc.code, exc.http_status
             raise error from exc
@@ -554,7 +581,7 @@ def _apply_verdict(attempt: ProofOfLifeAttempt, verdict: Verdict, *, now: dateti
         record.status = MonthStatus.PASSED
         record.passed_at = now
         db.session.flush()
-        payments.settle(record.household_id, record.month, now=now)
+        month_decided.send(MonthDecided(record.household_id, record.month, now))
     elif attempt.outcome is Outcome.REVIEW:
         _to_review(record, ",".join(verdict.reasons) or "review")
     if attempt.outcome is Outcome.PASSED:
@@ -596,8 +623,6 @@ def _after_unsuccessful(attempt: ProofOfLifeAttempt, *, now: datetime) -> int:
 
 # --------------------------------------------------------------------------- reviewers
 
-REVIEWER_ROLES = (Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.ADMIN)
-
 
 MONTH_WHAT = "proof-of-life month"
 
@@ -633,8 +658,7 @@ def decide_month(
     if household is None:  # pragma: no cover - foreign key
         raise SessionNotFound("no such household")
     require_in_area(actor, household.village, MONTH_WHAT)
-    if actor.role not in REVIEWER_ROLES:
-        raise NotPermitted("only a reviewer decides a proof of life")
+    require(actor, Capability.DECIDE_PROOF_OF_LIFE, "only a reviewer decides a proof of life")
     if not reason.strip():
         raise ReasonRequired("a reason is required")
     if status not in record.status.decisions:
@@ -659,7 +683,7 @@ def decide_month(
         after=status.value,
     )
     db.session.flush()
-    payments.settle(record.household_id, record.month, now=now)
+    month_decided.send(MonthDecided(record.household_id, record.month, now))
 
 
 # --------------------------------------------------------------------------- retention
@@ -668,8 +692,6 @@ def decide_month(
 def purge_old_frames(*, now: datetime, store: BlobStore, batch: int = 500) -> int:
     """Delete the frames of attempts older than the retention period (rows and files);
     the attempts, their measurements and outcomes stay. Returns the frames deleted."""
-    from server.visits.models import SurveyPhoto
-
     cutoff = now - timedelta(days=rules().frame_retention_days)
     deleted = 0
     while True:
@@ -689,9 +711,7 @@ def purge_old_frames(*, now: datetime, store: BlobStore, batch: int = 500) -> in
                     select(func.count(ProofOfLifeFrame.id)).where(
                         ProofOfLifeFrame.sha256 == frame.sha256, ProofOfLifeFrame.id != frame.id
                     )
-                ) or db.session.scalar(
-                    select(func.count(SurveyPhoto.id)).where(SurveyPhoto.sha256 == frame.sha256)
-                )
+                ) or blob_in_use(frame.sha256)
                 if not shared:
                     store.path(frame.sha256).unlink(missing_ok=True)
                 db.session.delete(frame)
@@ -782,7 +802,6 @@ ASSISTANCE_NEEDS = ("cannot_move", "cannot_see", "other")
 
 def guided_steps(attempt: ProofOfLifeAttempt) -> list[str]:
     """The steps of a guided session: the face, then the challenges in the order asked."""
-    from server.proof_of_life.guided import FACE_STEP
 
     return [FACE_STEP, *attempt.challenge_list]
 
@@ -809,7 +828,6 @@ def _guide_state(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
 def _observations(attempt: ProofOfLifeAttempt) -> list[Any]:
     """The session's frames so far as guided.Observation, in order (the luminance of
     stored frames is not kept: only the latest batch's is used, for hints)."""
-    from server.proof_of_life.guided import Observation, unpack_shape
 
     hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
     rows = db.session.scalars(
@@ -840,8 +858,6 @@ def submit_batch(
 ) -> BatchResult:
     """One batch of a guided session's step: store and look at the frames, answer whether
     the step's movement has happened; after the last step, judge the whole session."""
-    from server.proof_of_life import guided
-    from server.proof_of_life.pipeline import Thresholds, decode_frame
 
     require_open(attempt, now=now)
     if not attempt.guided or attempt.step is None:
@@ -868,7 +884,7 @@ def submit_batch(
         )
     _refuse_appended_data(frames)
 
-    thresholds = Thresholds()
+    thresholds = thresholds_for(limits)
     digests = store.store_all(list(frames))
     latest: list[Any] = []
     guide = guided.GuideLimits()
@@ -1059,9 +1075,6 @@ def _stop_key(
 
 
 def attempt_figures(month: str, actor: User, *, now: datetime) -> AttemptFigures:
-    from server.areas.models import Area
-    from server.auth.permissions import scope_to_actor
-
     query = (
         select(
             ProofOfLifeAttempt.member_id,

@@ -19,12 +19,14 @@ from sqlalchemy import event, exists, insert, select
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from server.cases.models import CaseEvent, Household, Member
-from server.cases.workflow import region
 from server.clock import utcnow
 from server.extensions import db
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ProofOfLifeMonth
+from server.public import snapshot as builder
 from server.public.models import PublicChange, PublicSnapshot
+from server.public.snapshot import STALE_BUILD
+from server.region import region
 from server.transactions import commits_per_batch
 
 logger = logging.getLogger(__name__)
@@ -94,8 +96,6 @@ def is_stale(snapshot: Ready | None) -> bool:
 
 
 def _building_elsewhere() -> bool:
-    from server.public.snapshot import STALE_BUILD
-
     return bool(
         db.session.scalar(
             select(
@@ -111,8 +111,6 @@ def _building_elsewhere() -> bool:
 @commits_per_batch
 def refresh(*, force: bool = False) -> PublicSnapshot | None:
     """Rebuild when stale (or ``force``); None when nothing was built."""
-    from server.public import snapshot as builder
-
     with _build_lock:
         if not force:
             if not is_stale(current_ready()):

@@ -26,7 +26,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from server.areas.models import Area, AreaLevel
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
-from server.cases.workflow import region
 from server.clock import utcnow
 from server.extensions import bulk_insert, db
 from server.months import current_month, month_after
@@ -36,6 +35,7 @@ from server.public.generalize import Key, generalize, masked_surnames
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
 from server.public.rules import PublicRules
 from server.public.schemas import case_document
+from server.region import region
 from server.transactions import commits_per_batch
 
 logger = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,12 +32,12 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseState
-from server.cases.workflow import region
 from server.extensions import limiter
 from server.labels import STATE_LABELS
 from server.public import changes, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
+from server.region import region
 from server.validation import parse_int
 from server.wire import Operation, Query, operation
 
@@ -279,11 +280,15 @@ def _summary(snapshot: Snapshot) -> dict[str, Any]:
     for cell in stats["payments"]:
         if cell["amount_paid"] is None:
             continue
-        entry = months.setdefault(cell["month"], {"households": 0, "amount": 0.0})
+        entry = months.setdefault(cell["month"], {"households": 0, "fen": 0})
         entry["households"] += cell["paid_households"]
-        entry["amount"] += float(cell["amount_paid"])
-    money = [{"month": m, **months[m]} for m in sorted(months)]
-    for row, width in zip(money, _bars([int(r["amount"]) for r in money]), strict=True):
+        # Money is whole fen (docs/decisions/0001): sum integers, never floats.
+        entry["fen"] += int(Decimal(cell["amount_paid"]) * 100)
+    money = [
+        {"month": m, **months[m], "amount": f"{Decimal(months[m]['fen']) / 100:.2f}"}
+        for m in sorted(months)
+    ]
+    for row, width in zip(money, _bars([r["fen"] // 100 for r in money]), strict=True):
         row["bar"] = width
     pol_months = sorted({c["month"] for c in stats["proof_of_life"]})
     pol: dict[str, dict[str, Any]] = {}

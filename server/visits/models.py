@@ -14,13 +14,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    select,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from server.auth.models import User
 from server.cases.models import Household
 from server.clock import utcnow
-from server.extensions import Model
+from server.extensions import Model, db
+from server.storage import blob_user
 from server.types import EncryptedText, UTCDateTime, enum_values
 
 
@@ -176,3 +179,11 @@ class SurveyFlag(Model):
 
     def __repr__(self) -> str:
         return f"<SurveyFlag {self.code} on survey {self.survey_id}>"
+
+
+@blob_user
+def _photo_keeps(sha256: str) -> bool:
+    """A received visit photo keeps its blob (server/storage.py's ``blob_in_use``)."""
+    return bool(
+        db.session.scalar(select(func.count(SurveyPhoto.id)).where(SurveyPhoto.sha256 == sha256))
+    )

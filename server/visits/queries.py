@@ -16,8 +16,9 @@ from server.audit import service as audit
 from server.auth.models import User
 from server.auth.permissions import scope_to_actor
 from server.cases.models import CaseState, Household
-from server.cases.workflow import region
 from server.extensions import db
+from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
+from server.region import region
 
 
 class VisitKind(enum.StrEnum):
@@ -81,8 +82,6 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
     review (due by the window's close), missed (due by the end of the grace period,
     when a pass still restores the payment), or not reachable by SMS this month (no
     phone, opted out, wrong number: due by the window's close)."""
-    from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
-
     rules = region()
     due: dict[int, tuple[datetime, set[str]]] = {}
 

@@ -10,20 +10,14 @@ from sqlalchemy.orm import selectinload
 
 from server import clock
 from server.audit import service as audit
-from server.auth.models import Role, User
-from server.auth.permissions import not_found, require_visible
+from server.auth.models import User
+from server.auth.permissions import Capability, not_found, require, require_visible
 from server.cases.models import Household
-from server.errors import NotPermitted, ReasonRequired
+from server.errors import ReasonRequired
 from server.extensions import db
+from server.storage import blob_store
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 from server.visits.photos import sniff_content_type
-from server.visits.service import blob_store
-
-REVIEWERS = frozenset({Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER})
-# Who may look at visit photos: the people who do or judge the visits.
-PHOTO_READERS = frozenset(
-    {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
-)
 
 
 def visits_of(household: Household) -> list[Survey]:
@@ -43,8 +37,11 @@ def clear_flag(actor: User, household: Household, flag_id: int, reason: str | No
     if flag is not None and flag.survey.household_id != household.id:
         flag = None  # another case's flag, in the actor's area or not: "no such flag"
     flag = require_visible(actor, flag, lambda f: f.survey.household.village, "flag")
-    if actor.role not in REVIEWERS:
-        raise NotPermitted("only township reviewers and county approvers clear flags")
+    require(
+        actor,
+        Capability.REVIEW_VISITS,
+        "only township reviewers and county approvers clear flags",
+    )
     reason = (reason or "").strip()
     if not reason:
         raise ReasonRequired("clearing a flag needs a written reason", action="clear_flag")
@@ -81,8 +78,7 @@ def open_photo(actor: User, survey_photo_id: int, *, thumbnail: bool) -> PhotoFi
     if photo is not None and photo.received_at is None:
         photo = None  # announced by a manifest, never received: nothing to show
     photo = require_visible(actor, photo, lambda p: p.survey.household.village, "photo")
-    if actor.role not in PHOTO_READERS:
-        raise NotPermitted("your role does not read visit photos")
+    require(actor, Capability.READ_VISIT_PHOTOS, "your role does not read visit photos")
     sha = photo.thumbnail_sha256 if thumbnail else photo.sha256
     if sha is None:
         raise not_found("photo")

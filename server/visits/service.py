@@ -26,11 +26,12 @@ from server.audit import service as audit
 from server.auth.permissions import in_area, require_visible
 from server.cases.models import CaseState, Household, Relation
 from server.cases.service import NewMember, apply_for_allowance, find_members_by_id_number
-from server.cases.workflow import next_review_after, region, schedule_review, transition
+from server.cases.workflow import next_review_after, schedule_review, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, ValidationFailed
 from server.extensions import db
-from server.storage import BlobStore, HashingFile
+from server.region import region
+from server.storage import HashingFile, blob_store
 from server.visits.checks import (
     Flag,
     GpsFix,
@@ -80,11 +81,6 @@ class ReceivedSurvey:
     # Photos stored by this request: thumbnails and face enrollment are queued for
     # them after the commit.
     new_photos: list[int]
-
-
-def blob_store() -> BlobStore:
-    store: BlobStore = current_app.extensions["dibao.blobs"]
-    return store
 
 
 def canonical_hash(payload: dict[str, Any]) -> str:

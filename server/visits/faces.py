@@ -9,21 +9,21 @@ from flask import current_app
 from sqlalchemy import select
 
 from server.audit import service as audit
-from server.auth.models import Role, User
-from server.auth.permissions import require_in_area, require_visible
+from server.auth.models import User
+from server.auth.permissions import Capability, require, require_in_area, require_visible
 from server.cases.models import Member
-from server.cases.workflow import region
 from server.devices.models import DeviceToken
-from server.errors import DomainError, NotPermitted
+from server.errors import DomainError
 from server.extensions import db
 from server.faces.engine import FaceEngine, default_engine
 from server.faces.models import FaceTemplate
-from server.storage import HashingFile
+from server.region import region
+from server.storage import HashingFile, blob_store
 from server.validation import parse_id
 from server.visits.checks import Flag, nearest_faces
 from server.visits.models import PhotoKind, SurveyPhoto
 from server.visits.photos import PhotoRejected, check_photo_file, downscaled_rgb
-from server.visits.service import blob_store, stored_flag
+from server.visits.service import stored_flag
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def member_to_enroll(actor: User, member_id: int) -> Member:
         "member",
         field="member_id",
     )
-    if actor.role is not Role.CASEWORKER:
-        raise NotPermitted("only caseworkers enroll faces")
+    require(actor, Capability.ENROLL_FACES, "only caseworkers enroll faces")
     return member
 
 
@@ -151,8 +150,7 @@ def enroll_member_photo(
     matches another household's member is reported, and audited, not refused.
     """
     require_in_area(actor, member.household.village, "member", field="member_id")
-    if actor.role is not Role.CASEWORKER:
-        raise NotPermitted("only caseworkers enroll faces")
+    require(actor, Capability.ENROLL_FACES, "only caseworkers enroll faces")
     if not member.alive:
         raise EnrollmentRefused("this member is recorded as deceased", field="member_id")
     max_pixels = current_app.config["DIBAO_MAX_PHOTO_PIXELS"]

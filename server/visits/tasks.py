@@ -1,4 +1,4 @@
-"""Background jobs for faces. Tasks take ids, never ORM objects."""
+"""Background jobs for received visit photos. Tasks take ids, never ORM objects."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ from celery import shared_task
 from flask import current_app
 
 from server.extensions import db
-from server.faces.service import enroll_portrait
+from server.visits.faces import enroll_portrait
 from server.visits.service import analyse_photo
 
 
-@shared_task(ignore_result=True, acks_late=True, max_retries=3, default_retry_delay=30)
+# Named as before the move from server/faces/ (messages already queued keep working).
+@shared_task(
+    name="server.faces.tasks.process_photo_task",
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    default_retry_delay=30,
+)
 def process_photo_task(survey_photo_id: int) -> None:
     """The slow part of a received photo: decoding, reuse check and the reviewer's
     thumbnail, then (portraits) the face template and the search across households.
@@ -21,7 +28,13 @@ def process_photo_task(survey_photo_id: int) -> None:
     db.session.commit()
 
 
-@shared_task(ignore_result=True, acks_late=True, max_retries=3, default_retry_delay=30)
+@shared_task(
+    name="server.faces.tasks.process_photos_task",
+    ignore_result=True,
+    acks_late=True,
+    max_retries=3,
+    default_retry_delay=30,
+)
 def process_photos_task(survey_photo_ids: list[int]) -> None:
     """The slow part of several photos of one upload, one after the other: one message
     on the broker per upload instead of one per photo. Safe to run twice."""

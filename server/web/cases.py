@@ -56,12 +56,10 @@ def case_detail(case_code: str) -> ResponseReturnValue:
         household=household,
         members=members,
         visits=review.visits_of(household),
-        can_clear=current_user.role in review.REVIEWERS,
         actions=workflow.available_actions(household, current_user),
         allowance=workflow.allowance_for(household),
         pol_months=pol.months_of(household),
         pol_member_names={m.member_id: m.name for m in members},
-        can_decide_pol=current_user.role in pol.REVIEWER_ROLES,
     )
 
 
