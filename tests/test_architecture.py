@@ -22,8 +22,8 @@ def _sources() -> Iterator[tuple[Path, ast.Module]]:
 
 
 def _is_entry_point(path: Path) -> bool:
-    relative = path.relative_to(ROOT)
-    return relative.parts[0] == "mobile_api" or path.name in ENTRY_MODULES
+    parts = path.relative_to(ROOT).parts
+    return parts[0] == "mobile_api" or parts[:2] == ("server", "web") or path.name in ENTRY_MODULES
 
 
 def _marked(function: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
