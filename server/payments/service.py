@@ -160,48 +160,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         )
 
     for ids in _id_batches(active_households):
-        done = set(
-            db.session.scalars(
-                select(PaymentMonth.household_id).where(
-                    PaymentMonth.month == month, PaymentMonth.household_id.in_(ids)
-                )
-            )
-        )
-        blocked = set(
-            db.session.scalars(
-                select(ProofOfLifeMonth.household_id).where(
-                    ProofOfLifeMonth.month == month,
-                    ProofOfLifeMonth.household_id.in_(ids),
-                    ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
-                )
-            )
-        )
-        amounts = dict(
-            db.session.execute(
-                select(Household.id, Household.monthly_allowance).where(Household.id.in_(ids))
-            ).all()
-        )
-        rows = []
-        for household_id in ids:
-            if household_id in done:
-                continue
-            suspended = household_id in blocked
-            rows.append(
-                {
-                    "household_id": household_id,
-                    "month": month,
-                    "amount": amounts[household_id] or Decimal("0.00"),
-                    "status": PaymentStatus.SUSPENDED if suspended else PaymentStatus.PAYABLE,
-                    "suspended_at": now if suspended else None,
-                    "created_at": now,
-                }
-            )
-            if suspended:
-                report.suspended += 1
-            else:
-                report.payable += 1
-        if rows:
-            db.session.execute(insert(PaymentMonth), rows)
+        blocked, done = _close_batch(month, ids, now, report)
         report.to_review.extend(_missed_in_a_row(month, sorted(blocked - done), now=now))
         db.session.commit()
         if progress is not None:
@@ -218,6 +177,57 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         )
         db.session.commit()
     return report
+
+
+def _close_batch(
+    month: str, ids: list[int], now: datetime, report: CloseReport
+) -> tuple[set[int], set[int]]:
+    """One payment row for ``month`` per household of ``ids`` that has none yet:
+    suspended when a member's month blocks payment, payable otherwise. Returns the
+    blocked households and the ones that already had their row."""
+    done = set(
+        db.session.scalars(
+            select(PaymentMonth.household_id).where(
+                PaymentMonth.month == month, PaymentMonth.household_id.in_(ids)
+            )
+        )
+    )
+    blocked = set(
+        db.session.scalars(
+            select(ProofOfLifeMonth.household_id).where(
+                ProofOfLifeMonth.month == month,
+                ProofOfLifeMonth.household_id.in_(ids),
+                ProofOfLifeMonth.status.in_(PAYMENT_BLOCKING),
+            )
+        )
+    )
+    amounts = dict(
+        db.session.execute(
+            select(Household.id, Household.monthly_allowance).where(Household.id.in_(ids))
+        ).all()
+    )
+    rows = []
+    for household_id in ids:
+        if household_id in done:
+            continue
+        suspended = household_id in blocked
+        rows.append(
+            {
+                "household_id": household_id,
+                "month": month,
+                "amount": amounts[household_id] or Decimal("0.00"),
+                "status": PaymentStatus.SUSPENDED if suspended else PaymentStatus.PAYABLE,
+                "suspended_at": now if suspended else None,
+                "created_at": now,
+            }
+        )
+        if suspended:
+            report.suspended += 1
+        else:
+            report.payable += 1
+    if rows:
+        db.session.execute(insert(PaymentMonth), rows)
+    return blocked, done
 
 
 def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> list[int]:
@@ -328,45 +338,13 @@ def payroll(month: str) -> Iterator[PayrollRow]:
                 )
             ).all()
         )
-        payments: dict[int, list[tuple[str, Decimal, PaymentStatus, str | None]]] = {}
-        for household_id, paid_month, amount, status, back_pay_month in db.session.execute(
-            select(
-                PaymentMonth.household_id,
-                PaymentMonth.month,
-                PaymentMonth.amount,
-                PaymentMonth.status,
-                PaymentMonth.back_pay_month,
-            )
-            .where(
-                PaymentMonth.household_id.in_(ids),
-                (PaymentMonth.month <= month)
-                & (
-                    (PaymentMonth.status == PaymentStatus.SUSPENDED)
-                    | (PaymentMonth.month == month)
-                    | (PaymentMonth.back_pay_month == month)
-                ),
-            )
-            .order_by(PaymentMonth.month)
-        ):
-            payments.setdefault(household_id, []).append(
-                (paid_month, amount, status, back_pay_month)
-            )
+        payments = _payment_rows(ids, month)
         townships = _township_names({row[6] for row in rows})
         for household_id, case_code, state, allowance, class_code, village, parent in rows:
             own = payments.get(household_id, [])
             this = next((p for p in own if p[0] == month), None)
             amount = this[1] if this else (allowance or Decimal("0.00"))
-            if state is CaseState.SUSPENDED:
-                status_text, paid = "case_suspended", Decimal("0.00")
-            elif this is None:
-                status_text, paid = "open", amount  # the window has not closed yet
-            elif this[2] is PaymentStatus.SUSPENDED:
-                status_text, paid = "suspended", Decimal("0.00")
-            elif this[2] is PaymentStatus.RESTORED:
-                # Restored after this month's cut: paid as back-pay in a later payroll.
-                status_text, paid = "restored", Decimal("0.00")
-            else:
-                status_text, paid = "payable", this[1]
+            status_text, paid = _month_paid(state, this, amount)
             back = [p for p in own if p[2] is PaymentStatus.RESTORED and p[3] == month]
             yield PayrollRow(
                 case_code=case_code,
@@ -381,6 +359,50 @@ def payroll(month: str) -> Iterator[PayrollRow]:
                 back_pay_months=tuple(p[0] for p in back),
                 back_pay=sum((p[1] for p in back), Decimal("0.00")),
             )
+
+
+_PaymentRow = tuple[str, Decimal, PaymentStatus, str | None]  # month, amount, status, back-paid in
+
+
+def _payment_rows(ids: list[int], month: str) -> dict[int, list[_PaymentRow]]:
+    """The households' payment months that the payroll of ``month`` needs: that month,
+    every suspended month up to it, and the months back-paid in it."""
+    payments: dict[int, list[_PaymentRow]] = {}
+    for household_id, paid_month, amount, status, back_pay_month in db.session.execute(
+        select(
+            PaymentMonth.household_id,
+            PaymentMonth.month,
+            PaymentMonth.amount,
+            PaymentMonth.status,
+            PaymentMonth.back_pay_month,
+        )
+        .where(
+            PaymentMonth.household_id.in_(ids),
+            (PaymentMonth.month <= month)
+            & (
+                (PaymentMonth.status == PaymentStatus.SUSPENDED)
+                | (PaymentMonth.month == month)
+                | (PaymentMonth.back_pay_month == month)
+            ),
+        )
+        .order_by(PaymentMonth.month)
+    ):
+        payments.setdefault(household_id, []).append((paid_month, amount, status, back_pay_month))
+    return payments
+
+
+def _month_paid(state: CaseState, this: _PaymentRow | None, amount: Decimal) -> tuple[str, Decimal]:
+    """The payroll's status of the month and what is paid for it."""
+    if state is CaseState.SUSPENDED:
+        return "case_suspended", Decimal("0.00")
+    if this is None:
+        return "open", amount  # the window has not closed yet
+    if this[2] is PaymentStatus.SUSPENDED:
+        return "suspended", Decimal("0.00")
+    if this[2] is PaymentStatus.RESTORED:
+        # Restored after this month's cut: paid as back-pay in a later payroll.
+        return "restored", Decimal("0.00")
+    return "payable", this[1]
 
 
 def _township_names(ids: set[int | None]) -> dict[int, str]:
