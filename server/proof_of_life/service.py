@@ -63,7 +63,8 @@ from server.proof_of_life.models import (
     designated,
     in_care,
 )
-from server.proof_of_life.pipeline import decode_frame, thresholds_for, verify_frames
+from server.proof_of_life.pipeline import Thresholds, decode_frame, thresholds_for, verify_frames
+from server.proof_of_life.pipeline import Verdict as PipelineVerdict
 from server.proof_of_life.rules import ProofOfLifeRules
 from server.region import region
 from server.storage import BlobStore, HashingFile, blob_in_use
@@ -859,69 +860,36 @@ def submit_batch(
     """One batch of a guided session's step: store and look at the frames, answer whether
     the step's movement has happened; after the last step, judge the whole session."""
 
-    require_open(attempt, now=now)
-    if not attempt.guided or attempt.step is None:
-        raise NotGuided("this session takes its frames at once: POST them to /frames")
-    if not equal_secret(attempt.nonce, nonce):
-        raise NonceMismatch("the nonce does not belong to this session")
-    steps = guided_steps(attempt)
-    if step != attempt.step:
-        raise StepMismatch(f"step {step} is not the step expected now", current_step=attempt.step)
-    limits = rules()
-    if not 1 <= len(frames) <= limits.guided_batch_max:
-        raise ValidationFailed(
-            f"send 1 to {limits.guided_batch_max} frames in a batch, got {len(frames)}",
-            field="frames",
-        )
+    steps, hashes = _check_batch(attempt, nonce=nonce, step=step, frames=frames, now=now)
     if offsets_ms is not None and len(offsets_ms) != len(frames):
         raise ValidationFailed("offsets_ms must have one entry per frame", field="offsets_ms")
-    hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
-    first = len(hashes)
-    if first + len(frames) > limits.guided_max_frames:
-        raise TooManyFrames(
-            f"a guided session takes at most {limits.guided_max_frames} frames",
-            sent=first,
-        )
     _refuse_appended_data(frames)
 
-    thresholds = thresholds_for(limits)
-    digests = store.store_all(list(frames))
-    latest: list[Any] = []
+    thresholds = thresholds_for(rules())
     guide = guided.GuideLimits()
     earlier_frames = _observations(attempt)
-    seen = [o for o in earlier_frames if o.used and o.shape is not None]
-    track = guided.Track(seen[-1].shape.box, seen[-1].position) if seen else None
-    for index, digest in enumerate(digests):
-        data = store.path(digest).read_bytes()
-        observation, _ = guided.observe_frame(
+    latest = _observe_batch(
+        attempt,
+        step,
+        store.store_all(list(frames)),
+        offsets_ms,
+        store=store,
+        earlier=earlier_frames,
+        observe=lambda data, position, track: guided.observe_frame(
             data,
-            position=first + index,
+            position=position,
             step=step,
             engine=engine,
             thresholds=thresholds,
             limits=guide,
             track=track,
-        )
-        if observation.used and observation.shape is not None:
-            track = guided.Track(observation.shape.box, observation.position)
-        latest.append(observation)
-        hashes.append(observation.frame_hash)
-        db.session.add(
-            ProofOfLifeFrame(
-                attempt_id=attempt.id,
-                position=first + index,
-                sha256=digest,
-                bytes=len(data),
-                offset_ms=offsets_ms[index] if offsets_ms is not None else None,
-                step=step,
-                faces=observation.faces,
-                landmarks=guided.pack_shape(observation.shape) if observation.shape else None,
-            )
-        )
+        )[0],
+    )
+    hashes.extend(o.frame_hash for o in latest)
     attempt.frame_hashes = json.dumps(hashes)
     db.session.flush()
 
-    observations = earlier_frames[:first] + latest
+    observations = earlier_frames[: len(hashes) - len(latest)] + latest
     earlier = [o for o in observations if o.step < step and o.used]
     state = _guide_state(attempt)
     answer = guided.evaluate_step(
@@ -948,6 +916,25 @@ def submit_batch(
         return BatchResult(attempt, step, steps[step], "done", None, 1.0, attempt.step, None)
 
     # The last step is confirmed: judge the whole session.
+    verdict = _judge_guided(
+        attempt, steps, observations, store, engine, thresholds, guide, templates()
+    )
+    result = _apply_verdict(attempt, Verdict.judged(verdict, engine), now=now)
+    return BatchResult(attempt, step, steps[step], "finished", None, 1.0, None, result)
+
+
+def _judge_guided(
+    attempt: ProofOfLifeAttempt,
+    steps: Sequence[str],
+    observations: Sequence[Observation],
+    store: BlobStore,
+    engine: Any,
+    thresholds: Thresholds,
+    guide: guided.GuideLimits,
+    templates: list[np.ndarray],
+) -> PipelineVerdict:
+    """The verdict on the whole guided session (the frames chosen for the identity are
+    decoded again from the store)."""
     sha_by_position: dict[int, str] = {
         position: sha
         for position, sha in db.session.execute(
@@ -964,18 +951,89 @@ def submit_batch(
             max_pixels=thresholds.max_frame_pixels,
         )
 
-    verdict = guided.judge_session(
+    return guided.judge_session(
         steps,
         observations,
-        templates(),
+        templates,
         load_rgb=load_rgb,
         thresholds=thresholds,
         limits=guide,
         seen_hashes=earlier_frame_hashes(attempt.member_id, excluding=attempt.id),
         engine=engine,
     )
-    result = _apply_verdict(attempt, Verdict.judged(verdict, engine), now=now)
-    return BatchResult(attempt, step, steps[step], "finished", None, 1.0, None, result)
+
+
+def _check_batch(
+    attempt: ProofOfLifeAttempt,
+    *,
+    nonce: str,
+    step: int,
+    frames: Sequence[HashingFile],
+    now: datetime,
+) -> tuple[list[str], list[str]]:
+    """The session's steps and its frames' hashes so far, once the batch may be taken:
+    the session open and guided, its nonce, the step expected now, the batch's and the
+    session's frame counts."""
+    require_open(attempt, now=now)
+    if not attempt.guided or attempt.step is None:
+        raise NotGuided("this session takes its frames at once: POST them to /frames")
+    if not equal_secret(attempt.nonce, nonce):
+        raise NonceMismatch("the nonce does not belong to this session")
+    steps = guided_steps(attempt)
+    if step != attempt.step:
+        raise StepMismatch(f"step {step} is not the step expected now", current_step=attempt.step)
+    limits = rules()
+    if not 1 <= len(frames) <= limits.guided_batch_max:
+        raise ValidationFailed(
+            f"send 1 to {limits.guided_batch_max} frames in a batch, got {len(frames)}",
+            field="frames",
+        )
+    hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
+    if len(hashes) + len(frames) > limits.guided_max_frames:
+        raise TooManyFrames(
+            f"a guided session takes at most {limits.guided_max_frames} frames",
+            sent=len(hashes),
+        )
+    return steps, hashes
+
+
+def _observe_batch(
+    attempt: ProofOfLifeAttempt,
+    step: int,
+    digests: Sequence[str],
+    offsets_ms: Sequence[int] | None,
+    *,
+    store: BlobStore,
+    earlier: Sequence[Observation],
+    observe: Callable[[bytes, int, Any], Observation],
+) -> list[Observation]:
+    """Look at each stored frame of the batch (the face followed from where it was last
+    seen), and add its row with what was found."""
+    first = len(json.loads(attempt.frame_hashes or "[]"))
+    track = None
+    for o in earlier:
+        if o.used and o.shape is not None:
+            track = guided.Track(o.shape.box, o.position)
+    latest: list[Observation] = []
+    for index, digest in enumerate(digests):
+        data = store.path(digest).read_bytes()
+        observation = observe(data, first + index, track)
+        if observation.used and observation.shape is not None:
+            track = guided.Track(observation.shape.box, observation.position)
+        latest.append(observation)
+        db.session.add(
+            ProofOfLifeFrame(
+                attempt_id=attempt.id,
+                position=first + index,
+                sha256=digest,
+                bytes=len(data),
+                offset_ms=offsets_ms[index] if offsets_ms is not None else None,
+                step=step,
+                faces=observation.faces,
+                landmarks=guided.pack_shape(observation.shape) if observation.shape else None,
+            )
+        )
+    return latest
 
 
 def abandon(attempt: ProofOfLifeAttempt, *, nonce: str, why: str, now: datetime) -> int:
