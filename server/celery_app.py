@@ -14,7 +14,7 @@ from celery.schedules import crontab
 from flask import Flask
 
 # The server's own task modules.
-TASK_MODULES = ("server.faces.tasks", "server.proof_of_life.tasks", "server.public.tasks")
+TASK_MODULES = ("server.visits.tasks", "server.proof_of_life.tasks", "server.public.tasks")
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -21,6 +21,7 @@ from server import clock, create_app
 from server import config as config_module
 from server.errors import ValidationFailed
 from server.extensions import db
+from server.storage import blob_store
 
 DEMO_HOUSEHOLDS = 400
 DEMO_LOGINS_FILE = "demo-logins.json"
@@ -334,7 +335,7 @@ def pol_purge_frames_command() -> None:
 
     from server.proof_of_life.service import purge_old_frames
 
-    deleted = purge_old_frames(now=clock.utcnow(), store=current_app.extensions["dibao.blobs"])
+    deleted = purge_old_frames(now=clock.utcnow(), store=blob_store())
     db.session.commit()
     click.echo(f"deleted {deleted} frames")
 
