@@ -49,9 +49,9 @@ from server.proof_of_life import service as pol
 from server.proof_of_life.models import ProofOfLifeAttempt
 from tests import factories
 from tests.guided_client import Video, encode, run_guided
+from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.pol_frames import FACES, VIDEO_FPS, video_frame, video_frames
-from tests.test_api_devices import bearer, device_login
-from tests.test_proof_of_life_api import get_member, next_month
+from tests.proof_of_life.test_proof_of_life_api import get_member, next_month
 
 CHALLENGES = ["turn_right", "open_mouth"]
 UPLINKS_KBIT = (20, 40, 100)  # GPRS, a poor EDGE, a fair EDGE uplink

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
 from benchmarks.guided import enrolled_member, link_for, make_app
 from tests.guided_client import Video, run_guided
 from tests.pol_frames import VIDEO_FPS, canvas, still, tilted, video_frames
-from tests.test_proof_of_life_api import next_month
+from tests.proof_of_life.test_proof_of_life_api import next_month
 
 PHOTOS = {
     "lin": "lin_manuel_miranda/lin_1.png",

@@ -19,6 +19,8 @@ import pytest
 from tests.conftest import DATA_KEY, DatabaseFactory
 from tests.test_seed import dibao
 
+pytestmark = pytest.mark.slow  # tests that take seconds: pytest -m 'not slow' skips them
+
 
 def _demo_env(instance: Path) -> dict[str, str]:
     env = {

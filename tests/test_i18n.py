@@ -60,6 +60,7 @@ def _placeholders(text: str) -> Counter[str]:
     return Counter(match.group(0) for match in PYTHON_FORMAT.finditer(text))
 
 
+@pytest.mark.slow
 def test_translations_check_passes() -> None:
     result = _run_check()
     assert result.returncode == 0, f"scripts/translations.sh check failed:\n{result.stderr}"
@@ -114,6 +115,7 @@ def test_catalogs_are_found_the_way_flask_babel_looks_them_up(selected: str, exp
 ACTIVE_ZH = 'msgid "Active"\nmsgstr "保障中"\n'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("locale", "new", "complaint"),
     [

@@ -33,6 +33,7 @@ def _tables() -> set[str]:
     return set(inspect(db.engine).get_table_names()) - {"alembic_version"}
 
 
+@pytest.mark.slow
 def test_migrations_build_the_models_schema_from_empty_and_tear_it_down(fresh_app: Flask) -> None:
     directory = fresh_app.extensions["migrate"].directory
     with fresh_app.app_context():
@@ -58,6 +59,7 @@ def test_migrations_build_the_models_schema_from_empty_and_tear_it_down(fresh_ap
             conn.execute(text("DELETE FROM audit_log"))
 
 
+@pytest.mark.slow
 def test_healthz_reports_a_database_behind_the_migrations(fresh_app: Flask) -> None:
     client = fresh_app.test_client()
     behind = client.get("/healthz")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -92,6 +93,7 @@ def test_the_county_sees_every_township(app: Flask, client: FlaskClient) -> None
     assert a in page and b in page
 
 
+@pytest.mark.slow
 def test_a_case_of_another_township_is_not_found(app: Flask, client: FlaskClient) -> None:
     code = factories.make_household(village=factories.areas().village_b).case_code
     db.session.commit()
@@ -170,6 +172,7 @@ def test_forms_are_protected_against_cross_site_posts(
     assert client.get("/").status_code == 302  # still not logged in
 
 
+@pytest.mark.slow
 def test_login_attempts_are_rate_limited_per_username(app: Flask, tmp_path: Path) -> None:
     limited = make_app(
         app.config["SQLALCHEMY_DATABASE_URI"],

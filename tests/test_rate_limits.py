@@ -58,6 +58,7 @@ def tablet_login(client: FlaskClient, username: str, password: str, address: str
     )
 
 
+@pytest.mark.slow
 def test_wrong_passwords_from_one_office_do_not_lock_out_its_colleagues(
     app: Flask, tmp_path: Path
 ) -> None:
@@ -210,6 +211,7 @@ def test_bad_limit_settings_stop_the_start(
 # --- two gunicorn workers, one Redis -----------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_the_login_limit_holds_across_two_workers_sharing_redis(tmp_path: Path) -> None:
     import redis

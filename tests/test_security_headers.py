@@ -28,9 +28,9 @@ from server.public import changes
 from server.security_headers import PAGE_POLICY
 from tests import factories
 from tests.conftest import login, make_app
+from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.processes import free_port, start_gunicorn
-from tests.test_api_devices import bearer, device_login
-from tests.test_proof_of_life_api import issue
+from tests.proof_of_life.test_proof_of_life_api import issue
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "server" / "templates"
 
@@ -247,6 +247,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     process.wait(timeout=30)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_every_page_renders_under_its_policy_in_a_browser(
     site: tuple[str, dict[str, Any]],

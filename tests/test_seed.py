@@ -80,6 +80,7 @@ def dump(url: str, tmp_path: Path) -> list[tuple[Any, ...]]:
     return rows
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_data_and_another_seed_does_not(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_does_not(
     assert first["users"] != other["users"]  # passwords differ
 
 
+@pytest.mark.slow
 def test_seed_json_describes_areas_users_and_households(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -114,6 +116,7 @@ def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6_371_000 * math.asin(math.sqrt(a))
 
 
+@pytest.mark.slow
 def test_seeded_data_is_realistic(databases: DatabaseFactory, tmp_path: Path) -> None:
     url, report = seeded(databases, tmp_path, "--households", "400", "--seed", "3")
     application = make_app(url, tmp_path)
@@ -147,6 +150,7 @@ def test_seeded_data_is_realistic(databases: DatabaseFactory, tmp_path: Path) ->
         assert db.session.scalar(select(CaseEvent.id).where(CaseEvent.actor_id.is_(None))) is None
 
 
+@pytest.mark.slow
 def test_seed_refuses_a_database_that_already_has_data(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
@@ -156,6 +160,7 @@ def test_seed_refuses_a_database_that_already_has_data(
     assert "already holds areas" in again.stderr
 
 
+@pytest.mark.slow
 def test_seed_refuses_an_unmigrated_database(databases: DatabaseFactory, tmp_path: Path) -> None:
     result = dibao(
         "seed", "--households", "1", database_url=databases.new("raw"), instance=tmp_path
@@ -164,6 +169,7 @@ def test_seed_refuses_an_unmigrated_database(databases: DatabaseFactory, tmp_pat
     assert "dibao db upgrade" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("households", ["-1", "many"])
 def test_seed_rejects_a_bad_household_count(households: str, tmp_path: Path) -> None:
     result = dibao(

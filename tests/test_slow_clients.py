@@ -217,6 +217,7 @@ class SlowClient:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_healthz_answers_within_a_second_while_slow_clients_hold_connections(
     site: Site,
 ) -> None:

@@ -56,6 +56,7 @@ def test_a_temp_file_refuses_to_grow_past_its_limit_and_vanishes_on_close(
     assert not temp.path.exists()
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_dead_process_are_removed_at_start(tmp_path: Path) -> None:
     # A child process opens a temp file and dies without closing it.
     script = (
