@@ -91,6 +91,72 @@ def _part_headers(block: bytes) -> _Part:
     return _Part(name, filename, content_type)
 
 
+class _Reader:
+    """The body read in chunks into a buffer, from one delimiter to the next."""
+
+    def __init__(self, stream: Readable, delimiter: bytes) -> None:
+        self.stream = stream
+        self.delimiter = delimiter
+        # A CRLF in front lets the first boundary be found like every other one.
+        self.buffer = bytearray(b"\r\n")
+        self.eof = False
+
+    def fill(self) -> None:
+        if not self.eof:
+            chunk = self.stream.read(READ_SIZE)
+            if chunk:
+                self.buffer.extend(chunk)
+            else:
+                self.eof = True
+
+    def skip_preamble(self) -> None:
+        """Everything up to the first boundary is ignored."""
+        buffer, delimiter = self.buffer, self.delimiter
+        while (start := buffer.find(delimiter)) < 0:
+            if self.eof:
+                raise MalformedMultipart("no multipart boundary in the body")
+            del buffer[: max(0, len(buffer) - len(delimiter))]
+            self.fill()
+        del buffer[: start + len(delimiter)]
+
+    def next_part(self) -> _Part | None:
+        """After a boundary: None when "--" ends the body, else the next part's
+        headers (CRLF, headers, CRLF CRLF)."""
+        buffer = self.buffer
+        while len(buffer) < 2 and not self.eof:
+            self.fill()
+        if buffer[:2] == b"--":
+            return None
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            if len(buffer) > MAX_HEADER_BYTES or self.eof:
+                raise MalformedMultipart("a part's headers are missing or too long")
+            self.fill()
+        if end > MAX_HEADER_BYTES:
+            raise MalformedMultipart("a part's headers are too long")
+        head = bytes(buffer[:end])
+        if not head.startswith(b"\r\n"):
+            raise MalformedMultipart("a boundary is not followed by a line break")
+        part = _part_headers(head[2:])
+        del buffer[: end + 4]
+        return part
+
+    def copy_part(
+        self, sink: FileSink | None, value: bytearray, name: str, max_field_bytes: int
+    ) -> None:
+        """The part's data, up to the next delimiter, into ``sink`` (a file part) or
+        ``value`` (a field)."""
+        buffer, delimiter = self.buffer, self.delimiter
+        while (stop := buffer.find(delimiter)) < 0:
+            if self.eof:
+                raise MalformedMultipart("the body ends inside a part")
+            keep = len(delimiter) - 1  # a delimiter may straddle two reads
+            if len(buffer) > keep:
+                _take(buffer, len(buffer) - keep, sink, value, name, max_field_bytes)
+            self.fill()
+        _take(buffer, stop, sink, value, name, max_field_bytes)
+        del buffer[: len(delimiter)]
+
+
 def read_multipart(
     stream: Readable,
     boundary: str,
@@ -109,47 +175,12 @@ def read_multipart(
     # them) send longer ones, which cost nothing to accept.
     if not boundary or len(boundary) > MAX_BOUNDARY:
         raise MalformedMultipart(f"the multipart boundary is missing or longer than {MAX_BOUNDARY}")
-    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    reader = _Reader(stream, b"\r\n--" + boundary.encode("latin-1"))
     result = Multipart()
-    # A CRLF in front lets the first boundary be found like every other one.
-    buffer = bytearray(b"\r\n")
-    eof = False
-
-    def fill() -> None:
-        nonlocal eof
-        if not eof:
-            chunk = stream.read(READ_SIZE)
-            if chunk:
-                buffer.extend(chunk)
-            else:
-                eof = True
-
     try:
-        # Preamble: everything up to the first boundary is ignored.
-        while (start := buffer.find(delimiter)) < 0:
-            if eof:
-                raise MalformedMultipart("no multipart boundary in the body")
-            del buffer[: max(0, len(buffer) - len(delimiter))]
-            fill()
-        del buffer[: start + len(delimiter)]
+        reader.skip_preamble()
         parts = 0
-        while True:
-            # After a boundary: "--" ends the body, otherwise CRLF, headers, CRLF CRLF.
-            while len(buffer) < 2 and not eof:
-                fill()
-            if buffer[:2] == b"--":
-                return result
-            while (end := buffer.find(b"\r\n\r\n")) < 0:
-                if len(buffer) > MAX_HEADER_BYTES or eof:
-                    raise MalformedMultipart("a part's headers are missing or too long")
-                fill()
-            if end > MAX_HEADER_BYTES:
-                raise MalformedMultipart("a part's headers are too long")
-            head = bytes(buffer[:end])
-            if not head.startswith(b"\r\n"):
-                raise MalformedMultipart("a boundary is not followed by a line break")
-            part = _part_headers(head[2:])
-            del buffer[: end + 4]
+        while (part := reader.next_part()) is not None:
             parts += 1
             if parts > max_parts:
                 raise MalformedMultipart(f"more than {max_parts} parts")
@@ -164,21 +195,13 @@ def read_multipart(
                     result.repeated.setdefault(part.name, []).append(sink)
                 else:
                     result.files[part.name] = sink
-            # The part's data, up to the next delimiter.
-            while (stop := buffer.find(delimiter)) < 0:
-                if eof:
-                    raise MalformedMultipart("the body ends inside a part")
-                keep = len(delimiter) - 1  # a delimiter may straddle two reads
-                if len(buffer) > keep:
-                    _take(buffer, len(buffer) - keep, sink, value, part.name, max_field_bytes)
-                fill()
-            _take(buffer, stop, sink, value, part.name, max_field_bytes)
-            del buffer[: len(delimiter)]
+            reader.copy_part(sink, value, part.name, max_field_bytes)
             if sink is None:
                 try:
                     result.fields[part.name] = value.decode("utf-8")
                 except UnicodeDecodeError as exc:
                     raise MalformedMultipart(f"field {part.name!r} is not UTF-8") from exc
+        return result
     except BaseException:
         result.close()
         raise

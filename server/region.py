@@ -213,21 +213,8 @@ def _dates(raw: Any, where: str) -> frozenset[date]:
         raise RegionConfigError(f"{where}: {exc}") from exc
 
 
-def parse_region_rules(data: dict[str, Any]) -> RegionRules:
-    """Validate a parsed region file and build the rules; raises RegionConfigError."""
-    try:
-        region = data["region"]
-        dl = data["deadlines"]
-        allowance = data["allowance"]
-        raw_classes = data["classes"]
-    except KeyError as exc:
-        raise RegionConfigError(f"region config is missing the [{exc.args[0]}] section") from exc
-
-    method = allowance.get("method")
-    if method not in ("gap", "fixed"):
-        raise RegionConfigError(f"allowance.method: {method!r} must be 'gap' or 'fixed'")
-
-    deadlines = Deadlines(
+def _deadlines(dl: dict[str, Any]) -> Deadlines:
+    return Deadlines(
         public_notice_days=_positive_int(
             dl.get("public_notice_days"), "deadlines.public_notice_days"
         ),
@@ -246,6 +233,9 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         ),
     )
 
+
+def _classes(raw_classes: Any) -> list[ClassRule]:
+    """The [[classes]]: at least one, each with a short unique code."""
     if not isinstance(raw_classes, list) or not raw_classes:
         raise RegionConfigError("[[classes]] must define at least one class")
     classes: list[ClassRule] = []
@@ -269,6 +259,25 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
     codes = [c.code for c in classes]
     if len(set(codes)) != len(codes):
         raise RegionConfigError(f"class codes must be unique, got {codes}")
+    return classes
+
+
+def parse_region_rules(data: dict[str, Any]) -> RegionRules:
+    """Validate a parsed region file and build the rules; raises RegionConfigError."""
+    try:
+        region = data["region"]
+        dl = data["deadlines"]
+        allowance = data["allowance"]
+        raw_classes = data["classes"]
+    except KeyError as exc:
+        raise RegionConfigError(f"region config is missing the [{exc.args[0]}] section") from exc
+
+    method = allowance.get("method")
+    if method not in ("gap", "fixed"):
+        raise RegionConfigError(f"allowance.method: {method!r} must be 'gap' or 'fixed'")
+
+    deadlines = _deadlines(dl)
+    classes = _classes(raw_classes)
 
     calendar_data = data.get("calendar", {})
     visit_thresholds, photo_reuse_hamming = _visit_thresholds(data.get("visit_checks", {}))
