@@ -171,3 +171,18 @@ def test_proof_of_life_face_tolerances_come_from_the_region_file() -> None:
         parse_proof_of_life_rules({"match_tolerance": 0.7, "review_tolerance": 0.6})
     with pytest.raises(ProofOfLifeConfigError, match="positive number"):
         parse_proof_of_life_rules({"match_tolerance": "0.5"})
+
+
+def test_liveness_thresholds_come_from_the_region_file() -> None:
+    # The default region file states the measured values (LivenessThresholds' defaults).
+    assert load_region_rules(None).proof_of_life.liveness == Thresholds().liveness
+    rules = parse_proof_of_life_rules({"liveness": {"turn_min_yaw": 0.3, "blink_drop": 0.2}})
+    chosen = thresholds_for(rules).liveness
+    assert (chosen.turn_min_yaw, chosen.blink_drop) == (0.3, 0.2)
+    assert chosen.mouth_open_rise == Thresholds().liveness.mouth_open_rise  # not set: kept
+    with pytest.raises(ProofOfLifeConfigError, match="unknown settings"):
+        parse_proof_of_life_rules({"liveness": {"turn_min_yawn": 0.3}})
+    with pytest.raises(ProofOfLifeConfigError, match="positive number"):
+        parse_proof_of_life_rules({"liveness": {"turn_min_yaw": -0.3}})
+    with pytest.raises(ProofOfLifeConfigError, match="must be a table"):
+        parse_proof_of_life_rules({"liveness": 0.3})

@@ -176,10 +176,13 @@ class Thresholds:
 
 
 def thresholds_for(rules: ProofOfLifeRules) -> Thresholds:
-    """The pipeline's thresholds under the region's proof-of-life rules (the face
-    tolerances come from the region file; the rest are the measured defaults)."""
+    """The pipeline's thresholds under the region's proof-of-life rules: the face
+    tolerances and the liveness thresholds come from the region file; the frame limits
+    are the pipeline's own."""
     return Thresholds(
-        match_tolerance=rules.match_tolerance, review_tolerance=rules.review_tolerance
+        match_tolerance=rules.match_tolerance,
+        review_tolerance=rules.review_tolerance,
+        liveness=rules.liveness,
     )
 
 

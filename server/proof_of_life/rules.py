@@ -1,10 +1,13 @@
-"""The region's proof-of-life rules (the ``[proof_of_life]`` section of the region file)."""
+"""The region's proof-of-life rules (the ``[proof_of_life]`` section of the region file,
+with its ``[proof_of_life.liveness]`` thresholds)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
+
+from server.proof_of_life.analysis import LivenessThresholds
 
 # The face tolerances of the verification pipeline, as measured (the reasoning and the
 # measurements: server/proof_of_life/pipeline.py's docstring and docs/proof-of-life.md).
@@ -49,6 +52,9 @@ class ProofOfLifeRules:
     # else's; in between a person decides (pipeline.Thresholds, thresholds_for).
     match_tolerance: float = MATCH_TOLERANCE
     review_tolerance: float = REVIEW_TOLERANCE
+    # The liveness thresholds (``[proof_of_life.liveness]``: LivenessThresholds' fields,
+    # measured by benchmarks/liveness_rates.py); a value not set keeps the measured one.
+    liveness: LivenessThresholds = field(default_factory=LivenessThresholds)
 
     def __post_init__(self) -> None:
         if not 0 < self.match_tolerance <= self.review_tolerance:
@@ -76,6 +82,9 @@ def parse_proof_of_life_rules(data: dict[str, Any]) -> ProofOfLifeRules:
         raise ProofOfLifeConfigError(f"proof_of_life: unknown settings {unknown}")
     values: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "liveness":
+            values[name] = _liveness(value)
+            continue
         if name in _TOLERANCES:
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ProofOfLifeConfigError(
@@ -89,6 +98,23 @@ def parse_proof_of_life_rules(data: dict[str, Any]) -> ProofOfLifeRules:
             )
         values[name] = value
     return ProofOfLifeRules(**values)
+
+
+def _liveness(data: Any) -> LivenessThresholds:
+    """The ``[proof_of_life.liveness]`` table: positive numbers for LivenessThresholds'
+    fields, nothing else."""
+    if not isinstance(data, dict):
+        raise ProofOfLifeConfigError("proof_of_life.liveness must be a table")
+    known = {f.name for f in fields(LivenessThresholds)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ProofOfLifeConfigError(f"proof_of_life.liveness: unknown settings {unknown}")
+    for name, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ProofOfLifeConfigError(
+                f"proof_of_life.liveness.{name}: {value!r} must be a positive number"
+            )
+    return LivenessThresholds(**{name: float(value) for name, value in data.items()})
 
 
 @dataclass(frozen=True)
