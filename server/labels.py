@@ -118,6 +118,26 @@ POL_STOP_LABELS = {
 }
 
 
+# Our own sentence for an HTTP error shown on a page, instead of Werkzeug's English one.
+HTTP_ERROR_LABELS = {
+    400: _l("The request was not understood."),
+    403: _l("You may not open this page."),
+    404: _l("There is no such page."),
+    405: _l("This page cannot be used that way."),
+    413: _l("What was sent is too large."),
+    500: _l("Something went wrong on our side. Please try again later."),
+}
+
+
+def http_error_message(status: int, description: str | None, default: str | None) -> str | None:
+    """The page's sentence for an HTTP error: a description of ours (one a view gave to
+    ``abort``) as it is, Werkzeug's default English one replaced by ours."""
+    if description and description != default:
+        return description
+    label = HTTP_ERROR_LABELS.get(status)
+    return str(label) if label is not None else description
+
+
 def error_message(exc: DomainError) -> str:
     """The user's-language sentence for a domain error shown on a page."""
     details = exc.details

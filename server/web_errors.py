@@ -22,7 +22,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from server.errors import DomainError
 from server.extensions import db
-from server.labels import error_message
+from server.labels import error_message, http_error_message
 from server.rate_limits import retry_after_seconds, wait_message
 from server.storage import TooLarge
 from server.wire import Output
@@ -149,7 +149,13 @@ def register(
                 return answer_safely(
                     partial(answer, status, message), partial(plain_page, status), status
                 )
-        return _answer(status, code, message, lambda: _page(status, exc.description))
+        default = type(exc).description
+        return _answer(
+            status,
+            code,
+            message,
+            lambda: _page(status, http_error_message(status, exc.description, default)),
+        )
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded) -> Response:
@@ -169,7 +175,10 @@ def register(
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Answer:
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-        description = InternalServerError.description
+        default = InternalServerError.description
         return _answer(
-            500, "internal_error", "internal server error", lambda: _page(500, description)
+            500,
+            "internal_error",
+            "internal server error",
+            lambda: _page(500, http_error_message(500, None, default)),
         )

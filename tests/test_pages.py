@@ -203,3 +203,15 @@ def test_api_errors_are_json_envelopes(client: FlaskClient) -> None:
     response = client.get("/api/v1/no-such-thing")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_error_pages_speak_the_users_language_not_werkzeugs_english(
+    client: FlaskClient,
+) -> None:
+    login(client, "reviewer_a")
+    chinese = client.get("/no-such-page")
+    assert chinese.status_code == 404
+    page = chinese.get_data(as_text=True)
+    assert "没有这个页面。" in page and "requested URL" not in page
+    english = client.get("/no-such-page?lang=en").get_data(as_text=True)
+    assert "There is no such page." in english and "requested URL" not in english
