@@ -37,6 +37,11 @@ class CaseState(enum.StrEnum):
     TERMINATED = "terminated"
     REJECTED = "rejected"
 
+    @property
+    def closed(self) -> bool:
+        """Terminated or rejected: no allowance is paid and no deadline runs."""
+        return self in (CaseState.TERMINATED, CaseState.REJECTED)
+
 
 class Relation(enum.StrEnum):
     HEAD = "head"

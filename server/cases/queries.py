@@ -64,21 +64,29 @@ def list_cases(actor: User, *, state: CaseState | None, page: int, per_page: int
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
-    rows = [
-        CaseRow(
-            case_code=h.case_code,
-            village=village_name,
-            class_code=h.household_class.code,
-            state=h.state,
-            members=count,
-            monthly_allowance=None if h.monthly_allowance is None else str(h.monthly_allowance),
-            conflict_of_interest=h.conflict_of_interest,
-            next_review_on=h.next_review_on.isoformat() if h.next_review_on else None,
-            decision_due_on=h.decision_due_on.isoformat() if h.decision_due_on else None,
-        )
-        for h, village_name, count in db.session.execute(query).all()
-    ]
+    rows = [_row(h, village_name, count) for h, village_name, count in db.session.execute(query)]
     return CasePage(rows=rows, total=total, page=page, pages=pages)
+
+
+def _row(h: Household, village_name: str, count: int) -> CaseRow:
+    """One line of the list; a closed case (terminated, rejected) shows no allowance
+    and no deadline: neither applies any more."""
+    open_case = not h.state.closed
+    return CaseRow(
+        case_code=h.case_code,
+        village=village_name,
+        class_code=h.household_class.code,
+        state=h.state,
+        members=count,
+        monthly_allowance=(
+            str(h.monthly_allowance) if open_case and h.monthly_allowance is not None else None
+        ),
+        conflict_of_interest=h.conflict_of_interest,
+        next_review_on=h.next_review_on.isoformat() if open_case and h.next_review_on else None,
+        decision_due_on=(
+            h.decision_due_on.isoformat() if open_case and h.decision_due_on else None
+        ),
+    )
 
 
 def get_case(actor: User, case_code: str) -> Household:

@@ -1,0 +1,47 @@
+"""What a new user tripped over on the staff pages (issue 15, item 8; docs/supervision.md)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from server.cases.models import CaseState
+from server.extensions import db
+from tests import factories
+from tests.conftest import login
+
+
+@pytest.mark.parametrize("state", [CaseState.TERMINATED, CaseState.REJECTED])
+def test_a_closed_case_is_listed_without_an_allowance_or_a_deadline(
+    app: Flask, client: FlaskClient, state: CaseState
+) -> None:
+    household = factories.make_household(state=state)
+    household.monthly_allowance = Decimal("987.65")
+    household.next_review_on = date(2031, 7, 31)
+    household.decision_due_on = date(2031, 6, 30)
+    code = household.case_code
+    db.session.commit()
+    login(client, "approver")
+
+    page = client.get("/?lang=en").get_data(as_text=True)
+    assert code in page
+    assert "987.65" not in page and "2031-07-31" not in page and "2031-06-30" not in page
+    detail = client.get(f"/cases/{code}?lang=en").get_data(as_text=True)
+    assert "none: the case is closed" in detail
+    assert "987.65" not in detail and "2031-07-31" not in detail and "2031-06-30" not in detail
+
+
+def test_an_active_case_is_listed_with_its_allowance_and_next_review(
+    app: Flask, client: FlaskClient
+) -> None:
+    household = factories.make_household(state=CaseState.APPROVED)
+    household.monthly_allowance = Decimal("987.65")
+    household.next_review_on = date(2031, 7, 31)
+    db.session.commit()
+    login(client, "approver")
+    page = client.get("/?lang=en").get_data(as_text=True)
+    assert "987.65" in page and "2031-07-31" in page
