@@ -11,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from server.auth.models import Role
 from server.cases.models import CaseState, Relation
 from server.errors import DomainError, ReasonRequired
+from server.validation import MAX_REASON_LENGTH
 
 STATE_LABELS = {
     CaseState.APPLIED: _l("Applied"),
@@ -150,6 +151,15 @@ def error_message(exc: DomainError) -> str:
                 income=details["per_capita_income"],
             )
         )
+    if details.get("field") == "reason" and "max_length" in details:
+        return str(
+            _l(
+                "A reason may be at most %(max)s characters long; this one has %(length)s. "
+                "Nothing was saved.",
+                max=details["max_length"],
+                length=details["length"],
+            )
+        )
     if isinstance(exc, ReasonRequired) and details.get("action") == "approve":
         return str(_l("A flagged case needs the county's own visit recorded in the reason."))
     generic = {
@@ -177,6 +187,7 @@ def is_chinese() -> bool:
 def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         is_chinese=is_chinese,
+        max_reason_length=MAX_REASON_LENGTH,
         state_label=_lookup(STATE_LABELS),
         role_label=_lookup(ROLE_LABELS),
         relation_label=_lookup(RELATION_LABELS),

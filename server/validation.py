@@ -26,7 +26,7 @@ from flask_babel import gettext as _
 from pydantic import AwareDatetime, Field, StringConstraints
 from werkzeug.routing import BaseConverter, Map, UnicodeConverter, ValidationError
 
-from server.errors import DomainError
+from server.errors import DomainError, ValidationFailed
 
 # Every id and count column is an INTEGER: on PostgreSQL at most 2**31-1 (SQLite holds
 # 2**63-1, but both databases must answer alike, so the smaller one is the limit).
@@ -271,3 +271,23 @@ Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
 def init_app(app: Flask) -> None:
     register_converters(app)
     refuse_nul(app)
+
+
+# --------------------------------------------------------------------------- reasons
+
+MAX_REASON_LENGTH = 500  # characters of a decision's written reason
+
+
+def written_reason(reason: str | None, action: str) -> str | None:
+    """A decision's reason, stripped (None when empty); ValidationFailed (field
+    ``reason``, ``max_length``) when longer than MAX_REASON_LENGTH characters."""
+    text = (reason or "").strip()
+    if len(text) > MAX_REASON_LENGTH:
+        raise ValidationFailed(
+            f"a reason is at most {MAX_REASON_LENGTH} characters",
+            field="reason",
+            action=action,
+            max_length=MAX_REASON_LENGTH,
+            length=len(text),
+        )
+    return text or None

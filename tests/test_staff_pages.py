@@ -8,9 +8,11 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
-from server.cases.models import CaseState
+from server.cases.models import CaseEvent, CaseState, Household
 from server.extensions import db
+from server.validation import MAX_REASON_LENGTH
 from tests import factories
 from tests.conftest import login
 
@@ -45,3 +47,44 @@ def test_an_active_case_is_listed_with_its_allowance_and_next_review(
     login(client, "approver")
     page = client.get("/?lang=en").get_data(as_text=True)
     assert "987.65" in page and "2031-07-31" in page
+
+
+def test_a_reason_longer_than_the_limit_is_refused_with_nothing_written(
+    app: Flask, client: FlaskClient
+) -> None:
+    household = factories.make_household(state=CaseState.SURVEYED)
+    code, household_id = household.case_code, household.id
+    db.session.commit()
+    login(client, "reviewer_a")
+
+    def events() -> int:
+        return (
+            db.session.scalar(select(func.count()).where(CaseEvent.household_id == household_id))
+            or 0
+        )
+
+    before = events()
+    too_long = "很" * (MAX_REASON_LENGTH + 1)
+    answer = client.post(
+        f"/cases/{code}/transitions", data={"action": "return_for_resurvey", "reason": too_long}
+    )
+    assert answer.status_code == 303
+    page = client.get(f"/cases/{code}").get_data(as_text=True)
+    assert f"理由最多 {MAX_REASON_LENGTH} 个字符，本次为 {MAX_REASON_LENGTH + 1} 个" in page
+    client.post(
+        f"/cases/{code}/transitions",
+        data={"action": "return_for_resurvey", "reason": too_long},
+        query_string={"lang": "en"},
+    )
+    english = client.get(f"/cases/{code}").get_data(as_text=True)
+    assert f"A reason may be at most {MAX_REASON_LENGTH} characters long" in english
+    state = db.session.scalar(select(Household.state).where(Household.case_code == code))
+    assert state is CaseState.SURVEYED and events() == before
+
+    at_the_limit = "很" * MAX_REASON_LENGTH
+    client.post(
+        f"/cases/{code}/transitions",
+        data={"action": "return_for_resurvey", "reason": at_the_limit},
+    )
+    state = db.session.scalar(select(Household.state).where(Household.case_code == code))
+    assert state is CaseState.ACCEPTED and events() == before + 1

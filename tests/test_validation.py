@@ -235,3 +235,16 @@ def test_equal_secret_is_equality_for_any_text(a: str, b: str) -> None:
     assert equal_secret(a, b) == (a == b)
     assert equal_secret(a, a)
     assert equal_secret(a.encode("utf-8", "surrogatepass"), a)
+
+
+def test_a_written_reason_is_stripped_and_limited() -> None:
+    from server.errors import ValidationFailed
+    from server.validation import MAX_REASON_LENGTH, written_reason
+
+    assert written_reason("  why  ", "reject") == "why"
+    assert written_reason("   ", "reject") is None and written_reason(None, "reject") is None
+    assert written_reason(" " + "x" * MAX_REASON_LENGTH + " ", "reject") == "x" * MAX_REASON_LENGTH
+    with pytest.raises(ValidationFailed) as raised:
+        written_reason("x" * (MAX_REASON_LENGTH + 1), "clear_flag")
+    assert raised.value.details["field"] == "reason"
+    assert raised.value.details["max_length"] == MAX_REASON_LENGTH

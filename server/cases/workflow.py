@@ -19,6 +19,7 @@ from server.errors import IllegalTransition, NotPermitted, ReasonRequired
 from server.extensions import db
 from server.months import add_months, first_of_next_month, local_date
 from server.region import RegionRules, region
+from server.validation import written_reason
 
 S = CaseState
 PRE_APPROVAL = frozenset(
@@ -148,7 +149,7 @@ def transition(
             action=action,
             state=household.state.value,
         )
-    reason = (reason or "").strip() or None
+    reason = written_reason(reason, action)
     if spec.reason_required and reason is None:
         raise ReasonRequired(f"{action} needs a written reason", action=action)
 

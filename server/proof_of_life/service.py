@@ -68,6 +68,7 @@ from server.proof_of_life.pipeline import Verdict as PipelineVerdict
 from server.proof_of_life.rules import ProofOfLifeRules
 from server.region import region
 from server.storage import BlobStore, HashingFile, blob_in_use
+from server.validation import written_reason
 
 TURNS = ("turn_left", "turn_right")
 OTHERS = ("blink", "open_mouth")
@@ -660,7 +661,8 @@ def decide_month(
         raise SessionNotFound("no such household")
     require_in_area(actor, household.village, MONTH_WHAT)
     require(actor, Capability.DECIDE_PROOF_OF_LIFE, "only a reviewer decides a proof of life")
-    if not reason.strip():
+    written = written_reason(reason, "decide_proof_of_life")
+    if written is None:
         raise ReasonRequired("a reason is required")
     if status not in record.status.decisions:
         raise ValidationFailed(
@@ -670,7 +672,7 @@ def decide_month(
     before = record.status
     record.status = status
     record.decided_by_id = actor.id
-    record.decision_reason = reason.strip()
+    record.decision_reason = written
     now = clock.utcnow()
     if status is MonthStatus.PASSED:
         record.passed_at = now

@@ -16,6 +16,7 @@ from server.cases.models import Household
 from server.errors import ReasonRequired
 from server.extensions import db
 from server.storage import blob_store
+from server.validation import written_reason
 from server.visits.models import Survey, SurveyFlag, SurveyPhoto
 from server.visits.photos import sniff_content_type
 
@@ -42,8 +43,8 @@ def clear_flag(actor: User, household: Household, flag_id: int, reason: str | No
         Capability.REVIEW_VISITS,
         "only township reviewers and county approvers clear flags",
     )
-    reason = (reason or "").strip()
-    if not reason:
+    reason = written_reason(reason, "clear_flag")
+    if reason is None:
         raise ReasonRequired("clearing a flag needs a written reason", action="clear_flag")
     if flag.cleared_at is None:
         flag.cleared_at = clock.utcnow()
