@@ -19,7 +19,7 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from server.auth.permissions import staff_required
+from server.auth.permissions import Capability, can, staff_required
 from server.cases import queries, service, workflow
 from server.cases.models import CaseState, Household
 from server.errors import DomainError
@@ -49,7 +49,13 @@ def home() -> ResponseReturnValue:
 @staff_required
 def case_detail(case_code: str) -> ResponseReturnValue:
     household = queries.get_case(current_user, case_code)
-    members = service.read_member_details(current_user, household)
+    # A role that reads no personal data (the administrator) sees the case without its
+    # members' details: a read page, not a decision refused.
+    members = (
+        service.read_member_details(current_user, household)
+        if can(current_user, Capability.READ_PERSONAL_DATA)
+        else []
+    )
     db.session.commit()  # the audit rows of this read
     return render_template(
         "cases/detail.html",
