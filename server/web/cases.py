@@ -27,7 +27,7 @@ from server.extensions import db
 from server.labels import error_message
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus
-from server.validation import query_enum, query_int
+from server.validation import MAX_REASON_LENGTH, query_enum, query_int
 from server.visits import review
 
 bp = Blueprint("cases", __name__)
@@ -129,10 +129,28 @@ def photo(photo_id: int) -> ResponseReturnValue:
     return response
 
 
+# Decisions that end a case: the page asks to confirm them (a required checkbox on a
+# page of its own, no JavaScript) before anything is written.
+CONFIRM_FIRST = frozenset({"reject", "terminate"})
+
+
 @bp.post("/cases/<case_code>/transitions")
 @staff_required
 def case_transition(case_code: str) -> ResponseReturnValue:
     action, reason = request.form.get("action", ""), request.form.get("reason")
+    if action in CONFIRM_FIRST and request.form.get("confirmed") != "yes":
+        household = queries.get_case(current_user, case_code)
+        # Only a decision that could go ahead is confirmed; any other one fails below
+        # with its own message (a missing or too long reason, a role, a state).
+        text = (reason or "").strip()
+        if (
+            action in workflow.available_actions(household, current_user)
+            and text
+            and len(text) <= MAX_REASON_LENGTH
+        ):
+            return render_template(
+                "cases/confirm.html", household=household, action=action, reason=text
+            )
     return _decide(
         case_code,
         lambda household: workflow.transition(household, action, actor=current_user, reason=reason),
