@@ -58,6 +58,7 @@ ACTION_LABELS = {
     "terminate": _l("Terminate"),
     "seed": _l("Imported"),
     "periodic_review": _l("Periodic review visit"),
+    "proof_of_life_review": _l("Review after missed proofs of life"),
 }
 
 
@@ -80,6 +81,22 @@ FLAG_LABELS = {
     "visit_kind_mismatch": _l("Visit kind does not fit the case's state"),
     "member_registered_elsewhere": _l("Applicant already registered in another household"),
 }
+CHALLENGE_LABELS = {
+    "blink": _l("Blink"),
+    "turn_left": _l("Turn left"),
+    "turn_right": _l("Turn right"),
+    "open_mouth": _l("Open the mouth"),
+}
+
+# The payroll's status of a month (server.payments.service.payroll).
+PAYMENT_STATUS_LABELS = {
+    "payable": _l("Payable"),
+    "open": _l("Window still open"),
+    "suspended": _l("Suspended (proof of life)"),
+    "restored": _l("Restored: paid as back-pay"),
+    "case_suspended": _l("Case suspended"),
+}
+
 VISIT_KIND_LABELS = {
     "initial_survey": _l("Initial survey"),
     "periodic_review": _l("Periodic review"),
@@ -179,6 +196,17 @@ def _lookup(table: dict[Any, Any]) -> Any:
     return label
 
 
+def _list_lookup(table: dict[Any, Any]) -> Any:
+    """Labels of a comma-separated list of codes (or a list), joined for a page."""
+
+    def labels(codes: str | list[str] | None) -> str:
+        items = codes.split(",") if isinstance(codes, str) else (codes or [])
+        separator = "、" if is_chinese() else ", "
+        return separator.join(str(table.get(c, c)) for c in items if c)
+
+    return labels
+
+
 def is_chinese() -> bool:
     locale = get_locale()
     return locale is not None and locale.language == "zh"
@@ -197,4 +225,8 @@ def register(app: Flask) -> None:
         # Keys are str enums: an enum member looks up like its value.
         pol_status_label=_lookup(POL_STATUS_LABELS),
         pol_stop_label=_lookup(POL_STOP_LABELS),
+        pol_stop_labels=_list_lookup(POL_STOP_LABELS),
+        challenge_labels=_list_lookup(CHALLENGE_LABELS),
+        flag_labels=_list_lookup(FLAG_LABELS),
+        payment_status_label=_lookup(PAYMENT_STATUS_LABELS),
     )

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_babel import refresh
 from sqlalchemy import func, select
 
 from server.cases.models import CaseEvent, CaseState, Household
@@ -128,3 +129,32 @@ def test_a_refusal_the_role_may_not_make_is_not_offered_for_confirmation(
         f"/cases/{code}/transitions", data={"action": "reject", "reason": "收入超标"}
     )
     assert answer.status_code == 303
+
+
+def test_the_case_history_shows_state_labels_not_codes(app: Flask, client: FlaskClient) -> None:
+    code = factories.make_household(state=CaseState.SURVEYED).case_code
+    db.session.commit()
+    login(client, "reviewer_a")
+    client.post(
+        f"/cases/{code}/transitions", data={"action": "return_for_resurvey", "reason": "缺照片"}
+    )
+    page = client.get(f"/cases/{code}?lang=en").get_data(as_text=True)
+    assert "Return for re-survey: Surveyed → Accepted" in page
+    assert "surveyed → accepted" not in page and "— → applied" not in page
+    chinese = client.get(f"/cases/{code}?lang=zh_CN").get_data(as_text=True)
+    assert "surveyed" not in chinese.split('<ol class="history">')[1]
+
+
+def test_lists_of_codes_are_shown_as_labels(app: Flask) -> None:
+    with app.test_request_context("/?lang=en"):
+        env = app.jinja_env.globals
+        assert env["challenge_labels"]("turn_left,blink") == "Turn left, Blink"
+        assert env["pol_stop_labels"](["no_face", "face_mismatch"]) == (
+            "No face seen, Face does not match"
+        )
+        assert env["flag_labels"]("gps_far_from_home") == "GPS fix far from the registered home"
+        assert env["payment_status_label"]("case_suspended") == "Case suspended"
+    with app.test_request_context("/?lang=zh_CN"):
+        refresh()  # the locale is cached per application context
+        assert "turn_left" not in app.jinja_env.globals["challenge_labels"]("turn_left,blink")
+        assert "、" in app.jinja_env.globals["challenge_labels"]("turn_left,blink")
