@@ -254,14 +254,18 @@ def devices_group() -> None:
 def devices_list_command(username: str | None) -> None:
     """List device tokens: prefix, user, device, created, expires, last used, revoked."""
     from server.devices.service import list_tokens
+    from server.region import local_time
 
     for t in list_tokens(username):
-        status = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
-        last = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        status = f"revoked {local_time(t.revoked_at)}" if t.revoked_at else "live"
+        last = local_time(t.last_used_at) if t.last_used_at else "never"
+        created, expires = (
+            local_time(t.created_at, "%Y-%m-%d"),
+            local_time(t.expires_at, "%Y-%m-%d"),
+        )
         click.echo(
             f"{t.token_prefix}  {t.user.username:<16} {t.device_id:<24} "
-            f"created {t.created_at:%Y-%m-%d} expires {t.expires_at:%Y-%m-%d} "
-            f"used {last}  {status}"
+            f"created {created} expires {expires} used {last}  {status}"
         )
 
 

@@ -11,6 +11,7 @@ from flask_babel import lazy_gettext as _l
 from server.auth.models import Role
 from server.cases.models import CaseState, Relation
 from server.errors import DomainError, ReasonRequired
+from server.region import local_time
 from server.validation import MAX_REASON_LENGTH
 
 STATE_LABELS = {
@@ -213,6 +214,7 @@ def is_chinese() -> bool:
 
 
 def register(app: Flask) -> None:
+    app.jinja_env.filters["local_time"] = local_time  # every time shown on a staff page
     app.jinja_env.globals.update(
         is_chinese=is_chinese,
         max_reason_length=MAX_REASON_LENGTH,

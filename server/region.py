@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 
@@ -332,3 +333,18 @@ def region() -> RegionRules:
     """The running application's region rules (loaded once by the app factory)."""
     rules: RegionRules = current_app.config["REGION"]
     return rules
+
+
+def local_time(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored (UTC) moment in the region's time zone, for people: the one helper of
+    staff pages (the ``local_time`` filter) and CLI output; "" for None."""
+    if moment is None:
+        return ""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(region().timezone)).strftime(fmt)
+
+
+def local_iso(moment: datetime) -> str:
+    """A moment as ISO 8601 with the region's offset (``+08:00``), for JSON output."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(region().timezone)).isoformat(timespec="seconds")

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from server import clock
 from server.extensions import db
 from server.monthly import cycle
+from server.region import local_iso
 from sms import sender, tasks
 from sms.models import SmsMessage
 from sms.service import gateway
@@ -52,7 +53,7 @@ def sms_outbox_command(month: str | None, limit: int) -> None:
     for message in messages:
         phone = message.to_phone
         masked = phone[:3] + "*" * max(0, len(phone) - 7) + phone[-4:] if len(phone) > 7 else "***"
-        when = message.sent_at.isoformat(timespec="seconds") if message.sent_at else "-"
+        when = local_iso(message.sent_at) if message.sent_at else "-"
         click.echo(f"{when}  {message.month}  {message.kind.value:<9}  {masked}  {message.body}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, render_template
 from flask.typing import ResponseReturnValue
@@ -23,7 +22,7 @@ from server.months import current_month, month_after
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 from server.proof_of_life.service import attempt_figures
-from server.region import region
+from server.region import local_time, region
 from server.validation import query_month
 from sms.models import MessageStatus, SmsMessage
 
@@ -52,7 +51,6 @@ def _per_township(model: Any, column: Any, month: str, *extra: Any) -> dict[int,
 @bp.get("/campaign")
 @staff_required
 def month_page() -> ResponseReturnValue:
-    zone = ZoneInfo(region().timezone)
     today = current_month(clock.utcnow(), region().timezone)
     month = query_month("month", today)
     pol = _per_township(ProofOfLifeMonth, ProofOfLifeMonth.status, month)
@@ -86,10 +84,7 @@ def month_page() -> ResponseReturnValue:
         month=month,
         previous=month_after(month, -1),
         following=month_after(month, 1),
-        at={
-            name: moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-            for name, moment in vars(moments(month)).items()
-        },
+        at={name: local_time(moment) for name, moment in vars(moments(month)).items()},
         steps=steps,
         rows=rows,
         pol_columns=POL_COLUMNS,

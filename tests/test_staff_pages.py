@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,10 @@ from flask_babel import refresh
 from sqlalchemy import func, select
 
 from server.cases.models import CaseEvent, CaseState, Household
+from server.cli import devices_list_command
+from server.devices.service import issue_device_token
 from server.extensions import db
+from server.region import local_iso
 from server.validation import MAX_REASON_LENGTH
 from tests import factories
 from tests.conftest import login
@@ -158,3 +161,36 @@ def test_lists_of_codes_are_shown_as_labels(app: Flask) -> None:
         refresh()  # the locale is cached per application context
         assert "turn_left" not in app.jinja_env.globals["challenge_labels"]("turn_left,blink")
         assert "、" in app.jinja_env.globals["challenge_labels"]("turn_left,blink")
+
+
+def test_times_are_shown_in_the_regions_time_zone(app: Flask, client: FlaskClient) -> None:
+    household = factories.make_household()
+    household.events[0].at = datetime(2026, 1, 1, 20, 30, tzinfo=UTC)
+    code = household.case_code
+    db.session.commit()
+    login(client, "reviewer_a")
+    page = client.get(f"/cases/{code}").get_data(as_text=True)
+    assert "<time>2026-01-02 04:30</time>" in page  # Asia/Shanghai, the default region
+    assert "UTC" not in page
+
+
+def test_cli_output_is_in_the_regions_time_zone(app: Flask) -> None:
+    app.config["DIBAO_CLOCK"] = lambda: datetime(2026, 1, 1, 20, 30, tzinfo=UTC)
+    try:
+        with app.app_context():
+            issue_device_token(
+                username="caseworker_a",
+                password=factories.PASSWORD,
+                device_id="tz-test",
+                device_name="tz",
+            )
+            db.session.commit()
+            assert local_iso(datetime(2026, 1, 1, 20, 30, tzinfo=UTC)) == (
+                "2026-01-02T04:30:00+08:00"
+            )
+        listed = app.test_cli_runner().invoke(devices_list_command, args=["--user", "caseworker_a"])
+    finally:
+        del app.config["DIBAO_CLOCK"]
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.output.splitlines() if "tz-test" in line)
+    assert "created 2026-01-02" in line

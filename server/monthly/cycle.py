@@ -41,7 +41,7 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
     who_must_prove_life,
 )
-from server.region import region
+from server.region import local_iso, region
 from server.transactions import commits_per_batch
 
 BATCH = 1000
@@ -292,10 +292,8 @@ def status(month: str) -> dict[str, Any]:
     steps = {
         step.step: {
             "runs": step.runs,
-            "started_at": step.started_at.isoformat(timespec="seconds"),
-            "finished_at": step.finished_at.isoformat(timespec="seconds")
-            if step.finished_at
-            else None,
+            "started_at": local_iso(step.started_at),
+            "finished_at": local_iso(step.finished_at) if step.finished_at else None,
             "counts": json.loads(step.counts),
         }
         for step in db.session.scalars(select(CampaignStep).where(CampaignStep.month == month))
@@ -303,9 +301,9 @@ def status(month: str) -> dict[str, Any]:
     at = moments(month)
     return {
         "month": month,
-        "opens": at.opens.isoformat(),
-        "follow_up": at.follow_up.isoformat(),
-        "closes": at.closes.isoformat(),
+        "opens": local_iso(at.opens),
+        "follow_up": local_iso(at.follow_up),
+        "closes": local_iso(at.closes),
         "steps": steps,
         "proof_of_life": grouped(ProofOfLifeMonth.status, where=ProofOfLifeMonth.month == month),
         **notifier().status(month),
