@@ -76,3 +76,19 @@ def equal_secret(a: str | bytes, b: str | bytes) -> bool:
 def normalize_id_number(raw: str) -> str:
     """ID numbers compare case- and space-insensitively (the check letter X)."""
     return "".join(raw.split()).upper()
+
+
+def mask_id_number(value: str) -> str:
+    """An ID number as pages show it by default: 110105********1234."""
+    if len(value) <= 10:
+        return "*" * len(value)
+    return value[:6] + "*" * (len(value) - 10) + value[-4:]
+
+
+def mask_phone(value: str | None) -> str:
+    """A phone number as pages show it by default: 138****5678."""
+    if not value:
+        return ""
+    if len(value) <= 7:
+        return "*" * len(value)
+    return value[:3] + "*" * (len(value) - 7) + value[-4:]

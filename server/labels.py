@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from server.auth.models import Role
 from server.cases.models import CaseState, Relation
+from server.crypto import mask_id_number, mask_phone
 from server.errors import DomainError, ReasonRequired
 from server.region import local_time
 from server.validation import MAX_REASON_LENGTH
@@ -178,6 +179,8 @@ def error_message(exc: DomainError) -> str:
                 length=details["length"],
             )
         )
+    if exc.code == "not_permitted" and details.get("action") == "reveal_personal_data":
+        return str(_l("Your role sees ID numbers and phones masked."))
     if isinstance(exc, ReasonRequired) and details.get("action") == "approve":
         return str(_l("A flagged case needs the county's own visit recorded in the reason."))
     generic = {
@@ -215,6 +218,8 @@ def is_chinese() -> bool:
 
 def register(app: Flask) -> None:
     app.jinja_env.filters["local_time"] = local_time  # every time shown on a staff page
+    app.jinja_env.filters["mask_id_number"] = mask_id_number
+    app.jinja_env.filters["mask_phone"] = mask_phone
     app.jinja_env.globals.update(
         is_chinese=is_chinese,
         max_reason_length=MAX_REASON_LENGTH,

@@ -115,7 +115,9 @@ def test_the_case_page_shows_members_and_audits_the_read(app: Flask, client: Fla
     login(client, "reviewer_a")
 
     page = client.get(f"/cases/{code}").get_data(as_text=True)
-    assert name in page and id_number in page
+    # Names shown, the ID number masked until revealed (issue 15; tests/test_staff_pages.py).
+    assert name in page and id_number not in page
+    assert id_number[:6] + "********" + id_number[-4:] in page
     reads = db.session.scalar(
         select(func.count())
         .select_from(AuditEntry)

@@ -11,8 +11,10 @@ from flask.testing import FlaskClient
 from flask_babel import refresh
 from sqlalchemy import func, select
 
+from server.audit.models import AuditEntry
 from server.cases.models import CaseEvent, CaseState, Household
 from server.cli import devices_list_command
+from server.crypto import mask_id_number, mask_phone
 from server.devices.service import issue_device_token
 from server.extensions import db
 from server.region import local_iso
@@ -194,3 +196,63 @@ def test_cli_output_is_in_the_regions_time_zone(app: Flask) -> None:
     assert listed.exit_code == 0, listed.output
     line = next(line for line in listed.output.splitlines() if "tz-test" in line)
     assert "created 2026-01-02" in line
+
+
+def _audit_count(action: str) -> int:
+    return (
+        db.session.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.action == action)
+        )
+        or 0
+    )
+
+
+def test_masks_keep_the_ends_of_an_id_number_and_a_phone() -> None:
+    assert mask_id_number("110105196005171234") == "110105********1234"
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone(None) == "" and mask_id_number("12345") == "*****"
+
+
+@pytest.mark.parametrize("username", ["caseworker_a", "reviewer_a", "approver"])
+def test_id_numbers_and_phones_are_masked_until_revealed_with_an_audit_row(
+    app: Flask, client: FlaskClient, username: str
+) -> None:
+    household = factories.make_household()
+    head = household.members[0]
+    code, head_id, id_number = household.case_code, head.id, head.id_number
+    db.session.commit()
+    login(client, username)
+
+    page = client.get(f"/cases/{code}").get_data(as_text=True)
+    assert id_number not in page and "13912345678" not in page
+    assert mask_id_number(id_number) in page and "139****5678" in page
+    assert f"/members/{head_id}/reveal" in page
+    assert _audit_count("member.reveal_personal") == 0
+
+    revealed = client.post(f"/cases/{code}/members/{head_id}/reveal")
+    assert revealed.status_code == 200
+    shown = revealed.get_data(as_text=True)
+    assert id_number in shown and "13912345678" in shown
+    assert _audit_count("member.reveal_personal") == 1
+    # The next plain read is masked again.
+    assert id_number not in client.get(f"/cases/{code}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("username", ["supervisor", "admin"])
+def test_the_supervisor_and_the_administrator_never_see_full_values(
+    app: Flask, client: FlaskClient, username: str
+) -> None:
+    household = factories.make_household()
+    code, head_id, id_number = (
+        household.case_code,
+        household.members[0].id,
+        (household.members[0].id_number),
+    )
+    db.session.commit()
+    login(client, username)
+    page = client.get(f"/cases/{code}").get_data(as_text=True)
+    assert id_number not in page and "13912345678" not in page and "/reveal" not in page
+    refused = client.post(f"/cases/{code}/members/{head_id}/reveal")
+    assert refused.status_code == 403
+    assert id_number not in refused.get_data(as_text=True)
+    assert _audit_count("member.reveal_personal") == 0

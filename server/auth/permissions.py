@@ -84,6 +84,9 @@ class Capability(enum.StrEnum):
 
     REGISTER_APPLICATIONS = "register_applications"
     READ_PERSONAL_DATA = "read_personal_data"  # members' names, ID numbers, phones (audited)
+    # Full ID numbers and phones, one member at a time on request (audited); without it
+    # a page shows them masked (issue 15): the caseworker's, reviewer's, approver's work.
+    REVEAL_PERSONAL_DATA = "reveal_personal_data"
     READ_VISIT_PHOTOS = "read_visit_photos"
     REVIEW_VISITS = "review_visits"  # clear a visit's flags
     DECIDE_PROOF_OF_LIFE = "decide_proof_of_life"  # exempt, pass or fail a month
@@ -102,6 +105,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
         {
             C.REGISTER_APPLICATIONS,
             C.READ_PERSONAL_DATA,
+            C.REVEAL_PERSONAL_DATA,
             C.READ_VISIT_PHOTOS,
             C.ASSIST_PROOF_OF_LIFE,
             C.ENROLL_FACES,
@@ -112,13 +116,20 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
         {
             C.REGISTER_APPLICATIONS,
             C.READ_PERSONAL_DATA,
+            C.REVEAL_PERSONAL_DATA,
             C.READ_VISIT_PHOTOS,
             C.REVIEW_VISITS,
             C.DECIDE_PROOF_OF_LIFE,
         }
     ),
     Role.COUNTY_APPROVER: frozenset(
-        {C.READ_PERSONAL_DATA, C.READ_VISIT_PHOTOS, C.REVIEW_VISITS, C.DECIDE_PROOF_OF_LIFE}
+        {
+            C.READ_PERSONAL_DATA,
+            C.REVEAL_PERSONAL_DATA,
+            C.READ_VISIT_PHOTOS,
+            C.REVIEW_VISITS,
+            C.DECIDE_PROOF_OF_LIFE,
+        }
     ),
     Role.SUPERVISOR: frozenset({C.READ_PERSONAL_DATA, C.READ_VISIT_PHOTOS}),
     Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS}),

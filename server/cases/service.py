@@ -14,7 +14,7 @@ from sqlalchemy import select
 from server.areas.models import Area, AreaLevel
 from server.audit import service as audit
 from server.auth.models import User
-from server.auth.permissions import Capability, require, require_in_area
+from server.auth.permissions import Capability, require, require_in_area, require_visible
 from server.cases.codes import new_case_code
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.cases.workflow import local_today
@@ -196,3 +196,28 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
         )
     db.session.flush()
     return details
+
+
+def reveal_member(actor: User, household: Household, member_id: int) -> int:
+    """A member's full ID number and phone for the page, for a role whose work needs
+    them; an audit row ``member.reveal_personal``. A member of another household is
+    "no such member", like a missing one. Returns the member's id."""
+    member = db.session.get(Member, member_id)
+    if member is not None and member.household_id != household.id:
+        member = None
+    found = require_visible(actor, member, lambda m: m.household.village, "member")
+    require(
+        actor,
+        Capability.REVEAL_PERSONAL_DATA,
+        "this role sees ID numbers and phones masked",
+        action="reveal_personal_data",
+    )
+    audit.record(
+        "member.reveal_personal",
+        actor=actor,
+        object_type="member",
+        object_id=found.id,
+        household_id=household.id,
+    )
+    db.session.flush()
+    return found.id

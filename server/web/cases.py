@@ -49,6 +49,22 @@ def home() -> ResponseReturnValue:
 @staff_required
 def case_detail(case_code: str) -> ResponseReturnValue:
     household = queries.get_case(current_user, case_code)
+    return _case_page(household, revealed=None)
+
+
+@bp.post("/cases/<case_code>/members/<id:member_id>/reveal")
+@staff_required
+def reveal_member(case_code: str, member_id: int) -> ResponseReturnValue:
+    """The case page with one member's full ID number and phone (audited); answered to
+    the POST itself, so the full values are in no URL, history entry or cache."""
+    household = queries.get_case(current_user, case_code)
+    revealed = service.reveal_member(current_user, household, member_id)
+    return _case_page(household, revealed=revealed)
+
+
+def _case_page(household: Household, revealed: int | None) -> ResponseReturnValue:
+    """One case; ID numbers and phones masked but for the member ``revealed``.
+    Commits the audit rows of the read (and of the reveal)."""
     # A role that reads no personal data (the administrator) sees the case without its
     # members' details: a read page, not a decision refused.
     members = (
@@ -66,6 +82,7 @@ def case_detail(case_code: str) -> ResponseReturnValue:
         allowance=workflow.allowance_for(household),
         pol_months=pol.months_of(household),
         pol_member_names={m.member_id: m.name for m in members},
+        revealed=revealed,
     )
 
 

@@ -472,6 +472,8 @@ def _transition(case_code: str, action: str) -> Call:
 
 
 ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
+# docs/domain-model.md: full ID numbers and phones for the roles whose work needs them.
+REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
@@ -489,6 +491,27 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "case code typed in lower case",
                 lambda t, o: Call("GET", f"/cases/{t.case_code.lower()}"),
                 everyone(200),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.reveal_member",
+        "page",
+        (
+            Variant(
+                "a member of its case",
+                lambda t, o: Call("POST", f"/cases/{t.case_code}/members/{t.head_id}/reveal"),
+                only(REVEALERS, 200, 403),
+            ),
+            Variant(
+                "another household's member through its case",
+                lambda t, o: Call("POST", f"/cases/{t.case_code}/members/{t.other_head_id}/reveal"),
+                everyone(404),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: Call("POST", f"/cases/{o.case_code}/members/{t.head_id}/reveal"),
+                only(REVEALERS, 200, 403),
             ),
         ),
     ),
