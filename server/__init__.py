@@ -231,6 +231,8 @@ def _register_error_handlers(app: Flask) -> None:
 def _register_template_helpers(app: Flask) -> None:
     from server import labels
     from server.auth import permissions
+    from server.web import exports
 
     labels.register(app)
     permissions.register(app)
+    exports.register(app)

@@ -94,6 +94,11 @@ class Capability(enum.StrEnum):
     ENROLL_FACES = "enroll_faces"
     USE_TABLETS = "use_tablets"  # device tokens (the tablet API, ODK Collect)
     MANAGE_ACCOUNTS = "manage_accounts"
+    # The supervisor console (issue 15): progress, exceptions, maps and activity of
+    # every caseworker in the area (a caseworker without it sees only their own work).
+    READ_CONSOLE = "read_console"
+    READ_AUDIT_LOG = "read_audit_log"  # the audit-log view and its export
+    RECORD_BACK_CHECKS = "record_back_checks"  # re-visit a sampled visit, record the outcome
 
 
 C = Capability
@@ -120,6 +125,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.READ_VISIT_PHOTOS,
             C.REVIEW_VISITS,
             C.DECIDE_PROOF_OF_LIFE,
+            C.READ_CONSOLE,
         }
     ),
     Role.COUNTY_APPROVER: frozenset(
@@ -129,10 +135,20 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.READ_VISIT_PHOTOS,
             C.REVIEW_VISITS,
             C.DECIDE_PROOF_OF_LIFE,
+            C.READ_CONSOLE,
+            C.RECORD_BACK_CHECKS,
         }
     ),
-    Role.SUPERVISOR: frozenset({C.READ_PERSONAL_DATA, C.READ_VISIT_PHOTOS}),
-    Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS}),
+    Role.SUPERVISOR: frozenset(
+        {
+            C.READ_PERSONAL_DATA,
+            C.READ_VISIT_PHOTOS,
+            C.READ_CONSOLE,
+            C.READ_AUDIT_LOG,
+            C.RECORD_BACK_CHECKS,
+        }
+    ),
+    Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS, C.READ_AUDIT_LOG}),
 }
 
 
