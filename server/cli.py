@@ -387,6 +387,7 @@ PAYROLL_COLUMNS = (
     ("household_class", "类别"),
     ("monthly_amount", "月保障金"),
     ("month_status", "本月状态"),
+    ("month_status_label", "本月状态说明"),  # the code's zh_CN label, for people
     ("month_paid", "本月发放"),
     ("suspended_months", "暂停月份"),
     ("back_pay_months", "补发月份"),
@@ -409,15 +410,25 @@ PAYROLL_COLUMNS = (
 def payroll_command(month: str, fmt: str, output: Path | None) -> None:
     """Every active household with its amount, suspended months and back-pay: what the
     bank is sent. The file names each payee, so its export is audited."""
+    from flask_babel import force_locale
+
     from server.audit import service as audit
+    from server.labels import PAYMENT_STATUS_LABELS
     from server.payments.service import PayrollRow, payroll
 
     chosen = month_option(month)
+    with force_locale("zh_CN"):
+        status_labels = {code: str(label) for code, label in PAYMENT_STATUS_LABELS.items()}
+
+    def value_of(row: PayrollRow, name: str) -> object:
+        if name == "month_status_label":
+            return status_labels.get(row.month_status, row.month_status)
+        return getattr(row, name)
 
     def cells(row: PayrollRow) -> list[str]:
         values = []
         for name, _ in PAYROLL_COLUMNS:
-            value = getattr(row, name)
+            value = value_of(row, name)
             values.append(";".join(value) if isinstance(value, tuple) else str(value))
         return values
 
@@ -435,7 +446,7 @@ def payroll_command(month: str, fmt: str, output: Path | None) -> None:
         for row in payroll(chosen):
             sheet.append(
                 [
-                    float(getattr(row, n)) if isinstance(getattr(row, n), Decimal) else c
+                    float(v) if isinstance(v := value_of(row, n), Decimal) else c
                     for (n, _), c in zip(PAYROLL_COLUMNS, cells(row), strict=True)
                 ]
             )

@@ -516,6 +516,8 @@ def test_the_payroll_lists_each_household_with_suspended_months_and_back_pay(
     assert by_code[codes[paid]]["month_paid"] == "420.50"
     assert by_code[codes[paid]]["payee"] == "王大"
     assert by_code[codes[suspended]]["month_status"] == "suspended"
+    # The code is for machines; the label beside it is for the office (zh_CN).
+    assert by_code[codes[suspended]]["month_status_label"] == "暂停发放（生存认证）"
     assert by_code[codes[suspended]]["total"] == "0.00"
     assert by_code[codes[suspended]]["suspended_months"] == MONTH
     assert by_code[codes[restored]]["month_status"] == "restored"
