@@ -96,32 +96,46 @@ def test_a_reason_longer_than_the_limit_is_refused_with_nothing_written(
     assert state is CaseState.ACCEPTED and events() == before + 1
 
 
-def test_refusing_a_case_asks_for_a_confirmation_first(app: Flask, client: FlaskClient) -> None:
-    code = factories.make_household(state=CaseState.SURVEYED).case_code
+@pytest.mark.parametrize(
+    ("action", "start", "user", "end"),
+    [
+        ("reject", CaseState.SURVEYED, "reviewer_a", CaseState.REJECTED),
+        ("terminate", CaseState.APPROVED, "approver", CaseState.TERMINATED),
+    ],
+)
+def test_ending_a_case_asks_for_a_confirmation_first(
+    app: Flask,
+    client: FlaskClient,
+    action: str,
+    start: CaseState,
+    user: str,
+    end: CaseState,
+) -> None:
+    code = factories.make_household(state=start).case_code
     db.session.commit()
-    login(client, "reviewer_a")
+    login(client, user)
 
     def state() -> CaseState | None:
         return db.session.scalar(select(Household.state).where(Household.case_code == code))
 
     asked = client.post(
-        f"/cases/{code}/transitions?lang=en", data={"action": "reject", "reason": "收入超标"}
+        f"/cases/{code}/transitions?lang=en", data={"action": action, "reason": "收入超标"}
     )
     assert asked.status_code == 200
     page = asked.get_data(as_text=True)
     assert 'name="confirmed" value="yes" required' in page and "收入超标" in page
     assert "I confirm this decision." in page
-    assert state() is CaseState.SURVEYED
+    assert state() is start
     # Without the checkbox (a browser that ignores "required"), still nothing happens.
-    client.post(f"/cases/{code}/transitions", data={"action": "reject", "reason": "收入超标"})
-    assert state() is CaseState.SURVEYED
+    client.post(f"/cases/{code}/transitions", data={"action": action, "reason": "收入超标"})
+    assert state() is start
 
     done = client.post(
         f"/cases/{code}/transitions",
-        data={"action": "reject", "reason": "收入超标", "confirmed": "yes"},
+        data={"action": action, "reason": "收入超标", "confirmed": "yes"},
     )
     assert done.status_code == 303
-    assert state() is CaseState.REJECTED
+    assert state() is end
 
 
 def test_a_refusal_the_role_may_not_make_is_not_offered_for_confirmation(
