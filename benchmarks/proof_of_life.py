@@ -70,6 +70,23 @@ class TimedEngine:
             self.analyse_s += time.process_time() - started
             self.analyse_calls += 1
 
+    def detect(
+        self, rgb: npt.NDArray[np.uint8], *, upsample: int = 0
+    ) -> list[tuple[int, int, int, int]]:
+        started = time.process_time()
+        try:
+            return self.engine.detect(rgb, upsample=upsample)
+        finally:
+            self.analyse_s += time.process_time() - started
+            self.analyse_calls += 1
+
+    def shape_at(self, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> FaceShape:
+        started = time.process_time()
+        try:
+            return self.engine.shape_at(rgb, box)
+        finally:
+            self.analyse_s += time.process_time() - started
+
     def encoding(self, rgb: npt.NDArray[np.uint8], face: FaceShape) -> npt.NDArray[np.float64]:
         started = time.process_time()
         try:

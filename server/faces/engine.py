@@ -54,6 +54,12 @@ class LandmarkFaceEngine(Protocol):
 
     def encoding(self, rgb: npt.NDArray[np.uint8], face: FaceShape) -> npt.NDArray[np.float64]: ...
 
+    def detect(
+        self, rgb: npt.NDArray[np.uint8], *, upsample: int = 0
+    ) -> list[tuple[int, int, int, int]]: ...
+
+    def shape_at(self, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int]) -> FaceShape: ...
+
 
 class DlibFaceEngine:
     model_name = MODEL_NAME

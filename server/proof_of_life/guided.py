@@ -244,11 +244,7 @@ def observe_frame(
         )
     except FrameRejected:
         return Observation(position, step, -1, None, 0.0, ""), None
-    recent = (
-        track is not None
-        and position - track.position <= limits.track_frames
-        and hasattr(engine, "detect")
-    )
+    recent = track is not None and position - track.position <= limits.track_frames
     whole = not recent or position % limits.full_search_every == 0
     faces: list[FaceShape] = []
     if recent and track is not None and not whole:
