@@ -828,11 +828,10 @@ def _guide_state(attempt: ProofOfLifeAttempt) -> dict[str, Any]:
     return state
 
 
-def _observations(attempt: ProofOfLifeAttempt) -> list[Any]:
+def _observations(attempt: ProofOfLifeAttempt, hashes: Sequence[str]) -> list[Any]:
     """The session's frames so far as guided.Observation, in order (the luminance of
-    stored frames is not kept: only the latest batch's is used, for hints)."""
-
-    hashes: list[str] = json.loads(attempt.frame_hashes or "[]")
+    stored frames is not kept: only the latest batch's is used, for hints). At most
+    ``guided_max_frames`` rows of 560 bytes each: re-read per batch rather than kept."""
     rows = db.session.scalars(
         select(ProofOfLifeFrame)
         .where(ProofOfLifeFrame.attempt_id == attempt.id)
@@ -869,10 +868,11 @@ def submit_batch(
 
     thresholds = thresholds_for(rules())
     guide = guided.GuideLimits()
-    earlier_frames = _observations(attempt)
+    earlier_frames = _observations(attempt, hashes)
     latest = _observe_batch(
         attempt,
         step,
+        len(hashes),
         store.store_all(list(frames)),
         offsets_ms,
         store=store,
@@ -1002,6 +1002,7 @@ def _check_batch(
 def _observe_batch(
     attempt: ProofOfLifeAttempt,
     step: int,
+    first: int,
     digests: Sequence[str],
     offsets_ms: Sequence[int] | None,
     *,
@@ -1010,8 +1011,7 @@ def _observe_batch(
     observe: Callable[[bytes, int, Any], Observation],
 ) -> list[Observation]:
     """Look at each stored frame of the batch (the face followed from where it was last
-    seen), and add its row with what was found."""
-    first = len(json.loads(attempt.frame_hashes or "[]"))
+    seen), and add its row with what was found; ``first`` is the batch's first position."""
     track = None
     for o in earlier:
         if o.used and o.shape is not None:
