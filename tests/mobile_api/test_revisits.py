@@ -3,17 +3,23 @@ reviewer's reason, and leaves the list once a new visit to the household arrives
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from defusedxml.ElementTree import fromstring
 from flask import Flask
 from flask.testing import FlaskClient
 
 from server.cases.models import CaseState
 from server.extensions import db
-from server.visits.models import Survey
+from server.visits.models import ReviewStatus, Survey
 from tests import factories
 from tests.conftest import login
+from tests.console.visit_data import plant_visit
 from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.visits.test_api_surveys import jpeg, post_multipart, survey_json
 
@@ -74,3 +80,47 @@ def test_the_openapi_document_describes_the_revisit(client: FlaskClient) -> None
     schemas = client.get("/api/openapi.json").get_json()["components"]["schemas"]
     assert "revisit" in schemas["DueVisitOut"]["properties"]
     assert "reason" in schemas["RevisitOut"]["properties"]
+
+
+MANIFEST_NS = "{http://openrosa.org/xforms/xformsManifest}"
+XFORMS_NS = "{http://openrosa.org/xforms/xformsList}"
+
+
+def test_odk_collect_gets_the_revisit_reason_with_the_forms_media(
+    app: Flask, client: FlaskClient
+) -> None:
+    household = factories.make_household(state=CaseState.APPROVED)
+    survey = plant_visit(household, factories.user("caseworker_a"), datetime.now(UTC))
+    survey.review_status = ReviewStatus.REJECTED
+    survey.reviewed_at = datetime.now(UTC)
+    survey.review_reason = "门牌照片看不清，请补拍"
+    household_id, code = household.id, household.case_code
+    db.session.commit()
+    token = device_login(client).get_json()["token"]
+    headers = {**bearer(token), "X-OpenRosa-Version": "1.0"}
+
+    listed = fromstring(client.get("/openrosa/formList", headers=headers).data)
+    manifest_url = listed.find(f"{XFORMS_NS}xform/{XFORMS_NS}manifestUrl").text
+    manifest = client.get(manifest_url, headers=headers)
+    assert manifest.status_code == 200
+    media = fromstring(manifest.data).find(f"{MANIFEST_NS}mediaFile")
+    assert media.find(f"{MANIFEST_NS}filename").text == "due_visits.csv"
+    csv_response = client.get(media.find(f"{MANIFEST_NS}downloadUrl").text, headers=headers)
+    body = csv_response.data
+    assert media.find(f"{MANIFEST_NS}hash").text == "md5:" + hashlib.md5(body).hexdigest()  # noqa: S324
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8"))))
+    [row] = [r for r in rows if r["household_id"] == str(household_id)]
+    assert row["case_code"] == code
+    assert row["revisit_reason"] == "门牌照片看不清，请补拍"
+    assert "退回后重访" in row["kinds"]
+    # The form shows it: pulldata from this file, by the household typed in.
+    form = (Path(__file__).resolve().parents[2] / "forms" / "household_survey.xml").read_text()
+    assert "jr://file-csv/due_visits.csv" in form
+    assert "pulldata('due_visits', 'revisit_reason', 'household_id'" in form
+    # Another caseworker's tablet does not get it.
+    other = device_login(client, "caseworker_b").get_json()["token"]
+    other_csv = client.get(
+        media.find(f"{MANIFEST_NS}downloadUrl").text,
+        headers={**bearer(other), "X-OpenRosa-Version": "1.0"},
+    ).get_data(as_text=True)
+    assert code not in other_csv
