@@ -99,11 +99,7 @@ def review_counts(area: Area, month: str | None) -> dict[ReviewStatus, int]:
     return counts
 
 
-def review_table(
-    actor: User, area: Area, status: ReviewStatus | None, month: str | None, *, everything: bool
-) -> Table:
-    """Visits of the area, newest first, with their review state; ``everything`` for a
-    file (a page shows the newest PAGE_ROWS)."""
+def _review_query(status: ReviewStatus | None, month: str | None, area: Area) -> Any:
     township = aliased(Area)
     reviewer = aliased(User)
     open_flags = (
@@ -141,6 +137,32 @@ def review_table(
     if month:
         start, end = month_bounds(month)
         query = query.where(Survey.finished_at >= start, Survey.finished_at < end)
+    return query
+
+
+REVIEW_COLUMNS = (
+    ("visit", _l("Visit"), False, None),
+    ("finished_at", _l("Visit finished"), False, None),
+    ("township", _l("Township"), False, None),
+    ("village", _l("Village"), False, None),
+    ("case", _l("Case"), False, "case_url"),
+    ("kind", _l("Kind of visit"), False, None),
+    ("caseworker", _l("Caseworker"), False, None),
+    ("open_flags", _l("Open flags"), False, None),
+    ("status", _l("Review state"), False, None),
+    ("reviewed_at", _l("Reviewed"), False, None),
+    ("reviewer", _l("Reviewer"), False, None),
+    # A reviewer's free text may name people.
+    ("reason", _l("Reason"), True, None),
+)
+
+
+def review_table(
+    actor: User, area: Area, status: ReviewStatus | None, month: str | None, *, everything: bool
+) -> Table:
+    """Visits of the area, newest first, with their review state; ``everything`` for a
+    file (a page shows the newest PAGE_ROWS)."""
+    query = _review_query(status, month, area)
     if not everything:
         query = query.limit(PAGE_ROWS)
 
@@ -172,19 +194,7 @@ def review_table(
         name="visits",
         title=_("Visits by review state"),
         columns=[
-            Column("visit", _("Visit")),
-            Column("finished_at", _("Visit finished")),
-            Column("township", _("Township")),
-            Column("village", _("Village")),
-            Column("case", _("Case"), link="case_url"),
-            Column("kind", _("Kind of visit")),
-            Column("caseworker", _("Caseworker")),
-            Column("open_flags", _("Open flags")),
-            Column("status", _("Review state")),
-            Column("reviewed_at", _("Reviewed")),
-            Column("reviewer", _("Reviewer")),
-            # A reviewer's free text may name people.
-            Column("reason", _("Reason"), personal=True),
+            Column(key, str(label), personal, link) for key, label, personal, link in REVIEW_COLUMNS
         ],
         rows=list(rows()) if not everything else rows(),
         filters=filters,
@@ -257,17 +267,35 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
     in_month = and_(_in_area(area), Survey.finished_at >= start, Survey.finished_at < end)
     if own_only:
         in_month = and_(in_month, Survey.caseworker_id == actor.id)
+    month_visits = _MonthVisits(in_month)
+    rows = _caseworkers(actor, area, month_visits, own_only=own_only)
+    _visit_counts(rows, month_visits)
+    _flag_counts(rows, month_visits)
+    _back_check_counts(rows, month_visits)
+    _medians_and_spots(rows, month_visits)
+    return sorted(rows.values(), key=lambda r: (r.township, r.caseworker, r.caseworker_id))
 
-    def visits_of_area(*columns: Any) -> Any:
+
+@dataclass(frozen=True)
+class _MonthVisits:
+    """The month's visits to households of the area (the condition of every query)."""
+
+    condition: ColumnElement[bool]
+
+    def select(self, *columns: Any) -> Any:
         return (
             select(*columns)
             .select_from(Survey)
             .join(Household, Household.id == Survey.household_id)
             .join(Area, Area.id == Household.village_id)
-            .where(in_month)
+            .where(self.condition)
         )
 
-    rows: dict[int, Activity] = {}
+
+def _caseworkers(
+    actor: User, area: Area, visits: _MonthVisits, *, own_only: bool
+) -> dict[int, Activity]:
+    """The area's caseworkers and whoever visited its households in the month."""
     caseworkers = select(User.id, User.display_name, User.username, Area.name).join(
         Area, Area.id == User.area_id
     )
@@ -275,17 +303,21 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
         caseworkers = caseworkers.where(User.id == actor.id)
     else:
         caseworkers = caseworkers.where(User.role == Role.CASEWORKER, _in_area(area))
-    seen = visits_of_area(Survey.caseworker_id).distinct().subquery()
+    seen = visits.select(Survey.caseworker_id).distinct().subquery()
     wanted = caseworkers.union(
         select(User.id, User.display_name, User.username, Area.name)
         .join(Area, Area.id == User.area_id)
         .where(User.id.in_(select(seen.c.caseworker_id)))
     )
-    for user_id, display_name, username, township in db.session.execute(wanted):
-        rows[user_id] = Activity(user_id, display_name or username, township)
+    return {
+        user_id: Activity(user_id, display_name or username, township)
+        for user_id, display_name, username, township in db.session.execute(wanted)
+    }
 
-    for cw, visits, on_time, late, rejected in db.session.execute(
-        visits_of_area(
+
+def _visit_counts(rows: dict[int, Activity], visits: _MonthVisits) -> None:
+    for cw, count, on_time, late, rejected in db.session.execute(
+        visits.select(
             Survey.caseworker_id,
             func.count(Survey.id),
             func.count(case((Survey.review_on_time.is_(True), Survey.id))),
@@ -294,16 +326,15 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
         ).group_by(Survey.caseworker_id)
     ):
         row = rows[cw]
-        row.visits, row.reviews_on_time, row.reviews_late, row.rejected = (
-            visits,
-            on_time,
-            late,
-            rejected,
-        )
+        row.visits, row.reviews_on_time, row.reviews_late = count, on_time, late
+        row.rejected = rejected
 
+
+def _flag_counts(rows: dict[int, Activity], visits: _MonthVisits) -> None:
     weighty = SurveyFlag.severity.in_(WEIGHTY_SEVERITIES)
+    flagged_visits = func.count(func.distinct(Survey.id))
     for cw, flagged in db.session.execute(
-        visits_of_area(Survey.caseworker_id, func.count(func.distinct(Survey.id)))
+        visits.select(Survey.caseworker_id, flagged_visits)
         .join(SurveyFlag, SurveyFlag.survey_id == Survey.id)
         .where(weighty)
         .group_by(Survey.caseworker_id)
@@ -311,32 +342,34 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
         rows[cw].flagged = flagged
     by_code: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for cw, code, count in db.session.execute(
-        visits_of_area(Survey.caseworker_id, SurveyFlag.code, func.count(func.distinct(Survey.id)))
+        visits.select(Survey.caseworker_id, SurveyFlag.code, flagged_visits)
         .join(SurveyFlag, SurveyFlag.survey_id == Survey.id)
         .where(weighty)
         .group_by(Survey.caseworker_id, SurveyFlag.code)
-        .order_by(
-            Survey.caseworker_id, func.count(func.distinct(Survey.id)).desc(), SurveyFlag.code
-        )
+        .order_by(Survey.caseworker_id, flagged_visits.desc(), SurveyFlag.code)
     ):
         by_code[cw].append((code, count))
     for cw, codes in by_code.items():
         rows[cw].flags = "; ".join(f"{_label(FLAG_LABELS, c)} {n}" for c, n in codes)
 
-    for cw, done, failed in db.session.execute(
-        visits_of_area(
+
+def _back_check_counts(rows: dict[int, Activity], visits: _MonthVisits) -> None:
+    done = case((BackCheck.outcome.is_not(None), BackCheck.survey_id))
+    failed = case((BackCheck.outcome.in_(FAILED_OUTCOMES), BackCheck.survey_id))
+    for cw, done_count, failed_count in db.session.execute(
+        visits.select(
             Survey.caseworker_id,
-            func.count(func.distinct(case((BackCheck.outcome.is_not(None), BackCheck.survey_id)))),
-            func.count(
-                func.distinct(case((BackCheck.outcome.in_(FAILED_OUTCOMES), BackCheck.survey_id)))
-            ),
+            func.count(func.distinct(done)),
+            func.count(func.distinct(failed)),
         )
         .join(BackCheck, BackCheck.survey_id == Survey.id)
         .group_by(Survey.caseworker_id)
     ):
-        rows[cw].back_checks_done, rows[cw].back_checks_failed = done, failed
+        rows[cw].back_checks_done, rows[cw].back_checks_failed = done_count, failed_count
 
-    # Medians and shared spots: this month's visits of the area, in Python.
+
+def _medians_and_spots(rows: dict[int, Activity], visits: _MonthVisits) -> None:
+    """Medians and shared spots: this month's visits of the area, in Python."""
     durations: dict[int, list[float]] = defaultdict(list)
     distances: dict[int, list[float]] = defaultdict(list)
     points = []
@@ -352,7 +385,7 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
         home_lat,
         home_lon,
     ) in db.session.execute(
-        visits_of_area(
+        visits.select(
             Survey.id,
             Survey.caseworker_id,
             Survey.household_id,
@@ -377,7 +410,6 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
             row.median_minutes = round(statistics.median(durations[cw]), 1)
         if distances[cw]:
             row.median_distance_m = round(statistics.median(distances[cw]))
-    return sorted(rows.values(), key=lambda r: (r.township, r.caseworker, r.caseworker_id))
 
 
 ACTIVITY_COLUMNS = (
