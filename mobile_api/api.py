@@ -26,6 +26,7 @@ from mobile_api.schemas import (
     LimitsOut,
     LocationOut,
     MetaOut,
+    RevisitOut,
     UserOut,
     VersionOut,
     parse,
@@ -344,6 +345,16 @@ def visits_due() -> Response:
                     for m in v.members
                 ],
                 reasons=list(v.reasons),  # type: ignore[arg-type]  # validated by the model
+                revisit=None
+                if v.revisit is None
+                else RevisitOut(
+                    survey_id=v.revisit.survey_id,
+                    client_uuid=v.revisit.client_uuid,
+                    visit_kind=v.revisit.visit_kind,  # type: ignore[arg-type]  # validated
+                    finished_at=v.revisit.finished_at,
+                    rejected_at=v.revisit.rejected_at,
+                    reason=v.revisit.reason,
+                ),
             )
             for v in visits
         ]

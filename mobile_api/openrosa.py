@@ -17,13 +17,16 @@ nature ``error``, in Chinese then English.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from xml.etree.ElementTree import Element, ParseError, SubElement, tostring
 
 from defusedxml.ElementTree import fromstring
@@ -35,9 +38,11 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from mobile_api.openrosa_auth import StaleNonce, authenticate, challenges
+from server.cases.workflow import local_today
 from server.devices.models import DeviceToken
 from server.errors import DomainError
 from server.extensions import csrf, db
+from server.labels import VISIT_KIND_LABELS
 from server.storage import HashingFile, TooLarge, blob_store
 from server.visits import service as visits
 from server.visits.openrosa_mapping import (
@@ -48,6 +53,7 @@ from server.visits.openrosa_mapping import (
     UnknownForm,
     parse_submission,
 )
+from server.visits.queries import due_visits
 from server.visits.tasks import enqueue_photo_work
 from server.web_errors import answer_safely
 
@@ -55,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 OPENROSA_VERSION = "1.0"
 XFORMS_LIST_NS = "http://openrosa.org/xforms/xformsList"
+MANIFEST_NS = "http://openrosa.org/xforms/xformsManifest"
 RESPONSE_NS = "http://openrosa.org/http/response"
 XML_MIMETYPE = "text/xml; charset=utf-8"
 # ODK Collect sizes its POSTs by the files alone: leave room for the XML and the
@@ -291,8 +298,94 @@ def form_list() -> Response:
         SubElement(entry, "downloadUrl").text = url_for(
             "openrosa.form_download", form_id=form.form_id, _external=True
         )
+        SubElement(entry, "manifestUrl").text = url_for(
+            "openrosa.form_manifest", form_id=form.form_id, _external=True
+        )
     db.session.commit()  # the token's last_used_at
     return _xml(root)
+
+
+# -- the form's media: this caseworker's visits due -----------------------------------
+
+DUE_FILE = "due_visits.csv"
+DUE_COLUMNS = ("name", "label", "household_id", "case_code", "kinds", "due_by", "revisit_reason")
+
+
+def due_visits_csv() -> bytes:
+    """The caseworker's visits due as the form's media file, one row per household
+    (the form's ``pulldata`` finds the first row of a household): its kinds, the
+    soonest due day, and the reasons of its rejected visits (kind ``revisit``)."""
+    caseworker = _device().user
+    visits = due_visits(
+        caseworker, today=local_today(), window_days=current_app.config["DIBAO_DUE_WINDOW_DAYS"]
+    )
+    rows: dict[int, dict[str, Any]] = {}
+    with force_locale("zh_CN"):
+        for visit in visits:
+            row = rows.setdefault(
+                visit.household_id,
+                {
+                    "name": visit.household_id,
+                    "household_id": visit.household_id,
+                    "case_code": visit.case_code,
+                    "village": visit.village,
+                    "kinds": [],
+                    "due_by": visit.due_by,
+                    "reasons": [],
+                },
+            )
+            kind = str(VISIT_KIND_LABELS.get(visit.kind.value, visit.kind.value))
+            if kind not in row["kinds"]:
+                row["kinds"].append(kind)
+            row["due_by"] = min(row["due_by"], visit.due_by)
+            if visit.revisit is not None and visit.revisit.reason:
+                row["reasons"].append(visit.revisit.reason)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(DUE_COLUMNS)
+    for row in sorted(rows.values(), key=lambda r: (r["due_by"], r["household_id"])):
+        kinds = "、".join(row["kinds"])
+        writer.writerow(
+            [
+                row["name"],
+                f"{row['household_id']} {row['village']} · {kinds} · {row['due_by']}",
+                row["household_id"],
+                row["case_code"],
+                kinds,
+                row["due_by"].isoformat(),
+                "；".join(row["reasons"]),
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+@bp.get("/forms/<form_id>/manifest")
+def form_manifest(form_id: str) -> Response:
+    """The form's media (OpenRosa manifest): the caseworker's visits due, whose hash
+    changes when the list does, so Collect fetches it again."""
+    _form(form_id)
+    body = due_visits_csv()
+    root = Element("manifest", xmlns=MANIFEST_NS)
+    media = SubElement(root, "mediaFile")
+    SubElement(media, "filename").text = DUE_FILE
+    SubElement(media, "hash").text = "md5:" + hashlib.md5(body, usedforsecurity=False).hexdigest()
+    SubElement(media, "downloadUrl").text = url_for(
+        "openrosa.form_media", form_id=form_id, file_name=DUE_FILE, _external=True
+    )
+    db.session.commit()  # the audit row of the list read, the token's last_used_at
+    return _xml(root)
+
+
+@bp.get("/forms/<form_id>/media/<file_name>")
+def form_media(form_id: str, file_name: str) -> Response:
+    _form(form_id)
+    if file_name != DUE_FILE:
+        raise NotFound(f"no media file {file_name!r} for this form")
+    body = due_visits_csv()
+    db.session.commit()
+    response = Response(body, content_type="text/csv; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/forms/<form_id>.xml")

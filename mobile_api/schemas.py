@@ -83,6 +83,19 @@ class DueMemberOut(Output):
     relation: Relation
 
 
+class RevisitOut(Output):
+    """The rejected visit a revisit item answers (kind ``revisit`` only)."""
+
+    survey_id: int = Field(description="the rejected visit's id on the server")
+    client_uuid: str = Field(description="the rejected visit's own client_uuid")
+    visit_kind: Literal["initial_survey", "periodic_review", "assisted_proof_of_life"] = Field(
+        description="upload the new visit with this kind"
+    )
+    finished_at: IsoDatetime
+    rejected_at: IsoDatetime
+    reason: str = Field(description="the reviewer's written reason, to show the caseworker")
+
+
 class DueVisitOut(Output):
     household_id: int
     case_code: str
@@ -95,6 +108,9 @@ class DueVisitOut(Output):
     members: list[DueMemberOut]
     reasons: list[Literal["review", "missed", "assistance_requested"] | ContactReason] = Field(
         description="assisted_proof_of_life only: why (docs/api.md); [] for other kinds"
+    )
+    revisit: RevisitOut | None = Field(
+        default=None, description="revisit only: the rejected visit and the reason; else null"
     )
 
 

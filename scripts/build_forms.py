@@ -27,7 +27,7 @@ FORMS_DIR = Path(__file__).resolve().parents[1] / "forms"
 
 ZH = "Chinese (zh)"
 EN = "English (en)"
-VERSION = "2026112301"  # yyyymmddnn
+VERSION = "2026120301"  # yyyymmddnn
 
 # (type, name, zh label, en label, extra columns)
 Row = tuple[str, str, str, str, dict[str, str]]
@@ -36,6 +36,8 @@ Row = tuple[str, str, str, str, dict[str, str]]
 # strips the EXIF position), scaled down on the tablet to spare the upload; Collect
 # keeps the EXIF time and position when it scales.
 PHOTO = {"appearance": "new", "parameters": "max-pixels=2048"}
+
+PULL_REVISIT_REASON = "pulldata('due_visits', 'revisit_reason', 'household_id', ${household_id})"
 
 HOUSEHOLD_SURVEY: list[Row] = [
     ("start", "start", "", "", {}),
@@ -51,6 +53,22 @@ HOUSEHOLD_SURVEY: list[Row] = [
             "required": "yes",
             "constraint": ". > 0",
         },
+    ),
+    # A visit a reviewer rejected: the reason, from the form media file due_visits.csv
+    # (the caseworker's visits due, served with the form's manifest by /openrosa).
+    (
+        "calculate",
+        "revisit_reason",
+        "",
+        "",
+        {"calculation": PULL_REVISIT_REASON},
+    ),
+    (
+        "note",
+        "revisit_note",
+        "该户走访被退回，请重新入户：${revisit_reason}",
+        "This household's visit was rejected; visit again: ${revisit_reason}",
+        {"relevant": "string-length(${revisit_reason}) > 0"},
     ),
     ("select_one visit_kind", "visit_kind", "走访类型", "Kind of visit", {"required": "yes"}),
     (
@@ -132,6 +150,8 @@ SURVEY_COLUMNS = [
     (f"hint::{ZH}", "hint_zh"),
     (f"hint::{EN}", "hint_en"),
     ("required", "required"),
+    ("relevant", "relevant"),
+    ("calculation", "calculation"),
     ("constraint", "constraint"),
     (f"constraint_message::{ZH}", "constraint_zh"),
     (f"constraint_message::{EN}", "constraint_en"),

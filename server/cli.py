@@ -369,6 +369,47 @@ def public_refresh_command(force: bool) -> None:
         )
 
 
+@cli.group("backchecks")
+def backchecks_group() -> None:
+    """The monthly back-check sample of visits (docs/supervision.md, "Back-checks")."""
+
+
+@backchecks_group.command("draw")
+@click.option("--month", help="YYYY-MM (default: this month in the region's time zone)")
+@click.option(
+    "--area",
+    "area_code",
+    multiple=True,
+    help="Area code to draw for (repeatable; default: every township).",
+)
+@with_appcontext
+def backchecks_draw_command(month: str | None, area_code: tuple[str, ...]) -> None:
+    """Draw each area's back-check sample for a month. Idempotent: an area whose sample
+    was drawn keeps it (the draw is seeded by month and area, so it is reproducible)."""
+    from server.areas.models import Area, AreaLevel
+    from server.errors import DomainError
+    from server.visits.backchecks import draw
+
+    chosen = month_option(month)
+    query = select(Area).order_by(Area.code)
+    if area_code:
+        query = query.where(Area.code.in_(area_code))
+    else:
+        query = query.where(Area.level == AreaLevel.TOWNSHIP)
+    areas = list(db.session.scalars(query))
+    missing = sorted(set(area_code) - {a.code for a in areas})
+    if missing:
+        raise click.BadParameter(f"no area {', '.join(missing)}", param_hint="--area")
+    for area in areas:
+        try:
+            found, new = draw(area, chosen, actor=None)
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
+        db.session.commit()
+        what = "drew" if new else "already drawn:"
+        click.echo(f"{area.code} {chosen}: {what} {len(found.checks)} of {found.population} visits")
+
+
 def month_option(month: str | None) -> str:
     """A ``--month`` given (checked) or this month in the region's time zone."""
     from server.monthly.cycle import month_or_current

@@ -103,6 +103,29 @@ VISIT_KIND_LABELS = {
     "initial_survey": _l("Initial survey"),
     "periodic_review": _l("Periodic review"),
     "assisted_proof_of_life": _l("Assisted proof of life"),
+    "revisit": _l("Revisit after a rejection"),
+}
+
+# A visit's review (server.visits.models.ReviewStatus).
+REVIEW_STATUS_LABELS = {
+    "received": _l("Received"),
+    "has_issues": _l("Has issues"),
+    "approved": _l("Approved"),
+    "rejected": _l("Rejected: to revisit"),
+}
+# The buttons that move a visit's review there.
+REVIEW_MOVE_LABELS = {
+    "has_issues": _l("Mark: has issues"),
+    "approved": _l("Approve the visit"),
+    "rejected": _l("Reject: send back for a revisit"),
+}
+
+# What a back-check found (server.visits.models.BackCheckOutcome).
+BACK_CHECK_OUTCOME_LABELS = {
+    "confirmed": _l("Confirmed"),
+    "not_at_home": _l("Nobody at home"),
+    "discrepancy": _l("Discrepancy"),
+    "fabricated": _l("Visit fabricated"),
 }
 
 POL_STATUS_LABELS = {
@@ -183,6 +206,24 @@ def error_message(exc: DomainError) -> str:
         return str(_l("Your role sees ID numbers and phones masked."))
     if isinstance(exc, ReasonRequired) and details.get("action") == "approve":
         return str(_l("A flagged case needs the county's own visit recorded in the reason."))
+    if exc.code == "visit_has_open_flags":
+        return str(_l("Clear the visit's open flags (or reject it) before approving it."))
+    if details.get("action") == "review_visit":
+        review = {
+            "illegal_transition": _l("The visit's review cannot move that way."),
+            "reason_required": _l("Saying a visit has issues or rejecting it needs a reason."),
+            "not_permitted": _l("Your role does not review visits."),
+        }
+        if exc.code in review:
+            return str(review[exc.code])
+    if details.get("action") == "record_back_check":
+        back_check = {
+            "reason_required": _l("A back-check that did not confirm the visit needs a note."),
+            "not_permitted": _l("Your role does not record back-checks."),
+            "illegal_transition": _l("Unknown back-check outcome."),
+        }
+        if exc.code in back_check:
+            return str(back_check[exc.code])
     generic = {
         "illegal_transition": _l("This case cannot be moved that way from its current state."),
         "reason_required": _l("This decision needs a written reason."),
@@ -236,4 +277,7 @@ def register(app: Flask) -> None:
         challenge_labels=_list_lookup(CHALLENGE_LABELS),
         flag_labels=_list_lookup(FLAG_LABELS),
         payment_status_label=_lookup(PAYMENT_STATUS_LABELS),
+        review_status_label=_lookup(REVIEW_STATUS_LABELS),
+        review_move_label=_lookup(REVIEW_MOVE_LABELS),
+        back_check_outcome_label=_lookup(BACK_CHECK_OUTCOME_LABELS),
     )

@@ -15,12 +15,21 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
 )
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
-from server.visits.models import Survey, SurveyFlag, SurveyPhoto
+from server.visits.models import (
+    BackCheck,
+    BackCheckDraw,
+    Survey,
+    SurveyFlag,
+    SurveyPhoto,
+    VisitReview,
+)
 
 __all__ = [
     "Area",
     "AreaLevel",
     "AuditEntry",
+    "BackCheck",
+    "BackCheckDraw",
     "CampaignStep",
     "CaseEvent",
     "CaseState",
@@ -43,4 +52,5 @@ __all__ = [
     "SurveyFlag",
     "SurveyPhoto",
     "User",
+    "VisitReview",
 ]

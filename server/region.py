@@ -26,6 +26,7 @@ from server.proof_of_life.rules import (
 )
 from server.public.rules import PublicRules, parse_public_rules
 from server.visits.checks import Thresholds
+from server.visits.rules import SupervisionRules, parse_supervision_rules
 
 AllowanceMethod = Literal["gap", "fixed"]
 
@@ -181,6 +182,7 @@ class RegionRules:
     sms: SmsTexts = field(default_factory=SmsTexts)
     campaign: CampaignRules = field(default_factory=CampaignRules)
     public: PublicRules = field(default_factory=PublicRules)
+    supervision: SupervisionRules = field(default_factory=SupervisionRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -286,6 +288,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         proof_of_life = parse_proof_of_life_rules(data.get("proof_of_life", {}))
         campaign = parse_campaign_rules(data.get("campaign", {}), proof_of_life)
         public = parse_public_rules(data.get("public", {}))
+        supervision = parse_supervision_rules(data.get("supervision", {}))
     except ValueError as exc:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
@@ -293,6 +296,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         proof_of_life=proof_of_life,
         campaign=campaign,
         public=public,
+        supervision=supervision,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     Enum,
     Float,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from server.areas.models import Area
 from server.auth.models import User
 from server.cases.models import Household
 from server.clock import utcnow
@@ -30,6 +32,32 @@ from server.types import EncryptedText, UTCDateTime, enum_values
 class SurveyStatus(enum.StrEnum):
     AWAITING_PHOTOS = "awaiting_photos"
     COMPLETE = "complete"
+
+
+class ReviewStatus(enum.StrEnum):
+    """A visit's review (issue 15): received until a reviewer looks at it; has_issues
+    while it has open flags or a reviewer says so; approved; rejected (it goes back to
+    its caseworker as a revisit). The moves are in ``server.visits.review.REVIEW_MOVES``.
+    """
+
+    RECEIVED = "received"
+    HAS_ISSUES = "has_issues"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class BackCheckOutcome(enum.StrEnum):
+    """What a supervisor found re-visiting a sampled visit."""
+
+    CONFIRMED = "confirmed"
+    NOT_AT_HOME = "not_at_home"
+    DISCREPANCY = "discrepancy"
+    FABRICATED = "fabricated"
+
+    @property
+    def failed(self) -> bool:
+        """The visit's record did not hold up (counts against its caseworker)."""
+        return self in (BackCheckOutcome.DISCREPANCY, BackCheckOutcome.FABRICATED)
 
 
 class PhotoKind(enum.StrEnum):
@@ -81,9 +109,33 @@ class Survey(Model):
     payload: Mapped[str] = mapped_column(EncryptedText("surveys.payload"), deferred=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A periodic review visit: the day the review was due before this visit moved it,
+    # and whether the visit (its local day) was on or before it.
+    review_due_on: Mapped[date | None] = mapped_column(Date)
+    review_on_time: Mapped[bool | None] = mapped_column(Boolean)
+    # The visit's review (server/visits/review.py); its history is in visit_reviews.
+    review_status: Mapped[ReviewStatus] = mapped_column(
+        Enum(
+            ReviewStatus,
+            native_enum=False,
+            create_constraint=False,
+            length=20,
+            values_callable=enum_values,
+        ),
+        default=ReviewStatus.RECEIVED,
+        server_default=ReviewStatus.RECEIVED.value,
+        index=True,
+    )
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reviewed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    review_reason: Mapped[str | None] = mapped_column(Text)
 
     household: Mapped[Household] = relationship()
-    caseworker: Mapped[User] = relationship()
+    caseworker: Mapped[User] = relationship(foreign_keys=[caseworker_id])
+    reviewed_by: Mapped[User | None] = relationship(foreign_keys=[reviewed_by_id])
+    reviews: Mapped[list[VisitReview]] = relationship(
+        back_populates="survey", order_by="VisitReview.id", cascade="all, delete-orphan"
+    )
     photos: Mapped[list[SurveyPhoto]] = relationship(
         back_populates="survey", order_by="SurveyPhoto.id", cascade="all, delete-orphan"
     )
@@ -94,6 +146,17 @@ class Survey(Model):
     @property
     def missing_photos(self) -> list[str]:
         return [p.photo_id for p in self.photos if p.received_at is None]
+
+    @property
+    def open_flags(self) -> list[SurveyFlag]:
+        return [f for f in self.flags if f.cleared_at is None]
+
+    @property
+    def shown_review_status(self) -> ReviewStatus:
+        """The review state a page shows: a received visit with open flags has issues."""
+        if self.review_status is ReviewStatus.RECEIVED and self.open_flags:
+            return ReviewStatus.HAS_ISSUES
+        return self.review_status
 
     def __repr__(self) -> str:
         return f"<Survey {self.client_uuid} {self.status.value}>"
@@ -179,6 +242,86 @@ class SurveyFlag(Model):
 
     def __repr__(self) -> str:
         return f"<SurveyFlag {self.code} on survey {self.survey_id}>"
+
+
+class VisitReview(Model):
+    """One move of a visit's review: who, when, from which state to which, why."""
+
+    __tablename__ = "visit_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    survey: Mapped[Survey] = relationship(back_populates="reviews")
+    actor: Mapped[User] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<VisitReview {self.from_status}->{self.to_status} of survey {self.survey_id}>"
+
+
+class BackCheckDraw(Model):
+    """One month's back-check sample for one area (server/visits/backchecks.py): drawn
+    once, so drawing again finds it instead of drawing twice."""
+
+    __tablename__ = "back_check_draws"
+    __table_args__ = (UniqueConstraint("area_id", "month"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    drawn_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    drawn_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    seed: Mapped[str] = mapped_column(String(64))
+    population: Mapped[int] = mapped_column(Integer)
+
+    area: Mapped[Area] = relationship()
+    checks: Mapped[list[BackCheck]] = relationship(
+        back_populates="draw", order_by="BackCheck.id", cascade="all, delete-orphan"
+    )
+
+    def __repr__(self) -> str:
+        return f"<BackCheckDraw {self.month} area {self.area_id}>"
+
+
+class BackCheck(Model):
+    """A sampled visit to re-visit, and what the re-visit found."""
+
+    __tablename__ = "back_checks"
+    __table_args__ = (
+        UniqueConstraint("draw_id", "survey_id"),
+        CheckConstraint(
+            "outcome IS NULL OR outcome IN "
+            "('confirmed', 'not_at_home', 'discrepancy', 'fabricated')",
+            name="outcome_known",
+        ),
+        CheckConstraint(
+            "(outcome IS NULL) = (recorded_at IS NULL)", name="outcome_recorded_together"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    draw_id: Mapped[int] = mapped_column(ForeignKey("back_check_draws.id"), index=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    weight: Mapped[float] = mapped_column(Float)
+    sampled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    draw: Mapped[BackCheckDraw] = relationship(back_populates="checks")
+    survey: Mapped[Survey] = relationship()
+    assigned_to: Mapped[User | None] = relationship(foreign_keys=[assigned_to_id])
+    recorded_by: Mapped[User | None] = relationship(foreign_keys=[recorded_by_id])
+
+    def __repr__(self) -> str:
+        return f"<BackCheck survey {self.survey_id} ({self.outcome or 'open'})>"
 
 
 @blob_user

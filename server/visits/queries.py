@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, exists, or_, select
+from sqlalchemy.orm import aliased, selectinload
 
 from server import clock
 from server.areas.models import Area
@@ -19,6 +19,7 @@ from server.cases.models import CaseState, Household
 from server.extensions import db
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
 from server.region import region
+from server.visits.models import ReviewStatus, Survey
 
 
 class VisitKind(enum.StrEnum):
@@ -27,6 +28,21 @@ class VisitKind(enum.StrEnum):
     # A member's monthly proof of life is under review (could not pass on their phone,
     # attempts used up, or an uncertain match): a caseworker helps at home.
     ASSISTED_PROOF_OF_LIFE = "assisted_proof_of_life"
+    # Only on the list of visits due: a reviewer rejected one of this caseworker's
+    # visits; a new visit to the household (of the rejected visit's kind) resolves it.
+    REVISIT = "revisit"
+
+
+@dataclass(frozen=True)
+class Revisit:
+    """The rejected visit a revisit item answers, and the reviewer's reason."""
+
+    survey_id: int
+    client_uuid: str
+    visit_kind: str
+    finished_at: datetime
+    rejected_at: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,7 @@ class DueVisit:
     members: list[DueMember]
     # Why an assisted proof of life is due: review, missed, no_phone, opted_out, ...
     reasons: tuple[str, ...] = ()
+    revisit: Revisit | None = None
 
 
 def _due_visit(
@@ -58,6 +75,7 @@ def _due_visit(
     kind: VisitKind,
     due_by: date,
     reasons: tuple[str, ...] = (),
+    revisit: Revisit | None = None,
 ) -> DueVisit:
     return DueVisit(
         household_id=household.id,
@@ -74,6 +92,7 @@ def _due_visit(
             for m in household.living_members
         ],
         reasons=reasons,
+        revisit=revisit,
     )
 
 
@@ -150,11 +169,66 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
     return visits
 
 
+def open_revisits(caseworker_ids: list[int] | None = None) -> Select[Survey]:
+    """Rejected visits not yet answered: no visit to the same household by the same
+    caseworker made and received after the rejection. ``caseworker_ids`` narrows it."""
+    later = aliased(Survey)
+    query = select(Survey).where(
+        Survey.review_status == ReviewStatus.REJECTED,
+        ~exists().where(
+            later.household_id == Survey.household_id,
+            later.caseworker_id == Survey.caseworker_id,
+            later.id != Survey.id,
+            later.received_at > Survey.reviewed_at,
+            later.finished_at > Survey.reviewed_at,
+        ),
+    )
+    if caseworker_ids is not None:
+        query = query.where(Survey.caseworker_id.in_(caseworker_ids))
+    return query
+
+
+def _revisits(actor: User) -> list[DueVisit]:
+    """The actor's own rejected visits, each due again ``revisit_days`` after the
+    rejection (in the actor's area: a caseworker moved elsewhere no longer sees them)."""
+    rules = region()
+    zone = ZoneInfo(rules.timezone)
+    rejected = open_revisits([actor.id]).subquery()
+    query = (
+        select(Household, Area, aliased(Survey, rejected))
+        .join(rejected, rejected.c.household_id == Household.id)
+        .join(Area, Household.village_id == Area.id)
+        .options(selectinload(Household.members))
+    )
+    visits = []
+    for household, village, survey in db.session.execute(scope_to_actor(query, actor)).all():
+        rejected_at = survey.reviewed_at or survey.received_at  # a rejection is stamped
+        visits.append(
+            _due_visit(
+                household,
+                village,
+                VisitKind.REVISIT,
+                rejected_at.astimezone(zone).date()
+                + timedelta(days=rules.supervision.revisit_days),
+                revisit=Revisit(
+                    survey_id=survey.id,
+                    client_uuid=survey.client_uuid,
+                    visit_kind=survey.kind,
+                    finished_at=survey.finished_at,
+                    rejected_at=rejected_at,
+                    reason=survey.review_reason or "",
+                ),
+            )
+        )
+    return visits
+
+
 def due_visits(
     actor: User, *, today: date, window_days: int, now: datetime | None = None
 ) -> list[DueVisit]:
-    """Accepted cases to survey, and active or suspended cases whose periodic review
-    falls within ``window_days`` or is overdue, in the actor's area, soonest first.
+    """Accepted cases to survey, active or suspended cases whose periodic review falls
+    within ``window_days`` or is overdue, households whose proof of life needs help, and
+    the actor's rejected visits to make again, in the actor's area, soonest first.
     Reading the members' names is audited (one row per call).
     """
     horizon = today + timedelta(days=window_days)
@@ -179,6 +253,7 @@ def due_visits(
             kind, due_by = VisitKind.PERIODIC_REVIEW, household.next_review_on
         visits.append(_due_visit(household, village, kind, due_by))
     visits.extend(_assisted_proof_of_life(actor, now=now or clock.utcnow()))
+    visits.extend(_revisits(actor))
     visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
     if visits:
         audit.record(

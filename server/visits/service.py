@@ -472,6 +472,10 @@ def _judge_and_record(survey: Survey, household: Household, device: DeviceToken)
 
     visit_day = survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
     if survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE:
+        # Kept for the caseworker's activity: was the review done by its due day?
+        survey.review_due_on = household.next_review_on
+        if household.next_review_on is not None:
+            survey.review_on_time = visit_day <= household.next_review_on
         schedule_review(
             household,
             next_review_after(household, visit_day),

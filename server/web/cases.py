@@ -78,6 +78,7 @@ def _case_page(household: Household, revealed: int | None) -> ResponseReturnValu
         household=household,
         members=members,
         visits=review.visits_of(household),
+        review_moves=review.review_moves,
         actions=workflow.available_actions(household, current_user),
         allowance=workflow.allowance_for(household),
         pol_months=pol.months_of(household),
@@ -114,6 +115,18 @@ def clear_flag(case_code: str, flag_id: int) -> ResponseReturnValue:
         case_code,
         lambda household: review.clear_flag(current_user, household, flag_id, reason),
         _("Flag cleared."),
+    )
+
+
+@bp.post("/cases/<case_code>/visits/<id:survey_id>/review")
+@staff_required
+def review_visit(case_code: str, survey_id: int) -> ResponseReturnValue:
+    """A visit's review: has issues, approved or rejected (back to its caseworker)."""
+    status, reason = request.form.get("status", ""), request.form.get("reason")
+    return _decide(
+        case_code,
+        lambda household: review.review_visit(current_user, household, survey_id, status, reason),
+        _("Visit review saved."),
     )
 
 

@@ -45,7 +45,16 @@ from server.extensions import db
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus, ProofOfLifeAttempt, ProofOfLifeMonth
 from server.storage import blob_store
-from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.models import (
+    BackCheck,
+    BackCheckDraw,
+    PhotoKind,
+    ReviewStatus,
+    Survey,
+    SurveyFlag,
+    SurveyPhoto,
+    SurveyStatus,
+)
 from tests import factories
 from tests.conftest import login
 from tests.visits.test_api_surveys import jpeg, new_application, survey_json
@@ -103,6 +112,8 @@ class Place:
     unreceived_photo_id: int  # announced by the manifest, never received
     client_uuid: str  # the visit
     session_id: str  # the assisted session the village's tablet opened
+    survey_id: int  # the visit
+    back_check_id: int  # the visit sampled for a back-check
 
 
 def _missing_case_code() -> str:
@@ -132,6 +143,8 @@ def missing_place() -> Place:
         unreceived_photo_id=MISSING_ID + 14,
         client_uuid="6f1c3a52-0d4e-4f7a-9b8e-3c2d1e0f9a8b",
         session_id="Zm9yZ290dGVuLXNlc3Npb24",
+        survey_id=MISSING_ID + 15,
+        back_check_id=MISSING_ID + 16,
     )
 
 
@@ -241,6 +254,9 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         SurveyFlag(code="gps_far_from_home", severity="warning", detail="2.2 km from home")
     ]
     db.session.add(survey)
+    draw = BackCheckDraw(area_id=village.id, month=month, seed="0" * 64, population=1)
+    draw.checks.append(BackCheck(survey=survey, weight=1.0))
+    db.session.add(draw)
     db.session.flush()
     return Place(
         village_code=village.code,
@@ -261,6 +277,8 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         unreceived_photo_id=survey.photos[1].id,
         client_uuid=survey.client_uuid,
         session_id=attempt.session_id,
+        survey_id=survey.id,
+        back_check_id=draw.checks[0].id,
     )
 
 
@@ -378,6 +396,28 @@ def _month_exempted_by_reviewers(place: Place, role: Role) -> None:
     # docs/domain-model.md: the administrator makes no case decisions (issue 14).
     reviewers = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
     assert (record.status is MonthStatus.EXEMPT) == (role in reviewers)
+
+
+def _visit_rejected_by_reviewers(place: Place, role: Role) -> None:
+    survey = db.session.get(Survey, place.survey_id)
+    assert survey is not None
+    reviewers = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
+    assert (survey.review_status is ReviewStatus.REJECTED) == (role in reviewers)
+
+
+def _back_check_recorded_by_supervisors(place: Place, role: Role) -> None:
+    check = db.session.get(BackCheck, place.back_check_id)
+    assert check is not None
+    recorders = {Role.COUNTY_APPROVER, Role.SUPERVISOR}
+    assert (check.outcome == "confirmed") == (role in recorders)
+
+
+def _review(case_code: str, survey_id: int) -> Call:
+    return Call(
+        "POST",
+        f"/cases/{case_code}/visits/{survey_id}/review",
+        data={"status": "rejected", "reason": "照片与该户不符"},
+    )
 
 
 def _suspended_by_the_county(place: Place, role: Role) -> None:
@@ -534,6 +574,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "the caller's flag through its case",
                 lambda t, o: _clear(t.case_code, o.flag_id),
                 everyone(303),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.review_visit",
+        "page",
+        (
+            Variant(
+                "a visit of its case",
+                lambda t, o: _review(t.case_code, t.survey_id),
+                everyone(303),
+                _visit_rejected_by_reviewers,
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: _review(o.case_code, t.survey_id),
+                everyone(303),
+            ),
+            Variant(
+                "the caller's visit through its case",
+                lambda t, o: _review(t.case_code, o.survey_id),
+                everyone(303),
+            ),
+        ),
+    ),
+    Endpoint(
+        "console_visits.record_back_check",
+        "page",
+        (
+            Variant(
+                "a sampled visit",
+                lambda t, o: Call(
+                    "POST", f"/console/backchecks/{t.back_check_id}", data={"outcome": "confirmed"}
+                ),
+                everyone(303),
+                _back_check_recorded_by_supervisors,
             ),
         ),
     ),
@@ -757,6 +833,8 @@ NOT_AREA_SCOPED = {
     "public.api_case": "the public notice's JSON: published for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",
+    "openrosa.form_manifest": "the form's media: the caller's own visits due, takes no area id",
+    "openrosa.form_media": "the form's media: the caller's own visits due, takes no area id",
     "openrosa.elsewhere": "any other address under /openrosa: an OpenRosa 404, takes no id",
     "static": "static files",
 }

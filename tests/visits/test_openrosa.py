@@ -170,7 +170,7 @@ def test_the_form_list_points_at_a_downloadable_form(
     assert [child.tag for child in root] == [f"{XFORMS_NS}xform"]
     (form,) = root.findall(f"{XFORMS_NS}xform")
     assert _child(form, "formID") == "household_survey"
-    assert _child(form, "version") == "2026112301"
+    assert _child(form, "version") == "2026120301"
     assert "低保" in _child(form, "name")
     url = _child(form, "downloadUrl")
     assert url.endswith("/openrosa/forms/household_survey.xml")
