@@ -151,11 +151,17 @@ def _assisted_proof_of_life(actor: User, *, now: datetime) -> list[DueVisit]:
 
 
 def due_visits(
-    actor: User, *, today: date, window_days: int, now: datetime | None = None
+    actor: User,
+    *,
+    today: date,
+    window_days: int,
+    now: datetime | None = None,
+    shows_names: bool = True,
 ) -> list[DueVisit]:
     """Accepted cases to survey, and active or suspended cases whose periodic review
     falls within ``window_days`` or is overdue, in the actor's area, soonest first.
-    Reading the members' names is audited (one row per call).
+    Reading the members' names is audited (one row per call); a caller that shows no
+    names nor addresses (the worklist page) passes ``shows_names=False``.
     """
     horizon = today + timedelta(days=window_days)
     query = (
@@ -180,7 +186,7 @@ def due_visits(
         visits.append(_due_visit(household, village, kind, due_by))
     visits.extend(_assisted_proof_of_life(actor, now=now or clock.utcnow()))
     visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
-    if visits:
+    if visits and shows_names:
         audit.record(
             "member.read_personal",
             actor=actor,
