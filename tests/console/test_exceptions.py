@@ -89,6 +89,7 @@ def by_case(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
     return found
 
 
+@pytest.mark.slow
 def test_each_planted_exception_is_listed_with_its_deadline_and_age(
     app: Flask, client: FlaskClient, clock: object
 ) -> None:
@@ -168,6 +169,7 @@ def test_sorts_by_deadline_age_kind_and_township(
     assert townships == sorted(townships)
 
 
+@pytest.mark.slow
 def test_area_scope(app: Flask, client: FlaskClient, clock: object) -> None:
     planted = plant()
     foreign_league()
@@ -228,6 +230,7 @@ def test_who_may_open_the_inbox_and_its_exports(
     assert client.get("/console/exceptions?format=pdf").status_code in (400, 403)
 
 
+@pytest.mark.slow
 def test_one_query_per_kind_whatever_the_number_of_rows(
     app: Flask, client: FlaskClient, clock: object, count_queries: QueryCounter
 ) -> None:
