@@ -206,6 +206,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.public.views import bp as public_bp
     from server.web.cases import bp as cases_bp
     from server.web.console_visits import bp as console_visits_bp
+    from server.web.console_work import bp as console_work_bp
 
     for blueprint in (
         health_bp,
@@ -217,6 +218,7 @@ def _register_blueprints(app: Flask) -> None:
         pol_api_bp,
         pol_page_bp,
         public_bp,
+        console_work_bp,
     ):
         app.register_blueprint(blueprint)
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).

@@ -161,6 +161,78 @@ POL_STOP_LABELS = {
 }
 
 
+# The exceptions inbox's kinds (server/console/exceptions.py).
+EXCEPTION_KIND_LABELS = {
+    "overdue_decision": _l("Decision overdue"),
+    "overdue_review": _l("Periodic review overdue"),
+    "open_flag": _l("Visit flag open"),
+    "pol_review": _l("Proof of life under review"),
+    "undelivered": _l("Reminder not delivered"),
+    "contact_task": _l("Caseworker contact task"),
+}
+
+# The worklist's kinds (server/console/worklist.py); a visit's kind has its own label.
+WORK_KIND_LABELS = {
+    "decision": _l("Decision"),
+    "pol_decision": _l("Proof-of-life decision"),
+    "visit": _l("Visit"),
+    "contact_task": _l("Contact task"),
+}
+
+# Why a member must be contacted or helped (proof_of_life.models.ContactReason, and the
+# reasons of an assisted proof-of-life visit due).
+CONTACT_REASON_LABELS = {
+    "no_phone": _l("No mobile number"),
+    "opted_out": _l("Unsubscribed from SMS"),
+    "wrong_number": _l("Number cannot receive SMS"),
+    "not_delivered": _l("SMS not delivered"),
+    "review": _l("Under review"),
+    "missed": _l("Missed"),
+    "assistance_requested": _l("Asked for help"),
+    "failed": _l("SMS failed"),
+}
+
+# The audit log's actions (server/audit); a case's move is ``case.<action>``.
+AUDIT_ACTION_LABELS = {
+    "auth.login": _l("Signed in"),
+    "auth.login_failed": _l("Sign-in failed"),
+    "user.create": _l("Account created"),
+    "member.read_personal": _l("Personal data read"),
+    "member.reveal_personal": _l("ID number and phone revealed"),
+    "export.downloaded": _l("Export downloaded"),
+    "payroll.exported": _l("Payroll exported"),
+    "seed": _l("Demo data loaded"),
+    "payment.suspended": _l("Payment suspended"),
+    "payment.restored": _l("Payment restored"),
+    "payment.month_closed": _l("Payment month closed"),
+    "pol.link_revoked": _l("Proof-of-life link revoked"),
+    "pol.month_to_review": _l("Proof of life sent to review"),
+    "pol.session_started": _l("Proof-of-life attempt started"),
+    "pol.frames_judged": _l("Proof-of-life attempt judged"),
+    "pol.month_decided": _l("Proof-of-life month decided"),
+    "pol.frames_purged": _l("Proof-of-life pictures deleted"),
+    "pol.contact_task": _l("Contact task created"),
+    "pol.contact_tasks": _l("Contact tasks created"),
+    "pol.attempt_incomplete": _l("Proof-of-life attempt incomplete"),
+    "pol.assistance_requested": _l("Help requested"),
+    "device.token_issued": _l("Tablet signed in"),
+    "device.token_revoked": _l("Tablet signed out"),
+    "survey.received": _l("Visit received"),
+    "face.enrolled": _l("Face enrolled"),
+    "visit.flag_cleared": _l("Visit flag cleared"),
+    "photo.read": _l("Photo viewed"),
+}
+
+
+def audit_action_label(action: str) -> str:
+    """The label of an audit row's action: a case's move by its action label."""
+    if action.startswith("case."):
+        found = ACTION_LABELS.get(action.removeprefix("case."))
+        if found is not None:
+            return str(found)
+    return str(AUDIT_ACTION_LABELS.get(action, action))
+
+
 # Our own sentence for an HTTP error shown on a page, instead of Werkzeug's English one.
 HTTP_ERROR_LABELS = {
     400: _l("The request was not understood."),
@@ -280,4 +352,8 @@ def register(app: Flask) -> None:
         review_status_label=_lookup(REVIEW_STATUS_LABELS),
         review_move_label=_lookup(REVIEW_MOVE_LABELS),
         back_check_outcome_label=_lookup(BACK_CHECK_OUTCOME_LABELS),
+        exception_kind_label=_lookup(EXCEPTION_KIND_LABELS),
+        work_kind_label=_lookup(WORK_KIND_LABELS),
+        contact_reason_labels=_list_lookup(CONTACT_REASON_LABELS),
+        audit_action_label=audit_action_label,
     )

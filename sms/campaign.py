@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from server.areas.models import Area
 from server.audit import service as audit
+from server.cases.models import Household
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
-from server.monthly.notices import Notice, NoticeKind, Told
+from server.monthly.notices import Notice, NoticeKind, Told, Undelivered
 from server.months import last_local_day
 from server.proof_of_life.models import ContactReason, ContactTask
 from server.proof_of_life.service import link_url
@@ -256,3 +258,28 @@ class SmsNotifier:
                 )
             ),
         }
+
+    def undelivered(self, area_path: str, months: Sequence[str]) -> list[Undelivered]:
+        """Failed messages (refused or reported undelivered) of ``months`` in the area."""
+        if not months:
+            return []
+        query = (
+            select(
+                SmsMessage.household_id,
+                SmsMessage.member_id,
+                SmsMessage.month,
+                SmsMessage.status,
+                SmsMessage.updated_at,
+            )
+            .join(Household, Household.id == SmsMessage.household_id)
+            .join(Area, Area.id == Household.village_id)
+            .where(
+                SmsMessage.month.in_(list(months)),
+                SmsMessage.status == MessageStatus.FAILED,
+                Area.path.startswith(area_path, autoescape=True),
+            )
+        )
+        return [
+            Undelivered(household_id, member_id, month, status.value, at)
+            for household_id, member_id, month, status, at in db.session.execute(query)
+        ]

@@ -40,6 +40,14 @@ class SmsMessage(Model):
             postgresql_where=text("status IN ('queued', 'uncertain')"),
             sqlite_where=text("status IN ('queued', 'uncertain')"),
         ),
+        # Failed messages: the console's undelivered reminders (Notifier.undelivered).
+        Index(
+            "ix_sms_messages_failed",
+            "month",
+            "household_id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

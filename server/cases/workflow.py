@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import ColumnElement, func
+
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
@@ -109,6 +111,25 @@ TRANSITIONS: dict[str, Transition] = {
 def local_today() -> date:
     """Today in the region's time zone, by the service's clock."""
     return local_date(clock.utcnow(), region().timezone)
+
+
+def next_steps(role: Role) -> dict[CaseState, str]:
+    """The states in which a case waits on ``role``: the workflow's forward moves that
+    role makes (state -> action). A move that needs a reason (return, reject, suspend,
+    reinstate, terminate) is an exception, not a step a case waits for."""
+    return {
+        source: t.action
+        for t in TRANSITIONS.values()
+        if role in t.roles and not t.reason_required
+        for source in t.sources
+    }
+
+
+def step_deadline() -> ColumnElement[date]:
+    """SQL: the deadline of a pre-approval case's current step: the county's decision
+    (``decision_due_on``, set when the public notice starts) once there is one, else
+    the township's review (``review_due_on``, set at the application)."""
+    return func.coalesce(Household.decision_due_on, Household.review_due_on)
 
 
 def available_actions(household: Household, actor: User) -> list[str]:

@@ -48,6 +48,17 @@ class Told:
     tasks: dict[str, int] = field(default_factory=dict)  # caseworker tasks, by reason
 
 
+@dataclass(frozen=True)
+class Undelivered:
+    """A message of the month that did not reach the member (no personal data)."""
+
+    household_id: int
+    member_id: int
+    month: str
+    status: str  # the channel's status code ("failed" for SMS)
+    at: datetime  # when it was known not to arrive
+
+
 class Notifier(Protocol):
     def tell(self, notices: Sequence[Notice], *, now: datetime) -> Told:
         """Queue what ``notices`` say (flush, never commit)."""
@@ -57,6 +68,10 @@ class Notifier(Protocol):
 
     def status(self, month: str) -> dict[str, Any]:
         """Counts for people about the month's notices (no personal data)."""
+
+    def undelivered(self, area_path: str, months: Sequence[str]) -> list[Undelivered]:
+        """The messages of ``months`` that did not reach households whose village lies
+        under ``area_path`` (an ``Area.path`` prefix): the exceptions inbox."""
 
 
 class NobodyTold:
@@ -70,6 +85,9 @@ class NobodyTold:
 
     def status(self, month: str) -> dict[str, Any]:
         return {}
+
+    def undelivered(self, area_path: str, months: Sequence[str]) -> list[Undelivered]:
+        return []
 
 
 def register(app: Flask, notifier: Notifier) -> None:

@@ -20,12 +20,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql import Select
@@ -125,7 +127,16 @@ class StartedBy(enum.StrEnum):
 
 class ProofOfLifeMonth(Model):
     __tablename__ = "pol_months"
-    __table_args__ = (UniqueConstraint("member_id", "month", name="uq_pol_months_member_month"),)
+    __table_args__ = (
+        UniqueConstraint("member_id", "month", name="uq_pol_months_member_month"),
+        # Months under review: the console's exceptions inbox and worklist.
+        Index(
+            "ix_pol_months_review",
+            "household_id",
+            postgresql_where=text("status = 'review'"),
+            sqlite_where=text("status = 'review'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
@@ -274,6 +285,14 @@ class ContactTask(Model):
     __tablename__ = "pol_contact_tasks"
     __table_args__ = (
         UniqueConstraint("member_id", "month", name="uq_pol_contact_tasks_member_month"),
+        # Open tasks: the console's exceptions inbox and worklist.
+        Index(
+            "ix_pol_contact_tasks_open",
+            "month",
+            "household_id",
+            postgresql_where=text("resolved_at IS NULL"),
+            sqlite_where=text("resolved_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,12 +11,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -224,6 +226,15 @@ class SurveyFlag(Model):
     """A reason to doubt a visit. Never a rejection: a reviewer clears it."""
 
     __tablename__ = "survey_flags"
+    __table_args__ = (
+        # Open flags: the console's exceptions inbox.
+        Index(
+            "ix_survey_flags_open",
+            "survey_id",
+            postgresql_where=text("cleared_at IS NULL"),
+            sqlite_where=text("cleared_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)

@@ -224,12 +224,18 @@ def _revisits(actor: User) -> list[DueVisit]:
 
 
 def due_visits(
-    actor: User, *, today: date, window_days: int, now: datetime | None = None
+    actor: User,
+    *,
+    today: date,
+    window_days: int,
+    now: datetime | None = None,
+    shows_names: bool = True,
 ) -> list[DueVisit]:
     """Accepted cases to survey, active or suspended cases whose periodic review falls
     within ``window_days`` or is overdue, households whose proof of life needs help, and
     the actor's rejected visits to make again, in the actor's area, soonest first.
-    Reading the members' names is audited (one row per call).
+    Reading the members' names is audited (one row per call); a caller that shows no
+    names nor addresses (the worklist page) passes ``shows_names=False``.
     """
     horizon = today + timedelta(days=window_days)
     query = (
@@ -255,7 +261,7 @@ def due_visits(
     visits.extend(_assisted_proof_of_life(actor, now=now or clock.utcnow()))
     visits.extend(_revisits(actor))
     visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
-    if visits:
+    if visits and shows_names:
         audit.record(
             "member.read_personal",
             actor=actor,

@@ -1,0 +1,1 @@
+from tests.console.planting import clock  # noqa: F401  (a fixture: the fixed clock)
