@@ -20,9 +20,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import ColumnElement, Select, case, false, func, select
+from sqlalchemy import ColumnElement, Select, case, false, func, or_, select
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.selectable import Subquery
 
 from server.areas.models import Area, AreaLevel
 from server.cases.deadlines import decision_deadline, decision_overdue
@@ -359,37 +358,71 @@ def find_filter(key: str) -> Filter | None:
 # --------------------------------------------------------------------------- counts
 
 
-def _child_map(area: Area) -> Subquery:
-    """(village_id, child_id): each village inside ``area`` and the area one level
-    below ``area`` that holds it (by path prefix); a village maps to itself."""
-    if area.level is AreaLevel.VILLAGE:
-        return (
-            select(Area.id.label("village_id"), Area.id.label("child_id"))
-            .where(Area.id == area.id)
-            .subquery("child_map")
-        )
-    village, child = aliased(Area), aliased(Area)
-    return (
-        select(village.id.label("village_id"), child.id.label("child_id"))
-        .join(child, func.substr(village.path, 1, func.length(child.path)) == child.path)
-        .where(child.parent_id == area.id, village.level == AreaLevel.VILLAGE)
-        .subquery("child_map")
+def _villages(area: Area) -> Select[Any]:
+    """The ids of the villages inside ``area`` (itself, for a village)."""
+    return select(Area.id).where(
+        Area.path.startswith(area.path, autoescape=True), Area.level == AreaLevel.VILLAGE
     )
+
+
+def child_of_village(area: Area) -> dict[int, int]:
+    """Each village inside ``area`` -> the area one level below ``area`` holding it (by
+    the path prefix); a village -> itself. Areas are few: read at once."""
+    if area.level is AreaLevel.VILLAGE:
+        return {area.id: area.id}
+    by_code = {child.code: child.id for child in children(area)}
+    found = {}
+    for village_id, path in db.session.execute(
+        select(Area.id, Area.path).where(Area.id.in_(_villages(area)))
+    ):
+        code = path[len(area.path) :].split("/", 1)[0]
+        if code in by_code:
+            found[village_id] = by_code[code]
+    return found
+
+
+def _per_village(query: Select[Any], area: Area) -> Select[Any]:
+    """``query`` (rows joined to their ``Household``) kept to the villages inside
+    ``area``, grouped by village: the database counts per village (a few thousand
+    groups at most), the page adds villages up to the child areas (``_roll_up``)."""
+    return query.where(Household.village_id.in_(_villages(area))).group_by(Household.village_id)
+
+
+def _roll_up(
+    rows: Sequence[Sequence[Any]], mapping: Mapping[int, int], sizes: int, smallest: int = 0
+) -> dict[int, list[Any]]:
+    """Per-village rows (village id, counts..., then ``smallest`` minimum columns)
+    added up per child area."""
+    totals: dict[int, list[Any]] = {}
+    for village_id, *values in rows:
+        child = mapping.get(village_id)
+        if child is None:
+            continue
+        into = totals.setdefault(child, [0] * sizes + [None] * smallest)
+        for index, value in enumerate(values):
+            if index < sizes:
+                into[index] += int(value or 0)
+            elif value is not None:
+                into[index] = value if into[index] is None else min(into[index], value)
+    return totals
 
 
 def _counts(
-    area: Area, unit: Unit, filters: Sequence[Filter], p: Period, *extra: Any
+    area: Area,
+    unit: Unit,
+    filters: Sequence[Filter],
+    p: Period,
+    *extra: Any,
+    span: ColumnElement[bool] | None = None,
 ) -> dict[int, list[Any]]:
-    """One query: per child area, the count of each filter (then ``extra`` columns)."""
-    mapping = _child_map(area)
+    """One query: per child area, the count of each filter (then ``extra`` minimum
+    columns). ``span``: a condition every counted row meets (it narrows the scan)."""
     columns = [func.count(case((f.where(p), _KEY_OF[unit]))) for f in filters]
-    query = (
-        _from(unit)
-        .add_columns(mapping.c.child_id, *columns, *extra)
-        .join(mapping, mapping.c.village_id == Household.village_id)
-        .group_by(mapping.c.child_id)
-    )
-    return {row[0]: list(row[1:]) for row in db.session.execute(query)}
+    query = _per_village(_from(unit).add_columns(Household.village_id, *columns, *extra), area)
+    if span is not None:
+        query = query.where(span)
+    rows = db.session.execute(query).all()
+    return _roll_up(rows, child_of_village(area), len(columns), len(extra))
 
 
 @dataclass
@@ -476,7 +509,7 @@ def progress(area: Area, *, now: datetime) -> Progress:
         _fill(block, {k: v[offset : offset + len(block.filters)] for k, v in case_rows.items()})
 
     visits = Block("visits", _l("Visits this month"), [VISITS_FILTER])
-    _fill(visits, _counts(area, Unit.VISITS, visits.filters, p))
+    _fill(visits, _counts(area, Unit.VISITS, visits.filters, p, span=VISITS_FILTER.where(p)))
 
     flags = _flag_block(area, p)
 
@@ -488,6 +521,7 @@ def progress(area: Area, *, now: datetime) -> Progress:
         pol.filters,
         p,
         func.min(case((at_risk, ProofOfLifeMonth.window_closes_at))),
+        span=_pol_month(p),
     )
     _fill(pol, pol_rows)
     closes: dict[int, datetime] = {}
@@ -498,7 +532,17 @@ def progress(area: Area, *, now: datetime) -> Progress:
     payments = Block(
         "payments", _l("Payments, %(month)s", month=p.payroll_month), list(PAYMENT_FILTERS)
     )
-    _fill(payments, _counts(area, Unit.PAYMENTS, payments.filters, p))
+    _fill(
+        payments,
+        _counts(
+            area,
+            Unit.PAYMENTS,
+            payments.filters,
+            p,
+            span=(PaymentMonth.month == p.payroll_month)
+            | (PaymentMonth.back_pay_month == p.payroll_month),
+        ),
+    )
 
     return Progress(
         area=area,
@@ -519,20 +563,25 @@ def _aware(moment: datetime | str) -> datetime:
 
 def _flag_block(area: Area, p: Period) -> Block:
     """Open flags by code: one query grouped by child area and code."""
-    mapping = _child_map(area)
     query = (
-        _from(Unit.FLAGS)
-        .add_columns(mapping.c.child_id, SurveyFlag.code, func.count(SurveyFlag.id))
-        .join(mapping, mapping.c.village_id == Household.village_id)
+        _per_village(
+            _from(Unit.FLAGS).add_columns(
+                Household.village_id, SurveyFlag.code, func.count(SurveyFlag.id)
+            ),
+            area,
+        )
         .where(ALL_FLAGS.where(p))
-        .group_by(mapping.c.child_id, SurveyFlag.code)
+        .group_by(SurveyFlag.code)
     )
     found = db.session.execute(query).all()
+    mapping = child_of_village(area)
     codes = sorted({code for _, code, _ in found})
     block = Block("flags", _l("Open evidence flags"), [ALL_FLAGS, *(_flag(c) for c in codes)])
-    for child_id, code, count in found:
-        counts = block.counts.setdefault(child_id, {})
-        counts[f"flag:{code}"] = count
+    for village_id, code, count in found:
+        if village_id not in mapping:
+            continue
+        counts = block.counts.setdefault(mapping[village_id], {})
+        counts[f"flag:{code}"] = counts.get(f"flag:{code}", 0) + count
         counts["flags"] = counts.get("flags", 0) + count
     return block
 
@@ -567,14 +616,17 @@ def trends(area: Area, *, now: datetime) -> list[Trend]:
     months = trend_months(now)
     periods = [period(now, m) for m in months]
     found = []
+    everything = _holds_everything(area)
     for name, title, chosen in TRENDS:
         columns = [func.count(case((chosen.where(p), _KEY_OF[chosen.unit]))) for p in periods]
+        # The rows of one of the months (a disjunction the database narrows by index).
         query = (
-            _from(chosen.unit)
-            .add_columns(*columns)
-            .join(Area, Area.id == Household.village_id)
-            .where(Area.path.startswith(area.path, autoescape=True), _span(chosen.unit, periods))
+            _bare(chosen.unit).add_columns(*columns).where(or_(*(chosen.where(p) for p in periods)))
         )
+        if not everything:
+            query = query.join(Household, Household.id == _HOUSEHOLD_OF[chosen.unit]).where(
+                Household.village_id.in_(_villages(area))
+            )
         values = db.session.execute(query).one()
         found.append(
             Trend(
@@ -584,14 +636,27 @@ def trends(area: Area, *, now: datetime) -> list[Trend]:
     return found
 
 
-def _span(unit: Unit, periods: list[Period]) -> ColumnElement[bool]:
-    """A range the months' rows lie in (so an index narrows the scan)."""
-    first, last = periods[0], periods[-1]
-    if unit is Unit.VISITS:
-        return (Survey.finished_at >= first.starts) & (Survey.finished_at < last.ends)
-    if unit is Unit.POL:
-        return ProofOfLifeMonth.month.between(first.month, last.month)
-    return PaymentMonth.month.between(first.month, last.month)
+def _holds_everything(area: Area) -> bool:
+    """Whether every village lies inside ``area`` (the one root, a league): its counts
+    then need no look-up of each row's village."""
+    if area.parent_id is not None:
+        return False
+    roots = db.session.scalar(select(func.count(Area.id)).where(Area.parent_id.is_(None)))
+    return roots == 1
+
+
+def _bare(unit: Unit) -> Select[Any]:
+    """The rows of ``unit`` alone (without their household)."""
+    return select().select_from(_KEY_OF[unit].class_)
+
+
+_HOUSEHOLD_OF: Mapping[Unit, Any] = {
+    Unit.CASES: Household.id,
+    Unit.VISITS: Survey.household_id,
+    Unit.FLAGS: Survey.household_id,
+    Unit.POL: ProofOfLifeMonth.household_id,
+    Unit.PAYMENTS: PaymentMonth.household_id,
+}
 
 
 # --------------------------------------------------------------------------- lists

@@ -464,13 +464,26 @@ def test_a_supervisor_lands_on_the_console_and_sees_chinese_labels(
     assert 'href="/console/"' not in client.get("/").get_data(as_text=True)
 
 
-def test_a_trend_bar_links_to_the_list_of_its_month(
+BAR = re.compile(r'<a href="([^"]+)"><rect [^>]*><title>(\d{4}-\d\d): (\d+)</title>')
+
+
+@pytest.mark.slow
+def test_every_trend_bar_equals_the_list_of_its_month(
     app: Flask, client: FlaskClient, area: factories.Areas, clock: None
 ) -> None:
     plant(area)
     login(client, "supervisor")
-    html = client.get("/console/").get_data(as_text=True)
-    link = "/console/cases?area=152200&amp;filter=pol:passed&amp;month=2026-10"
-    assert link in html
-    listed = client.get(link.replace("&amp;", "&") + "&format=csv")
-    assert len(listed.get_data(as_text=True).strip().splitlines()) - 1 == 1
+    for code in ("152200", "152201100"):  # the whole league, and a township
+        html = client.get(f"/console/?area={code}").get_data(as_text=True)
+        bars = BAR.findall(html)
+        assert len(bars) == 4 * 12
+        for href, _month, value in bars:
+            listed = client.get(href.replace("&amp;", "&") + "&format=csv")
+            rows = listed.get_data(as_text=True).strip().splitlines()
+            assert len(rows) - 1 == int(value), (code, href)
+    league = client.get("/console/").get_data(as_text=True)
+    values = {h.replace("&amp;", "&"): int(v) for h, _, v in BAR.findall(league)}
+    assert values["/console/cases?area=152200&filter=pol:passed&month=2026-10"] == 1
+    assert values["/console/cases?area=152200&filter=visits&month=2026-11"] == 3
+    assert values["/console/cases?area=152200&filter=visits&month=2026-10"] == 2
+    assert values["/console/cases?area=152200&filter=pay:paid&month=2026-10"] == 2
