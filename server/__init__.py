@@ -205,6 +205,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
     from server.web.cases import bp as cases_bp
+    from server.web.console_progress import bp as console_progress_bp
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
 
@@ -213,6 +214,7 @@ def _register_blueprints(app: Flask) -> None:
         auth_bp,
         cases_bp,
         console_visits_bp,
+        console_progress_bp,
         api_bp,
         openrosa_bp,
         pol_api_bp,

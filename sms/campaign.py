@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 
 from server.areas.models import Area
 from server.audit import service as audit
 from server.cases.models import Household
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
-from server.monthly.notices import Notice, NoticeKind, Told, Undelivered
+from server.monthly.notices import Notice, NoticeKind, Reach, Told, Undelivered
 from server.months import last_local_day
 from server.proof_of_life.models import ContactReason, ContactTask
 from server.proof_of_life.service import link_url
@@ -283,3 +283,13 @@ class SmsNotifier:
             Undelivered(household_id, member_id, month, status.value, at)
             for household_id, member_id, month, status, at in db.session.execute(query)
         ]
+
+    def reached(self, month: str, stage: Reach) -> Select[int]:
+        """Members with a message of ``month`` the provider accepted (``sent_at`` set,
+        whatever happened after), or one it reported delivered."""
+        condition = (
+            SmsMessage.sent_at.is_not(None)
+            if stage is Reach.SENT
+            else SmsMessage.status == MessageStatus.DELIVERED
+        )
+        return select(SmsMessage.member_id).where(SmsMessage.month == month, condition)

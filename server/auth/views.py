@@ -14,7 +14,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from server.auth.models import User
+from server.auth.models import Role, User
 from server.auth.permissions import staff_required
 from server.auth.service import authenticate
 from server.extensions import db, login_manager
@@ -48,7 +48,15 @@ class LoginForm(FlaskForm):  # type: ignore[misc]
     password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
 
 
-def _safe_next(target: str | None) -> str:
+def _landing(user: User) -> str:
+    """Where a login without a ``next`` goes: the supervisor's home is the console's
+    progress page; everyone else's the list of cases."""
+    if user.role is Role.SUPERVISOR:
+        return url_for("console_progress.home")
+    return url_for("cases.home")
+
+
+def _safe_next(target: str | None, user: User) -> str:
     # Only same-site paths: never redirect a login to another host.
     if (
         target
@@ -57,7 +65,7 @@ def _safe_next(target: str | None) -> str:
         and not urlsplit(target).netloc
     ):
         return target
-    return url_for("cases.home")
+    return _landing(user)
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -70,7 +78,7 @@ def login() -> ResponseReturnValue:
         db.session.commit()
         if user is not None:
             login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_safe_next(request.args.get("next"), user))
         error = _l("Wrong username or password.")
     status = 401 if error else 200
     return render_template("auth/login.html", form=form, error=error), status

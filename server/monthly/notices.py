@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from flask import Flask, current_app
+from sqlalchemy import Select
 
 EXTENSION = "dibao.notifier"
 
@@ -22,6 +23,13 @@ EXTENSION = "dibao.notifier"
 class NoticeKind(enum.StrEnum):
     REMINDER = "reminder"  # the window opened: here is your link, until the close
     FOLLOW_UP = "follow_up"  # the follow-up day: still pending, the close is near
+
+
+class Reach(enum.StrEnum):
+    """How far a channel got with a member's notices of a month."""
+
+    SENT = "sent"  # handed to the channel's provider and accepted (it may fail later)
+    DELIVERED = "delivered"  # the provider reported it delivered
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class Notifier(Protocol):
         """The messages of ``months`` that did not reach households whose village lies
         under ``area_path`` (an ``Area.path`` prefix): the exceptions inbox."""
 
+    def reached(self, month: str, stage: Reach) -> Select[int] | None:
+        """The ids of the members whose notices of ``month`` got as far as ``stage``,
+        as a query (a reader puts it in its own, area-scoped, counts and lists); None
+        when the channel keeps no such record."""
+
 
 class NobodyTold:
     """No channel registered: nobody is told."""
@@ -88,6 +101,9 @@ class NobodyTold:
 
     def undelivered(self, area_path: str, months: Sequence[str]) -> list[Undelivered]:
         return []
+
+    def reached(self, month: str, stage: Reach) -> Select[int] | None:
+        return None
 
 
 def register(app: Flask, notifier: Notifier) -> None:
