@@ -205,11 +205,13 @@ def _register_blueprints(app: Flask) -> None:
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
     from server.web.cases import bp as cases_bp
+    from server.web.console_maps import bp as console_maps_bp
 
     for blueprint in (
         health_bp,
         auth_bp,
         cases_bp,
+        console_maps_bp,
         api_bp,
         openrosa_bp,
         pol_api_bp,
