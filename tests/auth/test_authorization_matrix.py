@@ -103,6 +103,7 @@ class Place:
     unreceived_photo_id: int  # announced by the manifest, never received
     client_uuid: str  # the visit
     session_id: str  # the assisted session the village's tablet opened
+    caseworker_id: int  # the township's caseworker, who made the visit
 
 
 def _missing_case_code() -> str:
@@ -132,6 +133,7 @@ def missing_place() -> Place:
         unreceived_photo_id=MISSING_ID + 14,
         client_uuid="6f1c3a52-0d4e-4f7a-9b8e-3c2d1e0f9a8b",
         session_id="Zm9yZ290dGVuLXNlc3Npb24",
+        caseworker_id=MISSING_ID + 15,
     )
 
 
@@ -261,6 +263,7 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         unreceived_photo_id=survey.photos[1].id,
         client_uuid=survey.client_uuid,
         session_id=attempt.session_id,
+        caseworker_id=tablet.user_id,
     )
 
 
@@ -474,6 +477,7 @@ def _transition(case_code: str, action: str) -> Call:
 ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
 # docs/domain-model.md: full ID numbers and phones for the roles whose work needs them.
 REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
+CONSOLE_READERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
@@ -597,6 +601,41 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "a photo never received",
                 lambda t, o: Call("GET", f"/photos/{t.unreceived_photo_id}"),
                 everyone(404),
+            ),
+        ),
+    ),
+    # ------------------------------------------------------------------ the maps
+    Endpoint(
+        "console_maps.caseworker_day",
+        "page",
+        (
+            # The caseworker opens their own day; the console's readers anyone's.
+            Variant(
+                "the day of the village's caseworker",
+                lambda t, o: Call("GET", f"/console/maps/caseworker/{t.caseworker_id}/2026-11-10"),
+                only(ALL_BUT_ADMIN, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "console_maps.township_month",
+        "page",
+        (
+            Variant(
+                "its village's month",
+                lambda t, o: Call("GET", f"/console/maps/township/{t.village_code}/2026-11"),
+                only(CONSOLE_READERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "console_maps.household",
+        "page",
+        (
+            Variant(
+                "its case's visits",
+                lambda t, o: Call("GET", f"/console/maps/household/{t.case_code}"),
+                only(ALL_BUT_ADMIN, 200, 403),
             ),
         ),
     ),
