@@ -425,9 +425,11 @@ def _legs(visits: Sequence[_Visit], max_kmh: float, far_m: float) -> list[_LegOu
         speed = maps.leg_speed_kmh(metres, seconds)
         impossible = metres > far_m if speed is None else speed > max_kmh
         if speed is None:
-            text = _("%(km)s km, no time between", km=f"{metres / 1000:.1f}")
+            km = round(metres / 1000, 1)
+            text = _("%(km)s km, no time between", km=km)
         else:
-            text = _("%(v)s km/h", v=f"{speed:.0f}")
+            kmh = round(speed)
+            text = _("%(v)s km/h", v=kmh)
         legs.append(_LegOut(metres, seconds, speed, impossible, text))
     return legs
 

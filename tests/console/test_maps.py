@@ -222,7 +222,7 @@ def test_a_caseworker_day_draws_fixes_path_speeds_and_far_fixes(
     # The 120 km/h leg is impossible (dashed, marked), the 1-hour one is not.
     assert len(re.findall(r'<line class="leg impossible"', svg)) == 1
     assert len(re.findall(r'<line class="leg"', svg)) == 1
-    assert "⚠ 120 km/h" in svg
+    assert "⚠ 120公里/小时" in svg  # zh_CN first
     # One fix far from its home: its line dashed, its label marked.
     assert len(re.findall(r'<line class="to-home far"', svg)) == 1
     assert len(re.findall(r'<line class="to-home"', svg)) == 2
@@ -281,7 +281,7 @@ def test_a_township_month_rings_many_households_visited_from_one_spot(
     svg = svg_of(html)
     rings = circles(svg, "cluster")
     assert len(rings) == 1
-    assert "C1: 4" in svg
+    assert "C1：4户" in svg
     start = html.index('<section class="clusters">')
     clusters = html[start : html.index("</section>", start)]
     assert all(code in clusters for code in codes)
@@ -290,7 +290,7 @@ def test_a_township_month_rings_many_households_visited_from_one_spot(
     assert len(circles(svg, "accuracy")) == 7
     assert html.count(">C1<") >= 4
     # caseworker_a's fixes share one shape; the legend names them with their count.
-    assert "caseworker_a: 7" in html
+    assert "caseworker_a：7次走访" in html
 
 
 def test_a_household_history_shows_every_visit_around_its_home(
