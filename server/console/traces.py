@@ -323,6 +323,28 @@ def caseworker_day(actor: User, caseworker_id: int, day: date) -> TraceView:
     title = _("%(name)s's visits on %(day)s", name=caseworker.label, day=day.isoformat())
     data = maps.MapData(title=title, homes=_homes(visits), places=_places(visits))
     legs = _legs(visits, rules.maps.impossible_speed_kmh, rules.visit_thresholds.far_from_home_m)
+    _day_fixes(data, visits, legs)
+    cluster_of: dict[int, str] = {}
+    clusters = _clusters(visits, data, cluster_of)
+    _empty_map(caseworker.area, data)
+    table = _day_table(title, caseworker, day, visits, legs, cluster_of)
+    return TraceView(
+        title=title,
+        svg=_finish(actor, data),
+        table=table,
+        legend=_legend(legs=True),
+        clusters=clusters,
+        summary={
+            "visits": len(visits),
+            "impossible": sum(1 for leg in legs if leg.impossible),
+            "far": sum(1 for v in visits if v.far),
+            "caseworker": caseworker,
+        },
+    )
+
+
+def _day_fixes(data: maps.MapData, visits: Sequence[_Visit], legs: Sequence[_LegOut]) -> None:
+    """The day's fixes, numbered in order, and the legs between them."""
     for number, v in enumerate(visits, start=1):
         data.fixes.append(
             maps.Fix(
@@ -338,11 +360,18 @@ def caseworker_day(actor: User, caseworker_id: int, day: date) -> TraceView:
             )
         )
     for index, leg in enumerate(legs):
-        if leg is not None:
-            data.legs.append(maps.Leg(index, index + 1, leg.text, impossible=leg.impossible))
-    cluster_of: dict[int, str] = {}
-    clusters = _clusters(visits, data, cluster_of)
-    _empty_map(caseworker.area, data)
+        data.legs.append(maps.Leg(index, index + 1, leg.text, impossible=leg.impossible))
+
+
+def _day_table(
+    title: str,
+    caseworker: User,
+    day: date,
+    visits: Sequence[_Visit],
+    legs: Sequence[_LegOut],
+    cluster_of: dict[int, str],
+) -> Table:
+    before: list[_LegOut | None] = [None, *legs]
     rows = [
         {
             "number": number,
@@ -362,9 +391,7 @@ def caseworker_day(actor: User, caseworker_id: int, day: date) -> TraceView:
             "cluster": cluster_of.get(v.survey.id),
             "flags": _flag_text(v.flags),
         }
-        for number, (v, leg) in enumerate(
-            zip(visits, [None, *legs][: len(visits)], strict=True), start=1
-        )
+        for number, (v, leg) in enumerate(zip(visits, before[: len(visits)], strict=True), start=1)
     ]
     table = Table(
         name="map-caseworker-day",
@@ -389,19 +416,7 @@ def caseworker_day(actor: User, caseworker_id: int, day: date) -> TraceView:
         rows=rows,
         filters={_("Caseworker"): caseworker.label, _("Day"): day.isoformat()},
     )
-    return TraceView(
-        title=title,
-        svg=_finish(actor, data),
-        table=table,
-        legend=_legend(legs=True),
-        clusters=clusters,
-        summary={
-            "visits": len(visits),
-            "impossible": sum(1 for leg in legs if leg is not None and leg.impossible),
-            "far": sum(1 for v in visits if v.far),
-            "caseworker": caseworker,
-        },
-    )
+    return table
 
 
 @dataclass(frozen=True)
@@ -413,11 +428,11 @@ class _LegOut:
     text: str
 
 
-def _legs(visits: Sequence[_Visit], max_kmh: float, far_m: float) -> list[_LegOut | None]:
+def _legs(visits: Sequence[_Visit], max_kmh: float, far_m: float) -> list[_LegOut]:
     """From each visit's end to the next one's start: distance, time, speed. With no
     time between them, impossible when farther apart than ``far_m`` (as the visit
     checks' ``impossible_travel``)."""
-    legs: list[_LegOut | None] = []
+    legs: list[_LegOut] = []
     for a, b in pairwise(visits):
         sa, sb = a.survey, b.survey
         metres = distance_m(sa.gps_lat, sa.gps_lon, sb.gps_lat, sb.gps_lon)
@@ -495,6 +510,25 @@ def area_month(actor: User, code: str, month: str) -> TraceView:
         (group[wid], _("%(name)s: %(n)s visits", name=label, n=counts[wid]))
         for label, wid in workers
     ]
+    table = _month_table(title, area, month, visits, cluster_of)
+    return TraceView(
+        title=title,
+        svg=_finish(actor, data),
+        table=table,
+        legend=_legend(legend_groups),
+        clusters=clusters,
+        summary={
+            "visits": len(visits),
+            "households": len({v.case_code for v in visits}),
+            "far": sum(1 for v in visits if v.far),
+            "area": area,
+        },
+    )
+
+
+def _month_table(
+    title: str, area: Area, month: str, visits: Sequence[_Visit], cluster_of: dict[int, str]
+) -> Table:
     rows = [
         {
             "finished": local_time(v.survey.finished_at),
@@ -534,19 +568,7 @@ def area_month(actor: User, code: str, month: str) -> TraceView:
         rows=rows,
         filters={_("Area"): f"{area.name} ({area.code})", _("Month"): month},
     )
-    return TraceView(
-        title=title,
-        svg=_finish(actor, data),
-        table=table,
-        legend=_legend(legend_groups),
-        clusters=clusters,
-        summary={
-            "visits": len(visits),
-            "households": len({v.case_code for v in visits}),
-            "far": sum(1 for v in visits if v.far),
-            "area": area,
-        },
-    )
+    return table
 
 
 # --------------------------------------------------------------------------- one household
