@@ -339,6 +339,7 @@ def caseworker_day(actor: User, caseworker_id: int, day: date) -> TraceView:
             "impossible": sum(1 for leg in legs if leg.impossible),
             "far": sum(1 for v in visits if v.far),
             "caseworker": caseworker,
+            "day": day.isoformat(),
         },
     )
 

@@ -235,6 +235,15 @@ def test_a_caseworker_day_draws_fixes_path_speeds_and_far_fixes(
     assert len(re.findall(r'<tr class="far ', html)) == 1
     assert len(re.findall(r'<tr class="impossible ', html)) == 1
     assert "120.0" in html and "<svg" in html and "scale-bar" in svg and "north-arrow" in svg
+    assert "/console/maps/township/152201100/2026-11" not in html  # no console for caseworkers
+
+
+def test_a_readers_day_map_links_to_the_township_month(
+    client: FlaskClient, day: dict[str, Any]
+) -> None:
+    login(client, "reviewer_a")
+    html = client.get(day_url(day["worker_id"])).get_data(as_text=True)
+    assert 'href="/console/maps/township/152201100/2026-11"' in html
 
 
 def test_the_day_table_exports_and_is_audited(client: FlaskClient, day: dict[str, Any]) -> None:
