@@ -259,7 +259,9 @@ def _clusters(
     return rows
 
 
-def _legend(groups: Sequence[tuple[int, str]] = (), legs: bool = False) -> list[LegendItem]:
+def _legend(
+    groups: Sequence[tuple[int, str]] = (), legs: bool = False, clusters: bool = True
+) -> list[LegendItem]:
     items = [LegendItem(maps.symbol("fix", g), label) for g, label in groups] or [
         LegendItem(maps.symbol("fix"), _("Visit's GPS fix (number: order; ⚠: far or flagged)"))
     ]
@@ -274,8 +276,11 @@ def _legend(groups: Sequence[tuple[int, str]] = (), legs: bool = False) -> list[
             LegendItem(maps.symbol("leg"), _("Path between visits, with speed")),
             LegendItem(maps.symbol("impossible"), _("Impossible speed (dashed, ⚠)")),
         ]
+    if clusters:
+        items.append(
+            LegendItem(maps.symbol("cluster"), _("Several households visited from one spot"))
+        )
     items += [
-        LegendItem(maps.symbol("cluster"), _("Several households visited from one spot")),
         LegendItem(maps.symbol("place"), _("Village centre")),
         LegendItem(maps.symbol("outline"), _("Area boundary (when loaded)")),
     ]
@@ -646,7 +651,7 @@ def household_history(actor: User, case_code: str) -> TraceView:
         title=title,
         svg=_finish(actor, data),
         table=table,
-        legend=_legend(),
+        legend=_legend(clusters=False),
         summary={
             "visits": len(visits),
             "far": sum(1 for v in visits if v.far),
