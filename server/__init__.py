@@ -208,6 +208,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.web.console_progress import bp as console_progress_bp
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
+    from server.web.console_maps import bp as console_maps_bp
 
     for blueprint in (
         health_bp,
@@ -215,6 +216,7 @@ def _register_blueprints(app: Flask) -> None:
         cases_bp,
         console_visits_bp,
         console_progress_bp,
+        console_maps_bp,
         api_bp,
         openrosa_bp,
         pol_api_bp,

@@ -243,6 +243,39 @@ def users_create_command(
     click.echo(f"created {user.username} ({user.role.value}, {area_code})")
 
 
+@cli.group("areas")
+def areas_group() -> None:
+    """Areas: their boundaries for the maps."""
+
+
+@areas_group.command("boundaries")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+def areas_boundaries_command(file: Path) -> None:
+    """Load area boundaries from a GeoJSON FeatureCollection: each feature's property
+    `code` names its area; Polygon or MultiPolygon in WGS-84 longitude/latitude. All
+    or nothing; replaces each named area's previous boundary (docs/operations.md)."""
+    from server.areas.boundaries import BoundaryError, load_boundaries, read_geojson
+    from server.audit import service as audit
+
+    try:
+        loaded = load_boundaries(read_geojson(file), source=file.name)
+    except BoundaryError as exc:
+        db.session.rollback()
+        raise click.ClickException("nothing loaded:\n  " + "\n  ".join(exc.problems)) from exc
+    audit.record(
+        "areas.boundaries_loaded",
+        actor=None,
+        object_type="area_boundaries",
+        source=file.name,
+        areas=[b.code for b in loaded],
+    )
+    db.session.commit()
+    for b in loaded:
+        verb = "replaced" if b.replaced else "loaded"
+        click.echo(f"{verb} {b.code} {b.name}: {b.vertices} vertices (file: {b.vertices_in})")
+
+
 @cli.group("devices")
 def devices_group() -> None:
     """Tablet logins (device tokens)."""

@@ -1,6 +1,6 @@
 """Every model, imported in one place so the metadata (and Alembic) sees them all."""
 
-from server.areas.models import Area, AreaLevel
+from server.areas.models import Area, AreaBoundary, AreaLevel
 from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
@@ -26,6 +26,7 @@ from server.visits.models import (
 
 __all__ = [
     "Area",
+    "AreaBoundary",
     "AreaLevel",
     "AuditEntry",
     "BackCheck",

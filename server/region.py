@@ -131,6 +131,37 @@ def _visit_thresholds(data: dict[str, Any]) -> tuple[Thresholds, int]:
 
 
 @dataclass(frozen=True)
+class MapRules:
+    """What the supervisor's maps highlight (docs/supervision.md, "Maps")."""
+
+    # A leg between two visits (one's end to the next one's start) faster than this is
+    # drawn as impossible: no car goes faster on village roads.
+    impossible_speed_kmh: float = 80
+    # Fixes of at least ``cluster_min_households`` different households within
+    # ``cluster_radius_m`` of one fix: many households "visited" from one spot.
+    cluster_radius_m: float = 30
+    cluster_min_households: int = 3
+
+
+def _map_rules(data: dict[str, Any]) -> MapRules:
+    d = MapRules()
+    where = "maps."
+    return MapRules(
+        impossible_speed_kmh=_positive_float(
+            data.get("impossible_speed_kmh", d.impossible_speed_kmh),
+            where + "impossible_speed_kmh",
+        ),
+        cluster_radius_m=_positive_float(
+            data.get("cluster_radius_m", d.cluster_radius_m), where + "cluster_radius_m"
+        ),
+        cluster_min_households=_positive_int(
+            data.get("cluster_min_households", d.cluster_min_households),
+            where + "cluster_min_households",
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class SmsTexts:
     """The office's SMS signature and phone, and the fixed replies (zh_CN)."""
 
@@ -183,6 +214,7 @@ class RegionRules:
     campaign: CampaignRules = field(default_factory=CampaignRules)
     public: PublicRules = field(default_factory=PublicRules)
     supervision: SupervisionRules = field(default_factory=SupervisionRules)
+    maps: MapRules = field(default_factory=MapRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -293,6 +325,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
         sms=_sms_texts(data.get("sms", {})),
+        maps=_map_rules(data.get("maps", {})),
         proof_of_life=proof_of_life,
         campaign=campaign,
         public=public,

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, Float, ForeignKey, String
+from sqlalchemy import JSON, CheckConstraint, Enum, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from server.clock import utcnow
 from server.extensions import Model
+from server.types import UTCDateTime
 
 
 class AreaLevel(enum.StrEnum):
@@ -62,3 +66,34 @@ class Area(Model):
 
 def build_path(parent: Area | None, code: str) -> str:
     return f"{parent.path if parent else '/'}{code}/"
+
+
+class AreaBoundary(Model):
+    """An area's outline as an operator loaded it (``dibao areas boundaries FILE``):
+    WGS-84 longitude/latitude as in the file, simplified; one per area, replaced by
+    the next load. ``rings`` holds polygons, each a list of rings (outer first, then
+    holes), each a closed list of ``[lon, lat]``. The bounding box finds the outlines
+    a map's view crosses without reading them.
+    """
+
+    __tablename__ = "area_boundaries"
+    __table_args__ = (
+        CheckConstraint("min_lat <= max_lat AND min_lon <= max_lon", name="bbox_ordered"),
+        CheckConstraint("vertices > 0", name="vertices_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    area_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), unique=True)
+    rings: Mapped[list[Any]] = mapped_column(JSON)
+    vertices: Mapped[int] = mapped_column(Integer)
+    min_lat: Mapped[float] = mapped_column(Float)
+    max_lat: Mapped[float] = mapped_column(Float)
+    min_lon: Mapped[float] = mapped_column(Float)
+    max_lon: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(255))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    area: Mapped[Area] = relationship()
+
+    def __repr__(self) -> str:
+        return f"<AreaBoundary of area {self.area_id}: {self.vertices} vertices>"

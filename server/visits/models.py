@@ -78,6 +78,8 @@ class Survey(Model):
     __table_args__ = (
         CheckConstraint("gps_lat BETWEEN -90 AND 90", name="gps_lat_range"),
         CheckConstraint("gps_lon BETWEEN -180 AND 180", name="gps_lon_range"),
+        # One caseworker's visits of a day, in order (the caseworker-day map).
+        Index("ix_surveys_caseworker_finished", "caseworker_id", "finished_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -114,6 +114,7 @@ class Place:
     session_id: str  # the assisted session the village's tablet opened
     survey_id: int  # the visit
     back_check_id: int  # the visit sampled for a back-check
+    caseworker_id: int  # the township's caseworker, who made the visit
 
 
 def _missing_case_code() -> str:
@@ -145,6 +146,7 @@ def missing_place() -> Place:
         session_id="Zm9yZ290dGVuLXNlc3Npb24",
         survey_id=MISSING_ID + 15,
         back_check_id=MISSING_ID + 16,
+        caseworker_id=MISSING_ID + 17,
     )
 
 
@@ -279,6 +281,7 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         session_id=attempt.session_id,
         survey_id=survey.id,
         back_check_id=draw.checks[0].id,
+        caseworker_id=tablet.user_id,
     )
 
 
@@ -514,6 +517,7 @@ def _transition(case_code: str, action: str) -> Call:
 ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
 # docs/domain-model.md: full ID numbers and phones for the roles whose work needs them.
 REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
+CONSOLE_READERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
@@ -673,6 +677,41 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "a photo never received",
                 lambda t, o: Call("GET", f"/photos/{t.unreceived_photo_id}"),
                 everyone(404),
+            ),
+        ),
+    ),
+    # ------------------------------------------------------------------ the maps
+    Endpoint(
+        "console_maps.caseworker_day",
+        "page",
+        (
+            # The caseworker opens their own day; the console's readers anyone's.
+            Variant(
+                "the day of the village's caseworker",
+                lambda t, o: Call("GET", f"/console/maps/caseworker/{t.caseworker_id}/2026-11-10"),
+                only(ALL_BUT_ADMIN, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "console_maps.township_month",
+        "page",
+        (
+            Variant(
+                "its village's month",
+                lambda t, o: Call("GET", f"/console/maps/township/{t.village_code}/2026-11"),
+                only(CONSOLE_READERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "console_maps.household",
+        "page",
+        (
+            Variant(
+                "its case's visits",
+                lambda t, o: Call("GET", f"/console/maps/household/{t.case_code}"),
+                only(ALL_BUT_ADMIN, 200, 403),
             ),
         ),
     ),
