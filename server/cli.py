@@ -242,11 +242,11 @@ def serve_command(ctx: click.Context, host: str, port: int, threads: int) -> Non
 )
 @click.option(
     "--months",
-    default=12,
+    default=0,
     show_default=True,
     type=click.IntRange(min=0),
     help="Months of history before the month in progress (visits, proof of life, SMS, "
-    "payments); 0: households only.",
+    "payments; `dibao demo` seeds 12); 0: households only, the month untouched.",
 )
 @click.option(
     "--visits",

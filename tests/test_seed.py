@@ -115,10 +115,10 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_does_not(
 def test_seed_json_describes_areas_users_and_households(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
-    _, report = seeded(databases, tmp_path, "--households", "5", "--seed", "1")
+    _, report = seeded(databases, tmp_path, "--households", "20", "--seed", "1", "--months", "3")
     assert set(report) == {"areas", "users", "households", "history"}
     assert report["history"]["visits"] > 0 and report["history"]["pol_months"] > 0
-    assert report["households"] == 5
+    assert report["households"] == 20
     levels = [a["level"] for a in report["areas"]]
     assert levels.count("league") == 1 and levels.count("county") == 1
     assert levels.count("township") == 5 and levels.count("village") == 40
