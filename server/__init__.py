@@ -205,10 +205,10 @@ def _register_blueprints(app: Flask) -> None:
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
     from server.web.cases import bp as cases_bp
+    from server.web.console_maps import bp as console_maps_bp
     from server.web.console_progress import bp as console_progress_bp
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
-    from server.web.console_maps import bp as console_maps_bp
 
     for blueprint in (
         health_bp,

@@ -24,6 +24,7 @@ from server.extensions import db
 from server.storage import blob_store
 
 DEMO_HOUSEHOLDS = 400
+DEMO_MONTHS = 12
 DEMO_LOGINS_FILE = "demo-logins.json"
 
 
@@ -75,9 +76,18 @@ def _serve(app: Flask, host: str, port: int, threads: int) -> None:
     type=int,
     help="How many households to seed into an empty database.",
 )
+@click.option(
+    "--months",
+    default=DEMO_MONTHS,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Months of history (visits with photos, proof of life, SMS, payments).",
+)
 @click.option("--no-serve", is_flag=True, help="Prepare the database and print logins, then exit.")
 @click.pass_context
-def demo_command(ctx: click.Context, host: str, port: int, households: int, no_serve: bool) -> None:
+def demo_command(
+    ctx: click.Context, host: str, port: int, households: int, months: int, no_serve: bool
+) -> None:
     """Create or upgrade the demo database, seed it if empty, print logins, serve.
 
     Generates demo-only secrets in the instance folder when SECRET_KEY and
@@ -95,30 +105,85 @@ def demo_command(ctx: click.Context, host: str, port: int, households: int, no_s
         upgrade(directory=app.extensions["migrate"].directory)
         from server.areas.models import Area
         from server.seed import seed_database
+        from server.seed_history import HistoryOptions
 
         if not db.session.scalar(select(func.count()).select_from(Area)):
             # A random seed: every demo install gets its own data and passwords.
             demo_seed = secrets.randbelow(2**31)
-            click.echo(f"seeding {households} demo households (seed {demo_seed}) ...")
+            click.echo(
+                f"seeding {households} demo households with {months} months of history "
+                f"(seed {demo_seed}) ..."
+            )
             report = seed_database(
-                households=households, seed=demo_seed, rules=app.config["REGION"], today=_today()
+                households=households,
+                seed=demo_seed,
+                rules=app.config["REGION"],
+                today=_today(),
+                history=HistoryOptions(months=months, photos=True),
             )
             db.session.commit()
+            _echo_history(report.history.as_json())
             fd = os.open(logins_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(report.users, handle, ensure_ascii=False, indent=1)
         click.echo(f"database: {app.config['SQLALCHEMY_DATABASE_URI']}")
         if logins_path.exists():
-            click.echo("demo logins (username / password / role / area):")
-            for user in json.loads(logins_path.read_text("utf-8")):
-                click.echo(
-                    f"  {user['username']:<18} {user['password']:<16} "
-                    f"{user['role']:<18} {user['area']}"
-                )
+            _echo_logins(json.loads(logins_path.read_text("utf-8")), base_url)
         click.echo(f"public page (no login): {base_url}/public")
         _explain_base_url(base_url)
     if not no_serve:
         _serve(app, host, port, threads=8)
+
+
+# What each demo login sees (by the username without its number; zh_CN, then English).
+ROLE_SEES = {
+    "supervisor": (
+        "盟级督导：全盟监管台（只读）——进度、异常、走访轨迹地图、导出、审计日志",
+        "league supervisor: the whole league's console, read-only: progress, exceptions, "
+        "visit maps, exports, audit log",
+    ),
+    "county_supervisor": (
+        "县级督导：本县监管台（只读）",
+        "county supervisor: the county's console, read-only",
+    ),
+    "approver": (
+        "县级审批：本县待审批案件、监管台、走访审核、抽查回访",
+        "county approver: the county's decisions, console, visit review, back-checks",
+    ),
+    "reviewer": (
+        "乡镇审核：本乡镇审核、监管台、走访审核、生存认证复核",
+        "township reviewer: the township's reviews, console, visit review, proof-of-life reviews",
+    ),
+    "caseworker": (
+        "村级经办：本人待办、本人当日轨迹、本人走访（无监管台）",
+        "caseworker: their own worklist, day map and visits (no console)",
+    ),
+    "admin": (
+        "管理员：账号、设备、审计日志（不办理案件）",
+        "administrator: accounts, devices, audit log (decides no case)",
+    ),
+}
+
+
+def _echo_logins(users: list[dict[str, str]], base_url: str) -> None:
+    click.echo("demo logins 演示账号 (username / password / role / area):")
+    for user in users:
+        zh, en = ROLE_SEES.get(user["username"].rstrip("0123456789"), ("", ""))
+        click.echo(
+            f"  {user['username']:<18} {user['password']:<16} {user['role']:<18} {user['area']}"
+        )
+        if zh:
+            click.echo(f"      {zh}")
+            click.echo(f"      {en}")
+    click.echo(f"console 监管台: {base_url}/console/  (log in at {base_url}/login)")
+
+
+def _echo_history(counts: dict[str, int]) -> None:
+    click.echo(
+        "history 历史数据: {visits} visits 走访 ({photos} photos 照片, {flags} flags 疑点), "
+        "{pol_months} proof-of-life months 生存认证月, {messages} SMS 短信, "
+        "{payments} payments 发放, {contact_tasks} contact tasks 联系任务".format(**counts)
+    )
 
 
 def _today() -> date:
@@ -176,21 +241,50 @@ def serve_command(ctx: click.Context, host: str, port: int, threads: int) -> Non
     help="Reference date for the generated dates (default: today).",
 )
 @click.option(
+    "--months",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Months of history before the month in progress (visits, proof of life, SMS, "
+    "payments; `dibao demo` seeds 12); 0: households only, the month untouched.",
+)
+@click.option(
+    "--visits",
+    type=click.IntRange(min=0),
+    help="Total visits to reach (with caseworker-assisted proof-of-life visits and as many "
+    "village caseworkers as they need); default: the schedule's own.",
+)
+@click.option(
+    "--photos", is_flag=True, help="Synthesized visit photos and every check (as `dibao demo`)."
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print areas, users (with passwords) as JSON."
 )
 def seed_command(
-    households: int, seed_value: int, today_value: datetime | None, as_json: bool
+    households: int,
+    seed_value: int,
+    today_value: datetime | None,
+    months: int,
+    visits: int | None,
+    photos: bool,
+    as_json: bool,
 ) -> None:
     """Seed an empty, migrated database: 1 county, 5 townships, 8 villages each,
-    N households with 1-6 members, demo users for every role."""
+    N households with 1-6 members, demo users for every role, and the last months'
+    history (docs/operations.md)."""
     from server.seed import seed_database
+    from server.seed_history import HistoryOptions
 
     if not _schema_at_head():
         raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
     today = today_value.date() if today_value is not None else _today()
     try:
         report = seed_database(
-            households=households, seed=seed_value, rules=current_app.config["REGION"], today=today
+            households=households,
+            seed=seed_value,
+            rules=current_app.config["REGION"],
+            today=today,
+            history=HistoryOptions(months=months, visits=visits, photos=photos),
         )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
@@ -202,6 +296,8 @@ def seed_command(
             f"seeded {report.households} households, {len(report.areas)} areas, "
             f"{len(report.users)} users"
         )
+        if months:
+            _echo_history(report.history.as_json())
 
 
 @cli.group("users")

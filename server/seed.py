@@ -21,14 +21,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import accumulate
 from typing import Any, NamedTuple, cast
+from zoneinfo import ZoneInfo
 
 import psycopg
 from faker.providers.person.zh_CN import Provider as ZhPerson
 from faker.providers.phone_number.zh_CN import Provider as ZhPhone
+from flask import current_app
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Table, func, insert, select, text
 
+from server import clock
 from server.areas.models import Area, AreaLevel, build_path
 from server.audit import service as audit
 from server.auth.models import Role, User
@@ -42,6 +45,14 @@ from server.errors import ValidationFailed
 from server.extensions import db
 from server.months import add_months, first_of_next_month
 from server.region import RegionRules
+from server.seed_history import (
+    History,
+    HistoryCounts,
+    HistoryOptions,
+    Staff,
+    add_photos,
+    caseworkers_per_township,
+)
 from server.types import EncryptedText, field_cipher
 
 CENTER = (46.08, 122.05)  # Ulanhot, Xing'an League
@@ -153,9 +164,15 @@ class SeedReport:
     areas: list[dict[str, Any]] = field(default_factory=list)
     users: list[dict[str, Any]] = field(default_factory=list)
     households: int = 0
+    history: HistoryCounts = field(default_factory=HistoryCounts)
 
     def as_json(self) -> dict[str, Any]:
-        return {"areas": self.areas, "users": self.users, "households": self.households}
+        return {
+            "areas": self.areas,
+            "users": self.users,
+            "households": self.households,
+            "history": self.history.as_json(),
+        }
 
 
 def sync_household_classes(rules: RegionRules) -> dict[str, HouseholdClass]:
@@ -231,10 +248,17 @@ def _password(rng: random.Random) -> str:
 
 
 def seed_database(
-    *, households: int, seed: int, rules: RegionRules, today: date, hash_passwords: bool = True
+    *,
+    households: int,
+    seed: int,
+    rules: RegionRules,
+    today: date,
+    hash_passwords: bool = True,
+    history: HistoryOptions | None = None,
 ) -> SeedReport:
     """Fill an empty database. Flushes; the caller commits. Raises ValidationFailed
-    if the database already holds areas.
+    if the database already holds areas. With ``history`` (server/seed_history.py),
+    the last months' visits, proof of life, SMS and payments too.
     """
     if households < 0:
         raise ValidationFailed("--households must not be negative", field="households")
@@ -269,11 +293,36 @@ def seed_database(
             villages.append(village)
     db.session.flush()
 
-    users_by_area = _add_users(report, rng, league, county, townships, hash_passwords)
+    options = history or HistoryOptions(months=0)
+    if options.months < 0:
+        raise ValidationFailed("--months must not be negative", field="months")
+    extra = caseworkers_per_township(options, households, len(townships)) - 1
+    users_by_area, staff = _add_users(
+        report, rng, league, county, townships, hash_passwords, extra, tuple(villages)
+    )
     db.session.flush()
 
-    _add_households(households, rng, rules, today, villages, classes, users_by_area, county)
+    chronicle = None
+    if options.months:
+        chronicle = History(
+            options,
+            seed=seed,
+            rules=rules,
+            today=today,
+            now=_seed_now(today, rules),
+            secret_key=current_app.config["SECRET_KEY"],
+            staff=staff,
+            households=households,
+        )
+        chronicle.counts.caseworkers = sum(len(v) for v in staff.caseworkers.values())
+    _add_households(
+        households, rng, rules, today, villages, classes, users_by_area, county, chronicle
+    )
     report.households = households
+    if chronicle is not None:
+        if options.photos:
+            add_photos(chronicle, now=chronicle.now)
+        report.history = chronicle.counts
     audit.record("seed", actor=None, households=households, seed=seed)
     db.session.flush()
     return report
@@ -315,7 +364,9 @@ def _add_users(
     county: Area,
     townships: list[Area],
     hash_passwords: bool,
-) -> dict[tuple[str, Role], User]:
+    extra_caseworkers: int = 0,
+    villages: tuple[Area, ...] = (),
+) -> tuple[dict[tuple[str, Role], User], Staff]:
     plan: list[tuple[str, Role, Area]] = [
         ("admin", Role.ADMIN, league),
         ("supervisor", Role.SUPERVISOR, league),
@@ -340,7 +391,47 @@ def _add_users(
         report.users.append(
             {"username": username, "password": password, "role": role.value, "area": area.code}
         )
-    return by_area
+    # More village caseworkers for a large history (the benchmark's volume). They have
+    # no password ("!" never verifies): the visits need them, nobody logs in as them.
+    extras = [
+        {
+            "username": f"caseworker{index}-{k}",
+            "password_hash": "!",
+            "role": Role.CASEWORKER,
+            "area_id": township.id,
+        }
+        for index, township in enumerate(townships, start=1)
+        for k in range(1, extra_caseworkers + 1)
+    ]
+    if extras:
+        db.session.execute(insert(cast(Table, User.__table__)), extras)
+    db.session.flush()
+    caseworkers: dict[int, list[int]] = {
+        t.id: [by_area[(t.code, Role.CASEWORKER)].id] for t in townships
+    }
+    if extras:
+        for user_id, area_id in db.session.execute(
+            select(User.id, User.area_id)
+            .where(User.username.like("caseworker%-%"), User.role == Role.CASEWORKER)
+            .order_by(User.id)
+        ):
+            caseworkers[area_id].append(user_id)
+    staff = Staff(
+        caseworkers=caseworkers,
+        reviewers={t.id: by_area[(t.code, Role.TOWNSHIP_REVIEWER)].id for t in townships},
+        township_of={v.id: v.parent.id for v in villages if v.parent is not None},
+    )
+    return by_area, staff
+
+
+def _seed_now(today: date, rules: RegionRules) -> datetime:
+    """The moment the history ends: now when seeding today, else noon of ``today``
+    (so that a past reference date gives the same data every time)."""
+    zone = ZoneInfo(rules.timezone)
+    now = clock.utcnow()
+    if now.astimezone(zone).date() == today:
+        return now
+    return datetime.combine(today, time(12), zone).astimezone(UTC)
 
 
 def _chunks(total: int) -> Iterator[int]:
@@ -360,6 +451,7 @@ def _add_households(
     classes: dict[str, HouseholdClass],
     users: dict[tuple[str, Role], User],
     county: Area,
+    history: History | None = None,
 ) -> None:
     cipher = field_cipher()
     people = _People(rng)
@@ -397,37 +489,73 @@ def _add_households(
     )
     village_list = [places[v.id] for v in villages]  # drawn like the villages themselves
     codes: set[str] = set()
-    writer = _CopyWriter.for_session(total, cipher) or _InsertWriter()
+    extra_tables = history.tables() if history is not None else []
+    if history is not None:
+        history.reserve_ids([_MEMBERS, *extra_tables])
+    next_member = history.next_ids.pop(_MEMBERS.name) if history is not None else None
+    writer = _CopyWriter.for_session(total, cipher, tuple(extra_tables)) or _InsertWriter()
     try:
         for size in _chunks(total):
             rows: list[dict[str, Any]] = []
-            pending: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+            pending: list[tuple[list[dict[str, Any]], list[dict[str, Any]], list[date]]] = []
             for _ in range(size):
                 village = rng.choice(village_list)
                 state = rng.choices(states, cum_weights=state_cum)[0]
                 class_code = rng.choice(class_codes)
-                household, members, events = _one_household(
+                household, members, events, reviews = _one_household(
                     run, village, class_info[class_code], state, codes
                 )
                 rows.append(household)
-                pending.append((members, events))
+                pending.append((members, events, reviews))
             ids = writer.write_households(rows)
             member_rows: list[dict[str, Any]] = []
             event_rows: list[dict[str, Any]] = []
-            for household_id, (members, events) in zip(ids, pending, strict=True):
+            for household_id, row, (members, events, reviews) in zip(
+                ids, rows, pending, strict=True
+            ):
                 for m in members:
                     m["household_id"] = household_id
                     m["id_number_hash"] = cipher.lookup_hash(m["id_number"], "members.id_number")
+                    if next_member is not None:  # explicit ids: the history refers to them
+                        m["id"], next_member = next_member, next_member + 1
                 for e in events:
                     e["household_id"] = household_id
+                if history is not None:
+                    village = places[row["village_id"]]
+                    history.household(
+                        household_id,
+                        row,
+                        members,
+                        events,
+                        reviews,
+                        village.id,
+                        village.caseworker_id,
+                    )
                 member_rows.extend(members)
                 event_rows.extend(events)
             writer.write(_MEMBERS, member_rows)
             writer.write(_EVENTS, event_rows)
+            if history is not None:
+                history.flush(writer.write)
     except BaseException:
         writer.close(discard=True)
         raise
     writer.close()
+    if history is not None:
+        _set_sequences([_MEMBERS, *extra_tables])
+
+
+def _set_sequences(tables: list[Table]) -> None:
+    """After rows written with explicit ids: each table's sequence past its max(id)."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    for table in tables:
+        db.session.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608
+                f"(SELECT max(id) FROM {table.name}))"
+            )
+        )
 
 
 _HOUSEHOLDS = cast(Table, Household.__table__)
@@ -459,7 +587,13 @@ class _CopyWriter:
     sequence up front: the same ids INSERT would have taken, in the same order.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], ids: list[int], cipher: FieldCipher) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        ids: list[int],
+        cipher: FieldCipher,
+        extra_tables: tuple[Table, ...] = (),
+    ) -> None:
         self.conn = conn
         self.ids = iter(ids)
         self.cipher = cipher
@@ -467,7 +601,7 @@ class _CopyWriter:
         # Column types for binary COPY, read now: the worker owns the connection later.
         self.type_oids: dict[tuple[str, str], int] = {
             (table.name, column): oid
-            for table in (_HOUSEHOLDS, _MEMBERS, _EVENTS)
+            for table in (_HOUSEHOLDS, _MEMBERS, _EVENTS, *extra_tables)
             for column, oid in conn.execute(
                 "SELECT attname, atttypid FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
@@ -475,7 +609,9 @@ class _CopyWriter:
             )
         }
         self.formats: dict[str, _CopyFormat] = {}
-        self.foreign_keys = _drop_foreign_keys(conn, (_HOUSEHOLDS, _MEMBERS, _EVENTS))
+        self.foreign_keys = _drop_foreign_keys(
+            conn, (_HOUSEHOLDS, _MEMBERS, _EVENTS, *extra_tables)
+        )
         self.queue: queue.Queue[tuple[_CopyFormat, list[dict[str, Any]]] | None] = queue.Queue(
             maxsize=6
         )
@@ -488,7 +624,9 @@ class _CopyWriter:
         self.thread.start()
 
     @classmethod
-    def for_session(cls, households: int, cipher: FieldCipher) -> _CopyWriter | None:
+    def for_session(
+        cls, households: int, cipher: FieldCipher, extra_tables: tuple[Table, ...] = ()
+    ) -> _CopyWriter | None:
         connection = db.session.connection()
         driver = connection.connection.driver_connection
         if connection.dialect.name != "postgresql" or not isinstance(driver, psycopg.Connection):
@@ -502,7 +640,7 @@ class _CopyWriter:
             ),
             {"n": households},
         ).scalars()
-        return cls(driver, sorted(ids), cipher)
+        return cls(driver, sorted(ids), cipher, extra_tables)
 
     def write_households(self, rows: list[dict[str, Any]]) -> list[int]:
         ids = [next(self.ids) for _ in rows]
@@ -679,7 +817,7 @@ _REVIEWER_ACTIONS = frozenset({"township_review", "start_public_notice"})
 
 def _one_household(
     run: _Run, village: _Village, household_class: _Class, state: CaseState, codes: set[str]
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[date]]:
     rng, rules, today = run.rng, run.rules, run.today
     # cum_weights gives the same draw as weights, without re-accumulating every call.
     size = rng.choices(_MEMBER_SIZES, cum_weights=_MEMBER_CUM)[0]
@@ -702,7 +840,7 @@ def _one_household(
         member_incomes=incomes,
     )
     approved_on: date | None = household.get("approved_on")
-    last_reviewed_on, next_review_on = _reviews(run, approved_on, household_class)
+    last_reviewed_on, next_review_on, reviews = _reviews(run, approved_on, household_class)
 
     code = new_case_code(rng)
     while code in codes:
@@ -736,7 +874,7 @@ def _one_household(
     household.setdefault("notice_ends_on", None)
     household.setdefault("decision_due_on", None)
     household.setdefault("approved_on", None)
-    return household, members, events
+    return household, members, events, reviews
 
 
 def _history(
@@ -783,18 +921,24 @@ def _history(
 
 def _reviews(
     run: _Run, approved_on: date | None, household_class: _Class
-) -> tuple[date | None, date | None]:
-    """The last periodic review and the next one due, every ``review_interval_months``
-    from the approval, the last one done up to two months late."""
+) -> tuple[date | None, date | None, list[date]]:
+    """The last periodic review, the next one due and the days the reviews were done:
+    every ``review_interval_months`` from the previous one, most within a week of the due
+    day, one in five up to six weeks late; a review due in the last two months may still
+    be missing (overdue)."""
     if approved_on is None:
-        return None, None
+        return None, None, []
+    rng = run.rng
     interval = household_class.review_interval_months
     last_reviewed_on = approved_on
     next_review_on = run.add_months(last_reviewed_on, interval)
-    while next_review_on <= run.today - _DAYS[run.rng.randrange(0, 60)]:
-        last_reviewed_on = next_review_on
+    done: list[date] = []
+    while next_review_on <= run.today - _DAYS[rng.randrange(0, 60)]:
+        late = rng.randrange(8, 45) if rng.random() < 0.2 else rng.randrange(0, 7)
+        last_reviewed_on = min(next_review_on + _DAYS[late], run.today - _DAYS[1])
+        done.append(last_reviewed_on)
         next_review_on = run.add_months(last_reviewed_on, interval)
-    return last_reviewed_on, next_review_on
+    return last_reviewed_on, next_review_on, done
 
 
 def _steps_to(state: CaseState, rng: random.Random) -> list[str]:

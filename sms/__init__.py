@@ -24,7 +24,7 @@ def init_app(app: Flask) -> None:
     import sms.models  # noqa: F401  the tables
     from server.celery_app import register_tasks
     from server.monthly import notices
-    from sms.campaign import SmsNotifier
+    from sms.campaign import SmsHistory, SmsNotifier
     from sms.cli import campaign_group, sms_group
     from sms.views import bp as campaign_bp
     from sms.webhooks import bp as webhooks_bp
@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(sms_group)
     app.cli.add_command(campaign_group)
     notices.register(app, SmsNotifier())
+    notices.register_history(app, SmsHistory())  # the demo seeder's past messages
     register_tasks(
         app,
         TASK_MODULES,

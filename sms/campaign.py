@@ -13,6 +13,7 @@ Sending is ``sms/sender.py``'s job: this only queues.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ from server.audit import service as audit
 from server.cases.models import Household
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
-from server.monthly.notices import Notice, NoticeKind, Reach, Told, Undelivered
+from server.monthly.notices import Notice, NoticeKind, PastMessage, Reach, Told, Undelivered
 from server.months import last_local_day
 from server.proof_of_life.models import ContactReason, ContactTask
 from server.proof_of_life.service import link_url
@@ -293,3 +294,47 @@ class SmsNotifier:
             else SmsMessage.status == MessageStatus.DELIVERED
         )
         return select(SmsMessage.member_id).where(SmsMessage.month == month, condition)
+
+
+class SmsHistory:
+    """Past messages as rows of ``sms_messages`` (``server.monthly.notices.MessageHistory``):
+    what the demo seeder writes for the months it invents, as the sender and the
+    delivery webhooks would have left them (provider "outbox", a made-up sid)."""
+
+    @property
+    def table(self) -> Any:
+        return SmsMessage.__table__
+
+    def rows(self, messages: Sequence[PastMessage]) -> list[dict[str, Any]]:
+        rows = []
+        for past in messages:
+            notice = past.notice
+            if notice.phone is None:
+                raise ValueError("a past message needs a phone")
+            kind = KINDS[notice.kind]
+            body = _text(kind, name=notice.name, token=notice.token, closes=notice.closes)
+            row = _message_row(
+                kind,
+                notice.member_id,
+                notice.household_id,
+                notice.month,
+                notice.phone,
+                body,
+                past.sent_at,
+            )
+            sid = hashlib.sha256(
+                f"{notice.member_id}/{notice.month}/{kind.value}".encode()
+            ).hexdigest()[:34]
+            row.update(
+                status=MessageStatus(past.status),
+                provider="outbox",
+                provider_sid="SM" + sid,
+                error_code=past.error_code,
+                attempts=1,
+                next_attempt_at=None,
+                sent_at=past.sent_at,
+                delivered_at=past.delivered_at,
+                updated_at=past.delivered_at or past.sent_at,
+            )
+            rows.append(row)
+        return rows

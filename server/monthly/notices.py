@@ -113,3 +113,43 @@ def register(app: Flask, notifier: Notifier) -> None:
 def notifier() -> Notifier:
     found: Notifier = current_app.extensions.get(EXTENSION) or NobodyTold()
     return found
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class PastMessage:
+    """A notice told in the past, with what became of it (the demo seeder's history):
+    ``status`` is ``sent``, ``delivered`` or ``failed`` (with the provider's
+    ``error_code``)."""
+
+    notice: Notice
+    status: str
+    error_code: int | None
+    sent_at: datetime
+    delivered_at: datetime | None
+
+
+class MessageHistory(Protocol):
+    """The channel's rows for past messages, which the seeder writes in bulk with the
+    rest of its history (``server.seed_history``): the seeder never imports the channel."""
+
+    @property
+    def table(self) -> Any:
+        """The channel's message table (a SQLAlchemy ``Table``)."""
+
+    def rows(self, messages: Sequence[PastMessage]) -> list[dict[str, Any]]:
+        """One row of ``table`` per message, every column given."""
+
+
+HISTORY_EXTENSION = "dibao.message_history"
+
+
+def register_history(app: Flask, history: MessageHistory) -> None:
+    app.extensions[HISTORY_EXTENSION] = history
+
+
+def message_history() -> MessageHistory | None:
+    found: MessageHistory | None = current_app.extensions.get(HISTORY_EXTENSION)
+    return found
