@@ -1,7 +1,7 @@
 """area boundaries (maps), an index for one caseworker's visits in order
 
 Revision ID: 00ae084c2cd6
-Revises: a7c3e91d2b54
+Revises: b5e1f0c2a9d7
 Create Date: 2026-12-03 10:59:38.733438
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '00ae084c2cd6'
-down_revision = 'a7c3e91d2b54'
+down_revision = 'b5e1f0c2a9d7'
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,7 @@
 failed messages and open contact tasks (the exceptions inbox, the worklist)
 
 Revision ID: b5e1f0c2a9d7
-Revises: a7c3e91d2b54
+Revises: 479d479a1f11
 Create Date: 2026-12-03 11:20:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "b5e1f0c2a9d7"
-down_revision = "a7c3e91d2b54"
+down_revision = "479d479a1f11"
 branch_labels = None
 depends_on = None
 
