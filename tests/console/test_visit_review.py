@@ -206,3 +206,21 @@ def test_the_review_list_counts_and_filters_by_state_and_exports(app: Flask) -> 
     assert client.get("/console/visits?area=152201101").status_code == 404
     login(client, "caseworker_a")
     assert client.get("/console/visits").status_code == 403
+
+
+def test_a_visit_marked_with_issues_stays_so_after_its_flags_are_cleared(
+    app: Flask, visit: dict[str, Any]
+) -> None:
+    survey = _survey(visit)
+    survey.flags.append(SurveyFlag(code="photo_reused", severity="warning", detail=""))
+    db.session.commit()
+    client = app.test_client()
+    login(client, "reviewer_a")
+    client.post(visit["url"], data={"status": "has_issues", "reason": "x"})
+    assert _survey(visit).reviews == []  # it has issues already (an open flag)
+    client.post(visit["url"], data={"status": "rejected", "reason": "照片重复"})
+    client.post(visit["url"], data={"status": "has_issues", "reason": "待村委会核实"})
+    flag_id = _survey(visit).flags[0].id
+    client.post(f"/cases/{visit['code']}/flags/{flag_id}/clear", data={"reason": "不同房屋"})
+    assert _survey(visit).shown_review_status is ReviewStatus.HAS_ISSUES
+    assert [r.to_status for r in _survey(visit).reviews] == ["rejected", "has_issues"]

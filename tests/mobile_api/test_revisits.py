@@ -124,3 +124,28 @@ def test_odk_collect_gets_the_revisit_reason_with_the_forms_media(
         headers={**bearer(other), "X-OpenRosa-Version": "1.0"},
     ).get_data(as_text=True)
     assert code not in other_csv
+
+
+def test_the_manifest_hash_changes_when_a_visit_is_rejected(
+    app: Flask, client: FlaskClient
+) -> None:
+    household = factories.make_household(state=CaseState.APPROVED)
+    survey = plant_visit(household, factories.user("caseworker_a"), datetime.now(UTC))
+    survey_id, code = survey.id, household.case_code
+    db.session.commit()
+    token = device_login(client).get_json()["token"]
+    headers = {**bearer(token), "X-OpenRosa-Version": "1.0"}
+
+    def media_hash() -> str:
+        manifest = client.get("/openrosa/forms/household_survey/manifest", headers=headers)
+        return str(fromstring(manifest.data).find(f"{MANIFEST_NS}mediaFile/{MANIFEST_NS}hash").text)
+
+    before = media_hash()
+    assert media_hash() == before  # the same list, the same hash: nothing to fetch
+    staff = app.test_client()
+    login(staff, "approver")
+    staff.post(
+        f"/cases/{code}/visits/{survey_id}/review",
+        data={"status": "rejected", "reason": "定位与住址不符"},
+    )
+    assert media_hash() != before
