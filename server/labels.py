@@ -223,6 +223,23 @@ AUDIT_ACTION_LABELS = {
     "photo.read": _l("Photo viewed"),
 }
 
+# What an audit row is about (its ``object_type``).
+AUDIT_OBJECT_LABELS = {
+    "household": _l("Case"),
+    "member": _l("Member"),
+    "user": _l("Account"),
+    "survey": _l("Visit"),
+    "survey_photo": _l("Visit photo"),
+    "survey_flag": _l("Visit flag"),
+    "visit_list": _l("Visits due"),
+    "pol_month": _l("Proof-of-life month"),
+    "pol_attempt": _l("Proof-of-life attempt"),
+    "device_token": _l("Tablet"),
+    "export": _l("Export"),
+    "payroll": _l("Payroll"),
+    "payment_month": _l("Payment month"),
+}
+
 
 def audit_action_label(action: str) -> str:
     """The label of an audit row's action: a case's move by its action label."""

@@ -62,10 +62,10 @@ class Row:
     since: date  # when the exception arose
     detail: str
 
-    def as_dict(self, today: date) -> dict[str, Any]:
+    def as_dict(self, today: date, labels: dict[str, str]) -> dict[str, Any]:
         return {
             "kind": self.kind.value,
-            "kind_label": str(EXCEPTION_KIND_LABELS[self.kind.value]),
+            "kind_label": labels[self.kind.value],
             "case_code": self.case_code,
             "case_url": case_url(self.case_code),
             "township": self.township,
@@ -215,8 +215,9 @@ def exceptions(
     """The exceptions of the villages under ``path`` (an area's, or a township's when
     the list is filtered by one), sorted by ``sort`` (one of ``SORTS``); rows without
     a deadline last when sorted by deadline, either way."""
+    labels = {code: str(label) for code, label in EXCEPTION_KIND_LABELS.items()}
     rows = [
-        row.as_dict(today)
+        row.as_dict(today, labels)
         for chosen in ([kind] if kind is not None else list(ExceptionKind))
         for row in QUERIES[chosen](path, today, now)
     ]

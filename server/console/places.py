@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from flask import url_for
+from flask import g, url_for
 from sqlalchemy import Select, select
 from sqlalchemy.orm import aliased
 
@@ -73,4 +73,10 @@ def local_day(moment: datetime) -> date:
 
 
 def case_url(case_code: str) -> str:
-    return url_for("cases.case_detail", case_code=case_code)
+    """The case page's address (built once per request: lists have many rows; case
+    codes need no escaping)."""
+    prefix: str | None = g.get("console_case_url")
+    if prefix is None:
+        prefix = url_for("cases.case_detail", case_code="_").removesuffix("_")
+        g.console_case_url = prefix
+    return prefix + case_code

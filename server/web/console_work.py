@@ -22,7 +22,7 @@ from server.cases.workflow import local_today
 from server.console import audit_log, worklist
 from server.console.exceptions import SORTS, ExceptionKind, exceptions
 from server.console.places import townships
-from server.console.scope import area_in_scope
+from server.console.scope import area_in_scope, children, trail
 from server.console.tables import Column, Table
 from server.labels import EXCEPTION_KIND_LABELS
 from server.validation import InvalidParameter, query_date, query_enum, query_int
@@ -122,6 +122,8 @@ def exceptions_page() -> ResponseReturnValue:
         table,
         "console/exceptions.html",
         area=area,
+        trail=trail(current_user, area),
+        below=children(area),
         township=township,
         townships=townships(area),
         kind=kind,

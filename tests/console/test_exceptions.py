@@ -135,6 +135,10 @@ def test_filters_by_kind_and_township(app: Flask, client: FlaskClient, clock: ob
         planted.in_review,
         planted.task,
     }
+    # Drill-down: the townships below, each a link to its own inbox.
+    html = client.get("/console/exceptions?kind=open_flag").get_data(as_text=True)
+    assert 'href="/console/exceptions?area=152201100&amp;kind=open_flag"' in html
+    assert 'href="/console/exceptions?area=152201101&amp;kind=open_flag"' in html
     rows = rows_of(client, "?township=152201101&kind=contact_task")
     assert [r["case_code"] for r in rows] == [planted.task]
     # A township of another county, or a village code: no such area.
