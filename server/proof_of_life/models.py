@@ -20,6 +20,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -125,7 +126,11 @@ class StartedBy(enum.StrEnum):
 
 class ProofOfLifeMonth(Model):
     __tablename__ = "pol_months"
-    __table_args__ = (UniqueConstraint("member_id", "month", name="uq_pol_months_member_month"),)
+    __table_args__ = (
+        UniqueConstraint("member_id", "month", name="uq_pol_months_member_month"),
+        # The console's counts of a month by status and household (read from the index).
+        Index("ix_pol_months_month_status", "month", "status", "household_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)

@@ -10,12 +10,14 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -48,6 +50,8 @@ class Survey(Model):
     __table_args__ = (
         CheckConstraint("gps_lat BETWEEN -90 AND 90", name="gps_lat_range"),
         CheckConstraint("gps_lon BETWEEN -180 AND 180", name="gps_lon_range"),
+        # The console's visits by month (server/console/progress.py): read from the index.
+        Index("ix_surveys_finished_household", "finished_at", "household_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -161,6 +165,16 @@ class SurveyFlag(Model):
     """A reason to doubt a visit. Never a rejection: a reviewer clears it."""
 
     __tablename__ = "survey_flags"
+    __table_args__ = (
+        # The console's open flags: only the few not cleared, without the cleared ones.
+        Index(
+            "ix_survey_flags_open",
+            "survey_id",
+            "code",
+            postgresql_where=text("cleared_at IS NULL"),
+            sqlite_where=text("cleared_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
