@@ -40,10 +40,10 @@ def bar_chart(title: str, bars: Sequence[tuple[str, int, str]]) -> Markup:
             parts.append(
                 f'<text x="{x + width / 2:.1f}" y="{y - 3:.1f}" text-anchor="middle">{value}</text>'
             )
-        if index in (0, len(bars) - 1):
+        if index in (0, len(bars) - 1):  # the first and last months, inside the frame
+            anchor, at = ("start", x) if index == 0 else ("end", x + width)
             parts.append(
-                f'<text x="{x + width / 2:.1f}" y="{HEIGHT - 3}" text-anchor="middle">'
-                f"{escape(label)}</text>"
+                f'<text x="{at:.1f}" y="{HEIGHT - 3}" text-anchor="{anchor}">{escape(label)}</text>'
             )
     parts.append(f'<line x1="0" y1="{TOP + room}" x2="{WIDTH}" y2="{TOP + room}"/>')
     parts.append("</svg>")

@@ -618,22 +618,37 @@ def trends(area: Area, *, now: datetime) -> list[Trend]:
     found = []
     everything = _holds_everything(area)
     for name, title, chosen in TRENDS:
-        columns = [func.count(case((chosen.where(p), _KEY_OF[chosen.unit]))) for p in periods]
-        # The rows of one of the months (a disjunction the database narrows by index).
+        bucket = _month_of_row(chosen.unit, periods)
+        # The rows of one of the months by the number's own filter, counted per month.
+        rows: ColumnElement[bool] = or_(*(chosen.where(p) for p in periods))
+        if chosen.unit is Unit.VISITS:
+            # The months' visit filters are back to back: their union is one range.
+            rows = (Survey.finished_at >= periods[0].starts) & (
+                Survey.finished_at < periods[-1].ends
+            )
         query = (
-            _bare(chosen.unit).add_columns(*columns).where(or_(*(chosen.where(p) for p in periods)))
+            _bare(chosen.unit)
+            .add_columns(bucket, func.count(_KEY_OF[chosen.unit]))
+            .where(rows)
+            .group_by(bucket)
         )
         if not everything:
             query = query.join(Household, Household.id == _HOUSEHOLD_OF[chosen.unit]).where(
                 Household.village_id.in_(_villages(area))
             )
-        values = db.session.execute(query).one()
-        found.append(
-            Trend(
-                name, title, chosen, [(m, int(v or 0)) for m, v in zip(months, values, strict=True)]
-            )
-        )
+        counts = {month: int(count) for month, count in db.session.execute(query)}
+        found.append(Trend(name, title, chosen, [(m, counts.get(m, 0)) for m in months]))
     return found
+
+
+def _month_of_row(unit: Unit, periods: Sequence[Period]) -> Any:
+    """The month a trend's row belongs to: a visit's local month of ``finished_at``
+    (by the months' bounds, the same as the filter's), a month record's own month."""
+    if unit is Unit.VISITS:
+        return case(*((Survey.finished_at < p.ends, p.month) for p in periods))
+    if unit is Unit.POL:
+        return ProofOfLifeMonth.month
+    return PaymentMonth.month
 
 
 def _holds_everything(area: Area) -> bool:

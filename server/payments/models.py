@@ -9,7 +9,7 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.clock import utcnow
@@ -28,6 +28,8 @@ class PaymentMonth(Model):
     __table_args__ = (
         UniqueConstraint("household_id", "month", name="uq_payment_months_household_month"),
         CheckConstraint("amount >= 0", name="amount_non_negative"),
+        # The console's counts of a month by status and household (read from the index).
+        Index("ix_payment_months_month_status", "month", "status", "household_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

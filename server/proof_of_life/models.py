@@ -136,6 +136,8 @@ class ProofOfLifeMonth(Model):
             postgresql_where=text("status = 'review'"),
             sqlite_where=text("status = 'review'"),
         ),
+        # The console's counts of a month by status and household (read from the index).
+        Index("ix_pol_months_month_status", "month", "status", "household_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

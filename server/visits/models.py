@@ -80,6 +80,8 @@ class Survey(Model):
         CheckConstraint("gps_lon BETWEEN -180 AND 180", name="gps_lon_range"),
         # One caseworker's visits of a day, in order (the caseworker-day map).
         Index("ix_surveys_caseworker_finished", "caseworker_id", "finished_at"),
+        # The console's visits by month (server/console/progress.py): read from the index.
+        Index("ix_surveys_finished_household", "finished_at", "household_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -229,10 +231,12 @@ class SurveyFlag(Model):
 
     __tablename__ = "survey_flags"
     __table_args__ = (
-        # Open flags: the console's exceptions inbox.
+        # Open flags: the console's exceptions inbox and progress counts (few rows: the
+        # cleared ones are not indexed).
         Index(
             "ix_survey_flags_open",
             "survey_id",
+            "code",
             postgresql_where=text("cleared_at IS NULL"),
             sqlite_where=text("cleared_at IS NULL"),
         ),

@@ -1,7 +1,7 @@
 """area boundaries (maps), an index for one caseworker's visits in order
 
 Revision ID: 00ae084c2cd6
-Revises: b5e1f0c2a9d7
+Revises: c81e5a0f3d92
 Create Date: 2026-12-03 10:59:38.733438
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '00ae084c2cd6'
-down_revision = 'b5e1f0c2a9d7'
+down_revision = 'c81e5a0f3d92'
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""the console's open items: partial indexes on open visit flags, months under review,
+"""the console's open items: partial indexes on months under review,
 failed messages and open contact tasks (the exceptions inbox, the worklist)
 
 Revision ID: b5e1f0c2a9d7
@@ -16,7 +16,6 @@ depends_on = None
 
 # name, table, columns, the rows indexed
 INDEXES = (
-    ("ix_survey_flags_open", "survey_flags", ["survey_id"], "cleared_at IS NULL"),
     ("ix_pol_months_review", "pol_months", ["household_id"], "status = 'review'"),
     ("ix_sms_messages_failed", "sms_messages", ["month", "household_id"], "status = 'failed'"),
     ("ix_pol_contact_tasks_open", "pol_contact_tasks", ["month", "household_id"], "resolved_at IS NULL"),
