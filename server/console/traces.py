@@ -103,9 +103,11 @@ class _Visit:
 
 
 def _local_range(start: date, end: date) -> tuple[datetime, datetime]:
+    """Local midnights of ``start`` and ``end`` (the region's zone), in UTC."""
     zone = ZoneInfo(region().timezone)
-    return tuple(  # type: ignore[return-value]
-        datetime.combine(d, time(0), zone).astimezone(UTC) for d in (start, end)
+    return (
+        datetime.combine(start, time(0), zone).astimezone(UTC),
+        datetime.combine(end, time(0), zone).astimezone(UTC),
     )
 
 
