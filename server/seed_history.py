@@ -986,3 +986,17 @@ def _store_photo(
     )
     survey.photos.append(photo)
     return photo
+
+
+def busiest_day(caseworker_id: int, tz: str) -> tuple[date, int] | None:
+    """The local day with the caseworker's most visits, and how many (for the demo's
+    printed map link; walks one caseworker's visits)."""
+    days: dict[date, int] = {}
+    for finished in db.session.scalars(
+        select(Survey.finished_at).where(Survey.caseworker_id == caseworker_id)
+    ):
+        day = finished.astimezone(ZoneInfo(tz)).date()
+        days[day] = days.get(day, 0) + 1
+    if not days:
+        return None
+    return max(days.items(), key=lambda item: (item[1], item[0]))
