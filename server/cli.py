@@ -129,6 +129,7 @@ def demo_command(
         click.echo(f"database: {app.config['SQLALCHEMY_DATABASE_URI']}")
         if logins_path.exists():
             _echo_logins(json.loads(logins_path.read_text("utf-8")), base_url)
+        _echo_map_example(app, base_url)
         click.echo(f"public page (no login): {base_url}/public")
         _explain_base_url(base_url)
     if not no_serve:
@@ -166,7 +167,7 @@ ROLE_SEES = {
 
 
 def _echo_logins(users: list[dict[str, str]], base_url: str) -> None:
-    click.echo("demo logins 演示账号 (username / password / role / area):")
+    click.echo("演示账号 demo logins (username / password / role / area):")
     for user in users:
         zh, en = ROLE_SEES.get(user["username"].rstrip("0123456789"), ("", ""))
         click.echo(
@@ -175,14 +176,29 @@ def _echo_logins(users: list[dict[str, str]], base_url: str) -> None:
         if zh:
             click.echo(f"      {zh}")
             click.echo(f"      {en}")
-    click.echo(f"console 监管台: {base_url}/console/  (log in at {base_url}/login)")
+    click.echo(f"监管台 console: {base_url}/console/  (log in at {base_url}/login)")
+
+
+def _echo_map_example(app: Flask, base_url: str) -> None:
+    """The busiest field day of caseworker1, as a map link (when there is history)."""
+    from server.auth.models import User
+    from server.seed_history import busiest_day
+
+    user = db.session.scalar(select(User).where(User.username == "caseworker1"))
+    found = busiest_day(user.id, app.config["REGION"].timezone) if user else None
+    if user is not None and found is not None:
+        day, visits = found
+        click.echo(
+            f"经办人一天的走访轨迹 a caseworker's day ({visits} 次走访 visits): "
+            f"{base_url}/console/maps/caseworker/{user.id}/{day.isoformat()}"
+        )
 
 
 def _echo_history(counts: dict[str, int]) -> None:
     click.echo(
-        "history 历史数据: {visits} visits 走访 ({photos} photos 照片, {flags} flags 疑点), "
-        "{pol_months} proof-of-life months 生存认证月, {messages} SMS 短信, "
-        "{payments} payments 发放, {contact_tasks} contact tasks 联系任务".format(**counts)
+        "历史数据 history: 走访 {visits} visits (照片 {photos} photos, 疑点 {flags} flags), "
+        "生存认证月 {pol_months} proof-of-life months, 短信 {messages} SMS, "
+        "发放 {payments} payments, 联系任务 {contact_tasks} contact tasks".format(**counts)
     )
 
 

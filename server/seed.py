@@ -508,41 +508,51 @@ def _add_households(
                 rows.append(household)
                 pending.append((members, events, reviews))
             ids = writer.write_households(rows)
-            member_rows: list[dict[str, Any]] = []
-            event_rows: list[dict[str, Any]] = []
-            for household_id, row, (members, events, reviews) in zip(
-                ids, rows, pending, strict=True
-            ):
-                for m in members:
-                    m["household_id"] = household_id
-                    m["id_number_hash"] = cipher.lookup_hash(m["id_number"], "members.id_number")
-                    if next_member is not None:  # explicit ids: the history refers to them
-                        m["id"], next_member = next_member, next_member + 1
-                for e in events:
-                    e["household_id"] = household_id
-                if history is not None:
-                    village = places[row["village_id"]]
-                    history.household(
-                        household_id,
-                        row,
-                        members,
-                        events,
-                        reviews,
-                        village.id,
-                        village.caseworker_id,
-                    )
-                member_rows.extend(members)
-                event_rows.extend(events)
-            writer.write(_MEMBERS, member_rows)
-            writer.write(_EVENTS, event_rows)
-            if history is not None:
-                history.flush(writer.write)
+            next_member = _write_chunk(
+                writer, cipher, ids, rows, pending, places, history, next_member
+            )
     except BaseException:
         writer.close(discard=True)
         raise
     writer.close()
     if history is not None:
         _set_sequences([_MEMBERS, *extra_tables])
+
+
+def _write_chunk(
+    writer: _CopyWriter | _InsertWriter,
+    cipher: FieldCipher,
+    ids: list[int],
+    rows: list[dict[str, Any]],
+    pending: list[tuple[list[dict[str, Any]], list[dict[str, Any]], list[date]]],
+    places: dict[int, _Village],
+    history: History | None,
+    next_member: int | None,
+) -> int | None:
+    """The members and events of a chunk of households just written (and their
+    history); the next explicit member id."""
+    member_rows: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    for household_id, row, (members, events, reviews) in zip(ids, rows, pending, strict=True):
+        for m in members:
+            m["household_id"] = household_id
+            m["id_number_hash"] = cipher.lookup_hash(m["id_number"], "members.id_number")
+            if next_member is not None:  # explicit ids: the history refers to them
+                m["id"], next_member = next_member, next_member + 1
+        for e in events:
+            e["household_id"] = household_id
+        if history is not None:
+            village = places[row["village_id"]]
+            history.household(
+                household_id, row, members, events, reviews, village.id, village.caseworker_id
+            )
+        member_rows.extend(members)
+        event_rows.extend(events)
+    writer.write(_MEMBERS, member_rows)
+    writer.write(_EVENTS, event_rows)
+    if history is not None:
+        history.flush(writer.write)
+    return next_member
 
 
 def _set_sequences(tables: list[Table]) -> None:

@@ -91,6 +91,7 @@ TABLES = (SURVEYS, FLAGS, POL_MONTHS, ATTEMPTS, PAYMENTS, TASKS)
 
 SMS_MONTHS = 3  # the outbox's history: the month in progress and the two before it
 VISITS_PER_DAY = 10  # what one caseworker's field day holds
+SPOUSE_FACTOR = 1.7  # designated members per household when spouses prove life too
 DAY_STARTS = time(8, 30)
 DAY_ENDS = time(18, 0)
 EXEMPT_REASONS = ("住院治疗", "外出务工，已电话核实", "重度残疾，入户核实")
@@ -208,7 +209,7 @@ class History:
         self.windows = {
             m: window(m, rules.proof_of_life, rules.timezone) for m in [*self.months, self.current]
         }
-        self.assisted_share = _assisted_share(options, households)
+        self.assisted_share, self.spouses = _assisted_share(options, households)
         self.thresholds = rules.visit_thresholds
         self.history = message_history()
         self.sms_from = month_after(self.current, 1 - SMS_MONTHS)
@@ -301,16 +302,25 @@ class History:
             return
         first = month_text(household["approved_on"].year, household["approved_on"].month)
         reviewer = self.staff.reviewers[township]
+        designated = []
         for member in members:
+            if self.spouses and member["relation"] == "spouse":
+                member["proof_of_life_required"] = True  # the benchmark's volume
             if not member["proof_of_life_required"] or not member["alive"]:
                 continue
             if member["phone"] is not None and rng.random() < 0.03:
                 member["phone"] = None  # no mobile on file: a contact task each month
-            for month in [*self.months, self.current]:
-                if month <= first:
-                    continue
+            designated.append(member)
+        for month in [*self.months, self.current]:
+            if month <= first:
+                continue
+            plans = []
+            for member in designated:
                 plan = self._plan(month)
                 self._month(household_id, household, member, month, plan, own, reviewer, home)
+                plans.append(plan)
+            if month != self.current and plans:
+                self._payment(household_id, household, month, plans, self.windows[month][1])
 
     # ------------------------------------------------------------------ visits
 
@@ -542,8 +552,6 @@ class History:
             if plan.assisted:  # the visit's time
                 record["passed_at"] = record["updated_at"] = plan.passed_at
         self._messages(household_id, member, month, plan, token, created, closes)
-        if month != self.current:
-            self._payment(household_id, household, month, plan, closes)
 
     def _attempt(
         self,
@@ -706,24 +714,28 @@ class History:
         household_id: int,
         household: dict[str, Any],
         month: str,
-        plan: _MonthPlan,
+        plans: list[_MonthPlan],
         closes: datetime,
     ) -> None:
-        """The household's payment row for a closed month (one per household: its
-        designated member is the head; a second designated member would share it)."""
+        """The household's payment row for a closed month, from its designated members'
+        months: suspended at the close if one blocked it (or when one failed later);
+        restored when every blocking month was passed within the grace period."""
         status, suspended_at, restored_at, back_pay = PaymentStatus.PAYABLE, None, None, None
-        if plan.blocked_at_close:
+        grace_ends = self.rules.campaign.grace_ends(closes)
+        if any(p.status is MonthStatus.FAILED and not p.blocked_at_close for p in plans):
+            late = [p.decided_at or closes for p in plans if p.status is MonthStatus.FAILED]
+            status, suspended_at = PaymentStatus.SUSPENDED, min(late)  # settle() suspends
+        elif blocked := [p for p in plans if p.blocked_at_close]:
             status, suspended_at = PaymentStatus.SUSPENDED, closes
-            grace_ends = self.rules.campaign.grace_ends(closes)
-            if (
-                plan.status is MonthStatus.PASSED
-                and plan.decided_at is not None
-                and plan.decided_at < grace_ends
+            if all(
+                p.status is MonthStatus.PASSED
+                and p.decided_at is not None
+                and p.decided_at < grace_ends
+                for p in blocked
             ):
-                status, restored_at = PaymentStatus.RESTORED, plan.decided_at
-                back_pay = self._payroll_month(plan.decided_at)
-        elif plan.status is MonthStatus.FAILED:  # failed after the close: settle() suspends
-            status, suspended_at = PaymentStatus.SUSPENDED, plan.decided_at or closes
+                restored = max(cast(datetime, p.decided_at) for p in blocked)
+                status, restored_at = PaymentStatus.RESTORED, restored
+                back_pay = self._payroll_month(restored)
         self._add(
             PAYMENTS,
             {
@@ -756,21 +768,26 @@ def _caseworker_count(staff: Staff) -> int:
     return sum(len(v) for v in staff.caseworkers.values())
 
 
-def _assisted_share(options: HistoryOptions, households: int) -> float:
+def _assisted_share(options: HistoryOptions, households: int) -> tuple[float, bool]:
     """The share of members' months passed with a caseworker at home: about one in ten,
-    or what reaches ``options.visits`` (the benchmark's volume: nearly all)."""
+    or what reaches ``options.visits`` (the benchmark's volume: nearly all); and whether
+    spouses prove life too (when the heads alone cannot reach that volume)."""
     if options.visits is None or households == 0 or options.months == 0:
-        return 0.1
+        return 0.1, False
     natural = History.expected_visits(households) * options.months / 12
-    in_care = households * 0.68 * (options.months + 1) * 0.9
-    return min(1.0, max(0.1, (options.visits - natural) / in_care))
+    in_care = households * 0.68 * (options.months + 1) * 0.75
+    need = (options.visits - natural) / in_care
+    if need <= 0.9:
+        return max(0.1, need), False
+    return min(1.0, need / SPOUSE_FACTOR), True
 
 
 def caseworkers_per_township(options: HistoryOptions, households: int, townships: int) -> int:
     """Enough caseworkers that the assisted visits of a window fit in their field days."""
     if options.visits is None or options.months == 0:
         return 1
-    per_month = households * 0.68 * _assisted_share(options, households) / townships
+    share, spouses = _assisted_share(options, households)
+    per_month = households * 0.68 * share * (SPOUSE_FACTOR if spouses else 1) / townships
     return max(1, math.ceil(per_month / (4 * VISITS_PER_DAY)))
 
 
@@ -969,3 +986,17 @@ def _store_photo(
     )
     survey.photos.append(photo)
     return photo
+
+
+def busiest_day(caseworker_id: int, tz: str) -> tuple[date, int] | None:
+    """The local day with the caseworker's most visits, and how many (for the demo's
+    printed map link; walks one caseworker's visits)."""
+    days: dict[date, int] = {}
+    for finished in db.session.scalars(
+        select(Survey.finished_at).where(Survey.caseworker_id == caseworker_id)
+    ):
+        day = finished.astimezone(ZoneInfo(tz)).date()
+        days[day] = days.get(day, 0) + 1
+    if not days:
+        return None
+    return max(days.items(), key=lambda item: (item[1], item[0]))
