@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The page tests drive Debian's Chromium headless (never a downloaded browser); the
 # slow-client test runs the production nginx site in front of gunicorn; the console's
-# browser test checks Chinese text on screenshots, which needs a CJK font.
+# browser test reads Chinese text on screenshots (OCR), which needs a CJK font.
 for need in /usr/bin/chromium:chromium /usr/sbin/nginx:nginx \
-    /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk; do
+    /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:fonts-noto-cjk \
+    /usr/bin/tesseract:tesseract-ocr \
+    /usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata:tesseract-ocr-chi-sim; do
     path="${need%%:*}" package="${need##*:}"
     if [ ! -x "$path" ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
