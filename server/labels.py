@@ -200,6 +200,7 @@ AUDIT_ACTION_LABELS = {
     "member.read_personal": _l("Personal data read"),
     "member.reveal_personal": _l("ID number and phone revealed"),
     "export.downloaded": _l("Export downloaded"),
+    "map.viewed": _l("Map of visits viewed"),
     "payroll.exported": _l("Payroll exported"),
     "seed": _l("Demo data loaded"),
     "payment.suspended": _l("Payment suspended"),

@@ -1,5 +1,6 @@
 """The supervisor's maps (issue 15, item 4): visit traces drawn as inline SVG, no
-tiles and no script; each page's table exports as CSV or Excel."""
+tiles and no script; each page's table exports as CSV or Excel. A map shows where
+households live, so every view is audited (``map.viewed``), like a photo."""
 
 from __future__ import annotations
 
@@ -9,13 +10,28 @@ from flask import Blueprint, abort
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from server.audit import service as audit
 from server.auth.permissions import staff_required
 from server.console import traces
+from server.extensions import db
 from server.months import month_after
 from server.validation import parse_date, parse_month
 from server.web.exports import respond
 
 bp = Blueprint("console_maps", __name__, url_prefix="/console/maps")
+
+
+def _viewed(view: str, object_type: str, object_id: object, **details: str) -> None:
+    """The audit row of one map view, committed before the page is rendered."""
+    audit.record(
+        "map.viewed",
+        actor=current_user,
+        object_type=object_type,
+        object_id=object_id,
+        view=view,
+        **details,
+    )
+    db.session.commit()
 
 
 @bp.get("/caseworker/<id:user_id>/<day>")
@@ -25,6 +41,7 @@ def caseworker_day(user_id: int, day: str) -> ResponseReturnValue:
     if parsed is None:
         abort(404)
     view = traces.caseworker_day(current_user, user_id, parsed)
+    _viewed("caseworker_day", "user", user_id, day=parsed.isoformat())
     return respond(
         view.table,
         "console/map_caseworker.html",
@@ -42,6 +59,7 @@ def township_month(code: str, month: str) -> ResponseReturnValue:
     if parsed is None:
         abort(404)
     view = traces.area_month(current_user, code, parsed)
+    _viewed("area_month", "area", code, month=parsed)
     return respond(
         view.table,
         "console/map_township.html",
@@ -56,4 +74,5 @@ def township_month(code: str, month: str) -> ResponseReturnValue:
 @staff_required
 def household(case_code: str) -> ResponseReturnValue:
     view = traces.household_history(current_user, case_code)
+    _viewed("household", "case", case_code.strip().upper())
     return respond(view.table, "console/map_household.html", view=view)

@@ -261,6 +261,34 @@ def test_the_day_table_exports_and_is_audited(client: FlaskClient, day: dict[str
     assert entry is not None and entry.object_id == "map-caseworker-day"
 
 
+def test_every_map_view_is_audited_and_a_refused_one_writes_nothing(
+    client: FlaskClient, day: dict[str, Any]
+) -> None:
+    def views() -> list[AuditEntry]:
+        return list(
+            db.session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "map.viewed").order_by(AuditEntry.id)
+            )
+        )
+
+    login(client, "supervisor")
+    assert client.get(day_url(day["worker_id"])).status_code == 200
+    assert client.get("/console/maps/township/152201100/2026-11").status_code == 200
+    assert client.get(f"/console/maps/household/{day['codes'][0]}").status_code == 200
+    rows = views()
+    assert [(r.object_type, r.object_id, r.details["view"]) for r in rows] == [
+        ("user", str(day["worker_id"]), "caseworker_day"),
+        ("area", "152201100", "area_month"),
+        ("case", day["codes"][0], "household"),
+    ]
+    supervisor = factories.user("supervisor")
+    assert all(r.actor_id == supervisor.id for r in rows)
+    # Another township's caseworker opens a day that is not theirs: refused, unaudited.
+    login(client, "caseworker_b")
+    assert client.get(day_url(day["worker_id"])).status_code in (403, 404)
+    assert len(views()) == 3
+
+
 def test_another_day_shows_an_empty_map(client: FlaskClient, day: dict[str, Any]) -> None:
     login(client, "caseworker_a")
     response = client.get(day_url(day["worker_id"], "2026-11-11"))
