@@ -123,6 +123,8 @@ def demo_command(
             )
             db.session.commit()
             _echo_history(report.history.as_json())
+            if months:
+                _demo_back_checks(base_url)
             fd = os.open(logins_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(report.users, handle, ensure_ascii=False, indent=1)
@@ -553,6 +555,26 @@ def backchecks_draw_command(month: str | None, area_code: tuple[str, ...]) -> No
         db.session.commit()
         what = "drew" if new else "already drawn:"
         click.echo(f"{area.code} {chosen}: {what} {len(found.checks)} of {found.population} visits")
+
+
+def _demo_back_checks(base_url: str) -> None:
+    """Last month's back-check sample of every township, drawn as a supervisor would
+    (docs/supervision.md, "Back-checks"), so the demo's page has one to record."""
+    from server.areas.models import Area, AreaLevel
+    from server.monthly.cycle import month_or_current
+    from server.months import month_after
+    from server.visits.backchecks import draw
+
+    month = month_after(month_or_current(None, now=clock.utcnow()), -1)
+    drawn = 0
+    for area in db.session.scalars(select(Area).where(Area.level == AreaLevel.TOWNSHIP)):
+        found, _ = draw(area, month, actor=None)
+        drawn += len(found.checks)
+    db.session.commit()
+    click.echo(
+        f"抽查回访 back-checks: {drawn} visits of {month} drawn for re-visits: "
+        f"{base_url}/console/backchecks?month={month}"
+    )
 
 
 def month_option(month: str | None) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,6 +57,12 @@ def test_demo_prepares_an_embedded_database_once_and_reprints_the_logins(tmp_pat
     assert "seeding 25 demo households" in first.stdout
     assert "generated for the demo only" in first.stdout
     assert (tmp_path / "dibao.sqlite3").exists()
+    # Last month's back-check sample is drawn, so the console's page has one to record.
+    drawn = re.search(r"back-checks: (\d+) visits of (\d{4}-\d{2}) drawn", first.stdout)
+    assert drawn is not None and int(drawn.group(1)) > 0, first.stdout
+    with sqlite3.connect(tmp_path / "dibao.sqlite3") as db:
+        (sampled,) = db.execute("SELECT count(*) FROM back_checks").fetchone()
+    assert sampled == int(drawn.group(1))
     logins = json.loads((tmp_path / "demo-logins.json").read_text("utf-8"))
     assert {entry["role"] for entry in logins} >= {"caseworker", "county_approver"}
     assert all(entry["username"] in first.stdout for entry in logins)
