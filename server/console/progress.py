@@ -462,6 +462,35 @@ class Progress:
     def block(self, name: str) -> Block:
         return next(b for b in self.blocks if b.name == name)
 
+    def table(self) -> Table:
+        """Every number of the page as one table (a row per child area and the total):
+        what the page exports."""
+        columns = [Column("area_code", str(_l("Area code"))), Column("area", str(_l("Area")))]
+        for block in self.blocks:
+            columns += [
+                Column(f"{block.name}/{f.key}", f"{block.title}: {f.label}") for f in block.filters
+            ]
+        rows: list[dict[str, Any]] = []
+        for child in self.rows:
+            row: dict[str, Any] = {"area_code": child.code, "area": child.name}
+            for block in self.blocks:
+                row.update(
+                    {f"{block.name}/{f.key}": block.count(child.id, f.key) for f in block.filters}
+                )
+            rows.append(row)
+        if [child.id for child in self.rows] != [self.area.id]:  # a village is its own row
+            total: dict[str, Any] = {"area_code": self.area.code, "area": str(_l("Total"))}
+            for block in self.blocks:
+                total.update({f"{block.name}/{f.key}": block.total(f.key) for f in block.filters})
+            rows.append(total)
+        return Table(
+            name="progress",
+            title=str(_l("Progress in %(area)s", area=self.area.name)),
+            columns=columns,
+            rows=rows,
+            filters={str(_l("Area")): f"{self.area.name} ({self.area.code})"},
+        )
+
     def days_left(self, child_id: int | None = None) -> int | None:
         """Whole days (rounded up) until the earliest at-risk window closes."""
         if child_id is None:

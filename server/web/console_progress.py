@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, abort, current_app, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -55,7 +55,8 @@ def home() -> ResponseReturnValue:
         left = found.days_left(child_id)
         return "—" if left is None else str(left)
 
-    return render_template(
+    return respond(
+        found.table(),
         "console/progress.html",
         progress=found,
         charts=charts,

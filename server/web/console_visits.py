@@ -32,12 +32,13 @@ def _this_month() -> str:
 @bp.get("/visits")
 @staff_required
 def visits() -> ResponseReturnValue:
-    """Visits of the area by review state (reviewers and console readers)."""
+    """Visits of the area by review state (reviewers and console readers). The area
+    first (outside it answers like a missing one), then the role."""
+    area = area_in_scope(current_user, request.args.get("area"))
     if not (
         can(current_user, Capability.READ_CONSOLE) or can(current_user, Capability.REVIEW_VISITS)
     ):
         abort(403, description=_("Your role does not read the visit review list."))
-    area = area_in_scope(current_user, request.args.get("area"))
     status = query_enum("status", ReviewStatus)
     month = query_month("month", "") or None
     table = queries.review_table(
@@ -60,11 +61,11 @@ def visits() -> ResponseReturnValue:
 @staff_required
 def activity() -> ResponseReturnValue:
     """Each caseworker's month; a caseworker sees only their own row."""
+    area = area_in_scope(current_user, request.args.get("area"))
     if not (
         can(current_user, Capability.READ_CONSOLE) or can(current_user, Capability.USE_TABLETS)
     ):
         abort(403, description=_("Your role does not read caseworker activity."))
-    area = area_in_scope(current_user, request.args.get("area"))
     month = query_month("month", _this_month())
     table = queries.activity_table(current_user, area, month)
     return respond(
@@ -88,8 +89,8 @@ def _back_check_reader() -> None:
 @bp.get("/backchecks")
 @staff_required
 def back_check_list() -> ResponseReturnValue:
-    _back_check_reader()
     area = area_in_scope(current_user, request.args.get("area"))
+    _back_check_reader()
     month = query_month("month", _this_month())
     table = queries.back_check_table(area, month)
     return respond(
