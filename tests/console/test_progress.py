@@ -528,3 +528,25 @@ def test_rolled_up_trends_equal_the_live_counts_and_their_lists(
 
 
 _TREND_AREAS = ("152200", "152201100", "152201100201")
+
+
+@pytest.mark.slow
+def test_the_numbers_are_kept_for_the_configured_seconds_per_area(
+    app: Flask, client: FlaskClient, area: factories.Areas, clock: None
+) -> None:
+    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 60
+    plant(area)
+    login(client, "supervisor")
+    first = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert "60" in first.split('class="asof"', 1)[1].split("</p>", 1)[0]
+    cases = 'data-key="cases" data-area="152201100"'
+    before = int(first.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0])
+    village = db.session.scalar(select(Area).where(Area.code == "152201100201"))
+    assert village is not None
+    _household(village, CaseState.APPLIED)
+    db.session.commit()
+    kept = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert int(kept.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before
+    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 0  # expired: counted again
+    again = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert int(again.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before + 1
