@@ -553,9 +553,21 @@ def progress(area: Area, *, now: datetime) -> Progress:
         period=p,
         blocks=[states, decisions, reviews, visits, flags, pol, payments],
         at_risk_closes=closes,
-        trends=trends(area, now=now),
+        trends=trends(area, now=now, known=_known(p, visits, pol, payments)),
         trends_as_of=rolled_at(trend_months(now)[:-1]),
     )
+
+
+def _known(p: Period, visits: Block, pol: Block, payments: Block) -> dict[tuple[str, str], int]:
+    """The trends' counts of this month that the blocks above already hold (the same
+    filter over the same month): not counted twice."""
+    known = {("visits", p.month): visits.total(VISITS_FILTER.key)}
+    if p.pol_month == p.month:
+        known["passed", p.month] = pol.total(POL_FILTERS[4].key)
+    if p.payroll_month == p.month:
+        known["paid", p.month] = payments.total(PAYMENT_FILTERS[0].key)
+        known["suspended", p.month] = payments.total(PAYMENT_FILTERS[1].key)
+    return known
 
 
 def _aware(moment: datetime | str) -> datetime:
@@ -614,7 +626,9 @@ def trend_months(now: datetime) -> list[str]:
     return [month_after(last, k - TRENDS_SPAN) for k in range(1, TRENDS_SPAN + 1)]
 
 
-def trends(area: Area, *, now: datetime) -> list[Trend]:
+def trends(
+    area: Area, *, now: datetime, known: Mapping[tuple[str, str], int] | None = None
+) -> list[Trend]:
     """The last 12 months (this one included) of each trend, for the whole area: the
     closed months summed up by ``rollup`` read from ``console_month_counts`` (a few
     rows per village), the others (this month, a month not summed up yet) counted
@@ -622,11 +636,14 @@ def trends(area: Area, *, now: datetime) -> list[Trend]:
     months = trend_months(now)
     rolled = rolled_months(months[:-1])
     stored = _stored_counts(area, rolled)
-    live = [period(now, m) for m in months if m not in rolled]
     everything = _holds_everything(area)
     found = []
     for name, title, chosen in TRENDS:
         counts = dict(stored.get(name, {}))
+        # ``known``: (trend, month) -> the page's own count of that month (its blocks).
+        done = {m: v for (t, m), v in (known or {}).items() if t == name}
+        counts.update(done)
+        live = [period(now, m) for m in months if m not in rolled and m not in done]
         if live:
             query = _trend_query(chosen, live)
             if not everything:
