@@ -378,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"vacuum analyze: {time.perf_counter() - started:.1f} s", flush=True)
             else:
                 step("upgrade", ["db", "upgrade"], env, folder)
+                # The trends' closed months, as the nightly task leaves them (a new
+                # database has them from `dibao seed --months`).
+                print(step("rollup", ["console", "rollup"], env, folder).strip(), flush=True)
             set_password(url)
             found = counts(url)
             chosen = targets(url)

@@ -149,6 +149,12 @@ def _init_database(app: Flask) -> None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
         options.setdefault("connect_args", {}).setdefault("timeout", 30)
+    elif uri.startswith("postgresql"):
+        # No JIT compilation: it costs 0.5-1.5 s per query that the planner deems
+        # expensive (the console's counts over 100,000 cases), more than it saves on
+        # queries of this size (docs/decisions/0008-console-month-rollup.md).
+        options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+        options.setdefault("connect_args", {}).setdefault("options", "-c jit=off")
     db.init_app(app)
     if uri.startswith("sqlite"):
         with app.app_context():

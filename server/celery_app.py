@@ -14,7 +14,12 @@ from celery.schedules import crontab
 from flask import Flask
 
 # The server's own task modules.
-TASK_MODULES = ("server.visits.tasks", "server.proof_of_life.tasks", "server.public.tasks")
+TASK_MODULES = (
+    "server.visits.tasks",
+    "server.proof_of_life.tasks",
+    "server.public.tasks",
+    "server.console.tasks",
+)
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -42,6 +47,12 @@ def celery_init_app(app: Flask) -> Celery:
                 "purge-proof-of-life-frames": {
                     "task": "server.proof_of_life.tasks.purge_frames_task",
                     "schedule": crontab(hour=3, minute=17),
+                },
+                # The progress trends' closed months summed up again, every night
+                # (and so the month just closed, on its first night).
+                "console-rollup": {
+                    "task": "server.console.tasks.rollup_task",
+                    "schedule": crontab(hour=2, minute=41),
                 },
                 # The public snapshot, when something changed or it is getting old.
                 "public-refresh": {

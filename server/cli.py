@@ -122,6 +122,7 @@ def demo_command(
                 history=HistoryOptions(months=months, photos=True),
             )
             db.session.commit()
+            _roll_up_console()
             _echo_history(report.history.as_json())
             if months:
                 _demo_back_checks(base_url)
@@ -307,6 +308,8 @@ def seed_command(
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
     db.session.commit()
+    if months:
+        _roll_up_console()
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False))
     else:
@@ -514,6 +517,39 @@ def public_refresh_command(force: bool) -> None:
             f"public snapshot {built.id}: {built.cases} cases published, {built.withheld} "
             f"withheld, in {time.perf_counter() - started:.1f} s"
         )
+
+
+@cli.group("console")
+def console_group() -> None:
+    """The supervisor console (docs/supervision.md)."""
+
+
+def _roll_up_console() -> int:
+    """Sum up the closed months of the progress trends (``dibao console rollup``)."""
+    from server.console.progress import months_to_roll, rollup
+
+    now = clock.utcnow()
+    written = rollup(months_to_roll(now), now=now)
+    db.session.commit()
+    return written
+
+
+@console_group.command("rollup")
+@with_appcontext
+def console_rollup_command() -> None:
+    """Sum up the closed months of the progress trends per village (the nightly beat
+    task does the same; docs/supervision.md, "Progress")."""
+    import time
+
+    from server.console.progress import months_to_roll
+
+    started = time.perf_counter()
+    months = months_to_roll(clock.utcnow())
+    written = _roll_up_console()
+    click.echo(
+        f"console rollup: {months[0]} to {months[-1]}, {written} counts, "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
 
 @cli.group("backchecks")

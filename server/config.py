@@ -38,6 +38,7 @@ ENV_KEYS = (
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
+    "DIBAO_CONSOLE_CACHE_SECONDS",
     "DIBAO_PUBLIC_RESPONSE_CACHE_MB",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
@@ -123,6 +124,8 @@ def defaults() -> dict[str, Any]:
         "DIBAO_PUBLIC_REFRESH": None,
         # How long a process trusts its idea of the current snapshot before asking again.
         "DIBAO_PUBLIC_CACHE_SECONDS": 2,
+        # How long a worker keeps the progress home's numbers of one area (0: never).
+        "DIBAO_CONSOLE_CACHE_SECONDS": 60,
         # Per process: the bytes of public answers already rendered (0 keeps none).
         "DIBAO_PUBLIC_RESPONSE_CACHE_MB": 32,
         # Tests and demos only: every proof-of-life session asks for these challenges
@@ -346,6 +349,11 @@ def _validate_public(config: dict[str, Any]) -> None:
         config,
         "DIBAO_PUBLIC_CACHE_SECONDS",
         "DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds",
+    )
+    config["DIBAO_CONSOLE_CACHE_SECONDS"] = _number(
+        config,
+        "DIBAO_CONSOLE_CACHE_SECONDS",
+        "DIBAO_CONSOLE_CACHE_SECONDS must be a number of seconds",
     )
     config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"] = _number(
         config, "DIBAO_PUBLIC_RESPONSE_CACHE_MB", "DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number"

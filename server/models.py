@@ -4,6 +4,7 @@ from server.areas.models import Area, AreaBoundary, AreaLevel
 from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.console.models import MonthCount, MonthRollup
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
 from server.monthly.models import CampaignStep
@@ -40,6 +41,8 @@ __all__ = [
     "Household",
     "HouseholdClass",
     "Member",
+    "MonthCount",
+    "MonthRollup",
     "PaymentMonth",
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",

@@ -78,7 +78,14 @@ from server.visits.checks import (
     check_photos,
     check_travel,
 )
-from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.models import (
+    PhotoKind,
+    ReviewStatus,
+    Survey,
+    SurveyFlag,
+    SurveyPhoto,
+    SurveyStatus,
+)
 
 SURVEYS = cast(Table, Survey.__table__)
 FLAGS = cast(Table, SurveyFlag.__table__)
@@ -412,6 +419,7 @@ class History:
             "payload": self.payloads[rng.randrange(len(self.payloads))],
             "received_at": received,
             "completed_at": received,
+            "review_status": ReviewStatus.RECEIVED,
         }
         survey_id = self._add(SURVEYS, row)
         visit = _Visit(row, household_id, home, planted)

@@ -20,13 +20,25 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import ColumnElement, Select, case, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.orm import aliased
 
 from server.areas.models import Area, AreaLevel
 from server.cases.deadlines import decision_deadline, decision_overdue
 from server.cases.models import CaseState, Household, HouseholdClass, Member
 from server.cases.workflow import PRE_APPROVAL
+from server.console.models import MonthCount, MonthRollup
 from server.console.scope import children
 from server.console.tables import Column, Table
 from server.extensions import db
@@ -417,7 +429,9 @@ def _counts(
 ) -> dict[int, list[Any]]:
     """One query: per child area, the count of each filter (then ``extra`` minimum
     columns). ``span``: a condition every counted row meets (it narrows the scan)."""
-    columns = [func.count(case((f.where(p), _KEY_OF[unit]))) for f in filters]
+    # A constant, not the row's key: an index holding the filters' columns then
+    # answers alone (visits: ``surveys (finished_at, household_id)``).
+    columns = [func.count(case((f.where(p), literal_column("1")))) for f in filters]
     query = _per_village(_from(unit).add_columns(Household.village_id, *columns, *extra), area)
     if span is not None:
         query = query.where(span)
@@ -458,6 +472,8 @@ class Progress:
     # Per child area: when the earliest window of a member at risk closes.
     at_risk_closes: dict[int, datetime]
     trends: list[Trend]
+    # When the closed months of the trends were summed up (None: all counted live).
+    trends_as_of: datetime | None = None
 
     def block(self, name: str) -> Block:
         return next(b for b in self.blocks if b.name == name)
@@ -579,8 +595,21 @@ def progress(area: Area, *, now: datetime) -> Progress:
         period=p,
         blocks=[states, decisions, reviews, visits, flags, pol, payments],
         at_risk_closes=closes,
-        trends=trends(area, now=now),
+        trends=trends(area, now=now, known=_known(p, visits, pol, payments)),
+        trends_as_of=rolled_at(trend_months(now)[:-1]),
     )
+
+
+def _known(p: Period, visits: Block, pol: Block, payments: Block) -> dict[tuple[str, str], int]:
+    """The trends' counts of this month that the blocks above already hold (the same
+    filter over the same month): not counted twice."""
+    known = {("visits", p.month): visits.total(VISITS_FILTER.key)}
+    if p.pol_month == p.month:
+        known["passed", p.month] = pol.total(POL_FILTERS[4].key)
+    if p.payroll_month == p.month:
+        known["paid", p.month] = payments.total(PAYMENT_FILTERS[0].key)
+        known["suspended", p.month] = payments.total(PAYMENT_FILTERS[1].key)
+    return known
 
 
 def _aware(moment: datetime | str) -> datetime:
@@ -639,35 +668,126 @@ def trend_months(now: datetime) -> list[str]:
     return [month_after(last, k - TRENDS_SPAN) for k in range(1, TRENDS_SPAN + 1)]
 
 
-def trends(area: Area, *, now: datetime) -> list[Trend]:
-    """The last 12 months (this one included) of each trend, for the whole area: one
-    query per trend, a count per month from the same filter as the list behind it."""
+def trends(
+    area: Area, *, now: datetime, known: Mapping[tuple[str, str], int] | None = None
+) -> list[Trend]:
+    """The last 12 months (this one included) of each trend, for the whole area: the
+    closed months summed up by ``rollup`` read from ``console_month_counts`` (a few
+    rows per village), the others (this month, a month not summed up yet) counted
+    live, one query per trend with the same filter as the list behind each bar."""
     months = trend_months(now)
-    periods = [period(now, m) for m in months]
-    found = []
+    rolled = rolled_months(months[:-1])
+    stored = _stored_counts(area, rolled)
     everything = _holds_everything(area)
+    found = []
     for name, title, chosen in TRENDS:
-        bucket = _month_of_row(chosen.unit, periods)
-        # The rows of one of the months by the number's own filter, counted per month.
-        rows: ColumnElement[bool] = or_(*(chosen.where(p) for p in periods))
-        if chosen.unit is Unit.VISITS:
-            # The months' visit filters are back to back: their union is one range.
-            rows = (Survey.finished_at >= periods[0].starts) & (
-                Survey.finished_at < periods[-1].ends
-            )
-        query = (
-            _bare(chosen.unit)
-            .add_columns(bucket, func.count(_KEY_OF[chosen.unit]))
-            .where(rows)
-            .group_by(bucket)
-        )
-        if not everything:
-            query = query.join(Household, Household.id == _HOUSEHOLD_OF[chosen.unit]).where(
-                Household.village_id.in_(_villages(area))
-            )
-        counts = {month: int(count) for month, count in db.session.execute(query)}
+        counts = dict(stored.get(name, {}))
+        # ``known``: (trend, month) -> the page's own count of that month (its blocks).
+        done = {m: v for (t, m), v in (known or {}).items() if t == name}
+        counts.update(done)
+        live = [period(now, m) for m in months if m not in rolled and m not in done]
+        if live:
+            query = _trend_query(chosen, live)
+            if not everything:
+                query = query.join(Household, Household.id == _HOUSEHOLD_OF[chosen.unit]).where(
+                    Household.village_id.in_(_villages(area))
+                )
+            counts.update({month: int(count) for month, count in db.session.execute(query)})
         found.append(Trend(name, title, chosen, [(m, counts.get(m, 0)) for m in months]))
     return found
+
+
+def _trend_query(chosen: Filter, periods: Sequence[Period]) -> Select[Any]:
+    """(month, count) of ``chosen``'s rows in each of ``periods`` (in month order)."""
+    bucket = _month_of_row(chosen.unit, periods)
+    rows: ColumnElement[bool] = or_(*(chosen.where(p) for p in periods))
+    if chosen.unit is Unit.VISITS:
+        # Back-to-back months' visit filters merged into one range each.
+        ranges: list[list[datetime]] = []
+        for p in periods:
+            if ranges and ranges[-1][1] == p.starts:
+                ranges[-1][1] = p.ends
+            else:
+                ranges.append([p.starts, p.ends])
+        rows = or_(*((Survey.finished_at >= a) & (Survey.finished_at < b) for a, b in ranges))
+    return (
+        _bare(chosen.unit)
+        # count(*), not of the key: the month records' (month, status, household_id)
+        # indexes then answer alone.
+        .add_columns(bucket, func.count())
+        .where(rows)
+        .group_by(bucket)
+    )
+
+
+# --------------------------------------------------------------------------- rollup
+
+
+def rolled_months(months: Sequence[str]) -> set[str]:
+    """Which of ``months`` are summed up in ``console_month_counts``."""
+    if not months:
+        return set()
+    return set(db.session.scalars(select(MonthRollup.month).where(MonthRollup.month.in_(months))))
+
+
+def rolled_at(months: Sequence[str]) -> datetime | None:
+    """When the oldest summary among ``months`` was computed (None: none is)."""
+    found = db.session.scalar(
+        select(func.min(MonthRollup.computed_at)).where(MonthRollup.month.in_(months))
+    )
+    return _aware(found) if found is not None else None
+
+
+def _stored_counts(area: Area, months: set[str]) -> dict[str, dict[str, int]]:
+    """trend -> month -> the summed-up count of the villages inside ``area``."""
+    if not months:
+        return {}
+    query = (
+        select(MonthCount.trend, MonthCount.month, func.sum(MonthCount.count))
+        .where(MonthCount.month.in_(months))
+        .group_by(MonthCount.trend, MonthCount.month)
+    )
+    if not _holds_everything(area):
+        query = query.where(MonthCount.village_id.in_(_villages(area)))
+    found: dict[str, dict[str, int]] = {}
+    for trend, month, count in db.session.execute(query):
+        found.setdefault(trend, {})[month] = int(count or 0)
+    return found
+
+
+def months_to_roll(now: datetime) -> list[str]:
+    """The closed months of the trends' span (every month but the current one)."""
+    return trend_months(now)[:-1]
+
+
+def rollup(months: Sequence[str], *, now: datetime) -> int:
+    """Sum up each trend of ``months`` per village, by the live trend query grouped by
+    village too, replacing what was stored for them; the rows written. The caller
+    commits."""
+    if not months:
+        return 0
+    periods = [period(now, m) for m in sorted(months)]
+    counts: list[dict[str, Any]] = []
+    for name, _, chosen in TRENDS:
+        query = (
+            _trend_query(chosen, periods)
+            .join(Household, Household.id == _HOUSEHOLD_OF[chosen.unit])
+            .add_columns(Household.village_id)
+            .group_by(Household.village_id)
+        )
+        counts.extend(
+            {"month": m, "trend": name, "village_id": v, "count": int(c)}
+            for m, c, v in db.session.execute(query)
+        )
+    chosen_months = [p.month for p in periods]
+    db.session.execute(delete(MonthCount).where(MonthCount.month.in_(chosen_months)))
+    db.session.execute(delete(MonthRollup).where(MonthRollup.month.in_(chosen_months)))
+    db.session.execute(
+        insert(MonthRollup), [{"month": m, "computed_at": now} for m in chosen_months]
+    )
+    if counts:
+        db.session.execute(insert(MonthCount), counts)
+    return len(counts)
 
 
 def _month_of_row(unit: Unit, periods: Sequence[Period]) -> Any:

@@ -138,6 +138,13 @@ class ProofOfLifeMonth(Model):
         ),
         # The console's counts of a month by status and household (read from the index).
         Index("ix_pol_months_month_status", "month", "status", "household_id"),
+        # The progress home's funnel of one month, from the index alone (PostgreSQL;
+        # SQLite has no INCLUDE and keeps a plain index on month).
+        Index(
+            "ix_pol_months_month_funnel",
+            "month",
+            postgresql_include=["household_id", "member_id", "status", "window_closes_at", "id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, request, url_for
+import time
+from datetime import datetime
+
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
+from markupsafe import Markup
 
 from server import clock
 from server.areas.models import Area
@@ -14,6 +19,8 @@ from server.auth.permissions import Capability, can, staff_required
 from server.console import progress as numbers
 from server.console.charts import bar_chart
 from server.console.scope import area_in_scope, trail
+from server.months import local_date
+from server.region import region
 from server.validation import query_int, query_month
 from server.web.exports import export_format, respond
 
@@ -32,7 +39,49 @@ def _scope() -> Area:
 @staff_required
 def home() -> ResponseReturnValue:
     area = _scope()
-    found = numbers.progress(area, now=clock.utcnow())
+    if export_format() is not None:
+        # The file is counted now (never from the kept numbers): a row per child area.
+        found = numbers.progress(area, now=clock.utcnow())
+        return respond(found.table(), "console/progress.html")
+    as_of, numbers_html = _numbers(area)
+    kept = current_app.config["DIBAO_CONSOLE_CACHE_SECONDS"]
+    return render_template(
+        "console/progress.html",
+        area=area,
+        as_of=as_of,
+        today=local_date(as_of, region().timezone).isoformat(),
+        kept=int(kept) if kept else None,
+        numbers=numbers_html,
+        crumbs=trail(current_user, area),
+    )
+
+
+# Per worker and app: (area id, language) -> (monotonic expiry, counted at, numbers).
+_Kept = dict[tuple[int, str], tuple[float, datetime, Markup]]
+_KEPT_MAX = 512  # areas: a league has a few hundred
+
+
+def _numbers(area: Area) -> tuple[datetime, Markup]:
+    """The page's numbers and trends, rendered; kept DIBAO_CONSOLE_CACHE_SECONDS per
+    area and language (they hold no user's data: every role that may open the area
+    sees the same numbers)."""
+    ttl = float(current_app.config["DIBAO_CONSOLE_CACHE_SECONDS"])
+    kept: _Kept = current_app.extensions.setdefault("dibao.console_numbers", {})
+    key = (area.id, str(get_locale()))
+    found = kept.get(key)
+    if ttl > 0 and found is not None and found[0] > time.monotonic():
+        return found[1], found[2]
+    now = clock.utcnow()
+    rendered = Markup(_render_numbers(numbers.progress(area, now=now)))  # noqa: S704  rendered by Jinja (autoescaped)
+    if ttl > 0:
+        if len(kept) >= _KEPT_MAX:
+            kept.clear()
+        kept[key] = (time.monotonic() + ttl, now, rendered)
+    return now, rendered
+
+
+def _render_numbers(found: numbers.Progress) -> str:
+    area = found.area
     charts = [
         (
             trend,
@@ -55,14 +104,12 @@ def home() -> ResponseReturnValue:
         left = found.days_left(child_id)
         return "—" if left is None else str(left)
 
-    return respond(
-        found.table(),
-        "console/progress.html",
+    return render_template(
+        "console/_progress_numbers.html",
         progress=found,
         charts=charts,
         # The at-risk members' time: whole days until the earliest window closes.
         days_left={"label": _("Days left"), "cell": days_left},
-        crumbs=trail(current_user, found.area),
     )
 
 

@@ -487,3 +487,66 @@ def test_every_trend_bar_equals_the_list_of_its_month(
     assert values["/console/cases?area=152200&filter=visits&month=2026-11"] == 3
     assert values["/console/cases?area=152200&filter=visits&month=2026-10"] == 2
     assert values["/console/cases?area=152200&filter=pay:paid&month=2026-10"] == 2
+
+
+@pytest.mark.slow
+def test_rolled_up_trends_equal_the_live_counts_and_their_lists(
+    app: Flask, client: FlaskClient, area: factories.Areas, clock: None
+) -> None:
+    from server.console.progress import months_to_roll, rolled_months, rollup, trends
+
+    plant(area)
+    areas = [db.session.scalar(select(Area).where(Area.code == c)) for c in _TREND_AREAS]
+    live = [[(t.name, t.points) for t in trends(a, now=NOW)] for a in areas]
+    months = months_to_roll(NOW)
+    assert months[0] == "2025-12" and months[-1] == "2026-10"  # the closed months
+    assert rollup(months, now=NOW) > 0
+    db.session.commit()
+    assert rolled_months(months) == set(months)
+    assert [[(t.name, t.points) for t in trends(a, now=NOW)] for a in areas] == live
+
+    # A late upload into a closed month shows once the month is summed up again.
+    late = _household(area.village_b, CaseState.APPROVED)
+    _visit(late, NOV_STARTS - timedelta(days=3))
+    db.session.commit()
+    league = areas[0]
+    october = dict(next(t for t in trends(league, now=NOW) if t.name == "visits").points)
+    assert october["2026-10"] == dict(live[0][0][1])["2026-10"]  # as summed up
+    rollup(months, now=NOW)
+    db.session.commit()
+    october = dict(next(t for t in trends(league, now=NOW) if t.name == "visits").points)
+    assert october["2026-10"] == dict(live[0][0][1])["2026-10"] + 1
+
+    # On the page: every bar of a closed month still equals its list, with the note.
+    login(client, "supervisor")
+    html = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert "summed up at" in html or "汇总于" in html
+    for href, month, value in BAR.findall(html):
+        if month in ("2026-09", "2026-10"):
+            listed = client.get(href.replace("&amp;", "&") + "&format=csv")
+            assert len(listed.get_data(as_text=True).strip().splitlines()) - 1 == int(value)
+
+
+_TREND_AREAS = ("152200", "152201100", "152201100201")
+
+
+@pytest.mark.slow
+def test_the_numbers_are_kept_for_the_configured_seconds_per_area(
+    app: Flask, client: FlaskClient, area: factories.Areas, clock: None
+) -> None:
+    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 60
+    plant(area)
+    login(client, "supervisor")
+    first = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert "60" in first.split('class="asof"', 1)[1].split("</p>", 1)[0]
+    cases = 'data-key="cases" data-area="152201100"'
+    before = int(first.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0])
+    village = db.session.scalar(select(Area).where(Area.code == "152201100201"))
+    assert village is not None
+    _household(village, CaseState.APPLIED)
+    db.session.commit()
+    kept = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert int(kept.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before
+    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 0  # expired: counted again
+    again = client.get("/console/?area=152201100").get_data(as_text=True)
+    assert int(again.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before + 1
