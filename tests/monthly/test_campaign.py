@@ -528,9 +528,11 @@ def test_the_payroll_lists_each_household_with_suspended_months_and_back_pay(
     _payroll(app, "--month", "2027-01", "--format", "xlsx", "--output", str(out))
     from openpyxl import load_workbook
 
-    sheet = load_workbook(out, read_only=True).active
+    book = load_workbook(out, read_only=True)  # read-only keeps the file open: close it
+    sheet = book.active
     assert sheet is not None
     values = [list(r) for r in sheet.iter_rows(values_only=True)]
+    book.close()
     xheader = [str(h).split(" ")[1] for h in values[0]]
     xrows = {r[0]: dict(zip(xheader, r, strict=True)) for r in values[1:]}
     assert xrows[codes[restored]]["back_pay_months"] == MONTH
