@@ -54,6 +54,12 @@ def celery_init_app(app: Flask) -> Celery:
                     "task": "server.console.tasks.rollup_task",
                     "schedule": crontab(hour=2, minute=41),
                 },
+                # The progress home's numbers of every area (when the summary is
+                # refreshed in the background: DIBAO_CONSOLE_REFRESH).
+                "console-refresh": {
+                    "task": "server.console.tasks.refresh_task",
+                    "schedule": crontab(),
+                },
                 # The public snapshot, when something changed or it is getting old.
                 "public-refresh": {
                     "task": "server.public.tasks.refresh_public_task",

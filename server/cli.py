@@ -552,6 +552,35 @@ def console_rollup_command() -> None:
     )
 
 
+@console_group.command("refresh")
+@click.option(
+    "--every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refresh again every this many seconds until interrupted (as the beat task).",
+)
+@with_appcontext
+def console_refresh_command(every: int | None) -> None:
+    """Count the progress home's numbers of every area and store them (the summary the
+    page shows; docs/decisions/0009-console-current-summary.md)."""
+    import time
+
+    from server.console.summary import refresh
+
+    while True:
+        started = time.perf_counter()
+        written = refresh(clock.utcnow())
+        db.session.commit()
+        click.echo(
+            f"console refresh: {written} numbers stored, in {time.perf_counter() - started:.1f} s",
+            nl=True,
+        )
+        if every is None:
+            return
+        db.session.remove()
+        time.sleep(max(0.0, every - (time.perf_counter() - started)))
+
+
 @cli.group("backchecks")
 def backchecks_group() -> None:
     """The monthly back-check sample of visits (docs/supervision.md, "Back-checks")."""

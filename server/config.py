@@ -38,7 +38,8 @@ ENV_KEYS = (
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
-    "DIBAO_CONSOLE_CACHE_SECONDS",
+    "DIBAO_CONSOLE_SUMMARY_SECONDS",
+    "DIBAO_CONSOLE_REFRESH",
     "DIBAO_PUBLIC_RESPONSE_CACHE_MB",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
@@ -124,8 +125,12 @@ def defaults() -> dict[str, Any]:
         "DIBAO_PUBLIC_REFRESH": None,
         # How long a process trusts its idea of the current snapshot before asking again.
         "DIBAO_PUBLIC_CACHE_SECONDS": 2,
-        # How long a worker keeps the progress home's numbers of one area (0: never).
-        "DIBAO_CONSOLE_CACHE_SECONDS": 60,
+        # How old a stored summary of the progress home's numbers may be shown
+        # (0: always counted live). docs/decisions/0009-console-current-summary.md
+        "DIBAO_CONSOLE_SUMMARY_SECONDS": 120,
+        # Who refreshes that summary: "background" (the Celery beat task, every minute)
+        # or "inline" (the page view finding it old). None: inline without a broker.
+        "DIBAO_CONSOLE_REFRESH": None,
         # Per process: the bytes of public answers already rendered (0 keeps none).
         "DIBAO_PUBLIC_RESPONSE_CACHE_MB": 32,
         # Tests and demos only: every proof-of-life session asks for these challenges
@@ -350,11 +355,19 @@ def _validate_public(config: dict[str, Any]) -> None:
         "DIBAO_PUBLIC_CACHE_SECONDS",
         "DIBAO_PUBLIC_CACHE_SECONDS must be a number of seconds",
     )
-    config["DIBAO_CONSOLE_CACHE_SECONDS"] = _number(
+    config["DIBAO_CONSOLE_SUMMARY_SECONDS"] = _number(
         config,
-        "DIBAO_CONSOLE_CACHE_SECONDS",
-        "DIBAO_CONSOLE_CACHE_SECONDS must be a number of seconds",
+        "DIBAO_CONSOLE_SUMMARY_SECONDS",
+        "DIBAO_CONSOLE_SUMMARY_SECONDS must be a number of seconds",
     )
+    console_refresh = config.get("DIBAO_CONSOLE_REFRESH") or (
+        "background" if config.get("CELERY_BROKER_URL") else "inline"
+    )
+    if console_refresh not in ("inline", "background"):
+        raise ConfigError(
+            f"DIBAO_CONSOLE_REFRESH must be inline or background, got {console_refresh!r}"
+        )
+    config["DIBAO_CONSOLE_REFRESH"] = console_refresh
     config["DIBAO_PUBLIC_RESPONSE_CACHE_MB"] = _number(
         config, "DIBAO_PUBLIC_RESPONSE_CACHE_MB", "DIBAO_PUBLIC_RESPONSE_CACHE_MB must be a number"
     )

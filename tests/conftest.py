@@ -98,7 +98,7 @@ def make_app(database_url: str, instance: Path, **overrides: Any) -> Flask:
         # Tests build and roll back public snapshots: always ask which one is current.
         "DIBAO_PUBLIC_CACHE_SECONDS": 0,
         # Tests change data between pages: count the progress home every time.
-        "DIBAO_CONSOLE_CACHE_SECONDS": 0,
+        "DIBAO_CONSOLE_SUMMARY_SECONDS": 0,
     }
     config.update(overrides)
     application = create_app(config)

@@ -70,6 +70,22 @@ def test_demo_prepares_an_embedded_database_once_and_reprints_the_logins(tmp_pat
     second = _run_demo(tmp_path, "--no-serve")
     assert second.returncode == 0, second.stderr
     assert "seeding" not in second.stdout
+
+    # The progress home's summary of every area, as the beat task stores it.
+    refreshed = subprocess.run(
+        [sys.executable, "-m", "server.cli", "console", "refresh"],
+        env=_demo_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refreshed.returncode == 0, refreshed.stderr
+    stored = re.search(r"console refresh: (\d+) numbers stored", refreshed.stdout)
+    assert stored is not None, refreshed.stdout
+    with sqlite3.connect(tmp_path / "dibao.sqlite3") as db:
+        (counts,) = db.execute("SELECT count(*) FROM console_current_counts").fetchone()
+    assert counts == int(stored.group(1)) > 0
     assert logins[0]["password"] in second.stdout
     assert "public page (no login): http://127.0.0.1:5000/public" in second.stdout
 

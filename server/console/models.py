@@ -34,3 +34,35 @@ class MonthCount(Model):
     trend: Mapped[str] = mapped_column(String(20), primary_key=True)
     village_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class CurrentSummary(Model):
+    """The progress home's numbers of the current period, counted for every area at
+    once (docs/decisions/0009-console-current-summary.md): one row, the period the
+    counts below are about and when they were counted."""
+
+    __tablename__ = "console_current"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The period's keys (``progress.Period``): the summary serves only the same period.
+    today: Mapped[str] = mapped_column(String(10))  # the local day, YYYY-MM-DD
+    month: Mapped[str] = mapped_column(String(7))
+    pol_month: Mapped[str] = mapped_column(String(7))
+    payroll_month: Mapped[str] = mapped_column(String(7))
+
+
+class CurrentCount(Model):
+    """One number of the progress home (``block/filter key``) in one area, every level
+    (a village's own numbers and the sums of each township, county and league); a
+    number absent is 0."""
+
+    __tablename__ = "console_current_counts"
+
+    area_id: Mapped[int] = mapped_column(
+        ForeignKey("areas.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    # Only with ``pol/pol:at_risk``: when the earliest window of those members closes.
+    earliest: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

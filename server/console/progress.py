@@ -396,47 +396,189 @@ def child_of_village(area: Area) -> dict[int, int]:
 def _per_village(query: Select[Any], area: Area) -> Select[Any]:
     """``query`` (rows joined to their ``Household``) kept to the villages inside
     ``area``, grouped by village: the database counts per village (a few thousand
-    groups at most), the page adds villages up to the child areas (``_roll_up``)."""
+    groups at most), ``roll_up`` adds villages up to the areas that show them."""
     return query.where(Household.village_id.in_(_villages(area))).group_by(Household.village_id)
 
 
-def _roll_up(
-    rows: Sequence[Sequence[Any]], mapping: Mapping[int, int], sizes: int, smallest: int = 0
-) -> dict[int, list[Any]]:
-    """Per-village rows (village id, counts..., then ``smallest`` minimum columns)
-    added up per child area."""
-    totals: dict[int, list[Any]] = {}
-    for village_id, *values in rows:
-        child = mapping.get(village_id)
-        if child is None:
-            continue
-        into = totals.setdefault(child, [0] * sizes + [None] * smallest)
-        for index, value in enumerate(values):
-            if index < sizes:
-                into[index] += int(value or 0)
-            elif value is not None:
-                into[index] = value if into[index] is None else min(into[index], value)
-    return totals
+@dataclass
+class Counted:
+    """Every number of the page per area: area id -> ``block/filter key`` -> count (a
+    number absent is 0), and per area when the earliest window of a member at risk
+    of suspension closes."""
+
+    counts: dict[int, dict[str, int]] = field(default_factory=dict)
+    closes: dict[int, datetime] = field(default_factory=dict)
+
+    def add(self, area_id: int, key: str, value: Any) -> None:
+        if value:
+            into = self.counts.setdefault(area_id, {})
+            into[key] = into.get(key, 0) + int(value)
+
+    def close(self, area_id: int, moment: datetime) -> None:
+        found = self.closes.get(area_id)
+        self.closes[area_id] = moment if found is None else min(found, moment)
 
 
-def _counts(
+def roll_up(counted: Counted, into: Mapping[int, Sequence[int]]) -> Counted:
+    """``counted`` per village added up into the areas ``into`` gives for each village
+    (the child area holding it on the page; every area on its path for the summary)."""
+    found = Counted()
+    for village_id, counts in counted.counts.items():
+        for target in into.get(village_id, ()):
+            for key, value in counts.items():
+                found.add(target, key, value)
+    for village_id, moment in counted.closes.items():
+        for target in into.get(village_id, ()):
+            found.close(target, moment)
+    return found
+
+
+def _blocks(classes: Sequence[str], flag_codes: Sequence[str], p: Period) -> list[Block]:
+    """The page's tables (their columns), with no counts yet."""
+    return [
+        Block("states", _l("Cases by state"), [ALL_CASES, *(_state(s) for s in CaseState)]),
+        Block(
+            "decisions",
+            _l("Decisions pending at each step"),
+            [f for s in STEPS for f in (_pending(s), _overdue(s))],
+            note=_l(
+                "Deadline: the whole review, %(review)s working days from the application; "
+                "in public notice, the county's decision %(county)s working days after the "
+                "notice ends. Overdue: the deadline is before today.",
+                review=region().deadlines.review_working_days,
+                county=region().deadlines.county_decision_working_days,
+            ),
+        ),
+        Block(
+            "reviews",
+            _l("Periodic reviews"),
+            [f for c in classes for f in (_review_due(c), _review_overdue(c))],
+        ),
+        Block("visits", _l("Visits this month"), [VISITS_FILTER]),
+        Block("flags", _l("Open evidence flags"), [ALL_FLAGS, *(_flag(c) for c in flag_codes)]),
+        Block("pol", _l("Proof of life, %(month)s", month=p.pol_month), list(POL_FILTERS)),
+        Block("payments", _l("Payments, %(month)s", month=p.payroll_month), list(PAYMENT_FILTERS)),
+    ]
+
+
+def _village_rows(
     area: Area,
     unit: Unit,
     filters: Sequence[Filter],
     p: Period,
     *extra: Any,
     span: ColumnElement[bool] | None = None,
-) -> dict[int, list[Any]]:
-    """One query: per child area, the count of each filter (then ``extra`` minimum
-    columns). ``span``: a condition every counted row meets (it narrows the scan)."""
+) -> Sequence[Any]:
+    """One query: per village inside ``area``, the count of each filter (then the
+    ``extra`` columns). ``span``: a condition every counted row meets (it narrows the
+    scan)."""
     # A constant, not the row's key: an index holding the filters' columns then
     # answers alone (visits: ``surveys (finished_at, household_id)``).
     columns = [func.count(case((f.where(p), literal_column("1")))) for f in filters]
     query = _per_village(_from(unit).add_columns(Household.village_id, *columns, *extra), area)
     if span is not None:
         query = query.where(span)
-    rows = db.session.execute(query).all()
-    return _roll_up(rows, child_of_village(area), len(columns), len(extra))
+    return db.session.execute(query).all()
+
+
+def count_villages(area: Area, p: Period, classes: Sequence[str]) -> Counted:
+    """Every number of the page for each village inside ``area``: one aggregate query
+    per kind of row (cases, visits, flags, members' months, payments)."""
+    found = Counted()
+    blocks = {b.name: b for b in _blocks(classes, (), p)}
+
+    def put(names: Sequence[str], rows: Sequence[Any]) -> None:
+        keys = [f"{n}/{f.key}" for n in names for f in blocks[n].filters]
+        for village_id, *values in rows:
+            for key, value in zip(keys, values, strict=False):
+                found.add(village_id, key, value)
+
+    case_blocks = ("states", "decisions", "reviews")
+    case_filters = [f for n in case_blocks for f in blocks[n].filters]
+    put(case_blocks, _village_rows(area, Unit.CASES, case_filters, p))
+    put(
+        ("visits",),
+        _village_rows(area, Unit.VISITS, [VISITS_FILTER], p, span=VISITS_FILTER.where(p)),
+    )
+    # Open flags by code: one query grouped by village and code.
+    flags = _per_village(
+        _from(Unit.FLAGS).add_columns(Household.village_id, SurveyFlag.code, func.count()),
+        area,
+    ).where(ALL_FLAGS.where(p))
+    for village_id, code, count in db.session.execute(flags.group_by(SurveyFlag.code)):
+        found.add(village_id, f"flags/{ALL_FLAGS.key}", count)
+        found.add(village_id, f"flags/flag:{code}", count)
+    at_risk = POL_FILTERS[-1].where(p)
+    pol_rows = _village_rows(
+        area,
+        Unit.POL,
+        POL_FILTERS,
+        p,
+        func.min(case((at_risk, ProofOfLifeMonth.window_closes_at))),
+        span=_pol_month(p),
+    )
+    put(("pol",), pol_rows)
+    for village_id, *values in pol_rows:
+        if values[-1] is not None:
+            found.close(village_id, aware(values[-1]))
+    put(
+        ("payments",),
+        _village_rows(
+            area,
+            Unit.PAYMENTS,
+            PAYMENT_FILTERS,
+            p,
+            span=(PaymentMonth.month == p.payroll_month)
+            | (PaymentMonth.back_pay_month == p.payroll_month),
+        ),
+    )
+    return found
+
+
+def assemble(
+    area: Area,
+    p: Period,
+    classes: Sequence[str],
+    counted: Counted,
+    *,
+    as_of: datetime,
+    from_summary: bool = False,
+) -> Progress:
+    """The page from its numbers per child area (``counted``, keyed by the rows' ids):
+    the same for numbers counted now and for a stored summary."""
+    flag_prefix = "flags/flag:"
+    codes = sorted(
+        {
+            key[len(flag_prefix) :]
+            for counts in counted.counts.values()
+            for key in counts
+            if key.startswith(flag_prefix)
+        }
+    )
+    blocks = _blocks(classes, codes, p)
+    by_name = {b.name: b for b in blocks}
+    for child_id, counts in counted.counts.items():
+        for full_key, value in counts.items():
+            name, _, key = full_key.partition("/")
+            if name in by_name:
+                by_name[name].counts.setdefault(child_id, {})[key] = value
+    visits, pol, payments = by_name["visits"], by_name["pol"], by_name["payments"]
+    return Progress(
+        area=area,
+        rows=page_rows(area),
+        period=p,
+        blocks=blocks,
+        at_risk_closes=dict(counted.closes),
+        trends=trends(area, now=p.now, known=_known(p, visits, pol, payments)),
+        trends_as_of=rolled_at(trend_months(p.now)[:-1]),
+        as_of=as_of,
+        from_summary=from_summary,
+    )
+
+
+def page_rows(area: Area) -> list[Area]:
+    """The page's rows: the child areas (a village: itself)."""
+    return [area] if area.level is AreaLevel.VILLAGE else children(area)
 
 
 @dataclass
@@ -456,13 +598,6 @@ class Block:
         return self.counts.get(child_id, {}).get(key, 0)
 
 
-def _fill(block: Block, rows: dict[int, list[Any]]) -> None:
-    for child_id, values in rows.items():
-        block.counts[child_id] = {
-            f.key: int(v or 0) for f, v in zip(block.filters, values, strict=False)
-        }
-
-
 @dataclass
 class Progress:
     area: Area
@@ -474,6 +609,9 @@ class Progress:
     trends: list[Trend]
     # When the closed months of the trends were summed up (None: all counted live).
     trends_as_of: datetime | None = None
+    # When the blocks' numbers were counted (now, or the stored summary's time).
+    as_of: datetime | None = None
+    from_summary: bool = False  # read from the stored summary (server.console.summary)
 
     def block(self, name: str) -> Block:
         return next(b for b in self.blocks if b.name == name)
@@ -525,79 +663,12 @@ def class_codes() -> list[str]:
 
 
 def progress(area: Area, *, now: datetime) -> Progress:
+    """The page counted now: every number of the current period, per child area."""
     p = period(now)
-    rows = [area] if area.level is AreaLevel.VILLAGE else children(area)
     classes = class_codes()
-
-    states = Block("states", _l("Cases by state"), [ALL_CASES, *(_state(s) for s in CaseState)])
-    decisions = Block(
-        "decisions",
-        _l("Decisions pending at each step"),
-        [f for s in STEPS for f in (_pending(s), _overdue(s))],
-        note=_l(
-            "Deadline: the whole review, %(review)s working days from the application; "
-            "in public notice, the county's decision %(county)s working days after the "
-            "notice ends. Overdue: the deadline is before today.",
-            review=region().deadlines.review_working_days,
-            county=region().deadlines.county_decision_working_days,
-        ),
-    )
-    reviews = Block(
-        "reviews",
-        _l("Periodic reviews"),
-        [f for c in classes for f in (_review_due(c), _review_overdue(c))],
-    )
-    case_filters = [*states.filters, *decisions.filters, *reviews.filters]
-    case_rows = _counts(area, Unit.CASES, case_filters, p)
-    for block in (states, decisions, reviews):
-        offset = case_filters.index(block.filters[0])
-        _fill(block, {k: v[offset : offset + len(block.filters)] for k, v in case_rows.items()})
-
-    visits = Block("visits", _l("Visits this month"), [VISITS_FILTER])
-    _fill(visits, _counts(area, Unit.VISITS, visits.filters, p, span=VISITS_FILTER.where(p)))
-
-    flags = _flag_block(area, p)
-
-    pol = Block("pol", _l("Proof of life, %(month)s", month=p.pol_month), list(POL_FILTERS))
-    at_risk = POL_FILTERS[-1].where(p)
-    pol_rows = _counts(
-        area,
-        Unit.POL,
-        pol.filters,
-        p,
-        func.min(case((at_risk, ProofOfLifeMonth.window_closes_at))),
-        span=_pol_month(p),
-    )
-    _fill(pol, pol_rows)
-    closes: dict[int, datetime] = {}
-    for child_id, values in pol_rows.items():
-        if values[-1] is not None:
-            closes[child_id] = _aware(values[-1])
-
-    payments = Block(
-        "payments", _l("Payments, %(month)s", month=p.payroll_month), list(PAYMENT_FILTERS)
-    )
-    _fill(
-        payments,
-        _counts(
-            area,
-            Unit.PAYMENTS,
-            payments.filters,
-            p,
-            span=(PaymentMonth.month == p.payroll_month)
-            | (PaymentMonth.back_pay_month == p.payroll_month),
-        ),
-    )
-
-    return Progress(
-        area=area,
-        rows=rows,
-        period=p,
-        blocks=[states, decisions, reviews, visits, flags, pol, payments],
-        at_risk_closes=closes,
-        trends=trends(area, now=now, known=_known(p, visits, pol, payments)),
-        trends_as_of=rolled_at(trend_months(now)[:-1]),
-    )
+    counted = count_villages(area, p, classes)
+    into = {v: [c] for v, c in child_of_village(area).items()}
+    return assemble(area, p, classes, roll_up(counted, into), as_of=now)
 
 
 def _known(p: Period, visits: Block, pol: Block, payments: Block) -> dict[tuple[str, str], int]:
@@ -612,36 +683,11 @@ def _known(p: Period, visits: Block, pol: Block, payments: Block) -> dict[tuple[
     return known
 
 
-def _aware(moment: datetime | str) -> datetime:
+def aware(moment: datetime | str) -> datetime:
     # SQLite hands an aggregate of a UTC column back as text.
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=ZoneInfo("UTC"))
-
-
-def _flag_block(area: Area, p: Period) -> Block:
-    """Open flags by code: one query grouped by child area and code."""
-    query = (
-        _per_village(
-            _from(Unit.FLAGS).add_columns(
-                Household.village_id, SurveyFlag.code, func.count(SurveyFlag.id)
-            ),
-            area,
-        )
-        .where(ALL_FLAGS.where(p))
-        .group_by(SurveyFlag.code)
-    )
-    found = db.session.execute(query).all()
-    mapping = child_of_village(area)
-    codes = sorted({code for _, code, _ in found})
-    block = Block("flags", _l("Open evidence flags"), [ALL_FLAGS, *(_flag(c) for c in codes)])
-    for village_id, code, count in found:
-        if village_id not in mapping:
-            continue
-        counts = block.counts.setdefault(mapping[village_id], {})
-        counts[f"flag:{code}"] = counts.get(f"flag:{code}", 0) + count
-        counts["flags"] = counts.get("flags", 0) + count
-    return block
 
 
 # --------------------------------------------------------------------------- trends
@@ -735,7 +781,7 @@ def rolled_at(months: Sequence[str]) -> datetime | None:
     found = db.session.scalar(
         select(func.min(MonthRollup.computed_at)).where(MonthRollup.month.in_(months))
     )
-    return _aware(found) if found is not None else None
+    return aware(found) if found is not None else None
 
 
 def _stored_counts(area: Area, months: set[str]) -> dict[str, dict[str, int]]:

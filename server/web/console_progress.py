@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
-
 from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -17,6 +13,7 @@ from server import clock
 from server.areas.models import Area
 from server.auth.permissions import Capability, can, staff_required
 from server.console import progress as numbers
+from server.console import summary
 from server.console.charts import bar_chart
 from server.console.scope import area_in_scope, trail
 from server.months import local_date
@@ -43,41 +40,19 @@ def home() -> ResponseReturnValue:
         # The file is counted now (never from the kept numbers): a row per child area.
         found = numbers.progress(area, now=clock.utcnow())
         return respond(found.table(), "console/progress.html")
-    as_of, numbers_html = _numbers(area)
-    kept = current_app.config["DIBAO_CONSOLE_CACHE_SECONDS"]
+    found = summary.numbers(area, now=clock.utcnow())
+    as_of = found.as_of or found.period.now
     return render_template(
         "console/progress.html",
         area=area,
         as_of=as_of,
         today=local_date(as_of, region().timezone).isoformat(),
-        kept=int(kept) if kept else None,
-        numbers=numbers_html,
+        refreshed=int(current_app.config["DIBAO_CONSOLE_SUMMARY_SECONDS"])
+        if found.from_summary
+        else None,
+        numbers=Markup(_render_numbers(found)),  # noqa: S704  rendered by Jinja (autoescaped)
         crumbs=trail(current_user, area),
     )
-
-
-# Per worker and app: (area id, language) -> (monotonic expiry, counted at, numbers).
-_Kept = dict[tuple[int, str], tuple[float, datetime, Markup]]
-_KEPT_MAX = 512  # areas: a league has a few hundred
-
-
-def _numbers(area: Area) -> tuple[datetime, Markup]:
-    """The page's numbers and trends, rendered; kept DIBAO_CONSOLE_CACHE_SECONDS per
-    area and language (they hold no user's data: every role that may open the area
-    sees the same numbers)."""
-    ttl = float(current_app.config["DIBAO_CONSOLE_CACHE_SECONDS"])
-    kept: _Kept = current_app.extensions.setdefault("dibao.console_numbers", {})
-    key = (area.id, str(get_locale()))
-    found = kept.get(key)
-    if ttl > 0 and found is not None and found[0] > time.monotonic():
-        return found[1], found[2]
-    now = clock.utcnow()
-    rendered = Markup(_render_numbers(numbers.progress(area, now=now)))  # noqa: S704  rendered by Jinja (autoescaped)
-    if ttl > 0:
-        if len(kept) >= _KEPT_MAX:
-            kept.clear()
-        kept[key] = (time.monotonic() + ttl, now, rendered)
-    return now, rendered
 
 
 def _render_numbers(found: numbers.Progress) -> str:

@@ -20,6 +20,10 @@ from sqlalchemy import func, select
 
 from server.areas.models import Area
 from server.cases.models import CaseState, Household, HouseholdClass
+from server.console.models import CurrentCount, CurrentSummary
+from server.console.progress import progress
+from server.console.summary import refresh, stored
+from server.console.tasks import refresh_task
 from server.extensions import db
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import (
@@ -322,9 +326,13 @@ def numbers(html: str) -> list[tuple[str, str, str, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("summary_seconds", [0, 120], ids=["live", "stored-summary"])
 def test_every_number_equals_a_direct_sql_count_and_its_list(
-    app: Flask, client: FlaskClient, area: factories.Areas, clock: None
+    app: Flask, client: FlaskClient, area: factories.Areas, clock: None, summary_seconds: int
 ) -> None:
+    """Counted live, and read from the stored summary of every area (refreshed by the
+    first page view: the inline refresh of a process without a broker)."""
+    app.config["DIBAO_CONSOLE_SUMMARY_SECONDS"] = summary_seconds
     plant(area)
     paths = {a.code: a.path for a in db.session.scalars(select(Area))}
     login(client, "supervisor")
@@ -530,23 +538,95 @@ def test_rolled_up_trends_equal_the_live_counts_and_their_lists(
 _TREND_AREAS = ("152200", "152201100", "152201100201")
 
 
-@pytest.mark.slow
-def test_the_numbers_are_kept_for_the_configured_seconds_per_area(
-    app: Flask, client: FlaskClient, area: factories.Areas, clock: None
+def _village(code: str) -> Area:
+    found = db.session.scalar(select(Area).where(Area.code == code))
+    assert found is not None
+    return found
+
+
+def _cases_shown(html: str, area_code: str) -> int:
+    marker = f'data-key="cases" data-area="{area_code}"'
+    return int(html.split(marker, 1)[1].split(">", 1)[1].split("<", 1)[0])
+
+
+def test_the_stored_summary_is_shown_while_fresh_then_counted_again(
+    app: Flask, client: FlaskClient, area: factories.Areas
 ) -> None:
-    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 60
+    app.config.update(DIBAO_CONSOLE_SUMMARY_SECONDS=120, DIBAO_CONSOLE_REFRESH="inline")
+    moment = [NOW]
+    app.config["DIBAO_CLOCK"] = lambda: moment[0]
+    try:
+        plant(area)
+        login(client, "supervisor")
+        first = client.get("/console/?area=152201100").get_data(as_text=True)
+        assert "120" in first.split('class="asof"', 1)[1].split("</p>", 1)[0]
+        before = _cases_shown(first, "152201100")
+        assert db.session.scalar(select(func.count()).select_from(CurrentCount)) > 0
+        _household(_village("152201100201"), CaseState.APPLIED)
+        db.session.commit()
+        moment[0] = NOW + timedelta(seconds=119)  # still fresh: the stored numbers
+        assert _cases_shown(client.get("/console/?area=152201100").text, "152201100") == before
+        moment[0] = NOW + timedelta(seconds=121)  # too old: counted again for every area
+        again = client.get("/console/?area=152201100").text
+        assert _cases_shown(again, "152201100") == before + 1
+        summary = db.session.get(CurrentSummary, 1)
+        assert summary is not None
+        assert summary.computed_at == NOW + timedelta(seconds=121)
+    finally:
+        app.config["DIBAO_CLOCK"] = None
+
+
+def test_a_summary_of_another_day_or_one_refreshed_elsewhere_is_not_shown(
+    app: Flask, client: FlaskClient, area: factories.Areas
+) -> None:
+    """In the background mode the page never writes: a missing or old summary (the
+    beat task stopped) is counted live, and a summary from yesterday is never shown
+    (reviews due today, members at risk: the numbers are about the day)."""
+    app.config.update(DIBAO_CONSOLE_SUMMARY_SECONDS=100_000, DIBAO_CONSOLE_REFRESH="background")
+    moment = [NOW]
+    app.config["DIBAO_CLOCK"] = lambda: moment[0]
+    try:
+        plant(area)
+        login(client, "supervisor")
+        live = _cases_shown(client.get("/console/?area=152201").text, "152201")
+        assert db.session.get(CurrentSummary, 1) is None  # not refreshed by the page
+        app.config["DIBAO_CONSOLE_REFRESH"] = "inline"
+        assert refresh_task.delay().get() == 0  # the beat task refreshes in the background only
+        app.config["DIBAO_CONSOLE_REFRESH"] = "background"
+        refresh(NOW)
+        db.session.commit()
+        _household(_village("152201100201"), CaseState.APPLIED)
+        db.session.commit()
+        assert _cases_shown(client.get("/console/?area=152201").text, "152201") == live
+        moment[0] = NOW + timedelta(days=1)  # the next local day: counted live
+        assert _cases_shown(client.get("/console/?area=152201").text, "152201") == live + 1
+        # The beat task stores the new day's numbers.
+        assert refresh_task.delay().get() > 0
+        summary = db.session.get(CurrentSummary, 1)
+        db.session.refresh(summary)
+        assert summary is not None and summary.today == "2026-11-24"
+    finally:
+        app.config["DIBAO_CLOCK"] = None
+
+
+def test_the_summary_holds_every_area_and_equals_the_live_counts(
+    app: Flask, area: factories.Areas
+) -> None:
     plant(area)
-    login(client, "supervisor")
-    first = client.get("/console/?area=152201100").get_data(as_text=True)
-    assert "60" in first.split('class="asof"', 1)[1].split("</p>", 1)[0]
-    cases = 'data-key="cases" data-area="152201100"'
-    before = int(first.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0])
-    village = db.session.scalar(select(Area).where(Area.code == "152201100201"))
-    assert village is not None
-    _household(village, CaseState.APPLIED)
+    refresh(NOW)
     db.session.commit()
-    kept = client.get("/console/?area=152201100").get_data(as_text=True)
-    assert int(kept.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before
-    app.config["DIBAO_CONSOLE_CACHE_SECONDS"] = 0  # expired: counted again
-    again = client.get("/console/?area=152201100").get_data(as_text=True)
-    assert int(again.split(cases, 1)[1].split(">", 1)[1].split("<", 1)[0]) == before + 1
+    for code in ("152200", "152201", "152201100", "152201100201", "152202"):
+        chosen = db.session.scalar(select(Area).where(Area.code == code))
+        assert chosen is not None
+        found = stored(chosen, now=NOW, max_age=60)
+        assert found is not None, code
+        live = progress(chosen, now=NOW)
+        assert [(b.name, [f.key for f in b.filters], b.counts) for b in found.blocks] == [
+            (b.name, [f.key for f in b.filters], b.counts) for b in live.blocks
+        ], code
+        assert found.at_risk_closes == live.at_risk_closes
+    # Older than allowed, or asked about another moment: no summary.
+    league = db.session.scalar(select(Area).where(Area.code == "152200"))
+    assert league is not None
+    assert stored(league, now=NOW + timedelta(seconds=61), max_age=60) is None
+    assert stored(league, now=NOW - timedelta(seconds=1), max_age=60) is None
