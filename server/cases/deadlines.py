@@ -1,4 +1,5 @@
-"""When the decision a pending case waits for is due, as SQL (for counts and lists).
+"""When the decision a pending case waits for, or its periodic review, is due, as SQL
+(for the console's counts, its lists, the exceptions inbox and the worklists).
 
 Registration sets ``review_due_on``: the whole review, from the application to the
 decision, in working days (``deadlines.review_working_days``, 45 for special cases);
@@ -32,3 +33,12 @@ def decision_deadline() -> ColumnElement[Any]:
 def decision_overdue(today: date) -> ColumnElement[bool]:
     """The case's decision deadline lies before ``today`` (the region's local day)."""
     return decision_deadline() < today
+
+
+# Cases whose periodic review runs (the allowance is paid or suspended).
+UNDER_REVIEW = (CaseState.APPROVED, CaseState.SUSPENDED)
+
+
+def review_overdue(today: date) -> ColumnElement[bool]:
+    """A case under periodic review whose review date lies before ``today``."""
+    return Household.state.in_(UNDER_REVIEW) & (Household.next_review_on < today)

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func
-
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
@@ -123,13 +121,6 @@ def next_steps(role: Role) -> dict[CaseState, str]:
         if role in t.roles and not t.reason_required
         for source in t.sources
     }
-
-
-def step_deadline() -> ColumnElement[date]:
-    """SQL: the deadline of a pre-approval case's current step: the county's decision
-    (``decision_due_on``, set when the public notice starts) once there is one, else
-    the township's review (``review_due_on``, set at the application)."""
-    return func.coalesce(Household.decision_due_on, Household.review_due_on)
 
 
 def available_actions(household: Household, actor: User) -> list[str]:

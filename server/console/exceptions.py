@@ -10,15 +10,16 @@ The exact rules are in docs/supervision.md, "Exceptions".
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from server.cases.models import CaseState, Household
-from server.cases.workflow import PRE_APPROVAL, step_deadline
+from server.cases.deadlines import decision_deadline, decision_overdue, review_overdue
+from server.cases.models import Household
+from server.cases.workflow import PRE_APPROVAL
 from server.console.places import (
     case_url,
     live_months,
@@ -77,13 +78,20 @@ class Row:
         }
 
 
+def _labels(labels: Mapping[Any, Any]) -> dict[Any, str]:
+    """Lazy labels translated once per list (not once per row)."""
+    return {key: str(label) for key, label in labels.items()}
+
+
 def _overdue_decisions(path: str, today: date, now: datetime) -> Iterable[Row]:
-    deadline = step_deadline()
+    # The same rule as the progress home's "overdue" numbers (server.cases.deadlines).
     query = with_place(
-        select(Household.case_code, Household.state, deadline.label("deadline")), path
-    ).where(Household.state.in_(PRE_APPROVAL), deadline < today)
+        select(Household.case_code, Household.state, decision_deadline().label("deadline")),
+        path,
+    ).where(Household.state.in_(PRE_APPROVAL), decision_overdue(today))
+    states = _labels(STATE_LABELS)
     for code, state, due, village, township, township_code in db.session.execute(query):
-        detail = str(STATE_LABELS[state])
+        detail = states[state]
         yield Row(
             ExceptionKind.OVERDUE_DECISION, code, township, township_code, village, due, due, detail
         )
@@ -92,12 +100,10 @@ def _overdue_decisions(path: str, today: date, now: datetime) -> Iterable[Row]:
 def _overdue_reviews(path: str, today: date, now: datetime) -> Iterable[Row]:
     query = with_place(
         select(Household.case_code, Household.state, Household.next_review_on), path
-    ).where(
-        Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
-        Household.next_review_on < today,
-    )
+    ).where(review_overdue(today))
+    states = _labels(STATE_LABELS)
     for code, state, due, village, township, township_code in db.session.execute(query):
-        detail = str(STATE_LABELS[state])
+        detail = states[state]
         yield Row(
             ExceptionKind.OVERDUE_REVIEW, code, township, township_code, village, due, due, detail
         )
@@ -111,8 +117,9 @@ def _open_flags(path: str, today: date, now: datetime) -> Iterable[Row]:
         .join(Household, Household.id == Survey.household_id),
         path,
     ).where(SurveyFlag.cleared_at.is_(None))
+    flags = _labels(FLAG_LABELS)
     for code, flag, raised, village, township, township_code in db.session.execute(query):
-        detail = str(FLAG_LABELS.get(flag, flag))
+        detail = flags.get(flag, flag)
         yield Row(
             ExceptionKind.OPEN_FLAG,
             code,
@@ -132,6 +139,7 @@ def _months_in_review(path: str, today: date, now: datetime) -> Iterable[Row]:
         .join(Household, Household.id == ProofOfLifeMonth.household_id),
         path,
     ).where(ProofOfLifeMonth.status == MonthStatus.REVIEW)
+    in_review = str(POL_STATUS_LABELS["review"])
     for code, month, changed, village, township, township_code in db.session.execute(query):
         yield Row(
             ExceptionKind.POL_REVIEW,
@@ -141,7 +149,7 @@ def _months_in_review(path: str, today: date, now: datetime) -> Iterable[Row]:
             village,
             window_last_day(month),
             local_day(changed),
-            f"{month} {POL_STATUS_LABELS['review']}",
+            f"{month} {in_review}",
         )
 
 
@@ -153,6 +161,8 @@ def _undelivered(path: str, today: date, now: datetime) -> Iterable[Row]:
         Household.id.in_({m.household_id for m in messages})
     )
     places = {row[0]: row[1:] for row in db.session.execute(query)}
+    reasons = _labels(CONTACT_REASON_LABELS)
+    last_days = {month: window_last_day(month) for month in {m.month for m in messages}}
     for message in messages:
         if message.household_id not in places:
             continue
@@ -163,9 +173,9 @@ def _undelivered(path: str, today: date, now: datetime) -> Iterable[Row]:
             township,
             township_code,
             village,
-            window_last_day(message.month),
+            last_days[message.month],
             local_day(message.at),
-            f"{message.month} {CONTACT_REASON_LABELS.get(message.status, message.status)}",
+            f"{message.month} {reasons.get(message.status, message.status)}",
         )
 
 
@@ -179,6 +189,7 @@ def _contact_tasks(path: str, today: date, now: datetime) -> Iterable[Row]:
         .join(Household, Household.id == ContactTask.household_id),
         path,
     ).where(ContactTask.resolved_at.is_(None), ContactTask.month.in_(months))
+    reasons = _labels(CONTACT_REASON_LABELS)
     for code, month, reason, made, village, township, township_code in db.session.execute(query):
         yield Row(
             ExceptionKind.CONTACT_TASK,
@@ -188,7 +199,7 @@ def _contact_tasks(path: str, today: date, now: datetime) -> Iterable[Row]:
             village,
             window_last_day(month),
             local_day(made),
-            f"{month} {CONTACT_REASON_LABELS.get(reason.value, reason.value)}",
+            f"{month} {reasons.get(reason.value, reason.value)}",
         )
 
 
@@ -211,26 +222,32 @@ def exceptions(
     kind: ExceptionKind | None = None,
     sort: str = "deadline",
     descending: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[Row]:
     """The exceptions of the villages under ``path`` (an area's, or a township's when
     the list is filtered by one), sorted by ``sort`` (one of ``SORTS``); rows without
-    a deadline last when sorted by deadline, either way."""
-    labels = {code: str(label) for code, label in EXCEPTION_KIND_LABELS.items()}
+    a deadline last when sorted by deadline, either way. Rows, not dicts: a page turns
+    only the rows it shows into table rows (``Row.as_dict``)."""
     rows = [
-        row.as_dict(today, labels)
+        row
         for chosen in ([kind] if kind is not None else list(ExceptionKind))
         for row in QUERIES[chosen](path, today, now)
     ]
-    keys: dict[str, Callable[[dict[str, Any]], Any]] = {
-        "deadline": lambda r: r["deadline"] or date.max,
-        "age": lambda r: r["age"],
-        "kind": lambda r: _ORDER[ExceptionKind(r["kind"])],
-        "township": lambda r: r["township"],
+    keys: dict[str, Callable[[Row], Any]] = {
+        "deadline": lambda r: r.deadline or date.max,
+        "age": lambda r: max(0, (today - r.since).days),
+        "kind": lambda r: _ORDER[r.kind],
+        "township": lambda r: r.township,
     }
     # A stable order first (case, kind), then the chosen key.
-    rows.sort(key=lambda r: (r["case_code"], _ORDER[ExceptionKind(r["kind"])]))
+    rows.sort(key=lambda r: (r.case_code, _ORDER[r.kind]))
     if sort == "deadline" and descending:
-        dated = sorted((r for r in rows if r["deadline"]), key=keys["deadline"], reverse=True)
-        return dated + [r for r in rows if not r["deadline"]]
+        dated = sorted((r for r in rows if r.deadline), key=keys["deadline"], reverse=True)
+        return dated + [r for r in rows if not r.deadline]
     rows.sort(key=keys[sort], reverse=descending)
     return rows
+
+
+def as_dicts(rows: Iterable[Row], today: date) -> list[dict[str, Any]]:
+    """Table rows of ``rows`` (the kinds' labels translated once)."""
+    labels = _labels(EXCEPTION_KIND_LABELS)
+    return [row.as_dict(today, labels) for row in rows]

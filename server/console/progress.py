@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from server.areas.models import Area, AreaLevel
-from server.cases.deadlines import decision_deadline, decision_overdue
+from server.cases.deadlines import UNDER_REVIEW, decision_deadline, decision_overdue, review_overdue
 from server.cases.models import CaseState, Household, HouseholdClass, Member
 from server.cases.workflow import PRE_APPROVAL
 from server.console.models import MonthCount, MonthRollup
@@ -59,8 +59,6 @@ from server.visits.models import Survey, SurveyFlag
 
 # The steps at which a case waits for a decision, in the workflow's order.
 STEPS: tuple[CaseState, ...] = tuple(s for s in CaseState if s in PRE_APPROVAL)
-# Cases whose periodic review runs (the allowance is paid or suspended).
-UNDER_REVIEW = (CaseState.APPROVED, CaseState.SUSPENDED)
 TRENDS_SPAN = 12  # months
 
 
@@ -325,11 +323,7 @@ def _review_overdue(code: str) -> Filter:
         f"review_overdue:{code}",
         Unit.CASES,
         _l("Class %(code)s: review overdue", code=code),
-        lambda p: (
-            Household.state.in_(UNDER_REVIEW)
-            & (Household.class_id == _class_id(code))
-            & (Household.next_review_on < p.today)
-        ),
+        lambda p: review_overdue(p.today) & (Household.class_id == _class_id(code)),
         extra="review",
     )
 

@@ -22,8 +22,9 @@ from sqlalchemy import or_, select
 from server.areas.models import Area
 from server.auth.models import User
 from server.auth.permissions import Capability, can
+from server.cases.deadlines import decision_deadline
 from server.cases.models import CaseState, Household
-from server.cases.workflow import next_steps, step_deadline
+from server.cases.workflow import next_steps
 from server.console.places import (
     Township,
     Village,
@@ -77,7 +78,7 @@ def _decisions(actor: User, path: str, today: date) -> Iterable[Item]:
     steps = {s: a for s, a in next_steps(actor.role).items() if a not in BY_VISIT}
     if not steps:
         return
-    deadline = step_deadline()
+    deadline = decision_deadline()
     query = with_place(
         select(Household.case_code, Household.state, deadline.label("deadline")), path
     ).where(

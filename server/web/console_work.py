@@ -20,7 +20,7 @@ from server.auth.permissions import Capability, can, not_found, staff_required
 from server.cases import queries
 from server.cases.workflow import local_today
 from server.console import audit_log, worklist
-from server.console.exceptions import SORTS, ExceptionKind, exceptions
+from server.console.exceptions import SORTS, ExceptionKind, as_dicts, exceptions
 from server.console.places import townships
 from server.console.scope import area_in_scope, children, trail
 from server.console.tables import Column, Table
@@ -87,16 +87,18 @@ def exceptions_page() -> ResponseReturnValue:
             parameter="sort",
         )
     path = area.path if township is None or township.contains(area) else township.path
+    today = local_today()
     rows = exceptions(
         path,
-        today=local_today(),
+        today=today,
         now=clock.utcnow(),
         kind=kind,
         sort=sort,
         descending=descending,
     )
     total = len(rows)
-    shown, page, pages = _page_slice(rows, EXCEPTIONS_PER_PAGE)
+    chosen, page, pages = _page_slice(rows, EXCEPTIONS_PER_PAGE)
+    shown = as_dicts(chosen, today)
     filters = {_("Area"): area.name}
     if township is not None:
         filters[_("Township")] = township.name

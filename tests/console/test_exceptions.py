@@ -3,6 +3,7 @@ their deadline and age, filters, sorting, area scope, who may open it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -251,3 +252,34 @@ def test_one_query_per_kind_whatever_the_number_of_rows(
     assert count_queries.count == few
     assert len(rows) == 3 * 7 + 0  # every planted exception thrice (the other county's aside)
     assert few <= 12
+
+
+def test_overdue_decisions_follow_the_same_rule_as_the_progress_home(
+    app: Flask, client: FlaskClient, clock: object
+) -> None:
+    """One deadline rule (server.cases.deadlines) for the inbox, the worklists and the
+    progress home's numbers: a case sent back from its public notice to an earlier
+    step waits for the township again, by the whole review's deadline, not by the
+    county's deadline its notice had set."""
+    planted = plant()
+    area = factories.areas()
+    sent_back = case(
+        area.village_a,
+        CaseState.ACCEPTED,
+        review_due_on=TODAY + timedelta(days=4),
+        decision_due_on=TODAY - timedelta(days=2),
+    ).case_code
+    db.session.commit()
+    login(client, "supervisor")
+    listed = [
+        r["case_code"]
+        for r in rows_of(client, "?area=152201&kind=overdue_decision")
+        if r["_attrs"]["data-kind"] == "overdue_decision"
+    ]
+    assert sorted(listed) == sorted([planted.decision, planted.township_step])
+    assert sent_back not in listed
+    home = client.get("/console/?area=152201").get_data(as_text=True)
+    overdue = re.findall(
+        r'data-key="overdue:[a-z_]+" data-area="152201" href="[^"]+">(\d+)</a>', home
+    )
+    assert overdue and sum(int(n) for n in overdue) == len(listed)
