@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from flask import current_app
 from geopy.distance import geodesic
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import selectinload
 
 from server import clock
@@ -265,9 +265,25 @@ def attempts_left(record: ProofOfLifeMonth, *, now: datetime) -> int:
     return count_attempts(record, now=now).left
 
 
+def _resolve_contact(record: ProofOfLifeMonth, now: datetime) -> None:
+    """The member's contact task of the month (if any) is done: they proved life, or
+    their month went to a reviewer or was decided (the caseworker has nothing left to
+    reach them for)."""
+    db.session.execute(
+        update(ContactTask)
+        .where(
+            ContactTask.member_id == record.member_id,
+            ContactTask.month == record.month,
+            ContactTask.resolved_at.is_(None),
+        )
+        .values(resolved_at=now)
+    )
+
+
 def _to_review(record: ProofOfLifeMonth, why: str) -> None:
     if record.status in (MonthStatus.PENDING, MonthStatus.FAILED):
         record.status = MonthStatus.REVIEW
+        _resolve_contact(record, clock.utcnow())
         audit.record(
             "pol.month_to_review",
             actor=None,
@@ -582,6 +598,7 @@ def _apply_verdict(attempt: ProofOfLifeAttempt, verdict: Verdict, *, now: dateti
     if attempt.outcome is Outcome.PASSED:
         record.status = MonthStatus.PASSED
         record.passed_at = now
+        _resolve_contact(record, now)
         db.session.flush()
         month_decided.send(MonthDecided(record.household_id, record.month, now))
     elif attempt.outcome is Outcome.REVIEW:
@@ -676,6 +693,7 @@ def decide_month(
     now = clock.utcnow()
     if status is MonthStatus.PASSED:
         record.passed_at = now
+    _resolve_contact(record, now)
     audit.record(
         "pol.month_decided",
         actor=actor,

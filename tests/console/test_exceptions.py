@@ -10,16 +10,22 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
-from server.cases.models import CaseState
+from server.auth.models import User
+from server.cases.models import CaseState, Household
 from server.extensions import db
+from server.proof_of_life import service as pol
+from server.proof_of_life.models import ContactTask, MonthStatus
 from tests import factories
 from tests.conftest import QueryCounter, login
 from tests.console.planting import (
+    MONTH,
     NOW,
     TODAY,
     case,
     contact_task,
+    designated_head,
     failed_reminder,
     flagged_visit,
     foreign_league,
@@ -283,3 +289,36 @@ def test_overdue_decisions_follow_the_same_rule_as_the_progress_home(
         r'data-key="overdue:[a-z_]+" data-area="152201" href="[^"]+">(\d+)</a>', home
     )
     assert overdue and sum(int(n) for n in overdue) == len(listed)
+
+
+def test_a_contact_task_is_done_once_the_member_is_reached(
+    app: Flask, client: FlaskClient, clock: object
+) -> None:
+    """A contact task leaves the inbox and the worklist when the member's month goes
+    to a reviewer or is decided (here: exempted, then another member's reviewed)."""
+    area = factories.areas()
+    exempted = case(area.village_a, CaseState.APPROVED, next_review_on=TODAY)
+    reviewed = case(area.village_a, CaseState.APPROVED, next_review_on=TODAY)
+    for household in (exempted, reviewed):
+        contact_task(household)
+    codes = (exempted.case_code, reviewed.case_code)
+    ids = (exempted.id, reviewed.id)
+    db.session.commit()
+    login(client, "approver")
+
+    def listed() -> set[str]:
+        return {r["case_code"] for r in rows_of(client, "?kind=contact_task")}
+
+    assert listed() == set(codes)
+    reviewer = db.session.scalar(select(User).where(User.username == "reviewer_a"))
+    assert reviewer is not None
+    record = pol.month_record(designated_head(db.session.get(Household, ids[0])), MONTH)
+    pol.decide_month(record, actor=reviewer, status=MonthStatus.EXEMPT, reason="住院治疗")
+    db.session.commit()
+    assert listed() == {codes[1]}
+    record = pol.month_record(designated_head(db.session.get(Household, ids[1])), MONTH)
+    pol._to_review(record, "assistance_requested")
+    db.session.commit()
+    assert listed() == set()
+    done = db.session.scalars(select(ContactTask.resolved_at)).all()
+    assert len(done) == 2 and all(at is not None for at in done)
