@@ -41,7 +41,7 @@ from server.visits.models import (
 )
 
 # Rows a page shows at most (the file has them all).
-PAGE_ROWS = 300
+PAGE_ROWS = 100  # visits per page of /console/visits
 
 
 def _label(table: Mapping[str, Any], code: str | None) -> str:
@@ -158,13 +158,19 @@ REVIEW_COLUMNS = (
 
 
 def review_table(
-    actor: User, area: Area, status: ReviewStatus | None, month: str | None, *, everything: bool
+    actor: User,
+    area: Area,
+    status: ReviewStatus | None,
+    month: str | None,
+    *,
+    everything: bool,
+    page: int = 1,
 ) -> Table:
     """Visits of the area, newest first, with their review state; ``everything`` for a
-    file (a page shows the newest PAGE_ROWS)."""
+    file, else page ``page`` of PAGE_ROWS."""
     query = _review_query(status, month, area)
     if not everything:
-        query = query.limit(PAGE_ROWS)
+        query = query.limit(PAGE_ROWS).offset((max(1, page) - 1) * PAGE_ROWS)
 
     def rows() -> Iterator[dict[str, Any]]:
         for row in db.session.execute(query):

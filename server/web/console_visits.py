@@ -17,7 +17,7 @@ from server.extensions import db
 from server.labels import error_message
 from server.months import current_month
 from server.region import region
-from server.validation import query_enum, query_month
+from server.validation import query_enum, query_int, query_month
 from server.visits import backchecks
 from server.visits.models import BackCheckOutcome, ReviewStatus
 from server.web.exports import export_format, respond
@@ -41,8 +41,12 @@ def visits() -> ResponseReturnValue:
         abort(403, description=_("Your role does not read the visit review list."))
     status = query_enum("status", ReviewStatus)
     month = query_month("month", "") or None
+    counts = queries.review_counts(area, month)
+    total = counts[status] if status is not None else sum(counts.values())
+    pages = max(1, -(-total // queries.PAGE_ROWS))
+    page = min(query_int("page", 1), pages)
     table = queries.review_table(
-        current_user, area, status, month, everything=export_format() is not None
+        current_user, area, status, month, everything=export_format() is not None, page=page
     )
     return respond(
         table,
@@ -51,9 +55,11 @@ def visits() -> ResponseReturnValue:
         trail=trail(current_user, area),
         status=status,
         month=month,
-        counts=queries.review_counts(area, month),
+        counts=counts,
         statuses=list(ReviewStatus),
-        page_rows=queries.PAGE_ROWS,
+        total=total,
+        page=page,
+        pages=pages,
     )
 
 

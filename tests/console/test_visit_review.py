@@ -3,6 +3,7 @@ area with a reason, audited, with its history; the list of visits by review stat
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -224,3 +225,30 @@ def test_a_visit_marked_with_issues_stays_so_after_its_flags_are_cleared(
     client.post(f"/cases/{visit['code']}/flags/{flag_id}/clear", data={"reason": "不同房屋"})
     assert _survey(visit).shown_review_status is ReviewStatus.HAS_ISSUES
     assert [r.to_status for r in _survey(visit).reviews] == ["rejected", "has_issues"]
+
+
+def test_the_review_list_pages_through_every_visit_newest_first(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.console.visits.PAGE_ROWS", 2)
+    worker = factories.user("caseworker_a")
+    home = factories.make_household(state=CaseState.APPROVED, village=factories.areas().village_a)
+    start = datetime.now(UTC) - timedelta(days=3)
+    ids = [plant_visit(home, worker, start + timedelta(hours=k)).id for k in range(5)]
+    db.session.commit()
+    client = app.test_client()
+    login(client, "reviewer_a")
+
+    def shown(query: str) -> list[int]:
+        html = client.get(f"/console/visits?lang=en{query}").get_data(as_text=True)
+        return [int(v) for v in re.findall(r'<td data-key="visit">(\d+)</td>', html)]
+
+    pages = [shown(f"&page={n}") for n in (1, 2, 3)]
+    assert pages == [ids[::-1][0:2], ids[::-1][2:4], ids[::-1][4:]]
+    html = client.get("/console/visits?lang=en&page=2").get_data(as_text=True)
+    assert "Page 2 of 3, 5 rows" in html and "page=1" in html and "page=3" in html
+    assert shown("&page=40") == ids[:1]  # past the end: the last page
+    assert client.get("/console/visits?page=zero").status_code == 400
+    # The export has every visit, whatever the page.
+    exported = client.get("/console/visits?format=csv&page=2").get_data(as_text=True)
+    assert len(exported.strip().splitlines()) == 6
