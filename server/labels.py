@@ -82,6 +82,21 @@ FLAG_LABELS = {
     "face_in_other_household": _l("Same face as a member of another household"),
     "visit_kind_mismatch": _l("Visit kind does not fit the case's state"),
     "member_registered_elsewhere": _l("Applicant already registered in another household"),
+    # Visit integrity (issue 16; docs/field-visits.md, "Integrity checks").
+    "visit_too_short": _l("Visit too short for what it recorded"),
+    "photos_bunched": _l("Photos all taken within moments"),
+    "gps_too_precise": _l("GPS fix more precise than a phone can be"),
+    "gps_at_registered_point": _l("GPS fix exactly at the registered point"),
+    "gps_repeated": _l("Same GPS coordinates as another visit"),
+    "gps_fix_stale": _l("GPS fix older than the visit"),
+    "track_static": _l("GPS track that never moves"),
+    "track_jump": _l("GPS track that jumps"),
+    "photo_near_duplicate": _l("Near-identical photos in one caseworker's month"),
+    "face_not_member": _l("Portrait does not match the member's enrolled face"),
+    "pattern_one_spot": _l("Several households visited from one spot"),
+    "pattern_fast_legs": _l("Too fast between visits along the day"),
+    "pattern_odd_hours": _l("Visit at an hour nobody visits"),
+    "pattern_shared_spots": _l("Many visits from spots shared with other households"),
 }
 CHALLENGE_LABELS = {
     "blink": _l("Blink"),

@@ -26,6 +26,7 @@ from server.proof_of_life.rules import (
 )
 from server.public.rules import PublicRules, parse_public_rules
 from server.visits.checks import Thresholds
+from server.visits.integrity.rules import IntegrityRules, parse_integrity_rules
 from server.visits.rules import SupervisionRules, parse_supervision_rules
 
 AllowanceMethod = Literal["gap", "fixed"]
@@ -215,6 +216,7 @@ class RegionRules:
     public: PublicRules = field(default_factory=PublicRules)
     supervision: SupervisionRules = field(default_factory=SupervisionRules)
     maps: MapRules = field(default_factory=MapRules)
+    integrity: IntegrityRules = field(default_factory=IntegrityRules)
 
     def class_rule(self, code: str) -> ClassRule:
         for rule in self.classes:
@@ -321,6 +323,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         campaign = parse_campaign_rules(data.get("campaign", {}), proof_of_life)
         public = parse_public_rules(data.get("public", {}))
         supervision = parse_supervision_rules(data.get("supervision", {}))
+        integrity = parse_integrity_rules(data.get("integrity", {}))
     except ValueError as exc:
         raise RegionConfigError(str(exc)) from exc
     return RegionRules(
@@ -330,6 +333,7 @@ def parse_region_rules(data: dict[str, Any]) -> RegionRules:
         campaign=campaign,
         public=public,
         supervision=supervision,
+        integrity=integrity,
         visit_thresholds=visit_thresholds,
         photo_reuse_hamming=photo_reuse_hamming,
         name=str(region.get("name", "")),
