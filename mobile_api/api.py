@@ -43,7 +43,7 @@ from server.visits import service as visits
 from server.visits.faces import enroll_member_photo, member_to_enroll
 from server.visits.queries import due_visits
 from server.visits.schemas import SurveyIn, SurveyStatusOut
-from server.visits.tasks import enqueue_photo_work
+from server.visits.tasks import enqueue_photo_work, enqueue_upload_work
 from server.wire import BINARY, Multipart, Operation, Part, operation
 
 API_VERSION = "1"
@@ -194,7 +194,7 @@ def create_survey() -> tuple[Response, int]:
     finally:
         for upload in uploads.values():
             upload.close()  # removes a temp file that was not stored
-    enqueue_photo_work(received.new_photos)
+    enqueue_upload_work(received)
     return jsonify(body), 201 if received.created else 200
 
 

@@ -54,7 +54,7 @@ from server.visits.openrosa_mapping import (
     parse_submission,
 )
 from server.visits.queries import due_visits
-from server.visits.tasks import enqueue_photo_work
+from server.visits.tasks import enqueue_upload_work
 from server.web_errors import answer_safely
 
 logger = logging.getLogger(__name__)
@@ -444,7 +444,7 @@ def submission() -> Response:
     survey = received.survey
     missing = [parsed.file_name(photo_id) for photo_id in survey.missing_photos]
     db.session.commit()
-    enqueue_photo_work(received.new_photos)
+    enqueue_upload_work(received)
     if not missing:
         return _reply(_l("Visit received."), f"uuid:{parsed.instance_id}", 201, "submit_success")
     total = len(parsed.attachments)

@@ -48,6 +48,12 @@ def celery_init_app(app: Flask) -> Celery:
                     "task": "server.proof_of_life.tasks.purge_frames_task",
                     "schedule": crontab(hour=3, minute=17),
                 },
+                # The pattern checks across visits of every caseworker's last days
+                # (docs/field-visits.md, "Patterns across visits").
+                "visit-patterns": {
+                    "task": "server.visits.tasks.nightly_patterns_task",
+                    "schedule": crontab(hour=3, minute=41),
+                },
                 # The progress trends' closed months summed up again, every night
                 # (and so the month just closed, on its first night).
                 "console-rollup": {

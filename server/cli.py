@@ -581,6 +581,33 @@ def console_refresh_command(every: int | None) -> None:
         time.sleep(max(0.0, every - (time.perf_counter() - started)))
 
 
+@cli.group("visits")
+def visits_group() -> None:
+    """Field visits (docs/field-visits.md)."""
+
+
+@visits_group.command("patterns")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check the last this many local days (default: [integrity.patterns] nightly_days).",
+)
+@with_appcontext
+def visits_patterns_command(days: int | None) -> None:
+    """Run the pattern checks across visits for every caseworker with visits in the last
+    days (the nightly beat task does the same; docs/field-visits.md, "Patterns across
+    visits"). Idempotent: a pattern found again is not stored or flagged twice."""
+    from server.region import region
+    from server.visits.integrity.pattern_job import check_recent
+
+    chosen = days or region().integrity.patterns.nightly_days
+    checked, flagged = check_recent(chosen)
+    click.echo(
+        f"visit patterns: last {chosen} days, {checked} caseworkers, {flagged} visits newly flagged"
+    )
+
+
 @cli.group("backchecks")
 def backchecks_group() -> None:
     """The monthly back-check sample of visits (docs/supervision.md, "Back-checks")."""

@@ -16,6 +16,7 @@ from server.proof_of_life.models import (
     ProofOfLifeMonth,
 )
 from server.public.models import PublicCase, PublicChange, PublicSnapshot
+from server.visits.integrity.pattern_models import VisitPattern, VisitPatternMember
 from server.visits.models import (
     BackCheck,
     BackCheckDraw,
@@ -56,5 +57,7 @@ __all__ = [
     "SurveyFlag",
     "SurveyPhoto",
     "User",
+    "VisitPattern",
+    "VisitPatternMember",
     "VisitReview",
 ]

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
+# The geometry the flags share (server/visits/integrity/patterns.py): one implementation
+# of clusters and leg speeds for the maps and the pattern checks.
+from server.visits.integrity.patterns import (
+    EARTH_RADIUS_M,
+    Cluster,
+    find_clusters,
+    leg_speed_kmh,
+    local_metres,
+)
+
+__all__ = ["Cluster", "find_clusters", "leg_speed_kmh", "local_metres"]
 WIDTH = 760  # the SVG's width in user units (pixels on screen)
 MAX_HEIGHT = 560
 MIN_HEIGHT = 260
@@ -35,13 +45,6 @@ MIN_EXTENT_M = 400.0  # the narrowest view: a single point still shows its stree
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def leg_speed_kmh(distance_m: float, seconds: float) -> float | None:
-    """Speed over a leg; None when no time passed (or the clock went backwards)."""
-    if seconds <= 0:
-        return None
-    return (distance_m / 1000.0) / (seconds / 3600.0)
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,6 @@ class Projection:
         return self.lat0 - dlat, self.lon0 - dlon, self.lat0 + dlat, self.lon0 + dlon
 
 
-def local_metres(lat0: float, points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """``(lat, lon)`` points as metres east and north of (lat0, 0), equirectangular."""
-    cos0 = math.cos(math.radians(lat0))
-    return [
-        (EARTH_RADIUS_M * math.radians(lon) * cos0, EARTH_RADIUS_M * math.radians(lat))
-        for lat, lon in points
-    ]
-
-
 def nice_length(max_m: float) -> float:
     """The largest 1, 2 or 5 x 10^n metres not over ``max_m`` (a scale bar's length)."""
     if max_m <= 0:
@@ -127,63 +121,6 @@ def nice_length(max_m: float) -> float:
 
 def format_metres(metres: float) -> str:
     return f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
-
-
-# --------------------------------------------------------------------------- clusters
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Fixes of several households within ``radius_m`` of the fix at ``centre``."""
-
-    centre: int  # index of the central fix
-    members: tuple[int, ...]  # indices of every fix in it, the centre included
-    households: int  # how many different households
-
-
-def find_clusters(
-    points: Sequence[tuple[float, float, object]], radius_m: float, min_households: int
-) -> list[Cluster]:
-    """Spots from which fixes of at least ``min_households`` different households were
-    taken: ``points`` are ``(lat, lon, household key)``. Greedy: the fix with the most
-    other households within ``radius_m`` is a centre; its neighbours (not yet in a
-    cluster) join it; repeat. A fix belongs to one cluster at most. Linear in the
-    number of fixes for spread-out data (a grid of ``radius_m`` cells)."""
-    if not points or radius_m <= 0:
-        return []
-    lat0 = sum(p[0] for p in points) / len(points)
-    xy = local_metres(lat0, [(p[0], p[1]) for p in points])
-    grid: dict[tuple[int, int], list[int]] = {}
-    for index, (x, y) in enumerate(xy):
-        grid.setdefault((math.floor(x / radius_m), math.floor(y / radius_m)), []).append(index)
-    r2 = radius_m * radius_m
-
-    def neighbours(index: int) -> list[int]:
-        x, y = xy[index]
-        cx, cy = math.floor(x / radius_m), math.floor(y / radius_m)
-        found = []
-        for gx in (cx - 1, cx, cx + 1):
-            for gy in (cy - 1, cy, cy + 1):
-                for other in grid.get((gx, gy), ()):
-                    ox, oy = xy[other]
-                    if (ox - x) ** 2 + (oy - y) ** 2 <= r2:
-                        found.append(other)
-        return found
-
-    near = [neighbours(i) for i in range(len(points))]
-    order = sorted(range(len(points)), key=lambda i: (-len({points[j][2] for j in near[i]}), i))
-    taken: set[int] = set()
-    clusters: list[Cluster] = []
-    for centre in order:
-        if centre in taken:
-            continue
-        members = sorted(j for j in near[centre] if j not in taken)
-        households = len({points[j][2] for j in members})
-        if households < min_households:
-            continue
-        taken.update(members)
-        clusters.append(Cluster(centre, tuple(members), households))
-    return clusters
 
 
 # --------------------------------------------------------------------------- what to draw

@@ -4,7 +4,6 @@ spots in Python over one month's visits of one area (docs/supervision.md)."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -32,6 +31,7 @@ from server.labels import (
 from server.region import region
 from server.visits.backchecks import FAILED_OUTCOMES, WEIGHTY_SEVERITIES, month_bounds
 from server.visits.checks import distance_m
+from server.visits.integrity.patterns import shared_spot_visits
 from server.visits.models import (
     BackCheck,
     BackCheckDraw,
@@ -230,39 +230,6 @@ class Activity:
     @property
     def flagged_share(self) -> float | None:
         return round(100 * self.flagged / self.visits, 1) if self.visits else None
-
-
-def shared_spot_visits(points: list[tuple[int, int, float, float]], within_m: float) -> set[int]:
-    """The visits (id, household, lat, lon) whose fix lies within ``within_m`` metres of
-    the fix of a visit to another household: a grid of cells ``within_m`` wide on a local
-    flat projection, each point compared with the 3x3 cells around it (then by the
-    geodesic distance), so the work grows with the number of visits, not its square."""
-    if not points:
-        return set()
-    mean_lat = sum(p[2] for p in points) / len(points)
-    metres_per_degree = 111_320.0
-    x_scale = metres_per_degree * max(math.cos(math.radians(mean_lat)), 0.01)
-    cells: dict[tuple[int, int], list[tuple[int, int, float, float]]] = defaultdict(list)
-    for point in points:
-        cx = math.floor(point[3] * x_scale / within_m)
-        cy = math.floor(point[2] * metres_per_degree / within_m)
-        cells[(cx, cy)].append(point)
-    shared: set[int] = set()
-    for (cx, cy), members in cells.items():
-        near = [
-            p for dx in (-1, 0, 1) for dy in (-1, 0, 1) for p in cells.get((cx + dx, cy + dy), ())
-        ]
-        for visit_id, household_id, lat, lon in members:
-            if visit_id in shared:
-                continue
-            for other_id, other_household, other_lat, other_lon in near:
-                if other_household != household_id and (
-                    distance_m(lat, lon, other_lat, other_lon) <= within_m
-                ):
-                    shared.add(visit_id)
-                    shared.add(other_id)
-                    break
-    return shared
 
 
 def activity(actor: User, area: Area, month: str) -> list[Activity]:
