@@ -33,7 +33,7 @@ from server.region import region
 from server.validation import written_reason
 from server.visits.integrity.risk import draw_weight
 from server.visits.integrity.risk_queries import FAILED_OUTCOMES as FAILED_OUTCOMES
-from server.visits.integrity.risk_queries import month_scores, visit_scores
+from server.visits.integrity.risk_queries import month_scores, rules, visit_scores
 from server.visits.models import BackCheck, BackCheckDraw, BackCheckOutcome, Survey
 
 # Flags that count on the activity page ("visits flagged"): info flags (no EXIF, a kind
@@ -74,7 +74,7 @@ class Candidate:
 
 def candidates(area: Area, month: str) -> list[Candidate]:
     """The month's visits to households of ``area`` with their weights: 1 + the visit's
-    risk score + its caseworker-month's (server.visits.integrity.risk.draw_weight)."""
+    risk score + a share of its caseworker-month's (server.visits.integrity.risk.draw_weight)."""
     start, end = month_bounds(month)
     rows = db.session.execute(
         select(Survey.id, Survey.caseworker_id)
@@ -89,7 +89,9 @@ def candidates(area: Area, month: str) -> list[Candidate]:
     visits = visit_scores([survey_id for survey_id, _cw in rows])
     months = month_scores({cw for _id, cw in rows}, month)
     return [
-        Candidate(survey_id, caseworker_id, draw_weight(visits[survey_id], months[caseworker_id]))
+        Candidate(
+            survey_id, caseworker_id, draw_weight(visits[survey_id], months[caseworker_id], rules())
+        )
         for survey_id, caseworker_id in rows
     ]
 
@@ -103,7 +105,11 @@ def risk_weight(survey_ids: Collection[int], month: str) -> dict[int, float]:
         .all()
     )
     months = month_scores(set(owners.values()), month)
-    return {i: draw_weight(score, months.get(owners.get(i, -1))) for i, score in found.items()}
+    found_rules = rules()
+    return {
+        i: draw_weight(score, months.get(owners.get(i, -1)), found_rules)
+        for i, score in found.items()
+    }
 
 
 def draw(area: Area, month: str, *, actor: User | None) -> tuple[BackCheckDraw, bool]:

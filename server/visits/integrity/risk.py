@@ -103,6 +103,10 @@ class RiskRules:
     failed_back_check: float = 4.0
     record_months: int = 6
     record_cap: float = 10.0
+    # The back-check draw: a visit weighs 1 + its score + this share of its
+    # caseworker-month's score (a risky caseworker's other visits are worth a look too,
+    # but less than the risky visits themselves).
+    month_in_draw: float = 0.5
 
     def weight(self, code: str) -> float:
         return self.weights.get(code, self.default_weight)
@@ -175,7 +179,7 @@ def score_visit(flags: Iterable[RiskFlag | tuple[str, str, bool]], rules: RiskRu
                 round(min(raw, rules.code_cap * weight), 2),
             )
         )
-    total = round(sum(p.points for p in parts), 2)
+    total = round(float(sum(p.points for p in parts)), 2)
     return Score(total, rules.band(total), _sorted(parts))
 
 
@@ -212,14 +216,15 @@ def score_month(
         ),
     ]
     kept = [p for p in parts if p.points > 0]
-    total = round(sum(p.points for p in kept), 2)
+    total = round(float(sum(p.points for p in kept)), 2)
     return Score(total, rules.band(total), _sorted(kept))
 
 
-def draw_weight(visit: Score, month: Score | None) -> float:
+def draw_weight(visit: Score, month: Score | None, rules: RiskRules) -> float:
     """A visit's weight in the back-check draw: 1 (every visit can be drawn) plus its
-    score plus its caseworker-month's score."""
-    return round(1.0 + visit.total + (month.total if month is not None else 0.0), 2)
+    score plus ``month_in_draw`` x its caseworker-month's score."""
+    from_month = rules.month_in_draw * month.total if month is not None else 0.0
+    return 1.0 + visit.total + from_month
 
 
 # ------------------------------------------------------------------ the region file
