@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask
 from flask_babel import get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from server.auth.models import Role
@@ -98,6 +99,22 @@ FLAG_LABELS = {
     "pattern_odd_hours": _l("Visit at an hour nobody visits"),
     "pattern_shared_spots": _l("Many visits from spots shared with other households"),
 }
+# The risk score (server.visits.integrity.risk; docs/field-visits.md, "The risk score").
+RISK_BAND_LABELS = {
+    "low": _l("low"),
+    "medium": _l("medium"),
+    "high": _l("high"),
+}
+# A caseworker-month's parts that are not flag codes, with their count.
+RISK_MONTH_PART_LABELS = {
+    "mean_visit": _l("Mean over %(n)s visits"),
+    "worst_visit": _l("Worst visit"),
+    "high_visits": _l("High-risk visits: %(n)s"),
+    "rejected": _l("Visits rejected: %(n)s"),
+    "failed_back_checks": _l("Back-checks failed: %(n)s"),
+}
+
+
 CHALLENGE_LABELS = {
     "blink": _l("Blink"),
     "turn_left": _l("Turn left"),
@@ -362,6 +379,51 @@ def is_chinese() -> bool:
     return locale is not None and locale.language == "zh"
 
 
+def _points(value: float) -> str:
+    return f"{value:g}"
+
+
+def risk_part_text(part: Any) -> str:
+    """One part of a score (``server.visits.integrity.risk.Part``) in the user's
+    language: "Same photo as in another household x2: 10"."""
+    if part.code in RISK_MONTH_PART_LABELS:
+        what = str(RISK_MONTH_PART_LABELS[part.code]) % {"n": part.times}
+    else:
+        what = str(FLAG_LABELS.get(part.code, part.code))
+        if part.cleared:
+            what = _(
+                "%(what)s x%(n)s, %(cleared)s cleared",
+                what=what,
+                n=part.times,
+                cleared=part.cleared,
+            )
+        elif part.times > 1:
+            what = f"{what} x{part.times}"
+    return _("%(what)s: %(points)s", what=what, points=_points(part.points))
+
+
+def risk_parts_text(score: Any) -> str:
+    """What made a score (``server.visits.integrity.risk.Score``), biggest first."""
+    separator = "；" if is_chinese() else "; "
+    return separator.join(risk_part_text(p) for p in score.parts)
+
+
+def risk_band_label(band: str) -> str:
+    return str(RISK_BAND_LABELS.get(band, band))
+
+
+def risk_text(score: Any) -> str:
+    """ "Risk 7.5 (medium): ..." for a page."""
+    head = _(
+        "Risk %(total)s (%(band)s)",
+        total=_points(score.total),
+        band=risk_band_label(score.band),
+    )
+    if not score.parts:
+        return head
+    return f"{head}{'：' if is_chinese() else ': '}{risk_parts_text(score)}"
+
+
 def register(app: Flask) -> None:
     app.jinja_env.filters["local_time"] = local_time  # every time shown on a staff page
     app.jinja_env.filters["mask_id_number"] = mask_id_number
@@ -389,4 +451,6 @@ def register(app: Flask) -> None:
         work_kind_label=_lookup(WORK_KIND_LABELS),
         contact_reason_labels=_list_lookup(CONTACT_REASON_LABELS),
         audit_action_label=audit_action_label,
+        risk_text=risk_text,
+        risk_band_label=risk_band_label,
     )

@@ -63,6 +63,11 @@ def local_moment(month: str, day: int, tz: str, hour: int = 0) -> datetime:
     return datetime(year, number, day, hour, tzinfo=ZoneInfo(tz)).astimezone(UTC)
 
 
+def month_span(month: str, tz: str) -> tuple[datetime, datetime]:
+    """[start, end) of a local month, as aware UTC datetimes."""
+    return local_moment(month, 1, tz), local_moment(month_after(month), 1, tz)
+
+
 def window(month: str, rules: WindowDays, tz: str) -> tuple[datetime, datetime]:
     """The month's proof-of-life window as aware UTC datetimes: [opens, closes)
     (the ``open_day``, 00:00 local time, and ``window_days`` later)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,15 @@ from server.labels import (
     FLAG_LABELS,
     REVIEW_STATUS_LABELS,
     VISIT_KIND_LABELS,
+    risk_band_label,
+    risk_parts_text,
 )
 from server.region import region
 from server.visits.backchecks import FAILED_OUTCOMES, WEIGHTY_SEVERITIES, month_bounds
 from server.visits.checks import distance_m
 from server.visits.integrity.patterns import shared_spot_visits
+from server.visits.integrity.risk import Score
+from server.visits.integrity.risk_queries import BATCH, month_scores, visit_scores
 from server.visits.models import (
     BackCheck,
     BackCheckDraw,
@@ -149,12 +153,56 @@ REVIEW_COLUMNS = (
     ("kind", _l("Kind of visit"), False, None),
     ("caseworker", _l("Caseworker"), False, None),
     ("open_flags", _l("Open flags"), False, None),
+    ("risk", _l("Risk score"), False, None),
+    ("risk_band", _l("Risk"), False, None),
+    ("risk_parts", _l("What made the risk"), False, None),
     ("status", _l("Review state"), False, None),
     ("reviewed_at", _l("Reviewed"), False, None),
     ("reviewer", _l("Reviewer"), False, None),
     # A reviewer's free text may name people.
     ("reason", _l("Reason"), True, None),
 )
+
+
+def _risk_cells(score: Score) -> dict[str, Any]:
+    """A score as table cells: the number, the band's label, what made it."""
+    return {
+        "risk": score.total,
+        "risk_band": risk_band_label(score.band),
+        "risk_parts": risk_parts_text(score),
+    }
+
+
+def _scored(rows: Iterable[Any]) -> Iterator[tuple[Any, Score]]:
+    """Rows with their visits' risk scores, fetched a batch of rows at a time (a file
+    of a whole area streams)."""
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == BATCH:
+            yield from _score_batch(batch)
+            batch = []
+    yield from _score_batch(batch)
+
+
+def _score_batch(rows: list[Any]) -> Iterator[tuple[Any, Score]]:
+    scores = visit_scores([row.id for row in rows])
+    return ((row, scores[row.id]) for row in rows)
+
+
+def _by_risk(query: Any, *, everything: bool, page: int) -> Iterator[tuple[Any, Score]]:
+    """The rows of ``query`` riskiest first (newest first among equal scores), paged
+    after the sort: the ids and their scores first, then the page's rows."""
+    ids = [row.id for row in db.session.execute(query.with_only_columns(Survey.id))]
+    scores = visit_scores(ids)
+    ordered = sorted(ids, key=lambda i: -scores[i].total)  # stable: newest first in ties
+    if not everything:
+        start = (max(1, page) - 1) * PAGE_ROWS
+        ordered = ordered[start : start + PAGE_ROWS]
+    for offset in range(0, len(ordered), BATCH):
+        batch = ordered[offset : offset + BATCH]
+        found = {row.id: row for row in db.session.execute(query.where(Survey.id.in_(batch)))}
+        yield from ((found[i], scores[i]) for i in batch)
 
 
 def review_table(
@@ -165,15 +213,21 @@ def review_table(
     *,
     everything: bool,
     page: int = 1,
+    sort: str | None = None,
 ) -> Table:
-    """Visits of the area, newest first, with their review state; ``everything`` for a
-    file, else page ``page`` of PAGE_ROWS."""
+    """Visits of the area, newest first (``sort="risk"``: riskiest first), with their
+    review state and risk score; ``everything`` for a file, else page ``page`` of
+    PAGE_ROWS."""
     query = _review_query(status, month, area)
-    if not everything:
-        query = query.limit(PAGE_ROWS).offset((max(1, page) - 1) * PAGE_ROWS)
+    if sort == "risk":
+        scored = _by_risk(query, everything=everything, page=page)
+    else:
+        if not everything:
+            query = query.limit(PAGE_ROWS).offset((max(1, page) - 1) * PAGE_ROWS)
+        scored = _scored(db.session.execute(query))
 
     def rows() -> Iterator[dict[str, Any]]:
-        for row in db.session.execute(query):
+        for row, score in scored:
             yield {
                 "visit": row.id,
                 "finished_at": row.finished_at,
@@ -185,6 +239,7 @@ def review_table(
                 "kind": _label(VISIT_KIND_LABELS, row.kind),
                 "caseworker": row.display_name or row.username,
                 "open_flags": row.open_flags,
+                **_risk_cells(score),
                 "status": _label(REVIEW_STATUS_LABELS, row.shown),
                 "reviewed_at": row.reviewed_at,
                 "reviewer": row.reviewer_name or row.reviewer_login,
@@ -196,6 +251,8 @@ def review_table(
         filters[_("Review state")] = _label(REVIEW_STATUS_LABELS, status.value)
     if month:
         filters[_("Month")] = month
+    if sort == "risk":
+        filters[_("Order")] = _("riskiest first")
     return Table(
         name="visits",
         title=_("Visits by review state"),
@@ -226,6 +283,7 @@ class Activity:
     rejected: int = 0
     back_checks_done: int = 0
     back_checks_failed: int = 0
+    risk: Score | None = None
 
     @property
     def flagged_share(self) -> float | None:
@@ -246,6 +304,9 @@ def activity(actor: User, area: Area, month: str) -> list[Activity]:
     _flag_counts(rows, month_visits)
     _back_check_counts(rows, month_visits)
     _medians_and_spots(rows, month_visits)
+    if not own_only:  # the score is for reviewers and supervisors, not to be gamed
+        for cw, score in month_scores(rows.keys(), month).items():
+            rows[cw].risk = score
     return sorted(rows.values(), key=lambda r: (r.township, r.caseworker, r.caseworker_id))
 
 
@@ -402,13 +463,30 @@ ACTIVITY_COLUMNS = (
 )
 
 
+ACTIVITY_RISK_COLUMNS = (
+    ("risk", _l("Risk score")),
+    ("risk_band", _l("Risk")),
+    ("risk_parts", _l("What made the risk")),
+)
+
+
 def activity_table(actor: User, area: Area, month: str) -> Table:
+    """Each caseworker's month; for console readers with the caseworker-month's risk
+    score (the caseworker's visits of the month in any area, and their record)."""
     found = activity(actor, area, month)
+    scored = can(actor, Capability.READ_CONSOLE)
+    columns = ACTIVITY_COLUMNS + (ACTIVITY_RISK_COLUMNS if scored else ())
+    rows = []
+    for row in found:
+        cells = {key: getattr(row, key) for key, _label in ACTIVITY_COLUMNS}
+        if scored and row.risk is not None:
+            cells.update(_risk_cells(row.risk))
+        rows.append(cells)
     return Table(
         name="activity",
         title=_("Caseworker activity"),
-        columns=[Column(key, str(label)) for key, label in ACTIVITY_COLUMNS],
-        rows=[{key: getattr(row, key) for key, _label in ACTIVITY_COLUMNS} for row in found],
+        columns=[Column(key, str(label)) for key, label in columns],
+        rows=rows,
         filters={_("Area"): f"{area.name} ({area.code})", _("Month"): month},
     )
 

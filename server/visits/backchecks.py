@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from server import clock
@@ -28,28 +28,22 @@ from server.auth.permissions import Capability, require, require_visible
 from server.cases.models import Household
 from server.errors import IllegalTransition, ReasonRequired, ValidationFailed
 from server.extensions import db
-from server.months import current_month, local_moment, month_after, parse_month
+from server.months import current_month, month_span, parse_month
 from server.region import region
 from server.validation import written_reason
-from server.visits.models import (
-    BackCheck,
-    BackCheckDraw,
-    BackCheckOutcome,
-    ReviewStatus,
-    Survey,
-    SurveyFlag,
-)
+from server.visits.integrity.risk import draw_weight
+from server.visits.integrity.risk_queries import FAILED_OUTCOMES as FAILED_OUTCOMES
+from server.visits.integrity.risk_queries import month_scores, rules, visit_scores
+from server.visits.models import BackCheck, BackCheckDraw, BackCheckOutcome, Survey
 
-# Flags that count for the weight: info flags (no EXIF, a kind that does not fit) are
-# common and say little.
+# Flags that count on the activity page ("visits flagged"): info flags (no EXIF, a kind
+# that does not fit) are common and say little.
 WEIGHTY_SEVERITIES = ("warning", "critical")
-FAILED_OUTCOMES = tuple(o.value for o in BackCheckOutcome if o.failed)
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """[start, end) of a local month, as aware UTC datetimes."""
-    zone = region().timezone
-    return local_moment(month, 1, zone), local_moment(month_after(month), 1, zone)
+    return month_span(month, region().timezone)
 
 
 def seed_for(month: str, area_code: str) -> str:
@@ -79,74 +73,43 @@ class Candidate:
 
 
 def candidates(area: Area, month: str) -> list[Candidate]:
-    """The month's visits to households of ``area`` with their weights (SQL counts)."""
-    rules = region().supervision
+    """The month's visits to households of ``area`` with their weights: 1 + the visit's
+    risk score + a share of its caseworker-month's (server.visits.integrity.risk.draw_weight)."""
     start, end = month_bounds(month)
-    weighty = SurveyFlag.severity.in_(WEIGHTY_SEVERITIES)
     rows = db.session.execute(
-        select(
-            Survey.id,
-            Survey.caseworker_id,
-            func.count(case((weighty & SurveyFlag.cleared_at.is_(None), SurveyFlag.id))),
-            func.count(case((weighty & SurveyFlag.cleared_at.is_not(None), SurveyFlag.id))),
-        )
+        select(Survey.id, Survey.caseworker_id)
         .join(Household, Household.id == Survey.household_id)
         .join(Area, Area.id == Household.village_id)
-        .outerjoin(SurveyFlag, SurveyFlag.survey_id == Survey.id)
         .where(
             Area.path.startswith(area.path, autoescape=True),
             Survey.finished_at >= start,
             Survey.finished_at < end,
         )
-        .group_by(Survey.id, Survey.caseworker_id)
     ).all()
-    records = caseworker_records({cw for _id, cw, _o, _c in rows}, month)
+    visits = visit_scores([survey_id for survey_id, _cw in rows])
+    months = month_scores({cw for _id, cw in rows}, month)
     return [
         Candidate(
-            survey_id,
-            caseworker_id,
-            1.0
-            + rules.weight_open_flag * open_flags
-            + rules.weight_cleared_flag * cleared_flags
-            + records.get(caseworker_id, 0.0),
+            survey_id, caseworker_id, draw_weight(visits[survey_id], months[caseworker_id], rules())
         )
-        for survey_id, caseworker_id, open_flags, cleared_flags in rows
+        for survey_id, caseworker_id in rows
     ]
 
 
-def caseworker_records(caseworker_ids: set[int], month: str) -> dict[int, float]:
-    """Each caseworker's record as extra weight: rejected visits and failed back-checks
-    over the ``record_months`` months up to the end of ``month``, capped."""
-    if not caseworker_ids:
-        return {}
-    rules = region().supervision
-    since, _ = month_bounds(month_after(month, 1 - rules.record_months))
-    _, until = month_bounds(month)
-    extra: dict[int, float] = dict.fromkeys(caseworker_ids, 0.0)
-    for caseworker_id, rejected in db.session.execute(
-        select(Survey.caseworker_id, func.count(Survey.id))
-        .where(
-            Survey.caseworker_id.in_(caseworker_ids),
-            Survey.review_status == ReviewStatus.REJECTED,
-            Survey.finished_at >= since,
-            Survey.finished_at < until,
-        )
-        .group_by(Survey.caseworker_id)
-    ):
-        extra[caseworker_id] += rules.weight_rejected_visit * rejected
-    for caseworker_id, failed in db.session.execute(
-        select(Survey.caseworker_id, func.count(func.distinct(BackCheck.survey_id)))
-        .join(Survey, Survey.id == BackCheck.survey_id)
-        .where(
-            Survey.caseworker_id.in_(caseworker_ids),
-            BackCheck.outcome.in_(FAILED_OUTCOMES),
-            BackCheck.recorded_at >= since,
-            BackCheck.recorded_at < until,
-        )
-        .group_by(Survey.caseworker_id)
-    ):
-        extra[caseworker_id] += rules.weight_failed_back_check * failed
-    return {cw: min(value, rules.record_cap) for cw, value in extra.items()}
+def risk_weight(survey_ids: Collection[int], month: str) -> dict[int, float]:
+    """The draw weight of each visit (of any area) for ``month``'s sample."""
+    found = visit_scores(survey_ids)
+    owners = dict(
+        db.session.execute(select(Survey.id, Survey.caseworker_id).where(Survey.id.in_(found)))
+        .tuples()
+        .all()
+    )
+    months = month_scores(set(owners.values()), month)
+    found_rules = rules()
+    return {
+        i: draw_weight(score, months.get(owners.get(i, -1)), found_rules)
+        for i, score in found.items()
+    }
 
 
 def draw(area: Area, month: str, *, actor: User | None) -> tuple[BackCheckDraw, bool]:

@@ -21,18 +21,27 @@ class SupervisionRules:
     shared_spot_m: float = 30.0
     # Visits drawn for back-checks per area and month (all of them when fewer).
     back_check_sample: int = 10
-    # A visit's weight in the draw: 1, plus these for each of its flags (warning or
-    # critical) still open or cleared, and for its caseworker's record over the last
-    # months (visits rejected, back-checks failed), the latter capped.
-    weight_open_flag: float = 3.0
-    weight_cleared_flag: float = 1.0
-    weight_rejected_visit: float = 1.0
-    weight_failed_back_check: float = 4.0
-    record_months: int = 6
-    record_cap: float = 10.0
+
+
+# The back-check draw's weights of issue 15, replaced by the risk score (issue 16): a
+# region file still setting them is refused with a pointer to their new home.
+RETIRED = (
+    "weight_open_flag",
+    "weight_cleared_flag",
+    "weight_rejected_visit",
+    "weight_failed_back_check",
+    "record_months",
+    "record_cap",
+)
 
 
 def parse_supervision_rules(data: dict[str, Any]) -> SupervisionRules:
+    retired = sorted(set(data) & set(RETIRED))
+    if retired:
+        raise SupervisionConfigError(
+            f"supervision.{retired[0]}: retired; the back-check draw weighs visits by the"
+            ' risk score, set in [integrity.risk] (docs/field-visits.md, "The risk score")'
+        )
     known = {f.name: f for f in fields(SupervisionRules)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -46,8 +55,8 @@ def parse_supervision_rules(data: dict[str, Any]) -> SupervisionRules:
             raise SupervisionConfigError(f"supervision.{name}: {raw!r} must be a whole number")
         values[name] = type(default)(raw)
     rules = SupervisionRules(**values)
-    if rules.shared_spot_m <= 0 or rules.revisit_days < 1 or rules.record_months < 1:
+    if rules.shared_spot_m <= 0 or rules.revisit_days < 1:
         raise SupervisionConfigError(
-            "supervision: shared_spot_m must be positive, revisit_days and record_months at least 1"
+            "supervision: shared_spot_m must be positive, revisit_days at least 1"
         )
     return rules

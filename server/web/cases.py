@@ -29,6 +29,7 @@ from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus
 from server.validation import MAX_REASON_LENGTH, query_enum, query_int
 from server.visits import review
+from server.visits.integrity.risk_queries import loaded_visit_scores
 
 bp = Blueprint("cases", __name__)
 
@@ -73,11 +74,20 @@ def _case_page(household: Household, revealed: int | None) -> ResponseReturnValu
         else []
     )
     db.session.commit()  # the audit rows of this read
+    visits = review.visits_of(household)
     return render_template(
         "cases/detail.html",
         household=household,
         members=members,
-        visits=review.visits_of(household),
+        visits=visits,
+        # The risk score: for reviewers and supervisors (a caseworker is not told
+        # what weighs most: docs/field-visits.md, "The risk score").
+        risks=(
+            loaded_visit_scores(visits)
+            if can(current_user, Capability.REVIEW_VISITS)
+            or can(current_user, Capability.READ_CONSOLE)
+            else {}
+        ),
         review_moves=review.review_moves,
         actions=workflow.available_actions(household, current_user),
         allowance=workflow.allowance_for(household),

@@ -45,8 +45,15 @@ def visits() -> ResponseReturnValue:
     total = counts[status] if status is not None else sum(counts.values())
     pages = max(1, -(-total // queries.PAGE_ROWS))
     page = min(query_int("page", 1), pages)
+    sort = "risk" if request.args.get("sort") == "risk" else None
     table = queries.review_table(
-        current_user, area, status, month, everything=export_format() is not None, page=page
+        current_user,
+        area,
+        status,
+        month,
+        everything=export_format() is not None,
+        page=page,
+        sort=sort,
     )
     return respond(
         table,
@@ -60,6 +67,7 @@ def visits() -> ResponseReturnValue:
         total=total,
         page=page,
         pages=pages,
+        sort=sort,
     )
 
 

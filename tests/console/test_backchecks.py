@@ -93,7 +93,10 @@ def test_drawing_twice_keeps_one_sample_and_the_weights_are_stored(app: Flask) -
     assert draw.population == 15 and len(draw.checks) == 10
     assert {c.survey_id for c in draw.checks} <= set(ids)
     weights = {c.survey_id: c.weight for c in draw.checks}
-    assert all(weights[i] == 4.0 for i in ids[:3] if i in weights)  # 1 + 3 per open flag
+    # 1 + the visit's risk (one open gps_mock warning: 5) + half the caseworker-month's
+    # (15 visits scoring 5, 5, 5, 0...: mean 1 + a quarter of the worst 5 = 2.25).
+    assert all(weights[i] == 7.125 for i in ids[:3] if i in weights)
+    assert all(weights[i] == 2.125 for i in ids[3:] if i in weights)
     assert _audits("backcheck.drawn") == 1
     page = client.get(f"/console/backchecks?area=152201100&month={MONTH}&lang=en")
     assert page.status_code == 200 and page.get_data(as_text=True).count('name="outcome"') == 10
@@ -164,5 +167,6 @@ def test_a_caseworkers_failed_back_checks_weigh_on_their_next_draw(app: Flask) -
         check.outcome, check.note, check.recorded_at = "discrepancy", "不符", DAY
     db.session.flush()
     pool = {c.survey_id: c.weight for c in backchecks.candidates(factories.areas().league, MONTH)}
-    assert pool[ids[5]] == 1.0 + 2 * 4.0  # a plain visit plus two failed back-checks
-    assert pool[ids[0]] == 1.0 + 3.0 + 8.0
+    # A plain visit: 1 + half of (the month's 2.25 + two failed back-checks, 4 each).
+    assert pool[ids[5]] == 1.0 + (2.25 + 2 * 4.0) / 2
+    assert pool[ids[0]] == 1.0 + 5.0 + (2.25 + 2 * 4.0) / 2
