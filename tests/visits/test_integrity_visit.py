@@ -231,7 +231,8 @@ def test_a_fix_on_the_home_is_flagged_critical_when_identical() -> None:
 
 def test_the_repeat_box_holds_every_fix_within_reach() -> None:
     lat_min, lat_max, lon_min, lon_max = repeat_box(*HOME, R)
-    for north, east in ((0.05, 0.0), (-0.05, 0.0), (0.0, 0.05), (0.0, -0.05), (0.035, 0.035)):
+    r = R.repeated_within_m
+    for north, east in ((r, 0.0), (-r, 0.0), (0.0, r), (0.0, -r), (0.7 * r, -0.7 * r)):
         lat, lon = offset(north, east)
         assert lat_min <= lat <= lat_max and lon_min <= lon <= lon_max
     assert lat_max - lat_min < 1e-5  # a few rows of an index, not a village
@@ -242,11 +243,11 @@ def test_other_visits_metres_away_pass_and_identical_ones_are_flagged() -> None:
     honest = [(i, *offset(rng.gauss(0, 6), rng.gauss(0, 6))) for i in range(1, 200)]
     lat, lon = offset(1.0, 1.0)
     assert gps_repeated(lat, lon, honest, R) == []
-    pasted = [*honest, (501, lat, lon), (502, *offset(1.04, 1.0))]
+    pasted = [*honest, (501, lat, lon), (502, *offset(1.015, 1.0))]
     flags = gps_repeated(lat, lon, pasted, R)
     assert [(f.code, f.value) for f in flags] == [("gps_repeated", 2.0)]
     assert "501, 502" in flags[0].detail
-    assert gps_repeated(lat, lon, [(503, *offset(1.06, 1.0))], R) == []
+    assert gps_repeated(lat, lon, [(503, *offset(1.025, 1.0))], R) == []
 
 
 def test_a_fix_taken_at_or_during_the_visit_passes() -> None:

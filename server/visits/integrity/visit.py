@@ -83,7 +83,7 @@ class VisitRules:
     registered_point_m: float = 0.3
     identical_m: float = 0.01
     # gps_repeated: another visit's fix this close.
-    repeated_within_m: float = 0.05
+    repeated_within_m: float = 0.02
     # gps_fix_stale: the fix taken more than this before the visit started.
     fix_stale_minutes: float = 10.0
     # track_static: this many points over at least static_min_seconds, all within
