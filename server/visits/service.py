@@ -565,14 +565,17 @@ def _visit_integrity_flags(
 
 def _flag_bunched_photos(survey: Survey) -> None:
     """``photos_bunched`` on the photos' times: at the upload the tablet's ``taken_at``,
-    once every photo is in each one's EXIF time where it has one. Raised once.
+    once every photo is in each one's EXIF time where it has one. Raised once. Documents
+    are left out: an ID card and the household register's pages are honestly shot in a
+    row, at one table.
     """
     if any(flag.code == "photos_bunched" for flag in survey.flags):
         return
     times = [
         moment
         for photo in survey.photos
-        if (moment := photo.exif_taken_at or photo.taken_at) is not None
+        if photo.kind is not PhotoKind.DOCUMENT
+        and (moment := photo.exif_taken_at or photo.taken_at) is not None
     ]
     for flag in visit_integrity.photos_bunched(
         times, survey.started_at, survey.finished_at, region().integrity.visit

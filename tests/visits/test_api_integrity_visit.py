@@ -260,6 +260,26 @@ def test_photos_bunched_by_the_manifest_are_flagged_at_once_and_only_once(
     assert [f["code"] for f in body["flags"]].count("photos_bunched") == 1
 
 
+def test_documents_shot_in_a_row_are_not_bunched_photos(
+    app: Flask, client: FlaskClient, token: str, home: tuple[int, float, float]
+) -> None:
+    household_id = home[0]
+    survey = survey_json(household_id, {})
+    start = datetime.fromisoformat(survey["started_at"])
+    pages = {f"doc{i}": exif_jpeg(80 + i, taken=start, lat=0.0, lon=0.0) for i in range(4)}
+    survey["photos"] = [manifest_entry(pid, data, "document") for pid, data in pages.items()]
+    for i, entry in enumerate(survey["photos"]):
+        entry["taken_at"] = iso(start + timedelta(minutes=15, seconds=5 * i))
+    body = client.post("/api/v1/surveys", json=survey, headers=bearer(token)).get_json()
+    assert "photos_bunched" not in codes(body)
+    survey = survey_json(household_id, {})
+    survey["photos"] = [manifest_entry(pid, data, "housing") for pid, data in pages.items()]
+    for i, entry in enumerate(survey["photos"]):
+        entry["taken_at"] = iso(start + timedelta(minutes=15, seconds=5 * i))
+    body = client.post("/api/v1/surveys", json=survey, headers=bearer(token)).get_json()
+    assert "photos_bunched" in codes(body)  # the same times on housing photos
+
+
 def test_an_odk_collect_submission_goes_through_the_same_checks(
     app: Flask, client: FlaskClient, token: str, home: tuple[int, float, float]
 ) -> None:

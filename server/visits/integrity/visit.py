@@ -202,7 +202,7 @@ def photos_bunched(
     "done" from the doorstep or the car looks like. An honest caseworker takes a portrait
     of each member, the rooms and the outside over several minutes. ``photo_times``: each
     photo's EXIF time when it has one, else the tablet's ``taken_at``; photos without
-    either are left out.
+    either, and documents (shot in a row at one table), are left out by the caller.
     """
     _require_aware("started_at", started_at)
     _require_aware("finished_at", finished_at)
