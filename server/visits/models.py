@@ -82,6 +82,8 @@ class Survey(Model):
         Index("ix_surveys_caseworker_finished", "caseworker_id", "finished_at"),
         # The console's visits by month (server/console/progress.py): read from the index.
         Index("ix_surveys_finished_household", "finished_at", "household_id"),
+        # Other visits at the same coordinates (gps_repeated, server/visits/service.py).
+        Index("ix_surveys_gps", "gps_lat", "gps_lon"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,6 +43,7 @@ from server.visits.checks import (
     check_times,
     check_travel,
 )
+from server.visits.integrity import visit as visit_integrity
 from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
 from server.visits.photos import (
     PhotoFacts,
@@ -319,6 +320,7 @@ def _new_or_replayed(
         select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
     )
     if existing is None:
+        registers = household is None  # its home is then set from this visit
         try:
             with db.session.begin_nested():
                 new_members: dict[str, int] = {}
@@ -334,7 +336,7 @@ def _new_or_replayed(
         else:
             if new_members:
                 _flag_registered_elsewhere(survey, household)
-            _judge_and_record(survey, household, device)
+            _judge_and_record(survey, household, device, home_from_this_visit=registers)
             return survey, True
     return replayed_survey(device, str(data.client_uuid), content_hash), False
 
@@ -442,10 +444,14 @@ def _accept_photo(survey: Survey, photo: SurveyPhoto, info: PhotoFacts) -> None:
         survey.flags.append(stored_flag(flag))
 
 
-def _judge_and_record(survey: Survey, household: Household, device: DeviceToken) -> None:
+def _judge_and_record(
+    survey: Survey, household: Household, device: DeviceToken, *, home_from_this_visit: bool = False
+) -> None:
     """Raise the evidence flags a newly received visit deserves, and let the visit
     count on its case (a review done, a survey recorded). Flags never block this:
     a real visit with a doubtful GPS fix still happened, a reviewer decides.
+    ``home_from_this_visit``: the household was registered by this upload, its home
+    set from it (so the fix sitting on the home says nothing).
     """
     thresholds = region().visit_thresholds
     fix = GpsFix(
@@ -469,6 +475,7 @@ def _judge_and_record(survey: Survey, household: Household, device: DeviceToken)
     ).first()
     earlier = PreviousVisit(*previous) if previous is not None else None
     flags += check_travel(fix, survey.finished_at, earlier, thresholds)
+    flags += _visit_integrity_flags(survey, household, home_from_this_visit=home_from_this_visit)
 
     visit_day = survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
     if survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE:
@@ -497,6 +504,82 @@ def _judge_and_record(survey: Survey, household: Household, device: DeviceToken)
             )
         )
     for flag in flags:
+        survey.flags.append(stored_flag(flag))
+    _flag_bunched_photos(survey)
+
+
+def _visit_integrity_flags(
+    survey: Survey, household: Household, *, home_from_this_visit: bool
+) -> list[Flag]:
+    """The per-visit integrity checks of a new upload (docs/field-visits.md, "Per-visit
+    checks"): its duration, its fix against the home and other visits' fixes, its track.
+    The home is compared as registered before this visit: one registered from this very
+    fix is skipped.
+    """
+    rules = region().integrity.visit
+    private = json.loads(survey.payload)
+    flags = visit_integrity.visit_too_short(
+        survey.kind,
+        survey.started_at,
+        survey.finished_at,
+        len(private.get("members") or []),
+        len(survey.photos),
+        rules,
+    )
+    flags += visit_integrity.gps_too_precise(survey.gps_accuracy_m, rules)
+    if not home_from_this_visit:
+        flags += visit_integrity.gps_at_registered_point(
+            survey.gps_lat, survey.gps_lon, household.home_lat, household.home_lon, rules
+        )
+    lat_min, lat_max, lon_min, lon_max = visit_integrity.repeat_box(
+        survey.gps_lat, survey.gps_lon, rules
+    )
+    # A range on (gps_lat, gps_lon): ix_surveys_gps answers it on SQLite and PostgreSQL.
+    others = db.session.execute(
+        select(Survey.id, Survey.gps_lat, Survey.gps_lon)
+        .where(
+            Survey.gps_lat.between(lat_min, lat_max),
+            Survey.gps_lon.between(lon_min, lon_max),
+            Survey.id != survey.id,
+        )
+        .order_by(Survey.id)
+        .limit(100)
+    ).all()
+    flags += visit_integrity.gps_repeated(
+        survey.gps_lat, survey.gps_lon, [(i, lat, lon) for i, lat, lon in others], rules
+    )
+    flags += visit_integrity.gps_fix_stale(survey.gps_fix_at, survey.started_at, rules)
+    track = [
+        visit_integrity.TrackPoint(
+            lat=float(point["lat"]),
+            lon=float(point["lon"]),
+            accuracy_m=None if point.get("accuracy_m") is None else float(point["accuracy_m"]),
+            at=datetime.fromisoformat(point["at"]).astimezone(UTC),
+        )
+        for point in private.get("track") or []
+    ]
+    flags += visit_integrity.track_static(track, rules)
+    flags += visit_integrity.track_jump(track, rules)
+    return flags
+
+
+def _flag_bunched_photos(survey: Survey) -> None:
+    """``photos_bunched`` on the photos' times: at the upload the tablet's ``taken_at``,
+    once every photo is in each one's EXIF time where it has one. Raised once. Documents
+    are left out: an ID card and the household register's pages are honestly shot in a
+    row, at one table.
+    """
+    if any(flag.code == "photos_bunched" for flag in survey.flags):
+        return
+    times = [
+        moment
+        for photo in survey.photos
+        if photo.kind is not PhotoKind.DOCUMENT
+        and (moment := photo.exif_taken_at or photo.taken_at) is not None
+    ]
+    for flag in visit_integrity.photos_bunched(
+        times, survey.started_at, survey.finished_at, region().integrity.visit
+    ):
         survey.flags.append(stored_flag(flag))
 
 
@@ -564,6 +647,7 @@ def _update_status(survey: Survey) -> None:
     if survey.status is SurveyStatus.AWAITING_PHOTOS and not survey.missing_photos:
         survey.status = SurveyStatus.COMPLETE
         survey.completed_at = clock.utcnow()
+        _flag_bunched_photos(survey)
 
 
 def survey_body(survey: Survey) -> dict[str, Any]:
