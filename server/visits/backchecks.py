@@ -88,11 +88,10 @@ def candidates(area: Area, month: str) -> list[Candidate]:
     ).all()
     visits = visit_scores([survey_id for survey_id, _cw in rows])
     months = month_scores({cw for _id, cw in rows}, month)
+    found = rules()
     return [
-        Candidate(
-            survey_id, caseworker_id, draw_weight(visits[survey_id], months[caseworker_id], rules())
-        )
-        for survey_id, caseworker_id in rows
+        Candidate(survey_id, cw, draw_weight(visits[survey_id], months[cw], found))
+        for survey_id, cw in rows
     ]
 
 

@@ -349,7 +349,6 @@ def test_the_case_page_shows_each_visits_risk_to_reviewers_only(app: Flask) -> N
     assert "Risk 12.25" not in own
 
 
-@pytest.mark.slow
 def test_the_back_check_draw_prefers_risky_visits(app: Flask) -> None:
     """30 visits of two caseworkers, 3 of caseworker_a's with a face from another
     household; the weights as the draw computes them, then 300 seeded draws of 10: a
@@ -387,3 +386,26 @@ def test_the_back_check_draw_prefers_risky_visits(app: Flask) -> None:
         check.weight == weights[check.survey_id]
         for check in db.session.scalars(select(BackCheck).where(BackCheck.draw_id == draw.id))
     )
+
+
+def test_the_review_lists_scores_cost_the_same_for_more_visits(
+    app: Flask, count_queries: QueryCounter
+) -> None:
+    _plant()
+    db.session.commit()
+    client = app.test_client()
+    login(client, "reviewer_a")
+    url = f"/console/visits?month={MONTH}&lang=en"
+
+    def queries(path: str) -> int:
+        before = count_queries.count
+        assert client.get(path).status_code == 200
+        return count_queries.count - before
+
+    few, few_sorted = queries(url), queries(url + "&sort=risk")
+    home = factories.make_household(state=CaseState.APPROVED)
+    for n in range(12):
+        visit = plant_visit(home, factories.user("caseworker_a"), DAY + timedelta(minutes=n))
+        _flag(visit, "gps_repeated", "warning")
+    db.session.commit()
+    assert queries(url) == few and queries(url + "&sort=risk") == few_sorted

@@ -9,7 +9,8 @@ inside every single threshold, and the risk score that sums them up.
 - ``patterns`` (pure) and ``pattern_job`` (the background job): patterns across one
   caseworker's visits (one spot, fast legs, odd hours, shared spots).
 - ``risk``: a score per visit and per caseworker-month from the flags and patterns,
-  explainable.
+  explainable; ``risk_queries`` fetches its inputs (the console, the case page and the
+  back-check draw use it).
 - ``rules``: the region file's ``[integrity.*]`` sections, parsed into ``IntegrityRules``.
 
 The modules holding rules (``visit``, ``photo_match``, ``face_match``, ``patterns``,
