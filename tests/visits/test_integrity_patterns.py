@@ -10,7 +10,7 @@ import random
 import tomllib
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -557,7 +557,7 @@ def test_an_honest_caseworkers_month_stays_unflagged_in_the_database(app: Flask)
     for d in range(2, 8):
         for v in honest_day(rng, day=f"2026-11-{d:02d}", first_id=100 * d, visits=8):
             _plant(caseworker, v, _household((v.home_lat, v.home_lon)))
-    checked, flagged = check_recent(10, today=datetime(2026, 11, 9).date())
+    checked, flagged = check_recent(10, today=date(2026, 11, 9))
     assert (checked, flagged) == (1, 0)
     assert db.session.scalar(select(func.count()).select_from(VisitPattern)) == 0
 
@@ -657,3 +657,44 @@ def test_an_upload_runs_the_pattern_checks_of_its_caseworker(
     }
     assert sorted(f.survey_id for f in flags) == sorted(surveys.values())
     assert len({f.value for f in flags}) == 1
+
+
+def test_the_job_after_an_upload_reads_little_when_nothing_is_found(
+    app: Flask, count_queries: Any
+) -> None:
+    """The upload waits for the job in eager mode: an honest month costs three reads
+    (the visit, the caseworker's months with their homes, other visits near them)."""
+    from server.visits.integrity.pattern_job import check_after_upload
+
+    caseworker = factories.user("caseworker_a")
+    rng = random.Random(31)
+    planted = [
+        _plant(caseworker, v, _household((v.home_lat, v.home_lon)))
+        for d in range(2, 12)
+        for v in honest_day(rng, day=f"2026-11-{d:02d}", first_id=100 * d, visits=8)
+    ]
+    db.session.flush()
+    before = count_queries.count
+    assert check_after_upload(planted[-1].id) == 0
+    assert count_queries.count - before <= 3
+
+
+def test_a_visit_is_in_one_pattern_of_a_kind_at_most(app: Flask) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    caseworker = factories.user("caseworker_a")
+    v = point(1, 1, CENTRE, CENTRE, local("2026-11-10", "23:00"))
+    survey = _plant(caseworker, v, _household(CENTRE))
+    first, second = (
+        VisitPattern(kind=ODD_HOURS, caseworker_id=caseworker.id, month="2026-11"),
+        VisitPattern(kind=ODD_HOURS, caseworker_id=caseworker.id, month="2026-11"),
+    )
+    db.session.add_all([first, second])
+    db.session.flush()
+    db.session.add(VisitPatternMember(pattern_id=first.id, survey_id=survey.id, kind=ODD_HOURS))
+    db.session.flush()
+    with pytest.raises(IntegrityError), db.session.begin_nested():
+        db.session.add(
+            VisitPatternMember(pattern_id=second.id, survey_id=survey.id, kind=ODD_HOURS)
+        )
+        db.session.flush()

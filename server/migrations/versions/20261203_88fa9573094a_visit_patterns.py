@@ -1,7 +1,7 @@
 """visits: patterns across a caseworker's visits (visit_patterns and their members)
 
 Revision ID: 88fa9573094a
-Revises: a9d3c6e1f047
+Revises: d3a7e2b6c410
 Create Date: 2026-12-03 14:46:43.624761
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '88fa9573094a'
-down_revision = 'a9d3c6e1f047'
+down_revision = 'd3a7e2b6c410'
 branch_labels = None
 depends_on = None
 

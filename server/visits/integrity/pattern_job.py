@@ -26,6 +26,7 @@ from server.cases.models import Household
 from server.extensions import db
 from server.months import first_of_next_month
 from server.region import region
+from server.transactions import commits_per_batch
 from server.visits.integrity.pattern_models import VisitPattern, VisitPatternMember
 from server.visits.integrity.patterns import (
     EARTH_RADIUS_M,
@@ -236,6 +237,7 @@ def check_after_upload(survey_id: int) -> int:
     return check_caseworker(caseworker_id, days[0], days[-1])
 
 
+@commits_per_batch
 def check_recent(days: int, today: date | None = None) -> tuple[int, int]:
     """The nightly run: every caseworker with visits in the last ``days`` local days
     (today included); (caseworkers checked, visits newly flagged). Commits after each
