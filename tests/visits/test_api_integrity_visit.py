@@ -8,6 +8,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -19,6 +20,17 @@ from tests import factories
 from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.visits.test_api_surveys import exif_jpeg, manifest_entry, post_multipart, survey_json
 from tests.visits.test_openrosa import basic, instance_xml, submit
+
+
+def daytime_now() -> datetime:
+    """The latest 16:00 Beijing time at or before now (in UTC): these visits are then
+    made in the afternoon whenever the tests run (a visit at night is a pattern of its
+    own, ``pattern_odd_hours``, which the background job adds after the upload)."""
+    local = datetime.now(ZoneInfo("Asia/Shanghai")).replace(microsecond=0)
+    afternoon = local.replace(hour=16, minute=0, second=0)
+    if afternoon > local:
+        afternoon -= timedelta(days=1)
+    return afternoon.astimezone(UTC)
 
 LANE_A = {
     "visit_too_short",
@@ -60,7 +72,7 @@ def honest_visit(
     """A 12-minute periodic review of one member: a fix 6-10 m from the door with 8 m
     accuracy taken as the visit began, a jittering track, four photos over 7 minutes."""
     rng = random.Random(seed)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = daytime_now()
     start, finish = now - timedelta(minutes=20), now - timedelta(minutes=8)
     lat, lon = home_lat + 0.00006, home_lon - 0.00005
     track = [
@@ -115,7 +127,7 @@ def test_a_fabricated_visit_is_flagged_on_every_sign_and_kept(
     app: Flask, client: FlaskClient, token: str, home: tuple[int, float, float]
 ) -> None:
     household_id, home_lat, home_lon = home
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = daytime_now()
     start, finish = now - timedelta(minutes=12), now - timedelta(minutes=10)
     track = [
         {
