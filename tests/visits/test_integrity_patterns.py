@@ -698,3 +698,14 @@ def test_a_visit_is_in_one_pattern_of_a_kind_at_most(app: Flask) -> None:
             VisitPatternMember(pattern_id=second.id, survey_id=survey.id, kind=ODD_HOURS)
         )
         db.session.flush()
+
+
+def test_flag_details_read_well_for_one_visit_and_many() -> None:
+    from server.visits.integrity.patterns import flag_detail
+
+    assert flag_detail(3, 1, "visits started at night") == (
+        "visits started at night: this visit alone (pattern #3)"
+    )
+    assert flag_detail(4, 5, "visits to 5 households") == (
+        "one of 5 visits to 5 households (pattern #4)"
+    )

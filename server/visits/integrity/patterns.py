@@ -281,6 +281,8 @@ class Pattern:
 
 def flag_detail(pattern_id: int, members: int, summary: str) -> str:
     """The detail of every flag of a pattern (the job completes it with its id)."""
+    if members == 1:  # a night's only visit
+        return f"{summary}: this visit alone (pattern #{pattern_id})"
     return f"one of {members} {summary} (pattern #{pattern_id})"
 
 
