@@ -15,12 +15,9 @@ otherwise the page is counted live (``progress.progress``). Who refreshes it:
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
-from flask import current_app
 from sqlalchemy import delete, insert, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server.areas.models import Area, AreaLevel
 from server.console.models import CurrentCount, CurrentSummary
@@ -34,12 +31,9 @@ from server.console.progress import (
     count_villages,
     page_rows,
     period,
-    progress,
     roll_up,
 )
 from server.extensions import db
-
-log = logging.getLogger(__name__)
 
 SUMMARY_ID = 1
 LOCK_KEY = 0x0D1BA0C0  # pg_advisory_xact_lock: the summary's refresh
@@ -130,25 +124,3 @@ def stored(area: Area, *, now: datetime, max_age: float) -> Progress | None:
     return assemble(
         area, p, class_codes(), counted, as_of=aware(summary.computed_at), from_summary=True
     )
-
-
-def numbers(area: Area, *, now: datetime) -> Progress:
-    """The progress home's numbers: the stored summary when one serves (refreshed
-    first when this process does the refreshing), else counted live."""
-    max_age = float(current_app.config["DIBAO_CONSOLE_SUMMARY_SECONDS"])
-    if max_age <= 0:
-        return progress(area, now=now)
-    found = stored(area, now=now, max_age=max_age)
-    if found is None and current_app.config["DIBAO_CONSOLE_REFRESH"] == "inline":
-        db.session.commit()  # the reads so far end: the refresh writes from a fresh start
-        try:
-            refresh(now)
-            db.session.commit()
-        except (IntegrityError, OperationalError):
-            # Another process refreshing at the same moment (SQLite: the database is
-            # busy): this page is counted live, the next one reads theirs.
-            db.session.rollback()
-            log.warning("console summary: refresh collided with another; counted live")
-        else:
-            found = stored(area, now=now, max_age=max_age)
-    return found if found is not None else progress(area, now=now)

@@ -515,8 +515,7 @@ def area_month(actor: User, code: str, month: str) -> TraceView:
     for v in visits:
         counts[v.caseworker_id] = counts.get(v.caseworker_id, 0) + 1
     legend_groups = [
-        (group[wid], _("%(name)s: %(n)s visits", name=label, n=counts[wid]))
-        for label, wid in workers
+        (group[wid], f"{label}: {_('Visits')} {counts[wid]}") for label, wid in workers
     ]
     table = _month_table(title, area, month, visits, cluster_of)
     return TraceView(

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from server import clock
 from server.areas.models import Area
@@ -16,10 +19,13 @@ from server.console import progress as numbers
 from server.console import summary
 from server.console.charts import bar_chart
 from server.console.scope import area_in_scope, trail
+from server.extensions import db
 from server.months import local_date
 from server.region import region
 from server.validation import query_int, query_month
 from server.web.exports import export_format, respond
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("console_progress", __name__, url_prefix="/console")
 
@@ -40,7 +46,7 @@ def home() -> ResponseReturnValue:
         # The file is counted now (never from the kept numbers): a row per child area.
         found = numbers.progress(area, now=clock.utcnow())
         return respond(found.table(), "console/progress.html")
-    found = summary.numbers(area, now=clock.utcnow())
+    found = _numbers(area)
     as_of = found.as_of or found.period.now
     return render_template(
         "console/progress.html",
@@ -53,6 +59,30 @@ def home() -> ResponseReturnValue:
         numbers=Markup(_render_numbers(found)),  # noqa: S704  rendered by Jinja (autoescaped)
         crumbs=trail(current_user, area),
     )
+
+
+def _numbers(area: Area) -> numbers.Progress:
+    """The page's numbers: the stored summary when one serves (refreshed first, in its
+    own transaction, when this process does the refreshing: DIBAO_CONSOLE_REFRESH
+    "inline"), else counted live."""
+    now = clock.utcnow()
+    max_age = float(current_app.config["DIBAO_CONSOLE_SUMMARY_SECONDS"])
+    if max_age <= 0:
+        return numbers.progress(area, now=now)
+    found = summary.stored(area, now=now, max_age=max_age)
+    if found is None and current_app.config["DIBAO_CONSOLE_REFRESH"] == "inline":
+        db.session.commit()  # the reads so far end: the refresh writes from a fresh start
+        try:
+            summary.refresh(now)
+            db.session.commit()
+        except (IntegrityError, OperationalError):
+            # Another process refreshing at the same moment (SQLite: the database is
+            # busy): this page is counted live, the next one reads theirs.
+            db.session.rollback()
+            log.warning("console summary: refresh collided with another; counted live")
+        else:
+            found = summary.stored(area, now=now, max_age=max_age)
+    return found if found is not None else numbers.progress(area, now=now)
 
 
 def _render_numbers(found: numbers.Progress) -> str:

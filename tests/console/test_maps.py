@@ -327,7 +327,7 @@ def test_a_township_month_rings_many_households_visited_from_one_spot(
     assert len(circles(svg, "accuracy")) == 7
     assert html.count(">C1<") >= 4
     # caseworker_a's fixes share one shape; the legend names them with their count.
-    assert "caseworker_a：7次走访" in html
+    assert "caseworker_a: 走访次数 7" in html
 
 
 def test_a_household_history_shows_every_visit_around_its_home(

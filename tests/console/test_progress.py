@@ -328,11 +328,17 @@ def numbers(html: str) -> list[tuple[str, str, str, int]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("summary_seconds", [0, 120], ids=["live", "stored-summary"])
 def test_every_number_equals_a_direct_sql_count_and_its_list(
-    app: Flask, client: FlaskClient, area: factories.Areas, clock: None, summary_seconds: int
+    app: Flask,
+    client: FlaskClient,
+    area: factories.Areas,
+    clock: None,
+    summary_seconds: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Counted live, and read from the stored summary of every area (refreshed by the
     first page view: the inline refresh of a process without a broker)."""
-    app.config["DIBAO_CONSOLE_SUMMARY_SECONDS"] = summary_seconds
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_SUMMARY_SECONDS", summary_seconds)
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_REFRESH", "inline")
     plant(area)
     paths = {a.code: a.path for a in db.session.scalars(select(Area))}
     login(client, "supervisor")
@@ -550,9 +556,10 @@ def _cases_shown(html: str, area_code: str) -> int:
 
 
 def test_the_stored_summary_is_shown_while_fresh_then_counted_again(
-    app: Flask, client: FlaskClient, area: factories.Areas
+    app: Flask, client: FlaskClient, area: factories.Areas, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app.config.update(DIBAO_CONSOLE_SUMMARY_SECONDS=120, DIBAO_CONSOLE_REFRESH="inline")
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_SUMMARY_SECONDS", 120)
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_REFRESH", "inline")
     moment = [NOW]
     app.config["DIBAO_CLOCK"] = lambda: moment[0]
     try:
@@ -577,12 +584,13 @@ def test_the_stored_summary_is_shown_while_fresh_then_counted_again(
 
 
 def test_a_summary_of_another_day_or_one_refreshed_elsewhere_is_not_shown(
-    app: Flask, client: FlaskClient, area: factories.Areas
+    app: Flask, client: FlaskClient, area: factories.Areas, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In the background mode the page never writes: a missing or old summary (the
     beat task stopped) is counted live, and a summary from yesterday is never shown
     (reviews due today, members at risk: the numbers are about the day)."""
-    app.config.update(DIBAO_CONSOLE_SUMMARY_SECONDS=100_000, DIBAO_CONSOLE_REFRESH="background")
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_SUMMARY_SECONDS", 100_000)
+    monkeypatch.setitem(app.config, "DIBAO_CONSOLE_REFRESH", "background")
     moment = [NOW]
     app.config["DIBAO_CLOCK"] = lambda: moment[0]
     try:
@@ -591,7 +599,7 @@ def test_a_summary_of_another_day_or_one_refreshed_elsewhere_is_not_shown(
         live = _cases_shown(client.get("/console/?area=152201").text, "152201")
         assert db.session.get(CurrentSummary, 1) is None  # not refreshed by the page
         app.config["DIBAO_CONSOLE_REFRESH"] = "inline"
-        assert refresh_task.delay().get() == 0  # the beat task refreshes in the background only
+        assert refresh_task.run() == 0  # the beat task refreshes in the background only
         app.config["DIBAO_CONSOLE_REFRESH"] = "background"
         refresh(NOW)
         db.session.commit()
@@ -601,7 +609,7 @@ def test_a_summary_of_another_day_or_one_refreshed_elsewhere_is_not_shown(
         moment[0] = NOW + timedelta(days=1)  # the next local day: counted live
         assert _cases_shown(client.get("/console/?area=152201").text, "152201") == live + 1
         # The beat task stores the new day's numbers.
-        assert refresh_task.delay().get() > 0
+        assert refresh_task.run() > 0
         summary = db.session.get(CurrentSummary, 1)
         db.session.refresh(summary)
         assert summary is not None and summary.today == "2026-11-24"
