@@ -616,6 +616,12 @@ class Planner:
         self.shot_counter += 20
         return self.shot_counter
 
+    def revisited_after(self, home: Home, day: date) -> bool:
+        """Whether an honest visit goes to ``home`` after ``day``."""
+        return any(
+            v.role == "honest" and v.home is home and v.finished.date() >= day for v in self.visits
+        )
+
     def homes_in(self, village: int, *, accepted: bool | None = None) -> list[Home]:
         return [
             h
@@ -1021,7 +1027,10 @@ def repeated_other_home(
 
 def reused_photo(edit_name: str) -> Scenario:
     """Another household's housing photo (an honest visit's, uploaded earlier), edited,
-    among the visit's own photos; EXIF time and position are made to fit the visit."""
+    among the visit's own photos; EXIF time and position are made to fit the visit.
+    The source household gets no honest visit afterwards: a new honest photo of it
+    would rightly match the copy, a flag linking it to the fabrication that the false
+    positive rate should not count."""
 
     def plan(
         planner: Planner, caseworker: str, township: int, days: list[date], variant: str
@@ -1035,6 +1044,7 @@ def reused_photo(edit_name: str) -> Scenario:
             and v.home is not home
             and v.finished.date() < days[0]
             and not v.home.face
+            and not planner.revisited_after(v.home, days[0])
         ]
         support, clock = planner.support_then(caseworker, home, days[0], rng.uniform(8.5, 14), 1)
         visit = planted_visit(planner, "", variant, caseworker, home, clock)
@@ -1066,6 +1076,10 @@ def near_duplicate(
     presents it as another household's, later the same month."""
     rng = planner.rng
     first = _pick_home(planner, township)
+    for _ in range(20):  # a house no honest visit photographs again (see reused_photo)
+        if not planner.revisited_after(first, days[0]):
+            break
+        first = _pick_home(planner, township)
     second = _pick_home(planner, township)
     while second is first:
         second = _pick_home(planner, township)
