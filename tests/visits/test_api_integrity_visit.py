@@ -32,6 +32,7 @@ def daytime_now() -> datetime:
         afternoon -= timedelta(days=1)
     return afternoon.astimezone(UTC)
 
+
 LANE_A = {
     "visit_too_short",
     "photos_bunched",

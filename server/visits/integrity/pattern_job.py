@@ -118,7 +118,7 @@ def check_caseworker(caseworker_id: int, first_day: date, last_day: date) -> int
         mine,
         _others_near(caseworker_id, mine, start, end),
         rules.integrity.patterns,
-        max_kmh=rules.maps.impossible_speed_kmh,
+        max_kmh=rules.integrity.patterns.leg_kmh,
         shared_spot_m=rules.supervision.shared_spot_m,
         tz=_zone(),
     )

@@ -51,9 +51,10 @@ PATTERN_CODES = (ONE_SPOT, FAST_LEGS, ODD_HOURS, SHARED_SPOTS)
 @dataclass(frozen=True)
 class PatternRules:
     """The region file's ``[integrity.patterns]`` section (defaults equal the file's).
-    Leg speeds use ``[maps] impossible_speed_kmh`` and shared spots ``[supervision]
-    shared_spot_m``: one home for each rule, so the maps, the activity table and the
-    flags agree."""
+    Shared spots use ``[supervision] shared_spot_m`` (one home for the rule: the
+    activity table and the flags agree). Legs have their own ``leg_kmh``: the maps'
+    ``[maps] impossible_speed_kmh`` (80) draws legs beyond a car; a pattern flags legs
+    beyond a motorbike on village roads, in a straight line."""
 
     # One spot: this many different households' fixes within one_spot_radius_m of one
     # fix, started within one_spot_hours of it.
@@ -64,10 +65,17 @@ class PatternRules:
     # accuracy, was not taken at the home; homes of one spot must also be spread wider
     # than this (neighbours next door are not a pattern).
     home_away_m: float = 80.0
-    # Legs: time allowed on top of the gap (a form finished on the way, the next one
-    # started at the gate); an overlap longer than this between places farther apart
-    # than overlap_apart_m (beyond both accuracies) is two places at once.
-    leg_slack_minutes: float = 3.0
+    # Legs between consecutive visits: faster than leg_kmh in a straight line (about
+    # 1.3x that on the road: beyond a motorbike on village and township roads) over
+    # the gap plus leg_slack_minutes (clocks, a form closed at the gate), for legs
+    # longer than leg_min_m beyond both accuracies (shorter ones are walked, and a form
+    # finished on the walk to the next home shortens the gap). An overlap longer than
+    # overlap_slack_minutes between places farther apart than overlap_apart_m (beyond
+    # both accuracies) is two places at once.
+    leg_kmh: float = 60.0
+    leg_slack_minutes: float = 1.0
+    leg_min_m: float = 500.0
+    overlap_slack_minutes: float = 3.0
     overlap_apart_m: float = 100.0
     # Odd hours (local time of the start): night_start_hour to night_end_hour nobody
     # visits; outside work_start_hour to work_end_hour, a run of run_visits or more
@@ -119,7 +127,7 @@ def _value(key: str, raw: Any) -> float | int:
         raise ValueError(f"{where}: {raw!r} must be a finite number, not negative")
     if key == "shared_share" and not 0 < value < 1:
         raise ValueError(f"{where}: {raw!r} must be a share between 0 and 1")
-    if key != "leg_slack_minutes" and value == 0:
+    if key not in {"leg_slack_minutes", "overlap_slack_minutes"} and value == 0:
         raise ValueError(f"{where}: {raw!r} must be positive")
     return value
 
@@ -369,9 +377,11 @@ def _bad_leg(a: VisitPoint, b: VisitPoint, rules: PatternRules, max_kmh: float) 
     if apart <= 0:
         return None
     gap = (b.started_at - a.finished_at).total_seconds()
-    slack = rules.leg_slack_minutes * 60
-    if gap < -slack:
+    if gap < -rules.overlap_slack_minutes * 60:
         return _BadLeg(a, b, None, apart, gap) if apart > rules.overlap_apart_m else None
+    if apart < rules.leg_min_m:
+        return None
+    slack = rules.leg_slack_minutes * 60
     speed = leg_speed_kmh(apart, max(gap, 0.0) + slack)
     if speed is None:  # no slack and no gap: apart in no time at all
         return _BadLeg(a, b, math.inf, apart, gap) if apart > rules.overlap_apart_m else None
@@ -383,8 +393,9 @@ def pattern_fast_legs(
 ) -> list[Pattern]:
     """Along the caseworker's visits in time order, legs from one visit's end to the
     next one's start faster than ``max_kmh`` over the distance between the fixes less
-    both accuracies, with ``leg_slack_minutes`` added to the gap; and overlaps longer
-    than the slack between places more than ``overlap_apart_m`` apart. Consecutive bad
+    both accuracies (legs of at least ``leg_min_m``), with ``leg_slack_minutes`` added
+    to the gap; and overlaps longer than ``overlap_slack_minutes`` between places more
+    than ``overlap_apart_m`` apart. Consecutive bad
     legs make one pattern (a chain of visits)."""
     ordered = _by_start(visits)
     chains: list[list[_BadLeg]] = []

@@ -63,7 +63,7 @@ class VisitRules:
 
     # visit_too_short: the least a visit takes, by kind, plus per member recorded and
     # per photo in its manifest.
-    min_minutes_initial_survey: float = 10.0
+    min_minutes_initial_survey: float = 15.0
     min_minutes_periodic_review: float = 5.0
     min_minutes_assisted_proof_of_life: float = 4.0
     min_minutes_per_member: float = 1.0
