@@ -784,3 +784,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@cli.command("index-photos")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(min=1))
+@with_appcontext
+def index_photos_command(batch: int) -> None:
+    """Add the photos received before the reuse index existed to it (docs/field-visits.md,
+    "Photo reuse"); run once after upgrading, safe to run again. Commits every batch."""
+    from server.visits.photo_index import backfill_photo_hashes
+
+    total = 0
+    while done := backfill_photo_hashes(batch):
+        db.session.commit()
+        total += done
+        click.echo(f"indexed {total} photos")
+    click.echo(f"done: {total} photos indexed")

@@ -31,7 +31,9 @@ photo_no_exif            info     photo id / None
 impossible_travel        warning, km/h (rounded to 0.1) / ``max_speed_kmh``;
                          critical None / ``far_from_home_m`` when no time passed
                                   (critical)
-photo_reused             warning  Hamming distance / ``max_hamming``
+photo_reused             warning  Hamming distance / ``max_hamming`` (this single-hash
+                                  rule; uploads use server/visits/integrity/
+                                  photo_match.py, which verifies candidates)
 ======================== ======== =================================================
 
 ``detail`` is English text for logs and reviewers; it never contains names, ID numbers

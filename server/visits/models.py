@@ -5,6 +5,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -226,6 +227,23 @@ class SurveyPhoto(Model):
 
     def __repr__(self) -> str:
         return f"<SurveyPhoto {self.photo_id} of survey {self.survey_id}>"
+
+
+class PhotoHash(Model):
+    """One perceptual hash of a received photo, for the reuse index
+    (server/visits/integrity/photo_match.py): ``full`` (the whole picture) and
+    ``centre`` (its centre window), 64 bits stored as a signed integer."""
+
+    __tablename__ = "photo_hashes"
+
+    survey_photo_id: Mapped[int] = mapped_column(
+        ForeignKey("survey_photos.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    hash: Mapped[int] = mapped_column(BigInteger)
+
+    def __repr__(self) -> str:
+        return f"<PhotoHash {self.kind} of photo {self.survey_photo_id}>"
 
 
 class SurveyFlag(Model):

@@ -38,13 +38,13 @@ from server.visits.checks import (
     PhotoEvidence,
     PreviousVisit,
     check_location,
-    check_photo_reuse,
     check_photos,
     check_times,
     check_travel,
 )
 from server.visits.integrity import visit as visit_integrity
 from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.photo_index import index_photo, integrity_flags, load_picture
 from server.visits.photos import (
     PhotoFacts,
     PhotoRejected,
@@ -595,9 +595,11 @@ def stored_flag(flag: Flag) -> SurveyFlag:
 
 def analyse_photo(survey_photo_id: int) -> None:
     """The pixel work on a received photo, in a background job (the upload was
-    acknowledged once the original was durable): decode it, hash it perceptually and
-    look for the same picture in other households, and store a reviewer's thumbnail.
-    Running it twice changes nothing.
+    acknowledged once the original was durable): decode it, hash it perceptually, index
+    it and look for the same picture in other households (``photo_reused``) and for a
+    near-duplicate housing photo in the caseworker's month (``photo_near_duplicate``:
+    server/visits/photo_index.py), and store a reviewer's thumbnail. Running it twice
+    changes nothing.
     """
     photo = db.session.get(SurveyPhoto, survey_photo_id)
     if photo is None or photo.received_at is None or photo.thumbnail_sha256 is not None:
@@ -624,16 +626,11 @@ def analyse_photo(survey_photo_id: int) -> None:
         db.session.flush()
         return
     photo.phash = info.phash
-    rules = region()
-    others = db.session.execute(
-        select(SurveyPhoto.phash, Survey.household_id)
-        .join(Survey, SurveyPhoto.survey_id == Survey.id)
-        .where(SurveyPhoto.phash.is_not(None), Survey.household_id != survey.household_id)
-    ).all()
-    for flag in check_photo_reuse(
-        info.phash, [(h, hid) for h, hid in others if h], max_hamming=rules.photo_reuse_hamming
-    ):
-        survey.flags.append(stored_flag(flag))
+    picture = load_picture(photo, region().integrity.photos.verify_side)
+    if picture is not None:
+        index_photo(photo, picture)
+        for household_id, flag in integrity_flags(photo, picture):
+            _record_once(survey, flag, household_id)
     thumbnail = store.temp_path(".jpg")
     try:
         make_thumbnail(store.path(photo.received_sha256), thumbnail, max_pixels=max_pixels)
@@ -641,6 +638,17 @@ def analyse_photo(survey_photo_id: int) -> None:
     finally:
         thumbnail.unlink(missing_ok=True)
     db.session.flush()
+
+
+def _record_once(survey: Survey, flag: Flag, household_id: int) -> None:
+    """Store a flag naming another household unless the visit has it already (a visit's
+    several photos of one household's picture make one flag)."""
+    for held in survey.flags:
+        if held.code == flag.code and held.extra.get("household_id") == household_id:
+            return
+    stored = stored_flag(flag)
+    stored.extra = {"household_id": household_id}
+    survey.flags.append(stored)
 
 
 def _update_status(survey: Survey) -> None:

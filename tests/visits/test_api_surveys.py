@@ -591,7 +591,8 @@ def test_the_same_photo_in_another_household_is_flagged(
     # The reuse check runs in the background job after the acknowledgement.
     second = client.get(f"/api/v1/surveys/{survey['client_uuid']}", headers=bearer(token))
     reused = [f for f in second.get_json()["flags"] if f["code"] == "photo_reused"]
-    assert len(reused) == 1 and float(reused[0]["value"]) == 0
+    assert len(reused) == 1 and reused[0]["value"] == "identical file"
+    assert f"household {household_id} " in reused[0]["detail"]
 
 
 @pytest.mark.slow
