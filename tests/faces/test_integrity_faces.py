@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import select
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from server.cases.models import CaseState
 from server.extensions import db
@@ -26,8 +29,9 @@ from server.visits.integrity.face_match import (
     parse_faces_rules,
 )
 from tests import factories
-from tests.faces.test_faces import FACES, portrait_visit
+from tests.faces.test_faces import FACES
 from tests.mobile_api.test_api_devices import bearer, device_login
+from tests.visits.test_api_surveys import manifest_entry, survey_json
 
 RULES = FaceRules()
 
@@ -138,6 +142,37 @@ def _household(members: int = 1) -> tuple[int, list[int]]:
     )
     db.session.commit()
     return household.id, [m.id for m in household.members]
+
+
+def _post(client: FlaskClient, url: str, token: str, parts: dict[str, Any]) -> Any:
+    """A multipart POST built in memory: the test client spools a body over 500 KB to a
+    temporary file it never closes (a ResourceWarning in a later test)."""
+    boundary, body = encode_multipart(parts)
+    return client.post(
+        url,
+        data=body,
+        headers=bearer(token),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+
+
+def portrait_visit(
+    client: FlaskClient, token: str, household_id: int, member_id: int, picture: str | bytes
+) -> Any:
+    """A visit with one member portrait, uploaded like the tablet; its flags (the
+    enrollment ran in-process after the commit)."""
+    content = picture if isinstance(picture, bytes) else (FACES / picture).read_bytes()
+    survey = survey_json(household_id, {})
+    entry = manifest_entry("portrait", content, kind="member_portrait")
+    entry["member_ref"] = str(member_id)
+    survey["photos"] = [entry]
+    parts = {
+        "survey": json.dumps(survey, ensure_ascii=False),
+        "portrait": FileStorage(io.BytesIO(content), filename="portrait.jpg"),
+    }
+    response = _post(client, "/api/v1/surveys", token, parts)
+    assert response.status_code == 201, response.get_json()
+    return client.get(f"/api/v1/surveys/{survey['client_uuid']}", headers=bearer(token)).get_json()
 
 
 def _face_flags(body: dict[str, Any], code: str) -> list[dict[str, Any]]:
@@ -277,11 +312,9 @@ def test_explicit_enrollment_reports_both_flags_by_band(client: FlaskClient) -> 
     _, [stranger] = _household()
 
     def enroll(member_id: int, content: bytes) -> Any:
-        response = client.post(
-            f"/api/v1/members/{member_id}/face-templates",
-            data={"photo": (io.BytesIO(content), "face.jpg", "image/jpeg")},
-            headers=bearer(token),
-            content_type="multipart/form-data",
+        photo = FileStorage(io.BytesIO(content), filename="face.jpg", content_type="image/jpeg")
+        response = _post(
+            client, f"/api/v1/members/{member_id}/face-templates", token, {"photo": photo}
         )
         assert response.status_code == 201, response.get_json()
         return response.get_json()["warnings"]
