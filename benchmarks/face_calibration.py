@@ -227,7 +227,10 @@ def main() -> int:
 
     handled_same = [v for k, vs in same.items() if k.endswith("on") for v in vs]
     handled_diff = [v for k, vs in different.items() if k.endswith("on") for v in vs]
-    print("\nRates with mirror handling (stills, every variant as the new portrait):")
+    print("All variants together, mirror handling on:")
+    _summary("same person, different photos", handled_same)
+    _summary("different people", handled_diff)
+    print("Rates with mirror handling (stills, every variant as the new portrait):")
     print(f"  {'threshold':>9}  {'same person under it':>22}  {'different people under it':>27}")
     for threshold in THRESHOLDS:
         caught = sum(v < threshold for v in handled_same) / len(handled_same)
