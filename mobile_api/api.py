@@ -268,7 +268,10 @@ def enroll_face(member_id: int) -> tuple[Response, int]:
             model_name=template.model_name,
             model_version=template.model_version,
             warnings=[
-                FaceWarningOut(code=f.code, value=f.value, threshold=f.threshold) for f in flags
+                FaceWarningOut(
+                    code=f.code, severity=f.severity, value=f.value, threshold=f.threshold
+                )
+                for f in flags
             ],
         ).dump()
         db.session.commit()

@@ -121,9 +121,10 @@ class DueVisitsOut(Output):
 
 
 class FaceWarningOut(Output):
-    code: str = Field(description="face_in_other_household")
+    code: str = Field(description="face_in_other_household or face_not_member")
+    severity: str = Field(description="warning or critical (the band of the distance)")
     value: float | str | None = Field(description="the face distance")
-    threshold: float | str | None
+    threshold: float | str | None = Field(description="the limit of the band")
 
 
 class FaceTemplateOut(Output):

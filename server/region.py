@@ -123,10 +123,11 @@ def _visit_thresholds(data: dict[str, Any]) -> tuple[Thresholds, int]:
         stale_after=timedelta(
             days=_positive_float(data.get("stale_after_days", 30), where + "stale_after_days")
         ),
-        face_distance=_positive_float(
-            data.get("face_distance", d.face_distance), where + "face_distance"
-        ),
     )
+    # Retired (issue 16): the face tolerances are [integrity.faces]. An older region
+    # file's value is still checked, so it loads as before, and then not used.
+    if "face_distance" in data:
+        _positive_float(data["face_distance"], where + "face_distance")
     hamming = _positive_int(data.get("photo_reuse_hamming", 6), where + "photo_reuse_hamming")
     return thresholds, hamming
 

@@ -89,7 +89,6 @@ class Thresholds:
     max_speed_kmh: float = 120
     future_slack: timedelta = timedelta(minutes=5)
     stale_after: timedelta = timedelta(days=30)
-    face_distance: float = 0.45
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Enrolling faces from visit portraits and searching them across households."""
+"""Enrolling faces from visit portraits and explicit enrollments, and judging each new
+face: against other households' members (``face_in_other_household``) and against the
+named member's own earlier templates (``face_not_member``); the rules are in
+``server.visits.integrity.face_match``."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from flask import current_app
 from sqlalchemy import select
 
@@ -15,12 +20,13 @@ from server.cases.models import Member
 from server.devices.models import DeviceToken
 from server.errors import DomainError
 from server.extensions import db
-from server.faces.engine import FaceEngine, default_engine
+from server.faces.engine import DetectedFace, FaceEngine, default_engine
 from server.faces.models import FaceTemplate
 from server.region import region
 from server.storage import HashingFile, blob_store
 from server.validation import parse_id
-from server.visits.checks import Flag, nearest_faces
+from server.visits.checks import Flag
+from server.visits.integrity import face_match
 from server.visits.models import PhotoKind, SurveyPhoto
 from server.visits.photos import PhotoRejected, check_photo_file, downscaled_rgb
 from server.visits.service import stored_flag
@@ -93,6 +99,8 @@ def enroll_portrait(survey_photo_id: int, engine: FaceEngine | None = None) -> F
         db.session.flush()
         return None
     encoding = faces[0].encoding
+    queries = portrait_encodings(engine, rgb, faces[0])
+    flags = judge_face(queries, member, engine.model_name, what=f"portrait {photo.photo_id}")
     template = FaceTemplate(
         member_id=member.id,
         household_id=survey.household_id,
@@ -100,9 +108,10 @@ def enroll_portrait(survey_photo_id: int, engine: FaceEngine | None = None) -> F
         encoding=encoding.astype(np.float64).tobytes(),
         model_name=engine.model_name,
         model_version=engine.model_version,
+        active=_may_vouch(flags),
     )
     db.session.add(template)
-    for flag in search_other_households(encoding, survey.household_id, engine.model_name):
+    for flag in flags:
         survey.flags.append(stored_flag(flag))
     audit.record(
         "face.enrolled",
@@ -172,6 +181,8 @@ def enroll_member_photo(
         raise refused
     digest = blob_store().store(temp)
     encoding = faces[0].encoding
+    queries = portrait_encodings(engine, rgb, faces[0])
+    flags = judge_face(queries, member, engine.model_name, what="the enrollment photo")
     template = FaceTemplate(
         member_id=member.id,
         household_id=member.household_id,
@@ -180,9 +191,9 @@ def enroll_member_photo(
         encoding=encoding.astype(np.float64).tobytes(),
         model_name=engine.model_name,
         model_version=engine.model_version,
+        active=_may_vouch(flags),
     )
     db.session.add(template)
-    flags = search_other_households(encoding, member.household_id, engine.model_name)
     db.session.flush()
     audit.record(
         "face.enrolled",
@@ -192,14 +203,75 @@ def enroll_member_photo(
         household_id=member.household_id,
         face_template_id=template.id,
         device_token_id=device.id if device else None,
-        matches_in_other_households=len(flags),
+        matches_in_other_households=sum(f.code == "face_in_other_household" for f in flags),
+        not_member=any(f.code == "face_not_member" for f in flags),
     )
     return template, flags
 
 
-def search_other_households(encoding: np.ndarray, household_id: int, model_name: str) -> list[Flag]:
-    """``face_in_other_household`` flags for templates of other households this close."""
-    threshold = region().visit_thresholds.face_distance
+def portrait_encodings(
+    engine: FaceEngine, rgb: npt.NDArray[np.uint8], face: DetectedFace
+) -> list[npt.NDArray[np.float64]]:
+    """The face's encoding, and that of the mirror image of the photo (selfie cameras
+    mirror; dlib puts a mirror image 0.11-0.22 away from the original) when it shows
+    exactly one face: one more engine call per portrait."""
+    queries = [face.encoding]
+    if region().integrity.faces.check_mirrored:
+        mirrored = engine.faces(np.ascontiguousarray(rgb[:, ::-1, :], dtype=np.uint8))
+        if len(mirrored) == 1:
+            queries.append(mirrored[0].encoding)
+    return queries
+
+
+def judge_face(
+    queries: Sequence[npt.NDArray[np.float64]], member: Member, model_name: str, *, what: str
+) -> list[Flag]:
+    """The flags of a new face of ``member`` (as taken and mirrored): the same person in
+    another household, and not the member it names. Runs before the new template is
+    added, so that it is never compared with itself."""
+    flags = search_other_households(queries, member.household_id, model_name)
+    not_member = check_named_member(queries, member, model_name, what=what)
+    return flags + ([not_member] if not_member is not None else [])
+
+
+def _may_vouch(flags: Sequence[Flag]) -> bool:
+    """A face clearly not the member's (critical ``face_not_member``) is kept as evidence
+    but inactive: it must not vouch for the member in proof of life, nor become the
+    reference the member's next portraits are compared with."""
+    return not any(f.code == "face_not_member" and f.severity == "critical" for f in flags)
+
+
+def check_named_member(
+    queries: Sequence[npt.NDArray[np.float64]], member: Member, model_name: str, *, what: str
+) -> Flag | None:
+    """``face_not_member``: the face against the member's own earlier templates, and the
+    other members of the household (few templates: no index needed)."""
+    rows = db.session.execute(
+        select(FaceTemplate.member_id, FaceTemplate.encoding).where(
+            FaceTemplate.active.is_(True),
+            FaceTemplate.model_name == model_name,
+            FaceTemplate.household_id == member.household_id,
+        )
+    ).all()
+    distances = face_match.distances_to(queries, [r.encoding for r in rows])
+    own = [d for r, d in zip(rows, distances, strict=True) if r.member_id == member.id]
+    others = face_match.best_per_key(
+        [r.member_id for r in rows],
+        {
+            i: d
+            for i, (r, d) in enumerate(zip(rows, distances, strict=True))
+            if r.member_id != member.id
+        },
+    )
+    return face_match.not_member_flag(own, others, region().integrity.faces, what=what)
+
+
+def search_other_households(
+    queries: Sequence[npt.NDArray[np.float64]], household_id: int, model_name: str
+) -> list[Flag]:
+    """``face_in_other_household`` flags, by band, for templates of other households
+    close to the face (as taken or mirrored)."""
+    rules = region().integrity.faces
     rows = db.session.execute(
         select(FaceTemplate.household_id, FaceTemplate.encoding).where(
             FaceTemplate.active.is_(True),
@@ -209,20 +281,6 @@ def search_other_households(encoding: np.ndarray, household_id: int, model_name:
     ).all()
     if not rows:
         return []
-    candidates = np.frombuffer(b"".join(r.encoding for r in rows), dtype=np.float64).reshape(
-        len(rows), 128
-    )
-    best: dict[int, float] = {}
-    for index, distance in nearest_faces(encoding.tolist(), candidates, threshold):
-        other = rows[index].household_id
-        best[other] = min(distance, best.get(other, distance))
-    return [
-        Flag(
-            code="face_in_other_household",
-            severity="critical",
-            value=round(distance, 3),
-            threshold=threshold,
-            detail=f"the portrait's face matches a member of household {other}",
-        )
-        for other, distance in sorted(best.items(), key=lambda item: item[1])
-    ]
+    found = face_match.search(queries, [r.encoding for r in rows], rules.review_below)
+    best = face_match.best_per_key([r.household_id for r in rows], found)
+    return face_match.other_household_flags(best, rules)
