@@ -1,7 +1,7 @@
 """visits: the photo reuse index (photo_hashes: full and centre perceptual hashes)
 
 Revision ID: b7e2f4a91c05
-Revises: a9d3c6e1f047
+Revises: 88fa9573094a
 Create Date: 2026-12-03 15:00:00
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'b7e2f4a91c05'
-down_revision = 'a9d3c6e1f047'
+down_revision = '88fa9573094a'
 branch_labels = None
 depends_on = None
 
