@@ -123,6 +123,7 @@ def demo_command(
             )
             db.session.commit()
             _roll_up_console()
+            _index_photos()
             _echo_history(report.history.as_json())
             if months:
                 _demo_back_checks(base_url)
@@ -310,6 +311,8 @@ def seed_command(
     db.session.commit()
     if months:
         _roll_up_console()
+    if photos:
+        _index_photos()
     if as_json:
         click.echo(json.dumps(report.as_json(), ensure_ascii=False))
     else:
@@ -522,6 +525,18 @@ def public_refresh_command(force: bool) -> None:
 @cli.group("console")
 def console_group() -> None:
     """The supervisor console (docs/supervision.md)."""
+
+
+def _index_photos() -> int:
+    """Put the seeded photos into the photo-reuse index (as ``dibao index-photos``), so
+    that later uploads are compared with them; commits every batch."""
+    from server.visits.photo_index import backfill_photo_hashes
+
+    total = 0
+    while done := backfill_photo_hashes():
+        db.session.commit()
+        total += done
+    return total
 
 
 def _roll_up_console() -> int:

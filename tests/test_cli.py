@@ -62,7 +62,14 @@ def test_demo_prepares_an_embedded_database_once_and_reprints_the_logins(tmp_pat
     assert drawn is not None and int(drawn.group(1)) > 0, first.stdout
     with sqlite3.connect(tmp_path / "dibao.sqlite3") as db:
         (sampled,) = db.execute("SELECT count(*) FROM back_checks").fetchone()
+        # The seeded photos are in the photo-reuse index: later uploads meet them.
+        (unindexed,) = db.execute(
+            "SELECT count(*) FROM survey_photos p WHERE p.received_at IS NOT NULL AND NOT "
+            "EXISTS (SELECT 1 FROM photo_hashes h WHERE h.survey_photo_id = p.id)"
+        ).fetchone()
+        (indexed,) = db.execute("SELECT count(*) FROM photo_hashes").fetchone()
     assert sampled == int(drawn.group(1))
+    assert unindexed == 0 and indexed > 0
     logins = json.loads((tmp_path / "demo-logins.json").read_text("utf-8"))
     assert {entry["role"] for entry in logins} >= {"caseworker", "county_approver"}
     assert all(entry["username"] in first.stdout for entry in logins)
