@@ -25,6 +25,7 @@ from server.storage import blob_store
 from server.visits.checks import Flag
 from server.visits.integrity.photo_match import (
     Candidate,
+    Features,
     Model,
     PhotoMatch,
     PhotoRules,
@@ -92,7 +93,11 @@ def _verified(
     household_of: dict[int, int],
     model: Model,
     side: int,
+    cache: dict[tuple[str, int], Features],
 ) -> list[PhotoMatch]:
+    """The candidates' matching points. ``cache``: the pictures' features, kept across
+    the candidates and both checks of one new photo (each picture is read and its
+    features found once)."""
     matches = []
     for candidate in candidates:
         household_id = household_of[candidate.photo_id]
@@ -100,8 +105,17 @@ def _verified(
         if old_photo is not None and old_photo.sha256 == photo.sha256:
             matches.append(PhotoMatch(household_id, candidate, None, identical=True))
             continue
-        old = None if old_photo is None else load_picture(old_photo, side)
-        points = None if old is None else matching_points(picture, old, candidate.turn, model, side)
+        if ("old", candidate.photo_id) in cache:
+            old: Image.Image | None = picture  # features known: the pixels are not read
+        else:
+            old = None if old_photo is None else load_picture(old_photo, side)
+        points = (
+            None
+            if old is None
+            else matching_points(
+                picture, old, candidate.turn, model, side, cache, candidate.photo_id
+            )
+        )
         matches.append(PhotoMatch(household_id, candidate, points))
     return matches
 
@@ -125,8 +139,9 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
     )
     rows, household_of = _rows(others)
     candidates = nearest(query, rows, rules.candidate_hamming, rules.max_candidates)
+    cache: dict[tuple[str, int], Features] = {}
     flags = reuse_flags(
-        _verified(photo, picture, candidates, household_of, "similarity", rules.verify_side),
+        _verified(photo, picture, candidates, household_of, "similarity", rules.verify_side, cache),
         rules,
         region().photo_reuse_hamming,
     )
@@ -147,7 +162,8 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
         if household_of[c.photo_id] not in reused_households
     ]
     return flags + near_duplicate_flags(
-        _verified(photo, picture, close, household_of, "homography", rules.verify_side), rules
+        _verified(photo, picture, close, household_of, "homography", rules.verify_side, cache),
+        rules,
     )
 
 

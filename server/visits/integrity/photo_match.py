@@ -320,10 +320,26 @@ def _features(img: Image.Image, side: int) -> tuple[npt.NDArray[np.float32], Any
     return np.array([p.pt for p in points], dtype=np.float32).reshape(-1, 2), descriptors
 
 
-def _points(new: Image.Image, old: Image.Image, turn: int, model: Model, side: int) -> int | None:
+Features = tuple[npt.NDArray[np.float32], Any]
+
+
+def _points(
+    new: Image.Image,
+    old: Image.Image,
+    turn: int,
+    model: Model,
+    side: int,
+    known: dict[tuple[str, int], Features],
+    old_key: int,
+) -> int | None:
     op = _DIHEDRAL[turn][0]
-    points_a, desc_a = _features(new if op is None else new.transpose(op), side)
-    points_b, desc_b = _features(old, side)
+    # ``known``: features already found for ``new`` (per turn) and each ``old``.
+    if ("new", turn) not in known:
+        known["new", turn] = _features(new if op is None else new.transpose(op), side)
+    if ("old", old_key) not in known:
+        known["old", old_key] = _features(old, side)
+    points_a, desc_a = known["new", turn]
+    points_b, desc_b = known["old", old_key]
     if desc_a is None or desc_b is None or min(len(desc_a), len(desc_b)) < _MIN_FEATURES:
         return None
     pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(desc_a, desc_b, k=2)
@@ -342,7 +358,13 @@ def _points(new: Image.Image, old: Image.Image, turn: int, model: Model, side: i
 
 
 def matching_points(
-    new: Image.Image, old: Image.Image, turn: int, model: Model, side: int = 640
+    new: Image.Image,
+    old: Image.Image,
+    turn: int,
+    model: Model,
+    side: int = 640,
+    cache: dict[tuple[str, int], Features] | None = None,
+    old_key: int = 0,
 ) -> int | None:
     """How many local features of ``new`` (turned by ``turn`` first: ORB is not mirror
     invariant) land where one transform of the given ``model`` maps them onto ``old``'s:
@@ -351,12 +373,17 @@ def matching_points(
     when either picture has too few features to tell (a plain wall).
 
     The hashes' turn can be wrong for a symmetric scene (a house front and its mirror
-    hash alike): the unturned picture is tried too, and the better count kept."""
-    found = _points(new, old, turn, model, side)
+    hash alike): the unturned picture is tried too, and the better count kept.
+
+    ``cache``: a dict the caller keeps across the candidates of one new photo, with
+    ``old_key`` naming each old picture (its photo id): every picture's features are
+    then found once, not once per candidate and check."""
+    known: dict[tuple[str, int], Features] = {} if cache is None else cache
+    found = _points(new, old, turn, model, side, known, old_key)
     if turn != 0:
-        plain = _points(new, old, 0, model, side)
+        plain = _points(new, old, 0, model, side, known, old_key)
         if plain is not None and (found is None or plain > found):
-            return plain
+            found = plain
     return found
 
 
