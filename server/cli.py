@@ -805,8 +805,8 @@ if __name__ == "__main__":
 @click.option("--batch", default=200, show_default=True, type=click.IntRange(min=1))
 @with_appcontext
 def index_photos_command(batch: int) -> None:
-    """Add the photos received before the reuse index existed to it (docs/field-visits.md,
-    "Photo reuse"); run once after upgrading, safe to run again. Commits every batch."""
+    """Add the photos received before the reuse index existed to it; run once after
+    upgrading, safe to run again, commits every batch. See docs/field-visits.md."""
     from server.visits.photo_index import backfill_photo_hashes
 
     total = 0
