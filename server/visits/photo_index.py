@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from flask import current_app
@@ -111,19 +112,35 @@ def _verified(
         if old_photo is not None and old_photo.sha256 == photo.sha256:
             matches.append(PhotoMatch(household_id, candidate, None, identical=True))
             continue
-        if ("old", candidate.photo_id) in cache:
-            old: Image.Image | None = picture  # features known: the pixels are not read
-        else:
-            old = None if old_photo is None else load_picture(old_photo, side, thumbnail=True)
-        points = (
-            None
-            if old is None
-            else matching_points(
-                picture, old, candidate.turn, model, side, cache, candidate.photo_id
-            )
-        )
+        points = _points_of(photo, picture, old_photo, candidate, model, side, cache)
         matches.append(PhotoMatch(household_id, candidate, points))
     return matches
+
+
+def _points_of(
+    photo: SurveyPhoto,
+    picture: Image.Image,
+    old_photo: SurveyPhoto | None,
+    candidate: Candidate,
+    model: Model,
+    side: int,
+    cache: dict[tuple[str, int], Features],
+) -> int | None:
+    """The candidate's matching points, from its stored thumbnail first; from its
+    original when the thumbnail has too few features to tell (a simple scene)."""
+    if old_photo is None:
+        return None
+    for key, thumbnail in ((old_photo.id, True), (-old_photo.id, False)):
+        if ("old", key) in cache:
+            old: Image.Image | None = picture  # features known: the pixels are not read
+        else:
+            old = load_picture(old_photo, side, thumbnail=thumbnail)
+        if old is None:
+            continue
+        points = matching_points(picture, old, candidate.turn, model, side, cache, key)
+        if points is not None:
+            return points
+    return None
 
 
 def _month_bounds(moment: datetime, tz: str) -> tuple[datetime, datetime]:
@@ -162,8 +179,10 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
     )
     rows, household_of = _rows(same_month)
     reused_households = {hid for hid, _ in flags}
+    # A house re-shot is neither mirrored nor turned (an edited copy is photo_reused):
+    # verified as it stands, whatever turn its hash came closest under.
     close = [
-        c
+        replace(c, turn=0)
         for c in nearest(query, rows, rules.near_duplicate_hamming, rules.max_candidates)
         if household_of[c.photo_id] not in reused_households
     ]

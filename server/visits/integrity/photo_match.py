@@ -407,8 +407,13 @@ def _is_reuse(match: PhotoMatch, rules: PhotoRules, strict_hamming: int) -> bool
     if match.identical:
         return True
     if match.points is None:
-        # Nothing to verify with: only the old single-hash rule counts.
-        return match.candidate.distance <= strict_hamming
+        # Nothing to verify with: only the old single-hash rule counts, on the plain
+        # hash (the best of ~940 turned and cropped hypotheses is near some hash by
+        # chance far more often than one hash is).
+        candidate = match.candidate
+        return (
+            candidate.turn == 0 and not candidate.cropped and candidate.distance <= strict_hamming
+        )
     return match.points >= rules.reuse_min_points
 
 
