@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, Literal
 
@@ -437,27 +437,42 @@ def _per_household(matches: Iterable[PhotoMatch]) -> list[PhotoMatch]:
     return [best[h] for h in sorted(best)]
 
 
+def _flags(
+    code: str, matches: Iterable[PhotoMatch], min_points: int, detail: Callable[[PhotoMatch], str]
+) -> list[tuple[int, Flag]]:
+    """One ``code`` flag per other household among ``matches`` (already judged)."""
+    return [
+        (
+            m.household_id,
+            Flag(
+                code=code,
+                severity="warning",
+                value=_describe(m),
+                threshold=f"{min_points} matching points",
+                detail=detail(m),
+            ),
+        )
+        for m in _per_household(matches)
+    ]
+
+
 def reuse_flags(
     matches: Iterable[PhotoMatch], rules: PhotoRules, strict_hamming: int
 ) -> list[tuple[int, Flag]]:
     """``photo_reused``: the same picture (re-cut, turned, re-encoded or touched up) as a
     photo of another household, one flag per household. ``strict_hamming`` is
-    ``[visit_checks] photo_reuse_hamming``: a match that cannot be verified (a picture
-    that does not load) counts only within it. Returns (household id, flag) pairs."""
-    return [
-        (
-            m.household_id,
-            Flag(
-                code="photo_reused",
-                severity="warning",
-                value=_describe(m),
-                threshold=f"{rules.reuse_min_points} matching points",
-                detail=f"a photo of this visit is the same picture as a photo of household "
-                f"{m.household_id} ({_describe(m)})",
-            ),
-        )
-        for m in _per_household(x for x in matches if _is_reuse(x, rules, strict_hamming))
-    ]
+    ``[visit_checks] photo_reuse_hamming``: a match that cannot be verified (too few
+    features, a picture that does not load) counts only when the plain hash is within
+    it. Returns (household id, flag) pairs."""
+    return _flags(
+        "photo_reused",
+        (x for x in matches if _is_reuse(x, rules, strict_hamming)),
+        rules.reuse_min_points,
+        lambda m: (
+            f"a photo of this visit is the same picture as a photo of household "
+            f"{m.household_id} ({_describe(m)})"
+        ),
+    )
 
 
 def near_duplicate_flags(
@@ -467,19 +482,12 @@ def near_duplicate_flags(
     household visited by the same caseworker in the same month (the same wall re-shot,
     or the same photo edited), one flag per household. Only verified matches count.
     Returns (household id, flag) pairs."""
-    return [
-        (
-            m.household_id,
-            Flag(
-                code="photo_near_duplicate",
-                severity="warning",
-                value=_describe(m),
-                threshold=f"{rules.near_duplicate_min_points} matching points",
-                detail=f"a housing photo of this visit nearly duplicates one of household "
-                f"{m.household_id}, visited by the same caseworker this month ({_describe(m)})",
-            ),
-        )
-        for m in _per_household(
-            x for x in matches if x.identical or (x.points or 0) >= rules.near_duplicate_min_points
-        )
-    ]
+    return _flags(
+        "photo_near_duplicate",
+        (x for x in matches if x.identical or (x.points or 0) >= rules.near_duplicate_min_points),
+        rules.near_duplicate_min_points,
+        lambda m: (
+            f"a housing photo of this visit nearly duplicates one of household "
+            f"{m.household_id}, visited by the same caseworker this month ({_describe(m)})"
+        ),
+    )
