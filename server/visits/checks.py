@@ -65,6 +65,7 @@ __all__ = [
     "check_times",
     "check_travel",
     "distance_m",
+    "format_duration",
     "nearest_faces",
 ]
 
@@ -134,7 +135,7 @@ def _check_coordinate(lat: float, lon: float) -> None:
         raise ValueError("longitude must be within [-180, 180]")
 
 
-def _fmt_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """A short English duration for ``detail`` ("42 s", "12.5 min", "3.0 h", "31.2 days")."""
     seconds = abs(seconds)
     if seconds < 120:
@@ -246,8 +247,8 @@ def check_times(
                 value=float(round(ahead)),
                 threshold=t.future_slack.total_seconds(),
                 detail=(
-                    f"visit finished {_fmt_duration(ahead)} after the upload was received "
-                    f"(allowed clock slack {_fmt_duration(t.future_slack.total_seconds())})"
+                    f"visit finished {format_duration(ahead)} after the upload was received "
+                    f"(allowed clock slack {format_duration(t.future_slack.total_seconds())})"
                 ),
             )
         )
@@ -261,8 +262,8 @@ def check_times(
                 value=float(round(age)),
                 threshold=t.stale_after.total_seconds(),
                 detail=(
-                    f"visit finished {_fmt_duration(age)} before the upload was received "
-                    f"(limit {_fmt_duration(t.stale_after.total_seconds())})"
+                    f"visit finished {format_duration(age)} before the upload was received "
+                    f"(limit {format_duration(t.stale_after.total_seconds())})"
                 ),
             )
         )
@@ -275,7 +276,7 @@ def check_times(
                 severity="warning",
                 value=float(round(gap)),
                 threshold=0.0,
-                detail=f"visit finished {_fmt_duration(gap)} before it started",
+                detail=f"visit finished {format_duration(gap)} before it started",
             )
         )
     return flags
@@ -343,8 +344,8 @@ def check_photos(
                     value=float(round(outside)),
                     threshold=slack.total_seconds(),
                     detail=(
-                        f"photo {photo.photo_id} was taken {_fmt_duration(outside)} beyond "
-                        f"the allowed {_fmt_duration(slack.total_seconds())} {where}"
+                        f"photo {photo.photo_id} was taken {format_duration(outside)} beyond "
+                        f"the allowed {format_duration(slack.total_seconds())} {where}"
                     ),
                 )
             )
@@ -407,7 +408,7 @@ def check_travel(
                 threshold=t.max_speed_kmh,
                 detail=(
                     f"reaching this visit from the caseworker's previous one means "
-                    f"{speed_kmh:.1f} km/h ({dist / 1000:.1f} km in {_fmt_duration(seconds)}; "
+                    f"{speed_kmh:.1f} km/h ({dist / 1000:.1f} km in {format_duration(seconds)}; "
                     f"limit {t.max_speed_kmh:g} km/h)"
                 ),
             )

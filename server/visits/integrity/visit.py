@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from server.visits.checks import Flag, _fmt_duration, _require_aware, distance_m
+from server.visits.checks import Flag, _require_aware, distance_m, format_duration
 
 __all__ = [
     "TrackPoint",
@@ -183,7 +183,8 @@ def visit_too_short(
             threshold=round(least * 60, 1),
             detail=(
                 f"a {kind} visit recording {members} member(s) and {photos} photo(s) "
-                f"lasted {_fmt_duration(seconds)}; it needs at least {_fmt_duration(least * 60)}"
+                f"lasted {format_duration(seconds)}; "
+                f"it needs at least {format_duration(least * 60)}"
             ),
         )
     ]
@@ -224,8 +225,8 @@ def photos_bunched(
             value=float(round(spread)),
             threshold=round(limit, 1),
             detail=(
-                f"{len(photo_times)} photos were all taken within {_fmt_duration(spread)} "
-                f"of a visit lasting {_fmt_duration(visit)} (limit {_fmt_duration(limit)})"
+                f"{len(photo_times)} photos were all taken within {format_duration(spread)} "
+                f"of a visit lasting {format_duration(visit)} (limit {format_duration(limit)})"
             ),
         )
     ]
@@ -342,8 +343,8 @@ def gps_fix_stale(fix_at: datetime | None, started_at: datetime, rules: VisitRul
             value=float(round(before)),
             threshold=slack.total_seconds(),
             detail=(
-                f"GPS fix was taken {_fmt_duration(before)} before the visit started "
-                f"(allowed {_fmt_duration(slack.total_seconds())})"
+                f"GPS fix was taken {format_duration(before)} before the visit started "
+                f"(allowed {format_duration(slack.total_seconds())})"
             ),
         )
     ]
@@ -390,7 +391,7 @@ def track_static(points: Sequence[TrackPoint], rules: VisitRules) -> list[Flag]:
             value=float(len(ordered)),
             threshold=float(rules.static_min_points),
             detail=(
-                f"all {len(ordered)} points of the GPS track over {_fmt_duration(span)} "
+                f"all {len(ordered)} points of the GPS track over {format_duration(span)} "
                 f"have the same coordinates (a real receiver jitters)"
             ),
         )
@@ -429,7 +430,7 @@ def track_jump(points: Sequence[TrackPoint], rules: VisitRules) -> list[Flag]:
             threshold=rules.jump_kmh,
             detail=(
                 f"the GPS track jumps {jumps} time(s); the largest is {dist:.0f} m in "
-                f"{_fmt_duration(seconds)} ({shown}; limit {rules.jump_kmh:g} km/h)"
+                f"{format_duration(seconds)} ({shown}; limit {rules.jump_kmh:g} km/h)"
             ),
         )
     ]
