@@ -642,14 +642,14 @@ class Planner:
     ) -> list[Visit]:
         """A caseworker's day: one or two villages, households near one another in
         route order (neighbours back to back), walking inside a village and riding a
-        motorbike between villages, a lunch break; an evening day starts after 15:00
+        motorbike between villages, a lunch break; an evening day starts after 16:30
         and stops by about 20:30."""
         rng = self.rng
         villages = [v for v, (t, _) in enumerate(self.county.villages) if t == township]
         chosen = rng.sample(villages, 2 if wanted > 5 and rng.random() < 0.4 else 1)
         if prefer is not None and prefer not in chosen:
             chosen[0] = prefer
-        clock = at(day, rng.uniform(15.0, 16.5) if evening else rng.uniform(8.0, 9.5))
+        clock = at(day, rng.uniform(16.5, 17.5) if evening else rng.uniform(8.0, 9.5))
         position = self.county.villages[chosen[0]][1]
         visits: list[Visit] = []
         per_village = [
@@ -741,8 +741,8 @@ class Planner:
         chosen = sorted(slots[: min(len(slots), needed_days * 2)], key=lambda s: (s[0], s[2]))
         # Households with portraits get a visit in each month: their days come first.
         face_homes = [h for h in self.county.homes if h.face]
-        made = 0
-        for day, township, caseworker in chosen:
+        made = evenings = 0
+        for n, (day, township, caseworker) in enumerate(chosen):
             if made >= total:
                 break
             due = [
@@ -750,8 +750,10 @@ class Planner:
                 for h in face_homes
                 if h.township == township and (h.index, day.month) not in self.visited_month
             ]
-            wanted = min(total - made, rng.randint(3, 8))
-            evening = rng.random() < 0.1 and not due
+            # About one day in ten an evening round, on until about 20:30.
+            evening = evenings < (n + 5) // 10 and not due
+            evenings += evening
+            wanted = min(total - made, rng.randint(6, 8) if evening else rng.randint(3, 8))
             prefer = due[0].village if due else None
             day_visits = self.honest_day(caseworker, township, day, wanted, evening, prefer)
             self.visits.extend(day_visits)
@@ -1113,15 +1115,20 @@ def curbstoning(counts: tuple[int, int], wander_m: float) -> Scenario:
         planner: Planner, caseworker: str, township: int, days: list[date], variant: str
     ) -> list[Visit]:
         rng = planner.rng
-        village = rng.choice(
-            [v for v, (t, _) in enumerate(planner.county.villages) if t == township]
-        )
-        spot = polar(rng, *planner.county.villages[village][1], 0, 40)
-        homes = [
-            h
-            for h in planner.homes_in(village, accepted=False)
-            if 100 <= distance_m(h.point, spot) <= 300 and not h.face
-        ]
+        villages = [v for v, (t, _) in enumerate(planner.county.villages) if t == township]
+        rng.shuffle(villages)
+        options = []
+        for village in villages:  # a village with enough homes around its centre
+            spot = polar(rng, *planner.county.villages[village][1], 0, 40)
+            ring = [
+                h
+                for h in planner.homes_in(village, accepted=False)
+                if 100 <= distance_m(h.point, spot) <= 300 and not h.face
+            ]
+            options.append((spot, ring))
+            if len(ring) >= counts[0]:
+                break
+        spot, homes = max(options, key=lambda option: min(len(option[1]), counts[0]))
         rng.shuffle(homes)
         homes = homes[: rng.randint(*counts)]
         clock = at(days[0], rng.uniform(8.5, 15))

@@ -326,6 +326,31 @@ def test_fast_legs_between_villages_and_overlaps_are_linked() -> None:
     assert [p.members for p in found] == [(1, 2)] and "overlapping" in found[0].summary
 
 
+@pytest.mark.parametrize(
+    ("metres", "gap_minutes", "fast"),
+    [
+        (1200, 1.3, True),  # a hop to the next village in a minute and a half
+        (2000, 1.1, True),  # 2 km "ridden" at 110 km/h
+        (4000, 4.0, True),  # 60 km/h straight line, door to door
+        (3000, 7.0, False),  # a motorbike on village roads: 26 km/h, parking included
+        (5000, 7.5, False),  # a car on a county road: 40 km/h door to door
+        (480, 0.5, False),  # next door but one, the form finished on the walk
+    ],
+)
+def test_leg_speed_door_to_door(metres: float, gap_minutes: float, fast: bool) -> None:
+    """The region file's leg_kmh (45 km/h in a straight line, door to door, 15 s of
+    slack) against legs honest fieldwork makes and legs no vehicle makes."""
+    day = "2026-11-10"
+    a = offset(CENTRE, 0, 0)
+    b = offset(CENTRE, metres + 20, 0)  # both fixes of 10 m accuracy: 20 m given back
+    visits = [
+        point(1, 1, a, a, local(day, "10:00"), 20),
+        point(2, 2, b, b, local(day, "10:20") + timedelta(minutes=gap_minutes), 20),
+    ]
+    found = pattern_fast_legs(visits, RULES, RULES.leg_kmh)
+    assert [p.members for p in found] == ([(1, 2)] if fast else [])
+
+
 def test_a_form_finished_on_the_walk_to_the_next_home_is_no_fast_leg() -> None:
     day = "2026-11-10"
     a, b = CENTRE, offset(CENTRE, 450, 0)

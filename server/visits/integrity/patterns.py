@@ -65,15 +65,16 @@ class PatternRules:
     # accuracy, was not taken at the home; homes of one spot must also be spread wider
     # than this (neighbours next door are not a pattern).
     home_away_m: float = 80.0
-    # Legs between consecutive visits: faster than leg_kmh in a straight line (about
-    # 1.3x that on the road: beyond a motorbike on village and township roads) over
-    # the gap plus leg_slack_minutes (clocks, a form closed at the gate), for legs
+    # Legs between consecutive visits: faster than leg_kmh in a straight line door to
+    # door (the gap includes walking to the vehicle and parking; roads wind about 1.3x
+    # the straight line: beyond a motorbike on village and township roads) over the
+    # gap plus leg_slack_minutes (a form finished at the door, the clock), for legs
     # longer than leg_min_m beyond both accuracies (shorter ones are walked, and a form
     # finished on the walk to the next home shortens the gap). An overlap longer than
     # overlap_slack_minutes between places farther apart than overlap_apart_m (beyond
     # both accuracies) is two places at once.
-    leg_kmh: float = 60.0
-    leg_slack_minutes: float = 1.0
+    leg_kmh: float = 45.0
+    leg_slack_minutes: float = 0.25
     leg_min_m: float = 500.0
     overlap_slack_minutes: float = 3.0
     overlap_apart_m: float = 100.0
