@@ -256,6 +256,25 @@ def test_one_spot_thresholds_just_inside_and_outside() -> None:
     assert pattern_one_spot(visits(tight, 190), RULES) == []
 
 
+def test_a_caseworker_shifting_about_on_the_spot_is_one_pattern() -> None:
+    """Fixes chained within 40 m of one another: the first and last 70 m apart, each
+    within 40 m of a neighbour fix; every visit is in the one pattern."""
+    day = "2026-11-10"
+    homes = [offset(CENTRE, 160 * math.cos(a), 160 * math.sin(a)) for a in range(6)]
+    fixes = [offset(CENTRE, 14 * i, 0) for i in range(6)]  # 0, 14, ... 70 m east
+    visits = [
+        point(i + 1, i + 1, homes[i], fixes[i], local(day, "10:00") + timedelta(minutes=20 * i))
+        for i in range(6)
+    ]
+    found = pattern_one_spot(visits, RULES)
+    assert [p.members for p in found] == [(1, 2, 3, 4, 5, 6)]
+    assert "visits to 6 households" in found[0].summary
+    # Beyond the time window of the spot's centre, a chained fix stays out.
+    late = replace(visits[5], started_at=visits[5].started_at + timedelta(hours=4))
+    found = pattern_one_spot([*visits[:5], late], RULES)
+    assert [p.members for p in found] == [(1, 2, 3, 4, 5)]
+
+
 def test_one_spot_needs_the_fixes_away_from_homes_spread_apart() -> None:
     day = local("2026-11-10", "10:00")
     fixes = [CENTRE, offset(CENTRE, 10, 0), offset(CENTRE, 0, 10)]

@@ -327,8 +327,10 @@ def pattern_one_spot(visits: Sequence[VisitPoint], rules: PatternRules) -> list[
     """Several households "visited" from one spot in a short time: fixes of at least
     ``one_spot_min_households`` households within ``one_spot_radius_m`` of one fix and
     started within ``one_spot_hours`` of it, each fix away from its own home, the homes
-    spread over more than ``home_away_m``. Visits whose fix is at their home stay out
-    (the one household the caseworker did visit, neighbours next door)."""
+    spread over more than ``home_away_m``; then every such fix (away from its home, in
+    that time) within ``one_spot_radius_m`` of one already in joins (a caseworker
+    shifting about on the spot). Visits whose fix is at their home stay out (the one
+    household the caseworker did visit, neighbours next door)."""
     away = [v for v in visits if _not_at_home(v, rules.home_away_m)]
     found = find_clusters(
         [(v.lat, v.lon, v.household_id) for v in away],
@@ -337,12 +339,31 @@ def pattern_one_spot(visits: Sequence[VisitPoint], rules: PatternRules) -> list[
         times=[v.started_at.timestamp() for v in away],
         within_s=rules.one_spot_hours * 3600,
     )
+    near = _near_pairs([(v.lat, v.lon) for v in away], rules.one_spot_radius_m)
+    taken = {i for cluster in found for i in cluster.members}
     patterns = []
     for cluster in found:
-        members = [away[i] for i in cluster.members]
+        centre_start = away[cluster.centre].started_at
+        window = timedelta(hours=rules.one_spot_hours)
+        grown = set(cluster.members)
+        edge = list(cluster.members)
+        while edge:  # a caseworker shifting about on the spot: fixes chained within the radius
+            added = {
+                j
+                for i in edge
+                for j in near[i]
+                if j not in grown
+                and j not in taken
+                and abs(away[j].started_at - centre_start) <= window
+            }
+            grown |= added
+            taken |= added
+            edge = sorted(added)
+        members = [away[i] for i in sorted(grown)]
         if _spread_m([(v.home_lat, v.home_lon) for v in members]) <= rules.home_away_m:
             continue  # homes registered at one place: a data error, not a pattern
         centre = away[cluster.centre]
+        households = len({v.household_id for v in members})
         span = max(v.finished_at for v in members) - min(v.started_at for v in members)
         homes = [distance_m(centre.lat, centre.lon, v.home_lat, v.home_lon) for v in members]
         patterns.append(
@@ -350,11 +371,11 @@ def pattern_one_spot(visits: Sequence[VisitPoint], rules: PatternRules) -> list[
                 kind=ONE_SPOT,
                 members=tuple(sorted(v.survey_id for v in members)),
                 summary=(
-                    f"visits to {cluster.households} households from one spot within "
+                    f"visits to {households} households from one spot within "
                     f"{rules.one_spot_radius_m:g} m in {_span(span.total_seconds())}, "
                     f"their homes {min(homes):.0f}-{max(homes):.0f} m away"
                 ),
-                value=float(cluster.households),
+                value=float(households),
                 threshold=rules.one_spot_radius_m,
             )
         )
