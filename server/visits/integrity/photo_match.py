@@ -15,8 +15,12 @@ Two stages (docs/field-visits.md, "Photo reuse"):
    keeps two.
 2. **Verification.** Hashes alone cannot tell two similar brick houses apart (measured:
    4 bits apart). The nearest few candidates are compared with local features (OpenCV
-   ORB, ratio test, RANSAC): the same picture keeps hundreds of geometrically consistent
-   matches, different pictures a few dozen at most.
+   ORB, ratio test, RANSAC) to find the transform from the new picture to the old one;
+   the count of consistent matches is not decisive (repeated brick corners of two
+   different houses give dozens), so the old picture is warped onto the new one and the
+   two pictures' details (band-pass, 256 px) are correlated over their overlap: the same
+   picture or scene lines up everywhere, different houses only where corners coincide.
+   Figures: benchmarks/photo_pairs.py.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ _CROP_STEPS: Final = (0.0, 0.04, 0.08, 0.12, CENTRE_TRIM)
 """Crop hypotheses per edge: a real crop is at most 2 % of an edge from one of them."""
 _HASH_SIDE: Final = 32
 _WORK_SIDE: Final = 192  # the grey copy the hashes are computed from (long side, px)
-_ORB_FEATURES: Final = 1000
+_ORB_FEATURES: Final = 500
 _RATIO: Final = 0.8  # Lowe's ratio test: keep a match clearly better than the runner-up
 _RANSAC_PX: Final = 6.0  # reprojection error allowed at the 640 px verification scale
 _FAST_THRESHOLD: Final = 10
@@ -420,9 +424,9 @@ class Verification:
     correlation: float
     """Normalized cross-correlation of the pictures' details (grey, 256 px, band-pass:
     edges and textures of 2-8 px) over the overlap, the old picture warped onto the new
-    by the transform. The same picture or scene lines up everywhere (0.84-1.00 measured);
-    different houses whose brick corners happen to fit one transform line up only there
-    (0.45 at most)."""
+    by the transform. The same picture lines up everywhere (copies: 0.66-1.00, 5 % tail
+    0.97); different houses whose brick corners happen to fit one transform line up only
+    there (0.43 at most; benchmarks/photo_pairs.py)."""
     overlap: float
     """Share of the new picture the old one covers under the transform."""
     scale: float
@@ -540,11 +544,11 @@ def verify(
     return best
 
 
-def reuse_turns(turn: int) -> tuple[int, ...]:
-    """The turns a reuse candidate is verified under: the hashes' first, then as it
-    stands and mirrored. ORB follows any turn but no mirror, and a symmetric scene (a
-    house front) can hash closest under the wrong one."""
-    return tuple(dict.fromkeys((turn, 0, 4)))
+def reuse_turns(turn: int) -> tuple[int, int]:
+    """The turns a reuse candidate is verified under: the hashes' first, then the
+    other side of the mirror. ORB follows any turn but no mirror, and a symmetric scene
+    (a house front) can hash closest under its mirror image."""
+    return (turn, 4 if turn < 4 else 0)
 
 
 def verify_pair(
