@@ -106,12 +106,12 @@ class FeaturesCache:
     """Stored photos' verification features, keyed by photo id (and its SHA-256, so that
     an id reused by another database never serves another picture), each found by
     ``loader`` on first use. A worker process keeps the last ``size`` photos' features
-    (~50 kB each): a photo is a candidate of many later uploads (a village's houses hash
-    alike), and reading its thumbnail and finding its features was most of the check's
-    time."""
+    (~70 kB each: 500 ORB corners and a 256 px grey copy): a photo is a candidate of
+    many later uploads (a village's houses hash alike), and reading its thumbnail and
+    finding its features was most of the check's time."""
 
     def __init__(
-        self, loader: Callable[[SurveyPhoto, int], Features | None], size: int = 1000
+        self, loader: Callable[[SurveyPhoto, int], Features | None], size: int = 500
     ) -> None:
         self._loader = loader
         self._size = size
