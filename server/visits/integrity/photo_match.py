@@ -121,14 +121,14 @@ class PhotoRules:
     """Both pictures are compared at this long side (px)."""
     reuse_min_points: int = 8
     """RANSAC inliers (similarity transform) the transform must rest on."""
-    reuse_min_correlation: float = 0.6
+    reuse_min_correlation: float = 0.8
     """Correlation of the pictures' details under that transform for "the same
     picture"."""
     near_duplicate_hamming: int = 20
     """The looser candidate radius within one caseworker's month."""
     near_duplicate_min_points: int = 8
     """RANSAC inliers (homography: the same wall shot from a step aside)."""
-    near_duplicate_min_correlation: float = 0.6
+    near_duplicate_min_correlation: float = 0.7
     """Correlation of the details under that homography for a near-duplicate."""
 
 
