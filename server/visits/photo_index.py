@@ -10,9 +10,11 @@ commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
+from typing import Final
 
 from flask import current_app
 from PIL import Image
@@ -25,19 +27,26 @@ from server.region import region
 from server.storage import blob_store
 from server.visits.checks import Flag
 from server.visits.integrity.photo_match import (
+    MIN_FEATURES,
     Candidate,
     Features,
     Model,
     PhotoMatch,
     PhotoRules,
+    Picture,
     QueryHashes,
     StoredHashes,
-    matching_points,
+    Verification,
+    features,
     near_duplicate_flags,
     nearest,
     query_hashes,
     reuse_flags,
+    reuse_turns,
+    same_picture,
+    same_scene,
     stored_hashes,
+    verify,
 )
 from server.visits.models import PhotoHash, PhotoKind, Survey, SurveyPhoto
 
@@ -93,54 +102,89 @@ def _index_query() -> Select[int, str, int, int]:
     )
 
 
+class FeaturesCache:
+    """Stored photos' verification features, keyed by photo id (and its SHA-256, so that
+    an id reused by another database never serves another picture), each found by
+    ``loader`` on first use. A worker process keeps the last ``size`` photos' features
+    (~70 kB each: 500 ORB corners and a 256 px grey copy): a photo is a candidate of
+    many later uploads (a village's houses hash alike), and reading its thumbnail and
+    finding its features was most of the check's time."""
+
+    def __init__(
+        self, loader: Callable[[SurveyPhoto, int], Features | None], size: int = 500
+    ) -> None:
+        self._loader = loader
+        self._size = size
+        self._held: OrderedDict[tuple[int, str, int], Features | None] = OrderedDict()
+
+    def get(self, photo: SurveyPhoto, side: int) -> Features | None:
+        """The photo's features at ``side``; None when it cannot be read."""
+        key = (photo.id, photo.sha256 or "", side)
+        if key in self._held:
+            self._held.move_to_end(key)
+            return self._held[key]
+        found = self._loader(photo, side)
+        self.put(photo, side, found)
+        return found
+
+    def put(self, photo: SurveyPhoto, side: int, found: Features | None) -> None:
+        self._held[(photo.id, photo.sha256 or "", side)] = found
+        while len(self._held) > self._size:
+            self._held.popitem(last=False)
+
+    def clear(self) -> None:
+        self._held.clear()
+
+
+def load_features(photo: SurveyPhoto, side: int) -> Features | None:
+    """A stored photo's features from its 512 px thumbnail; from the original when the
+    thumbnail has too few features to verify with (a simple scene) or is missing. None
+    when neither can be read."""
+    found: Features | None = None
+    for thumbnail in (True, False):
+        picture = load_picture(photo, side, thumbnail=thumbnail)
+        if picture is None:
+            continue
+        found = features(picture, side)
+        if found.count >= MIN_FEATURES:
+            break
+    return found
+
+
+STORED_FEATURES: Final = FeaturesCache(load_features)
+"""This process's cache of stored photos' features (see :class:`FeaturesCache`)."""
+
+
 def _verified(
     photo: SurveyPhoto,
-    picture: Image.Image,
+    picture: Picture,
     candidates: Iterable[Candidate],
     household_of: dict[int, int],
     model: Model,
-    side: int,
-    cache: dict[tuple[str, int], Features],
+    holds: Callable[[Verification], bool],
 ) -> list[PhotoMatch]:
-    """The candidates' matching points. ``cache``: the pictures' features, kept across
-    the candidates and both checks of one new photo (each picture is read and its
-    features found once)."""
-    matches = []
+    """The candidates, verified nearest first (a reuse candidate under the hashes' turn,
+    then plain and mirrored; a near-duplicate as it stands). Once a household has a
+    match that ``holds`` (or an identical file), its other candidates are skipped: one
+    flag per household."""
+    matches: list[PhotoMatch] = []
+    settled: set[int] = set()
     for candidate in candidates:
         household_id = household_of[candidate.photo_id]
+        if household_id in settled:
+            continue
         old_photo = db.session.get(SurveyPhoto, candidate.photo_id)
         if old_photo is not None and old_photo.sha256 == photo.sha256:
             matches.append(PhotoMatch(household_id, candidate, None, identical=True))
+            settled.add(household_id)
             continue
-        points = _points_of(photo, picture, old_photo, candidate, model, side, cache)
-        matches.append(PhotoMatch(household_id, candidate, points))
+        old = None if old_photo is None else STORED_FEATURES.get(old_photo, picture.side)
+        turns = reuse_turns(candidate.turn) if model == "similarity" else (0,)
+        found = None if old is None else verify(picture, old, turns, model, holds)
+        matches.append(PhotoMatch(household_id, candidate, found))
+        if found is not None and holds(found):
+            settled.add(household_id)
     return matches
-
-
-def _points_of(
-    photo: SurveyPhoto,
-    picture: Image.Image,
-    old_photo: SurveyPhoto | None,
-    candidate: Candidate,
-    model: Model,
-    side: int,
-    cache: dict[tuple[str, int], Features],
-) -> int | None:
-    """The candidate's matching points, from its stored thumbnail first; from its
-    original when the thumbnail has too few features to tell (a simple scene)."""
-    if old_photo is None:
-        return None
-    for key, thumbnail in ((old_photo.id, True), (-old_photo.id, False)):
-        if ("old", key) in cache:
-            old: Image.Image | None = picture  # features known: the pixels are not read
-        else:
-            old = load_picture(old_photo, side, thumbnail=thumbnail)
-        if old is None:
-            continue
-        points = matching_points(picture, old, candidate.turn, model, side, cache, key)
-        if points is not None:
-            return points
-    return None
 
 
 def _month_bounds(moment: datetime, tz: str) -> tuple[datetime, datetime]:
@@ -156,19 +200,29 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
     nearest few candidates are loaded and verified."""
     survey = photo.survey
     rules: PhotoRules = region().integrity.photos
+    strict = region().photo_reuse_hamming
     query: QueryHashes = query_hashes(picture)
+    # The new photo's features, per turn, shared by the candidates of both checks.
+    turned = Picture(picture, rules.verify_side)
     others = _index_query().where(
         Survey.household_id != survey.household_id, PhotoHash.survey_photo_id != photo.id
     )
     rows, household_of = _rows(others)
     candidates = nearest(query, rows, rules.candidate_hamming, rules.max_candidates)
-    cache: dict[tuple[str, int], Features] = {}
     flags = reuse_flags(
-        _verified(photo, picture, candidates, household_of, "similarity", rules.verify_side, cache),
+        _verified(
+            photo,
+            turned,
+            candidates,
+            household_of,
+            "similarity",
+            lambda v: same_picture(v, rules),
+        ),
         rules,
-        region().photo_reuse_hamming,
+        strict,
     )
     if photo.kind is not PhotoKind.HOUSING:
+        _keep_features(photo, turned)
         return flags
     start, end = _month_bounds(survey.finished_at, region().timezone)
     same_month = others.where(
@@ -186,10 +240,19 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
         for c in nearest(query, rows, rules.near_duplicate_hamming, rules.max_candidates)
         if household_of[c.photo_id] not in reused_households
     ]
-    return flags + near_duplicate_flags(
-        _verified(photo, picture, close, household_of, "homography", rules.verify_side, cache),
+    near = near_duplicate_flags(
+        _verified(photo, turned, close, household_of, "homography", lambda v: same_scene(v, rules)),
         rules,
     )
+    _keep_features(photo, turned)
+    return flags + near
+
+
+def _keep_features(photo: SurveyPhoto, turned: Picture) -> None:
+    """The new photo's own features, found anyway, kept for the uploads it will be a
+    candidate of."""
+    if photo.sha256 is not None:
+        STORED_FEATURES.put(photo, turned.side, turned.turned(0))
 
 
 def backfill_photo_hashes(batch: int = 200) -> int:

@@ -6,15 +6,19 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 FACES = Path(__file__).resolve().parents[1] / "data" / "faces"
+INTEGRITY_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "integrity.py"
 
 # Real scenes, each a different photograph.
 REAL = {
@@ -158,3 +162,23 @@ def reshot(img: Image.Image, seed: int = 0, step: float = 0.06) -> Image.Image:
     )
     lit = ImageEnhance.Brightness(Image.fromarray(warped)).enhance(0.9)
     return _sensor_noise(crop(lit, right=step), np.random.default_rng(1000 + seed))
+
+
+@functools.cache
+def _integrity_script() -> Any:
+    spec = importlib.util.spec_from_file_location("integrity_bench", INTEGRITY_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def village_photo(scene: int, palette: int, view: int, shot: int = 0) -> Image.Image:
+    """A photo of a drawn village scene as benchmarks/integrity.py makes them (its
+    ``render_photo``): a house front near or far (views 0, 1) or a room (view 2), the
+    village's ``palette`` shared by its houses; another ``shot`` is the same scene
+    photographed again (framing, light, noise). Rooms are simple pictures: few corners
+    for local features."""
+    image: Image.Image = _integrity_script().render_photo(scene, palette, view, shot)
+    return image

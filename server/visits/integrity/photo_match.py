@@ -15,8 +15,12 @@ Two stages (docs/field-visits.md, "Photo reuse"):
    keeps two.
 2. **Verification.** Hashes alone cannot tell two similar brick houses apart (measured:
    4 bits apart). The nearest few candidates are compared with local features (OpenCV
-   ORB, ratio test, RANSAC): the same picture keeps hundreds of geometrically consistent
-   matches, different pictures a few dozen at most.
+   ORB, ratio test, RANSAC) to find the transform from the new picture to the old one;
+   the count of consistent matches is not decisive (repeated brick corners of two
+   different houses give dozens), so the old picture is warped onto the new one and the
+   two pictures' details (band-pass, 256 px) are correlated over their overlap: the same
+   picture or scene lines up everywhere, different houses only where corners coincide.
+   Figures: benchmarks/photo_pairs.py.
 """
 
 from __future__ import annotations
@@ -36,19 +40,30 @@ from server.visits.checks import Flag
 
 __all__ = [
     "CENTRE_TRIM",
+    "MIN_FEATURES",
     "Candidate",
+    "Features",
     "Model",
     "PhotoMatch",
     "PhotoRules",
+    "Picture",
     "QueryHashes",
     "StoredHashes",
-    "matching_points",
+    "Verification",
+    "features",
+    "is_near_duplicate",
+    "is_reuse",
     "near_duplicate_flags",
     "nearest",
     "parse_photos_rules",
     "query_hashes",
     "reuse_flags",
+    "reuse_turns",
+    "same_picture",
+    "same_scene",
     "stored_hashes",
+    "verify",
+    "verify_pair",
 ]
 
 HashKind = Literal["full", "centre"]
@@ -62,10 +77,18 @@ _CROP_STEPS: Final = (0.0, 0.04, 0.08, 0.12, CENTRE_TRIM)
 """Crop hypotheses per edge: a real crop is at most 2 % of an edge from one of them."""
 _HASH_SIDE: Final = 32
 _WORK_SIDE: Final = 192  # the grey copy the hashes are computed from (long side, px)
-_ORB_FEATURES: Final = 1000
+_ORB_FEATURES: Final = 500
 _RATIO: Final = 0.8  # Lowe's ratio test: keep a match clearly better than the runner-up
 _RANSAC_PX: Final = 6.0  # reprojection error allowed at the 640 px verification scale
-_MIN_FEATURES: Final = 100
+_FAST_THRESHOLD: Final = 10
+"""ORB's corner contrast (OpenCV's default is 20): simple scenes (a room of plain walls
+and furniture) keep enough corners to be verified; the correlation, not the count of
+matches, decides."""
+_CHECK_SIDE: Final = 256  # the correlation's grey copy (long side, px)
+_MIN_OVERLAP: Final = 0.1
+"""Share of the new picture the old must cover for the correlation to be measured on
+(copies measured down to 0.18 when few corners give a partial transform)."""
+MIN_FEATURES: Final = 10
 """Below this many ORB keypoints in either picture (a plain wall, a dark room) local
 features cannot tell: the match is left unverified."""
 
@@ -96,38 +119,51 @@ class PhotoRules:
     """Candidates verified per photo, nearest first (bounds the job's time)."""
     verify_side: int = 640
     """Both pictures are compared at this long side (px)."""
-    reuse_min_points: int = 60
-    """Geometrically consistent feature matches (similarity transform) for "the same
+    reuse_min_points: int = 8
+    """RANSAC inliers (similarity transform) the transform must rest on."""
+    reuse_min_correlation: float = 0.8
+    """Correlation of the pictures' details under that transform for "the same
     picture"."""
     near_duplicate_hamming: int = 20
     """The looser candidate radius within one caseworker's month."""
-    near_duplicate_min_points: int = 30
-    """Consistent matches (homography: the same wall shot from a step aside) for a
-    near-duplicate."""
+    near_duplicate_min_points: int = 8
+    """RANSAC inliers (homography: the same wall shot from a step aside)."""
+    near_duplicate_min_correlation: float = 0.7
+    """Correlation of the details under that homography for a near-duplicate."""
 
 
-_INT_KEYS: Final = {f.name for f in fields(PhotoRules)}
+_FLOAT_KEYS: Final = {"reuse_min_correlation", "near_duplicate_min_correlation"}
+_INT_KEYS: Final = {f.name for f in fields(PhotoRules)} - _FLOAT_KEYS
 
 
 def parse_photos_rules(data: dict[str, Any]) -> PhotoRules:
     """Validate ``[integrity.photos]``; raises ValueError with the key's path."""
     where = "integrity.photos."
-    unknown = set(data) - _INT_KEYS
+    unknown = set(data) - _INT_KEYS - _FLOAT_KEYS
     if unknown:
         raise ValueError(f"{where}{sorted(unknown)[0]}: unknown key")
-    values: dict[str, int] = {}
+    values: dict[str, Any] = {}
     for key in sorted(_INT_KEYS & set(data)):
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where}{key}: must be an integer")
         values[key] = value
+    for key in sorted(_FLOAT_KEYS & set(data)):
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}{key}: must be a number")
+        if not 0 < value < 1:
+            raise ValueError(f"{where}{key}: must be between 0 and 1 (exclusive)")
+        values[key] = float(value)
     rules = PhotoRules(**values)
     for key in ("candidate_hamming", "near_duplicate_hamming"):
         if not 0 <= getattr(rules, key) <= 32:
             raise ValueError(f"{where}{key}: must be between 0 and 32 bits")
-    for key in ("max_candidates", "reuse_min_points", "near_duplicate_min_points"):
-        if getattr(rules, key) < 1:
-            raise ValueError(f"{where}{key}: must be at least 1")
+    if rules.max_candidates < 1:
+        raise ValueError(f"{where}max_candidates: must be at least 1")
+    for key in ("reuse_min_points", "near_duplicate_min_points"):
+        if getattr(rules, key) < 4:
+            raise ValueError(f"{where}{key}: must be at least 4 (a transform's own points)")
     if not 128 <= rules.verify_side <= 2048:
         raise ValueError(f"{where}verify_side: must be between 128 and 2048 px")
     return rules
@@ -312,79 +348,214 @@ def nearest(query: QueryHashes, rows: StoredHashes, radius: int, limit: int) -> 
 # --------------------------------------------------------------------------- verification
 
 
-def _features(img: Image.Image, side: int) -> tuple[npt.NDArray[np.float32], Any]:
-    grey = img.convert("L")
-    grey.thumbnail((side, side), Image.Resampling.LANCZOS)
-    orb = cv2.ORB.create(nfeatures=_ORB_FEATURES)
-    points, descriptors = orb.detectAndCompute(np.asarray(grey), None)
-    return np.array([p.pt for p in points], dtype=np.float32).reshape(-1, 2), descriptors
+@dataclass(frozen=True, eq=False)
+class Features:
+    """What verification needs of one picture (as turned): its ORB keypoints and
+    descriptors at the verification side, and a grey copy 256 px long for the
+    correlation. About 90 kB: cheap to keep for the stored photos seen recently."""
+
+    points: npt.NDArray[np.float32]
+    descriptors: Any
+    """ORB's binary descriptors (N x 32 bytes), None when it found no corner."""
+    grey: Any
+    """uint8, 256 px long."""
+    to_grey: npt.NDArray[np.float64]
+    """3x3: keypoint (feature picture) pixel coordinates to ``grey``'s."""
+
+    @property
+    def count(self) -> int:
+        return 0 if self.descriptors is None else len(self.descriptors)
 
 
-Features = tuple[npt.NDArray[np.float32], Any]
-
-
-def _points(
-    new: Image.Image,
-    old: Image.Image,
-    turn: int,
-    model: Model,
-    side: int,
-    known: dict[tuple[str, int], Features],
-    old_key: int,
-) -> int | None:
+def features(img: Image.Image, side: int, turn: int = 0) -> Features:
+    """The features of ``img`` turned by ``turn`` (an index into the dihedral group),
+    found at most ``side`` px long."""
     op = _DIHEDRAL[turn][0]
-    # ``known``: features already found for ``new`` (per turn) and each ``old``.
-    if ("new", turn) not in known:
-        known["new", turn] = _features(new if op is None else new.transpose(op), side)
-    if ("old", old_key) not in known:
-        known["old", old_key] = _features(old, side)
-    points_a, desc_a = known["new", turn]
-    points_b, desc_b = known["old", old_key]
-    if desc_a is None or desc_b is None or min(len(desc_a), len(desc_b)) < _MIN_FEATURES:
+    grey = img.convert("L")
+    if op is not None:
+        grey = grey.transpose(op)
+    # Both pictures at the same size: a smaller one (a copy shrunk, a 512 px thumbnail)
+    # is enlarged, so that ORB finds its corners at the other's scales.
+    grey = grey.resize(
+        (
+            max(1, round(grey.width * side / max(grey.size))),
+            max(1, round(grey.height * side / max(grey.size))),
+        ),
+        Image.Resampling.LANCZOS,
+    )
+    pixels = np.asarray(grey)
+    orb = cv2.ORB.create(nfeatures=_ORB_FEATURES, fastThreshold=_FAST_THRESHOLD)
+    points, descriptors = orb.detectAndCompute(pixels, None)
+    height, width = pixels.shape
+    f = _CHECK_SIDE / max(width, height)
+    size = (max(16, round(width * f)), max(16, round(height * f)))
+    fx, fy = size[0] / width, size[1] / height
+    return Features(
+        np.array([p.pt for p in points], dtype=np.float32).reshape(-1, 2),
+        descriptors,
+        cv2.resize(pixels, size, interpolation=cv2.INTER_AREA),
+        np.array([[fx, 0, 0.5 * fx - 0.5], [0, fy, 0.5 * fy - 0.5], [0, 0, 1]]),
+    )
+
+
+class Picture:
+    """A new photo's features under each turn, found when first asked for (the
+    candidates of one photo share them)."""
+
+    def __init__(self, img: Image.Image, side: int) -> None:
+        self.img = img
+        self.side = side
+        self._turned: dict[int, Features] = {}
+
+    def turned(self, turn: int) -> Features:
+        if turn not in self._turned:
+            self._turned[turn] = features(self.img, self.side, turn)
+        return self._turned[turn]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How well the best transform found lines the new picture up with the old one."""
+
+    turn: int
+    """The turn undone before matching (ORB follows turns, not mirrors)."""
+    points: int
+    """RANSAC inliers among the ratio-tested ORB matches: the transform's support."""
+    correlation: float
+    """Normalized cross-correlation of the pictures' details (grey, 256 px, band-pass:
+    edges and textures of 2-8 px) over the overlap, the old picture warped onto the new
+    by the transform. The same picture lines up everywhere (copies: 0.66-1.00, 5 % tail
+    0.97); different houses whose brick corners happen to fit one transform line up only
+    there (0.43 at most; benchmarks/photo_pairs.py)."""
+    overlap: float
+    """Share of the new picture the old one covers under the transform."""
+    scale: float
+    """Linear scale of the transform: old picture px per new picture px."""
+    sane: bool
+    """A plausible view change: orientation kept, scale within 1/4-4, perspective
+    changing the scale across the frame by less than half, an overlap of 10 % or more."""
+
+    @property
+    def how(self) -> str:
+        return _DIHEDRAL[self.turn][1]
+
+
+def _band(grey: Any) -> Any:
+    """The details of a grey picture: a difference of Gaussians (sigma 1 and 4 px)."""
+    img = grey.astype(np.float32)
+    return cv2.GaussianBlur(img, (0, 0), 1.0) - cv2.GaussianBlur(img, (0, 0), 4.0)
+
+
+def _correlation(new: Features, old: Features, m: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(correlation, overlap) of ``new`` and ``old`` warped onto it by ``m`` (new keypoint
+    px to old keypoint px), over the overlap's inside (1 px off its border)."""
+    ms = old.to_grey @ m @ np.linalg.inv(new.to_grey)
+    height, width = new.grey.shape
+    inverse = cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(
+        _band(old.grey), ms, (width, height), flags=cv2.INTER_LINEAR | inverse
+    )
+    inside = cv2.warpPerspective(
+        np.ones(old.grey.shape, np.uint8), ms, (width, height), flags=cv2.INTER_NEAREST | inverse
+    )
+    mask = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    overlap = float(mask.mean())
+    if mask.sum() < 256:
+        return 0.0, overlap
+    a = _band(new.grey)[mask]
+    b = warped[mask]
+    a -= a.mean()
+    b -= b.mean()
+    norm = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return (float((a * b).sum()) / norm if norm > 1e-6 else 0.0), overlap
+
+
+def _plausible(m: npt.NDArray[np.float64], width: float, height: float) -> tuple[bool, float]:
+    """(plausible, linear scale) of ``m`` for a ``width`` x ``height`` new picture: its
+    corners map to a convex quadrilateral of the same orientation, the scale is within
+    1/4-4 and the perspective changes it across the frame by less than half."""
+    corners = np.array([[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]])
+    mapped = corners @ m.T
+    if np.any(mapped[:, 2] <= 1e-9):
+        return False, 0.0
+    quad = mapped[:, :2] / mapped[:, 2:]
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = edges[:, 0] * np.roll(edges[:, 1], -1) - edges[:, 1] * np.roll(edges[:, 0], -1)
+    area = 0.5 * float(
+        np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1) * quad[:, 1])
+    )
+    scale = math.sqrt(max(area, 0.0) / (width * height))
+    w = mapped[:, 2]
+    return bool(np.all(turns > 0) and 0.25 <= scale <= 4 and w.max() / w.min() < 1.5), scale
+
+
+def _compare(new: Features, old: Features, model: Model, turn: int) -> Verification | None:
+    if min(new.count, old.count) < MIN_FEATURES:
         return None
-    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(desc_a, desc_b, k=2)
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(new.descriptors, old.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < _RATIO * p[1].distance]
+    nothing = Verification(turn, 0, 0.0, 0.0, 0.0, False)
     if len(good) < 4:
-        return 0
-    src = points_a[[m.queryIdx for m in good]]
-    dst = points_b[[m.trainIdx for m in good]]
+        return nothing
+    src = new.points[[m.queryIdx for m in good]]
+    dst = old.points[[m.trainIdx for m in good]]
     if model == "similarity":
-        _, inliers = cv2.estimateAffinePartial2D(
+        affine, inliers = cv2.estimateAffinePartial2D(
             src, dst, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_PX
         )
+        m = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
     else:
-        _, inliers = cv2.findHomography(src, dst, cv2.RANSAC, _RANSAC_PX)
-    return 0 if inliers is None else int(np.count_nonzero(inliers))
+        m, inliers = cv2.findHomography(src, dst, cv2.RANSAC, _RANSAC_PX)
+    if m is None or inliers is None:
+        return nothing
+    height, width = new.grey.shape
+    corner = np.linalg.inv(new.to_grey) @ np.array([width - 0.5, height - 0.5, 1.0])
+    plausible, scale = _plausible(m, float(corner[0]), float(corner[1]))
+    correlation, overlap = _correlation(new, old, m)
+    return Verification(
+        turn,
+        int(np.count_nonzero(inliers)),
+        correlation,
+        overlap,
+        scale,
+        plausible and overlap >= _MIN_OVERLAP,
+    )
 
 
-def matching_points(
-    new: Image.Image,
-    old: Image.Image,
-    turn: int,
+def verify(
+    new: Picture,
+    old: Features,
+    turns: Iterable[int],
     model: Model,
-    side: int = 640,
-    cache: dict[tuple[str, int], Features] | None = None,
-    old_key: int = 0,
-) -> int | None:
-    """How many local features of ``new`` (turned by ``turn`` first: ORB is not mirror
-    invariant) land where one transform of the given ``model`` maps them onto ``old``'s:
-    RANSAC inliers of the ratio-tested ORB matches. A similarity (shift, scale, turn)
-    for the same picture re-cut; a homography for the same flat scene re-shot. None
-    when either picture has too few features to tell (a plain wall).
+    decisive: Callable[[Verification], bool] | None = None,
+) -> Verification | None:
+    """The best transform of the given ``model`` between ``new`` (turned by each of
+    ``turns`` in turn) and ``old``: sane first, then the highest correlation. Stops at a
+    ``decisive`` one. None when either picture has too few features to tell."""
+    best: Verification | None = None
+    for turn in dict.fromkeys(turns):
+        found = _compare(new.turned(turn), old, model, turn)
+        if found is None:
+            continue
+        if best is None or (found.sane, found.correlation) > (best.sane, best.correlation):
+            best = found
+        if decisive is not None and decisive(found):
+            break
+    return best
 
-    The hashes' turn can be wrong for a symmetric scene (a house front and its mirror
-    hash alike): the unturned picture is tried too, and the better count kept.
 
-    ``cache``: a dict the caller keeps across the candidates of one new photo, with
-    ``old_key`` naming each old picture (its photo id): every picture's features are
-    then found once, not once per candidate and check."""
-    known: dict[tuple[str, int], Features] = {} if cache is None else cache
-    found = _points(new, old, turn, model, side, known, old_key)
-    if turn != 0:
-        plain = _points(new, old, 0, model, side, known, old_key)
-        if plain is not None and (found is None or plain > found):
-            found = plain
-    return found
+def reuse_turns(turn: int) -> tuple[int, int]:
+    """The turns a reuse candidate is verified under: the hashes' first, then the
+    other side of the mirror. ORB follows any turn but no mirror, and a symmetric scene
+    (a house front) can hash closest under its mirror image."""
+    return (turn, 4 if turn < 4 else 0)
+
+
+def verify_pair(
+    new: Image.Image, old: Image.Image, turns: Iterable[int], model: Model, side: int = 640
+) -> Verification | None:
+    """:func:`verify` for two pictures (tests, the benchmarks)."""
+    return verify(Picture(new, side), features(old, side), turns, model)
 
 
 # --------------------------------------------------------------------------- flags
@@ -396,17 +567,18 @@ class PhotoMatch:
 
     household_id: int
     candidate: Candidate
-    points: int | None
-    """Consistent feature matches; None when a picture could not be loaded or has too
-    few features to tell."""
+    verification: Verification | None
+    """None when a picture could not be loaded or has too few features to tell."""
     identical: bool = False
     """The very same file (equal SHA-256): no verification needed."""
 
 
-def _is_reuse(match: PhotoMatch, rules: PhotoRules, strict_hamming: int) -> bool:
+def is_reuse(match: PhotoMatch, rules: PhotoRules, strict_hamming: int) -> bool:
+    """See :func:`reuse_flags`."""
     if match.identical:
         return True
-    if match.points is None:
+    v = match.verification
+    if v is None:
         # Nothing to verify with: only the old single-hash rule counts, on the plain
         # hash (the best of ~940 turned and cropped hypotheses is near some hash by
         # chance far more often than one hash is).
@@ -414,31 +586,70 @@ def _is_reuse(match: PhotoMatch, rules: PhotoRules, strict_hamming: int) -> bool
         return (
             candidate.turn == 0 and not candidate.cropped and candidate.distance <= strict_hamming
         )
-    return match.points >= rules.reuse_min_points
+    return same_picture(v, rules)
+
+
+def same_picture(v: Verification, rules: PhotoRules) -> bool:
+    """A verified transform says "the same picture": sane, resting on enough points,
+    and the details correlate under it."""
+    return (
+        v.sane
+        and v.points >= rules.reuse_min_points
+        and v.correlation >= rules.reuse_min_correlation
+    )
+
+
+def same_scene(v: Verification, rules: PhotoRules) -> bool:
+    """A verified homography says "the same scene re-shot"."""
+    return (
+        v.sane
+        and v.points >= rules.near_duplicate_min_points
+        and v.correlation >= rules.near_duplicate_min_correlation
+    )
+
+
+def is_near_duplicate(match: PhotoMatch, rules: PhotoRules) -> bool:
+    """Only identical files and verified matches count."""
+    v = match.verification
+    return match.identical or (v is not None and same_scene(v, rules))
 
 
 def _describe(match: PhotoMatch) -> str:
     if match.identical:
         return "identical file"
-    points = "not verified" if match.points is None else f"{match.points} matching points"
-    return f"{match.candidate.how}; hash distance {match.candidate.distance}; {points}"
+    v = match.verification
+    if v is None:
+        return f"{match.candidate.how}; hash distance {match.candidate.distance}; not verified"
+    parts = [
+        v.how,
+        f"hash distance {match.candidate.distance}",
+        f"{v.points} matching points",
+        f"correlation {v.correlation:.2f}",
+    ]
+    return "; ".join(p for p in parts if p)
+
+
+def _rank(m: PhotoMatch) -> tuple[bool, float, int, int]:
+    v = m.verification
+    return (
+        m.identical,
+        -1.0 if v is None else v.correlation,
+        0 if v is None else v.points,
+        -m.candidate.distance,
+    )
 
 
 def _per_household(matches: Iterable[PhotoMatch]) -> list[PhotoMatch]:
     best: dict[int, PhotoMatch] = {}
     for m in matches:
         held = best.get(m.household_id)
-        if held is None or (m.identical, m.points or 0, -m.candidate.distance) > (
-            held.identical,
-            held.points or 0,
-            -held.candidate.distance,
-        ):
+        if held is None or _rank(m) > _rank(held):
             best[m.household_id] = m
     return [best[h] for h in sorted(best)]
 
 
 def _flags(
-    code: str, matches: Iterable[PhotoMatch], min_points: int, detail: Callable[[PhotoMatch], str]
+    code: str, matches: Iterable[PhotoMatch], threshold: str, detail: Callable[[PhotoMatch], str]
 ) -> list[tuple[int, Flag]]:
     """One ``code`` flag per other household among ``matches`` (already judged)."""
     return [
@@ -448,7 +659,7 @@ def _flags(
                 code=code,
                 severity="warning",
                 value=_describe(m),
-                threshold=f"{min_points} matching points",
+                threshold=threshold,
                 detail=detail(m),
             ),
         )
@@ -466,8 +677,8 @@ def reuse_flags(
     it. Returns (household id, flag) pairs."""
     return _flags(
         "photo_reused",
-        (x for x in matches if _is_reuse(x, rules, strict_hamming)),
-        rules.reuse_min_points,
+        (x for x in matches if is_reuse(x, rules, strict_hamming)),
+        f"{rules.reuse_min_points} matching points; correlation {rules.reuse_min_correlation:.2f}",
         lambda m: (
             f"a photo of this visit is the same picture as a photo of household "
             f"{m.household_id} ({_describe(m)})"
@@ -484,8 +695,9 @@ def near_duplicate_flags(
     Returns (household id, flag) pairs."""
     return _flags(
         "photo_near_duplicate",
-        (x for x in matches if x.identical or (x.points or 0) >= rules.near_duplicate_min_points),
-        rules.near_duplicate_min_points,
+        (x for x in matches if is_near_duplicate(x, rules)),
+        f"{rules.near_duplicate_min_points} matching points; "
+        f"correlation {rules.near_duplicate_min_correlation:.2f}",
         lambda m: (
             f"a housing photo of this visit nearly duplicates one of household "
             f"{m.household_id}, visited by the same caseworker this month ({_describe(m)})"
