@@ -1063,6 +1063,11 @@ def reused_photo(edit_name: str) -> Scenario:
         # An honest visit's photo uploaded earlier; early in the period, the photo of
         # a household the fabricator visited this morning.
         origin = rng.choice(sources) if sources else support[0]
+        # The source house photographed honestly later would rightly match the copy:
+        # those visits are linked to the fabrication, counted in neither group.
+        for other in planner.visits:
+            if other.role == "honest" and other.home is origin.home and other.started > clock:
+                other.role = "linked"
         source = rng.choice([s for s in origin.shots if s.kind == "housing"])
         edit, quality = REUSE_EDITS[edit_name]
         edit_rng = random.Random(rng.randrange(2**32))
@@ -1774,8 +1779,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(len(w) for w in county.fabricators)} fabricating"
     )
     print(
-        f"visits: {roles['honest']} honest, {roles['planted']} planted, {roles['support']} "
-        f"ordinary visits on the fabricators' days (counted in neither); "
+        f"visits: {roles['honest']} honest, {roles['planted']} planted, "
+        f"{roles['support'] + roles['linked']} ordinary visits on the fabricators' days or "
+        f"linked to a fabrication (counted in neither); "
         f"{sum(len(v.shots) for v in visits)} photos; "
         f"{visits[0].finished.astimezone(LOCAL):%Y-%m-%d} to "
         f"{visits[-1].finished.astimezone(LOCAL):%Y-%m-%d}"
