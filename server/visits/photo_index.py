@@ -10,6 +10,7 @@ commits.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -115,25 +116,33 @@ class FeaturesCache:
     ) -> None:
         self._loader = loader
         self._size = size
-        self._held: OrderedDict[tuple[int, str, int], Features | None] = OrderedDict()
+        self._held: OrderedDict[tuple[int, str, int], Features] = OrderedDict()
+        self._lock = threading.Lock()  # a worker's threads share it; loads run unlocked
 
     def get(self, photo: SurveyPhoto, side: int) -> Features | None:
-        """The photo's features at ``side``; None when it cannot be read."""
+        """The photo's features at ``side``; None when it cannot be read (not kept:
+        a blob missing now may be restored)."""
         key = (photo.id, photo.sha256 or "", side)
-        if key in self._held:
-            self._held.move_to_end(key)
-            return self._held[key]
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                self._held.move_to_end(key)
+                return held
         found = self._loader(photo, side)
-        self.put(photo, side, found)
+        if found is not None:
+            self.put(photo, side, found)
         return found
 
-    def put(self, photo: SurveyPhoto, side: int, found: Features | None) -> None:
-        self._held[(photo.id, photo.sha256 or "", side)] = found
-        while len(self._held) > self._size:
-            self._held.popitem(last=False)
+    def put(self, photo: SurveyPhoto, side: int, found: Features) -> None:
+        with self._lock:
+            self._held[(photo.id, photo.sha256 or "", side)] = found
+            self._held.move_to_end((photo.id, photo.sha256 or "", side))
+            while len(self._held) > self._size:
+                self._held.popitem(last=False)
 
     def clear(self) -> None:
-        self._held.clear()
+        with self._lock:
+            self._held.clear()
 
 
 def load_features(photo: SurveyPhoto, side: int) -> Features | None:
