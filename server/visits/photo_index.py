@@ -122,7 +122,7 @@ class FeaturesCache:
     def get(self, photo: SurveyPhoto, side: int) -> Features | None:
         """The photo's features at ``side``; None when it cannot be read (not kept:
         a blob missing now may be restored)."""
-        key = (photo.id, photo.sha256 or "", side)
+        key = self._key(photo, side)
         with self._lock:
             held = self._held.get(key)
             if held is not None:
@@ -133,10 +133,15 @@ class FeaturesCache:
             self.put(photo, side, found)
         return found
 
+    @staticmethod
+    def _key(photo: SurveyPhoto, side: int) -> tuple[int, str, int]:
+        return (photo.id, photo.sha256 or "", side)
+
     def put(self, photo: SurveyPhoto, side: int, found: Features) -> None:
+        key = self._key(photo, side)
         with self._lock:
-            self._held[(photo.id, photo.sha256 or "", side)] = found
-            self._held.move_to_end((photo.id, photo.sha256 or "", side))
+            self._held[key] = found
+            self._held.move_to_end(key)
             while len(self._held) > self._size:
                 self._held.popitem(last=False)
 
