@@ -128,7 +128,7 @@ def test_every_column_holding_a_blob_digest_is_registered() -> None:
         ("face_templates", "source_sha256"),
     }
     for name, column in registered:
-        assert db.metadata.tables[name].c[column].type.length == 64  # type: ignore[attr-defined]
+        assert db.metadata.tables[name].c[column].type.length == 64
 
 
 # --------------------------------------------------------------------------- uploads
@@ -324,8 +324,49 @@ def test_a_backup_of_another_kind_of_database_is_refused(
         (target / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(BackupError, match=f"backup of a {other} database"):
             restore_backup(target, engine=db.engine, store=blob_store(), force=True)
-    with pytest.raises(BackupError, match=r"has no manifest\.json"):
-        restore_backup(tmp_path, engine=None, store=None, force=False)  # type: ignore[arg-type]
+    with pytest.raises(BackupError, match=r"has no manifest\.json"), app.app_context():
+        restore_backup(tmp_path, engine=db.engine, store=blob_store(), force=False)
+
+
+def test_a_damaged_file_in_the_store_fails_the_backup(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    app, _ = new_system(databases, tmp_path / "system", "damaged")
+    with app.app_context():
+        store = blob_store()
+        digest = store_orphan(store, b"a photo as it was stored", 0)
+        store.path(digest).write_bytes(b"a photo as the disk returns it")
+        target = tmp_path / "backup"
+        with pytest.raises(
+            BackupError,
+            match=r"1 files of the photo store do not match their names \(damaged on disk\): "
+            + digest,
+        ):
+            create_backup(target, engine=db.engine, store=store, now=clock.utcnow())
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_restore_that_does_not_match_the_manifest_says_so_and_fails(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    source, _ = new_system(databases, tmp_path / "source", "counted")
+    backup = tmp_path / "backup"
+    with source.app_context():
+        factories.base_data()
+        db.session.commit()
+        users = db.session.scalar(select(func.count()).select_from(User))
+        create_backup(backup, engine=db.engine, store=blob_store(), now=clock.utcnow())
+    # The manifest says one user more than the dump holds (hashes of dump and files agree).
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["tables"]["users"] += 1
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+    target, _ = new_system(databases, tmp_path / "target", "target")
+    result = target.test_cli_runner().invoke(cli, ["restore", str(backup)])
+    assert result.exit_code == 1
+    assert re.search(rf"users +expected +{users + 1} +restored +{users} +MISMATCH", result.output)
+    assert "1 mismatched" in result.output
+    assert "does not match the backup" in result.output
 
 
 # --------------------------------------------------------------------------- backup and restore
