@@ -42,7 +42,7 @@ from server.cli import cli
 from server.extensions import db
 from server.faces.models import FaceTemplate
 from server.proof_of_life import service as pol
-from server.proof_of_life.models import ProofOfLifeFrame
+from server.proof_of_life.models import ProofOfLifeAttempt, ProofOfLifeFrame
 from server.seed import seed_database
 from server.seed_history import HistoryOptions
 from server.storage import BlobStore, blob_store, referenced_digests, registered_blob_columns
@@ -134,19 +134,29 @@ def test_every_column_holding_a_blob_digest_is_registered() -> None:
 # --------------------------------------------------------------------------- uploads
 
 
+def visit_photo(seed: int) -> bytes:
+    return jpeg(seed, size=(160, 120))
+
+
 def upload_visit(client: FlaskClient, token: str, household_id: int, seed: int) -> Any:
-    photos = {"house": jpeg(seed, size=(160, 120))}
+    photos = {"house": visit_photo(seed)}
     return post_multipart(client, token, survey_json(household_id, photos), photos)
 
 
-def upload_every_kind(app: Flask) -> None:
+def upload_every_kind(
+    app: Flask, ids: list[int], username: str = "caseworker_a", password: str = factories.PASSWORD
+) -> None:
     """A visit photo (and its thumbnail), proof-of-life frames and a face enrollment,
-    through the API as a tablet and a phone send them."""
+    through the API as a tablet and a phone send them, for three households of
+    ``username``'s area."""
     client = app.test_client()
     with app.app_context():
-        households = [factories.make_household(state=CaseState.APPROVED) for _ in range(3)]
-        ids = [h.id for h in households]
-        members = [h.members[0].id for h in households]
+        members = [
+            db.session.scalars(
+                select(Member.id).where(Member.household_id == i).order_by(Member.id)
+            ).first()
+            for i in ids
+        ]
         head = db.session.get(Member, members[1])
         assert head is not None
         head.proof_of_life_required = True
@@ -154,7 +164,7 @@ def upload_every_kind(app: Flask) -> None:
         link = pol.link_token(pol.month_record(head, next_month()))
         db.session.commit()
         frames_min = pol.rules().frames_min
-    token = device_login(client).get_json()["token"]
+    token = device_login(client, username, password=password).get_json()["token"]
     assert upload_visit(client, token, ids[0], 7).status_code == 201
     session = client.post("/api/v1/proof-of-life/sessions", json={"link_token": link}).get_json()
     frames = [jpeg(i, size=(640, 480)) for i in range(frames_min)]
@@ -182,10 +192,13 @@ def upload_every_kind(app: Flask) -> None:
     )
     assert enrolled.status_code == 201, enrolled.get_json()
     with app.app_context():
-        photo = db.session.scalars(select(SurveyPhoto)).one()
-        assert photo.sha256 and photo.thumbnail_sha256
-        assert db.session.scalar(select(func.count()).select_from(ProofOfLifeFrame))
-        assert db.session.scalar(select(FaceTemplate.source_sha256)) is not None
+        sent = hashlib.sha256(visit_photo(7)).hexdigest()
+        photo = db.session.scalars(select(SurveyPhoto).where(SurveyPhoto.sha256 == sent)).one()
+        assert photo.thumbnail_sha256
+        frames = select(func.count()).select_from(ProofOfLifeFrame).join(ProofOfLifeAttempt)
+        assert db.session.scalar(frames.where(ProofOfLifeAttempt.member_id == members[1]))
+        face = select(FaceTemplate.source_sha256).where(FaceTemplate.member_id == members[2])
+        assert db.session.scalar(face) is not None
 
 
 # --------------------------------------------------------------------------- gc
@@ -199,7 +212,10 @@ def test_gc_deletes_only_unreferenced_files_older_than_the_grace_period(
     with app.app_context():
         factories.base_data()
         db.session.commit()
-    upload_every_kind(app)
+    with app.app_context():
+        ids = [factories.make_household(state=CaseState.APPROVED).id for _ in range(3)]
+        db.session.commit()
+    upload_every_kind(app, ids)
     with app.app_context():
         store = blob_store()
         with db.engine.connect() as conn:
@@ -376,7 +392,7 @@ def seeded_system(databases: DatabaseFactory, folder: Path) -> tuple[Flask, str,
     app, url = new_system(databases, folder, "source")
     with app.app_context():
         report = seed_database(
-            households=12,
+            households=20,
             seed=5,
             rules=app.config["REGION"],
             today=date(2026, 11, 20),
@@ -441,8 +457,14 @@ def test_a_backup_made_while_photos_arrive_restores_into_a_fresh_system(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
     source, url, passwords = seeded_system(databases, tmp_path / "source")
+    caseworker = next(
+        f"caseworker{n}" for n in range(1, 6) if len(households_of(source, f"caseworker{n}")) >= 3
+    )
+    upload_every_kind(
+        source, households_of(source, caseworker)[:3], caseworker, passwords[caseworker]
+    )
     backup = tmp_path / "backup"
-    with Uploads(source, "caseworker1", passwords["caseworker1"]) as uploads:
+    with Uploads(source, caseworker, passwords[caseworker]) as uploads:
         made = dibao("backup", str(backup), database_url=url, instance=tmp_path / "source")
     assert made.returncode == 0, made.stderr
     assert uploads.statuses and set(uploads.statuses) == {201}
