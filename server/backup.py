@@ -47,6 +47,10 @@ BLOBS = "blobs"
 DUMP_FILES = {"postgresql": "database.dump", "sqlite": "database.sqlite3"}
 PG_TOOL_FOLDERS = ("/usr/lib/postgresql/*/bin",)
 CHUNK = 1 << 20
+# A backup holds photos and the case data: readable by its owner only (the umask may
+# narrow this further, never widen it).
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 # The tables that say which schema a database has, not what it holds.
 SCHEMA_ONLY_TABLES = {"alembic_version"}
 
@@ -230,7 +234,8 @@ def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
     fsync it, and return the copied bytes' hash and size."""
     digest = hashlib.sha256()
     size = 0
-    with source.open("rb") as src, target.open("xb") as dst:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with source.open("rb") as src, open(fd, "wb") as dst:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             dst.write(chunk)
@@ -258,7 +263,8 @@ def _copy_store(store: BlobStore, target: Path) -> dict[str, int]:
     for path in _store_blobs(store.blobs):
         name = path.name
         place = target / name[:2] / name[2:4] / name
-        place.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (place.parent.parent, place.parent):
+            folder.mkdir(mode=PRIVATE_DIR, exist_ok=True)
         try:
             digest, size = _copy_hashing(path, place)
         except FileNotFoundError:
@@ -291,14 +297,16 @@ def create_backup(
     """Write a backup into the empty (or new) folder ``target``; returns the manifest.
     On any failure nothing is left that looks like a backup."""
     kind = _kind(engine)
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     if any(target.iterdir()):
         raise BackupError(f"{target} is not empty: back up into a new or empty folder")
     partial = target / PARTIAL
-    partial.mkdir()
+    partial.mkdir(mode=PRIVATE_DIR)
     moved: list[Path] = []
     try:
         snap = (_snapshot_postgresql if kind == "postgresql" else _snapshot_sqlite)(engine, partial)
+        os.chmod(snap.dump, PRIVATE_FILE)
+        (partial / BLOBS).mkdir(mode=PRIVATE_DIR)
         blobs = _copy_store(store, partial / BLOBS)
         missing = sorted(snap.referenced - set(blobs))
         if missing:
@@ -318,7 +326,8 @@ def create_backup(
             "blobs": [{"sha256": digest, "size": blobs[digest]} for digest in sorted(blobs)],
         }
         written = partial / MANIFEST
-        with written.open("x", encoding="utf-8") as handle:
+        fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        with open(fd, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())

@@ -828,7 +828,7 @@ def backup_command(folder: Path) -> None:
 @with_appcontext
 def restore_command(folder: Path, force: bool) -> None:
     """Restore a backup made by `dibao backup` into the configured database and photo
-    store (the same kind of database: PostgreSQL or SQLite).
+    store (the same kind of database: PostgreSQL or SQLite). Stop the service first.
 
     Checks the dump's and every photo file's hash BEFORE touching the database; refuses
     a database that has data unless --force; afterwards compares every table's row count

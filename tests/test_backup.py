@@ -473,6 +473,8 @@ def test_a_backup_made_while_photos_arrive_restores_into_a_fresh_system(
         ["blobs", "manifest.json", manifest["dump"]["file"]]
     )
     assert manifest["format"] == 1 and manifest["alembic_revision"]
+    # Photos and case data: readable by the owner only.
+    assert {oct(p.stat().st_mode & 0o077) for p in [backup, *backup.rglob("*")]} == {"0o0"}
     assert manifest["database"] == databases.dialect
     assert manifest["tables"]["survey_photos"] >= 1 and manifest["tables"]["alembic_version"] == 1
     dump = (backup / manifest["dump"]["file"]).read_bytes()
