@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from flask import current_app
+from sqlalchemy import select
 
 logger = logging.getLogger(__name__)
 
@@ -332,8 +333,6 @@ def registered_blob_columns() -> list[tuple[str, str]]:
 def referenced_digests(connection: Any) -> set[str]:
     """Every digest a row refers to, read through ``connection`` (a SQLAlchemy
     Connection or Session: the backup reads them inside its snapshot)."""
-    from sqlalchemy import select
-
     found: set[str] = set()
     for registered in _blob_columns:
         column = _column(registered)
