@@ -33,6 +33,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alembic.script import ScriptDirectory
+from flask import current_app
 from sqlalchemy import Connection, Engine, create_engine, func, inspect, select, table, text
 from sqlalchemy.pool import NullPool
 
@@ -409,6 +411,13 @@ def verify_backup(source: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+def known_revisions() -> set[str]:
+    """Every schema revision this version's migrations know (a restored database must
+    be at one of them for `dibao db upgrade` to take it further)."""
+    config = current_app.extensions["migrate"].migrate.get_config()
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+
+
 def _count_rows(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         names = inspect(conn).get_table_names()
@@ -504,6 +513,12 @@ def restore_backup(source: Path, *, engine: Engine, store: BlobStore, force: boo
         raise BackupError(
             f"this is a backup of a {manifest['database']} database and the configured "
             f"database is {kind}: restore into the same kind of database"
+        )
+    revision = manifest.get("alembic_revision")
+    if revision not in known_revisions():
+        raise BackupError(
+            f"this backup's schema (revision {revision}) is unknown to this version of dibao "
+            "(made by a newer one?): restore it with the version that made it or a later one"
         )
     problems = verify_backup(source, manifest)
     if problems:

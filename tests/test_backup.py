@@ -321,24 +321,26 @@ def test_a_referenced_file_missing_from_the_store_fails_the_backup_and_leaves_no
     assert list(target.iterdir()) == []  # no .partial, no dump, no manifest
 
 
-def test_a_backup_of_another_kind_of_database_is_refused(
+def test_a_backup_of_another_kind_of_database_or_an_unknown_schema_is_refused(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
     app, _ = new_system(databases, tmp_path / "system", "kind")
+    target = tmp_path / "backup"
+    files = {"sqlite": "database.sqlite3", "postgresql": "database.dump"}
     with app.app_context():
-        target = tmp_path / "backup"
         create_backup(target, engine=db.engine, store=blob_store(), now=clock.utcnow())
         manifest = json.loads((target / "manifest.json").read_text())
         other = "sqlite" if manifest["database"] == "postgresql" else "postgresql"
-        (target / manifest["dump"]["file"]).rename(
-            target / {"sqlite": "database.sqlite3", "postgresql": "database.dump"}[other]
-        )
-        manifest["database"] = other
-        manifest["dump"]["file"] = {"sqlite": "database.sqlite3", "postgresql": "database.dump"}[
-            other
-        ]
-        (target / "manifest.json").write_text(json.dumps(manifest))
+
+        def rewrite(**changes: Any) -> None:
+            (target / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+        rewrite(database=other, dump={**manifest["dump"], "file": files[other]})
         with pytest.raises(BackupError, match=f"backup of a {other} database"):
+            restore_backup(target, engine=db.engine, store=blob_store(), force=True)
+        # A schema revision this version does not know (a backup of a newer dibao).
+        rewrite(alembic_revision="ffffffffffff")
+        with pytest.raises(BackupError, match=r"revision ffffffffffff\) is unknown"):
             restore_backup(target, engine=db.engine, store=blob_store(), force=True)
     with pytest.raises(BackupError, match=r"has no manifest\.json"), app.app_context():
         restore_backup(tmp_path, engine=db.engine, store=blob_store(), force=False)
