@@ -1,4 +1,5 @@
-"""The ``dibao`` command: demo, serve, seed, users, and Flask-Migrate's ``db``."""
+"""The ``dibao`` command: demo, serve, seed, users, backup, restore, store, and
+Flask-Migrate's ``db``."""
 
 from __future__ import annotations
 
@@ -791,6 +792,108 @@ def payroll_command(month: str, fmt: str, output: Path | None) -> None:
     )
     db.session.commit()
     click.echo(f"{count} households, total {total}", err=True)
+
+
+@cli.command("backup")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def backup_command(folder: Path) -> None:
+    """Back up the database and the photo store into FOLDER (new or empty).
+
+    PostgreSQL: pg_dump (custom format) from one snapshot; SQLite: SQLite's backup API.
+    Then a copy of every photo file, checked against its hash, and manifest.json (row
+    counts, every file's size and sha256). The data key (DIBAO_DATA_KEY) is NOT in the
+    backup: keep it apart. Encrypting the copies is yours. See docs/operations.md.
+    """
+    from server.backup import BackupError, create_backup
+
+    try:
+        manifest = create_backup(folder, engine=db.engine, store=blob_store(), now=clock.utcnow())
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()  # the audit row
+    rows = sum(manifest["tables"].values())
+    size = sum(blob["size"] for blob in manifest["blobs"])
+    click.echo(
+        f"backup in {folder}: {manifest['database']} database at revision "
+        f"{manifest['alembic_revision']}, {len(manifest['tables'])} tables, {rows} rows; "
+        f"{len(manifest['blobs'])} photo files ({size} bytes, "
+        f"{manifest['referenced_blobs']} referenced)"
+    )
+
+
+@cli.command("restore")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that has data.")
+@with_appcontext
+def restore_command(folder: Path, force: bool) -> None:
+    """Restore a backup made by `dibao backup` into the configured database and photo
+    store (the same kind of database: PostgreSQL or SQLite). Stop the service first.
+
+    Checks the dump's and every photo file's hash BEFORE touching the database; refuses
+    a database that has data unless --force; afterwards compares every table's row count
+    and every photo file with the manifest. Exits non-zero on any mismatch. Run
+    `dibao db upgrade` afterwards if this version's schema is newer. See
+    docs/operations.md.
+    """
+    from server.backup import BackupError, record_restore, restore_backup
+
+    try:
+        report = restore_backup(folder, engine=db.engine, store=blob_store(), force=force)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name, expected, found in report.tables:
+        mark = "ok" if expected == found else "MISMATCH"
+        click.echo(f"  {name:<28} expected {expected!s:>8}  restored {found!s:>8}  {mark}")
+    for problem in report.blob_problems:
+        click.echo(f"  {problem}")
+    click.echo(
+        f"restored a {report.database} database at revision {report.alembic_revision}: "
+        f"{len(report.tables)} tables, {len(report.table_mismatches)} mismatched; "
+        f"{report.blobs} photo files ({report.blobs_copied} copied into the store), "
+        f"{len(report.blob_problems)} bad"
+    )
+    record_restore(report)
+    db.session.commit()
+    if not report.ok:
+        raise click.ClickException("the restored data does not match the backup (see above)")
+    if not _schema_at_head():
+        click.echo("the schema is older than this version's: run `dibao db upgrade`")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """The photo store (content-addressed files, server/storage.py)."""
+
+
+@store_group.command("gc")
+@click.option("--apply", is_flag=True, help="Delete them (default: only list and count).")
+@click.option(
+    "--grace-hours",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Never delete a file younger than this (an upload whose row has not committed).",
+)
+@click.option("--list", "list_digests", is_flag=True, help="Print each unreferenced file's hash.")
+@with_appcontext
+def store_gc_command(apply: bool, grace_hours: float, list_digests: bool) -> None:
+    """Find the photo files no row refers to (a dry run unless --apply), older than the
+    grace period. See docs/operations.md."""
+    from server.backup import collect_garbage
+
+    report = collect_garbage(blob_store(), grace_seconds=grace_hours * 3600, apply=apply)
+    db.session.commit()  # the audit row of --apply
+    if list_digests:
+        for digest, size in report.orphans:
+            click.echo(f"{digest} {size}")
+    verb = "deleted" if apply else "would delete (dry run; --apply deletes)"
+    count = report.removed if apply else len(report.orphans)
+    size = report.removed_bytes if apply else report.orphan_bytes
+    click.echo(
+        f"{verb} {count} unreferenced files ({size} bytes); kept {report.young} younger than "
+        f"{grace_hours:g} h; {report.referenced} referenced"
+    )
 
 
 def main() -> None:

@@ -254,6 +254,9 @@ AUDIT_ACTION_LABELS = {
     "face.enrolled": _l("Face enrolled"),
     "visit.flag_cleared": _l("Visit flag cleared"),
     "photo.read": _l("Photo viewed"),
+    "backup.created": _l("Backup made"),
+    "backup.restored": _l("Backup restored"),
+    "store.gc": _l("Unused photo files deleted"),
 }
 
 # What an audit row is about (its ``object_type``).

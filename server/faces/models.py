@@ -7,6 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.clock import utcnow
 from server.extensions import Model
+from server.storage import blob_columns
 from server.types import EncryptedBytes, UTCDateTime
 
 
@@ -33,3 +34,6 @@ class FaceTemplate(Model):
 
     def __repr__(self) -> str:
         return f"<FaceTemplate {self.id} member={self.member_id} {self.model_name}>"
+
+
+blob_columns(FaceTemplate.source_sha256)

@@ -35,6 +35,7 @@ from sqlalchemy.sql import Select
 from server.cases.models import CaseState, Household, Member
 from server.clock import utcnow
 from server.extensions import Model
+from server.storage import blob_columns
 from server.types import EncryptedText, UTCDateTime, enum_values
 
 Blob = bytes  # ProofOfLifeFrame has a column named ``bytes``
@@ -278,6 +279,9 @@ class ProofOfLifeFrame(Model):
     landmarks: Mapped[Blob | None] = mapped_column(LargeBinary)
 
     attempt: Mapped[ProofOfLifeAttempt] = relationship(back_populates="frames")
+
+
+blob_columns(ProofOfLifeFrame.sha256)
 
 
 class ContactReason(enum.StrEnum):

@@ -28,7 +28,7 @@ from server.auth.models import User
 from server.cases.models import Household
 from server.clock import utcnow
 from server.extensions import Model, db
-from server.storage import blob_user
+from server.storage import blob_columns, blob_user
 from server.types import EncryptedText, UTCDateTime, enum_values
 
 
@@ -227,6 +227,9 @@ class SurveyPhoto(Model):
 
     def __repr__(self) -> str:
         return f"<SurveyPhoto {self.photo_id} of survey {self.survey_id}>"
+
+
+blob_columns(SurveyPhoto.sha256, SurveyPhoto.thumbnail_sha256)
 
 
 class PhotoHash(Model):
