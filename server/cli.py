@@ -815,3 +815,84 @@ def index_photos_command(batch: int) -> None:
         total += done
         click.echo(f"indexed {total} photos")
     click.echo(f"done: {total} photos indexed")
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """The data key (DIBAO_DATA_KEY): rotation. See docs/operations.md, "Rotating the data
+    key"."""
+
+
+@keys_group.command("rotate")
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-batches",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many batches (run again later to continue).",
+)
+@with_appcontext
+def keys_rotate_command(batch: int, max_batches: int | None) -> None:
+    """Re-encrypt every encrypted value and re-derive every look-up hash under the current
+    DIBAO_DATA_KEY, while the service runs; commits every batch, safe to stop and run
+    again. Every process must already have the new key as DIBAO_DATA_KEY and the old one
+    in DIBAO_DATA_KEYS_OLD (docs/operations.md)."""
+    import time
+
+    from server.keyring.rotation import rotate
+
+    started = time.perf_counter()
+    report = rotate(batch=batch, max_batches=max_batches, echo=click.echo)
+    elapsed = time.perf_counter() - started
+    for column in report.columns:
+        click.echo(column.line())
+    totals = report.totals()
+    click.echo(
+        f"{totals['updated']} values moved in {report.batches} batches, {elapsed:.1f} s "
+        f"({totals['updated'] / elapsed if elapsed else 0:.0f} values/s)"
+    )
+    if not report.complete:
+        click.echo("stopped after --max-batches: run `dibao keys rotate` again to continue")
+    elif report.remaining or totals["unreadable"]:
+        raise click.ClickException(
+            f"{report.remaining} encrypted values are still not under the current key "
+            f"({totals['unreadable']} unreadable under every key): see `dibao keys status`"
+        )
+    else:
+        click.echo("every encrypted value is under the current key")
+    if totals["unmatched"]:
+        click.echo(
+            f"{totals['unmatched']} look-up hashes match no known value and cannot be moved "
+            "(opt-outs of numbers no member or message has): they stop matching when the "
+            "old key is removed"
+        )
+
+
+@keys_group.command("status")
+@click.option("--hashes", is_flag=True, help="Also the look-up hashes (decrypts every source).")
+@with_appcontext
+def keys_status_command(hashes: bool) -> None:
+    """How many values of each column are under each key id: the old key can be removed
+    from DIBAO_DATA_KEYS_OLD once only the current key id is left."""
+    from server.keyring.rotation import status
+    from server.types import field_cipher
+
+    cipher = field_cipher()
+    click.echo(f"current key id {cipher.current_key_id}")
+    for old in cipher.key_ids[1:]:
+        click.echo(f"old key id     {old}")
+    left = 0
+    for column in status(hashes=hashes):
+        parts = []
+        for label, count in sorted(column.counts.items()):
+            if label != cipher.current_key_id:
+                left += count
+            shown = "current" if label == cipher.current_key_id else label
+            parts.append(f"{shown}: {count}")
+        click.echo(f"{column.kind:<12} {column.name:<32} {', '.join(parts) or 'empty'}")
+    if left:
+        click.echo(f"{left} values not under the current key: keep the old keys")
+    else:
+        click.echo(
+            "everything is under the current key" + ("" if hashes else " (without --hashes)")
+        )
