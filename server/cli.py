@@ -881,18 +881,24 @@ def keys_status_command(hashes: bool) -> None:
     click.echo(f"current key id {cipher.current_key_id}")
     for old in cipher.key_ids[1:]:
         click.echo(f"old key id     {old}")
-    left = 0
+    left = unmatched = 0
     for column in status(hashes=hashes):
         parts = []
         for label, count in sorted(column.counts.items()):
-            if label != cipher.current_key_id:
+            if label == "unmatched":
+                unmatched += count
+            elif label != cipher.current_key_id:
                 left += count
-            shown = "current" if label == cipher.current_key_id else label
+            shown = f"{label} (current)" if label == cipher.current_key_id else label
             parts.append(f"{shown}: {count}")
-        click.echo(f"{column.kind:<12} {column.name:<32} {', '.join(parts) or 'empty'}")
-    if left:
-        click.echo(f"{left} values not under the current key: keep the old keys")
-    else:
+        click.echo(f"{column.kind:<12} {column.name:<30} {', '.join(parts) or 'empty'}")
+    if unmatched:
         click.echo(
-            "everything is under the current key" + ("" if hashes else " (without --hashes)")
+            f"{unmatched} look-up hashes match no known value (opt-outs of numbers no member "
+            "or message has): no key can be told for them, a rotation cannot move them"
         )
+    if left:
+        click.echo(f"{left} values are not under the current key: keep the old keys")
+    else:
+        scope = "" if hashes else " (look-up hashes not checked: --hashes)"
+        click.echo(f"everything is under the current key{scope}")

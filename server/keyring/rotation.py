@@ -101,11 +101,13 @@ class _Run:
         batch: int,
         max_batches: int | None,
         echo: Callable[[str], None],
+        before_write: Callable[[str, list[Any]], None] | None,
     ) -> None:
         self.cipher = cipher
         self.batch = batch
         self.max_batches = max_batches
         self.echo = echo
+        self.before_write = before_write
         self.batches = 0
         self.columns: list[ColumnReport] = []
 
@@ -118,16 +120,24 @@ class _Run:
         if self.max_batches is not None and self.batches >= self.max_batches:
             raise _Stop
 
+    @commits_per_batch
     def pages(self, query: Select[Any], key: ColumnElement[Any]) -> Iterator[Sequence[Any]]:
-        """The query's rows in batches by increasing primary key (keyset paging)."""
+        """The query's rows in batches by increasing primary key (keyset paging). Each
+        read ends its transaction: nothing is locked while the batch is re-encrypted;
+        the compare-and-set writes then find out what changed in between."""
         last = None
         while True:
             page = query if last is None else query.where(key > last)
             rows = db.session.execute(page.order_by(key).limit(self.batch)).all()
+            db.session.commit()
             if not rows:
                 return
             last = rows[-1][0]
             yield rows
+
+    def writing(self, report: ColumnReport, ids: list[Any]) -> None:
+        if self.before_write is not None:
+            self.before_write(report.name, ids)
 
     def reencrypt(self, column: EncryptedColumn) -> None:
         report = ColumnReport(f"{column.table}.{column.column}")
@@ -153,6 +163,7 @@ class _Run:
                         continue
                     new = self.cipher.encrypt_bytes(plain, column.context)
                     changes.append({"b_id": row_id, "b_old": bytes(token), "b_new": new})
+                self.writing(report, [change["b_id"] for change in changes])
                 done = _compare_and_set(statement, changes)
                 report.updated += done
                 report.skipped += len(changes) - done
@@ -193,6 +204,7 @@ class _Run:
                     )
             if not changes:
                 continue
+            self.writing(report, [change["b_id"] for change in changes])
             done = _compare_and_set(statement, changes)
             report.updated += done
             report.skipped += len(changes) - done
@@ -223,6 +235,7 @@ class _Run:
                 moves.append((row_id, old, known[old]))
             if not moves:
                 continue
+            self.writing(report, [move[0] for move in moves])
             for row_id, old, new in moves:
                 _move_hash(t, key, digest, row_id, old, new, report)
             self.end_batch(report)
@@ -301,9 +314,13 @@ def rotate(
     batch: int = 500,
     max_batches: int | None = None,
     echo: Callable[[str], None] = lambda _line: None,
+    before_write: Callable[[str, list[Any]], None] | None = None,
 ) -> RotationReport:
     """Move every encrypted column and every registered look-up hash to the current
-    key; commits every batch. Safe to run again (and to stop: ``max_batches``)."""
+    key; commits every batch. Safe to run again (and to stop: ``max_batches``).
+
+    ``before_write(column, ids)`` runs between a batch's read and its writes (tests
+    change rows there, as the app may)."""
     if batch < 1:
         raise ValueError("the batch size must be at least 1")
     cipher = field_cipher()
@@ -315,7 +332,7 @@ def rotate(
         batch=batch,
     )
     db.session.commit()
-    run = _Run(cipher, batch, max_batches, echo)
+    run = _Run(cipher, batch, max_batches, echo, before_write)
     complete = True
     try:
         for column in encrypted_columns():
