@@ -793,30 +793,6 @@ def payroll_command(month: str, fmt: str, output: Path | None) -> None:
     click.echo(f"{count} households, total {total}", err=True)
 
 
-def main() -> None:
-    sys.exit(cli.main(prog_name="dibao"))
-
-
-if __name__ == "__main__":
-    main()
-
-
-@cli.command("index-photos")
-@click.option("--batch", default=200, show_default=True, type=click.IntRange(min=1))
-@with_appcontext
-def index_photos_command(batch: int) -> None:
-    """Add the photos received before the reuse index existed to it; run once after
-    upgrading, safe to run again, commits every batch. See docs/field-visits.md."""
-    from server.visits.photo_index import backfill_photo_hashes
-
-    total = 0
-    while done := backfill_photo_hashes(batch):
-        db.session.commit()
-        total += done
-        click.echo(f"indexed {total} photos")
-    click.echo(f"done: {total} photos indexed")
-
-
 @cli.group("keys")
 def keys_group() -> None:
     """The data key (DIBAO_DATA_KEY): rotation. See docs/operations.md, "Rotating the data
@@ -848,7 +824,7 @@ def keys_rotate_command(batch: int, max_batches: int | None) -> None:
         click.echo(column.line())
     totals = report.totals()
     click.echo(
-        f"{totals['updated']} values moved in {report.batches} batches, {elapsed:.1f} s "
+        f"{totals['updated']} values moved in {report.batches} batches, {elapsed:.2f} s "
         f"({totals['updated'] / elapsed if elapsed else 0:.0f} values/s)"
     )
     if not report.complete:
@@ -902,3 +878,27 @@ def keys_status_command(hashes: bool) -> None:
     else:
         scope = "" if hashes else " (look-up hashes not checked: --hashes)"
         click.echo(f"everything is under the current key{scope}")
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="dibao"))
+
+
+if __name__ == "__main__":
+    main()
+
+
+@cli.command("index-photos")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(min=1))
+@with_appcontext
+def index_photos_command(batch: int) -> None:
+    """Add the photos received before the reuse index existed to it; run once after
+    upgrading, safe to run again, commits every batch. See docs/field-visits.md."""
+    from server.visits.photo_index import backfill_photo_hashes
+
+    total = 0
+    while done := backfill_photo_hashes(batch):
+        db.session.commit()
+        total += done
+        click.echo(f"indexed {total} photos")
+    click.echo(f"done: {total} photos indexed")
