@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from server.cases.models import CaseState, Member
 from server.cases.service import find_members_by_id_number
+from server.clock import utcnow
 from server.config import ConfigError, build_config
 from server.crypto import DecryptionError, FieldCipher, _derive, key_id, token_key
 from server.extensions import db
@@ -30,9 +31,11 @@ from server.keyring.registry import (
     encrypted_columns,
     table,
 )
+from server.keyring.rotation import rotate
 from sms import optouts
 from sms.models import SmsOptOut
 from tests import factories
+from tests.conftest import DATA_KEY
 from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.visits.test_api_surveys import at_daytime, new_application
 
@@ -272,3 +275,27 @@ def test_an_opt_out_made_under_the_old_key_still_stops_messages(app: Flask) -> N
         assert len(db.session.scalars(select(SmsOptOut)).all()) == 1
         optouts.opt_in("0086 13900001111")
         assert not optouts.is_opted_out("13900001111")
+
+
+def test_rotating_an_opt_out_also_stored_under_the_current_key_keeps_one_row(
+    app: Flask,
+) -> None:
+    """A race can leave a number opted out under both keys (the hash column is unique):
+    the rotation removes the old copy instead of failing."""
+    before = base64.urlsafe_b64decode(DATA_KEY)  # what the test database holds
+    with data_key(app, OLD, before):
+        factories.make_household(head_phone="13911112222")
+        optouts.opt_out("13911112222", source="sms")
+        optouts.opt_out("13911113333", source="sms")  # nobody's number
+    with data_key(app, NEW, OLD, before) as ring:
+        current = ring.lookup_hash("13911112222", "sms.opt_out")
+        db.session.add(SmsOptOut(phone_hash=current, source="sms", opted_out_at=utcnow()))
+        db.session.flush()
+        report = rotate(batch=50)
+        [opt_outs] = [c for c in report.columns if c.name == "sms_opt_outs.phone_hash"]
+        assert (opt_outs.updated, opt_outs.deleted, opt_outs.unmatched) == (0, 1, 1)
+        assert current in db.session.scalars(select(SmsOptOut.phone_hash)).all()
+        assert len(db.session.scalars(select(SmsOptOut)).all()) == 2
+        assert optouts.is_opted_out("13911112222") and optouts.is_opted_out("13911113333")
+    with data_key(app, NEW):  # the unmatched one is lost with the old key, as reported
+        assert optouts.is_opted_out("13911112222") and not optouts.is_opted_out("13911113333")
