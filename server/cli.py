@@ -850,6 +850,8 @@ def keys_rotate_command(batch: int, max_batches: int | None) -> None:
 def keys_status_command(hashes: bool) -> None:
     """How many values of each column are under each key id: the old key can be removed
     from DIBAO_DATA_KEYS_OLD once only the current key id is left."""
+    import re
+
     from server.keyring.rotation import status
     from server.types import field_cipher
 
@@ -865,7 +867,13 @@ def keys_status_command(hashes: bool) -> None:
                 unmatched += count
             elif label != cipher.current_key_id:
                 left += count
-            shown = f"{label} (current)" if label == cipher.current_key_id else label
+            shown = label
+            if label == cipher.current_key_id:
+                shown = f"{label} (current)"
+            elif label in cipher.key_ids:
+                shown = f"{label} (old)"
+            elif re.fullmatch(r"[0-9a-f]{8}", label):
+                shown = f"{label} (no such key configured: unreadable)"
             parts.append(f"{shown}: {count}")
         click.echo(f"{column.kind:<12} {column.name:<30} {', '.join(parts) or 'empty'}")
     if unmatched:

@@ -317,7 +317,7 @@ def test_a_stopped_rotation_continues_where_it_stopped_when_run_again(
         db.session.remove()
     assert sum(c.get(new_id, 0) for c in counts) == int(moved[1])  # what was moved ...
     assert sum(c.get(old_id, 0) + c.get("v1", 0) for c in counts) > 0  # ... the rest not yet
-    assert f"{old_id}: " in half.output and "v1: 5" in half.output
+    assert f"{old_id} (old): " in half.output and "v1: 5" in half.output
     assert "keep the old keys" in half.output
 
     finished = runner.invoke(keys_group, ["rotate", "--batch", "5"])
@@ -326,7 +326,10 @@ def test_a_stopped_rotation_continues_where_it_stopped_when_run_again(
     assert "1 look-up hashes match no known value" in finished.output
     done = runner.invoke(keys_group, ["status", "--hashes"])
     assert done.exit_code == 0, done.output
-    assert f"{old_id}:" not in done.output
+    assert f"{old_id} (old):" not in done.output
+    forgotten = make_app(url, tmp_path / "forgotten", DIBAO_DATA_KEY=b64(OLD))
+    unknown = forgotten.test_cli_runner().invoke(keys_group, ["status"])
+    assert f"{new_id} (no such key configured: unreadable): " in unknown.output
     assert "everything is under the current key" in done.output
     again = runner.invoke(keys_group, ["rotate"])  # nothing left: a no-op
     assert "0 values moved" in again.output
