@@ -299,3 +299,25 @@ def test_rotating_an_opt_out_also_stored_under_the_current_key_keeps_one_row(
         assert optouts.is_opted_out("13911112222") and optouts.is_opted_out("13911113333")
     with data_key(app, NEW):  # the unmatched one is lost with the old key, as reported
         assert optouts.is_opted_out("13911112222") and not optouts.is_opted_out("13911113333")
+
+
+def test_no_query_compares_a_hash_column_with_the_current_keys_hash_alone() -> None:
+    """``column == lookup_hash(...)`` misses rows still hashed under an old key during a
+    rotation: look-ups use ``column.in_(lookup_hashes(...))`` (decision 0010)."""
+    writers = {"lookup_hash", "id_number_hash", "phone_key"}  # current key only: writes
+    offenders = []
+    for package in ("server", "sms", "mobile_api"):
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                if not isinstance(node, ast.Compare) or not any(
+                    isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+                ):
+                    continue
+                for side in (node.left, *node.comparators):
+                    func = side.func if isinstance(side, ast.Call) else None
+                    name = getattr(func, "attr", None) or getattr(func, "id", None)
+                    if name in writers:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
