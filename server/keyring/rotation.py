@@ -116,7 +116,7 @@ class _Run:
         """Commit the batch (its own transaction), say where we are, stop if told."""
         db.session.commit()
         self.batches += 1
-        self.echo(report.line())
+        self.echo(f"batch {self.batches}: {report.line()}")
         if self.max_batches is not None and self.batches >= self.max_batches:
             raise _Stop
 
