@@ -53,7 +53,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # UTF-8 JSON: Chinese text is a third of the size of its \uXXXX escapes (the
     # recipients' page embeds its strings as JSON; phones are on slow links).
     app.json.ensure_ascii = False
-    app.extensions["dibao.cipher"] = FieldCipher(app.config["DIBAO_DATA_KEY_BYTES"])
+    app.extensions["dibao.cipher"] = FieldCipher(
+        app.config["DIBAO_DATA_KEY_BYTES"], app.config["DIBAO_DATA_KEYS_OLD_BYTES"]
+    )
     store = BlobStore(Path(app.instance_path) / "store")
     store.clean_temp()
     app.extensions["dibao.blobs"] = store

@@ -896,6 +896,101 @@ def store_gc_command(apply: bool, grace_hours: float, list_digests: bool) -> Non
     )
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """The data key (DIBAO_DATA_KEY): rotation. See docs/operations.md, "Rotating the data
+    key"."""
+
+
+@keys_group.command("rotate")
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-batches",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many batches (run again later to continue).",
+)
+@with_appcontext
+def keys_rotate_command(batch: int, max_batches: int | None) -> None:
+    """Re-encrypt every encrypted value and re-derive every look-up hash under the current
+    DIBAO_DATA_KEY, while the service runs; commits every batch, safe to stop and run
+    again. Every process must already have the new key as DIBAO_DATA_KEY and the old one
+    in DIBAO_DATA_KEYS_OLD (docs/operations.md)."""
+    import time
+
+    from server.keyring.rotation import rotate
+
+    started = time.perf_counter()
+    report = rotate(batch=batch, max_batches=max_batches, echo=click.echo)
+    elapsed = time.perf_counter() - started
+    for column in report.columns:
+        click.echo(column.line())
+    totals = report.totals()
+    click.echo(
+        f"{totals['updated']} values moved in {report.batches} batches, {elapsed:.2f} s "
+        f"({totals['updated'] / elapsed if elapsed else 0:.0f} values/s)"
+    )
+    if not report.complete:
+        click.echo("stopped after --max-batches: run `dibao keys rotate` again to continue")
+    elif report.remaining or totals["unreadable"]:
+        raise click.ClickException(
+            f"{report.remaining} encrypted values are still not under the current key "
+            f"({totals['unreadable']} unreadable under every key): see `dibao keys status`"
+        )
+    else:
+        click.echo("every encrypted value is under the current key")
+    if totals["unmatched"]:
+        click.echo(
+            f"{totals['unmatched']} look-up hashes match no known value and cannot be moved "
+            "(opt-outs of numbers no member or message has): they stop matching when the "
+            "old key is removed"
+        )
+
+
+@keys_group.command("status")
+@click.option("--hashes", is_flag=True, help="Also the look-up hashes (decrypts every source).")
+@with_appcontext
+def keys_status_command(hashes: bool) -> None:
+    """How many values of each column are under each key id: the old key can be removed
+    from DIBAO_DATA_KEYS_OLD once only the current key id is left."""
+    import re
+
+    from server.keyring.rotation import status
+    from server.types import field_cipher
+
+    cipher = field_cipher()
+    click.echo(f"current key id {cipher.current_key_id}")
+    for old in cipher.key_ids[1:]:
+        click.echo(f"old key id     {old}")
+    left = unmatched = 0
+    for column in status(hashes=hashes):
+        parts = []
+        for label, count in sorted(column.counts.items()):
+            if label == "unmatched":
+                unmatched += count
+            elif label != cipher.current_key_id:
+                left += count
+            shown = label
+            if label == cipher.current_key_id:
+                shown = f"{label} (current)"
+            elif label in cipher.key_ids:
+                shown = f"{label} (old)"
+            elif re.fullmatch(r"[0-9a-f]{8}", label):
+                shown = f"{label} (no such key configured: unreadable)"
+            parts.append(f"{shown}: {count}")
+        click.echo(f"{column.kind:<12} {column.name:<30} {', '.join(parts) or 'empty'}")
+    if unmatched:
+        click.echo(
+            f"{unmatched} look-up hashes match no known value (opt-outs of numbers no member "
+            "or message has): no key can be told for them, a rotation cannot move them"
+        )
+    if left:
+        click.echo(f"{left} values are not under the current key: keep the old keys")
+    else:
+        scope = "" if hashes else " (look-up hashes not checked: --hashes)"
+        click.echo(f"everything is under the current key{scope}")
+
+
 def main() -> None:
     sys.exit(cli.main(prog_name="dibao"))
 

@@ -25,6 +25,7 @@ ENV_KEYS = (
     "DATABASE_URL",
     "SECRET_KEY",
     "DIBAO_DATA_KEY",
+    "DIBAO_DATA_KEYS_OLD",
     "DIBAO_REGION_CONFIG",
     "PUBLIC_BASE_URL",
     "RATELIMIT_STORAGE_URI",
@@ -95,6 +96,7 @@ def defaults() -> dict[str, Any]:
         "DATABASE_URL": None,  # None: SQLite file in the instance folder
         "SECRET_KEY": None,
         "DIBAO_DATA_KEY": None,
+        "DIBAO_DATA_KEYS_OLD": None,  # older keys, comma-separated, still read until rotated
         "DIBAO_REGION_CONFIG": None,  # None: built-in region_default.toml
         "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
         # None: CELERY_BROKER_URL's Redis when there is one (every worker and process
@@ -201,15 +203,15 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def decode_data_key(raw: str) -> bytes:
+def decode_data_key(raw: str, name: str = "DIBAO_DATA_KEY") -> bytes:
     """A 32-byte key written as URL-safe or standard base64."""
     try:
         key = base64.urlsafe_b64decode(raw.strip() + "=" * (-len(raw.strip()) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError("DIBAO_DATA_KEY is not base64") from exc
+        raise ConfigError(f"{name} is not base64") from exc
     if len(key) != 32:
         raise ConfigError(
-            f"DIBAO_DATA_KEY must decode to 32 bytes, it decodes to {len(key)}; "
+            f"{name} must decode to 32 bytes, it decodes to {len(key)}; "
             'make one with: python -c "import secrets,base64;'
             'print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())"'
         )
@@ -293,6 +295,30 @@ def _validate_secrets(config: dict[str, Any], folder: str) -> None:
             "`dibao demo` generates demo-only secrets in the instance folder."
         )
     config["DIBAO_DATA_KEY_BYTES"] = decode_data_key(str(config["DIBAO_DATA_KEY"]))
+    config["DIBAO_DATA_KEYS_OLD_BYTES"] = _old_data_keys(
+        config.get("DIBAO_DATA_KEYS_OLD"), config["DIBAO_DATA_KEY_BYTES"]
+    )
+
+
+def _old_data_keys(raw: Any, current: bytes) -> list[bytes]:
+    """DIBAO_DATA_KEYS_OLD: comma-separated keys in DIBAO_DATA_KEY's form (or a list)."""
+    if not raw:
+        return []
+    items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+    keys: list[bytes] = []
+    for position, item in enumerate(items, start=1):
+        if not str(item).strip():
+            continue
+        key = decode_data_key(str(item), f"DIBAO_DATA_KEYS_OLD (key {position})")
+        if key == current:
+            raise ConfigError(
+                f"DIBAO_DATA_KEYS_OLD (key {position}) is the current DIBAO_DATA_KEY; "
+                "list only the older keys there"
+            )
+        if key in keys:
+            raise ConfigError(f"DIBAO_DATA_KEYS_OLD (key {position}) is listed twice")
+        keys.append(key)
+    return keys
 
 
 def _validate_sizes(config: dict[str, Any]) -> None:

@@ -3,36 +3,49 @@ normalized number only: the opt-out list itself reveals no phone number."""
 
 from __future__ import annotations
 
-import re
-
 from flask import current_app
 from sqlalchemy import delete, select
 
 from server import clock
-from server.crypto import FieldCipher
+from server.crypto import FieldCipher, normalize_phone
 from server.extensions import db
 from sms.models import SmsOptOut
 
-_CONTEXT = "sms.opt_out"
+CONTEXT = "sms.opt_out"
+
+__all__ = [
+    "CONTEXT",
+    "is_opted_out",
+    "normalize_phone",
+    "opt_in",
+    "opt_out",
+    "opted_out",
+    "phone_key",
+    "phone_keys",
+]
 
 
-def normalize_phone(raw: str) -> str:
-    """Digits only; a Chinese mobile number without its +86 / 0086 prefix."""
-    digits = re.sub(r"\D", "", raw)
-    for prefix in ("0086", "86"):
-        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
-            return digits[len(prefix) :]
-    return digits
+def _cipher() -> FieldCipher:
+    cipher: FieldCipher = current_app.extensions["dibao.cipher"]
+    return cipher
 
 
 def phone_key(raw: str) -> str:
-    cipher: FieldCipher = current_app.extensions["dibao.cipher"]
-    return cipher.lookup_hash(normalize_phone(raw), _CONTEXT)
+    """The number's hash under the current key (what a new opt-out stores)."""
+    return _cipher().lookup_hash(normalize_phone(raw), CONTEXT)
+
+
+def phone_keys(raw: str) -> list[str]:
+    """The number's hash under every key of the ring (what a look-up matches: during a
+    key rotation an opt-out may still be stored under an old key)."""
+    return _cipher().lookup_hashes(normalize_phone(raw), CONTEXT)
 
 
 def is_opted_out(raw: str) -> bool:
     return (
-        db.session.scalar(select(SmsOptOut.id).where(SmsOptOut.phone_hash == phone_key(raw)))
+        db.session.scalar(
+            select(SmsOptOut.id).where(SmsOptOut.phone_hash.in_(phone_keys(raw))).limit(1)
+        )
         is not None
     )
 
@@ -41,13 +54,12 @@ def opted_out(phones: dict[int, str]) -> set[int]:
     """Which of these numbers (by any integer key) opted out, in one query."""
     if not phones:
         return set()
-    keys = {key: phone_key(phone) for key, phone in phones.items()}
+    keys = {key: phone_keys(phone) for key, phone in phones.items()}
+    wanted = sorted({digest for digests in keys.values() for digest in digests})
     out = set(
-        db.session.scalars(
-            select(SmsOptOut.phone_hash).where(SmsOptOut.phone_hash.in_(list(keys.values())))
-        )
+        db.session.scalars(select(SmsOptOut.phone_hash).where(SmsOptOut.phone_hash.in_(wanted)))
     )
-    return {key for key, digest in keys.items() if digest in out}
+    return {key for key, digests in keys.items() if not out.isdisjoint(digests)}
 
 
 def opt_out(raw: str, *, source: str) -> None:
@@ -58,5 +70,5 @@ def opt_out(raw: str, *, source: str) -> None:
 
 
 def opt_in(raw: str) -> None:
-    db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_hash == phone_key(raw)))
+    db.session.execute(delete(SmsOptOut).where(SmsOptOut.phone_hash.in_(phone_keys(raw))))
     db.session.flush()

@@ -37,15 +37,21 @@ class NewMember:
     proof_of_life_required: bool | None = None  # None: the head does it
 
 
+ID_NUMBER_CONTEXT = "members.id_number"
+
+
 def id_number_hash(id_number: str) -> str:
-    return field_cipher().lookup_hash(normalize_id_number(id_number), "members.id_number")
+    """The hash a member row stores (under the current key)."""
+    return field_cipher().lookup_hash(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
 
 
 def find_members_by_id_number(id_number: str) -> list[Member]:
-    """Every member registered under this ID number, in any household (duplicate check)."""
-    return list(
-        db.session.scalars(select(Member).where(Member.id_number_hash == id_number_hash(id_number)))
-    )
+    """Every member registered under this ID number, in any household (duplicate check).
+
+    Matches the hash under every key of the ring: during a key rotation a member may
+    still hold a hash made under an old key (docs/decisions/0010-data-key-rotation.md)."""
+    hashes = field_cipher().lookup_hashes(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
+    return list(db.session.scalars(select(Member).where(Member.id_number_hash.in_(hashes))))
 
 
 def apply_for_allowance(
