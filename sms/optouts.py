@@ -3,26 +3,15 @@ normalized number only: the opt-out list itself reveals no phone number."""
 
 from __future__ import annotations
 
-import re
-
 from flask import current_app
 from sqlalchemy import delete, select
 
 from server import clock
-from server.crypto import FieldCipher
+from server.crypto import FieldCipher, normalize_phone
 from server.extensions import db
 from sms.models import SmsOptOut
 
 _CONTEXT = "sms.opt_out"
-
-
-def normalize_phone(raw: str) -> str:
-    """Digits only; a Chinese mobile number without its +86 / 0086 prefix."""
-    digits = re.sub(r"\D", "", raw)
-    for prefix in ("0086", "86"):
-        if digits.startswith(prefix) and len(digits) == len(prefix) + 11:
-            return digits[len(prefix) :]
-    return digits
 
 
 def phone_key(raw: str) -> str:
