@@ -36,6 +36,7 @@ ENV_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_SEARCH_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
     "DIBAO_CONSOLE_SUMMARY_SECONDS",
@@ -63,6 +64,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_SEARCH_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
 RATE_LIMIT_STORAGE_SCHEMES = (
@@ -120,6 +122,9 @@ def defaults() -> dict[str, Any]:
         "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
         # Per address, for the public page and open data (docs/public.md).
         "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
+        # Per staff user, case searches by ID number or phone (docs/office.md, "Finding
+        # a case"): enough for a clerk at the counter, not for walking a list of numbers.
+        "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
         # Who rebuilds the public snapshot: "background" (the Celery beat task) or
         # "inline" (the first page view after a change). None: inline without a broker.
         "DIBAO_PUBLIC_REFRESH": None,

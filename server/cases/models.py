@@ -22,13 +22,18 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 from server.areas.models import Area
 from server.auth.models import User
 from server.clock import utcnow
-from server.crypto import normalize_phone
+from server.crypto import normalize_id_number, normalize_phone
 from server.extensions import Model
 from server.types import EncryptedText, Money, UTCDateTime, enum_values, field_cipher
 
 # The look-up hash of members.phone: FieldCipher.lookup_hash(normalize_phone(phone),
 # PHONE_HASH_CONTEXT). Searching by phone compares these, never decrypted phones.
 PHONE_HASH_CONTEXT = "members.phone"
+
+
+def id_number_hash(id_number: str) -> str:
+    """The keyed look-up hash of an ID number (members.id_number_hash)."""
+    return field_cipher().lookup_hash(normalize_id_number(id_number), "members.id_number")
 
 
 def phone_lookup_hash(phone: str | None) -> str | None:

@@ -19,16 +19,22 @@ from server.auth.permissions import (
     require,
     require_in_area,
     require_visible,
-    scope_to_actor,
 )
 from server.cases.codes import new_case_code
-from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.models import (
+    CaseEvent,
+    CaseState,
+    Household,
+    HouseholdClass,
+    Member,
+    Relation,
+    id_number_hash,
+)
 from server.cases.workflow import local_today
 from server.crypto import normalize_id_number
 from server.errors import ValidationFailed
 from server.extensions import db
 from server.region import region
-from server.types import field_cipher
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,6 @@ class NewMember:
     able_to_work: bool = False
     monthly_income: Decimal = Decimal("0.00")
     proof_of_life_required: bool | None = None  # None: the head does it
-
-
-def id_number_hash(id_number: str) -> str:
-    return field_cipher().lookup_hash(normalize_id_number(id_number), "members.id_number")
 
 
 def find_members_by_id_number(id_number: str) -> list[Member]:
@@ -161,27 +163,19 @@ class ApplicationRefused(ValidationFailed):
         self.problems = list(problems)
 
 
-def register_walk_in(
+def check_walk_in(
     *,
     actor: User,
     village: Area,
-    address: str,
     home: tuple[float, float] | None,
     class_code: str,
     members: Sequence[NewMember],
-    conflict_of_interest: bool = False,
-    conflict_note: str | None = None,
-    special_case: bool = False,
-) -> Household:
-    """An application taken at the township office (docs/office.md, "Walk-in
-    applications"): the checks of a tablet's new household (``application_problems``),
-    and where the tablet raises its critical flag for an applicant already in another
-    open case, a refusal (``registered_elsewhere``): no visit stands behind a walk-in,
-    and the clerk can send the applicant to that case. Every problem is raised at once
-    (ApplicationRefused); nothing is written then. ``home`` None: the office does not
-    know the home, the village's centre stands in until the initial survey's GPS fix.
-    The case starts applied, like every application.
-    """
+) -> None:
+    """Raise ApplicationRefused with every problem of a walk-in application: the checks
+    of a tablet's new household (``application_problems``) and, where the tablet raises
+    its critical flag for an applicant already in another open case, a refusal
+    (``registered_elsewhere``): no visit stands behind a walk-in, and the clerk can send
+    the applicant to that case. Reads only."""
     require_in_area(actor, village, "village")
     require(actor, Capability.REGISTER_APPLICATIONS, "only township staff register applications")
     home_lat, home_lon = home if home is not None else (village.lat, village.lon)
@@ -196,6 +190,28 @@ def register_walk_in(
     ]
     if problems:
         raise ApplicationRefused(problems)
+
+
+def register_walk_in(
+    *,
+    actor: User,
+    village: Area,
+    address: str,
+    home: tuple[float, float] | None,
+    class_code: str,
+    members: Sequence[NewMember],
+    conflict_of_interest: bool = False,
+    conflict_note: str | None = None,
+    special_case: bool = False,
+) -> Household:
+    """An application taken at the township office (docs/office.md, "Walk-in
+    applications"), once ``check_walk_in`` finds nothing; it raises ApplicationRefused
+    otherwise and nothing is written. ``home`` None: the office does not know the home,
+    the village's centre stands in (``home_pending``) until the initial survey's GPS
+    fix replaces it. The case starts applied, like every application.
+    """
+    check_walk_in(actor=actor, village=village, home=home, class_code=class_code, members=members)
+    home_lat, home_lon = home if home is not None else (village.lat, village.lon)
     return apply_for_allowance(
         actor=actor,
         village=village,
@@ -208,17 +224,6 @@ def register_walk_in(
         conflict_of_interest=conflict_of_interest,
         conflict_note=conflict_note,
         special_case=special_case,
-    )
-
-
-def villages_of(actor: User) -> list[Area]:
-    """The villages inside the actor's area, by name (the walk-in form's choice)."""
-    return list(
-        db.session.scalars(
-            scope_to_actor(select(Area).where(Area.level == AreaLevel.VILLAGE), actor).order_by(
-                Area.name, Area.code
-            )
-        )
     )
 
 
