@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from sqlalchemy import Select, select
 
@@ -28,6 +29,7 @@ from server.crypto import ID_NUMBER_PATTERN, birth_date_from_id_number, normaliz
 from server.crypto import normalize_phone as phone_digits
 from server.errors import ValidationFailed
 from server.extensions import db, limiter
+from server.rate_limits import retry_after_seconds
 from server.validation import MIN_DATE, parse_date, parse_id, query_enum, query_int
 
 bp = Blueprint("office", __name__)
@@ -347,6 +349,25 @@ def _search_rate() -> str:
 
 def _user_key() -> str:
     return f"user:{current_user.get_id()}"
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _too_many_searches(exc: RateLimitExceeded) -> ResponseReturnValue:
+    """The search page again, saying how long to wait before the next search by ID
+    number or phone (searches by case code, village and state are not limited)."""
+    seconds = retry_after_seconds(exc)
+    page = render_template(
+        "office/search.html",
+        results=None,
+        search=queries.CaseSearch(),
+        villages=queries.villages_in(current_user),
+        states=list(CaseState),
+        personal=None,
+        personal_error=_(
+            "Too many searches. Please wait %(seconds)s seconds and try again.", seconds=seconds
+        ),
+    )
+    return page, 429, {"Retry-After": str(seconds)}
 
 
 @bp.get("/office/search")
