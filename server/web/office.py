@@ -21,7 +21,13 @@ from flask_login import current_user
 from sqlalchemy import Select, select
 
 from server.areas.models import Area
-from server.auth.permissions import Capability, in_area, require, staff_required
+from server.auth.permissions import (
+    Capability,
+    in_area,
+    require,
+    require_visible,
+    staff_required,
+)
 from server.cases import queries, service
 from server.cases.models import CaseState, Household, HouseholdClass, Relation
 from server.cases.workflow import local_today
@@ -134,14 +140,19 @@ def select_classes() -> Select[HouseholdClass]:
 
 
 def _village(form: WalkIn) -> Area | None:
-    """The chosen village when it is one of the actor's (any other id, inside or
-    outside the area, is the same "choose one of your villages")."""
-    key = parse_id(form.village_id)
-    village = db.session.get(Area, key) if key is not None else None
-    if village is None or not in_area(current_user, village):
+    """The chosen village; None (an error beside the field) when none was chosen. An id
+    outside the actor's area is "no such village" (404), like one never issued: the
+    form offers only the actor's villages, so only a forged form sends one."""
+    if not form.village_id:
         form.errors["village"] = _("Choose one of your villages.")
         return None
-    return village
+    key = parse_id(form.village_id)
+    return require_visible(
+        current_user,
+        db.session.get(Area, key) if key is not None else None,
+        lambda area: area,
+        "village",
+    )
 
 
 def _home(form: WalkIn) -> tuple[float, float] | None:
@@ -252,18 +263,20 @@ def walk_in_form() -> ResponseReturnValue:
 @bp.post("/office/applications/new")
 @staff_required
 def walk_in_submit() -> ResponseReturnValue:
+    form = _read_form()
+    # The area first (outside it is "does not exist"), then the role.
+    village = _village(form)
     require(
         current_user,
         Capability.REGISTER_APPLICATIONS,
         "only township staff register applications",
     )
-    form = _read_form()
     if request.form.get("action") == "add_row":
+        form.errors.clear()
         if len(form.rows) < MAX_ROWS:
             form.rows.append(MemberRow())
         return _render(form)
 
-    village = _village(form)
     home = _home(form)
     if not form.address:
         form.errors["address"] = _("Enter the address.")
