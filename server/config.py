@@ -122,8 +122,7 @@ def defaults() -> dict[str, Any]:
         "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
         # Per address, for the public page and open data (docs/public.md).
         "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
-        # Per staff user, case searches by ID number or phone (docs/office.md, "Finding
-        # a case"): enough for a clerk at the counter, not for walking a list of numbers.
+        # Per staff user, case searches by ID number or phone (docs/office.md).
         "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
         # Who rebuilds the public snapshot: "background" (the Celery beat task) or
         # "inline" (the first page view after a change). None: inline without a broker.

@@ -113,7 +113,7 @@ class Household(Model):
     home_lon: Mapped[float] = mapped_column(Float)
     # The home above is a placeholder (the village's centre: an application taken at
     # the office without a location); the initial survey's GPS fix replaces it.
-    home_pending: Mapped[bool] = mapped_column(Boolean, default=False)
+    home_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     address: Mapped[str] = mapped_column(EncryptedText("households.address"), deferred=True)
     class_id: Mapped[int] = mapped_column(ForeignKey("household_classes.id"), index=True)
     monthly_allowance: Mapped[Decimal | None] = mapped_column(Money)

@@ -223,7 +223,7 @@ def _member(row: MemberRow, today: date) -> service.NewMember | None:
     )
 
 
-def _problem_text(problem: ValidationFailed, rows: list[MemberRow]) -> str:
+def _problem_text(problem: ValidationFailed) -> str:
     """A domain check's refusal in the clerk's language."""
     details = problem.details
     if problem.code == "member_registered_elsewhere":
@@ -247,6 +247,53 @@ def _problem_text(problem: ValidationFailed, rows: list[MemberRow]) -> str:
         "members": _("Exactly one member must be the head of the household."),
         "class": _("Choose a class."),
     }.get(str(details.get("field")), problem.message)
+
+
+def _checked(
+    form: WalkIn, village: Area | None, home: tuple[float, float] | None
+) -> list[service.NewMember] | None:
+    """The members to register when the whole form is right; None, with every error
+    set beside its field (the form's own checks and the domain's), otherwise."""
+    if not form.address:
+        form.errors["address"] = _("Enter the address.")
+    elif len(form.address) > MAX_ADDRESS:
+        form.errors["address"] = _("At most %(max)s characters.", max=MAX_ADDRESS)
+    if len(form.conflict_note) > MAX_NOTE:
+        form.errors["conflict_note"] = _("At most %(max)s characters.", max=MAX_NOTE)
+    today = local_today()
+    members: list[service.NewMember] = []
+    row_of: list[int] = []  # the form row of each member checked
+    for index, row in enumerate(form.rows):
+        member = None if row.blank else _member(row, today)
+        if member is not None:
+            members.append(member)
+            row_of.append(index)
+    filled = [row for row in form.rows if not row.blank]
+    if not filled:
+        form.errors["members"] = _("Enter at least the head of the household.")
+    rows_invalid = any(row.errors for row in filled)
+    if village is None:
+        return None
+    try:
+        service.check_walk_in(
+            actor=current_user,
+            village=village,
+            home=home,
+            class_code=form.class_code,
+            members=members,
+        )
+    except service.ApplicationRefused as refused:
+        for problem in refused.problems:
+            name = str(problem.details.get("field"))
+            if name == "members" and (rows_invalid or not filled):
+                continue  # the head may be in a row not yet valid
+            if name.startswith("members."):
+                _members, position, column = name.split(".")
+                form.rows[row_of[int(position)]].errors.setdefault(column, _problem_text(problem))
+            else:
+                form.errors.setdefault(name, _problem_text(problem))
+        return None
+    return None if form.errors or rows_invalid else members
 
 
 @bp.get("/office/applications/new")
@@ -278,53 +325,8 @@ def walk_in_submit() -> ResponseReturnValue:
         return _render(form)
 
     home = _home(form)
-    if not form.address:
-        form.errors["address"] = _("Enter the address.")
-    elif len(form.address) > MAX_ADDRESS:
-        form.errors["address"] = _("At most %(max)s characters.", max=MAX_ADDRESS)
-    if len(form.conflict_note) > MAX_NOTE:
-        form.errors["conflict_note"] = _("At most %(max)s characters.", max=MAX_NOTE)
-    today = local_today()
-    members: list[service.NewMember] = []
-    row_of: list[int] = []  # the form row of each member checked
-    for index, row in enumerate(form.rows):
-        if row.blank:
-            continue
-        member = _member(row, today)
-        if member is not None:
-            members.append(member)
-            row_of.append(index)
-    filled = [row for row in form.rows if not row.blank]
-    if not filled:
-        form.errors["members"] = _("Enter at least the head of the household.")
-    rows_invalid = any(row.errors for row in filled)
-
-    domain_refused = False
-    if village is not None:
-        try:
-            service.check_walk_in(
-                actor=current_user,
-                village=village,
-                home=home,
-                class_code=form.class_code,
-                members=members,
-            )
-        except service.ApplicationRefused as refused:
-            domain_refused = True
-            for problem in refused.problems:
-                name = str(problem.details.get("field"))
-                if name == "members" and (rows_invalid or not filled):
-                    continue  # the head may be in a row not yet valid
-                if name.startswith("members."):
-                    _members, position, column = name.split(".")
-                    form.rows[row_of[int(position)]].errors.setdefault(
-                        column, _problem_text(problem, form.rows)
-                    )
-                else:
-                    form.errors.setdefault(
-                        "class" if name == "class" else name, _problem_text(problem, form.rows)
-                    )
-    if form.errors or rows_invalid or domain_refused or village is None:
+    members = _checked(form, village, home)
+    if members is None or village is None:
         db.session.rollback()
         return _render(form, 422)
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_migrate import upgrade
 from sqlalchemy import select, text
 
 from server.audit.models import AuditEntry
 from server.cases.models import CaseState, Household, Member, phone_lookup_hash
 from server.extensions import db
+from server.types import field_cipher
 from tests import factories
-from tests.conftest import login, make_app
+from tests.conftest import DatabaseFactory, login, make_app
 
 SEARCH = "/office/search"
 
@@ -226,3 +229,67 @@ def test_no_household_outside_the_area_is_ever_listed(
     page = client.get(SEARCH, query_string={"page": 1}).get_data(as_text=True)
     codes = {h.case_code for h in db.session.scalars(select(Household))}
     assert found(page, *codes) == {cases["theirs"]}
+
+
+@pytest.mark.slow
+def test_the_migration_backfills_phone_hashes_of_existing_members(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Members written before the column existed get their hash from the migration
+    (rows inserted as the schema then was: the models already have the new columns)."""
+    fresh = make_app(databases.new("phone_hash"), tmp_path)
+    directory = fresh.extensions["migrate"].directory
+    with fresh.app_context():
+        upgrade(directory=directory, revision="b7e2f4a91c05")
+        factories.base_data()
+        db.session.flush()
+        cipher = field_cipher()
+        village = factories.areas().village_a
+        class_id = db.session.scalar(text("SELECT id FROM household_classes WHERE code = 'A'"))
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        household_id = db.session.execute(
+            text(
+                "INSERT INTO households (case_code, village_id, home_lat, home_lon, address, "
+                "class_id, conflict_of_interest, state, special_case, applied_on, "
+                "review_due_on, state_changed_at, created_at) VALUES ('AAAAA-BBBBB-C', "
+                ":village, 46.1, 122.0, :address, :class_id, false, 'applied', false, "
+                ":day, :day, :now, :now) RETURNING id"
+            ),
+            {
+                "village": village.id,
+                "address": cipher.encrypt("红旗村1组1号", "households.address"),
+                "class_id": class_id,
+                "day": now.date(),
+                "now": now,
+            },
+        ).scalar_one()
+        phones = ["+86 139 1234 5678", None, "13800001111"]
+        for index, phone in enumerate(phones):
+            db.session.execute(
+                text(
+                    "INSERT INTO members (household_id, name, id_number, id_number_hash, phone, "
+                    "birth_date, relation, able_to_work, monthly_income, alive, "
+                    "proof_of_life_required, created_at) VALUES (:household, :name, :id_number, "
+                    "'x', :phone, :day, :relation, false, 0, true, false, :now)"
+                ),
+                {
+                    "household": household_id,
+                    "name": cipher.encrypt("王五", "members.name"),
+                    "id_number": cipher.encrypt(factories.id_number(), "members.id_number"),
+                    "phone": None if phone is None else cipher.encrypt(phone, "members.phone"),
+                    "day": date(1960, 1, 1),
+                    "relation": "head" if index == 0 else "child",
+                    "now": now,
+                },
+            )
+        db.session.commit()
+        upgrade(directory=directory)
+        hashes = db.session.execute(text("SELECT phone_hash FROM members ORDER BY id")).scalars()
+        assert list(hashes) == [
+            phone_lookup_hash("13912345678"),
+            None,
+            phone_lookup_hash("13800001111"),
+        ]
+        pending = db.session.execute(text("SELECT home_pending FROM households")).scalars()
+        assert [bool(value) for value in pending] == [False]
+        db.session.remove()

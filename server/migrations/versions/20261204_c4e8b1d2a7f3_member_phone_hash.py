@@ -76,18 +76,18 @@ def upgrade():
     with op.batch_alter_table('members', schema=None) as batch_op:
         batch_op.add_column(sa.Column('phone_hash', sa.String(length=64), nullable=True))
         batch_op.create_index(batch_op.f('ix_members_phone_hash'), ['phone_hash'], unique=False)
-    with op.batch_alter_table('households', schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column('home_pending', sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table('households', schema=None) as batch_op:
-        batch_op.alter_column('home_pending', server_default=None)
+    # A plain ADD COLUMN (no batch): SQLite must not rebuild the households table,
+    # which other tables refer to; the default stays in the database for the same
+    # reason (dropping it would be a rebuild).
+    op.add_column(
+        'households',
+        sa.Column('home_pending', sa.Boolean(), nullable=False, server_default=sa.text('false')),
+    )
     _backfill_phone_hashes()
 
 
 def downgrade():
-    with op.batch_alter_table('households', schema=None) as batch_op:
-        batch_op.drop_column('home_pending')
+    op.drop_column('households', 'home_pending')  # SQLite 3.35+: no table rebuild
     with op.batch_alter_table('members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_members_phone_hash'))
         batch_op.drop_column('phone_hash')
