@@ -4,6 +4,7 @@ kept, nothing written on a refusal, and the tablet then sees the initial survey 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -87,7 +88,7 @@ def counts() -> tuple[int, int, int]:
 
 
 def test_a_walk_in_application_is_registered_applied_and_audited(
-    app: Flask, client: FlaskClient, places: Places
+    app: Flask, client: FlaskClient, places: Places, caplog: pytest.LogCaptureFixture
 ) -> None:
     area = places
     login(client, "reviewer_a")
@@ -97,8 +98,14 @@ def test_a_walk_in_application_is_registered_applied_and_audited(
 
     data = form(area.village_a.id)
     head_id = data["m-0-id_number"]
-    response = client.post(URL, data=data)
+    with caplog.at_level(logging.DEBUG):
+        response = client.post(URL, data=data)
     assert response.status_code == 303, response.get_data(as_text=True)
+    # No ID number in the next URL, a log line or an audit row.
+    assert head_id not in response.headers["Location"] and head_id not in caplog.text
+    assert head_id[-6:] not in str(
+        db.session.execute(select(AuditEntry.details, AuditEntry.object_id)).all()
+    )
     code = response.headers["Location"].rsplit("/", 1)[1]
     household = db.session.scalar(select(Household).where(Household.case_code == code))
     assert household is not None
