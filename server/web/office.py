@@ -366,6 +366,11 @@ def _user_key() -> str:
     return f"user:{current_user.get_id()}"
 
 
+def _by_case_code() -> bool:
+    """A search by case code is not limited (nor audited): only by number."""
+    return request.form.get("by") == "case_code"
+
+
 @bp.errorhandler(RateLimitExceeded)
 def _too_many_searches(exc: RateLimitExceeded) -> ResponseReturnValue:
     """The search page again, saying how long to wait before the next search by ID
@@ -388,13 +393,12 @@ def _too_many_searches(exc: RateLimitExceeded) -> ResponseReturnValue:
 @bp.get("/office/search")
 @staff_required
 def search_page() -> ResponseReturnValue:
-    """By case code (exact), or by village and state; nothing personal in the URL."""
+    """By village and state (filters, paginated): nothing personal in the URL."""
     state = query_enum("state", CaseState)
     village_id = query_int("village", 0, minimum=0) or None
-    code = (request.args.get("code") or "").strip()
     page = query_int("page", 1)
-    searched = bool(code or village_id or state or request.args.get("page"))
-    search = queries.CaseSearch(case_code=code or None, village_id=village_id, state=state)
+    searched = bool(village_id or state or request.args.get("page"))
+    search = queries.CaseSearch(village_id=village_id, state=state)
     results = (
         queries.search_cases(
             current_user, search, page=page, per_page=current_app.config["HOME_PAGE_SIZE"]
@@ -414,15 +418,20 @@ def search_page() -> ResponseReturnValue:
 
 @bp.post("/office/search")
 @staff_required
-@limiter.limit(_search_rate, key_func=_user_key, scope="case-search-personal")
+@limiter.limit(
+    _search_rate, key_func=_user_key, scope="case-search-personal", exempt_when=_by_case_code
+)
 def search_personal() -> ResponseReturnValue:
-    """By exact ID number or phone, sent in the body: never in a URL or a log. Audited
-    (what it was by, how many it found); limited per user (DIBAO_SEARCH_RATE_LIMIT)."""
+    """By exact case code, ID number or phone, sent in the body: whatever was typed in
+    the box is never in a URL or a log. By ID number or phone: audited (what it was by,
+    how many it found) and limited per user (DIBAO_SEARCH_RATE_LIMIT)."""
     by = request.form.get("by")
     value = (request.form.get("value") or "").strip()
     error = None
     search = queries.CaseSearch()
-    if by == "id_number":
+    if by == "case_code":
+        search = queries.CaseSearch(case_code=value)
+    elif by == "id_number":
         if not ID_NUMBER_PATTERN.match(normalize_id_number(value)):
             error = _("An ID number has 18 characters: 17 digits, then a digit or X.")
         search = queries.CaseSearch(id_number=value)
@@ -431,7 +440,7 @@ def search_personal() -> ResponseReturnValue:
             error = _("A mobile number has 11 digits and starts with 1.")
         search = queries.CaseSearch(phone=value)
     else:
-        error = _("Search by ID number or by phone.")
+        error = _("Search by case code, ID number or phone.")
     results = None
     if error is None:
         results = queries.search_cases(
@@ -445,7 +454,7 @@ def search_personal() -> ResponseReturnValue:
             search=queries.CaseSearch(),
             villages=queries.villages_in(current_user),
             states=list(CaseState),
-            personal=by if by in ("id_number", "phone") else None,
+            personal=by if by in ("case_code", "id_number", "phone") else None,
             personal_error=error,
         ),
         422 if error else 200,
