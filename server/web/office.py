@@ -35,6 +35,7 @@ from server.crypto import ID_NUMBER_PATTERN, birth_date_from_id_number, normaliz
 from server.crypto import normalize_phone as phone_digits
 from server.errors import ValidationFailed
 from server.extensions import db, limiter
+from server.labels import STATE_LABELS
 from server.rate_limits import retry_after_seconds
 from server.validation import MIN_DATE, parse_date, parse_id, query_enum, query_int
 
@@ -233,7 +234,7 @@ def _problem_text(problem: ValidationFailed) -> str:
                 "This ID number is already registered in case %(code)s (%(state)s): change "
                 "that case instead.",
                 code=other.case_code,
-                state=other.state.value,
+                state=str(STATE_LABELS[other.state]),
             )
         return _(
             "This ID number is already registered in an open case of a household outside "
