@@ -381,3 +381,17 @@ def test_the_form_needs_its_csrf_token(app: Flask, tmp_path: Path, places: Place
     assert client.get(URL).status_code == 200
     response = client.post(URL, data=form(area.village_a.id))
     assert response.status_code == 400
+
+
+def test_a_tablet_upload_with_one_id_number_twice_is_refused_by_the_same_check(
+    app: Flask, client: FlaskClient
+) -> None:
+    token = device_login(client, "caseworker_a").get_json()["token"]
+    survey = new_application()
+    survey["members"][1]["id_number"] = survey["members"][0]["id_number"]
+    response = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "duplicate_id_number"
+    assert error["details"]["field"] == "members.1.id_number"
+    assert counts()[0] == 0
