@@ -428,6 +428,13 @@ def search_personal() -> ResponseReturnValue:
     how many it found) and limited per user (DIBAO_SEARCH_RATE_LIMIT)."""
     by = request.form.get("by")
     value = (request.form.get("value") or "").strip()
+    if by in ("id_number", "phone"):
+        # Whose number is in which case is personal data: not for the administrator.
+        require(
+            current_user,
+            Capability.READ_PERSONAL_DATA,
+            "administrators do not search by ID number or phone",
+        )
     error = None
     search = queries.CaseSearch()
     if by == "case_code":

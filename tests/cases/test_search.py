@@ -299,3 +299,15 @@ def test_the_migration_backfills_phone_hashes_of_existing_members(
         pending = db.session.execute(text("SELECT home_pending FROM households")).scalars()
         assert [bool(value) for value in pending] == [False]
         db.session.remove()
+
+
+def test_the_administrator_searches_by_code_but_not_by_number(
+    client: FlaskClient, cases: dict[str, str]
+) -> None:
+    login(client, "admin")
+    by_code = client.post(SEARCH, data={"by": "case_code", "value": cases["mine"]})
+    assert by_code.status_code == 200 and f">{cases['mine']}</a>" in by_code.get_data(as_text=True)
+    for by, value in (("id_number", cases["mine_id"]), ("phone", "13811112222")):
+        assert client.post(SEARCH, data={"by": by, "value": value}).status_code == 403
+    searches = select(AuditEntry).where(AuditEntry.action == "case.search")
+    assert db.session.scalars(searches).all() == []
