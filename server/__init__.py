@@ -217,6 +217,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.web.console_progress import bp as console_progress_bp
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
+    from server.web.office import bp as office_bp
 
     for blueprint in (
         health_bp,
@@ -231,6 +232,7 @@ def _register_blueprints(app: Flask) -> None:
         pol_page_bp,
         public_bp,
         console_work_bp,
+        office_bp,
     ):
         app.register_blueprint(blueprint)
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).

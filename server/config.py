@@ -37,6 +37,7 @@ ENV_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_SEARCH_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
     "DIBAO_CONSOLE_SUMMARY_SECONDS",
@@ -64,6 +65,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_SEARCH_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
 RATE_LIMIT_STORAGE_SCHEMES = (
@@ -122,6 +124,8 @@ def defaults() -> dict[str, Any]:
         "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
         # Per address, for the public page and open data (docs/public.md).
         "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
+        # Per staff user, case searches by ID number or phone (docs/office.md).
+        "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
         # Who rebuilds the public snapshot: "background" (the Celery beat task) or
         # "inline" (the first page view after a change). None: inline without a broker.
         "DIBAO_PUBLIC_REFRESH": None,

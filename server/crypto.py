@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import os
 import re
 from collections.abc import Iterable
+from datetime import date
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -170,9 +172,34 @@ def normalize_id_number(raw: str) -> str:
     return "".join(raw.split()).upper()
 
 
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_NUMBER_PATTERN = re.compile(r"^\d{17}[\dX]$")
+
+
+def id_check_digit(first17: str) -> str:
+    """GB 11643-1999 check character of an 18-digit resident ID number."""
+    if len(first17) != len(_ID_WEIGHTS):
+        raise ValueError("an ID number has 17 digits before the check character")
+    total = sum(map(operator.mul, map(int, first17), _ID_WEIGHTS))
+    return "10X98765432"[total % 11]
+
+
+def birth_date_from_id_number(raw: str) -> date | None:
+    """The birth date an 18-digit ID number carries (digits 7-14), when the number is
+    valid: the right shape, its check character right and its date a real one."""
+    value = normalize_id_number(raw)
+    if not ID_NUMBER_PATTERN.match(value) or id_check_digit(value[:17]) != value[17]:
+        return None
+    try:
+        return date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return None
+
+
 def normalize_phone(raw: str) -> str:
-    """Digits only; a Chinese mobile number without its +86 / 0086 prefix (phones
-    compare, and are hashed for look-ups, in this form)."""
+    """Digits only; a Chinese mobile number without its +86 / 0086 prefix. Phones
+    compare (and are hashed for look-ups: SMS opt-outs, members.phone_hash) in this form.
+    """
     digits = re.sub(r"\D", "", raw)
     for prefix in ("0086", "86"):
         if digits.startswith(prefix) and len(digits) == len(prefix) + 11:

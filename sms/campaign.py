@@ -23,6 +23,7 @@ from sqlalchemy import Select, func, select, update
 from server.areas.models import Area
 from server.audit import service as audit
 from server.cases.models import Household
+from server.crypto import normalize_phone
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
 from server.monthly.notices import Notice, NoticeKind, PastMessage, Reach, Told, Undelivered
@@ -70,9 +71,7 @@ def _refused_numbers(phones: dict[int, str]) -> dict[int, int]:
             SmsMessage.error_code.in_(RECIPIENT_CODES),
         )
     ):
-        same = optouts.normalize_phone(message.to_phone) == optouts.normalize_phone(
-            phones[message.member_id]
-        )
+        same = normalize_phone(message.to_phone) == normalize_phone(phones[message.member_id])
         if same and message.error_code is not None:
             refused[message.member_id] = message.error_code
     return refused
@@ -82,7 +81,7 @@ def _unreachable(
     phones: dict[int, str | None],
 ) -> dict[int, tuple[ContactReason, int | None]]:
     """Why each member cannot get an SMS this month (absent: they can)."""
-    with_phone = {m: p for m, p in phones.items() if p and optouts.normalize_phone(p)}
+    with_phone = {m: p for m, p in phones.items() if p and normalize_phone(p)}
     reasons: dict[int, tuple[ContactReason, int | None]] = {
         m: (ContactReason.NO_PHONE, None) for m in phones if m not in with_phone
     }

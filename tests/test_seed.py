@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from server.areas.models import Area, AreaLevel
 from server.auth.models import Role, User
 from server.auth.passwords import verify_password
-from server.cases.models import CaseEvent, CaseState, Household, Member
+from server.cases.models import CaseEvent, CaseState, Household, Member, phone_lookup_hash
 from server.extensions import db
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import (
@@ -160,6 +160,8 @@ def test_seeded_data_is_realistic(databases: DatabaseFactory, tmp_path: Path) ->
             assert id_check_digit(m.id_number[:17]) == m.id_number[17]
             assert 2 <= len(m.name) <= 4
             assert m.phone is None or (len(m.phone) == 11 and m.phone.startswith("1"))
+            # The bulk writer bypasses the ORM's validator: it sets the look-up hash itself.
+            assert m.phone_hash == phone_lookup_hash(m.phone)
         assert len({m.id_number for m in members}) == len(members)
         # Every printed password logs its user in.
         for entry in report["users"]:

@@ -17,13 +17,46 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from server.areas.models import Area
 from server.auth.models import User
 from server.clock import utcnow
+from server.crypto import normalize_id_number, normalize_phone
 from server.extensions import Model
-from server.types import EncryptedText, Money, UTCDateTime, enum_values
+from server.types import EncryptedText, Money, UTCDateTime, enum_values, field_cipher
+
+# The look-up hashes of members.id_number and members.phone (registered for key
+# rotation in server/keyring/registry.py): stored under the current key, matched under
+# every key of the ring (``*_hashes``). Searching compares these, never decrypted values.
+ID_NUMBER_CONTEXT = "members.id_number"
+PHONE_HASH_CONTEXT = "members.phone"
+
+
+def id_number_hash(id_number: str) -> str:
+    """The keyed look-up hash of an ID number that a member row stores (current key)."""
+    return field_cipher().lookup_hash(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
+
+
+def id_number_hashes(id_number: str) -> list[str]:
+    """The ID number's hash under every key of the ring: what a look-up matches."""
+    return field_cipher().lookup_hashes(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
+
+
+def phone_lookup_hash(phone: str | None) -> str | None:
+    """The keyed look-up hash of a phone, or None for no phone (nothing but non-digits)."""
+    normalized = normalize_phone(phone or "")
+    if not normalized:
+        return None
+    return field_cipher().lookup_hash(normalized, PHONE_HASH_CONTEXT)
+
+
+def phone_lookup_hashes(phone: str | None) -> list[str]:
+    """The phone's hash under every key of the ring (none for no phone)."""
+    normalized = normalize_phone(phone or "")
+    if not normalized:
+        return []
+    return field_cipher().lookup_hashes(normalized, PHONE_HASH_CONTEXT)
 
 
 class CaseState(enum.StrEnum):
@@ -93,6 +126,9 @@ class Household(Model):
     village_id: Mapped[int] = mapped_column(ForeignKey("areas.id"), index=True)
     home_lat: Mapped[float] = mapped_column(Float)
     home_lon: Mapped[float] = mapped_column(Float)
+    # The home above is a placeholder (the village's centre: an application taken at
+    # the office without a location); the initial survey's GPS fix replaces it.
+    home_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     address: Mapped[str] = mapped_column(EncryptedText("households.address"), deferred=True)
     class_id: Mapped[int] = mapped_column(ForeignKey("household_classes.id"), index=True)
     monthly_allowance: Mapped[Decimal | None] = mapped_column(Money)
@@ -158,6 +194,10 @@ class Member(Model):
     # Keyed hash of the normalized ID number: look-ups and duplicate detection.
     id_number_hash: Mapped[str] = mapped_column(String(64), index=True)
     phone: Mapped[str | None] = mapped_column(EncryptedText("members.phone"))
+    # Keyed hash of the normalized phone (phone_lookup_hash): search by phone. Set by
+    # the validator below whenever ``phone`` is set, on every path; bulk inserts that
+    # bypass the ORM (server/seed.py) set it themselves.
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     birth_date: Mapped[date] = mapped_column(Date)
     relation: Mapped[Relation] = mapped_column(
         Enum(
@@ -176,6 +216,11 @@ class Member(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     household: Mapped[Household] = relationship(back_populates="members")
+
+    @validates("phone")
+    def _keep_phone_hash(self, key: str, phone: str | None) -> str | None:
+        self.phone_hash = phone_lookup_hash(phone)
+        return phone
 
     def __repr__(self) -> str:
         # Never the name or ID number: reprs end up in logs.

@@ -14,15 +14,28 @@ from sqlalchemy import select
 from server.areas.models import Area, AreaLevel
 from server.audit import service as audit
 from server.auth.models import User
-from server.auth.permissions import Capability, require, require_in_area, require_visible
+from server.auth.permissions import (
+    Capability,
+    require,
+    require_in_area,
+    require_visible,
+)
 from server.cases.codes import new_case_code
-from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.models import (
+    CaseEvent,
+    CaseState,
+    Household,
+    HouseholdClass,
+    Member,
+    Relation,
+    id_number_hash,
+    id_number_hashes,
+)
 from server.cases.workflow import local_today
 from server.crypto import normalize_id_number
 from server.errors import ValidationFailed
 from server.extensions import db
 from server.region import region
-from server.types import field_cipher
 
 
 @dataclass(frozen=True)
@@ -37,21 +50,184 @@ class NewMember:
     proof_of_life_required: bool | None = None  # None: the head does it
 
 
-ID_NUMBER_CONTEXT = "members.id_number"
-
-
-def id_number_hash(id_number: str) -> str:
-    """The hash a member row stores (under the current key)."""
-    return field_cipher().lookup_hash(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
-
-
 def find_members_by_id_number(id_number: str) -> list[Member]:
     """Every member registered under this ID number, in any household (duplicate check).
 
     Matches the hash under every key of the ring: during a key rotation a member may
     still hold a hash made under an old key (docs/decisions/0010-data-key-rotation.md)."""
-    hashes = field_cipher().lookup_hashes(normalize_id_number(id_number), ID_NUMBER_CONTEXT)
+    hashes = id_number_hashes(id_number)
     return list(db.session.scalars(select(Member).where(Member.id_number_hash.in_(hashes))))
+
+
+class MemberRegisteredElsewhere(ValidationFailed):
+    """A new applicant's ID number is already registered in another open case: the
+    same person may not be in two households."""
+
+    code = "member_registered_elsewhere"
+
+
+class DuplicateIdNumber(ValidationFailed):
+    """The same ID number twice in one application."""
+
+    code = "duplicate_id_number"
+
+
+@dataclass(frozen=True)
+class RegisteredElsewhere:
+    """A new applicant (``index`` in the application's members) whose ID number is
+    registered in another household whose case is open."""
+
+    index: int
+    household_id: int
+
+
+def application_problems(
+    village: Area,
+    home_lat: float,
+    home_lon: float,
+    class_code: str,
+    members: Sequence[NewMember],
+) -> list[ValidationFailed]:
+    """Every reason a new household (a tablet's, or a walk-in's at the office) cannot be
+    registered as it stands, each naming its field; empty when it can. The one home of
+    these rules: ``apply_for_allowance`` refuses on the first, the office's form shows
+    them all beside their fields. Who the applicants are elsewhere is
+    ``registered_elsewhere``.
+    """
+    problems: list[ValidationFailed] = []
+    if village.level is not AreaLevel.VILLAGE:
+        problems.append(ValidationFailed("a household belongs to a village", field="village"))
+    if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:
+        problems.append(ValidationFailed("home location out of range", field="location"))
+    heads = [m for m in members if m.relation is Relation.HEAD]
+    if len(heads) != 1:
+        problems.append(
+            ValidationFailed(
+                "a household needs exactly one head", field="members", heads=len(heads)
+            )
+        )
+    if (
+        db.session.scalar(select(HouseholdClass.id).where(HouseholdClass.code == class_code))
+        is None
+    ):
+        problems.append(ValidationFailed(f"unknown class {class_code!r}", field="class"))
+    seen: dict[str, int] = {}
+    for index, member in enumerate(members):
+        key = normalize_id_number(member.id_number)
+        if key in seen:
+            problems.append(
+                DuplicateIdNumber(
+                    f"members {seen[key]} and {index} have the same ID number",
+                    field=f"members.{index}.id_number",
+                    same_as=seen[key],
+                )
+            )
+        else:
+            seen[key] = index
+    return problems
+
+
+def registered_elsewhere(
+    id_numbers: Sequence[str], household_id: int | None = None
+) -> list[RegisteredElsewhere]:
+    """The applicants whose ID number is already registered in another household (any
+    area: the check is league-wide on purpose) whose case is not closed. A rejected or
+    terminated case does not hold its members: they may apply again. By the keyed
+    look-up hash, never by decrypting rows. ``household_id``: the application's own
+    household, once registered.
+    """
+    found: list[RegisteredElsewhere] = []
+    for index, id_number in enumerate(id_numbers):
+        others = db.session.scalars(
+            select(Household.id)
+            .join(Member, Member.household_id == Household.id)
+            .where(
+                Member.id_number_hash.in_(id_number_hashes(id_number)),
+                Household.state.not_in([CaseState.TERMINATED, CaseState.REJECTED]),
+            )
+            .distinct()
+        )
+        found.extend(
+            RegisteredElsewhere(index, other) for other in sorted(others) if other != household_id
+        )
+    return found
+
+
+class ApplicationRefused(ValidationFailed):
+    """A walk-in application with problems: all of them, each naming its field."""
+
+    code = "application_refused"
+
+    def __init__(self, problems: Sequence[ValidationFailed]) -> None:
+        super().__init__(
+            "; ".join(p.message for p in problems),
+            fields=[p.details.get("field") for p in problems],
+        )
+        self.problems = list(problems)
+
+
+def check_walk_in(
+    *,
+    actor: User,
+    village: Area,
+    home: tuple[float, float] | None,
+    class_code: str,
+    members: Sequence[NewMember],
+) -> None:
+    """Raise ApplicationRefused with every problem of a walk-in application: the checks
+    of a tablet's new household (``application_problems``) and, where the tablet raises
+    its critical flag for an applicant already in another open case, a refusal
+    (``registered_elsewhere``): no visit stands behind a walk-in, and the clerk can send
+    the applicant to that case. Reads only."""
+    require_in_area(actor, village, "village")
+    require(actor, Capability.REGISTER_APPLICATIONS, "only township staff register applications")
+    home_lat, home_lon = home if home is not None else (village.lat, village.lon)
+    problems = application_problems(village, home_lat, home_lon, class_code, members)
+    problems += [
+        MemberRegisteredElsewhere(
+            f"a member's ID number is already registered in household {found.household_id}",
+            field=f"members.{found.index}.id_number",
+            household_id=found.household_id,
+        )
+        for found in registered_elsewhere([m.id_number for m in members])
+    ]
+    if problems:
+        raise ApplicationRefused(problems)
+
+
+def register_walk_in(
+    *,
+    actor: User,
+    village: Area,
+    address: str,
+    home: tuple[float, float] | None,
+    class_code: str,
+    members: Sequence[NewMember],
+    conflict_of_interest: bool = False,
+    conflict_note: str | None = None,
+    special_case: bool = False,
+) -> Household:
+    """An application taken at the township office (docs/office.md, "Walk-in
+    applications"), once ``check_walk_in`` finds nothing; it raises ApplicationRefused
+    otherwise and nothing is written. ``home`` None: the office does not know the home,
+    the village's centre stands in (``home_pending``) until the initial survey's GPS
+    fix replaces it. The case starts applied, like every application.
+    """
+    check_walk_in(actor=actor, village=village, home=home, class_code=class_code, members=members)
+    home_lat, home_lon = home if home is not None else (village.lat, village.lon)
+    return apply_for_allowance(
+        actor=actor,
+        village=village,
+        address=address,
+        home_lat=home_lat,
+        home_lon=home_lon,
+        home_pending=home is None,
+        class_code=class_code,
+        members=members,
+        conflict_of_interest=conflict_of_interest,
+        conflict_note=conflict_note,
+        special_case=special_case,
+    )
 
 
 def apply_for_allowance(
@@ -66,12 +242,19 @@ def apply_for_allowance(
     conflict_of_interest: bool = False,
     conflict_note: str | None = None,
     special_case: bool = False,
+    home_pending: bool = False,
     today: date | None = None,
 ) -> Household:
-    """Register an application (申请) taken by township staff."""
+    """Register an application (申请) taken by township staff. ``home_pending``: the
+    home given is a placeholder that the initial survey's GPS fix replaces."""
     require_in_area(actor, village, "village")
     require(actor, Capability.REGISTER_APPLICATIONS, "only township staff register applications")
-    household_class = _check_application(village, home_lat, home_lon, class_code, members)
+    problems = application_problems(village, home_lat, home_lon, class_code, members)
+    if problems:
+        raise problems[0]
+    household_class = db.session.scalars(
+        select(HouseholdClass).where(HouseholdClass.code == class_code)
+    ).one()
 
     rules = region()
     today = today or local_today()
@@ -86,6 +269,7 @@ def apply_for_allowance(
         address=address,
         home_lat=home_lat,
         home_lon=home_lon,
+        home_pending=home_pending,
         household_class=household_class,
         conflict_of_interest=conflict_of_interest,
         conflict_note=conflict_note,
@@ -108,29 +292,6 @@ def apply_for_allowance(
     db.session.flush()
     audit.record("case.apply", actor=actor, object_type="household", object_id=household.id)
     return household
-
-
-def _check_application(
-    village: Area,
-    home_lat: float,
-    home_lon: float,
-    class_code: str,
-    members: Sequence[NewMember],
-) -> HouseholdClass:
-    """The application's class, once its village, location and head are valid."""
-    if village.level is not AreaLevel.VILLAGE:
-        raise ValidationFailed("a household belongs to a village", field="village")
-    if not -90 <= home_lat <= 90 or not -180 <= home_lon <= 180:
-        raise ValidationFailed("home location out of range", field="location")
-    heads = [m for m in members if m.relation is Relation.HEAD]
-    if len(heads) != 1:
-        raise ValidationFailed("a household needs exactly one head", field="members")
-    household_class = db.session.scalar(
-        select(HouseholdClass).where(HouseholdClass.code == class_code)
-    )
-    if household_class is None:
-        raise ValidationFailed(f"unknown class {class_code!r}", field="class")
-    return household_class
 
 
 def _new_member(m: NewMember) -> Member:

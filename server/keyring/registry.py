@@ -61,6 +61,7 @@ LOOKUP_HASHES: tuple[LookupHashColumn, ...] = (
     LookupHashColumn(
         "members", "id_number_hash", "members.id_number", normalize_id_number, source="id_number"
     ),
+    LookupHashColumn("members", "phone_hash", "members.phone", normalize_phone, source="phone"),
     LookupHashColumn(
         "sms_opt_outs",
         "phone_hash",

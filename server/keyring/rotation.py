@@ -197,7 +197,9 @@ class _Run:
                 except DecryptionError:
                     report.failed.add(row_id)
                     continue
-                new = self.cipher.lookup_hash(entry.normalize(plain), entry.context)
+                normalized = entry.normalize(plain)
+                # Nothing left to hash (a phone of no digits): the column holds NULL.
+                new = self.cipher.lookup_hash(normalized, entry.context) if normalized else None
                 if new != old:
                     changes.append(
                         {"b_id": row_id, "b_old": old, "b_source": bytes(token), "b_new": new}
@@ -437,6 +439,7 @@ def _hash_status(cipher: FieldCipher, entry: LookupHashColumn) -> ColumnStatus:
         except DecryptionError:
             label = "unreadable"
         else:
-            label = cipher.lookup_hashes_by_key(plain, entry.context).get(digest, "mismatch")
+            by_key = cipher.lookup_hashes_by_key(plain, entry.context) if plain else {}
+            label = by_key.get(digest, "mismatch") if plain or digest else "none"
         counts[label] = counts.get(label, 0) + 1
     return ColumnStatus(f"{entry.table}.{entry.column}", "lookup hash", counts)

@@ -25,7 +25,7 @@ from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.permissions import in_area, require_visible
 from server.cases.models import CaseState, Household, Relation
-from server.cases.service import NewMember, apply_for_allowance, find_members_by_id_number
+from server.cases.service import NewMember, apply_for_allowance, registered_elsewhere
 from server.cases.workflow import next_review_after, schedule_review, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, ValidationFailed
@@ -190,25 +190,22 @@ def _register_household(
 
 
 def _flag_registered_elsewhere(survey: Survey, household: Household) -> None:
-    """A new applicant already registered in another household: a critical flag."""
-    for member in household.members:
-        others = {
-            m.household_id
-            for m in find_members_by_id_number(member.id_number)
-            if m.household_id != household.id
-        }
-        for other in sorted(others):
-            survey.flags.append(
-                stored_flag(
-                    Flag(
-                        code="member_registered_elsewhere",
-                        severity="critical",
-                        value=other,
-                        threshold=None,
-                        detail=f"a member's ID number is already registered in household {other}",
-                    )
+    """A new applicant already registered in another open case: a critical flag. The
+    office refuses such an application (cases.service.registered_elsewhere, the same
+    check); a visit made in the field is evidence and stands, a reviewer decides."""
+    found = registered_elsewhere([m.id_number for m in household.members], household.id)
+    for other in sorted({f.household_id for f in found}):
+        survey.flags.append(
+            stored_flag(
+                Flag(
+                    code="member_registered_elsewhere",
+                    severity="critical",
+                    value=other,
+                    threshold=None,
+                    detail=f"a member's ID number is already registered in household {other}",
                 )
             )
+        )
 
 
 def _survey_row(
@@ -326,6 +323,8 @@ def _new_or_replayed(
                 new_members: dict[str, int] = {}
                 if household is None:
                     household, new_members = _register_household(device, data, village)
+                elif _fixes_pending_home(household, data):
+                    registers = True
                 survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
                 db.session.add(survey)
                 db.session.flush()
@@ -339,6 +338,21 @@ def _new_or_replayed(
             _judge_and_record(survey, household, device, home_from_this_visit=registers)
             return survey, True
     return replayed_survey(device, str(data.client_uuid), content_hash), False
+
+
+def _fixes_pending_home(household: Household, data: SurveyIn) -> bool:
+    """An application taken at the office without a location had the village's centre
+    as its home (``home_pending``): its initial survey's GPS fix becomes the home, as a
+    tablet's own registration takes it. True when this visit set it."""
+    if not (
+        household.home_pending
+        and data.kind == "initial_survey"
+        and household.state is CaseState.ACCEPTED
+    ):
+        return False
+    household.home_lat, household.home_lon = data.gps.lat, data.gps.lon
+    household.home_pending = False
+    return True
 
 
 def receive_survey(

@@ -39,6 +39,7 @@ from server.areas.models import Area, AreaLevel
 from server.auth.models import Role, User
 from server.cases.codes import new_case_code
 from server.cases.models import CaseState, Household
+from server.crypto import id_check_digit
 from server.devices.models import DeviceToken
 from server.devices.service import DEVICE_ROLES, PREFIX_LENGTH, TOKEN_PREFIX, hash_token
 from server.extensions import db
@@ -115,6 +116,8 @@ class Place:
     survey_id: int  # the visit
     back_check_id: int  # the visit sampled for a back-check
     caseworker_id: int  # the township's caseworker, who made the visit
+    village_id: int = MISSING_ID + 20  # the village itself (the office's forms take it)
+    head_id_number: str = ""  # the head's ID number (case search)
 
 
 def _missing_case_code() -> str:
@@ -262,6 +265,8 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
     db.session.flush()
     return Place(
         village_code=village.code,
+        village_id=village.id,
+        head_id_number=head.id_number,
         case_code=household.case_code,
         household_id=household.id,
         head_id=head.id,
@@ -508,6 +513,26 @@ def _decide(case_code: str, month_id: int, status: str = "exempt") -> Call:
     )
 
 
+def _walk_in(village_id: int) -> Call:
+    """A walk-in application at the office (the same ID numbers every time: a foreign
+    village's answer must equal a missing one's, typed values shown back included)."""
+    first17 = "15220119770707999"
+    return Call(
+        "POST",
+        "/office/applications/new",
+        data={
+            "action": "submit",
+            "rows": "1",
+            "village": str(village_id),
+            "address": "红旗村1组1号",
+            "class": "A",
+            "m-0-name": "周玉兰",
+            "m-0-id_number": first17 + id_check_digit(first17),
+            "m-0-relation": "head",
+        },
+    )
+
+
 def _transition(case_code: str, action: str) -> Call:
     return Call(
         "POST", f"/cases/{case_code}/transitions", data={"action": action, "reason": "外出务工"}
@@ -518,9 +543,21 @@ ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
 # docs/domain-model.md: full ID numbers and phones for the roles whose work needs them.
 REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
 CONSOLE_READERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
+REGISTERERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
+    Endpoint(
+        "office.walk_in_submit",
+        "page",
+        (
+            Variant(
+                "an application in its village",
+                lambda t, o: _walk_in(t.village_id),
+                only(REGISTERERS, 303, 403),
+            ),
+        ),
+    ),
     Endpoint(
         "cases.case_detail",
         "page",
@@ -1005,6 +1042,25 @@ def test_lists_show_nothing_of_another_area(app: Flask, world: World) -> None:
     home = client.get("/?state=approved").get_data(as_text=True)
     assert world.own.case_code in home
     assert not [code for code in foreign_codes if code in home]
+    # Case search (docs/office.md): by state, by another area's village, by its code,
+    # by its head's ID number: nothing of another area, as if it did not exist.
+    found = client.get("/office/search?state=approved").get_data(as_text=True)
+    assert world.own.case_code in found
+    for place in world.foreign.values():
+        by_number = client.post(
+            "/office/search", data={"by": "id_number", "value": place.head_id_number}
+        )
+        if world.role is Role.ADMIN:  # reads no personal data
+            assert by_number.status_code == 403
+            by_number = client.get("/office/search")
+        for answer in (
+            client.get(f"/office/search?village={place.village_id}"),
+            client.post("/office/search", data={"by": "case_code", "value": place.case_code}),
+            by_number,
+        ):
+            # The results (the form shows a typed case code back).
+            listed = answer.get_data(as_text=True).partition('class="cases results"')[2]
+            assert answer.status_code == 200 and not [c for c in foreign_codes if c in listed]
     campaign = client.get("/campaign").get_data(as_text=True)
     assert "义勒力特镇" in campaign  # the caller's own township has a month this month
     assert not [name for name in foreign_townships if name in campaign]
