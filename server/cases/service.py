@@ -4,6 +4,7 @@ personal data (every read audited). Functions flush, never commit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -39,6 +40,30 @@ class NewMember:
 
 def id_number_hash(id_number: str) -> str:
     return field_cipher().lookup_hash(normalize_id_number(id_number), "members.id_number")
+
+
+ID_NUMBER = re.compile(r"^\d{17}[\dX]$")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def check_id_number(id_number: str, birth_date: date | None = None) -> str:
+    """The normalized 18-character resident ID number (GB 11643-1999), or
+    ValidationFailed (field ``id_number``, ``problem``: format, checksum, birth_date)."""
+    value = normalize_id_number(id_number)
+    if not ID_NUMBER.match(value):
+        raise ValidationFailed(
+            "an ID number has 17 digits and a check character", field="id_number", problem="format"
+        )
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    if "10X98765432"[total % 11] != value[17]:
+        raise ValidationFailed(
+            "the ID number's check character is wrong", field="id_number", problem="checksum"
+        )
+    if birth_date is not None and value[6:14] != f"{birth_date:%Y%m%d}":
+        raise ValidationFailed(
+            "the ID number does not carry this birth date", field="id_number", problem="birth_date"
+        )
+    return value
 
 
 def find_members_by_id_number(id_number: str) -> list[Member]:
