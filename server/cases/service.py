@@ -183,6 +183,11 @@ class MemberDetails:
     monthly_income: Decimal
     alive: bool
     proof_of_life_required: bool
+    left_on: date | None = None  # removed from the household by an approved change
+
+    @property
+    def current(self) -> bool:
+        return self.alive and self.left_on is None
 
 
 def read_member_details(actor: User, household: Household) -> list[MemberDetails]:
@@ -217,6 +222,7 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
                 monthly_income=m.monthly_income,
                 alive=m.alive,
                 proof_of_life_required=m.proof_of_life_required,
+                left_on=m.left_on,
             )
         )
     db.session.flush()
