@@ -97,9 +97,7 @@ def _member_id(form: MultiDict[str, str], name: str) -> int:
     return value
 
 
-def propose(
-    actor: User, household: Household, kind: str, form: MultiDict[str, str]
-) -> CaseChange:
+def propose(actor: User, household: Household, kind: str, form: MultiDict[str, str]) -> CaseChange:
     """Run one propose form; ValidationFailed names the field to show it next to."""
     reason = form.get("reason")
     if kind == ChangeKind.ADD_MEMBER:
@@ -148,4 +146,3 @@ def refused_form(kind: str, form: MultiDict[str, str], exc: DomainError) -> Chan
         name = "kind"  # no line differs: said above the form
     values = {k: v for k, v in form.items() if k != "csrf_token"}
     return ChangeForm(kind=kind, values=values, errors={name: problem_message(exc)})
-
