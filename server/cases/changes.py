@@ -24,7 +24,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from server import clock
 from server.areas.models import Area
@@ -57,7 +57,7 @@ from server.cases.service import (
 )
 from server.cases.workflow import allowance_for, local_today, record_event, schedule_review
 from server.errors import DomainError, IllegalTransition, NotPermitted, ValidationFailed
-from server.extensions import db
+from server.extensions import db, rows_changed
 from server.months import current_month, month_after, window
 from server.region import region
 from server.validation import written_reason
@@ -460,12 +460,24 @@ def _check_checker(actor: User, change: CaseChange, action: str) -> None:
 
 
 def _require_pending(change: CaseChange, action: str) -> None:
-    if change.status is not ChangeStatus.PENDING:
-        raise IllegalTransition(
-            f"this change is {change.status.value} already",
-            action=action,
-            change_status=change.status.value,
+    """Pending, and claimed for this decision: a compare-and-set on the row, so that of
+    two people deciding the same change at once only the first one applies it (the
+    second waits for the first's row lock on PostgreSQL, then finds it decided)."""
+    if change.status is ChangeStatus.PENDING:
+        claimed = rows_changed(
+            update(CaseChange)
+            .where(CaseChange.id == change.id, CaseChange.status == ChangeStatus.PENDING)
+            .values(checked_at=clock.utcnow())
+            .execution_options(synchronize_session=False)
         )
+        if claimed:
+            return
+        db.session.refresh(change)
+    raise IllegalTransition(
+        f"this change is {change.status.value} already",
+        action=action,
+        change_status=change.status.value,
+    )
 
 
 def reject(actor: User, change: CaseChange, note: str | None) -> CaseChange:

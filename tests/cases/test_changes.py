@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from pytest_httpserver import HTTPServer
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from server.audit.models import AuditEntry
 from server.cases import changes
@@ -473,3 +473,23 @@ def test_history_lists_every_change_newest_first(app: Flask) -> None:
     second = changes.propose_phone(maker, household, head.id, "13700002222", "换号")
     assert {c.id for c in changes.history(household)} == {first.id, second.id}
     assert second.kind == ChangeKind.CORRECT_PHONE
+
+
+def test_a_change_decided_meanwhile_by_someone_else_is_not_applied_again(app: Flask) -> None:
+    """Two checkers on the same change: the one whose copy is stale is refused (the
+    decision is a compare-and-set on the row)."""
+    household = paid_household()
+    head = household.members[0]
+    change = changes.propose_phone(
+        factories.user("caseworker_a"), household, head.id, "13700001111", "换号"
+    )
+    db.session.execute(
+        update(CaseChange)
+        .where(CaseChange.id == change.id)
+        .values(status=ChangeStatus.REJECTED)
+        .execution_options(synchronize_session=False)
+    )
+    assert change.status is ChangeStatus.PENDING  # this checker's stale copy
+    with pytest.raises(IllegalTransition):
+        changes.approve(factories.user("approver"), change)
+    assert head.phone == "13912345678"
