@@ -275,6 +275,7 @@ AUDIT_ACTION_LABELS = {
     "case_change.rejected": _l("Change to a case rejected"),
     "case_change.withdrawn": _l("Change to a case withdrawn"),
     "case_change.read": _l("Changes to a case read"),
+    "case_change.reveal_personal": _l("ID number and phone of a change revealed"),
     "pol.link_resent": _l("Proof-of-life link re-sent"),
     "sms.readdressed": _l("Waiting messages sent to the corrected phone"),
 }

@@ -385,6 +385,28 @@ def change_of_case(actor: User, household: Household, change_id: int) -> CaseCha
     return change
 
 
+def reveal_change(actor: User, household: Household, change_id: int) -> int:
+    """A change's full ID number and phones for the page (the checker compares them
+    with the household's papers), for a role whose work needs them; an audit row
+    ``case_change.reveal_personal``. Returns the change's id."""
+    change = change_of_case(actor, household, change_id)
+    require(
+        actor,
+        Capability.REVEAL_PERSONAL_DATA,
+        "this role sees ID numbers and phones masked",
+        action="reveal_personal_data",
+    )
+    audit.record(
+        "case_change.reveal_personal",
+        actor=actor,
+        object_type="case_change",
+        object_id=change.id,
+        household_id=household.id,
+    )
+    db.session.flush()
+    return change.id
+
+
 def history(household: Household) -> list[CaseChange]:
     """Every change of the case, newest first."""
     return list(

@@ -72,6 +72,7 @@ def _case_page(
     revealed: int | None,
     change_form: change_forms.ChangeForm | None = None,
     status: int = 200,
+    revealed_change: int | None = None,
 ) -> ResponseReturnValue:
     """One case; ID numbers and phones masked but for the member ``revealed``; a
     refused change's form as typed (``change_form``). Commits the audit rows of the
@@ -108,6 +109,7 @@ def _case_page(
         revealed=revealed,
         case_changes=case_changes,
         change_form=change_form,
+        revealed_change=revealed_change,
         may_check=lambda change: case_changes_service.may_check(current_user, change),
         may_resend=resend.may_resend(current_user),
     ), status
@@ -236,6 +238,16 @@ def propose_change(case_code: str, kind: str) -> ResponseReturnValue:
     db.session.commit()
     flash(_("Change proposed: it takes effect when a second person approves it."), "info")
     return redirect(url_for("cases.case_detail", case_code=case_code, _anchor="changes")), 303
+
+
+@bp.post("/cases/<case_code>/changes/<id:change_id>/reveal")
+@staff_required
+def reveal_change(case_code: str, change_id: int) -> ResponseReturnValue:
+    """The case page with one change's full ID number and phones (audited); answered
+    to the POST itself, like a member's reveal."""
+    household = queries.get_case(current_user, case_code)
+    revealed = case_changes_service.reveal_change(current_user, household, change_id)
+    return _case_page(household, revealed=None, revealed_change=revealed)
 
 
 def _decide_change(

@@ -602,6 +602,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
     ),
     Endpoint(
+        "cases.reveal_change",
+        "page",
+        (
+            Variant(
+                "a change of its case",
+                lambda t, o: Call("POST", f"/cases/{t.case_code}/changes/{t.change_id}/reveal"),
+                only(REVEALERS, 200, 403),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: Call("POST", f"/cases/{o.case_code}/changes/{t.change_id}/reveal"),
+                only(REVEALERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
         "cases.approve_change",
         "page",
         (

@@ -34,6 +34,7 @@ from server.extensions import db
 from server.monthly import cycle as campaign
 from server.monthly import resend
 from server.payments import service as payments
+from server.payments.models import PaymentMonth
 from server.proof_of_life import service as pol
 from server.proof_of_life.models import MonthStatus
 from sms import sender
@@ -45,6 +46,7 @@ from tests.sms.test_sms_twilio import _gateway
 MONTH = "2026-12"
 MORNING = datetime(2026, 12, 20, 1, 0, tzinfo=UTC)  # 09:00 local, the window open
 BEFORE_WINDOW = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
+CLOSES = datetime(2026, 12, 24, 16, 0, tzinfo=UTC)  # Dec 25 00:00 local
 
 
 @pytest.fixture
@@ -188,7 +190,8 @@ def test_removing_the_head_needs_a_new_head_who_then_is_paid_and_proves_life(
     assert pol.month_record(child, MONTH).status is MonthStatus.PENDING
 
 
-def test_income_change_with_several_lines_and_the_next_payroll(app: Flask) -> None:
+def test_income_change_with_several_lines_and_the_next_payroll(app: Flask, at: Any) -> None:
+    at(MORNING)
     household = paid_household(("100.00", "0.00", "0.00"))
     head, a, b = household.members
     lines = [
@@ -204,7 +207,30 @@ def test_income_change_with_several_lines_and_the_next_payroll(app: Flask) -> No
     assert (head.monthly_income, a.monthly_income) == (Decimal("300.00"), Decimal("50.00"))
     expected = allowance_for(household).monthly_amount
     assert household.monthly_allowance == expected == change.allowance_after
-    assert payroll_amount(household, change.effective_month or MONTH) == expected
+    # Approved while December's window is open: December's payroll pays it.
+    assert change.effective_month == MONTH
+    assert payroll_amount(household, MONTH) == expected
+    db.session.commit()
+    payments.close_month(MONTH, now=CLOSES)
+    payment = db.session.scalar(
+        select(PaymentMonth).where(
+            PaymentMonth.household_id == household.id, PaymentMonth.month == MONTH
+        )
+    )
+    assert payment is not None and payment.amount == expected
+
+
+def test_approved_after_the_months_close_the_next_month_pays_it(app: Flask, at: Any) -> None:
+    at(CLOSES)
+    household = paid_household(("100.00", "0.00"))
+    change = changes.propose_incomes(
+        factories.user("caseworker_a"),
+        household,
+        [changes.IncomeLine(household.members[0].id, Decimal("200.00"))],
+        "收入",
+    )
+    changes.approve(factories.user("reviewer_a"), change)
+    assert change.effective_month == "2027-01"
 
 
 def test_an_income_that_reaches_the_standard_pays_nothing_and_sends_the_case_to_review(

@@ -80,6 +80,15 @@ def test_propose_then_a_second_person_approves_and_the_history_shows_both(
     login(checker, "reviewer_a")
     page = _page(checker, case)
     assert "approve-change" in page and "reject-change" in page
+    # The checker compares the full number with the papers: revealed on request, audited.
+    revealed = checker.post(f"/cases/{case}/changes/{change_id}/reveal")
+    assert revealed.status_code == 200 and "13700001111" in revealed.get_data(as_text=True)
+    assert db.session.scalar(
+        select(func.count(AuditEntry.id)).where(
+            AuditEntry.action == "case_change.reveal_personal",
+            AuditEntry.object_id == str(change_id),
+        )
+    )
     assert (
         checker.post(
             f"/cases/{case}/changes/{change_id}/approve", data={"note": "已电话核实"}
