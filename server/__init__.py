@@ -203,6 +203,7 @@ def _select_locale() -> str | None:
 def _register_blueprints(app: Flask) -> None:
     import server.models
     import server.payments.service
+    import server.proof_of_life.service  # exempts the months of a member who left
     import server.public.changes  # noqa: F401  records changes for the public snapshot
     import sms
     from mobile_api.api import bp as api_bp

@@ -62,6 +62,22 @@ ACTION_LABELS = {
     "seed": _l("Imported"),
     "periodic_review": _l("Periodic review visit"),
     "proof_of_life_review": _l("Review after missed proofs of life"),
+    "case_change": _l("Change to the case approved"),
+    "review_after_change": _l("Review after a change: income reaches the standard"),
+}
+
+# Changes to a case (server/cases/changes.py).
+CHANGE_KIND_LABELS = {
+    "add_member": _l("Add a member"),
+    "remove_member": _l("Remove a member"),
+    "correct_phone": _l("Correct a phone"),
+    "change_income": _l("Change incomes"),
+}
+CHANGE_STATUS_LABELS = {
+    "pending": _l("Waiting for a checker"),
+    "approved": _l("Approved"),
+    "rejected": _l("Rejected"),
+    "withdrawn": _l("Withdrawn"),
 }
 
 
@@ -257,6 +273,14 @@ AUDIT_ACTION_LABELS = {
     "backup.created": _l("Backup made"),
     "backup.restored": _l("Backup restored"),
     "store.gc": _l("Unused photo files deleted"),
+    "case_change.proposed": _l("Change to a case proposed"),
+    "case_change.approved": _l("Change to a case approved"),
+    "case_change.rejected": _l("Change to a case rejected"),
+    "case_change.withdrawn": _l("Change to a case withdrawn"),
+    "case_change.read": _l("Changes to a case read"),
+    "case_change.reveal_personal": _l("ID number and phone of a change revealed"),
+    "pol.link_resent": _l("Proof-of-life link re-sent"),
+    "sms.readdressed": _l("Waiting messages sent to the corrected phone"),
 }
 
 # What an audit row is about (its ``object_type``).
@@ -274,6 +298,7 @@ AUDIT_OBJECT_LABELS = {
     "export": _l("Export"),
     "payroll": _l("Payroll"),
     "payment_month": _l("Payment month"),
+    "case_change": _l("Change to a case"),
 }
 
 
@@ -438,6 +463,8 @@ def register(app: Flask) -> None:
         role_label=_lookup(ROLE_LABELS),
         relation_label=_lookup(RELATION_LABELS),
         action_label=_lookup(ACTION_LABELS),
+        change_kind_label=_lookup(CHANGE_KIND_LABELS),
+        change_status_label=_lookup(CHANGE_STATUS_LABELS),
         flag_label=_lookup(FLAG_LABELS),
         visit_kind_label=_lookup(VISIT_KIND_LABELS),
         # Keys are str enums: an enum member looks up like its value.

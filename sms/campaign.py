@@ -22,7 +22,8 @@ from sqlalchemy import Select, func, select, update
 
 from server.areas.models import Area
 from server.audit import service as audit
-from server.cases.models import Household
+from server.cases.events import PhoneCorrected, phone_corrected
+from server.cases.models import Household, Member
 from server.crypto import normalize_phone
 from server.extensions import bulk_insert, db, rows_changed
 from server.monthly.cycle import grouped
@@ -35,7 +36,11 @@ from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import MessageKind, MessageStatus, SmsMessage
 
-KINDS = {NoticeKind.REMINDER: MessageKind.REMINDER, NoticeKind.FOLLOW_UP: MessageKind.FOLLOW_UP}
+KINDS = {
+    NoticeKind.REMINDER: MessageKind.REMINDER,
+    NoticeKind.FOLLOW_UP: MessageKind.FOLLOW_UP,
+    NoticeKind.RESEND: MessageKind.RESEND,
+}
 # A follow-up goes to members whose reminder is in one of these (it did not fail).
 REMINDER_REACHED = (
     MessageStatus.SENT,
@@ -138,7 +143,7 @@ def _add_tasks(
 def _text(kind: MessageKind, *, name: str, token: str, closes: datetime) -> str:
     rules = region()
     last_day = last_local_day(closes, rules.timezone)
-    make = templates.reminder if kind is MessageKind.REMINDER else templates.follow_up
+    make = templates.follow_up if kind is MessageKind.FOLLOW_UP else templates.reminder
     return make(signature=rules.sms.signature, name=name, last_day=last_day, url=link_url(token))
 
 
@@ -190,6 +195,35 @@ def _members_told(
     if statuses is not None:
         query = query.where(SmsMessage.status.in_(statuses))
     return set(db.session.scalars(query))
+
+
+@phone_corrected.connect
+def _readdress_queued(event: PhoneCorrected) -> None:
+    """A corrected phone: the member's messages not handed to the provider yet go to the
+    new number (a message already handed over, or in flight, is left as it is)."""
+    member = db.session.get(Member, event.member_id)
+    if member is None or not member.phone:  # pragma: no cover - a correction sets one
+        return
+    waiting = list(
+        db.session.scalars(
+            select(SmsMessage).where(
+                SmsMessage.member_id == event.member_id,
+                SmsMessage.status == MessageStatus.QUEUED,
+            )
+        )
+    )
+    for message in waiting:
+        message.to_phone = member.phone
+        message.updated_at = event.now
+    if waiting:
+        audit.record(
+            "sms.readdressed",
+            actor=None,
+            object_type="member",
+            object_id=event.member_id,
+            household_id=event.household_id,
+            messages=[m.id for m in waiting],
+        )
 
 
 class SmsNotifier:

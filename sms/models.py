@@ -18,6 +18,7 @@ from server.types import EncryptedText, UTCDateTime, enum_values
 class MessageKind(enum.StrEnum):
     REMINDER = "reminder"  # the 20th: your link, 5 days
     FOLLOW_UP = "follow_up"  # the 23rd, to those still pending
+    RESEND = "resend"  # staff re-sent the month's link (a corrected phone): once a month
 
 
 class MessageStatus(enum.StrEnum):

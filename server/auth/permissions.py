@@ -99,6 +99,10 @@ class Capability(enum.StrEnum):
     READ_CONSOLE = "read_console"
     READ_AUDIT_LOG = "read_audit_log"  # the audit-log view and its export
     RECORD_BACK_CHECKS = "record_back_checks"  # re-visit a sampled visit, record the outcome
+    # Changes to a case (members, phones, incomes: server/cases/changes.py), made by one
+    # person and taking effect only when a second one with CHECK_CASE_CHANGES approves.
+    PROPOSE_CASE_CHANGES = "propose_case_changes"
+    CHECK_CASE_CHANGES = "check_case_changes"
 
 
 C = Capability
@@ -115,6 +119,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.ASSIST_PROOF_OF_LIFE,
             C.ENROLL_FACES,
             C.USE_TABLETS,
+            C.PROPOSE_CASE_CHANGES,
         }
     ),
     Role.TOWNSHIP_REVIEWER: frozenset(
@@ -126,6 +131,8 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.REVIEW_VISITS,
             C.DECIDE_PROOF_OF_LIFE,
             C.READ_CONSOLE,
+            C.PROPOSE_CASE_CHANGES,
+            C.CHECK_CASE_CHANGES,
         }
     ),
     Role.COUNTY_APPROVER: frozenset(
@@ -137,6 +144,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.DECIDE_PROOF_OF_LIFE,
             C.READ_CONSOLE,
             C.RECORD_BACK_CHECKS,
+            C.CHECK_CASE_CHANGES,
         }
     ),
     Role.SUPERVISOR: frozenset(

@@ -167,7 +167,9 @@ class Household(Model):
 
     @property
     def living_members(self) -> list[Member]:
-        return [m for m in self.members if m.alive]
+        """The members the allowance counts: alive and still in the household (a
+        member removed by an approved change keeps their row, with ``left_on``)."""
+        return [m for m in self.members if m.current]
 
     def __repr__(self) -> str:
         return f"<Household {self.case_code} {self.state.value}>"
@@ -213,6 +215,9 @@ class Member(Model):
     alive: Mapped[bool] = mapped_column(Boolean, default=True)
     died_on: Mapped[date | None] = mapped_column(Date)
     proof_of_life_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Removed from the household by an approved change (server/cases/changes.py): the
+    # row stays (proof-of-life months, messages and visits refer to it), uncounted.
+    left_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     household: Mapped[Household] = relationship(back_populates="members")
@@ -221,6 +226,11 @@ class Member(Model):
     def _keep_phone_hash(self, key: str, phone: str | None) -> str | None:
         self.phone_hash = phone_lookup_hash(phone)
         return phone
+
+    @property
+    def current(self) -> bool:
+        """Alive and still a member of the household."""
+        return self.alive and self.left_on is None
 
     def __repr__(self) -> str:
         # Never the name or ID number: reprs end up in logs.
@@ -246,3 +256,89 @@ class CaseEvent(Model):
 
     def __repr__(self) -> str:
         return f"<CaseEvent {self.action} {self.from_state}->{self.to_state}>"
+
+
+class ChangeKind(enum.StrEnum):
+    ADD_MEMBER = "add_member"
+    REMOVE_MEMBER = "remove_member"
+    CORRECT_PHONE = "correct_phone"
+    CHANGE_INCOME = "change_income"
+
+
+class ChangeStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class CaseChange(Model):
+    """A change to a case proposed by one person (the maker) that takes effect only when
+    a second one approves it (the checker): server/cases/changes.py."""
+
+    __tablename__ = "case_changes"
+    __table_args__ = (
+        CheckConstraint("checker_id IS NULL OR checker_id <> maker_id", name="four_eyes"),
+        # One pending change of a kind per subject (a member, a new member's ID number,
+        # the household's incomes) at a time.
+        Index(
+            "uq_case_changes_one_pending",
+            "household_id",
+            "kind",
+            "subject",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # The checkers' worklist: pending changes, oldest first.
+        Index("ix_case_changes_status_made_at", "status", "made_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    kind: Mapped[ChangeKind] = mapped_column(
+        Enum(
+            ChangeKind,
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=enum_values,
+            name="case_change_kind",
+        )
+    )
+    # "member:<id>" (remove, phone), "id:<keyed hash>" (add), "incomes" (income change).
+    subject: Mapped[str] = mapped_column(String(80))
+    # The proposed values and the values they replace, as JSON, encrypted (names, ID
+    # numbers, phones): changes.py reads and writes it.
+    payload: Mapped[str] = mapped_column(EncryptedText("case_changes.payload"))
+    reason: Mapped[str] = mapped_column(Text)
+    maker_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[ChangeStatus] = mapped_column(
+        Enum(
+            ChangeStatus,
+            native_enum=False,
+            create_constraint=True,
+            length=10,
+            values_callable=enum_values,
+            name="case_change_status",
+        ),
+        default=ChangeStatus.PENDING,
+    )
+    checker_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checker_note: Mapped[str | None] = mapped_column(Text)
+    # The allowance before and after: a preview at the proposal, computed again from the
+    # case as it is at the approval (what was applied).
+    allowance_before: Mapped[Decimal] = mapped_column(Money)
+    allowance_after: Mapped[Decimal] = mapped_column(Money)
+    eligible_after: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The first payroll month that pays the new allowance (set at the approval).
+    effective_month: Mapped[str | None] = mapped_column(String(7))
+
+    household: Mapped[Household] = relationship()
+    maker: Mapped[User] = relationship(foreign_keys=[maker_id])
+    checker: Mapped[User | None] = relationship(foreign_keys=[checker_id])
+
+    def __repr__(self) -> str:
+        return f"<CaseChange {self.id} {self.kind.value} {self.status.value}>"

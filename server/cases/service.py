@@ -32,7 +32,7 @@ from server.cases.models import (
     id_number_hashes,
 )
 from server.cases.workflow import local_today
-from server.crypto import normalize_id_number
+from server.crypto import ID_NUMBER_PATTERN, id_check_digit, normalize_id_number
 from server.errors import ValidationFailed
 from server.extensions import db
 from server.region import region
@@ -48,6 +48,25 @@ class NewMember:
     able_to_work: bool = False
     monthly_income: Decimal = Decimal("0.00")
     proof_of_life_required: bool | None = None  # None: the head does it
+
+
+def check_id_number(id_number: str, birth_date: date | None = None) -> str:
+    """The normalized 18-character resident ID number (GB 11643-1999), or
+    ValidationFailed (field ``id_number``, ``problem``: format, checksum, birth_date)."""
+    value = normalize_id_number(id_number)
+    if not ID_NUMBER_PATTERN.match(value):
+        raise ValidationFailed(
+            "an ID number has 17 digits and a check character", field="id_number", problem="format"
+        )
+    if id_check_digit(value[:17]) != value[17]:
+        raise ValidationFailed(
+            "the ID number's check character is wrong", field="id_number", problem="checksum"
+        )
+    if birth_date is not None and value[6:14] != f"{birth_date:%Y%m%d}":
+        raise ValidationFailed(
+            "the ID number does not carry this birth date", field="id_number", problem="birth_date"
+        )
+    return value
 
 
 def find_members_by_id_number(id_number: str) -> list[Member]:
@@ -325,6 +344,11 @@ class MemberDetails:
     monthly_income: Decimal
     alive: bool
     proof_of_life_required: bool
+    left_on: date | None = None  # removed from the household by an approved change
+
+    @property
+    def current(self) -> bool:
+        return self.alive and self.left_on is None
 
 
 def read_member_details(actor: User, household: Household) -> list[MemberDetails]:
@@ -359,6 +383,7 @@ def read_member_details(actor: User, household: Household) -> list[MemberDetails
                 monthly_income=m.monthly_income,
                 alive=m.alive,
                 proof_of_life_required=m.proof_of_life_required,
+                left_on=m.left_on,
             )
         )
     db.session.flush()

@@ -5,8 +5,10 @@ through ``transition``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from server import clock
@@ -289,7 +291,14 @@ def schedule_review(
     )
 
 
-def allowance_for(household: Household, rules: RegionRules | None = None) -> AllowanceResult:
+def allowance_for(
+    household: Household,
+    rules: RegionRules | None = None,
+    *,
+    member_incomes: Sequence[Decimal] | None = None,
+) -> AllowanceResult:
+    """The household's allowance from its living members' incomes, or from
+    ``member_incomes`` (a proposed change's members: server/cases/changes.py)."""
     rules = rules or region()
     cls = household.household_class
     return compute_allowance(
@@ -297,5 +306,17 @@ def allowance_for(household: Household, rules: RegionRules | None = None) -> All
         monthly_standard=cls.monthly_standard,
         fixed_monthly=cls.fixed_monthly,
         minimum_monthly=rules.minimum_monthly,
-        member_incomes=[m.monthly_income for m in household.living_members],
+        member_incomes=(
+            [m.monthly_income for m in household.living_members]
+            if member_incomes is None
+            else member_incomes
+        ),
     )
+
+
+def record_event(
+    household: Household, action: str, *, actor: User, reason: str | None, **details: Any
+) -> CaseEvent:
+    """A ``case_events`` row for something done to the case that leaves its state as
+    it is (an approved change), with its audit row ``case.<action>``."""
+    return _record(household, action, actor=actor, before=household.state, reason=reason, **details)

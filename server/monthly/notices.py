@@ -23,6 +23,7 @@ EXTENSION = "dibao.notifier"
 class NoticeKind(enum.StrEnum):
     REMINDER = "reminder"  # the window opened: here is your link, until the close
     FOLLOW_UP = "follow_up"  # the follow-up day: still pending, the close is near
+    RESEND = "resend"  # staff asked to send the month's link again (a corrected phone)
 
 
 class Reach(enum.StrEnum):

@@ -68,8 +68,8 @@ IN_CARE = CaseState.APPROVED
 
 def designated(member: Member) -> bool:
     """Whether the member does the monthly proof of life, household aside: living and
-    designated (``proof_of_life_required``)."""
-    return member.alive and member.proof_of_life_required
+    designated (``proof_of_life_required``), still in the household."""
+    return member.current and member.proof_of_life_required
 
 
 def in_care(household: Household) -> bool:
@@ -89,6 +89,7 @@ def who_must_prove_life(*columns: Any) -> Select[Any]:
         .where(
             Household.state == IN_CARE,
             Member.alive.is_(True),
+            Member.left_on.is_(None),
             Member.proof_of_life_required.is_(True),
         )
     )

@@ -39,6 +39,7 @@ from server.auth.permissions import (
     require_visible,
     scope_to_actor,
 )
+from server.cases.events import MemberLeft, member_left
 from server.cases.models import Household, Member
 from server.crypto import equal_secret
 from server.devices.models import DeviceToken
@@ -705,6 +706,39 @@ def decide_month(
     )
     db.session.flush()
     month_decided.send(MonthDecided(record.household_id, record.month, now))
+
+
+@member_left.connect
+def _exempt_member_who_left(event: MemberLeft) -> None:
+    """A member removed from the household proves life no more: their months still
+    pending (or in review) are exempt, and the household's payment follows."""
+    records = list(
+        db.session.scalars(
+            select(ProofOfLifeMonth).where(
+                ProofOfLifeMonth.member_id == event.member_id,
+                ProofOfLifeMonth.status.in_([MonthStatus.PENDING, MonthStatus.REVIEW]),
+            )
+        )
+    )
+    for record in records:
+        before = record.status
+        record.status = MonthStatus.EXEMPT
+        record.decided_by_id = event.actor_id
+        record.decision_reason = "left the household (approved case change)"
+        _resolve_contact(record, event.now)
+        audit.record(
+            "pol.month_decided",
+            actor=None,
+            object_type="pol_month",
+            object_id=record.id,
+            household_id=record.household_id,
+            before=before.value,
+            after=MonthStatus.EXEMPT.value,
+            why="member_left",
+        )
+    db.session.flush()
+    for month in sorted({r.month for r in records}):
+        month_decided.send(MonthDecided(event.household_id, month, event.now))
 
 
 # --------------------------------------------------------------------------- retention

@@ -85,7 +85,7 @@ def _group_counts(areas: _Areas, rules: PublicRules) -> Counter[Key]:
     """Cases per (county, township, village, class, size band), counted in SQL."""
     sizes = (
         select(Member.household_id, func.count().label("n"))
-        .where(Member.alive.is_(True))
+        .where(Member.alive.is_(True), Member.left_on.is_(None))
         .group_by(Member.household_id)
         .subquery()
     )
@@ -176,7 +176,7 @@ class _Batch:
             db.session.execute(
                 select(Member.household_id, func.count())
                 .where(Member.household_id >= start, Member.household_id < end)
-                .where(Member.alive.is_(True))
+                .where(Member.alive.is_(True), Member.left_on.is_(None))
                 .group_by(Member.household_id)
             ).all()
         )

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 import pytest
@@ -37,8 +38,9 @@ from werkzeug.test import encode_multipart
 from server import clock
 from server.areas.models import Area, AreaLevel
 from server.auth.models import Role, User
+from server.cases import changes as case_changes
 from server.cases.codes import new_case_code
-from server.cases.models import CaseState, Household
+from server.cases.models import CaseChange, CaseState, ChangeStatus, Household
 from server.crypto import id_check_digit
 from server.devices.models import DeviceToken
 from server.devices.service import DEVICE_ROLES, PREFIX_LENGTH, TOKEN_PREFIX, hash_token
@@ -116,6 +118,7 @@ class Place:
     survey_id: int  # the visit
     back_check_id: int  # the visit sampled for a back-check
     caseworker_id: int  # the township's caseworker, who made the visit
+    change_id: int  # a pending income change the township's caseworker proposed
     village_id: int = MISSING_ID + 20  # the village itself (the office's forms take it)
     head_id_number: str = ""  # the head's ID number (case search)
 
@@ -150,6 +153,7 @@ def missing_place() -> Place:
         survey_id=MISSING_ID + 15,
         back_check_id=MISSING_ID + 16,
         caseworker_id=MISSING_ID + 17,
+        change_id=MISSING_ID + 18,
     )
 
 
@@ -263,6 +267,9 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
     draw.checks.append(BackCheck(survey=survey, weight=1.0))
     db.session.add(draw)
     db.session.flush()
+    change = case_changes.propose_incomes(
+        tablet.user, household, [case_changes.IncomeLine(head.id, Decimal("150.00"))], "务工收入"
+    )
     return Place(
         village_code=village.code,
         village_id=village.id,
@@ -287,6 +294,7 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         survey_id=survey.id,
         back_check_id=draw.checks[0].id,
         caseworker_id=tablet.user_id,
+        change_id=change.id,
     )
 
 
@@ -420,6 +428,21 @@ def _back_check_recorded_by_supervisors(place: Place, role: Role) -> None:
     assert (check.outcome == "confirmed") == (role in recorders)
 
 
+def _change_decided_by(roles: set[Role], status: ChangeStatus) -> Callable[[Place, Role], None]:
+    def effect(place: Place, role: Role) -> None:
+        change = db.session.get(CaseChange, place.change_id)
+        assert change is not None
+        assert change.status is (status if role in roles else ChangeStatus.PENDING), role
+
+    return effect
+
+
+def _change(case_code: str, change_id: int, decision: str) -> Call:
+    return Call(
+        "POST", f"/cases/{case_code}/changes/{change_id}/{decision}", data={"note": "已核实"}
+    )
+
+
 def _review(case_code: str, survey_id: int) -> Call:
     return Call(
         "POST",
@@ -544,6 +567,10 @@ ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
 REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
 CONSOLE_READERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER, Role.SUPERVISOR}
 REGISTERERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER}
+# Changes to a case (server/cases/changes.py): proposed by township staff, checked by a
+# township reviewer or the county approver (never the maker).
+TOWNSHIP_STAFF = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER}
+CHECKERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
@@ -593,6 +620,103 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "through the caller's case",
                 lambda t, o: Call("POST", f"/cases/{o.case_code}/members/{t.head_id}/reveal"),
                 only(REVEALERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.propose_change",
+        "page",
+        (
+            Variant(
+                "a phone of its case",
+                lambda t, o: Call(
+                    "POST",
+                    f"/cases/{t.case_code}/changes/correct_phone",
+                    data={"member": str(t.head_id), "phone": "13700001111", "reason": "换号"},
+                ),
+                only(TOWNSHIP_STAFF, 303, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.reveal_change",
+        "page",
+        (
+            Variant(
+                "a change of its case",
+                lambda t, o: Call("POST", f"/cases/{t.case_code}/changes/{t.change_id}/reveal"),
+                only(REVEALERS, 200, 403),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: Call("POST", f"/cases/{o.case_code}/changes/{t.change_id}/reveal"),
+                only(REVEALERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.approve_change",
+        "page",
+        (
+            Variant(
+                "a change of its case",
+                lambda t, o: _change(t.case_code, t.change_id, "approve"),
+                everyone(303),
+                _change_decided_by(CHECKERS, ChangeStatus.APPROVED),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: _change(o.case_code, t.change_id, "approve"),
+                everyone(303),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.reject_change",
+        "page",
+        (
+            Variant(
+                "a change of its case",
+                lambda t, o: _change(t.case_code, t.change_id, "reject"),
+                everyone(303),
+                _change_decided_by(CHECKERS, ChangeStatus.REJECTED),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: _change(o.case_code, t.change_id, "reject"),
+                everyone(303),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.withdraw_change",
+        "page",
+        (
+            Variant(
+                "a change of its case",
+                lambda t, o: _change(t.case_code, t.change_id, "withdraw"),
+                everyone(303),
+                # The township's caseworker proposed it: only they withdraw it.
+                _change_decided_by({Role.CASEWORKER}, ChangeStatus.WITHDRAWN),
+            ),
+        ),
+    ),
+    Endpoint(
+        "cases.resend_link",
+        "page",
+        (
+            Variant(
+                "a member of its case",
+                lambda t, o: Call("POST", f"/cases/{t.case_code}/members/{t.head_id}/resend-link"),
+                # Refusals (a role, a closed window) are said on the case page.
+                everyone(303),
+            ),
+            Variant(
+                "another household's member through its case",
+                lambda t, o: Call(
+                    "POST", f"/cases/{t.case_code}/members/{t.other_head_id}/resend-link"
+                ),
+                everyone(404),
             ),
         ),
     ),
