@@ -99,6 +99,9 @@ class Capability(enum.StrEnum):
     READ_CONSOLE = "read_console"
     READ_AUDIT_LOG = "read_audit_log"  # the audit-log view and its export
     RECORD_BACK_CHECKS = "record_back_checks"  # re-visit a sampled visit, record the outcome
+    # Match the civil registry's death register and apply it (issue 17): it suspends
+    # cases, a county decision, so the county approver's alone.
+    IMPORT_DEATH_REGISTER = "import_death_register"
 
 
 C = Capability
@@ -137,6 +140,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.DECIDE_PROOF_OF_LIFE,
             C.READ_CONSOLE,
             C.RECORD_BACK_CHECKS,
+            C.IMPORT_DEATH_REGISTER,
         }
     ),
     Role.SUPERVISOR: frozenset(

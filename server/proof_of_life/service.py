@@ -707,6 +707,42 @@ def decide_month(
     month_decided.send(MonthDecided(record.household_id, record.month, now))
 
 
+def exempt_after_death(member: Member, from_month: str, *, actor: User | None, reason: str) -> int:
+    """A member recorded deceased: their months from ``from_month`` on that are still
+    open or blocking (pending, review, failed, missed) become exempt with ``reason``,
+    and their contact tasks are done; one audit row per month. The payment is not
+    settled again (a death must not restore a suspended month: back-pay to the dead).
+    Returns how many months changed. Flushes, never commits."""
+    now = clock.utcnow()
+    records = db.session.scalars(
+        select(ProofOfLifeMonth).where(
+            ProofOfLifeMonth.member_id == member.id,
+            ProofOfLifeMonth.month >= from_month,
+            ProofOfLifeMonth.status.in_(
+                (MonthStatus.PENDING, MonthStatus.REVIEW, MonthStatus.FAILED, MonthStatus.MISSED)
+            ),
+        )
+    ).all()
+    for record in records:
+        before = record.status
+        record.status = MonthStatus.EXEMPT
+        record.decided_by_id = actor.id if actor is not None else None
+        record.decision_reason = reason
+        _resolve_contact(record, now)
+        audit.record(
+            "pol.month_decided",
+            actor=actor,
+            object_type="pol_month",
+            object_id=record.id,
+            household_id=record.household_id,
+            before=before.value,
+            after=MonthStatus.EXEMPT.value,
+            source="death_register",
+        )
+    db.session.flush()
+    return len(records)
+
+
 # --------------------------------------------------------------------------- retention
 
 

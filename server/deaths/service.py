@@ -1,0 +1,312 @@
+"""Checking a death-register file against the members, and applying it.
+
+``check`` reads the database only (a dry run writes nothing: no row, no audit row).
+``apply`` applies the matched rows in the actor's area in the caller's transaction:
+the member deceased, proof of life exempt from the month of death, the allowance
+recomputed through the workflow, a household with no living member suspended for
+termination, payments after the death listed as overpayments, an import row, and an
+audit row for each change. Functions flush, never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from server.areas.models import Area
+from server.audit import service as audit
+from server.auth.models import User
+from server.auth.permissions import Capability, require
+from server.cases import workflow
+from server.cases.models import CaseState, Household, Member
+from server.cases.service import id_number_hash
+from server.cases.workflow import local_today
+from server.deaths.importer import (
+    DEFAULT_PROFILE,
+    Candidate,
+    Classification,
+    Classified,
+    Profile,
+    RegisterRow,
+    classify,
+    normalize_name,
+    read_register,
+)
+from server.deaths.models import DeathImport, Overpayment
+from server.extensions import db
+from server.payments.models import PaymentMonth, PaymentStatus
+from server.proof_of_life import service as pol
+
+CHUNK = 1000  # ID hashes per IN (...) query
+
+
+@dataclass
+class Report:
+    """A checked file: its hash, profile, and each row's class."""
+
+    sha256: str
+    profile: str
+    classification: Classification
+    case_codes: dict[int, str] = field(default_factory=dict)  # household id -> case code
+    import_id: int | None = None
+    overpayments: list[Overpayment] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return self.classification.counts()
+
+    @property
+    def rows(self) -> list[Classified]:
+        return self.classification.rows
+
+
+def death_reason(died_on: date) -> str:
+    return f"death register: member died on {died_on.isoformat()}"
+
+
+def check(
+    data: bytes,
+    *,
+    actor: User | None,
+    profile: Profile = DEFAULT_PROFILE,
+    today: date | None = None,
+) -> Report:
+    """Read and classify a register file. ``actor``: the reader whose area the rows
+    are scoped to (None: the whole league, for the command line). Writes nothing."""
+    if actor is not None:
+        require(actor, Capability.IMPORT_DEATH_REGISTER, "only a county approver imports deaths")
+    rows = read_register(data, profile)
+    return _classify(rows, data, profile, actor, today or local_today())
+
+
+def _classify(
+    rows: Sequence[RegisterRow], data: bytes, profile: Profile, actor: User | None, today: date
+) -> Report:
+    hashes = {row.id_number: id_number_hash(row.id_number) for row in rows}
+    candidates: dict[str, list[Candidate]] = defaultdict(list)
+    distinct = sorted(set(hashes.values()))
+    for start in range(0, len(distinct), CHUNK):
+        chunk = distinct[start : start + CHUNK]
+        found = db.session.execute(
+            select(
+                Member.id_number_hash,
+                Member.id,
+                Member.household_id,
+                Member.birth_date,
+                Member.alive,
+                Member.died_on,
+                Area.path,
+            )
+            .join(Household, Household.id == Member.household_id)
+            .join(Area, Area.id == Household.village_id)
+            .where(Member.id_number_hash.in_(chunk))
+        )
+        for h, member_id, household_id, birth, alive, died_on, path in found:
+            candidates[h].append(
+                Candidate(
+                    member_id=member_id,
+                    household_id=household_id,
+                    birth_date=birth,
+                    alive=alive,
+                    died_on=died_on,
+                    in_area=actor is None or path.startswith(actor.area.path),
+                )
+            )
+    names = _names_of([c.member_id for cs in candidates.values() for c in cs if c.in_area])
+    classification = classify(
+        rows,
+        candidates,
+        hash_of=hashes.__getitem__,
+        member_name=lambda member_id: names.get(member_id, ""),
+        today=today,
+    )
+    household_ids = {
+        r.member.household_id for r in classification.rows if r.member is not None and r.in_area
+    }
+    codes: dict[int, str] = {}
+    ids = sorted(household_ids)
+    for start in range(0, len(ids), CHUNK):
+        for household_id, case_code in db.session.execute(
+            select(Household.id, Household.case_code).where(
+                Household.id.in_(ids[start : start + CHUNK])
+            )
+        ):
+            codes[household_id] = case_code
+    return Report(
+        sha256=hashlib.sha256(data).hexdigest(),
+        profile=profile.name,
+        classification=classification,
+        case_codes=codes,
+    )
+
+
+def _names_of(member_ids: list[int]) -> dict[int, str]:
+    """The normalized names of the members found (decrypted only for these)."""
+    names: dict[int, str] = {}
+    for start in range(0, len(member_ids), CHUNK):
+        for member_id, name in db.session.execute(
+            select(Member.id, Member.name).where(Member.id.in_(member_ids[start : start + CHUNK]))
+        ):
+            names[member_id] = normalize_name(name)
+    return names
+
+
+def apply(
+    data: bytes,
+    *,
+    actor: User,
+    profile: Profile = DEFAULT_PROFILE,
+    today: date | None = None,
+) -> Report:
+    """Check the file again and apply its matched rows in ``actor``'s area (a county
+    approver: the suspensions are theirs). Ambiguous rows are never applied. When
+    nothing is left to apply (the same file again), nothing is written."""
+    require(actor, Capability.IMPORT_DEATH_REGISTER, "only a county approver imports deaths")
+    today = today or local_today()
+    report = check(data, actor=actor, profile=profile, today=today)
+    todo = report.classification.to_apply()
+    if not todo:
+        return report
+    batch = DeathImport(
+        file_sha256=report.sha256,
+        profile=report.profile,
+        rows=len(report.rows),
+        applied=len(todo),
+        counts=json.dumps(report.counts(), sort_keys=True),
+        actor_id=actor.id,
+    )
+    db.session.add(batch)
+    db.session.flush()
+    deaths: dict[int, date] = {}
+    for row in todo:
+        if row.member is not None and row.row.died_on is not None:  # always, when matched
+            deaths[row.member.member_id] = row.row.died_on
+    households = db.session.scalars(
+        select(Household)
+        .where(Household.id.in_({r.member.household_id for r in todo if r.member is not None}))
+        .options(selectinload(Household.members), selectinload(Household.village))
+        .order_by(Household.id)
+    ).all()
+    for household in households:
+        died = {m: deaths[m.id] for m in household.members if m.id in deaths}
+        report.overpayments += _apply_household(household, died, actor, batch, today)
+    audit.record(
+        "deaths.imported",
+        actor=actor,
+        object_type="death_import",
+        object_id=batch.id,
+        file_sha256=report.sha256,
+        applied=len(todo),
+        **{f"rows_{k}": v for k, v in report.counts().items()},
+    )
+    db.session.flush()
+    report.import_id = batch.id
+    return report
+
+
+def _apply_household(
+    household: Household,
+    died: dict[Member, date],
+    actor: User,
+    batch: DeathImport,
+    today: date,
+) -> list[Overpayment]:
+    for member, died_on in died.items():
+        member.alive = False
+        member.died_on = died_on
+        member.proof_of_life_required = False
+        audit.record(
+            "member.deceased",
+            actor=actor,
+            object_type="member",
+            object_id=member.id,
+            household_id=household.id,
+            death_import_id=batch.id,
+        )
+        pol.exempt_after_death(
+            member, f"{died_on:%Y-%m}", actor=actor, reason=death_reason(died_on)
+        )
+    first = min(died.values())
+    reason = "; ".join(death_reason(d) for d in sorted(died.values()))
+    result = workflow.recompute_allowance(household, actor=actor, reason=reason)
+    if household.state is CaseState.APPROVED and not result.eligible:
+        why = (
+            "no living member is left: terminate"
+            if not household.living_members
+            else "no longer eligible: review, then reinstate or terminate"
+        )
+        workflow.transition(
+            household, "suspend", actor=actor, reason=f"{reason}; {why}", today=today
+        )
+    return _overpayments(household, died, first, result.monthly_amount, batch, actor)
+
+
+def _overpayments(
+    household: Household,
+    died: dict[Member, date],
+    first: date,
+    new_amount: Decimal,
+    batch: DeathImport,
+    actor: User,
+) -> list[Overpayment]:
+    """Months after the (first) death that were paid: the part paid above what the
+    remaining members get (all of it when nobody is left)."""
+    member = min(died, key=lambda m: (died[m], m.id))
+    known = set(
+        db.session.scalars(
+            select(Overpayment.month).where(Overpayment.household_id == household.id)
+        )
+    )
+    payments = db.session.scalars(
+        select(PaymentMonth)
+        .where(
+            PaymentMonth.household_id == household.id,
+            PaymentMonth.month > f"{first:%Y-%m}",
+            PaymentMonth.status.in_((PaymentStatus.PAYABLE, PaymentStatus.RESTORED)),
+        )
+        .order_by(PaymentMonth.month)
+    ).all()
+    keep = new_amount if household.living_members else Decimal("0.00")
+    listed = []
+    for payment in payments:
+        amount = payment.amount - keep
+        if amount <= 0 or payment.month in known:
+            continue
+        over = Overpayment(
+            household_id=household.id,
+            member_id=member.id,
+            month=payment.month,
+            amount=amount,
+            import_id=batch.id,
+        )
+        db.session.add(over)
+        db.session.flush()
+        audit.record(
+            "overpayment.listed",
+            actor=actor,
+            object_type="overpayment",
+            object_id=over.id,
+            household_id=household.id,
+            month=payment.month,
+            amount=str(amount),
+        )
+        listed.append(over)
+    return listed
+
+
+def overpayments_of(household: Household) -> list[Overpayment]:
+    """The case page's list."""
+    return list(
+        db.session.scalars(
+            select(Overpayment)
+            .where(Overpayment.household_id == household.id)
+            .order_by(Overpayment.month)
+        )
+    )
