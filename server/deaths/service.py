@@ -44,6 +44,7 @@ from server.deaths.models import DeathImport, Overpayment
 from server.extensions import db
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life import service as pol
+from server.storage import blob_user
 
 CHUNK = 1000  # ID hashes per IN (...) query
 
@@ -309,4 +310,13 @@ def overpayments_of(household: Household) -> list[Overpayment]:
             .where(Overpayment.household_id == household.id)
             .order_by(Overpayment.month)
         )
+    )
+
+
+@blob_user
+def _register_kept(sha256: str) -> bool:
+    """An applied register file stays in the blob store: what the import was made from."""
+    return (
+        db.session.scalar(select(DeathImport.id).where(DeathImport.file_sha256 == sha256).limit(1))
+        is not None
     )

@@ -22,6 +22,7 @@ from flask_login import current_user
 from server.auth.permissions import Capability, can, staff_required
 from server.cases import queries, service, workflow
 from server.cases.models import CaseState, Household
+from server.deaths.service import overpayments_of
 from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
@@ -94,6 +95,7 @@ def _case_page(household: Household, revealed: int | None) -> ResponseReturnValu
         pol_months=pol.months_of(household),
         pol_member_names={m.member_id: m.name for m in members},
         revealed=revealed,
+        overpayments=overpayments_of(household),
     )
 
 
