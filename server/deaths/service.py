@@ -219,6 +219,7 @@ def _apply_household(
     batch: DeathImport,
     today: date,
 ) -> list[Overpayment]:
+    designated = any(m.proof_of_life_required for m in died)
     for member, died_on in died.items():
         member.alive = False
         member.died_on = died_on
@@ -236,6 +237,10 @@ def _apply_household(
         )
     first = min(died.values())
     reason = "; ".join(death_reason(d) for d in sorted(died.values()))
+    living = household.living_members
+    if designated and living and not any(m.proof_of_life_required for m in living):
+        # Nobody proves life for the household any more: the township designates one.
+        reason += "; no living member is designated for proof of life: designate one"
     result = workflow.recompute_allowance(household, actor=actor, reason=reason)
     if household.state is CaseState.APPROVED and not result.eligible:
         why = (

@@ -98,10 +98,11 @@ def test_applying_records_the_death_and_its_consequences(app: Flask) -> None:
     assert household.monthly_allowance is not None and old_amount is not None
     assert household.monthly_allowance < old_amount
     event = household.events[-1]
-    assert (event.action, event.reason, event.actor_id) == (
-        "recompute_allowance",
-        "death register: member died on 2026-03-10",
-        approver.id,
+    assert (event.action, event.actor_id) == ("recompute_allowance", approver.id)
+    # The head (the designated member) died: the township must designate another.
+    assert event.reason == (
+        "death register: member died on 2026-03-10; "
+        "no living member is designated for proof of life: designate one"
     )
 
     # The single-person household is suspended, waiting for the county's termination.
