@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import enum
 import io
+import operator
 import re
 import tomllib
 import unicodedata
@@ -39,7 +40,7 @@ def id_checksum_ok(id_number: str) -> bool:
     character is its GB 11643-1999 (ISO 7064 MOD 11-2) check character."""
     if not _ID_SHAPE.fullmatch(id_number):
         return False
-    total = sum(int(d) * w for d, w in zip(id_number[:17], _ID_WEIGHTS, strict=True))
+    total = sum(map(operator.mul, map(int, id_number[:17]), _ID_WEIGHTS))
     return _ID_CHECK[total % 11] == id_number[17]
 
 
@@ -211,10 +212,7 @@ def _columns(header: Sequence[Any], profile: Profile) -> list[int]:
 
 
 _DATE_PATTERNS = (
-    re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})"),
-    re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})"),
-    re.compile(r"(\d{4})\.(\d{1,2})\.(\d{1,2})"),
-    re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?"),
+    re.compile(r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?"),
     re.compile(r"(\d{4})(\d{2})(\d{2})"),
 )
 _EXCEL_EPOCH = date(1899, 12, 30)

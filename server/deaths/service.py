@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import ARRAY, ColumnElement, Row, String, any_, bindparam, select
+from sqlalchemy.orm import InstrumentedAttribute, selectinload
 
 from server.areas.models import Area
 from server.audit import service as audit
@@ -46,7 +47,23 @@ from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life import service as pol
 from server.storage import blob_user
 
-CHUNK = 1000  # ID hashes per IN (...) query
+CHUNK = 1000  # ids per IN (...) query
+LOOKUP_CHUNK = 5000  # ID hashes per look-up (one array parameter on PostgreSQL)
+
+T = TypeVar("T")
+
+
+def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _among(column: InstrumentedAttribute[str], values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``= ANY(array)``: one parameter, not
+    thousands, for the planner and the driver."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("among", list(values), type_=ARRAY(String)))
+    return column.in_(values)
 
 
 @dataclass
@@ -91,11 +108,9 @@ def _classify(
     rows: Sequence[RegisterRow], data: bytes, profile: Profile, actor: User | None, today: date
 ) -> Report:
     hashes = {row.id_number: id_number_hash(row.id_number) for row in rows}
-    candidates: dict[str, list[Candidate]] = defaultdict(list)
-    distinct = sorted(set(hashes.values()))
-    for start in range(0, len(distinct), CHUNK):
-        chunk = distinct[start : start + CHUNK]
-        found = db.session.execute(
+    found: list[Row[str, int, int, date, bool, date | None]] = []
+    for chunk in _chunks(sorted(set(hashes.values())), LOOKUP_CHUNK):
+        found += db.session.execute(
             select(
                 Member.id_number_hash,
                 Member.id,
@@ -103,23 +118,30 @@ def _classify(
                 Member.birth_date,
                 Member.alive,
                 Member.died_on,
-                Area.path,
-            )
-            .join(Household, Household.id == Member.household_id)
+            ).where(_among(Member.id_number_hash, chunk))
+        ).all()
+    # The few households found: their case codes and whether they lie in the area.
+    households: dict[int, tuple[str, str]] = {}
+    for ids in _chunks(sorted({f[2] for f in found}), CHUNK):
+        for household_id, case_code, path in db.session.execute(
+            select(Household.id, Household.case_code, Area.path)
             .join(Area, Area.id == Household.village_id)
-            .where(Member.id_number_hash.in_(chunk))
-        )
-        for h, member_id, household_id, birth, alive, died_on, path in found:
-            candidates[h].append(
-                Candidate(
-                    member_id=member_id,
-                    household_id=household_id,
-                    birth_date=birth,
-                    alive=alive,
-                    died_on=died_on,
-                    in_area=actor is None or path.startswith(actor.area.path),
-                )
+            .where(Household.id.in_(ids))
+        ):
+            households[household_id] = (case_code, path)
+    candidates: dict[str, list[Candidate]] = defaultdict(list)
+    for h, member_id, household_id, birth, alive, died_on in found:
+        path = households[household_id][1]
+        candidates[h].append(
+            Candidate(
+                member_id=member_id,
+                household_id=household_id,
+                birth_date=birth,
+                alive=alive,
+                died_on=died_on,
+                in_area=actor is None or path.startswith(actor.area.path),
             )
+        )
     names = _names_of([c.member_id for cs in candidates.values() for c in cs if c.in_area])
     classification = classify(
         rows,
@@ -128,18 +150,11 @@ def _classify(
         member_name=lambda member_id: names.get(member_id, ""),
         today=today,
     )
-    household_ids = {
-        r.member.household_id for r in classification.rows if r.member is not None and r.in_area
+    codes = {
+        r.member.household_id: households[r.member.household_id][0]
+        for r in classification.rows
+        if r.member is not None and r.in_area
     }
-    codes: dict[int, str] = {}
-    ids = sorted(household_ids)
-    for start in range(0, len(ids), CHUNK):
-        for household_id, case_code in db.session.execute(
-            select(Household.id, Household.case_code).where(
-                Household.id.in_(ids[start : start + CHUNK])
-            )
-        ):
-            codes[household_id] = case_code
     return Report(
         sha256=hashlib.sha256(data).hexdigest(),
         profile=profile.name,
@@ -151,9 +166,9 @@ def _classify(
 def _names_of(member_ids: list[int]) -> dict[int, str]:
     """The normalized names of the members found (decrypted only for these)."""
     names: dict[int, str] = {}
-    for start in range(0, len(member_ids), CHUNK):
+    for chunk in _chunks(member_ids, CHUNK):
         for member_id, name in db.session.execute(
-            select(Member.id, Member.name).where(Member.id.in_(member_ids[start : start + CHUNK]))
+            select(Member.id, Member.name).where(Member.id.in_(chunk))
         ):
             names[member_id] = normalize_name(name)
     return names
@@ -189,15 +204,42 @@ def apply(
     for row in todo:
         if row.member is not None and row.row.died_on is not None:  # always, when matched
             deaths[row.member.member_id] = row.row.died_on
-    households = db.session.scalars(
-        select(Household)
-        .where(Household.id.in_({r.member.household_id for r in todo if r.member is not None}))
-        .options(selectinload(Household.members), selectinload(Household.village))
-        .order_by(Household.id)
-    ).all()
+    household_ids = sorted({r.member.household_id for r in todo if r.member is not None})
+    households: list[Household] = []
+    paid: dict[int, list[PaymentMonth]] = defaultdict(list)
+    listed_before: set[tuple[int, str]] = set()
+    for chunk in _chunks(household_ids, CHUNK):
+        households += db.session.scalars(
+            select(Household)
+            .where(Household.id.in_(chunk))
+            .options(selectinload(Household.members), selectinload(Household.village))
+            .order_by(Household.id)
+        ).all()
+        for payment in db.session.scalars(
+            select(PaymentMonth)
+            .where(
+                PaymentMonth.household_id.in_(chunk),
+                PaymentMonth.status.in_((PaymentStatus.PAYABLE, PaymentStatus.RESTORED)),
+            )
+            .order_by(PaymentMonth.month)
+        ):
+            paid[payment.household_id].append(payment)
+        for household_id, month in db.session.execute(
+            select(Overpayment.household_id, Overpayment.month).where(
+                Overpayment.household_id.in_(chunk)
+            )
+        ):
+            listed_before.add((household_id, month))
+    pol.exempt_after_deaths(
+        {m: f"{d:%Y-%m}" for m, d in deaths.items()},
+        actor=actor,
+        reasons={m: death_reason(d) for m, d in deaths.items()},
+    )
     for household in households:
         died = {m: deaths[m.id] for m in household.members if m.id in deaths}
-        report.overpayments += _apply_household(household, died, actor, batch, today)
+        report.overpayments += _apply_household(
+            household, died, actor, batch, today, paid[household.id], listed_before
+        )
     audit.record(
         "deaths.imported",
         actor=actor,
@@ -218,6 +260,8 @@ def _apply_household(
     actor: User,
     batch: DeathImport,
     today: date,
+    paid: Sequence[PaymentMonth],
+    listed_before: set[tuple[int, str]],
 ) -> list[Overpayment]:
     designated = any(m.proof_of_life_required for m in died)
     for member, died_on in died.items():
@@ -232,9 +276,6 @@ def _apply_household(
             household_id=household.id,
             death_import_id=batch.id,
         )
-        pol.exempt_after_death(
-            member, f"{died_on:%Y-%m}", actor=actor, reason=death_reason(died_on)
-        )
     first = min(died.values())
     reason = "; ".join(death_reason(d) for d in sorted(died.values()))
     living = household.living_members
@@ -245,45 +286,22 @@ def _apply_household(
     if household.state is CaseState.APPROVED and not result.eligible:
         why = (
             "no living member is left: terminate"
-            if not household.living_members
+            if not living
             else "no longer eligible: review, then reinstate or terminate"
         )
         workflow.transition(
             household, "suspend", actor=actor, reason=f"{reason}; {why}", today=today
         )
-    return _overpayments(household, died, first, result.monthly_amount, batch, actor)
-
-
-def _overpayments(
-    household: Household,
-    died: dict[Member, date],
-    first: date,
-    new_amount: Decimal,
-    batch: DeathImport,
-    actor: User,
-) -> list[Overpayment]:
-    """Months after the (first) death that were paid: the part paid above what the
-    remaining members get (all of it when nobody is left)."""
+    # Months paid after the (first) death: the part paid above what the remaining
+    # members get (all of it when nobody is left).
     member = min(died, key=lambda m: (died[m], m.id))
-    known = set(
-        db.session.scalars(
-            select(Overpayment.month).where(Overpayment.household_id == household.id)
-        )
-    )
-    payments = db.session.scalars(
-        select(PaymentMonth)
-        .where(
-            PaymentMonth.household_id == household.id,
-            PaymentMonth.month > f"{first:%Y-%m}",
-            PaymentMonth.status.in_((PaymentStatus.PAYABLE, PaymentStatus.RESTORED)),
-        )
-        .order_by(PaymentMonth.month)
-    ).all()
-    keep = new_amount if household.living_members else Decimal("0.00")
+    keep = result.monthly_amount if living and result.eligible else Decimal("0.00")
     listed = []
-    for payment in payments:
+    for payment in paid:
         amount = payment.amount - keep
-        if amount <= 0 or payment.month in known:
+        if payment.month <= f"{first:%Y-%m}" or amount <= 0:
+            continue
+        if (household.id, payment.month) in listed_before:
             continue
         over = Overpayment(
             household_id=household.id,
@@ -293,13 +311,12 @@ def _overpayments(
             import_id=batch.id,
         )
         db.session.add(over)
-        db.session.flush()
         audit.record(
             "overpayment.listed",
             actor=actor,
-            object_type="overpayment",
-            object_id=over.id,
-            household_id=household.id,
+            object_type="household",
+            object_id=household.id,
+            death_import_id=batch.id,
             month=payment.month,
             amount=str(amount),
         )
