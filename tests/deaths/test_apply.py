@@ -214,6 +214,18 @@ def test_the_command_dry_runs_masked_then_applies(app: Flask, tmp_path: Any) -> 
     again = _run(app, "deaths", "import", str(register), "--apply", "--user", "approver")
     assert "already_applied=1" in again.output and "nothing to apply" in again.output
 
+    # Another registry's column names, through a profile file; GB18030 text.
+    profile = tmp_path / "civil.toml"
+    profile.write_text(
+        '[columns]\nid_number = ["SFZH"]\nname = ["XM"]\ndate_of_death = ["SWRQ"]\n',
+        encoding="utf-8",
+    )
+    other = tmp_path / "other.csv"
+    other.write_bytes(csv_bytes([family.line()], header=("SFZH", "XM", "SWRQ"), encoding="gb18030"))
+    mapped = _run(app, "deaths", "import", str(other), "--profile", str(profile))
+    assert mapped.exit_code == 0, mapped.output
+    assert "already_applied=1" in mapped.output
+
     bad = tmp_path / "bad.csv"
     bad.write_bytes(csv_bytes([["x"]], header=("编号",)))
     failed = _run(app, "deaths", "import", str(bad))

@@ -114,6 +114,9 @@ def test_a_token_is_the_users_own_and_expires(
     assert token is not None
     forged = client.post("/deaths/apply", data={"token": token.group(1) + "x"})
     assert forged.status_code == 422
+    other = client.application.test_client()
+    login(other, "other_approver")
+    assert other.post("/deaths/apply", data={"token": token.group(1)}).status_code == 422
     from server.web import deaths as view
 
     monkeypatch.setattr(view, "TOKEN_SECONDS", -1)
