@@ -218,6 +218,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.web.console_progress import bp as console_progress_bp
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
+    from server.web.deaths import bp as deaths_bp
     from server.web.office import bp as office_bp
 
     for blueprint in (
@@ -234,6 +235,7 @@ def _register_blueprints(app: Flask) -> None:
         public_bp,
         console_work_bp,
         office_bp,
+        deaths_bp,
     ):
         app.register_blueprint(blueprint)
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).

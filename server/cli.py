@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from server import clock, create_app
 from server import config as config_module
-from server.errors import ValidationFailed
+from server.errors import DomainError, ValidationFailed
 from server.extensions import db
 from server.storage import blob_store
 
@@ -710,6 +710,92 @@ PAYROLL_COLUMNS = (
     ("back_pay", "补发金额"),
     ("total", "合计"),
 )
+
+
+@cli.group("deaths")
+def deaths_group() -> None:
+    """The civil registry's death register (docs/office.md)."""
+
+
+@deaths_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--apply", "do_apply", is_flag=True, help="Apply the matched rows (default: dry run)."
+)
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    help="Column names: a built-in profile's name or a TOML file (docs/office.md).",
+)
+@click.option(
+    "--user",
+    "username",
+    help="The county approver applying (required with --apply): only members in their "
+    "area are applied, and the suspensions are theirs.",
+)
+@click.option("--rows", "show_rows", is_flag=True, help="List every row that matched a member.")
+@with_appcontext
+def deaths_import_command(
+    file: Path, do_apply: bool, profile: str, username: str | None, show_rows: bool
+) -> None:
+    """Match a death-register file (CSV or .xlsx) against the members by ID number.
+
+    A dry run by default: counts per class (matched, not_found, ambiguous,
+    already_applied) and, with --rows, each row that matched a member, names and ID
+    numbers masked. --apply records the matched deaths in one transaction; the same
+    file again changes nothing. See docs/office.md, "Matching the death register".
+    """
+    from server.auth.models import User
+    from server.crypto import mask_id_number
+    from server.deaths import importer
+    from server.deaths import service as deaths
+
+    chosen = importer.load_profile(profile)
+    data = file.read_bytes()
+    actor = None
+    if username is not None:
+        actor = db.session.scalar(select(User).where(User.username == username))
+        if actor is None or not actor.is_active:
+            raise click.UsageError(f"no active user {username!r}")
+    elif do_apply:
+        raise click.UsageError("--apply needs --user (a county approver)")
+    try:
+        report = (
+            deaths.apply(data, actor=actor, profile=chosen)
+            if do_apply and actor is not None
+            else deaths.check(data, actor=actor, profile=chosen)
+        )
+    except ValidationFailed as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from exc
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from exc
+    if show_rows:
+        for row in report.rows:
+            if row.member is None or not row.in_area:
+                continue
+            click.echo(
+                f"line {row.row.line}\t{row.row_class.value}\t"
+                f"{row.reason.value if row.reason else ''}\t"
+                f"{mask_id_number(row.row.id_number)}\t{importer.mask_name(row.row.name)}\t"
+                f"{row.row.raw_date}\t{report.case_codes.get(row.member.household_id, '')}"
+            )
+    counts = report.counts()
+    click.echo(" ".join(f"{name}={count}" for name, count in counts.items()))
+    if do_apply:
+        db.session.commit()
+        if report.import_id is None:
+            click.echo("nothing to apply")
+        else:
+            click.echo(
+                f"applied import {report.import_id}: {len(report.classification.to_apply())} "
+                f"deaths, {len(report.overpayments)} overpaid months listed"
+            )
+    else:
+        db.session.rollback()
+        click.echo("dry run: nothing changed (add --apply --user NAME to apply)")
 
 
 @cli.command("payroll")

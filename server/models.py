@@ -5,6 +5,7 @@ from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.console.models import MonthCount, MonthRollup
+from server.deaths.models import DeathImport, Overpayment
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
 from server.monthly.models import CampaignStep
@@ -37,6 +38,7 @@ __all__ = [
     "CaseEvent",
     "CaseState",
     "ContactTask",
+    "DeathImport",
     "DeviceToken",
     "FaceTemplate",
     "Household",
@@ -44,6 +46,7 @@ __all__ = [
     "Member",
     "MonthCount",
     "MonthRollup",
+    "Overpayment",
     "PaymentMonth",
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",

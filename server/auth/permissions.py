@@ -103,6 +103,9 @@ class Capability(enum.StrEnum):
     # person and taking effect only when a second one with CHECK_CASE_CHANGES approves.
     PROPOSE_CASE_CHANGES = "propose_case_changes"
     CHECK_CASE_CHANGES = "check_case_changes"
+    # Match the civil registry's death register and apply it (issue 17): it suspends
+    # cases, a county decision, so the county approver's alone.
+    IMPORT_DEATH_REGISTER = "import_death_register"
 
 
 C = Capability
@@ -145,6 +148,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.READ_CONSOLE,
             C.RECORD_BACK_CHECKS,
             C.CHECK_CASE_CHANGES,
+            C.IMPORT_DEATH_REGISTER,
         }
     ),
     Role.SUPERVISOR: frozenset(

@@ -291,6 +291,32 @@ def schedule_review(
     )
 
 
+def recompute_allowance(
+    household: Household, *, actor: User | None, reason: str
+) -> AllowanceResult:
+    """Recompute the allowance after the members changed (a death, say): an active or
+    suspended case that is still eligible gets the new amount; the state is unchanged
+    (the caller suspends a case that is no longer eligible). A ``case_events`` row
+    ``recompute_allowance`` with ``reason``, and its audit row. Flushes nothing."""
+    result = allowance_for(household)
+    before = household.monthly_allowance
+    if household.state in (S.APPROVED, S.SUSPENDED) and result.eligible:
+        household.monthly_allowance = result.monthly_amount
+    _record(
+        household,
+        "recompute_allowance",
+        actor=actor,
+        before=household.state,
+        reason=reason,
+        before_amount=None if before is None else str(before),
+        after_amount=None
+        if household.monthly_allowance is None
+        else str(household.monthly_allowance),
+        eligible=result.eligible,
+    )
+    return result
+
+
 def allowance_for(
     household: Household,
     rules: RegionRules | None = None,

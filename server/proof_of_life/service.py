@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -739,6 +739,62 @@ def _exempt_member_who_left(event: MemberLeft) -> None:
     db.session.flush()
     for month in sorted({r.month for r in records}):
         month_decided.send(MonthDecided(event.household_id, month, event.now))
+
+
+def exempt_after_deaths(
+    from_months: Mapping[int, str], *, actor: User | None, reasons: Mapping[int, str]
+) -> int:
+    """Members recorded deceased (member id -> the month of death): their months from
+    then on that are still open or blocking (pending, review, failed, missed) become
+    exempt with the member's reason, and their contact tasks of those months are done;
+    one audit row per month. The payment is not settled again (a death must not restore
+    a suspended month: back-pay to the dead). Reads in chunks, for thousands of
+    members at once. Returns how many months changed. Flushes, never commits."""
+    now = clock.utcnow()
+    ids = sorted(from_months)
+    open_statuses = (
+        MonthStatus.PENDING,
+        MonthStatus.REVIEW,
+        MonthStatus.FAILED,
+        MonthStatus.MISSED,
+    )
+    changed = 0
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        records = db.session.scalars(
+            select(ProofOfLifeMonth).where(
+                ProofOfLifeMonth.member_id.in_(chunk),
+                ProofOfLifeMonth.status.in_(open_statuses),
+            )
+        ).all()
+        tasks = db.session.scalars(
+            select(ContactTask).where(
+                ContactTask.member_id.in_(chunk), ContactTask.resolved_at.is_(None)
+            )
+        ).all()
+        for task in tasks:
+            if task.month >= from_months[task.member_id]:
+                task.resolved_at = now
+        for record in records:
+            if record.month < from_months[record.member_id]:
+                continue
+            before = record.status
+            record.status = MonthStatus.EXEMPT
+            record.decided_by_id = actor.id if actor is not None else None
+            record.decision_reason = reasons[record.member_id]
+            audit.record(
+                "pol.month_decided",
+                actor=actor,
+                object_type="pol_month",
+                object_id=record.id,
+                household_id=record.household_id,
+                before=before.value,
+                after=MonthStatus.EXEMPT.value,
+                source="death_register",
+            )
+            changed += 1
+    db.session.flush()
+    return changed
 
 
 # --------------------------------------------------------------------------- retention

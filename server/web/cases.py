@@ -24,6 +24,7 @@ from server.auth.permissions import Capability, can, staff_required
 from server.cases import changes as case_changes_service
 from server.cases import queries, service, workflow
 from server.cases.models import CaseChange, CaseState, Household
+from server.deaths.service import overpayments_of
 from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
@@ -112,6 +113,7 @@ def _case_page(
         revealed_change=revealed_change,
         may_check=lambda change: case_changes_service.may_check(current_user, change),
         may_resend=resend.may_resend(current_user),
+        overpayments=overpayments_of(household),
     ), status
 
 
