@@ -62,6 +62,7 @@ ACTION_LABELS = {
     "seed": _l("Imported"),
     "periodic_review": _l("Periodic review visit"),
     "proof_of_life_review": _l("Review after missed proofs of life"),
+    "standard_changed": _l("Allowance recomputed: new class standard"),
 }
 
 
@@ -229,6 +230,12 @@ AUDIT_ACTION_LABELS = {
     "auth.login": _l("Signed in"),
     "auth.login_failed": _l("Sign-in failed"),
     "user.create": _l("Account created"),
+    "user.role_changed": _l("Account's role or area changed"),
+    "user.deactivated": _l("Account deactivated"),
+    "user.activated": _l("Account reactivated"),
+    "user.password_link_issued": _l("Password link issued"),
+    "user.password_set": _l("Password set by link"),
+    "standard.scheduled": _l("Class standard change scheduled"),
     "member.read_personal": _l("Personal data read"),
     "member.reveal_personal": _l("ID number and phone revealed"),
     "export.downloaded": _l("Export downloaded"),
@@ -271,6 +278,7 @@ AUDIT_OBJECT_LABELS = {
     "export": _l("Export"),
     "payroll": _l("Payroll"),
     "payment_month": _l("Payment month"),
+    "class_standard": _l("Class standard"),
 }
 
 

@@ -2,8 +2,16 @@
 
 from server.areas.models import Area, AreaBoundary, AreaLevel
 from server.audit.models import AuditEntry
-from server.auth.models import Role, User
-from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.auth.models import PasswordLink, Role, User
+from server.cases.models import (
+    CaseEvent,
+    CaseState,
+    ClassStandard,
+    Household,
+    HouseholdClass,
+    Member,
+    Relation,
+)
 from server.console.models import MonthCount, MonthRollup
 from server.devices.models import DeviceToken
 from server.faces.models import FaceTemplate
@@ -36,6 +44,7 @@ __all__ = [
     "CampaignStep",
     "CaseEvent",
     "CaseState",
+    "ClassStandard",
     "ContactTask",
     "DeviceToken",
     "FaceTemplate",
@@ -44,6 +53,7 @@ __all__ = [
     "Member",
     "MonthCount",
     "MonthRollup",
+    "PasswordLink",
     "PaymentMonth",
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",

@@ -40,6 +40,7 @@ from server.auth.service import check_login
 from server.cases.allowance import compute_allowance
 from server.cases.codes import new_case_code
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.cases.standards import seed_first_versions, standards_for_month
 from server.crypto import FieldCipher
 from server.errors import ValidationFailed
 from server.extensions import db
@@ -182,10 +183,14 @@ def sync_household_classes(rules: RegionRules) -> dict[str, HouseholdClass]:
         row = existing.get(rule.code) or HouseholdClass(code=rule.code)
         row.name, row.name_en = rule.name, rule.name_en
         row.review_interval_months = rule.review_interval_months
-        row.monthly_standard, row.fixed_monthly = rule.monthly_standard, rule.fixed_monthly
+        if row.id is None:
+            # The region file's amounts as seeded; what is paid is read from the
+            # versions (server/cases/standards.py), changed from the office's page.
+            row.monthly_standard, row.fixed_monthly = rule.monthly_standard, rule.fixed_monthly
         db.session.add(row)
         existing[rule.code] = row
     db.session.flush()
+    seed_first_versions(existing, rules)
     return existing
 
 
@@ -474,8 +479,14 @@ def _add_households(
         )
         for v in villages
     }
+    in_effect = standards_for_month(today)
     class_info = {
-        code: _Class(c.id, c.monthly_standard, c.fixed_monthly, c.review_interval_months)
+        code: _Class(
+            c.id,
+            in_effect[c.id].monthly_standard,
+            in_effect[c.id].fixed_monthly,
+            c.review_interval_months,
+        )
         for code, c in classes.items()
     }
     run = _Run(
