@@ -28,6 +28,7 @@ from server.errors import DomainError
 from server.extensions import db
 from server.labels import error_message
 from server.months import current_month
+from server.payments import class_table
 from server.region import region
 from server.validation import query_enum
 
@@ -252,7 +253,7 @@ def standards_page() -> ResponseReturnValue:
     require(current_user, Capability.MANAGE_STANDARDS, "your role does not change the class table")
     if request.method == "POST":
         return _attempt(
-            lambda: standards.schedule_change(
+            lambda: class_table.schedule_change(
                 current_user,
                 class_code=request.form.get("class_code", ""),
                 effective_month=request.form.get("effective_month"),
@@ -271,5 +272,5 @@ def standards_page() -> ResponseReturnValue:
         classes=classes,
         current=current,
         histories={c.id: standards.history(c) for c in classes},
-        earliest=standards.first_open_month(now),
+        earliest=class_table.first_open_month(now),
     )

@@ -18,6 +18,7 @@ from server.cases.models import CaseEvent, CaseState, ClassStandard, Household, 
 from server.cases.workflow import allowance_for
 from server.errors import NotPermitted, ReasonRequired, ValidationFailed
 from server.extensions import db
+from server.payments import class_table
 from server.payments import service as payments
 from server.payments.models import PaymentMonth
 from tests import factories
@@ -78,7 +79,7 @@ def test_the_standard_in_effect_is_the_latest_version_from_that_month_or_before(
 ) -> None:
     admin = factories.user("admin")
     old = standards.standard_for(class_a(), "2026-12").monthly_standard
-    standards.schedule_change(
+    class_table.schedule_change(
         admin,
         class_code="A",
         effective_month="2027-01",
@@ -86,7 +87,7 @@ def test_the_standard_in_effect_is_the_latest_version_from_that_month_or_before(
         fixed_monthly="520",
         reason="2027 raise",
     )
-    standards.schedule_change(
+    class_table.schedule_change(
         admin,
         class_code="A",
         effective_month="2027-07",
@@ -140,7 +141,7 @@ def test_a_bad_change_is_refused_with_its_field_and_writes_nothing(
     values.update(changes)
     before = len(standards.history(class_a()))
     with pytest.raises(error) as raised:
-        standards.schedule_change(factories.user("admin"), **values)
+        class_table.schedule_change(factories.user("admin"), **values)
     assert raised.value.details["field"] == field  # type: ignore[attr-defined]
     assert len(standards.history(class_a())) == before
 
@@ -148,7 +149,7 @@ def test_a_bad_change_is_refused_with_its_field_and_writes_nothing(
 def test_only_a_league_administrator_changes_the_table(app: Flask, clock: Clock) -> None:
     for username in ("supervisor", "approver", "caseworker_a", "reviewer_a"):
         with pytest.raises(NotPermitted):
-            standards.schedule_change(
+            class_table.schedule_change(
                 factories.user(username),
                 class_code="A",
                 effective_month="2027-01",
@@ -160,7 +161,7 @@ def test_only_a_league_administrator_changes_the_table(app: Flask, clock: Clock)
     county_admin.role = factories.Role.ADMIN
     db.session.flush()
     with pytest.raises(NotPermitted, match="league"):
-        standards.schedule_change(
+        class_table.schedule_change(
             county_admin,
             class_code="A",
             effective_month="2027-01",
@@ -173,12 +174,12 @@ def test_only_a_league_administrator_changes_the_table(app: Flask, clock: Clock)
 def test_the_current_month_is_open_until_its_payroll_is_made(app: Flask, clock: Clock) -> None:
     admin = factories.user("admin")
     approved_household()
-    assert standards.first_open_month(clock.now) == "2026-12"
+    assert class_table.first_open_month(clock.now) == "2026-12"
     clock.set(DEC_CLOSED)
     payments.close_month("2026-12", now=DEC_CLOSED)
-    assert standards.first_open_month(clock.now) == "2027-01"
+    assert class_table.first_open_month(clock.now) == "2027-01"
     with pytest.raises(ValidationFailed) as raised:
-        standards.schedule_change(
+        class_table.schedule_change(
             admin,
             class_code="A",
             effective_month="2026-12",
@@ -189,7 +190,7 @@ def test_the_current_month_is_open_until_its_payroll_is_made(app: Flask, clock: 
     assert raised.value.details["earliest"] == "2027-01"
     with pytest.raises(ValidationFailed, match="already has a change"):
         for _ in range(2):
-            standards.schedule_change(
+            class_table.schedule_change(
                 admin,
                 class_code="A",
                 effective_month="2027-02",
@@ -211,7 +212,7 @@ def test_the_payroll_before_the_change_pays_the_old_standard_and_after_it_the_ne
     old_amount = old_standard * 2 - Decimal("100.00")
     assert household.monthly_allowance == old_amount
     b_amount = other_class.monthly_allowance
-    standards.schedule_change(
+    class_table.schedule_change(
         factories.user("admin"),
         class_code="A",
         effective_month="2027-01",
@@ -256,7 +257,7 @@ def test_the_payroll_before_the_change_pays_the_old_standard_and_after_it_the_ne
 
 
 def test_an_approval_uses_the_standard_of_the_first_month_paid(app: Flask, clock: Clock) -> None:
-    standards.schedule_change(
+    class_table.schedule_change(
         factories.user("admin"),
         class_code="A",
         effective_month="2027-01",
