@@ -85,12 +85,12 @@ def admin_error(exc: DomainError) -> str:
 
 def _attempt(action: Callable[[], object], done: str, back: str) -> ResponseReturnValue:
     """Run one change: commit and say so, or roll back and say why; back to ``back``.
-    A 404 (outside the area, missing) is raised as it is."""
+    A 404 (outside the area, missing) and a 403 (the role) are raised as they are."""
     try:
         action()
     except DomainError as exc:
         db.session.rollback()
-        if exc.http_status == 404:
+        if exc.http_status in (403, 404):
             raise
         flash(admin_error(exc), "error")
     else:

@@ -302,7 +302,7 @@ def test_the_class_table_page_lists_the_history_and_schedules_a_change(
     ).all()
     assert [v.monthly_standard for v in versions] == [Decimal("690.00")]
     refused = client.post(
-        "/admin/standards",
+        "/admin/standards?lang=en",
         data={
             "class_code": "B",
             "effective_month": "2026-01",
@@ -316,7 +316,12 @@ def test_the_class_table_page_lists_the_history_and_schedules_a_change(
     assert "at the earliest" in shown
     zh = client.post(
         "/admin/standards?lang=zh_CN",
-        data={"class_code": "B", "effective_month": "2027-04", "monthly_standard": "1"},
+        data={
+            "class_code": "B",
+            "effective_month": "2027-04",
+            "monthly_standard": "1",
+            "fixed_monthly": "0",
+        },
     )
     assert zh.status_code == 303
     assert "原因" in client.get("/admin/standards").get_data(as_text=True)
