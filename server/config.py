@@ -43,6 +43,8 @@ ENV_KEYS = (
     "DIBAO_PUBLIC_RESPONSE_CACHE_MB",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_PASSWORD_LINK_HOURS",
+    "DIBAO_PASSWORD_LINK_RATE_LIMIT",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
@@ -63,6 +65,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_PASSWORD_LINK_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
 RATE_LIMIT_STORAGE_SCHEMES = (
@@ -79,6 +82,7 @@ RATE_LIMIT_STORAGE_SCHEMES = (
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
     "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_PASSWORD_LINK_HOURS",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
@@ -159,6 +163,8 @@ def defaults() -> dict[str, Any]:
         "HOME_PAGE_SIZE": 50,
         # Tablets: token lifetime, upload limits, how far ahead reviews are listed as due.
         "DIBAO_DEVICE_TOKEN_DAYS": 30,
+        "DIBAO_PASSWORD_LINK_HOURS": 24,  # a one-time password link's life (docs/office.md)
+        "DIBAO_PASSWORD_LINK_RATE_LIMIT": "20 per hour",  # its page, per address
         "DIBAO_MAX_PHOTO_BYTES": 20 * 1024 * 1024,
         "DIBAO_MAX_REQUEST_BYTES": 128 * 1024 * 1024,
         "DIBAO_DUE_WINDOW_DAYS": 30,

@@ -479,16 +479,7 @@ def _add_households(
         )
         for v in villages
     }
-    in_effect = standards_for_month(today)
-    class_info = {
-        code: _Class(
-            c.id,
-            in_effect[c.id].monthly_standard,
-            in_effect[c.id].fixed_monthly,
-            c.review_interval_months,
-        )
-        for code, c in classes.items()
-    }
+    class_info = _class_info(classes, today)
     run = _Run(
         rng,
         people,
@@ -972,6 +963,20 @@ def _steps_to(state: CaseState, rng: random.Random) -> list[str]:
     # Terminated: from active, sometimes after a suspension.
     tail = ["suspend", "terminate"] if rng.random() < 0.5 else ["terminate"]
     return [*PATH_TO[CaseState.APPROVED], *tail]
+
+
+def _class_info(classes: dict[str, HouseholdClass], today: date) -> dict[str, _Class]:
+    """Plain snapshots of the classes, with the standards in effect ``today``."""
+    in_effect = standards_for_month(today)
+    return {
+        code: _Class(
+            c.id,
+            in_effect[c.id].monthly_standard,
+            in_effect[c.id].fixed_monthly,
+            c.review_interval_months,
+        )
+        for code, c in classes.items()
+    }
 
 
 def _members(

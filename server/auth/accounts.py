@@ -277,7 +277,7 @@ def issue_password_link(actor: User, user: User) -> IssuedLink:
         )
     ):
         older.superseded_at = now
-    hours = int(current_app.config.get("DIBAO_PASSWORD_LINK_HOURS", 24))
+    hours = int(current_app.config["DIBAO_PASSWORD_LINK_HOURS"])
     record = PasswordLink(
         user_id=user.id,
         token_hash="-" * 64,  # replaced below, once the id is known

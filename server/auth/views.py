@@ -99,7 +99,7 @@ def logout() -> ResponseReturnValue:
 
 
 def _password_link_rate() -> str:
-    return str(current_app.config.get("DIBAO_PASSWORD_LINK_RATE_LIMIT", "20 per hour"))
+    return str(current_app.config["DIBAO_PASSWORD_LINK_RATE_LIMIT"])
 
 
 @bp.route("/set-password/<token>", methods=["GET", "POST"])
