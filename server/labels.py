@@ -311,6 +311,13 @@ def http_error_message(status: int, description: str | None, default: str | None
     return str(label) if label is not None else description
 
 
+# "Not found" of objects other than cases (permissions.not_found's message).
+NOT_FOUND_LABELS = {
+    "no such user": _l("No such account."),
+    "no such tablet": _l("No such tablet login."),
+}
+
+
 def error_message(exc: DomainError) -> str:
     """The user's-language sentence for a domain error shown on a page."""
     details = exc.details
@@ -354,6 +361,8 @@ def error_message(exc: DomainError) -> str:
         }
         if exc.code in back_check:
             return str(back_check[exc.code])
+    if exc.code == "not_found" and exc.message in NOT_FOUND_LABELS:
+        return str(NOT_FOUND_LABELS[exc.message])
     generic = {
         "illegal_transition": _l("This case cannot be moved that way from its current state."),
         "reason_required": _l("This decision needs a written reason."),
