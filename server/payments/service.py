@@ -149,6 +149,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         .values(status=MonthStatus.MISSED, updated_at=now)
     )
     db.session.commit()
+    _apply_new_standards(month, now)
 
     def active_households(after: int) -> list[int]:
         return list(
@@ -202,7 +203,6 @@ def _close_batch(
             )
         )
     )
-    _apply_new_standards(month, [i for i in ids if i not in done], now)
     amounts = dict(
         db.session.execute(
             select(Household.id, Household.monthly_allowance).where(Household.id.in_(ids))
@@ -232,18 +232,36 @@ def _close_batch(
     return blocked, done
 
 
-def _apply_new_standards(month: str, ids: list[int], now: datetime) -> None:
-    """The payroll of ``month`` pays ``month``'s class standard: the cases of a class
-    whose standard changes from this month get their allowance recomputed first
-    (server/cases/standards.py; a no-op on a second run)."""
+@commits_per_batch
+def _apply_new_standards(month: str, now: datetime) -> None:
+    """The payroll of ``month`` pays ``month``'s class standard: the approved and
+    suspended cases of a class whose standard changes from this month, and that have no
+    payment row of it yet, get their allowance recomputed first (server/cases/
+    standards.py). Commits per batch; a second run finds nothing left to do."""
     changing = classes_changing_in(month)
-    if not changing or not ids:
+    if not changing:
         return
-    for household in db.session.scalars(
-        select(Household).where(Household.id.in_(ids), Household.class_id.in_(changing))
-    ).unique():
-        apply_standard(household, month, at=now)
-    db.session.flush()
+    paid = select(PaymentMonth.household_id).where(PaymentMonth.month == month)
+
+    def due(after: int) -> list[int]:
+        return list(
+            db.session.scalars(
+                select(Household.id)
+                .where(
+                    Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
+                    Household.class_id.in_(changing),
+                    Household.id.not_in(paid),
+                    Household.id > after,
+                )
+                .order_by(Household.id)
+                .limit(BATCH)
+            )
+        )
+
+    for ids in _id_batches(due):
+        for household in db.session.scalars(select(Household).where(Household.id.in_(ids))):
+            apply_standard(household, month, at=now)
+        db.session.commit()
 
 
 def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> list[int]:

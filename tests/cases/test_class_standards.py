@@ -212,6 +212,8 @@ def test_the_payroll_before_the_change_pays_the_old_standard_and_after_it_the_ne
     old_amount = old_standard * 2 - Decimal("100.00")
     assert household.monthly_allowance == old_amount
     b_amount = other_class.monthly_allowance
+    suspended = approved_household()
+    suspended.state = CaseState.SUSPENDED
     class_table.schedule_change(
         factories.user("admin"),
         class_code="A",
@@ -254,6 +256,8 @@ def test_the_payroll_before_the_change_pays_the_old_standard_and_after_it_the_ne
     ).all()
     assert len(events) == 1 and events[0].reason == "class standard from 2027-01"
     assert allowance_for(household, month="2026-12").monthly_amount == old_amount
+    # A suspended case is recomputed too: reinstated, it is paid the new standard.
+    assert db.session.get(Household, suspended.id).monthly_allowance == old_amount + 100  # type: ignore[union-attr]
 
 
 def test_an_approval_uses_the_standard_of_the_first_month_paid(app: Flask, clock: Clock) -> None:
