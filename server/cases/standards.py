@@ -132,3 +132,46 @@ def seed_first_versions(classes: dict[str, HouseholdClass], rules: RegionRules) 
             )
         )
     db.session.flush()
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """One version as the public disclosure shows it: amounts and month, nothing about
+    who set it or why (the reason is staff's free text)."""
+
+    class_code: str
+    name: str
+    name_en: str
+    effective_month: str  # "YYYY-MM"
+    monthly_standard: Decimal
+    fixed_monthly: Decimal
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "class": self.class_code,
+            "name": self.name,
+            "name_en": self.name_en,
+            "effective_month": self.effective_month,
+            "monthly_standard": str(self.monthly_standard),
+            "fixed_monthly": str(self.fixed_monthly),
+        }
+
+
+def published_history() -> list[PublishedVersion]:
+    """Every class's versions, by class and then oldest first: the table and every
+    change of it, for the public page and the open data (issue 18)."""
+    return [
+        PublishedVersion(
+            household_class.code,
+            household_class.name,
+            household_class.name_en,
+            f"{version.effective_month:%Y-%m}",
+            version.monthly_standard,
+            version.fixed_monthly,
+        )
+        for version, household_class in db.session.execute(
+            select(ClassStandard, HouseholdClass)
+            .join(HouseholdClass, ClassStandard.class_id == HouseholdClass.id)
+            .order_by(HouseholdClass.code, ClassStandard.effective_month)
+        ).all()
+    ]

@@ -17,6 +17,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from server import clock
+from server.areas.models import AreaLevel
 from server.auth import accounts
 from server.auth.models import ROLE_AREA_LEVELS, Role, User
 from server.auth.permissions import Capability, require, staff_required
@@ -273,4 +274,6 @@ def standards_page() -> ResponseReturnValue:
         current=current,
         histories={c.id: standards.history(c) for c in classes},
         earliest=class_table.first_open_month(now),
+        # The table is the league's: a county administrator reads it, changes nothing.
+        may_change=current_user.area.level is AreaLevel.LEAGUE,
     )

@@ -329,3 +329,55 @@ def test_the_class_table_page_lists_the_history_and_schedules_a_change(
     )
     assert zh.status_code == 303
     assert "原因" in client.get("/admin/standards").get_data(as_text=True)
+
+
+def test_the_published_history_has_every_version_and_nobody_who_set_it(
+    app: Flask, clock: Clock
+) -> None:
+    class_table.schedule_change(
+        factories.user("admin"),
+        class_code="A",
+        effective_month="2027-01",
+        monthly_standard="700",
+        fixed_monthly="520",
+        reason="内部说明",
+    )
+    published = [v.as_json() for v in standards.published_history()]
+    a_rows = [row for row in published if row["class"] == "A"]
+    assert [row["effective_month"] for row in a_rows] == ["2000-01", "2027-01"]
+    assert a_rows[1]["monthly_standard"] == "700.00" and a_rows[1]["fixed_monthly"] == "520.00"
+    classes = {row["class"] for row in published}
+    assert classes == {c.code for c in app.config["REGION"].classes}
+    assert "内部说明" not in str(published) and "admin" not in str(published)
+
+
+def test_a_county_administrator_reads_the_table_and_changes_nothing(
+    app: Flask, client: FlaskClient, clock: Clock
+) -> None:
+    from server.auth.models import Role, User
+    from server.auth.passwords import hash_password
+
+    db.session.add(
+        User(
+            username="county_admin",
+            password_hash=hash_password(factories.PASSWORD),
+            role=Role.ADMIN,
+            area=factories.areas().county,
+        )
+    )
+    db.session.commit()
+    login(client, "county_admin")
+    page = client.get("/admin/standards")
+    assert page.status_code == 200 and 'name="effective_month"' not in page.get_data(as_text=True)
+    refused = client.post(
+        "/admin/standards",
+        data={
+            "class_code": "A",
+            "effective_month": "2027-01",
+            "monthly_standard": "700",
+            "fixed_monthly": "0",
+            "reason": "县里想调",
+        },
+    )
+    assert refused.status_code == 403
+    assert len(standards.history(class_a())) == 1
