@@ -187,7 +187,7 @@ def create_user(
     area = _area_in(actor, area_code)
     _check_fit(new_role, area)
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise ValidationFailed(f"username {username!r} is taken", field="username")
+        raise ValidationFailed(f"username {username!r} is taken", field="username", taken=True)
     user = User(
         username=username,
         display_name=display_name,

@@ -48,7 +48,7 @@ def admin_error(exc: DomainError) -> str:
     if exc.code == "not_permitted":
         return _("Your role may not do this.")
     if field == "username":
-        if "taken" in exc.message:
+        if details.get("taken"):
             return _("This login is taken.")
         return _(
             "A login may hold only %(rule)s; put a Chinese name in the display name.",
