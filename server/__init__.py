@@ -213,6 +213,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.auth.views import bp as auth_bp
     from server.health import bp as health_bp
     from server.public.views import bp as public_bp
+    from server.web.admin import bp as admin_bp
     from server.web.cases import bp as cases_bp
     from server.web.console_maps import bp as console_maps_bp
     from server.web.console_progress import bp as console_progress_bp
@@ -236,6 +237,7 @@ def _register_blueprints(app: Flask) -> None:
         console_work_bp,
         office_bp,
         deaths_bp,
+        admin_bp,
     ):
         app.register_blueprint(blueprint)
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).

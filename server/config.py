@@ -45,6 +45,8 @@ ENV_KEYS = (
     "DIBAO_PUBLIC_RESPONSE_CACHE_MB",
     "DIBAO_POL_FIXED_CHALLENGES",
     "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_PASSWORD_LINK_HOURS",
+    "DIBAO_PASSWORD_LINK_RATE_LIMIT",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
@@ -66,6 +68,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_SEARCH_RATE_LIMIT",
+    "DIBAO_PASSWORD_LINK_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
 RATE_LIMIT_STORAGE_SCHEMES = (
@@ -82,6 +85,7 @@ RATE_LIMIT_STORAGE_SCHEMES = (
 INT_KEYS = (
     "DIBAO_MAX_PHOTO_PIXELS",
     "DIBAO_DEVICE_TOKEN_DAYS",
+    "DIBAO_PASSWORD_LINK_HOURS",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
@@ -91,6 +95,30 @@ INT_KEYS = (
 
 class ConfigError(RuntimeError):
     """The configuration cannot run the service; the message says what to set."""
+
+
+def _rate_limit_defaults() -> dict[str, str]:
+    """The default of every rate limit (RATE_LIMIT_KEYS): how many tries, per what."""
+    return {
+        # Failed logins per username (dashboard and tablets together): tight, as a
+        # password is guessed one account at a time.
+        "DIBAO_LOGIN_RATE_LIMIT": "5 per minute",
+        # Failed logins per client address: loose, since a whole township office
+        # reaches us from one address.
+        "DIBAO_LOGIN_ADDRESS_RATE_LIMIT": "100 per minute",
+        # Per address, for the recipients' proof-of-life page and API (links are guessable
+        # only at 144 bits, but every try costs a database look-up).
+        "DIBAO_POL_RATE_LIMIT": "30 per minute",
+        # Per address, for the batches of a guided proof of life (a batch a second or so
+        # for a few minutes; the session id they need is unguessable): CPU protection.
+        "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
+        # Per address, for the public page and open data (docs/public.md).
+        "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
+        # Per staff user, case searches by ID number or phone (docs/office.md).
+        "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
+        # Per address, the one-time password link's page (docs/office.md).
+        "DIBAO_PASSWORD_LINK_RATE_LIMIT": "20 per hour",
+    }
 
 
 def defaults() -> dict[str, Any]:
@@ -110,22 +138,7 @@ def defaults() -> dict[str, Any]:
         # 0 trusts none: the client address and scheme are the connection's own.
         "DIBAO_TRUSTED_PROXIES": 0,
         "DIBAO_LOG_LEVEL": "INFO",
-        # Failed logins per username (dashboard and tablets together): tight, as a
-        # password is guessed one account at a time.
-        "DIBAO_LOGIN_RATE_LIMIT": "5 per minute",
-        # Failed logins per client address: loose, since a whole township office
-        # reaches us from one address.
-        "DIBAO_LOGIN_ADDRESS_RATE_LIMIT": "100 per minute",
-        # Per address, for the recipients' proof-of-life page and API (links are guessable
-        # only at 144 bits, but every try costs a database look-up).
-        "DIBAO_POL_RATE_LIMIT": "30 per minute",
-        # Per address, for the batches of a guided proof of life (a batch a second or so
-        # for a few minutes; the session id they need is unguessable): CPU protection.
-        "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
-        # Per address, for the public page and open data (docs/public.md).
-        "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
-        # Per staff user, case searches by ID number or phone (docs/office.md).
-        "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
+        **_rate_limit_defaults(),
         # Who rebuilds the public snapshot: "background" (the Celery beat task) or
         # "inline" (the first page view after a change). None: inline without a broker.
         "DIBAO_PUBLIC_REFRESH": None,
@@ -165,6 +178,7 @@ def defaults() -> dict[str, Any]:
         "HOME_PAGE_SIZE": 50,
         # Tablets: token lifetime, upload limits, how far ahead reviews are listed as due.
         "DIBAO_DEVICE_TOKEN_DAYS": 30,
+        "DIBAO_PASSWORD_LINK_HOURS": 24,  # a one-time password link's life (docs/office.md)
         "DIBAO_MAX_PHOTO_BYTES": 20 * 1024 * 1024,
         "DIBAO_MAX_REQUEST_BYTES": 128 * 1024 * 1024,
         "DIBAO_DUE_WINDOW_DAYS": 30,

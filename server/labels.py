@@ -64,6 +64,7 @@ ACTION_LABELS = {
     "proof_of_life_review": _l("Review after missed proofs of life"),
     "case_change": _l("Change to the case approved"),
     "review_after_change": _l("Review after a change: income reaches the standard"),
+    "standard_changed": _l("Allowance recomputed: new class standard"),
 }
 
 # Changes to a case (server/cases/changes.py).
@@ -245,6 +246,12 @@ AUDIT_ACTION_LABELS = {
     "auth.login": _l("Signed in"),
     "auth.login_failed": _l("Sign-in failed"),
     "user.create": _l("Account created"),
+    "user.role_changed": _l("Account's role or area changed"),
+    "user.deactivated": _l("Account deactivated"),
+    "user.activated": _l("Account reactivated"),
+    "user.password_link_issued": _l("Password link issued"),
+    "user.password_set": _l("Password set by link"),
+    "standard.scheduled": _l("Class standard change scheduled"),
     "member.read_personal": _l("Personal data read"),
     "member.reveal_personal": _l("ID number and phone revealed"),
     "export.downloaded": _l("Export downloaded"),
@@ -299,6 +306,7 @@ AUDIT_OBJECT_LABELS = {
     "payroll": _l("Payroll"),
     "payment_month": _l("Payment month"),
     "case_change": _l("Change to a case"),
+    "class_standard": _l("Class standard"),
 }
 
 
@@ -329,6 +337,13 @@ def http_error_message(status: int, description: str | None, default: str | None
         return description
     label = HTTP_ERROR_LABELS.get(status)
     return str(label) if label is not None else description
+
+
+# "Not found" of objects other than cases (permissions.not_found's message).
+NOT_FOUND_LABELS = {
+    "no such user": _l("No such account."),
+    "no such tablet": _l("No such tablet login."),
+}
 
 
 def error_message(exc: DomainError) -> str:
@@ -374,6 +389,8 @@ def error_message(exc: DomainError) -> str:
         }
         if exc.code in back_check:
             return str(back_check[exc.code])
+    if exc.code == "not_found" and exc.message in NOT_FOUND_LABELS:
+        return str(NOT_FOUND_LABELS[exc.message])
     generic = {
         "illegal_transition": _l("This case cannot be moved that way from its current state."),
         "reason_required": _l("This decision needs a written reason."),

@@ -2,8 +2,16 @@
 
 from server.areas.models import Area, AreaBoundary, AreaLevel
 from server.audit.models import AuditEntry
-from server.auth.models import Role, User
-from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
+from server.auth.models import PasswordLink, Role, User
+from server.cases.models import (
+    CaseEvent,
+    CaseState,
+    ClassStandard,
+    Household,
+    HouseholdClass,
+    Member,
+    Relation,
+)
 from server.console.models import MonthCount, MonthRollup
 from server.deaths.models import DeathImport, Overpayment
 from server.devices.models import DeviceToken
@@ -37,6 +45,7 @@ __all__ = [
     "CampaignStep",
     "CaseEvent",
     "CaseState",
+    "ClassStandard",
     "ContactTask",
     "DeathImport",
     "DeviceToken",
@@ -47,6 +56,7 @@ __all__ = [
     "MonthCount",
     "MonthRollup",
     "Overpayment",
+    "PasswordLink",
     "PaymentMonth",
     "ProofOfLifeAttempt",
     "ProofOfLifeFrame",

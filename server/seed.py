@@ -47,6 +47,7 @@ from server.cases.models import (
     Relation,
     phone_lookup_hash,
 )
+from server.cases.standards import seed_first_versions, standards_for_month
 from server.crypto import FieldCipher
 from server.crypto import id_check_digit as id_check_digit  # where tests and benchmarks take it
 from server.errors import ValidationFailed
@@ -190,10 +191,14 @@ def sync_household_classes(rules: RegionRules) -> dict[str, HouseholdClass]:
         row = existing.get(rule.code) or HouseholdClass(code=rule.code)
         row.name, row.name_en = rule.name, rule.name_en
         row.review_interval_months = rule.review_interval_months
-        row.monthly_standard, row.fixed_monthly = rule.monthly_standard, rule.fixed_monthly
+        if row.id is None:
+            # The region file's amounts as seeded; what is paid is read from the
+            # versions (server/cases/standards.py), changed from the office's page.
+            row.monthly_standard, row.fixed_monthly = rule.monthly_standard, rule.fixed_monthly
         db.session.add(row)
         existing[rule.code] = row
     db.session.flush()
+    seed_first_versions(existing, rules)
     return existing
 
 
@@ -471,10 +476,7 @@ def _add_households(
         )
         for v in villages
     }
-    class_info = {
-        code: _Class(c.id, c.monthly_standard, c.fixed_monthly, c.review_interval_months)
-        for code, c in classes.items()
-    }
+    class_info = _class_info(classes, today)
     run = _Run(
         rng,
         people,
@@ -961,6 +963,20 @@ def _steps_to(state: CaseState, rng: random.Random) -> list[str]:
     # Terminated: from active, sometimes after a suspension.
     tail = ["suspend", "terminate"] if rng.random() < 0.5 else ["terminate"]
     return [*PATH_TO[CaseState.APPROVED], *tail]
+
+
+def _class_info(classes: dict[str, HouseholdClass], today: date) -> dict[str, _Class]:
+    """Plain snapshots of the classes, with the standards in effect ``today``."""
+    in_effect = standards_for_month(today)
+    return {
+        code: _Class(
+            c.id,
+            in_effect[c.id].monthly_standard,
+            in_effect[c.id].fixed_monthly,
+            c.review_interval_months,
+        )
+        for code, c in classes.items()
+    }
 
 
 def _members(

@@ -93,7 +93,9 @@ class Capability(enum.StrEnum):
     ASSIST_PROOF_OF_LIFE = "assist_proof_of_life"  # a caseworker's tablet at the home
     ENROLL_FACES = "enroll_faces"
     USE_TABLETS = "use_tablets"  # device tokens (the tablet API, ODK Collect)
-    MANAGE_ACCOUNTS = "manage_accounts"
+    MANAGE_ACCOUNTS = "manage_accounts"  # users, their roles and areas, tablet logins
+    # The class table's amounts from a month on (server/cases/standards.py).
+    MANAGE_STANDARDS = "manage_standards"
     # The supervisor console (issue 15): progress, exceptions, maps and activity of
     # every caseworker in the area (a caseworker without it sees only their own work).
     READ_CONSOLE = "read_console"
@@ -160,7 +162,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.RECORD_BACK_CHECKS,
         }
     ),
-    Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS, C.READ_AUDIT_LOG}),
+    Role.ADMIN: frozenset({C.MANAGE_ACCOUNTS, C.MANAGE_STANDARDS, C.READ_AUDIT_LOG}),
 }
 
 

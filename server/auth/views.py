@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import lazy_gettext as _l
 from flask_limiter import RateLimitExceeded
@@ -14,11 +14,18 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
+from server.auth import accounts
 from server.auth.models import Role, User
 from server.auth.permissions import staff_required
-from server.auth.service import authenticate
-from server.extensions import db, login_manager
-from server.rate_limits import login_limits, login_wait_message, retry_after_seconds
+from server.auth.service import MIN_PASSWORD_LENGTH, authenticate
+from server.errors import ValidationFailed
+from server.extensions import db, limiter, login_manager
+from server.rate_limits import (
+    login_limits,
+    login_wait_message,
+    retry_after_seconds,
+    wait_message,
+)
 from server.validation import parse_id
 
 bp = Blueprint("auth", __name__)
@@ -84,16 +91,65 @@ def login() -> ResponseReturnValue:
     return render_template("auth/login.html", form=form, error=error), status
 
 
-@bp.errorhandler(RateLimitExceeded)
-def _too_many_logins(exc: RateLimitExceeded) -> ResponseReturnValue:
-    """The login page again, saying how long to wait (the form keeps the username)."""
-    seconds = retry_after_seconds(exc)
-    page = render_template("auth/login.html", form=LoginForm(), error=login_wait_message(seconds))
-    return page, 429, {"Retry-After": str(seconds)}
-
-
 @bp.post("/logout")
 @staff_required
 def logout() -> ResponseReturnValue:
     logout_user()
     return redirect(url_for("auth.login"))
+
+
+def _password_link_rate() -> str:
+    return str(current_app.config["DIBAO_PASSWORD_LINK_RATE_LIMIT"])
+
+
+@bp.route("/set-password/<token>", methods=["GET", "POST"])
+@limiter.limit(_password_link_rate, scope="password-link", methods=["GET", "POST"])
+def set_password(token: str) -> ResponseReturnValue:
+    """The one-time link's page: choose a password (server/auth/accounts.py). The token
+    is in the path, like the recipients' links: sent with no Referer, never logged."""
+    try:
+        record = accounts.open_link(token)
+    except accounts.LinkRefused:
+        return render_template("auth/set_password.html", refused=True), 404
+    error = None
+    if request.method == "POST":
+        try:
+            accounts.set_password_with_link(
+                token, request.form.get("password", ""), request.form.get("repeated", "")
+            )
+        except ValidationFailed as exc:
+            db.session.rollback()
+            error = password_error(exc)
+        else:
+            db.session.commit()
+            logout_user()
+            flash(str(_l("Your password is set. Please log in.")), "info")
+            return redirect(url_for("auth.login")), 303
+    return render_template(
+        "auth/set_password.html",
+        refused=False,
+        user=record.user,
+        error=error,
+        min_length=MIN_PASSWORD_LENGTH,
+    ), (422 if error else 200)
+
+
+def password_error(exc: ValidationFailed) -> str:
+    if "differ" in exc.message:
+        return str(_l("The two passwords differ."))
+    if "min_length" in exc.details:
+        return str(_l("A password needs at least %(count)s characters.", count=MIN_PASSWORD_LENGTH))
+    return str(_l("A password may have at most 256 characters."))
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(exc: RateLimitExceeded) -> ResponseReturnValue:
+    seconds = retry_after_seconds(exc)
+    if request.endpoint == "auth.set_password":
+        page = render_template("auth/set_password.html", refused=True, error=wait_message(seconds))
+    else:
+        # The login page again, saying how long to wait (the form keeps the username).
+        page = render_template(
+            "auth/login.html", form=LoginForm(), error=login_wait_message(seconds)
+        )
+    return page, 429, {"Retry-After": str(seconds)}

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
@@ -88,7 +89,12 @@ class Relation(enum.StrEnum):
 
 
 class HouseholdClass(Model):
-    """One row of the region's class table (A/B/C...), kept in step with the region file."""
+    """One row of the region's class table (A/B/C...): its code, names and review
+    interval, kept in step with the region file. Its amounts have a history
+    (``ClassStandard``): ``monthly_standard`` and ``fixed_monthly`` here hold the region
+    file's values as seeded and are read by nothing that computes money; every amount
+    goes through ``server.cases.standards.standard_for(class, month)``.
+    """
 
     __tablename__ = "household_classes"
     __table_args__ = (
@@ -107,6 +113,36 @@ class HouseholdClass(Model):
 
     def __repr__(self) -> str:
         return f"<HouseholdClass {self.code} every {self.review_interval_months} months>"
+
+
+class ClassStandard(Model):
+    """One version of a class's amounts, in effect from ``effective_month`` (the first
+    day of a month) until the next version's. Rows are only added, never changed: the
+    table is the history (the office's class-table changes, the public disclosure of
+    every raise). The region file's table is the first version, written at seeding.
+    """
+
+    __tablename__ = "class_standards"
+    __table_args__ = (
+        UniqueConstraint("class_id", "effective_month", name="uq_class_standards_class_month"),
+        CheckConstraint("monthly_standard >= 0", name="standard_non_negative"),
+        CheckConstraint("fixed_monthly >= 0", name="fixed_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("household_classes.id"), index=True)
+    effective_month: Mapped[date] = mapped_column(Date)
+    monthly_standard: Mapped[Decimal] = mapped_column(Money)
+    fixed_monthly: Mapped[Decimal] = mapped_column(Money)
+    set_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+
+    household_class: Mapped[HouseholdClass] = relationship(lazy="joined")
+    set_by: Mapped[User | None] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<ClassStandard class={self.class_id} from {self.effective_month}>"
 
 
 class Household(Model):

@@ -17,6 +17,7 @@ from server.auth.models import Role, User
 from server.auth.permissions import require_in_area
 from server.cases.allowance import AllowanceResult, compute_allowance
 from server.cases.models import CaseEvent, CaseState, Household
+from server.cases.standards import standard_for
 from server.errors import IllegalTransition, NotPermitted, ReasonRequired
 from server.extensions import db
 from server.months import add_months, first_of_next_month, local_date
@@ -244,7 +245,8 @@ def _apply_effects(
                 "recorded in the reason",
                 action="approve",
             )
-        result = allowance_for(household, rules)
+        # The standard of the first month paid.
+        result = allowance_for(household, rules, month=first_of_next_month(today))
         if not result.eligible:
             raise IllegalTransition(
                 "the household's per-capita income reaches the standard; reject instead",
@@ -320,17 +322,20 @@ def recompute_allowance(
 def allowance_for(
     household: Household,
     rules: RegionRules | None = None,
+    month: date | str | None = None,
     *,
     member_incomes: Sequence[Decimal] | None = None,
 ) -> AllowanceResult:
-    """The household's allowance from its living members' incomes, or from
-    ``member_incomes`` (a proposed change's members: server/cases/changes.py)."""
+    """The household's allowance for ``month`` (default: the current month) under the
+    class standard in effect for that month (server/cases/standards.py), from its living
+    members' incomes, or from ``member_incomes`` (a proposed change's members:
+    server/cases/changes.py)."""
     rules = rules or region()
-    cls = household.household_class
+    standard = standard_for(household.household_class, month or local_today())
     return compute_allowance(
         method=rules.allowance_method,
-        monthly_standard=cls.monthly_standard,
-        fixed_monthly=cls.fixed_monthly,
+        monthly_standard=standard.monthly_standard,
+        fixed_monthly=standard.fixed_monthly,
         minimum_monthly=rules.minimum_monthly,
         member_incomes=(
             [m.monthly_income for m in household.living_members]
@@ -346,3 +351,29 @@ def record_event(
     """A ``case_events`` row for something done to the case that leaves its state as
     it is (an approved change), with its audit row ``case.<action>``."""
     return _record(household, action, actor=actor, before=household.state, reason=reason, **details)
+
+
+STANDARD_CHANGED = "standard_changed"
+
+
+def apply_standard(household: Household, month: str, *, at: datetime) -> CaseEvent | None:
+    """Recompute an approved case's allowance under ``month``'s class standard (a
+    change of the class table takes effect), with its ``case_events`` and audit rows;
+    nothing when the amount stays. The same on a second run."""
+    result = allowance_for(household, month=month)
+    before = household.monthly_allowance
+    if before == result.monthly_amount:
+        return None
+    household.monthly_allowance = result.monthly_amount
+    return _record(
+        household,
+        STANDARD_CHANGED,
+        actor=None,
+        before=household.state,
+        reason=f"class standard from {month}",
+        at=at,
+        month=month,
+        eligible=result.eligible,
+        previous_amount=None if before is None else str(before),
+        amount=str(result.monthly_amount),
+    )

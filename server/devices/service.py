@@ -12,9 +12,17 @@ from flask import current_app
 from sqlalchemy import select
 
 from server import clock
+from server.areas.models import Area
 from server.audit import service as audit
 from server.auth.models import User
-from server.auth.permissions import Capability, can, require, roles_with
+from server.auth.permissions import (
+    Capability,
+    can,
+    require,
+    require_visible,
+    roles_with,
+    scope_to_actor,
+)
 from server.auth.service import authenticate
 from server.devices.digest import digest_secrets
 from server.devices.models import DeviceToken
@@ -151,3 +159,41 @@ def list_tokens(username: str | None = None) -> list[DeviceToken]:
     if username:
         query = query.join(User, DeviceToken.user_id == User.id).where(User.username == username)
     return list(db.session.scalars(query))
+
+
+# --------------------------------------------------------------------------- admin pages
+
+
+def tokens_in_area(actor: User, *, live_only: bool = False) -> list[DeviceToken]:
+    """The tablet logins of the users in the actor's area (the admin's list)."""
+    require(actor, Capability.MANAGE_ACCOUNTS, "your role does not manage tablets")
+    query = scope_to_actor(
+        select(DeviceToken)
+        .join(User, DeviceToken.user_id == User.id)
+        .join(Area, User.area_id == Area.id),
+        actor,
+    )
+    if live_only:
+        query = query.where(DeviceToken.revoked_at.is_(None))
+    return list(db.session.scalars(query.order_by(DeviceToken.created_at.desc())).unique())
+
+
+def revoke_token(actor: User, token_id: int) -> DeviceToken:
+    """Revoke one tablet login (by its id) of a user in the actor's area; the tablet's
+    next request is refused (401). Revoking a revoked one changes nothing."""
+    record = require_visible(
+        actor, db.session.get(DeviceToken, token_id), lambda t: t.user.area, "tablet"
+    )
+    require(actor, Capability.MANAGE_ACCOUNTS, "your role does not manage tablets")
+    if record.revoked_at is None:
+        record.revoked_at = clock.utcnow()
+        record.revoked_by_id = actor.id
+        db.session.flush()
+        audit.record(
+            "device.token_revoked",
+            actor=actor,
+            object_type="device_token",
+            object_id=record.id,
+            user_id=record.user_id,
+        )
+    return record

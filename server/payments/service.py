@@ -27,7 +27,8 @@ from sqlalchemy import func, insert, select, update
 from server.areas.models import Area
 from server.audit import service as audit
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
-from server.cases.workflow import schedule_review
+from server.cases.standards import classes_changing_in
+from server.cases.workflow import allowance_for, apply_standard, schedule_review
 from server.extensions import db, rows_changed
 from server.months import current_month, month_after, window
 from server.payments.models import PaymentMonth, PaymentStatus
@@ -148,6 +149,7 @@ def close_month(month: str, *, now: datetime, progress: Progress | None = None) 
         .values(status=MonthStatus.MISSED, updated_at=now)
     )
     db.session.commit()
+    _apply_new_standards(month, now)
 
     def active_households(after: int) -> list[int]:
         return list(
@@ -228,6 +230,38 @@ def _close_batch(
     if rows:
         db.session.execute(insert(PaymentMonth), rows)
     return blocked, done
+
+
+@commits_per_batch
+def _apply_new_standards(month: str, now: datetime) -> None:
+    """The payroll of ``month`` pays ``month``'s class standard: the approved and
+    suspended cases of a class whose standard changes from this month, and that have no
+    payment row of it yet, get their allowance recomputed first (server/cases/
+    standards.py). Commits per batch; a second run finds nothing left to do."""
+    changing = classes_changing_in(month)
+    if not changing:
+        return
+    paid = select(PaymentMonth.household_id).where(PaymentMonth.month == month)
+
+    def due(after: int) -> list[int]:
+        return list(
+            db.session.scalars(
+                select(Household.id)
+                .where(
+                    Household.state.in_([CaseState.APPROVED, CaseState.SUSPENDED]),
+                    Household.class_id.in_(changing),
+                    Household.id.not_in(paid),
+                    Household.id > after,
+                )
+                .order_by(Household.id)
+                .limit(BATCH)
+            )
+        )
+
+    for ids in _id_batches(due):
+        for household in db.session.scalars(select(Household).where(Household.id.in_(ids))):
+            apply_standard(household, month, at=now)
+        db.session.commit()
 
 
 def _missed_in_a_row(month: str, household_ids: list[int], *, now: datetime) -> list[int]:
@@ -315,6 +349,7 @@ def payroll(month: str) -> Iterator[PayrollRow]:
             )
         )
 
+    changing = classes_changing_in(month)
     for ids in _id_batches(households):
         rows = db.session.execute(
             select(
@@ -323,6 +358,7 @@ def payroll(month: str) -> Iterator[PayrollRow]:
                 Household.state,
                 Household.monthly_allowance,
                 HouseholdClass.code,
+                Household.class_id,
                 Area.name,
                 Area.parent_id,
             )
@@ -339,10 +375,15 @@ def payroll(month: str) -> Iterator[PayrollRow]:
             ).all()
         )
         payments = _payment_rows(ids, month)
-        townships = _township_names({row[6] for row in rows})
-        for household_id, case_code, state, allowance, class_code, village, parent in rows:
+        townships = _township_names({row[7] for row in rows})
+        for row in rows:
+            household_id, case_code, state, allowance, class_code, class_id, village, parent = row
             own = payments.get(household_id, [])
             this = next((p for p in own if p[0] == month), None)
+            if this is None and class_id in changing:
+                # Not closed yet, and the class's standard changes this month: what the
+                # close will pay (server/cases/standards.py).
+                allowance = _allowance_in(household_id, month)
             amount = this[1] if this else (allowance or Decimal("0.00"))
             status_text, paid = _month_paid(state, this, amount)
             back = [p for p in own if p[2] is PaymentStatus.RESTORED and p[3] == month]
@@ -359,6 +400,13 @@ def payroll(month: str) -> Iterator[PayrollRow]:
                 back_pay_months=tuple(p[0] for p in back),
                 back_pay=sum((p[1] for p in back), Decimal("0.00")),
             )
+
+
+def _allowance_in(household_id: int, month: str) -> Decimal:
+    household = db.session.get(Household, household_id)
+    if household is None:  # pragma: no cover - read in the same transaction
+        return Decimal("0.00")
+    return allowance_for(household, month=month).monthly_amount
 
 
 _PaymentRow = tuple[str, Decimal, PaymentStatus, str | None]  # month, amount, status, back-paid in

@@ -562,6 +562,12 @@ def _transition(case_code: str, action: str) -> Call:
     )
 
 
+def _tablet_of(user_id: int) -> int:
+    """The id of a tablet login of ``user_id`` (an id that exists nowhere if none)."""
+    found = db.session.scalar(select(DeviceToken.id).where(DeviceToken.user_id == user_id))
+    return found if found is not None else MISSING_ID + 18
+
+
 ALL_BUT_ADMIN = set(Role) - {Role.ADMIN}
 # docs/domain-model.md: full ID numbers and phones for the roles whose work needs them.
 REVEALERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
@@ -1025,6 +1031,68 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "openrosa",
         (Variant("a visit to a household", lambda t, o: _odk(t.household_id), everyone(201)),),
     ),
+    # ------------------------------------------------------------------ admin pages
+    Endpoint(
+        "admin.user_page",
+        "page",
+        (
+            Variant(
+                "the township's caseworker's account",
+                lambda t, o: Call("GET", f"/admin/users/{t.caseworker_id}"),
+                only({Role.ADMIN}, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "admin.change_role",
+        "page",
+        (
+            Variant(
+                "make the caseworker a township reviewer",
+                lambda t, o: Call(
+                    "POST",
+                    f"/admin/users/{t.caseworker_id}/role",
+                    data={"role": "township_reviewer", "area": "152201100"},
+                ),
+                only({Role.ADMIN}, 303, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "admin.set_active",
+        "page",
+        (
+            Variant(
+                "deactivate the caseworker",
+                lambda t, o: Call(
+                    "POST", f"/admin/users/{t.caseworker_id}/active", data={"active": "no"}
+                ),
+                only({Role.ADMIN}, 303, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "admin.password_link",
+        "page",
+        (
+            Variant(
+                "a one-time password link for the caseworker",
+                lambda t, o: Call("POST", f"/admin/users/{t.caseworker_id}/password-link"),
+                only({Role.ADMIN}, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "admin.revoke_tablet",
+        "page",
+        (
+            Variant(
+                "revoke the caseworker's tablet",
+                lambda t, o: Call("POST", f"/admin/tablets/{_tablet_of(t.caseworker_id)}/revoke"),
+                only({Role.ADMIN}, 303, 403),
+            ),
+        ),
+    ),
 )
 
 # Routes with a URL parameter that are not about an area's objects, and why.
@@ -1032,6 +1100,7 @@ NOT_AREA_SCOPED = {
     "public.case_page": "the public notice (公示): published for everyone, no login",
     "public.api_case": "the public notice's JSON: published for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
+    "auth.set_password": "the one-time password link: the signed token is the capability",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",
     "openrosa.form_manifest": "the form's media: the caller's own visits due, takes no area id",
     "openrosa.form_media": "the form's media: the caller's own visits due, takes no area id",
