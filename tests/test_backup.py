@@ -60,6 +60,8 @@ NOT_BLOBS = {
     ("device_tokens", "digest_ha1"): "an HTTP Digest credential (encrypted)",
     ("device_tokens", "token_hash"): "a hash of a device token",
     ("members", "id_number_hash"): "a keyed hash of an ID number",
+    ("members", "phone_hash"): "a keyed hash of a phone number",
+    ("password_links", "token_hash"): "a hash of a one-time password link",
     ("pol_attempts", "frame_hashes"): "perceptual hashes of frames (JSON)",
     ("pol_months", "link_hash"): "a hash of a proof-of-life link token",
     ("photo_hashes", "hash"): "a perceptual hash of a photo",

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.clock import utcnow
 from server.extensions import Model
+from server.storage import blob_columns
 from server.types import Money, UTCDateTime, enum_values
 
 
@@ -39,6 +40,11 @@ class DeathImport(Model):
 
     def __repr__(self) -> str:
         return f"<DeathImport {self.id} {self.file_sha256[:12]} applied={self.applied}>"
+
+
+# The uploaded register is kept in the photo store (the page's check and apply read it
+# by its digest): `dibao store gc` and backups must see it.
+blob_columns(DeathImport.file_sha256)
 
 
 class OverpaymentStatus(enum.StrEnum):

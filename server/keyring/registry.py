@@ -78,6 +78,7 @@ NOT_LOOKUP_HASHES = frozenset(
     {
         "users.password_hash",
         "device_tokens.token_hash",
+        "password_links.token_hash",  # a one-time password link (a random token)
         "pol_months.link_hash",
         "surveys.content_hash",
         "photo_hashes.hash",  # perceptual hashes of visit photos
