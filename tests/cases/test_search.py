@@ -247,8 +247,13 @@ def test_the_migration_backfills_phone_hashes_of_existing_members(
     directory = fresh.extensions["migrate"].directory
     with fresh.app_context():
         upgrade(directory=directory, revision="b7e2f4a91c05")
+        # Today's base data also writes the class table's first versions, a table of a
+        # later migration: made for it here and dropped before the upgrade makes it.
+        standards = db.metadata.tables["class_standards"]
+        standards.create(db.session.connection())
         factories.base_data()
         db.session.flush()
+        standards.drop(db.session.connection())
         cipher = field_cipher()
         village = factories.areas().village_a
         class_id = db.session.scalar(text("SELECT id FROM household_classes WHERE code = 'A'"))
