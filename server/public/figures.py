@@ -151,12 +151,25 @@ def _bounds(half: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 
 def halves_with_data(now: datetime) -> list[str]:
-    """The half years with payment or proof-of-life months, up to the current one,
-    newest first."""
+    """The half years from the first with payment or proof-of-life months up to the
+    last with them (not after the current one), newest first. Four index look-ups."""
     this = half_of(current_month(now, region().timezone))
-    months = set(db.session.scalars(select(PaymentMonth.month).distinct()))
-    months.update(db.session.scalars(select(ProofOfLifeMonth.month).distinct()))
-    return sorted({half_of(m) for m in months if half_of(m) <= this}, reverse=True)
+    ends = [
+        db.session.scalar(select(func.min(PaymentMonth.month))),
+        db.session.scalar(select(func.max(PaymentMonth.month))),
+        db.session.scalar(select(func.min(ProofOfLifeMonth.month))),
+        db.session.scalar(select(func.max(ProofOfLifeMonth.month))),
+    ]
+    months = [m for m in ends if m]
+    if not months:
+        return []
+    first, last = half_of(min(months)), min(half_of(max(months)), this)
+    halves = []
+    year, number = parse_half(first)
+    while (half := f"{year}-H{number}") <= last:
+        halves.append(half)
+        year, number = (year, 2) if number == 1 else (year + 1, 1)
+    return halves[::-1]
 
 
 def counties() -> list[tuple[str, str]]:

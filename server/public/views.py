@@ -669,7 +669,7 @@ def api_standards() -> Response:
     return _answer(snapshot, render)
 
 
-def _half(half: str) -> str:
+def _half(half: str) -> None:
     """A half year that has figures, else 404."""
     try:
         figures.parse_half(half)
@@ -677,7 +677,6 @@ def _half(half: str) -> str:
         raise NotFound(_("%(half)s is not a half year like 2026-H1.", half=half[:16])) from None
     if half not in figures.halves_with_data(utcnow()):
         raise NotFound(_("There are no figures for %(half)s.", half=half))
-    return half
 
 
 def _figures(snapshot: Snapshot | None, half: str) -> list[figures.Figures]:
@@ -709,9 +708,9 @@ def figures_index() -> Response:
 @bp.get("/public/figures/<half>")
 def figures_page(half: str) -> Response:
     snapshot = _snapshot()
-    half = _half(half)
 
     def render() -> Response:
+        _half(half)
         return _render(
             "public/figures.html",
             snapshot=snapshot,
@@ -726,9 +725,9 @@ def figures_page(half: str) -> Response:
 @bp.get("/public/figures/<half>.csv")
 def figures_csv(half: str) -> Response:
     snapshot = _snapshot()
-    half = _half(half)
 
     def render() -> Response:
+        _half(half)
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(figures.CSV_COLUMNS)
@@ -747,9 +746,9 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 @bp.get("/public/figures/<half>.xlsx")
 def figures_xlsx(half: str) -> Response:
     snapshot = _snapshot()
-    half = _half(half)
 
     def render() -> Response:
+        _half(half)
         from openpyxl import Workbook
 
         book = Workbook(write_only=True)
@@ -783,9 +782,9 @@ def figures_xlsx(half: str) -> Response:
 )
 def api_figures(half: str) -> Response:
     snapshot = _snapshot()
-    half = _half(half)
 
     def render() -> Response:
+        _half(half)
         computed = _figures(snapshot, half)
         answer = schemas.PublicFiguresOut.model_validate(
             {
