@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Select, case, cast, distinct, func, select
@@ -183,21 +183,30 @@ def counties() -> list[tuple[str, str]]:
 # --- the k rule ------------------------------------------------------------------------
 
 
+class Line(NamedTuple):
+    """Cells and the total they add up to. ``disjoint``: no household is behind two of
+    the cells (townships, classes); months are not (a household is paid every month),
+    so only the largest of their counts is sure to be distinct households."""
+
+    cells: list[tuple[str, str]]
+    total: tuple[str, str]
+    disjoint: bool = True
+
+
 def published_cells(
-    basis: dict[tuple[str, str], int],
-    k: int,
-    lines: Iterable[tuple[list[tuple[str, str]], tuple[str, str]]],
+    basis: dict[tuple[str, str], int], k: int, lines: Iterable[Line]
 ) -> dict[tuple[str, str], Reason]:
     """Which cells of a table are suppressed, and why.
 
     ``basis``: each cell's number of households behind it. A cell with at least one and
-    fewer than ``k`` is suppressed ("k"). ``lines``: (cells, total) where the total is
-    the sum of the cells (a column of townships and its county cell; a row of classes or
-    months and its total). While a line's total is shown and its suppressed cells have
-    fewer than ``k`` households together (the total minus the shown cells would reveal
-    them), the line's smallest shown non-empty cell is suppressed too ("complementary");
-    with none left, the total is. Repeated until no line changes (a cell suppressed for
-    one line may open another)."""
+    fewer than ``k`` is suppressed ("k"). ``lines``: cells and their total (a column of
+    townships and its county cell; a row of classes or months and its total). While a
+    line's total is shown and its suppressed cells have fewer than ``k`` households
+    together (the total minus the shown cells would reveal them; for cells that are not
+    disjoint, the largest count stands for them), another cell is suppressed
+    ("complementary"): the line's smallest shown non-empty cell (not disjoint: the
+    smallest with at least k), with none left, the total. Repeated until no line
+    changes (a cell suppressed for one line may open another)."""
     suppressed: dict[tuple[str, str], Reason] = {
         cell: "k" for cell, n in basis.items() if 0 < n < k
     }
@@ -205,27 +214,37 @@ def published_cells(
     changed = True
     while changed:
         changed = False
-        for cells, total in lines:
-            if total in suppressed:
+        for line in lines:
+            if line.total in suppressed:
                 continue
-            hidden = [c for c in cells if c in suppressed]
-            if not hidden or sum(basis.get(c, 0) for c in hidden) >= k:
+            hidden = [basis.get(c, 0) for c in line.cells if c in suppressed]
+            behind = sum(hidden) if line.disjoint else max(hidden, default=0)
+            if not hidden or behind >= k:
                 continue
-            shown = [c for c in cells if c not in suppressed and basis.get(c, 0) > 0]
-            pick = min(shown, key=lambda c: (basis[c], c)) if shown else total
+            least = 1 if line.disjoint else k
+            shown = [c for c in line.cells if c not in suppressed and basis.get(c, 0) >= least]
+            pick = min(shown, key=lambda c: (basis[c], c)) if shown else line.total
             suppressed[pick] = "complementary"
             changed = True
     return suppressed
 
 
 def _table_lines(
-    rows: list[str], total_row: str, columns: list[str], total_column: str | None
-) -> list[tuple[list[tuple[str, str]], tuple[str, str]]]:
+    rows: list[str],
+    total_row: str,
+    columns: list[str],
+    total_column: str | None,
+    *,
+    disjoint_columns: bool = True,
+) -> list[Line]:
     """The lines of a table of townships (rows) and their county (``total_row``)."""
     every = [*columns, total_column] if total_column else columns
-    lines = [([(r, c) for r in rows], (total_row, c)) for c in every]
+    lines = [Line([(r, c) for r in rows], (total_row, c)) for c in every]
     if total_column:
-        lines += [([(r, c) for c in columns], (r, total_column)) for r in [*rows, total_row]]
+        lines += [
+            Line([(r, c) for c in columns], (r, total_column), disjoint_columns)
+            for r in [*rows, total_row]
+        ]
     return lines
 
 
@@ -386,7 +405,13 @@ def _proof_of_life(scope: _Scope) -> tuple[Counts, Counts, Counts]:
 
 
 def _hidden(
-    scope: _Scope, basis: Counts, columns: list[str], total_column: str | None, k: int
+    scope: _Scope,
+    basis: Counts,
+    columns: list[str],
+    total_column: str | None,
+    k: int,
+    *,
+    disjoint_columns: bool = True,
 ) -> Hidden:
     """The k rule over one table of the county's townships."""
     rows = [*scope.codes, scope.total]
@@ -394,7 +419,9 @@ def _hidden(
     return published_cells(
         {(r, c): basis.get((r, c), 0) for r in rows for c in every},
         k,
-        _table_lines(scope.codes, scope.total, columns, total_column),
+        _table_lines(
+            scope.codes, scope.total, columns, total_column, disjoint_columns=disjoint_columns
+        ),
     )
 
 
@@ -425,7 +452,7 @@ def half_year_figures(county_code: str, half: str) -> Figures:
     required, passed, pol_n = _proof_of_life(scope)
 
     by_class = _hidden(scope, households, list(classes), ALL, k)
-    by_money = _hidden(scope, paid_n, list(months), "half", k)
+    by_money = _hidden(scope, paid_n, list(months), "half", k, disjoint_columns=False)
     by_event = _hidden(scope, events, list(EVENTS.values()), None, k)
     by_pol = _hidden(scope, pol_n, list(months), None, k)
 
