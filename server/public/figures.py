@@ -120,6 +120,13 @@ class Figures:
     def areas(self) -> tuple[AreaFigures, ...]:
         return (self.county, *self.townships)
 
+    def area(self, code: str) -> AreaFigures:
+        """The county's or one of its townships' figures (KeyError: not among them)."""
+        for one in self.areas():
+            if one.code == code:
+                return one
+        raise KeyError(code)
+
 
 # --- half years ------------------------------------------------------------------------
 
@@ -432,6 +439,16 @@ def _cell(hidden: Hidden, key: tuple[str, str], value: int | Decimal) -> Cell:
 
 def _yuan(fen: int) -> Decimal:
     return (Decimal(fen) / 100).quantize(Decimal("0.01"))
+
+
+def county_of(area_code: str) -> str:
+    """The code of the county of a county, township or village (LookupError: none)."""
+    area = db.session.scalar(select(Area).where(Area.code == area_code))
+    while area is not None and area.level not in (AreaLevel.COUNTY, AreaLevel.LEAGUE):
+        area = area.parent
+    if area is None or area.level is not AreaLevel.COUNTY:
+        raise LookupError(f"no county above {area_code!r}")
+    return area.code
 
 
 def half_year_figures(county_code: str, half: str) -> Figures:

@@ -31,7 +31,15 @@ from server.monthly import cycle as campaign
 from server.payments import class_table
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.public import changes
-from server.public.figures import ALL, Cell, Figures, Line, half_year_figures, published_cells
+from server.public.figures import (
+    ALL,
+    Cell,
+    Figures,
+    Line,
+    county_of,
+    half_year_figures,
+    published_cells,
+)
 from server.seed import seed_database
 from tests.conftest import make_app
 
@@ -446,3 +454,24 @@ def test_standards_show_a_scheduled_change_with_its_month(league: Flask) -> None
     assert {r["class"] for r in rows if r["status"] == "current"} == {
         c.code for c in league.config["REGION"].classes
     }
+
+
+def test_a_township_or_village_finds_its_county_figures(league: Flask) -> None:
+    """What a notice for a township or village prints: its township's published row."""
+    with league.app_context():
+        f = _county(league)
+        township = f.townships[0]
+        village = db.session.scalar(
+            select(Area.code).where(
+                Area.level == AreaLevel.VILLAGE, Area.parent.has(Area.code == township.code)
+            )
+        )
+        assert village is not None
+        for code in (f.county.code, township.code, village):
+            assert county_of(code) == f.county.code
+        again = half_year_figures(county_of(village), HALF)
+        assert again.area(township.code) == township
+        with pytest.raises(LookupError):
+            county_of("no-such-area")
+        with pytest.raises(ValueError, match="half year"):
+            half_year_figures(f.county.code, "2026-H3")
