@@ -303,11 +303,19 @@ _TOWNSHIP = Area.__table__.alias("township")
 _VILLAGE = Area.__table__.alias("village")
 
 
-def _sizes() -> Any:
-    """Living members per household (a subquery)."""
+def _paid_households(scope: _Scope) -> Select[Any]:
+    """The ids of the households paid in the half year (a subquery)."""
+    return select(PaymentMonth.household_id).where(
+        PaymentMonth.month.in_(scope.months), PaymentMonth.status.in_(PAID)
+    )
+
+
+def _sizes(scope: _Scope) -> Any:
+    """Living members per household paid in the half year (a subquery)."""
     return (
         select(Member.household_id, func.count().label("n"))
         .where(Member.alive.is_(True), Member.left_on.is_(None))
+        .where(Member.household_id.in_(_paid_households(scope)))
         .group_by(Member.household_id)
         .subquery()
     )
@@ -315,10 +323,8 @@ def _sizes() -> Any:
 
 def _class_counts(scope: _Scope) -> tuple[Counts, Counts]:
     """Households paid in the half year and their living members, by class and ALL."""
-    sizes = _sizes()
-    paid_rows = select(PaymentMonth.household_id).where(
-        PaymentMonth.month.in_(scope.months), PaymentMonth.status.in_(PAID)
-    )
+    sizes = _sizes(scope)
+    paid_rows = _paid_households(scope)
     households: Counts = defaultdict(int)
     persons: Counts = defaultdict(int)
     for code, class_code, n, people in db.session.execute(
@@ -344,7 +350,7 @@ def _class_counts(scope: _Scope) -> tuple[Counts, Counts]:
 def _money(scope: _Scope) -> tuple[Counts, Counts, Counts]:
     """Money paid (whole fen, summed in SQL) per month and "half"; households paid per
     month; person-months paid (column "half")."""
-    sizes = _sizes()
+    sizes = _sizes(scope)
     fen: Counts = defaultdict(int)
     paid_n: Counts = defaultdict(int)
     person_months: Counts = defaultdict(int)
