@@ -522,17 +522,6 @@ def half_year_figures(county_code: str, half: str) -> Figures:
     )
 
 
-FIGURE_LABELS = {
-    "households": "households",
-    "persons": "persons",
-    "average_per_person": "average monthly subsidy per person (yuan)",
-    "paid": "money paid (yuan)",
-    "approvals": "new approvals (households)",
-    "suspensions": "suspensions (households)",
-    "terminations": "terminations (households)",
-    "pol_required": "proof-of-life checks required",
-    "pol_passed": "proof-of-life checks passed or exempt",
-}
 CSV_COLUMNS = ("half", "county_code", "area_code", "area", "level", "figure", "key", "value")
 
 
