@@ -220,3 +220,73 @@ def case_csv(snapshot: Snapshot, row: Any, *, masked_names: bool) -> list[str]:
     if not masked_names:
         del values[CSV_COLUMNS.index("masked_name")]
     return values
+
+
+# --- class standards and half-yearly figures (issue 18) --------------------------------
+
+Yuan = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2}$")]
+Shown = Annotated[int | None, Field(ge=0, description="null: suppressed (the k rule)")]
+ShownYuan = Annotated[
+    str | None, Field(pattern=r"^[0-9]+\.[0-9]{2}$", description="null: suppressed")
+]
+
+
+class StandardVersionOut(Output):
+    """One version of a class's amounts: in effect from ``effective_month`` (a month
+    after today's: a change already decided, in effect from then)."""
+
+    class_: str = Field(alias="class")
+    name: str
+    name_en: str
+    effective_month: MONTH
+    monthly_standard: Yuan
+    fixed_monthly: Yuan
+
+
+class PublicStandardsOut(Output):
+    """The class standards now, the allowance method, and every version (no one's name,
+    no reason: decisions, not who made them)."""
+
+    month: MONTH
+    allowance_method: Literal["gap", "fixed"]
+    current: list[StandardVersionOut]
+    scheduled: list[StandardVersionOut]
+    history: list[StandardVersionOut]
+
+
+class FiguresPolOut(Output):
+    month: MONTH
+    required: Shown
+    passed_or_exempt: Shown
+
+
+class FiguresAreaOut(Output):
+    code: str
+    name: str
+    level: Literal["county", "township"]
+    households: dict[str, Shown]
+    persons: dict[str, Shown]
+    average_per_person: ShownYuan
+    paid: dict[str, ShownYuan]
+    paid_half_year: ShownYuan
+    approvals: Shown
+    suspensions: Shown
+    terminations: Shown
+    proof_of_life: list[FiguresPolOut]
+
+
+class FiguresCountyOut(Output):
+    code: str
+    name: str
+    areas: list[FiguresAreaOut]
+
+
+class PublicFiguresOut(Output):
+    """A half year's figures per county and township; null cells are suppressed (fewer
+    than k households behind them, or complementary suppression)."""
+
+    half: Annotated[str, Field(pattern=r"^[0-9]{4}-H[12]$")]
+    months: list[MONTH]
+    classes: list[str]
+    k: Count
+    counties: list[FiguresCountyOut]

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
@@ -30,11 +31,14 @@ from flask_babel import gettext as _
 from markupsafe import Markup
 from werkzeug.exceptions import BadRequest, NotFound
 
+from server.cases import standards
 from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseState
+from server.clock import utcnow
 from server.extensions import limiter
 from server.labels import STATE_LABELS
-from server.public import changes, queries, schemas
+from server.months import current_month
+from server.public import changes, figures, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
 from server.region import region
@@ -347,6 +351,7 @@ def index() -> Response | Any:
             states=list(CaseState),
             classes=region().classes,
             masked_names=region().public.masked_names,
+            standards=_standards(),
         )
 
     return _answer(snapshot, render)
@@ -561,6 +566,233 @@ def api_stats() -> Response:
                 ],
                 "payments": stats["payments"],
                 "proof_of_life": stats["proof_of_life"],
+            }
+        )
+        return jsonify(answer.dump())
+
+    return _answer(snapshot, render)
+
+
+# --- class standards and half-yearly figures (issue 18) --------------------------------
+
+
+def _standards() -> dict[str, Any]:
+    """The class standards in effect this month, the changes already decided for later
+    months, and every version (server.cases.standards.published_history)."""
+    month = current_month(utcnow(), region().timezone)
+    versions = standards.published_history()
+    current: dict[str, standards.PublishedVersion] = {}
+    for version in versions:  # by class, oldest first: the last one not after this month
+        if version.class_code not in current or version.effective_month <= month:
+            current[version.class_code] = version
+    return {
+        "month": month,
+        "allowance_method": region().allowance_method,
+        "current": [current[code] for code in sorted(current)],
+        "scheduled": [v for v in versions if v.effective_month > month],
+        "history": versions,
+    }
+
+
+@bp.get("/public/standards")
+def standards_page() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        return _render("public/standards.html", snapshot=snapshot, standards=_standards())
+
+    return _answer(snapshot, render)
+
+
+STANDARDS_CSV = (
+    "class",
+    "name",
+    "name_en",
+    "effective_month",
+    "monthly_standard",
+    "fixed_monthly",
+    "status",
+)
+
+
+@bp.get("/public/standards.csv")
+def standards_csv() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        shown = _standards()
+        current = set(shown["current"])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(STANDARDS_CSV)
+        for version in shown["history"]:
+            if version in current:
+                status = "current"
+            elif version.effective_month > shown["month"]:
+                status = "scheduled"
+            else:
+                status = "past"
+            writer.writerow([*version.as_json().values(), status])
+        response = Response("\ufeff" + buffer.getvalue(), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="dibao-standards.csv"'
+        return response
+
+    return _answer(snapshot, render)
+
+
+@bp.get("/api/v1/public/standards")
+@operation(
+    Operation(
+        summary="The class standards, the allowance method and every change (no login)",
+        security="none",
+        etag=True,
+        responses={200: schemas.PublicStandardsOut, 304: "If-None-Match matched: nothing changed"},
+        errors={429: LIMITED},
+    )
+)
+def api_standards() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        shown = _standards()
+        answer = schemas.PublicStandardsOut.model_validate(
+            {
+                "month": shown["month"],
+                "allowance_method": shown["allowance_method"],
+                "current": [v.as_json() for v in shown["current"]],
+                "scheduled": [v.as_json() for v in shown["scheduled"]],
+                "history": [v.as_json() for v in shown["history"]],
+            }
+        )
+        return jsonify(answer.dump())
+
+    return _answer(snapshot, render)
+
+
+def _half(half: str) -> None:
+    """A half year that has figures, else 404."""
+    try:
+        figures.parse_half(half)
+    except ValueError:
+        raise NotFound(_("%(half)s is not a half year like 2026-H1.", half=half[:16])) from None
+    if half not in figures.halves_with_data(utcnow()):
+        raise NotFound(_("There are no figures for %(half)s.", half=half))
+
+
+def _figures(snapshot: Snapshot | None, half: str) -> list[figures.Figures]:
+    """Every county's figures for ``half``, computed once per snapshot and process."""
+    key = f"figures:{half}"
+    if snapshot is not None and key in snapshot.fragments:
+        found: list[figures.Figures] = snapshot.fragments[key]
+        return found
+    computed = [figures.half_year_figures(code, half) for code, _name in figures.counties()]
+    if snapshot is not None:
+        snapshot.fragments[key] = computed
+    return computed
+
+
+@bp.get("/public/figures")
+def figures_index() -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        return _render(
+            "public/figures_index.html",
+            snapshot=snapshot,
+            halves=figures.halves_with_data(utcnow()),
+        )
+
+    return _answer(snapshot, render)
+
+
+@bp.get("/public/figures/<half>")
+def figures_page(half: str) -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        _half(half)
+        return _render(
+            "public/figures.html",
+            snapshot=snapshot,
+            half=half,
+            counties=_figures(snapshot, half),
+            classes={c.code: c for c in region().classes},
+        )
+
+    return _answer(snapshot, render)
+
+
+@bp.get("/public/figures/<half>.csv")
+def figures_csv(half: str) -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        _half(half)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(figures.CSV_COLUMNS)
+        for one in _figures(snapshot, half):
+            writer.writerows(figures.table_rows(one))
+        response = Response("\ufeff" + buffer.getvalue(), mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="dibao-figures-{half}.csv"'
+        return response
+
+    return _answer(snapshot, render)
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@bp.get("/public/figures/<half>.xlsx")
+def figures_xlsx(half: str) -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        _half(half)
+        from openpyxl import Workbook
+
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet(half)
+        sheet.append(list(figures.CSV_COLUMNS))
+        for one in _figures(snapshot, half):
+            for row in figures.table_rows(one):
+                sheet.append(row)
+        with tempfile.TemporaryFile() as handle:
+            book.save(handle)
+            handle.seek(0)
+            body = handle.read()
+        response = Response(body, mimetype=XLSX)
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="dibao-figures-{half}.xlsx"'
+        )
+        return response
+
+    return _answer(snapshot, render)
+
+
+@bp.get("/api/v1/public/figures/<half>")
+@operation(
+    Operation(
+        summary="A half year's figures per county and township (no login)",
+        security="none",
+        etag=True,
+        responses={200: schemas.PublicFiguresOut, 304: "If-None-Match matched: nothing changed"},
+        errors={404: "not a half year like 2026-H1, or one without figures", 429: LIMITED},
+    )
+)
+def api_figures(half: str) -> Response:
+    snapshot = _snapshot()
+
+    def render() -> Response:
+        _half(half)
+        computed = _figures(snapshot, half)
+        answer = schemas.PublicFiguresOut.model_validate(
+            {
+                "half": half,
+                "months": list(figures.half_months(half)),
+                "classes": [c.code for c in region().classes],
+                "k": region().public.k,
+                "counties": [figures.as_json(one) for one in computed],
             }
         )
         return jsonify(answer.dump())

@@ -1099,6 +1099,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 NOT_AREA_SCOPED = {
     "public.case_page": "the public notice (公示): published for everyone, no login",
     "public.api_case": "the public notice's JSON: published for everyone, no login",
+    "public.figures_page": "the half-yearly figures (公示): aggregates for everyone, no login",
+    "public.figures_csv": "the half-yearly figures as CSV: aggregates for everyone, no login",
+    "public.figures_xlsx": "the half-yearly figures as xlsx: aggregates for everyone, no login",
+    "public.api_figures": "the half-yearly figures as JSON: aggregates for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "auth.set_password": "the one-time password link: the signed token is the capability",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",

@@ -28,7 +28,7 @@ def test_the_document_is_valid_openapi_and_names_every_api_route(
         for path, methods in document["paths"].items()
         for method, spec in methods.items()
     ]
-    assert len(operations) == len(api_operations(app)) == 18
+    assert len(operations) == len(api_operations(app)) == 20
     for path, method, spec in operations:
         assert spec["summary"] and spec["operationId"], (path, method)
         assert spec["security"] in ([], [{"device": []}], [{}, {"device": []}])

@@ -20,8 +20,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from openpyxl import load_workbook
 from sqlalchemy import select, update
 
+from server.areas.models import Area, AreaLevel
 from server.cases.models import Household, Member
 from server.extensions import db
 from server.monthly import cycle as campaign
@@ -145,7 +147,33 @@ def crawl(client: FlaskClient) -> tuple[dict[str, str], list[dict[str, Any]], li
         get(f"/api/v1/public/cases/{item['case_code']}")
     table = get("/public/cases.csv")
     rows = list(csv.reader(io.StringIO(table.lstrip("\ufeff"))))
+    crawl_disclosure(client, get, outputs)
     return outputs, items, rows
+
+
+def crawl_disclosure(client: FlaskClient, get: Any, outputs: dict[str, str]) -> None:
+    """The class standards and every half year's figures: pages, CSV, workbook, JSON."""
+    halves: set[str] = set()
+    for lang in ("zh_CN", "en"):
+        get(f"/public/standards?lang={lang}")
+        halves.update(
+            re.findall(r"/public/figures/([0-9]{4}-H[12])", get(f"/public/figures?lang={lang}"))
+        )
+        for half in halves:
+            get(f"/public/figures/{half}?lang={lang}")
+    get("/public/standards.csv")
+    outputs["/api/v1/public/standards"] = str(client.get("/api/v1/public/standards").get_json())
+    for half in halves:
+        get(f"/public/figures/{half}.csv")
+        outputs[f"/api/v1/public/figures/{half}"] = str(
+            client.get(f"/api/v1/public/figures/{half}").get_json()
+        )
+        book = load_workbook(io.BytesIO(client.get(f"/public/figures/{half}.xlsx").data))
+        outputs[f"/public/figures/{half}.xlsx"] = "\n".join(
+            "\t".join("" if v is None else str(v) for v in row)
+            for sheet in book
+            for row in sheet.iter_rows(values_only=True)
+        )
 
 
 Crawled = tuple[dict[str, str], list[dict[str, Any]], list[list[str]]]
@@ -178,6 +206,28 @@ def test_no_public_output_names_anybody(county: Flask, crawled: Crawled) -> None
     results = Counter(p["result"] for i in items for p in i["proof_of_life"])
     assert results["passed"] > 0 and results["missed"] > 0
     assert any(cell["month"] == MONTH for cell in stats["payments"])
+
+
+def test_standards_and_figures_name_no_case(county: Flask, crawled: Crawled) -> None:
+    """The disclosure outputs are aggregates: no case code in any of them, and the areas
+    they name are counties and townships only (no village)."""
+    outputs, _, _ = crawled
+    disclosure = {
+        url: text for url, text in outputs.items() if "/figures" in url or "/standards" in url
+    }
+    assert any(url.endswith(".xlsx") for url in disclosure)
+    assert any("/api/v1/public/figures/" in url for url in disclosure)
+    with county.app_context():
+        codes = set(db.session.scalars(select(Household.case_code)))
+        villages = set(db.session.scalars(select(Area.name).where(Area.level == AreaLevel.VILLAGE)))
+        townships = set(
+            db.session.scalars(select(Area.name).where(Area.level == AreaLevel.TOWNSHIP))
+        )
+    assert leaks(disclosure, codes) == []
+    # Village names that are not also a township's name never appear.
+    assert leaks(disclosure, villages - townships) == []
+    figures_page = next(t for u, t in disclosure.items() if re.search(r"H[12]\?lang=zh_CN$", u))
+    assert any(name in figures_page for name in townships)
 
 
 def quasi_identifiers(item: dict[str, Any]) -> tuple[Any, ...]:
