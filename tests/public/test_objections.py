@@ -213,6 +213,7 @@ def test_objections_are_rate_limited_per_address(databases: Any, tmp_path: Path)
         tmp_path,
         RATELIMIT_ENABLED=True,
         DIBAO_OBJECTION_RATE_LIMIT="2 per hour",
+        DIBAO_OBJECTION_CASE_RATE_LIMIT="1 per day",
     )
     from flask_migrate import upgrade
 
@@ -233,3 +234,37 @@ def test_objections_are_rate_limited_per_address(databases: Any, tmp_path: Path)
             environ_base={"REMOTE_ADDR": "10.0.0.9"},
         )
         assert elsewhere.status_code == 422
+        # Per case, only objections received count: one from a third address is taken,
+        # the next one to the same case (from a fourth) waits; another case is open.
+        third = {"REMOTE_ADDR": "10.0.0.3"}
+        page = client.get(f"/public/cases/{code}/objection", environ_base=third)
+        data = {**form_of(page.get_data(as_text=True)), "reason": REASON}
+        taken = client.post(f"/public/cases/{code}/objection", data=data, environ_base=third)
+        assert taken.status_code == 201
+        fourth = {"REMOTE_ADDR": "10.0.0.4"}
+        page = client.get(f"/public/cases/{code}/objection", environ_base=fourth)
+        data = {**form_of(page.get_data(as_text=True)), "reason": REASON}
+        full = client.post(f"/public/cases/{code}/objection", data=data, environ_base=fourth)
+        assert full.status_code == 429
+
+
+def test_overdue_objections_come_first_and_are_marked(app: Flask, client: FlaskClient) -> None:
+    late, early = in_notice(), in_notice()
+    send(client, late)
+    send(client, early)
+    overdue = db.session.scalar(
+        select(Objection).join(Household).where(Household.case_code == early)
+    )
+    assert overdue is not None
+    overdue.deadline = local_today() - timedelta(days=2)
+    db.session.commit()
+    staff = app.test_client()
+    login(staff, "reviewer_a")
+    html = staff.get("/console/worklist?lang=en").get_data(as_text=True)
+    rows = re.findall(r'<tr data-kind="objection" ?(class="overdue")?>', html)
+    assert rows == ['class="overdue"', ""]
+    assert html.index(early) < html.index(late)
+    # Another township's reviewer sees neither.
+    other = app.test_client()
+    login(other, "reviewer_b")
+    assert 'data-kind="objection"' not in other.get("/console/worklist").get_data(as_text=True)
