@@ -111,7 +111,7 @@ def submit(
     )
     db.session.add(objection)
     db.session.flush()
-    audit.record(
+    entry = audit.record(
         "objection.received",
         actor=None,
         object_type="household",
@@ -119,6 +119,9 @@ def submit(
         objection_id=objection.id,
         deadline=objection.deadline.isoformat(),
     )
+    # The objector's address is kept nowhere in clear, the audit log included (only
+    # ``address_hash`` on the objection).
+    entry.remote_addr = None
     return Received(objection, receipt)
 
 

@@ -88,6 +88,7 @@ def test_an_objection_is_received_stored_encrypted_and_audited(
         select(AuditEntry).where(AuditEntry.action == "objection.received")
     ).all()
     assert [r.object_id for r in rows] == [str(case(code).id)]
+    assert rows[0].remote_addr is None and rows[0].actor_id is None
     assert REASON not in str(rows[0].details) and "13800001111" not in str(rows[0].details)
 
     status = client.get(f"/public/objections/{receipt}?lang=en")

@@ -32,6 +32,7 @@ from server.extensions import csrf, db, limiter
 from server.months import local_date
 from server.public import queries
 from server.public.views import MAX_ARG_LENGTH, _render, _snapshot, bp
+from server.region import region
 
 # How long a form (its question) stays good, in seconds.
 FORM_MAX_AGE = 30 * 60
@@ -246,7 +247,7 @@ def objection_status(receipt: str) -> Response:
     objection = objections.by_receipt(receipt[:MAX_ARG_LENGTH])
     if objection is None:
         raise NotFound(_("No objection has this receipt code."))
-    zone = current_app.config["REGION"].timezone
+    zone = region().timezone
     return _no_store(
         _render(
             "public/objection_status.html",
