@@ -215,6 +215,7 @@ def test_objections_are_rate_limited_per_address(databases: Any, tmp_path: Path)
         RATELIMIT_ENABLED=True,
         DIBAO_OBJECTION_RATE_LIMIT="2 per hour",
         DIBAO_OBJECTION_CASE_RATE_LIMIT="1 per day",
+        DIBAO_OBJECTION_RECEIPT_RATE_LIMIT="2 per minute",
     )
     from flask_migrate import upgrade
 
@@ -247,6 +248,10 @@ def test_objections_are_rate_limited_per_address(databases: Any, tmp_path: Path)
         data = {**form_of(page.get_data(as_text=True)), "reason": REASON}
         full = client.post(f"/public/cases/{code}/objection", data=data, environ_base=fourth)
         assert full.status_code == 429
+        # The outcome page: guessing receipt codes is slowed down too.
+        guesses = [client.get("/public/objections/" + "a" * 24) for _ in range(3)]
+        assert [g.status_code for g in guesses] == [404, 404, 429]
+        assert guesses[2].headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_overdue_objections_come_first_and_are_marked(app: Flask, client: FlaskClient) -> None:
