@@ -296,6 +296,9 @@ AUDIT_ACTION_LABELS = {
     "case_change.reveal_personal": _l("ID number and phone of a change revealed"),
     "pol.link_resent": _l("Proof-of-life link re-sent"),
     "sms.readdressed": _l("Waiting messages sent to the corrected phone"),
+    "objection.received": _l("Objection received"),
+    "objection.read": _l("Objection read"),
+    "objection.decided": _l("Objection decided"),
 }
 
 # What an audit row is about (its ``object_type``).
