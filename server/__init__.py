@@ -204,7 +204,8 @@ def _register_blueprints(app: Flask) -> None:
     import server.models
     import server.payments.service
     import server.proof_of_life.service  # exempts the months of a member who left
-    import server.public.changes  # noqa: F401  records changes for the public snapshot
+    import server.public.changes  # records changes for the public snapshot
+    import server.public.objections.views  # noqa: F401  objection routes (public blueprint)
     import sms
     from mobile_api.api import bp as api_bp
     from mobile_api.openrosa import bp as openrosa_bp
@@ -220,6 +221,7 @@ def _register_blueprints(app: Flask) -> None:
     from server.web.console_visits import bp as console_visits_bp
     from server.web.console_work import bp as console_work_bp
     from server.web.deaths import bp as deaths_bp
+    from server.web.objections import bp as objections_bp
     from server.web.office import bp as office_bp
 
     for blueprint in (
@@ -238,6 +240,7 @@ def _register_blueprints(app: Flask) -> None:
         office_bp,
         deaths_bp,
         admin_bp,
+        objections_bp,
     ):
         app.register_blueprint(blueprint)
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).

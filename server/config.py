@@ -47,6 +47,9 @@ ENV_KEYS = (
     "DIBAO_DEVICE_TOKEN_DAYS",
     "DIBAO_PASSWORD_LINK_HOURS",
     "DIBAO_PASSWORD_LINK_RATE_LIMIT",
+    "DIBAO_OBJECTION_RATE_LIMIT",
+    "DIBAO_OBJECTION_CASE_RATE_LIMIT",
+    "DIBAO_OBJECTION_RECEIPT_RATE_LIMIT",
     "DIBAO_MAX_PHOTO_BYTES",
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
@@ -69,6 +72,9 @@ RATE_LIMIT_KEYS = (
     "DIBAO_PUBLIC_RATE_LIMIT",
     "DIBAO_SEARCH_RATE_LIMIT",
     "DIBAO_PASSWORD_LINK_RATE_LIMIT",
+    "DIBAO_OBJECTION_RATE_LIMIT",
+    "DIBAO_OBJECTION_CASE_RATE_LIMIT",
+    "DIBAO_OBJECTION_RECEIPT_RATE_LIMIT",
 )
 # What the limits library can keep counters in (limits.storage).
 RATE_LIMIT_STORAGE_SCHEMES = (
@@ -118,6 +124,12 @@ def _rate_limit_defaults() -> dict[str, str]:
         "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
         # Per address, the one-time password link's page (docs/office.md).
         "DIBAO_PASSWORD_LINK_RATE_LIMIT": "20 per hour",
+        # Objections sent from the public case page, per address and per case
+        # (docs/public.md, "Objections during the public notice").
+        "DIBAO_OBJECTION_RATE_LIMIT": "5 per hour;20 per day",
+        "DIBAO_OBJECTION_CASE_RATE_LIMIT": "30 per day",
+        # Per address, the objection's outcome page behind its receipt code.
+        "DIBAO_OBJECTION_RECEIPT_RATE_LIMIT": "30 per minute",
     }
 
 

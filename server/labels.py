@@ -226,6 +226,14 @@ WORK_KIND_LABELS = {
     "pol_decision": _l("Proof-of-life decision"),
     "visit": _l("Visit"),
     "contact_task": _l("Contact task"),
+    "objection": _l("Objection"),
+}
+
+# server.cases.objection_models.ObjectionStatus
+OBJECTION_STATUS_LABELS = {
+    "open": _l("Being looked into"),
+    "unfounded": _l("Unfounded: the case goes on"),
+    "resurvey": _l("Survey again: the case goes back to the survey"),
 }
 
 # Why a member must be contacted or helped (proof_of_life.models.ContactReason, and the
@@ -288,6 +296,9 @@ AUDIT_ACTION_LABELS = {
     "case_change.reveal_personal": _l("ID number and phone of a change revealed"),
     "pol.link_resent": _l("Proof-of-life link re-sent"),
     "sms.readdressed": _l("Waiting messages sent to the corrected phone"),
+    "objection.received": _l("Objection received"),
+    "objection.read": _l("Objection read"),
+    "objection.decided": _l("Objection decided"),
 }
 
 # What an audit row is about (its ``object_type``).
@@ -496,6 +507,7 @@ def register(app: Flask) -> None:
         back_check_outcome_label=_lookup(BACK_CHECK_OUTCOME_LABELS),
         exception_kind_label=_lookup(EXCEPTION_KIND_LABELS),
         work_kind_label=_lookup(WORK_KIND_LABELS),
+        objection_status_label=_lookup(OBJECTION_STATUS_LABELS),
         contact_reason_labels=_list_lookup(CONTACT_REASON_LABELS),
         audit_action_label=audit_action_label,
         risk_text=risk_text,

@@ -53,6 +53,8 @@ class Deadlines:
     review_working_days: int
     review_working_days_special: int
     refusal_notice_working_days: int
+    # An objection during the public notice is decided within this many working days.
+    objection_working_days: int = 5
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,9 @@ def _deadlines(dl: dict[str, Any]) -> Deadlines:
         ),
         refusal_notice_working_days=_positive_int(
             dl.get("refusal_notice_working_days", 3), "deadlines.refusal_notice_working_days"
+        ),
+        objection_working_days=_positive_int(
+            dl.get("objection_working_days", 5), "deadlines.objection_working_days"
         ),
     )
 

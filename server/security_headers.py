@@ -27,7 +27,7 @@ PAGE_POLICY: dict[str, str] = {
 # Addresses that carry a secret in their path or query (the monthly link token, a
 # one-time password link): a browser must never send them on to another site as a
 # Referer.
-TOKEN_PATHS = ("/m/", "/api/v1/proof-of-life/", "/set-password/")
+TOKEN_PATHS = ("/m/", "/api/v1/proof-of-life/", "/set-password/", "/public/objections/")
 
 HSTS = "max-age=31536000"
 PERMISSIONS = "camera=(), microphone=(), geolocation=()"

@@ -61,6 +61,8 @@ NOT_BLOBS = {
     ("device_tokens", "token_hash"): "a hash of a device token",
     ("members", "id_number_hash"): "a keyed hash of an ID number",
     ("members", "phone_hash"): "a keyed hash of a phone number",
+    ("objections", "address_hash"): "a keyed hash of an objector's address",
+    ("objections", "receipt_hash"): "a hash of an objection's receipt code",
     ("password_links", "token_hash"): "a hash of a one-time password link",
     ("pol_attempts", "frame_hashes"): "perceptual hashes of frames (JSON)",
     ("pol_months", "link_hash"): "a hash of a proof-of-life link token",

@@ -108,6 +108,8 @@ class Capability(enum.StrEnum):
     # Match the civil registry's death register and apply it (issue 17): it suspends
     # cases, a county decision, so the county approver's alone.
     IMPORT_DEATH_REGISTER = "import_death_register"
+    # Read and decide objections raised during a case's public notice (issue 18).
+    DECIDE_OBJECTIONS = "decide_objections"
 
 
 C = Capability
@@ -138,6 +140,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.READ_CONSOLE,
             C.PROPOSE_CASE_CHANGES,
             C.CHECK_CASE_CHANGES,
+            C.DECIDE_OBJECTIONS,
         }
     ),
     Role.COUNTY_APPROVER: frozenset(
@@ -151,6 +154,7 @@ CAPABILITIES: Mapping[Role, frozenset[Capability]] = {
             C.RECORD_BACK_CHECKS,
             C.CHECK_CASE_CHANGES,
             C.IMPORT_DEATH_REGISTER,
+            C.DECIDE_OBJECTIONS,
         }
     ),
     Role.SUPERVISOR: frozenset(

@@ -11,12 +11,15 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
 from server import clock
 from server.audit import service as audit
 from server.auth.models import Role, User
 from server.auth.permissions import require_in_area
 from server.cases.allowance import AllowanceResult, compute_allowance
 from server.cases.models import CaseEvent, CaseState, Household
+from server.cases.objection_models import Objection, ObjectionStatus
 from server.cases.standards import standard_for
 from server.errors import IllegalTransition, NotPermitted, ReasonRequired
 from server.extensions import db
@@ -233,6 +236,7 @@ def _apply_effects(
         household.notice_ends_on = None
         household.decision_due_on = None
     elif spec.action == "approve":
+        _no_open_objection(household)
         if household.notice_ends_on is not None and today < household.notice_ends_on:
             raise IllegalTransition(
                 f"the public notice runs until {household.notice_ends_on.isoformat()}",
@@ -257,6 +261,21 @@ def _apply_effects(
         household.approved_on = today
         household.payment_starts_on = first_of_next_month(today)
         _set_review(household, next_review_after(household, today), reviewed_on=today)
+
+
+def _no_open_objection(household: Household) -> None:
+    """An objection raised during the notice is decided before the case is approved."""
+    waiting = db.session.scalar(
+        select(Objection.id)
+        .where(Objection.household_id == household.id, Objection.status == ObjectionStatus.OPEN)
+        .limit(1)
+    )
+    if waiting is not None:
+        raise IllegalTransition(
+            "an objection to this case is not decided yet",
+            action="approve",
+            objection_id=waiting,
+        )
 
 
 def next_review_after(household: Household, reviewed_on: date) -> date:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from flask import url_for
 from sqlalchemy import or_, select
 
 from server.areas.models import Area
@@ -24,6 +25,7 @@ from server.auth.models import User
 from server.auth.permissions import Capability, can
 from server.cases.deadlines import decision_deadline
 from server.cases.models import CaseState, Household
+from server.cases.objection_models import Objection, ObjectionStatus
 from server.cases.workflow import next_steps
 from server.console.places import (
     Township,
@@ -58,13 +60,14 @@ class Item:
     village: str
     deadline: date | None
     what: str
+    url: str | None = None  # another page than the case's (an objection's)
 
     def as_dict(self, today: date) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "kind_label": str(WORK_KIND_LABELS[self.kind]),
             "case_code": self.case_code,
-            "case_url": case_url(self.case_code),
+            "case_url": self.url or case_url(self.case_code),
             "township": self.township,
             "village": self.village,
             "deadline": self.deadline,
@@ -159,6 +162,23 @@ def _contact_tasks(actor: User, path: str, now: datetime) -> Iterable[Item]:
         )
 
 
+def _objections(actor: User, path: str) -> Iterable[Item]:
+    """Open objections raised during the public notice, for the roles that decide them
+    (docs/office.md, "Objections"): to the objection's page, by its deadline."""
+    if not can(actor, Capability.DECIDE_OBJECTIONS):
+        return
+    query = with_place(
+        select(Household.case_code, Objection.id, Objection.deadline)
+        .select_from(Objection)
+        .join(Household, Household.id == Objection.household_id),
+        path,
+    ).where(Objection.status == ObjectionStatus.OPEN)
+    what = str(WORK_KIND_LABELS["objection"])
+    for code, objection_id, due, village, township, township_code in db.session.execute(query):
+        url = url_for("objections.objection_page", case_code=code, objection_id=objection_id)
+        yield Item("objection", code, township, township_code, village, due, what, url)
+
+
 def worklist(
     actor: User,
     *,
@@ -175,6 +195,7 @@ def worklist(
         *_months_to_decide(actor, path),
         *_visits(actor, township, today, now, window_days),
         *_contact_tasks(actor, path, now),
+        *_objections(actor, path),
     ]
     rows = [item.as_dict(today) for item in items]
     rows.sort(key=lambda r: (r["deadline"] or date.max, r["case_code"], r["kind"]))

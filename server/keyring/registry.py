@@ -82,6 +82,8 @@ NOT_LOOKUP_HASHES = frozenset(
         "pol_months.link_hash",
         "surveys.content_hash",
         "photo_hashes.hash",  # perceptual hashes of visit photos
+        "objections.receipt_hash",  # an objection's receipt code (a random token)
+        "objections.address_hash",  # HMAC of an address under a SECRET_KEY-derived key
     }
 )
 

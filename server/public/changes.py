@@ -19,6 +19,7 @@ from sqlalchemy import event, exists, insert, select
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from server.cases.models import CaseEvent, Household, Member
+from server.cases.objection_models import Objection
 from server.clock import utcnow
 from server.extensions import db
 from server.payments.models import PaymentMonth
@@ -31,7 +32,7 @@ from server.transactions import commits_per_batch
 
 logger = logging.getLogger(__name__)
 
-WATCHED = (Household, Member, CaseEvent, ProofOfLifeMonth, PaymentMonth)
+WATCHED = (Household, Member, CaseEvent, ProofOfLifeMonth, PaymentMonth, Objection)
 WATCHED_TABLES = frozenset(model.__tablename__ for model in WATCHED)
 _FLAG = "dibao.public_changed"
 _build_lock = threading.Lock()

@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger, Row, case, cast, delete, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.areas.models import Area, AreaLevel
+from server.cases import objections
 from server.cases.models import CaseEvent, CaseState, Household, HouseholdClass, Member, Relation
 from server.clock import utcnow
 from server.extensions import bulk_insert, db
@@ -336,6 +337,7 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
         "townships": _township_stats(tally.township_totals, tally.township_money, rules.k),
         "payments": _payment_stats(areas, rules.k, now, zone),
         "proof_of_life": _proof_of_life_stats(rules.k, this_year),
+        "objections": _objection_stats(snapshot.id, zone),
     }
     snapshot.stats = json.dumps(stats, ensure_ascii=False, separators=(",", ":"))
     snapshot.cases = tally.published
@@ -388,6 +390,26 @@ def _withhold_surnames(snapshot_id: int, surnames: Counter[tuple[Key, str]], k: 
 
 def _money(value: Any) -> str:
     return f"{Decimal(value or 0):.2f}"
+
+
+def _objection_stats(snapshot_id: int, zone: ZoneInfo) -> dict[str, list[Any]]:
+    """Per published case with objections: [received, resolved, latest received day,
+    latest resolved day] (docs/public.md, "Objections during the public notice")."""
+    counts = objections.public_counts(zone.key)
+    if not counts:
+        return {}
+    published = set(
+        db.session.scalars(
+            select(PublicCase.case_code).where(
+                PublicCase.snapshot_id == snapshot_id, PublicCase.case_code.in_(list(counts))
+            )
+        )
+    )
+    return {
+        code: [c.received, c.resolved, c.last_received_on, c.last_resolved_on]
+        for code, c in sorted(counts.items())
+        if code in published
+    }
 
 
 def _township_stats(

@@ -385,6 +385,7 @@ def case_page(case_code: str) -> Response:
             changes=schemas.status_changes(row),
             pol=schemas.proof_of_life(row),
             masked_names=region().public.masked_names,
+            objections=snapshot.stats.get("objections", {}).get(code) if snapshot else None,
         )
 
     return _answer(snapshot, render)

@@ -22,7 +22,7 @@ from flask_login import current_user
 from server import clock
 from server.auth.permissions import Capability, can, staff_required
 from server.cases import changes as case_changes_service
-from server.cases import queries, service, workflow
+from server.cases import objections, queries, service, workflow
 from server.cases.models import CaseChange, CaseState, Household
 from server.deaths.service import overpayments_of
 from server.errors import DomainError
@@ -114,6 +114,7 @@ def _case_page(
         may_check=lambda change: case_changes_service.may_check(current_user, change),
         may_resend=resend.may_resend(current_user),
         overpayments=overpayments_of(household),
+        objections=objections.of_case(household),
     ), status
 
 

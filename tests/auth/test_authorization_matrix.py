@@ -41,6 +41,7 @@ from server.auth.models import Role, User
 from server.cases import changes as case_changes
 from server.cases.codes import new_case_code
 from server.cases.models import CaseChange, CaseState, ChangeStatus, Household
+from server.cases.objection_models import Objection, ObjectionStatus
 from server.crypto import id_check_digit
 from server.devices.models import DeviceToken
 from server.devices.service import DEVICE_ROLES, PREFIX_LENGTH, TOKEN_PREFIX, hash_token
@@ -119,6 +120,7 @@ class Place:
     back_check_id: int  # the visit sampled for a back-check
     caseworker_id: int  # the township's caseworker, who made the visit
     change_id: int  # a pending income change the township's caseworker proposed
+    objection_id: int  # an open objection to the case (issue 18)
     village_id: int = MISSING_ID + 20  # the village itself (the office's forms take it)
     head_id_number: str = ""  # the head's ID number (case search)
 
@@ -154,6 +156,7 @@ def missing_place() -> Place:
         back_check_id=MISSING_ID + 16,
         caseworker_id=MISSING_ID + 17,
         change_id=MISSING_ID + 18,
+        objection_id=MISSING_ID + 19,
     )
 
 
@@ -270,6 +273,15 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
     change = case_changes.propose_incomes(
         tablet.user, household, [case_changes.IncomeLine(head.id, Decimal("150.00"))], "务工收入"
     )
+    objection = Objection(
+        household=household,
+        reason="该户有车",
+        receipt_hash=secrets.token_hex(32),
+        form_nonce=secrets.token_hex(16),
+        deadline=now.date() + timedelta(days=7),
+    )
+    db.session.add(objection)
+    db.session.flush()
     return Place(
         village_code=village.code,
         village_id=village.id,
@@ -295,6 +307,7 @@ def build_place(village: Area, tablet: DeviceToken) -> Place:
         back_check_id=draw.checks[0].id,
         caseworker_id=tablet.user_id,
         change_id=change.id,
+        objection_id=objection.id,
     )
 
 
@@ -437,6 +450,13 @@ def _change_decided_by(roles: set[Role], status: ChangeStatus) -> Callable[[Plac
     return effect
 
 
+def _objection_decided_by_deciders(place: Place, role: Role) -> None:
+    objection = db.session.get(Objection, place.objection_id)
+    assert objection is not None
+    expected = ObjectionStatus.UNFOUNDED if role in DECIDERS else ObjectionStatus.OPEN
+    assert objection.status is expected, role
+
+
 def _change(case_code: str, change_id: int, decision: str) -> Call:
     return Call(
         "POST", f"/cases/{case_code}/changes/{change_id}/{decision}", data={"note": "已核实"}
@@ -577,9 +597,42 @@ REGISTERERS = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER}
 # township reviewer or the county approver (never the maker).
 TOWNSHIP_STAFF = {Role.CASEWORKER, Role.TOWNSHIP_REVIEWER}
 CHECKERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}
+DECIDERS = {Role.TOWNSHIP_REVIEWER, Role.COUNTY_APPROVER}  # objections (issue 18)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     # ------------------------------------------------------------------ staff pages
+    Endpoint(
+        "objections.objection_page",
+        "page",
+        (
+            Variant(
+                "an objection to its case",
+                lambda t, o: Call("GET", f"/cases/{t.case_code}/objections/{t.objection_id}"),
+                only(DECIDERS, 200, 403),
+            ),
+            Variant(
+                "through the caller's case",
+                lambda t, o: Call("GET", f"/cases/{o.case_code}/objections/{t.objection_id}"),
+                only(DECIDERS, 200, 403),
+            ),
+        ),
+    ),
+    Endpoint(
+        "objections.decide_objection",
+        "page",
+        (
+            Variant(
+                "unfounded, with a note",
+                lambda t, o: Call(
+                    "POST",
+                    f"/cases/{t.case_code}/objections/{t.objection_id}",
+                    data={"outcome": "unfounded", "note": "经核实不属实"},
+                ),
+                only(DECIDERS, 303, 403),
+                _objection_decided_by_deciders,
+            ),
+        ),
+    ),
     Endpoint(
         "office.walk_in_submit",
         "page",
@@ -1103,6 +1156,9 @@ NOT_AREA_SCOPED = {
     "public.figures_csv": "the half-yearly figures as CSV: aggregates for everyone, no login",
     "public.figures_xlsx": "the half-yearly figures as xlsx: aggregates for everyone, no login",
     "public.api_figures": "the half-yearly figures as JSON: aggregates for everyone, no login",
+    "public.objection_form": "anyone may object to a case in public notice, no login",
+    "public.send_objection": "anyone may object to a case in public notice, no login",
+    "public.objection_status": "the objector's receipt code is the capability, not an id",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "auth.set_password": "the one-time password link: the signed token is the capability",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",

@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
+from secrets import token_hex, token_urlsafe
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,18 +23,51 @@ from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from openpyxl import load_workbook
 from sqlalchemy import select, update
+from sqlalchemy.orm import undefer
 
 from server.areas.models import Area, AreaLevel
+from server.cases import objections
 from server.cases.models import Household, Member
+from server.cases.objection_models import Objection, ObjectionStatus
 from server.extensions import db
 from server.monthly import cycle as campaign
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.public import changes
+from server.public.models import PublicCase
 from server.seed import seed_database
 from tests.conftest import make_app
 
 HOUSEHOLDS = 400
 MONTH = "2026-10"
+# Objections to published cases (issue 18): their texts and contacts must never show.
+OBJECTION_REASONS = ("举报人赵钱孙：该户有轿车一辆", "邻居周吴郑说户主在城里打工")
+OBJECTION_CONTACT = "13700009999"
+RECEIPTS = [token_urlsafe(18) for _ in OBJECTION_REASONS]
+
+
+def _add_objections() -> None:
+    """An open and a decided objection on published cases, as the office keeps them."""
+    published = db.session.scalars(
+        select(Household)
+        .join(PublicCase, PublicCase.case_code == Household.case_code)
+        .order_by(Household.id)
+        .limit(40)
+    ).all()
+    for index, (reason, receipt) in enumerate(zip(OBJECTION_REASONS, RECEIPTS, strict=True)):
+        objection = Objection(
+            household=published[index * 20],
+            reason=reason,
+            contact=OBJECTION_CONTACT,
+            receipt_hash=objections.receipt_hash(receipt),
+            form_nonce=token_hex(16),
+            address_hash=objections.address_hash("10.1.2.3"),
+            deadline=date(2026, 12, 1),
+        )
+        if index:
+            objection.status = ObjectionStatus.UNFOUNDED
+            objection.note = "经核实，该车辆登记在他人名下"
+            objection.decided_at = objection.received_at
+        db.session.add(objection)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +98,9 @@ def county(databases: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         campaign.close(MONTH, now=at.closes + timedelta(hours=1))
         db.session.commit()
         changes.refresh(force=True)
+        _add_objections()
+        db.session.commit()
+        changes.refresh(force=True)
         db.session.remove()
     yield app
     with app.app_context():
@@ -85,6 +122,11 @@ def secrets_of(app: Flask) -> set[str]:
             select(Household.address, Household.home_lat, Household.home_lon)
         ):
             found.update({address, f"{lat:.4f}", f"{lon:.4f}", repr(lat), repr(lon)})
+        for objection in db.session.scalars(
+            select(Objection).options(undefer(Objection.reason), undefer(Objection.note))
+        ):
+            found.update({objection.reason, objection.note or objection.reason, "10.1.2.3"})
+            found.update({objection.contact or OBJECTION_CONTACT, objection.receipt_hash})
     return found
 
 
@@ -145,6 +187,12 @@ def crawl(client: FlaskClient) -> tuple[dict[str, str], list[dict[str, Any]], li
     for item in items:
         get(f"/public/cases/{item['case_code']}")
         get(f"/api/v1/public/cases/{item['case_code']}")
+        if item["status"] == "in_public_notice":
+            form = f"/public/cases/{item['case_code']}/objection"
+            outputs[form] = client.get(form).get_data(as_text=True)
+    for receipt in RECEIPTS:
+        get(f"/public/objections/{receipt}")
+        get(f"/public/objections/{receipt}?lang=en")
     table = get("/public/cases.csv")
     rows = list(csv.reader(io.StringIO(table.lstrip("\ufeff"))))
     crawl_disclosure(client, get, outputs)
@@ -206,6 +254,11 @@ def test_no_public_output_names_anybody(county: Flask, crawled: Crawled) -> None
     results = Counter(p["result"] for i in items for p in i["proof_of_life"])
     assert results["passed"] > 0 and results["missed"] > 0
     assert any(cell["month"] == MONTH for cell in stats["payments"])
+    # The objections show as counts on their case pages, nowhere as text.
+    shown = [
+        text for url, text in outputs.items() if 'class="objections" data-received="1"' in text
+    ]
+    assert shown, "no case page shows its objection"
 
 
 def test_standards_and_figures_name_no_case(county: Flask, crawled: Crawled) -> None:

@@ -1,0 +1,1 @@
+"""Objections from the public case page (routes of the ``public`` blueprint)."""
