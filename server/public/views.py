@@ -32,9 +32,10 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from server.cases.codes import EXAMPLE_CASE_CODE, normalize_case_code
 from server.cases.models import CaseState
+from server.clock import utcnow
 from server.extensions import limiter
 from server.labels import STATE_LABELS
-from server.public import changes, queries, schemas
+from server.public import changes, notices, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
 from server.region import region
@@ -146,13 +147,17 @@ def _responses() -> ResponseCache:
 
 
 def _answer(
-    snapshot: Snapshot | None, render: Callable[[], Response], *, keep: bool = True
+    snapshot: Snapshot | None,
+    render: Callable[[], Response],
+    *,
+    keep: bool = True,
+    day: str = "",
 ) -> Response:
     """Same snapshot, same URL, same language: same bytes. So: an ETag from those three
     (If-None-Match -> 304), and the bytes of what was rendered kept for the next one
-    (``keep``; not for the streamed CSV)."""
+    (``keep``; not for the streamed CSV). A notice prints the day: ``day`` joins the key."""
     token = snapshot.token if snapshot else "none"
-    key = f"{token}\n{request.full_path}\n{_language()}"
+    key = f"{token}\n{request.full_path}\n{_language()}\n{day}"
     etag = hashlib.sha256(key.encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
         response = Response(status=304)
@@ -566,3 +571,93 @@ def api_stats() -> Response:
         return jsonify(answer.dump())
 
     return _answer(snapshot, render)
+
+
+# --- printable notices (docs/public.md, "Printable notices") ------------------------------
+
+
+def _today() -> str:
+    return utcnow().astimezone(ZoneInfo(region().timezone)).date().isoformat()
+
+
+def _pdf(body: bytes, filename: str) -> Response:
+    response = Response(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+def _notice_context(snapshot: Snapshot, area_code: str) -> dict[str, Any]:
+    area = snapshot.areas[area_code]
+    chain = notices.area_chain(snapshot, area_code)
+    township = snapshot.areas.get(area["parent"]) if area["level"] == "village" else None
+    return {
+        "area": area,
+        "area_name": f"{township['name']} · {area['name']}" if township else area["name"],
+        "office": region().public.office_for(chain),
+        "printed_on": _today(),
+        "lang": _language(),
+        "chinese": _language() == "zh_CN",
+        "k": region().public.k,
+    }
+
+
+@bp.get("/public/notices/<area_code>.pdf")
+def notice_pdf(area_code: str) -> Response:
+    """Notice 1: the cases of a township or village now in public notice, for its board."""
+    snapshot = _snapshot()
+    area = notices.notice_area(snapshot, area_code[:MAX_ARG_LENGTH])
+    if snapshot is None or area is None:
+        raise NotFound(
+            _(
+                "There is no township or village with the code %(code)s.",
+                code=area_code[:MAX_ARG_LENGTH],
+            )
+        )
+    today = _today()
+
+    def render() -> Response:
+        base = str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+        rows = notices.cases_in_notice(snapshot, area_code)
+        body = notices.render_pdf(
+            "public/notice_cases.html",
+            rows=rows,
+            case_url=base + url_for("public.case_page", case_code="CASE-CODE"),
+            size_labels=_labels()["size"],
+            not_shown=_labels()["not_shown"],
+            notice_days=region().deadlines.public_notice_days,
+            **_notice_context(snapshot, area_code),
+        )
+        return _pdf(body, f"notice-{area_code}-{today}.pdf")
+
+    return _answer(snapshot, render, day=today)
+
+
+@bp.get("/public/notices/<area_code>/figures/<half>.pdf")
+def figures_pdf(area_code: str, half: str) -> Response:
+    """Notice 2: an area's half-year figures ("2026-H1"), from the figures source."""
+    snapshot = _snapshot()
+    code = area_code[:MAX_ARG_LENGTH]
+    area = snapshot.areas.get(code) if snapshot else None
+    source = notices.figures_source()
+    if snapshot is None or area is None or area.get("level") not in ("county", "township"):
+        raise NotFound(_("There is no county or township with the code %(code)s.", code=code))
+    if not notices.HALF.fullmatch(half):
+        raise NotFound(
+            _("%(half)s is not a half year such as 2026-H1.", half=half[:MAX_ARG_LENGTH])
+        )
+    figures = source(code, half) if source else None
+    if figures is None:
+        raise NotFound(_("There are no figures for %(half)s.", half=half))
+    today = _today()
+
+    def render() -> Response:
+        body = notices.render_pdf(
+            "public/notice_figures.html",
+            figures=figures,
+            half=half,
+            not_shown=_labels()["not_shown"],
+            **_notice_context(snapshot, code),
+        )
+        return _pdf(body, f"figures-{code}-{half}.pdf")
+
+    return _answer(snapshot, render, day=today)
