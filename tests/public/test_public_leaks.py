@@ -1,8 +1,8 @@
 """The leak test: seed a county, crawl every public output (pages in both languages,
 every case page, the JSON API page by page and case by case, the stats, the CSV, the
-data dictionary, error pages) and look for any member's name, ID number, phone, birth
-date, address or home coordinates; then check that every published combination of
-place, class and household size is shared by at least k cases."""
+data dictionary, error pages, the printable notices' text) and look for any member's
+name, ID number, phone, birth date, address or home coordinates; then check that every
+published combination of place, class and household size is shared by at least k cases."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from server.cases.models import Household, Member
@@ -139,6 +140,13 @@ def crawl(client: FlaskClient) -> tuple[dict[str, str], list[dict[str, Any]], li
         for code in villages:
             get(f"/public?village={code}&lang={lang}")
         get(f"/public?township=nowhere&lang={lang}", expect=400)
+    # The printable notices (PDF), read back as text.
+    for code in townships + villages:
+        url = f"/public/notices/{code}.pdf"
+        answer = client.get(url)
+        assert answer.status_code == 200, (url, answer.status_code)
+        reader = PdfReader(io.BytesIO(answer.get_data()))
+        outputs[url] = "\n".join(page.extract_text() for page in reader.pages)
     get("/public/cases/00000-00000-0", expect=404)
     for item in items:
         get(f"/public/cases/{item['case_code']}")
@@ -178,6 +186,11 @@ def test_no_public_output_names_anybody(county: Flask, crawled: Crawled) -> None
     results = Counter(p["result"] for i in items for p in i["proof_of_life"])
     assert results["passed"] > 0 and results["missed"] > 0
     assert any(cell["month"] == MONTH for cell in stats["payments"])
+    # Every case in public notice placed in a township is on its township's notice.
+    in_notice = [i for i in items if i["status"] == "in_public_notice" and i["township"]]
+    assert in_notice
+    for item in in_notice:
+        assert item["case_code"] in outputs[f"/public/notices/{item['township']['code']}.pdf"]
 
 
 def quasi_identifiers(item: dict[str, Any]) -> tuple[Any, ...]:

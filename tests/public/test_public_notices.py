@@ -109,6 +109,20 @@ def test_the_notice_lists_the_cases_in_notice_as_published_and_nothing_more(
     assert any("Noto-Sans-CJK-SC" in name for name in embedded), embedded
     assert all(file is not None for file in embedded.values()), embedded
 
+    # Cached per snapshot, language and day: the same bytes again, or 304 on the ETag.
+    again = client.get(f"/public/notices/{township}.pdf")
+    assert again.get_data() == body and again.headers["ETag"] == answer.headers["ETag"]
+    unchanged = client.get(
+        f"/public/notices/{township}.pdf", headers={"If-None-Match": answer.headers["ETag"]}
+    )
+    assert unchanged.status_code == 304 and "Set-Cookie" not in answer.headers
+
+    # The public page of the township and of a village links to its notice.
+    page = client.get(f"/public?township={township}").get_data(as_text=True)
+    assert f'href="/public/notices/{township}.pdf?lang=zh_CN"' in page and "可打印的公示" in page
+    page = client.get(f"/public?village={village_a}&lang=en").get_data(as_text=True)
+    assert f'href="/public/notices/{village_a}.pdf?lang=en"' in page
+
     # A village's notice: only the cases shown at the village (the k rule moved the
     # three of class B to the township).
     village_text = pdf_text(client.get(f"/public/notices/{village_a2}.pdf").get_data())
