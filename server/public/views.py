@@ -152,12 +152,15 @@ def _answer(
     *,
     keep: bool = True,
     day: str = "",
+    path: str | None = None,
 ) -> Response:
     """Same snapshot, same URL, same language: same bytes. So: an ETag from those three
     (If-None-Match -> 304), and the bytes of what was rendered kept for the next one
-    (``keep``; not for the streamed CSV). A notice prints the day: ``day`` joins the key."""
+    (``keep``; not for the streamed CSV). A notice prints the day: ``day`` joins the key;
+    and ``path`` (without the query string) stands for the URL when nothing else in the
+    query counts, so no made-up query string forces a new render."""
     token = snapshot.token if snapshot else "none"
-    key = f"{token}\n{request.full_path}\n{_language()}\n{day}"
+    key = f"{token}\n{path or request.full_path}\n{_language()}\n{day}"
     etag = hashlib.sha256(key.encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
         response = Response(status=304)
@@ -601,7 +604,12 @@ def _notice_context(snapshot: Snapshot, area_code: str) -> dict[str, Any]:
     }
 
 
+def _notice_rate() -> str:
+    return str(current_app.config["DIBAO_PUBLIC_NOTICE_RATE_LIMIT"])
+
+
 @bp.get("/public/notices/<area_code>.pdf")
+@limiter.shared_limit(_notice_rate, scope="public-notice", override_defaults=False)
 def notice_pdf(area_code: str) -> Response:
     """Notice 1: the cases of a township or village now in public notice, for its board."""
     snapshot = _snapshot()
@@ -629,10 +637,11 @@ def notice_pdf(area_code: str) -> Response:
         )
         return _pdf(body, f"notice-{area_code}-{today}.pdf")
 
-    return _answer(snapshot, render, day=today)
+    return _answer(snapshot, render, day=today, path=request.path)
 
 
 @bp.get("/public/notices/<area_code>/figures/<half>.pdf")
+@limiter.shared_limit(_notice_rate, scope="public-notice", override_defaults=False)
 def figures_pdf(area_code: str, half: str) -> Response:
     """Notice 2: an area's half-year figures ("2026-H1"), from the figures source."""
     snapshot = _snapshot()
@@ -660,4 +669,4 @@ def figures_pdf(area_code: str, half: str) -> Response:
         )
         return _pdf(body, f"figures-{code}-{half}.pdf")
 
-    return _answer(snapshot, render, day=today)
+    return _answer(snapshot, render, day=today, path=request.path)

@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from server.extensions import db
 from server.public import changes, notices
 from server.public.rules import Office, PublicConfigError, parse_public_rules
 from tests import factories
+from tests.conftest import make_app
 
 ENDS = date(2026, 12, 10)
 
@@ -218,3 +220,26 @@ def test_the_office_comes_from_the_region_file_nearest_area_first() -> None:
     ):
         with pytest.raises(PublicConfigError, match=message):
             parse_public_rules(bad)
+
+
+def test_notices_have_their_own_rate_limit_besides_the_public_one(
+    databases: Any, tmp_path: Path
+) -> None:
+    limited = make_app(
+        databases.new("notice_limits"),
+        tmp_path,
+        RATELIMIT_ENABLED=True,
+        DIBAO_PUBLIC_NOTICE_RATE_LIMIT="2 per minute",
+    )
+    from flask_migrate import upgrade
+
+    with limited.app_context():
+        upgrade(directory=limited.extensions["migrate"].directory)
+    client = limited.test_client()
+    # No snapshot yet: every notice is a 404, and still counted.
+    statuses = [client.get("/public/notices/152201100.pdf").status_code for _ in range(3)]
+    assert statuses == [404, 404, 429]
+    assert client.get("/public/notices/152201100/figures/2026-H1.pdf").status_code == 429
+    # A made-up query string is the same notice: no way around the limit or the cache.
+    assert client.get("/public/notices/152201100.pdf?x=1").status_code == 429
+    assert client.get("/api/v1/public/stats").status_code == 200
