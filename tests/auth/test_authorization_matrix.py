@@ -1099,6 +1099,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 NOT_AREA_SCOPED = {
     "public.case_page": "the public notice (公示): published for everyone, no login",
     "public.api_case": "the public notice's JSON: published for everyone, no login",
+    "public.notice_pdf": "a notice-board notice (公示): published for everyone, no login",
+    "public.figures_pdf": "a notice-board notice of figures: published for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "auth.set_password": "the one-time password link: the signed token is the capability",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",
