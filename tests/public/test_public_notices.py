@@ -181,7 +181,9 @@ def test_the_figures_notice_prints_any_figures_object(app: Flask, client: FlaskC
         )
         return Figures([table])
 
-    app.extensions[notices.FIGURES_SOURCE] = source
+    # What the merger connects: any callable of this shape (typed as the protocol).
+    typed: notices.FiguresSource = source
+    app.extensions[notices.FIGURES_SOURCE] = typed
     try:
         answer = client.get(f"/public/notices/{township}/figures/2026-H2.pdf")
         assert answer.status_code == 200
@@ -243,3 +245,21 @@ def test_notices_have_their_own_rate_limit_besides_the_public_one(
     # A made-up query string is the same notice: no way around the limit or the cache.
     assert client.get("/public/notices/152201100.pdf?x=1").status_code == 429
     assert client.get("/api/v1/public/stats").status_code == 200
+
+
+def test_notices_count_against_the_public_limit_too(databases: Any, tmp_path: Path) -> None:
+    limited = make_app(
+        databases.new("notice_public_limits"),
+        tmp_path,
+        RATELIMIT_ENABLED=True,
+        DIBAO_PUBLIC_RATE_LIMIT="2 per minute",
+        DIBAO_PUBLIC_NOTICE_RATE_LIMIT="100 per minute",
+    )
+    from flask_migrate import upgrade
+
+    with limited.app_context():
+        upgrade(directory=limited.extensions["migrate"].directory)
+    client = limited.test_client()
+    assert client.get("/api/v1/public/stats").status_code == 200
+    assert client.get("/public/notices/152201100.pdf").status_code == 404
+    assert client.get("/public/notices/152201101.pdf").status_code == 429
