@@ -29,3 +29,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] || ! .venv/bin/python
         'face_recognition==1.3.0'
     echo "$wanted" > "$stamp"
 fi
+
+# Printable notices (docs/public.md, "Printable notices"): WeasyPrint draws with Pango
+# and sets the text in Noto Sans CJK, which every notice PDF embeds. Debian packages:
+# libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-cjk. Installed here when run as root.
+missing=()
+ldconfig -p 2>/dev/null | grep -q 'libpango-1.0.so.0' || missing+=(libpango-1.0-0)
+ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0' || missing+=(libpangoft2-1.0-0)
+[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing+=(fonts-noto-cjk)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing Debian's ${missing[*]} for the printable notices"
+        apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+            || { apt-get update >/dev/null && apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
+    else
+        echo "the printable notices (PDF) need ${missing[*]}: run 'apt-get install ${missing[*]}' as root" >&2
+    fi
+fi

@@ -243,6 +243,11 @@ def _register_blueprints(app: Flask) -> None:
         objections_bp,
     ):
         app.register_blueprint(blueprint)
+    # The figures notice (a PDF for notice boards) prints the public figures' cells.
+    from server.public.notices import FIGURES_SOURCE
+    from server.public.views import notice_figures
+
+    app.extensions[FIGURES_SOURCE] = notice_figures
     # The composition root wires sms/ in (its blueprints, commands, notifier, tasks).
     sms.init_app(app)
 

@@ -37,6 +37,7 @@ ENV_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_PUBLIC_NOTICE_RATE_LIMIT",
     "DIBAO_SEARCH_RATE_LIMIT",
     "DIBAO_PUBLIC_REFRESH",
     "DIBAO_PUBLIC_CACHE_SECONDS",
@@ -70,6 +71,7 @@ RATE_LIMIT_KEYS = (
     "DIBAO_POL_RATE_LIMIT",
     "DIBAO_POL_BATCH_RATE_LIMIT",
     "DIBAO_PUBLIC_RATE_LIMIT",
+    "DIBAO_PUBLIC_NOTICE_RATE_LIMIT",
     "DIBAO_SEARCH_RATE_LIMIT",
     "DIBAO_PASSWORD_LINK_RATE_LIMIT",
     "DIBAO_OBJECTION_RATE_LIMIT",
@@ -120,6 +122,9 @@ def _rate_limit_defaults() -> dict[str, str]:
         "DIBAO_POL_BATCH_RATE_LIMIT": "120 per minute",
         # Per address, for the public page and open data (docs/public.md).
         "DIBAO_PUBLIC_RATE_LIMIT": "300 per minute",
+        # Per address, the printable notices (PDF) besides the above: a render costs
+        # about a second of CPU (benchmarks/notices.py; docs/public.md).
+        "DIBAO_PUBLIC_NOTICE_RATE_LIMIT": "20 per minute",
         # Per staff user, case searches by ID number or phone (docs/office.md).
         "DIBAO_SEARCH_RATE_LIMIT": "30 per minute;300 per day",
         # Per address, the one-time password link's page (docs/office.md).

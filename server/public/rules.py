@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -12,6 +13,15 @@ AmountMode = Literal["exact", "banded", "hidden"]
 
 class PublicConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class Office:
+    """The office a printable notice names: where to object in person, and its hotline."""
+
+    name: str
+    address: str
+    hotline: str
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,17 @@ class PublicRules:
     masked_names: bool = False
     # Rebuild the snapshot at least this often even when no change was recorded.
     refresh_minutes: int = 5
+    # The offices named on printable notices, by area code (a township or county), and
+    # "default" for every other area ([public.offices.<code>] in the region file).
+    offices: Mapping[str, Office] = field(default_factory=dict, hash=False)
+
+    def office_for(self, codes: tuple[str, ...]) -> Office | None:
+        """The office of the first of ``codes`` (an area, then its parents) that has
+        one, else the default office, else None."""
+        for code in (*codes, "default"):
+            if code in self.offices:
+                return self.offices[code]
+        return None
 
     def size_band(self, size: int) -> str:
         bounds = self.size_bands
@@ -89,6 +110,7 @@ def parse_public_rules(data: dict[str, Any]) -> PublicRules:
     if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
         raise PublicConfigError("public.refresh_minutes must be a whole number from 1 to 1440")
     return PublicRules(
+        offices=_parse_offices(data.get("offices", {})),
         k=k,
         amount=amount,
         amount_band=band,
@@ -96,3 +118,24 @@ def parse_public_rules(data: dict[str, Any]) -> PublicRules:
         masked_names=masked,
         refresh_minutes=minutes,
     )
+
+
+def _parse_offices(data: Any) -> dict[str, Office]:
+    if not isinstance(data, dict):
+        raise PublicConfigError("public.offices must be a table of offices by area code")
+    offices = {}
+    for code, entry in data.items():
+        where = f"public.offices.{code}"
+        if not isinstance(entry, dict):
+            raise PublicConfigError(f"{where} must be a table with name, address and hotline")
+        unknown = sorted(set(entry) - {"name", "address", "hotline"})
+        if unknown:
+            raise PublicConfigError(f"{where}: unknown settings {unknown}")
+        values = {}
+        for key in ("name", "address", "hotline"):
+            value = entry.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PublicConfigError(f"{where}.{key} must be a non-empty text")
+            values[key] = value.strip()
+        offices[str(code)] = Office(**values)
+    return offices

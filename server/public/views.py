@@ -12,6 +12,7 @@ import io
 import json
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,7 @@ from server.clock import utcnow
 from server.extensions import limiter
 from server.labels import STATE_LABELS
 from server.months import current_month
-from server.public import changes, figures, queries, schemas
+from server.public import changes, figures, notices, queries, schemas
 from server.public.cache import Cached, ResponseCache
 from server.public.queries import Filters, Snapshot
 from server.region import region
@@ -150,13 +151,20 @@ def _responses() -> ResponseCache:
 
 
 def _answer(
-    snapshot: Snapshot | None, render: Callable[[], Response], *, keep: bool = True
+    snapshot: Snapshot | None,
+    render: Callable[[], Response],
+    *,
+    keep: bool = True,
+    day: str = "",
+    path: str | None = None,
 ) -> Response:
     """Same snapshot, same URL, same language: same bytes. So: an ETag from those three
     (If-None-Match -> 304), and the bytes of what was rendered kept for the next one
-    (``keep``; not for the streamed CSV)."""
+    (``keep``; not for the streamed CSV). A notice prints the day: ``day`` joins the key;
+    and ``path`` (without the query string) stands for the URL when nothing else in the
+    query counts, so no made-up query string forces a new render."""
     token = snapshot.token if snapshot else "none"
-    key = f"{token}\n{request.full_path}\n{_language()}"
+    key = f"{token}\n{path or request.full_path}\n{_language()}\n{day}"
     etag = hashlib.sha256(key.encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
         response = Response(status=304)
@@ -799,3 +807,194 @@ def api_figures(half: str) -> Response:
         return jsonify(answer.dump())
 
     return _answer(snapshot, render)
+
+
+# --- printable notices (docs/public.md, "Printable notices") ------------------------------
+
+
+def _today() -> str:
+    return utcnow().astimezone(ZoneInfo(region().timezone)).date().isoformat()
+
+
+def _pdf(body: bytes, filename: str) -> Response:
+    response = Response(body, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+def _notice_context(snapshot: Snapshot, area_code: str) -> dict[str, Any]:
+    area = snapshot.areas[area_code]
+    chain = notices.area_chain(snapshot, area_code)
+    township = snapshot.areas.get(area["parent"]) if area["level"] == "village" else None
+    return {
+        "area": area,
+        "area_name": f"{township['name']} · {area['name']}" if township else area["name"],
+        "office": region().public.office_for(chain),
+        "printed_on": _today(),
+        "lang": _language(),
+        "chinese": _language() == "zh_CN",
+        "k": region().public.k,
+    }
+
+
+def _notice_rate() -> str:
+    return str(current_app.config["DIBAO_PUBLIC_NOTICE_RATE_LIMIT"])
+
+
+@bp.get("/public/notices/<area_code>.pdf")
+@limiter.shared_limit(_notice_rate, scope="public-notice", override_defaults=False)
+def notice_pdf(area_code: str) -> Response:
+    """Notice 1: the cases of a township or village now in public notice, for its board."""
+    snapshot = _snapshot()
+    area = notices.notice_area(snapshot, area_code[:MAX_ARG_LENGTH])
+    if snapshot is None or area is None:
+        raise NotFound(
+            _(
+                "There is no township or village with the code %(code)s.",
+                code=area_code[:MAX_ARG_LENGTH],
+            )
+        )
+    today = _today()
+
+    def render() -> Response:
+        base = str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+        rows = notices.cases_in_notice(snapshot, area_code)
+        body = notices.render_pdf(
+            "public/notice_cases.html",
+            rows=rows,
+            case_url=base + url_for("public.case_page", case_code="CASE-CODE"),
+            size_labels=_labels()["size"],
+            not_shown=_labels()["not_shown"],
+            notice_days=region().deadlines.public_notice_days,
+            **_notice_context(snapshot, area_code),
+        )
+        return _pdf(body, f"notice-{area_code}-{today}.pdf")
+
+    return _answer(snapshot, render, day=today, path=request.path)
+
+
+@bp.get("/public/notices/<area_code>/figures/<half>.pdf")
+@limiter.shared_limit(_notice_rate, scope="public-notice", override_defaults=False)
+def figures_pdf(area_code: str, half: str) -> Response:
+    """Notice 2: an area's half-year figures ("2026-H1"), from the figures source."""
+    snapshot = _snapshot()
+    code = area_code[:MAX_ARG_LENGTH]
+    area = snapshot.areas.get(code) if snapshot else None
+    source = notices.figures_source()
+    if snapshot is None or area is None or area.get("level") not in ("county", "township"):
+        raise NotFound(_("There is no county or township with the code %(code)s.", code=code))
+    if not notices.HALF.fullmatch(half):
+        raise NotFound(
+            _("%(half)s is not a half year such as 2026-H1.", half=half[:MAX_ARG_LENGTH])
+        )
+    found = source(code, half) if source else None
+    if found is None:
+        raise NotFound(_("There are no figures for %(half)s.", half=half))
+    today = _today()
+
+    def render() -> Response:
+        body = notices.render_pdf(
+            "public/notice_figures.html",
+            figures=found,
+            half=half,
+            not_shown=_labels()["not_shown"],
+            **_notice_context(snapshot, code),
+        )
+        return _pdf(body, f"figures-{code}-{half}.pdf")
+
+    return _answer(snapshot, render, day=today, path=request.path)
+
+
+# --- notice 2: the half-year figures as the notice prints them --------------------------
+
+
+@dataclass(frozen=True)
+class NoticeTable:
+    """One table of a figures notice (server.public.notices.FigureTable)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str | int | Decimal | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class NoticeFigures:
+    """A county's or township's half-year figures as notice tables
+    (server.public.notices.HalfYearFigures)."""
+
+    tables: tuple[NoticeTable, ...]
+
+
+def _shown(cell: figures.Cell) -> int | Decimal | None:
+    """A cell's value, or None where the k rule withholds it ("not shown")."""
+    return None if cell.suppressed else cell.value
+
+
+def notice_figures(area_code: str, half: str) -> NoticeFigures | None:
+    """The figures of a county or township for ``half``, the same cells (k rule and
+    complementary suppression included) as /public/figures/<half>; None when there are
+    none. The figures notice's source (``notices.FIGURES_SOURCE``)."""
+    try:
+        figures.parse_half(half)
+        county = figures.county_of(area_code)
+    except (ValueError, LookupError):
+        return None
+    if half not in figures.halves_with_data(utcnow()):
+        return None
+    for computed in _figures(_snapshot(), half):
+        if computed.county.code != county:
+            continue
+        try:
+            area = computed.area(area_code)
+        except KeyError:
+            return None
+        return _notice_tables(computed, area)
+    return None
+
+
+def _notice_tables(computed: figures.Figures, area: figures.AreaFigures) -> NoticeFigures:
+    classes = [*computed.classes, figures.ALL]
+    by_class = NoticeTable(
+        _("Households and persons by class"),
+        (_("Class"), _("Households"), _("Persons")),
+        tuple(
+            (
+                _("All classes") if code == figures.ALL else code,
+                _shown(area.households[code]),
+                _shown(area.persons[code]),
+            )
+            for code in classes
+            if code in area.households
+        ),
+    )
+    by_month = NoticeTable(
+        _("Money paid and proof of life by month"),
+        (
+            _("Month"),
+            _("Money paid (yuan)"),
+            _("Proof-of-life checks asked"),
+            _("Passed or exempt"),
+        ),
+        tuple(
+            (
+                month,
+                _shown(area.paid[month]),
+                _shown(area.pol_required[month]),
+                _shown(area.pol_passed[month]),
+            )
+            for month in computed.months
+            if month in area.paid
+        ),
+    )
+    half = NoticeTable(
+        _("The half year"),
+        (_("Figure"), _("Value")),
+        (
+            (_("Money paid in the half year (yuan)"), _shown(area.paid_half)),
+            (_("Average subsidy per person a month (yuan)"), _shown(area.average_per_person)),
+            (_("Households approved"), _shown(area.approvals)),
+            (_("Households suspended"), _shown(area.suspensions)),
+            (_("Households terminated"), _shown(area.terminations)),
+        ),
+    )
+    return NoticeFigures((by_class, by_month, half))

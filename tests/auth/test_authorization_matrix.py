@@ -1159,6 +1159,8 @@ NOT_AREA_SCOPED = {
     "public.objection_form": "anyone may object to a case in public notice, no login",
     "public.send_objection": "anyone may object to a case in public notice, no login",
     "public.objection_status": "the objector's receipt code is the capability, not an id",
+    "public.notice_pdf": "a notice-board notice (公示): published for everyone, no login",
+    "public.figures_pdf": "a notice-board notice of figures: published for everyone, no login",
     "pol_page.mobile_page": "the recipient's link: the token is the capability, not an id",
     "auth.set_password": "the one-time password link: the signed token is the capability",
     "openrosa.form_download": "blank form definitions, the same for every caseworker",

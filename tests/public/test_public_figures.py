@@ -20,6 +20,7 @@ from flask_migrate import upgrade
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
+from pypdf import PdfReader
 from sqlalchemy import func, select, text, update
 
 from server import clock
@@ -475,3 +476,31 @@ def test_a_township_or_village_finds_its_county_figures(league: Flask) -> None:
             county_of("no-such-area")
         with pytest.raises(ValueError, match="half year"):
             half_year_figures(f.county.code, "2026-H3")
+
+
+def test_the_figures_notice_prints_the_published_cells(league: Flask) -> None:
+    """The notice-board PDF of a township's half year prints the cells of the figures page:
+    the shown ones with their values, the withheld ones as "not shown" (a small
+    township's money is never on paper either)."""
+    with league.app_context():
+        f = _county(league)
+    small = league.config["SMALL_TOWNSHIP"]
+    shown = next(t for t in f.townships if t.code != small and t.paid_half.suppressed is None)
+    body = _get(league, f"/public/notices/{shown.code}/figures/{HALF}.pdf")
+    assert body.status_code == 200 and body.mimetype == "application/pdf"
+    text = PdfReader(io.BytesIO(body.data)).pages[0].extract_text()
+    for page in PdfReader(io.BytesIO(body.data)).pages[1:]:
+        text += page.extract_text()
+    assert shown.name in text and HALF in text
+    assert f"{shown.paid_half.value}" in text
+    assert f"{shown.households[ALL].value}" in text
+    hidden = _get(league, f"/public/notices/{small}/figures/{HALF}.pdf")
+    assert hidden.status_code == 200
+    hidden_text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(hidden.data)).pages)
+    assert "不显示" in hidden_text
+    small_figures = f.area(small)
+    assert small_figures.paid_half.value is None and small_figures.paid_half.suppressed
+    county = _get(league, f"/public/notices/{f.county.code}/figures/{HALF}.pdf")
+    assert county.status_code == 200
+    missing = league.test_client().get(f"/public/notices/{shown.code}/figures/2019-H1.pdf")
+    assert missing.status_code == 404

@@ -138,7 +138,10 @@ def test_bad_public_settings_are_refused(section: dict[str, object], message: st
 
 
 def test_the_region_file_carries_the_public_rules(tmp_path: pytest.TempPathFactory) -> None:
-    assert load_region_rules(None).public == PublicRules()
+    built_in = load_region_rules(None).public
+    # The defaults, and the office the printable notices name (test_public_notices.py).
+    assert built_in == PublicRules(offices=built_in.offices)
+    assert built_in.offices["default"].hotline == "0482-8888888"
     from importlib import resources
 
     text = resources.files("server").joinpath("region_default.toml").read_text("utf-8")

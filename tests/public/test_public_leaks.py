@@ -1,8 +1,8 @@
 """The leak test: seed a county, crawl every public output (pages in both languages,
 every case page, the JSON API page by page and case by case, the stats, the CSV, the
-data dictionary, error pages) and look for any member's name, ID number, phone, birth
-date, address or home coordinates; then check that every published combination of
-place, class and household size is shared by at least k cases."""
+data dictionary, error pages, the printable notices' text) and look for any member's
+name, ID number, phone, birth date, address or home coordinates; then check that every
+published combination of place, class and household size is shared by at least k cases."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from openpyxl import load_workbook
+from pypdf import PdfReader
 from sqlalchemy import select, update
 from sqlalchemy.orm import undefer
 
@@ -183,6 +184,13 @@ def crawl(client: FlaskClient) -> tuple[dict[str, str], list[dict[str, Any]], li
         for code in villages:
             get(f"/public?village={code}&lang={lang}")
         get(f"/public?township=nowhere&lang={lang}", expect=400)
+    # The printable notices (PDF), read back as text.
+    for code in townships + villages:
+        url = f"/public/notices/{code}.pdf"
+        answer = client.get(url)
+        assert answer.status_code == 200, (url, answer.status_code)
+        reader = PdfReader(io.BytesIO(answer.get_data()))
+        outputs[url] = "\n".join(page.extract_text() for page in reader.pages)
     get("/public/cases/00000-00000-0", expect=404)
     for item in items:
         get(f"/public/cases/{item['case_code']}")
@@ -259,6 +267,12 @@ def test_no_public_output_names_anybody(county: Flask, crawled: Crawled) -> None
         text for url, text in outputs.items() if 'class="objections" data-received="1"' in text
     ]
     assert shown, "no case page shows its objection"
+
+    # Every case in public notice placed in a township is on its township's notice.
+    in_notice = [i for i in items if i["status"] == "in_public_notice" and i["township"]]
+    assert in_notice
+    for item in in_notice:
+        assert item["case_code"] in outputs[f"/public/notices/{item['township']['code']}.pdf"]
 
 
 def test_standards_and_figures_name_no_case(county: Flask, crawled: Crawled) -> None:
