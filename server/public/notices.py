@@ -39,7 +39,7 @@ NOTICE_LEVELS = ("township", "village")
 def render_pdf(template: str, **context: Any) -> bytes:
     """The PDF of an HTML template (rendered with the app's Jinja environment)."""
     # Imported here: WeasyPrint loads Pango at import, which only the notices need.
-    from weasyprint import HTML
+    from weasyprint import CSS, HTML
 
     if not FONT_FILE.exists():
         logger.warning(
@@ -47,7 +47,8 @@ def render_pdf(template: str, **context: Any) -> bytes:
             FONT_FILE,
         )
     html = current_app.jinja_env.get_template(template).render(**context)
-    pdf: bytes = HTML(string=html).write_pdf()
+    style = CSS(filename=str(Path(current_app.static_folder or "", "notice.css")))
+    pdf: bytes = HTML(string=html).write_pdf(stylesheets=[style])
     return pdf
 
 
