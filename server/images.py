@@ -195,6 +195,9 @@ def open_image(
 
 def decode(img: ImageFile.ImageFile, fmt: ImageFormat, max_pixels: int) -> None:
     """Decode every pixel; any truncation or decoder error rejects the image."""
+    # Pillow's switch is process-wide, and a library may turn it on when imported
+    # (WeasyPrint does, for the notices): a cut-off photo must never pass as whole.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

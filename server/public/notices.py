@@ -39,7 +39,12 @@ NOTICE_LEVELS = ("township", "village")
 def render_pdf(template: str, **context: Any) -> bytes:
     """The PDF of an HTML template (rendered with the app's Jinja environment)."""
     # Imported here: WeasyPrint loads Pango at import, which only the notices need.
+    from PIL import ImageFile
     from weasyprint import CSS, HTML
+
+    # WeasyPrint's import turns Pillow's process-wide truncated-image loading on; the
+    # photo checks (server/images.py) need it off, and the notices hold no images.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
 
     if not FONT_FILE.exists():
         logger.warning(

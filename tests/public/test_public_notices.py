@@ -10,14 +10,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from PIL import Image
 from pypdf import PdfReader
 from sqlalchemy import select, update
 
 from server.cases.models import CaseState, Household, Member
 from server.extensions import db
+from server.images import ImageRejected, decode, open_image
 from server.public import changes, notices
 from server.public.rules import Office, PublicConfigError, parse_public_rules
 from tests import factories
@@ -264,3 +267,18 @@ def test_notices_count_against_the_public_limit_too(databases: Any, tmp_path: Pa
     assert client.get("/api/v1/public/stats").status_code == 200
     assert client.get("/public/notices/152201100.pdf").status_code == 404
     assert client.get("/public/notices/152201101.pdf").status_code == 429
+
+
+def test_rendering_a_notice_leaves_cut_off_photos_rejected(app: Flask, client: FlaskClient) -> None:
+    """WeasyPrint's import turns on Pillow's process-wide loading of truncated images;
+    after a notice is rendered a cut-off photo must still be refused as corrupt."""
+    in_notice(1)
+    changes.refresh(force=True)
+    township = factories.areas().township_a.code
+    assert client.get(f"/public/notices/{township}.pdf").status_code == 200
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    cut = buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3]
+    with pytest.raises(ImageRejected), open_image(cut, 10_000_000) as (fmt, img):
+        decode(img, fmt, 10_000_000)
