@@ -141,13 +141,17 @@ def row_counts(application: Flask) -> dict[str, int]:
 
 
 class Uploader(threading.Thread):
-    """A tablet registering new applications one after another until told to stop."""
+    """A tablet registering new applications in its own thread, one each time the test
+    asks (``wait_for_one_more``), while the rotation runs. Not back to back: on SQLite a
+    writer that never lets go starves the rotation's writes past the busy timeout (a
+    tablet does not upload in a tight loop either)."""
 
     def __init__(self, application: Flask) -> None:
         super().__init__(daemon=True)
         self.application = application
         self.stopping = threading.Event()
         self.uploaded = threading.Condition()
+        self.wanted = threading.Semaphore(0)
         self.created = 0
         self.failures: list[Any] = []
 
@@ -155,6 +159,8 @@ class Uploader(threading.Thread):
         client = self.application.test_client()
         token = device_login(client).get_json()["token"]
         while not self.stopping.is_set():
+            if not self.wanted.acquire(timeout=0.1):
+                continue
             with self.application.app_context():
                 survey = at_daytime(new_application())
             response = client.post("/api/v1/surveys", json=survey, headers=bearer(token))
@@ -168,6 +174,7 @@ class Uploader(threading.Thread):
     def wait_for_one_more(self) -> None:
         with self.uploaded:
             seen = self.created + len(self.failures)
+            self.wanted.release()
             assert self.uploaded.wait_for(
                 lambda: self.created + len(self.failures) > seen, timeout=60
             )
