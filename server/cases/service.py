@@ -155,21 +155,26 @@ def registered_elsewhere(
     look-up hash, never by decrypting rows. ``household_id``: the application's own
     household, once registered.
     """
-    found: list[RegisteredElsewhere] = []
-    for index, id_number in enumerate(id_numbers):
-        others = db.session.scalars(
-            select(Household.id)
-            .join(Member, Member.household_id == Household.id)
-            .where(
-                Member.id_number_hash.in_(id_number_hashes(id_number)),
-                Household.state.not_in([CaseState.TERMINATED, CaseState.REJECTED]),
-            )
-            .distinct()
+    hashes = {index: id_number_hashes(id_number) for index, id_number in enumerate(id_numbers)}
+    if not hashes:
+        return []
+    # One query for every applicant: which open households hold each hash.
+    holders: dict[str, set[int]] = {}
+    for digest, other in db.session.execute(
+        select(Member.id_number_hash, Household.id)
+        .join(Member, Member.household_id == Household.id)
+        .where(
+            Member.id_number_hash.in_({d for ds in hashes.values() for d in ds}),
+            Household.state.not_in([CaseState.TERMINATED, CaseState.REJECTED]),
         )
-        found.extend(
-            RegisteredElsewhere(index, other) for other in sorted(others) if other != household_id
-        )
-    return found
+    ):
+        holders.setdefault(digest, set()).add(other)
+    return [
+        RegisteredElsewhere(index, other)
+        for index, digests in hashes.items()
+        for other in sorted(set().union(*(holders.get(d, set()) for d in digests)))
+        if other != household_id
+    ]
 
 
 class ApplicationRefused(ValidationFailed):
