@@ -466,15 +466,16 @@ class Parts:
         vectors = self.vectors.normal(0.0, TEMPLATE_SPREAD, size=(len(rows), 128))
         for row, vector in zip(rows, vectors, strict=True):
             self.counts.templates += 1
-            if self.counts.templates % self.planted_every == 0:
-                others = [v for h, v in self.recent if h != row["household_id"]]
-                if others:
-                    original = others[self.rng.randrange(len(others))]
-                    vector = original + self.vectors.normal(0.0, PLANTED_NOISE, size=128)
-                    self.counts.planted_templates += 1
-            self.recent.append((row["household_id"], vector))
-            if len(self.recent) > 64:
-                del self.recent[:32]
+            others = [i for i, (h, _) in enumerate(self.recent) if h != row["household_id"]]
+            if self.counts.templates % self.planted_every == 0 and others:
+                # Each original copied once, never a copy: each planted pair stands alone.
+                _, original = self.recent.pop(others[self.rng.randrange(len(others))])
+                vector = original + self.vectors.normal(0.0, PLANTED_NOISE, size=128)
+                self.counts.planted_templates += 1
+            else:
+                self.recent.append((row["household_id"], vector))
+                if len(self.recent) > 64:
+                    del self.recent[:32]
             row["encoding"] = np.asarray(vector, np.float64).tobytes()
             self._add(TEMPLATES, row)
 
