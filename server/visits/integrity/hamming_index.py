@@ -88,13 +88,10 @@ class _Table:
 
     def buckets(
         self, probes: npt.NDArray[np.uint32]
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    ) -> tuple[npt.NDArray[np.signedinteger], npt.NDArray[np.signedinteger]]:
         """Start and end (in sorted order) of each probe key's bucket."""
         if self.offsets is not None:
-            return (
-                self.offsets[probes].astype(np.int64),
-                self.offsets[probes.astype(np.int64) + 1].astype(np.int64),
-            )
+            return self.offsets[probes], self.offsets[probes.astype(np.int64) + 1]
         keys = self.sorted_keys if self.sorted_keys is not None else np.zeros(0, np.uint32)
         start = np.searchsorted(keys, probes, side="left").astype(np.int64)
         end = np.searchsorted(keys, probes, side="right").astype(np.int64)
@@ -186,14 +183,16 @@ class HammingSearch:
         probes = (table.keys(self.queries)[:, None] ^ ring[None, :]).ravel()
         start, end = table.buckets(probes)
         counts = end - start
-        total = int(counts.sum())
-        if total == 0:
+        nonempty = counts > 0
+        if not nonempty.any():
             return
-        # Each hit: its place in the table's order and the query that probed it.
-        which = np.repeat(np.arange(len(probes), dtype=np.int64) // len(ring), counts)
+        # Each hit: its place in the table's order and the query hash that probed it.
+        prober = np.repeat(self.queries, len(ring))[nonempty]
+        start, counts = start[nonempty], counts[nonempty]
+        total = int(counts.sum())
         first = np.repeat(start - (np.cumsum(counts) - counts), counts)
-        place = first + np.arange(total, dtype=np.int64)
-        dist = distances(table.sorted_hashes[place], self.queries[which])
+        place = first + np.arange(total, dtype=first.dtype)
+        dist = distances(table.sorted_hashes[place], np.repeat(prober, counts))
         near = dist <= self.cap
         self._positions.append(table.order[place[near]].astype(np.intp))
         self._distances.append(dist[near])
