@@ -290,4 +290,5 @@ def test_the_cli_default_is_unchanged_and_a_bad_part_is_refused(
     application = make_app(url, tmp_path)
     with application.app_context():
         assert count(Survey) == count(FaceTemplate) == count(ProofOfLifeMonth) == 0
+        db.session.remove()
         db.engine.dispose()
