@@ -2,7 +2,7 @@
 by id) and a unique (survey_photo_id, kind)
 
 Revision ID: f1c7a9e2b358
-Revises: e3b7c9a1d402
+Revises: a7d4e2f9c815
 Create Date: 2026-12-06 08:00:00
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'f1c7a9e2b358'
-down_revision = 'e3b7c9a1d402'
+down_revision = 'a7d4e2f9c815'
 branch_labels = None
 depends_on = None
 
