@@ -20,12 +20,15 @@ from sqlalchemy import (
     String,
     bindparam,
     exists,
+    func,
+    literal_column,
     or_,
     select,
-    text,
     type_coerce,
+    union,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.orm import aliased
 
 from server import clock
@@ -130,12 +133,26 @@ class PlannedVisit:
         )
 
 
-@dataclass(frozen=True)
 class DuePlan:
-    """Which visits are due to an actor, soonest first, without personal data."""
+    """Which visits are due to an actor, soonest first, without personal data: the
+    households due by their state and dates (``scheduled``, a query read only when
+    the visits are: on PostgreSQL the stamp digests it in the database), and the rest
+    (``others``: proof of life needing help, revisits; read already)."""
 
-    actor_id: int
-    visits: list[PlannedVisit]
+    def __init__(self, actor_id: int, scheduled: Select[Any], others: list[PlannedVisit]) -> None:
+        self.actor_id = actor_id
+        self.scheduled = scheduled
+        self.others = others
+        self._visits: list[PlannedVisit] | None = None
+
+    @property
+    def visits(self) -> list[PlannedVisit]:
+        if self._visits is None:
+            visits = list(self.others)
+            visits.extend(_scheduled(self.scheduled))
+            visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
+            self._visits = visits
+        return self._visits
 
     @property
     def household_ids(self) -> list[int]:
@@ -144,12 +161,12 @@ class DuePlan:
 
 # The columns of a planned visit's household and village (nothing encrypted).
 _PLACE = (
-    Household.id,
-    Household.case_code,
-    Household.home_lat,
-    Household.home_lon,
-    Area.code,
-    Area.name,
+    Household.id.label("household_id"),
+    Household.case_code.label("case_code"),
+    Household.home_lat.label("lat"),
+    Household.home_lon.label("lon"),
+    Area.code.label("village_code"),
+    Area.name.label("village"),
 )
 
 
@@ -321,7 +338,12 @@ def plan_due_visits(
     """
     horizon = today + timedelta(days=window_days)
     query = (
-        select(*_PLACE, Household.state, Household.next_review_on, Household.review_due_on)
+        select(
+            *_PLACE,
+            Household.state.label("state"),
+            Household.next_review_on.label("next_review_on"),
+            Household.review_due_on.label("review_due_on"),
+        )
         .join(Area, Household.village_id == Area.id)
         .where(
             or_(
@@ -331,20 +353,22 @@ def plan_due_visits(
             )
         )
     )
-    visits = []
-    for row in db.session.execute(scope_to_actor(query, actor)).all():
+    others = _assisted_proof_of_life(actor, now=now or clock.utcnow())
+    others.extend(_revisits(actor))
+    return DuePlan(actor.id, cast("Select[Any]", scope_to_actor(query, actor)), others)
+
+
+def _scheduled(query: Select[Any]) -> Iterator[PlannedVisit]:
+    """The initial surveys and periodic reviews due, from the plan's query."""
+    for row in db.session.execute(query):
         place = row[: len(_PLACE)]
         state, next_review_on, review_due_on = cast(
             tuple[CaseState, date | None, date], row[len(_PLACE) :]
         )
         if state is CaseState.ACCEPTED or next_review_on is None:
-            visits.append(_planned(place, VisitKind.INITIAL_SURVEY, review_due_on))
+            yield _planned(place, VisitKind.INITIAL_SURVEY, review_due_on)
         else:
-            visits.append(_planned(place, VisitKind.PERIODIC_REVIEW, next_review_on))
-    visits.extend(_assisted_proof_of_life(actor, now=now or clock.utcnow()))
-    visits.extend(_revisits(actor))
-    visits.sort(key=lambda v: (v.due_by, v.household_id, v.kind.value))
-    return DuePlan(actor_id=actor.id, visits=visits)
+            yield _planned(place, VisitKind.PERIODIC_REVIEW, next_review_on)
 
 
 # Households per statement where a list of ids is bound one parameter each (SQLite
@@ -413,32 +437,87 @@ def record_names_read(actor: User, visits: Sequence[DueVisit]) -> None:
 
 _STAMP_VERSION = "dibao due visits stamp v1"
 
-_PG_PERSONAL_DIGEST = text(
-    """
-    SELECT encode(sha256(convert_to(
-        coalesce((SELECT string_agg(h.id::text || ':' || coalesce(md5(h.address), '-'),
-                                    ',' ORDER BY h.id)
-                  FROM households h WHERE h.id = ANY(:ids)), '')
-        || '|' ||
-        coalesce((SELECT string_agg(m.id::text || ':' || m.household_id::text || ':'
-                                    || m.relation || ':' || coalesce(md5(m.name), '-'),
-                                    ',' ORDER BY m.id)
-                  FROM members m
-                  WHERE m.household_id = ANY(:ids) AND m.alive AND m.left_on IS NULL), ''),
-        'UTF8')), 'hex')
-    """
-).bindparams(bindparam("ids", type_=ARRAY(Integer)))
+
+def _pg_digest(plan: DuePlan) -> bytes:
+    """On PostgreSQL, in one statement (no row reaches the application): a digest of
+    the scheduled visits' listed columns and of the stored (encrypted) personal data
+    the plan's rendering would decrypt (see :func:`_personal_digest`), for the
+    scheduled households and the plan's others."""
+    comma: ColumnElement[str] = literal_column("','")
+    due = plan.scheduled.cte("due")
+    scheduled = select(
+        func.coalesce(
+            func.string_agg(
+                func.concat_ws(
+                    ":",
+                    due.c.household_id,
+                    due.c.case_code,
+                    due.c.lat,
+                    due.c.lon,
+                    due.c.village_code,
+                    due.c.village,
+                    due.c.state,
+                    func.coalesce(cast_(due.c.next_review_on, String), "-"),
+                    due.c.review_due_on,
+                ),
+                aggregate_order_by(comma, due.c.household_id),
+            ),
+            "",
+        )
+    ).scalar_subquery()
+    others = bindparam(
+        "others", [v.household_id for v in plan.others], type_=ARRAY(Integer), unique=True
+    )
+    ids = union(
+        select(due.c.household_id.label("id")), select(func.unnest(others).label("id"))
+    ).subquery("ids")
+    addresses = (
+        select(
+            func.coalesce(
+                func.string_agg(
+                    func.concat_ws(
+                        ":", Household.id, func.coalesce(func.md5(Household.address), "-")
+                    ),
+                    aggregate_order_by(comma, Household.id),
+                ),
+                "",
+            )
+        )
+        .where(Household.id.in_(select(ids.c.id)))
+        .scalar_subquery()
+    )
+    names = (
+        select(
+            func.coalesce(
+                func.string_agg(
+                    func.concat_ws(
+                        ":",
+                        Member.id,
+                        Member.household_id,
+                        Member.relation,
+                        func.coalesce(func.md5(Member.name), "-"),
+                    ),
+                    aggregate_order_by(comma, Member.id),
+                ),
+                "",
+            )
+        )
+        .where(Member.household_id.in_(select(ids.c.id)), _current_member())
+        .scalar_subquery()
+    )
+    text_ = func.concat_ws("|", scheduled, addresses, names)
+    value = db.session.scalar(
+        select(func.encode(func.sha256(func.convert_to(text_, "UTF8")), "hex"))
+    )
+    return str(value).encode("ascii")
 
 
 def _personal_digest(ids: list[int]) -> bytes:
     """A digest of the stored (encrypted) personal data the plan's rendering would
     decrypt: the households' addresses and their current members' names and relations.
     Any change re-encrypts a value (a fresh nonce), so it changes the digest; nothing
-    is decrypted. On PostgreSQL one statement computes it and no row leaves the
-    database; elsewhere the rows stream, in order, into SHA-256."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        value = db.session.scalar(_PG_PERSONAL_DIGEST, {"ids": ids})
-        return str(value).encode("ascii")
+    is decrypted. The rows stream, in order, into SHA-256 (on PostgreSQL,
+    :func:`_pg_digest` computes the same kind of digest in the database)."""
     digest = hashlib.sha256()
     for chunk in _chunks(ids):
         for household_id, address in db.session.execute(
@@ -485,9 +564,14 @@ def due_visits_stamp(plan: DuePlan, caseworker: User, *, schema: str = "") -> st
         field_cipher().current_key_id,
     ):
         content.update(repr(part).encode("utf-8") + b"\x00")
-    for visit in plan.visits:
-        content.update(repr(visit.key()).encode("utf-8") + b"\n")
-    content.update(_personal_digest(plan.household_ids))
+    on_postgresql = db.session.get_bind().dialect.name == "postgresql"
+    # On PostgreSQL the scheduled visits are digested in the database, with all the
+    # personal data; elsewhere every visit is read here. Sorted by their text: the
+    # same visits in any order make the same stamp.
+    listed = plan.others if on_postgresql else plan.visits
+    for line in sorted(repr(visit.key()) for visit in listed):
+        content.update(line.encode("utf-8") + b"\n")
+    content.update(_pg_digest(plan) if on_postgresql else _personal_digest(plan.household_ids))
     secret = str(current_app.config["SECRET_KEY"]).encode("utf-8")
     key = hmac.new(secret, _STAMP_VERSION.encode("ascii"), hashlib.sha256).digest()
     return hmac.new(key, content.digest(), hashlib.sha256).hexdigest()[:32]

@@ -171,7 +171,9 @@ def test_a_rejected_visit_changes_the_etag(client: FlaskClient, token: str) -> N
     assert reworded.headers["ETag"] != rejected.headers["ETag"]
 
 
-@pytest.mark.parametrize("change", ["name", "address", "relation", "left"])
+@pytest.mark.parametrize(
+    "change", ["name", "address", "relation", "left", "due_day", "village_name", "location"]
+)
 def test_a_change_to_what_the_list_shows_of_a_household_changes_the_etag(
     client: FlaskClient, token: str, change: str
 ) -> None:
@@ -188,6 +190,12 @@ def test_a_change_to_what_the_list_shows_of_a_household_changes_the_etag(
         from server.cases.models import Relation
 
         member.relation = Relation.SPOUSE
+    elif change == "due_day":
+        household.review_due_on += timedelta(days=1)
+    elif change == "village_name":
+        household.village.name = "红旗新村"
+    elif change == "location":
+        household.home_lat += 0.0001
     else:
         member.left_on = local_today()
     db.session.commit()
