@@ -214,33 +214,62 @@ class FaceIndex:
             FaceTemplate.version,
             FaceTemplate.version_token,
         ).execution_options(yield_per=20000)
-        kept, own = _Pulled(), _Pulled()
-        for row in session.execute(query):
-            mine = own_first is not None and row.version >= own_first
-            if not mine and row.version > self._version:
-                self._version, self._token = row.version, row.version_token
-            if row.active and _usable(row.encoding):
-                _add_row(own if mine else kept, row)
-        encodings = _matrix(kept.encodings)
+        own = _Pulled()
+        ids: list[int] = []
+        members: list[int] = []
+        households: list[int] = []
+        blocks: list[npt.NDArray[np.float64]] = []
+        for partition in session.execute(query).partitions():
+            kept = _Pulled()  # a block of rows as bytes, then as one array
+            for row in partition:
+                mine = own_first is not None and row.version >= own_first
+                if not mine and row.version > self._version:
+                    self._version, self._token = row.version, row.version_token
+                if row.active and _usable(row.encoding):
+                    _add_row(own if mine else kept, row)
+            ids += kept.ids
+            members += kept.members
+            households += kept.households
+            blocks.append(_matrix(kept.encodings).copy())
+        encodings = np.concatenate(blocks) if blocks else _matrix([])
+        del blocks
+        self.build(encodings, ids, members, households)
+        self._keys, self._loaded_at = keys, time.monotonic()
+        return own
+
+    def build(
+        self,
+        encodings: npt.NDArray[np.float64],
+        ids: Sequence[int],
+        members: Sequence[int],
+        households: Sequence[int],
+    ) -> None:
+        """Fill the (cleared) index from float64 encodings: the principal axes of (a
+        sample of at most 100,000 of) them, then the rows. The benchmark calls it
+        directly on synthetic templates."""
         if len(encodings):
             self._mean = encodings.mean(axis=0)
             sample = encodings[:: max(1, len(encodings) // 100_000)] - self._mean
             _, vectors = np.linalg.eigh(sample.T @ sample)
             self._axes = np.ascontiguousarray(vectors[:, ::-1])
-        self._reserve(len(kept.ids))
-        for start in range(0, len(kept.ids), 65536):
-            end = min(len(kept.ids), start + 65536)
+        self._reserve(len(ids))
+        for start in range(0, len(ids), 65536):
+            end = min(len(ids), start + 65536)
             self._put(
                 np.arange(start, end),
                 encodings[start:end],
-                kept.ids[start:end],
-                kept.members[start:end],
-                kept.households[start:end],
+                ids[start:end],
+                members[start:end],
+                households[start:end],
             )
-        self.n = len(kept.ids)
-        self._row_of = {template_id: row for row, template_id in enumerate(kept.ids)}
-        self._keys, self._loaded_at = keys, time.monotonic()
-        return own
+        self.n = len(ids)
+        self._row_of = {int(template_id): row for row, template_id in enumerate(ids)}
+
+    def scan(self, query: npt.NDArray[np.float64], threshold: float) -> npt.NDArray[np.int64]:
+        """Template ids that may be closer than ``threshold`` to ``query`` (a superset),
+        from the index as it is (no refresh)."""
+        with self._lock:
+            return self._ids[self._scan(np.asarray(query, np.float64), threshold)]
 
     def _refresh(self, session: Session | scoped_session[Any]) -> _Pulled:
         """Bring the index up to date; returns the session's own uncommitted rows."""
