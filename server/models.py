@@ -15,7 +15,7 @@ from server.cases.models import (
 from server.console.models import MonthCount, MonthRollup
 from server.deaths.models import DeathImport, Overpayment
 from server.devices.models import DeviceToken
-from server.faces.models import FaceTemplate
+from server.faces.models import FaceTemplate, FaceTemplateClock, FaceTemplateVersion
 from server.monthly.models import CampaignStep
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import (
@@ -50,6 +50,8 @@ __all__ = [
     "DeathImport",
     "DeviceToken",
     "FaceTemplate",
+    "FaceTemplateClock",
+    "FaceTemplateVersion",
     "Household",
     "HouseholdClass",
     "Member",

@@ -21,6 +21,7 @@ from server.devices.models import DeviceToken
 from server.errors import DomainError
 from server.extensions import db
 from server.faces.engine import DetectedFace, FaceEngine, default_engine
+from server.faces.index import face_index
 from server.faces.models import FaceTemplate
 from server.region import region
 from server.storage import HashingFile, blob_store
@@ -272,6 +273,54 @@ def search_other_households(
     """``face_in_other_household`` flags, by band, for templates of other households
     close to the face (as taken or mirrored)."""
     rules = region().integrity.faces
+    best = other_household_distances(queries, household_id, model_name, rules.review_below)
+    return face_match.other_household_flags(best, rules)
+
+
+def other_household_distances(
+    queries: Sequence[npt.NDArray[np.float64]],
+    household_id: int,
+    model_name: str,
+    threshold: float,
+) -> dict[int, float]:
+    """Household id -> the nearest distance of its active templates of ``model_name``
+    closer than ``threshold`` to any of ``queries``, other households only.
+
+    The resident index (``server.faces.index``) names the few templates that may be
+    that close; those rows are read again and measured in float64 exactly as
+    :func:`other_household_distances_brute_force` measures every row: the same result.
+    """
+    candidates = face_index().candidates(
+        db.session, queries, threshold, exclude_household=household_id
+    )
+    households: list[int] = []
+    encodings: list[bytes] = []
+    for start in range(0, len(candidates), 1000):
+        rows = db.session.execute(
+            select(FaceTemplate.household_id, FaceTemplate.encoding).where(
+                FaceTemplate.id.in_(candidates[start : start + 1000]),
+                FaceTemplate.active.is_(True),
+                FaceTemplate.model_name == model_name,
+                FaceTemplate.household_id != household_id,
+            )
+        ).all()
+        households.extend(r.household_id for r in rows)
+        encodings.extend(r.encoding for r in rows)
+    if not encodings:
+        return {}
+    found = face_match.search(queries, encodings, threshold)
+    return face_match.best_per_key(households, found)
+
+
+def other_household_distances_brute_force(
+    queries: Sequence[npt.NDArray[np.float64]],
+    household_id: int,
+    model_name: str,
+    threshold: float,
+) -> dict[int, float]:
+    """The reference (the search before the index): decrypt every active template of
+    ``model_name`` outside the household and scan them all. Tests and
+    benchmarks/face_index.py compare the index with it."""
     rows = db.session.execute(
         select(FaceTemplate.household_id, FaceTemplate.encoding).where(
             FaceTemplate.active.is_(True),
@@ -280,7 +329,6 @@ def search_other_households(
         )
     ).all()
     if not rows:
-        return []
-    found = face_match.search(queries, [r.encoding for r in rows], rules.review_below)
-    best = face_match.best_per_key([r.household_id for r in rows], found)
-    return face_match.other_household_flags(best, rules)
+        return {}
+    found = face_match.search(queries, [r.encoding for r in rows], threshold)
+    return face_match.best_per_key([r.household_id for r in rows], found)
