@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from flask_babel import Babel
@@ -49,6 +50,11 @@ def rows_changed(statement: Any) -> int:
     return int(result.rowcount or 0)
 
 
+# Called with (table, rows) after each COPY of ``bulk_insert`` (the INSERT path goes
+# through the session and its events): server.public.changes records the cases.
+BULK_INSERT_LISTENERS: list[Callable[[Any, list[dict[str, Any]]], None]] = []
+
+
 def bulk_insert(model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the current transaction: COPY on PostgreSQL (one round trip,
     about twice as fast as a multi-row INSERT for 1,000 rows), executemany elsewhere.
@@ -78,3 +84,5 @@ def bulk_insert(model: Any, rows: list[dict[str, Any]]) -> None:
                     for name, process in zip(names, processors, strict=True)
                 ]
             )
+    for listener in BULK_INSERT_LISTENERS:
+        listener(table, rows)

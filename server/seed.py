@@ -53,6 +53,7 @@ from server.crypto import id_check_digit as id_check_digit  # where tests and be
 from server.errors import ValidationFailed
 from server.extensions import db
 from server.months import add_months, first_of_next_month
+from server.public import changes as public_changes
 from server.region import RegionRules
 from server.seed_history import (
     History,
@@ -326,6 +327,8 @@ def seed_database(
             add_photos(chronicle, now=chronicle.now)
         report.history = chronicle.counts
     audit.record("seed", actor=None, households=households, seed=seed)
+    # Written around the ORM (COPY): the public snapshot is built again in full.
+    public_changes.full_build_needed()
     db.session.flush()
     return report
 
