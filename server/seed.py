@@ -269,6 +269,9 @@ def seed_database(
         raise ValidationFailed(
             "the database already holds areas; seed only into an empty database", field="database"
         )
+    # Written around the ORM (COPY): the public snapshot is built again in full (and
+    # the bulk INSERTs below record nothing else).
+    public_changes.full_build_needed()
     rng = random.Random(seed)
     report = SeedReport()
     classes = sync_household_classes(rules)
@@ -327,8 +330,6 @@ def seed_database(
             add_photos(chronicle, now=chronicle.now)
         report.history = chronicle.counts
     audit.record("seed", actor=None, households=households, seed=seed)
-    # Written around the ORM (COPY): the public snapshot is built again in full.
-    public_changes.full_build_needed()
     db.session.flush()
     return report
 

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import delete, event, exists, func, insert, inspect, select
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from server.cases.models import CaseEvent, Household, Member
 from server.cases.objection_models import Objection
@@ -51,6 +51,7 @@ FEW = 1000  # ...but this many are always absorbed
 # The PostgreSQL advisory lock that absorbs and full builds take (one at a time).
 LOCK_KEY = 0x64696261  # "diba"
 _build_lock = threading.Lock()
+_FULL = "dibao.public_full_build"  # session.info: this transaction asked for one
 
 
 class Ready(NamedTuple):
@@ -78,6 +79,8 @@ def _household_ids(instance: Any, deleted: bool) -> Iterable[dict[str, Any]]:
 
 
 def _record(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    if session.info.get(_FULL):
+        return  # this transaction already asked for a full build
     at = utcnow()
     unique = {tuple(sorted(row.items())): row for row in rows}
     if unique:
@@ -91,7 +94,17 @@ def _record(session: Session, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def _full_build_row(session: Session) -> None:
+    if session.info.get(_FULL):
+        return
     session.connection().execute(insert(PublicDirty).values(at=utcnow()))
+    session.info[_FULL] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # Any end, savepoints included: a rolled-back savepoint may have taken the row with
+    # it; at worst a transaction asks twice.
+    session.info.pop(_FULL, None)
 
 
 def _inserted(table: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
