@@ -324,10 +324,12 @@ def _absorb() -> PublicSnapshot | None:
         raise
     db.session.commit()
     logger.info(
-        "public snapshot %s: %d changed cases absorbed, %d villages, %d rows written",
+        "public snapshot %s: %d changed cases absorbed, %d groups regrouped, %d cases "
+        "recomputed, %d rows written",
         snapshot.id,
         done.changed_cases,
-        done.villages,
+        done.groups,
+        done.recomputed,
         done.rows_written,
     )
     _drop_previous(snapshot)

@@ -1,11 +1,11 @@
 """Absorb recorded changes into the current snapshot in place (docs/public.md,
 "Incremental refresh").
 
-A change rewrites the published rows of the villages it touches: the village of each
-changed case (and the one it left), and every village holding a group whose published
-form changed because of it. Generalization is decided per county from the census
-(``public_census``: cases per village, class and size band), recounted for the touched
-villages only, so the decisions are exactly those a full build of the same data makes.
+A change rewrites the published rows of the changed cases and of every case in a group
+(village, class, size band) whose published form changed because of it. Generalization
+is decided per county from the census (``public_census``: cases per village, class and
+size band), recounted for the touched villages only, so the decisions are exactly those
+a full build of the same data makes.
 The statistics are recomputed for the published townships whose rows changed (cells,
 households, persons, money) and the real townships of the changed cases (payments,
 proof of life). Everything happens in the caller's transaction: a failure leaves the
@@ -58,7 +58,8 @@ class FullBuildNeeded(Exception):
 @dataclass(frozen=True)
 class Absorbed:
     changed_cases: int  # dirty households, deleted ones included
-    villages: int  # villages whose rows were recomputed
+    groups: int  # groups (village, class, size band) whose published form changed
+    recomputed: int  # cases whose rows were recomputed
     rows_written: int  # published rows deleted or inserted
 
 
@@ -89,6 +90,40 @@ def _decisions(areas: _Areas, counts: Census, counties: set[str], k: int) -> dic
     for county in counties:
         decisions.update(generalize({g: n for g, n in keyed.items() if g.county == county}, k))
     return decisions
+
+
+def _cases_of(areas: _Areas, groups: set[Key], rules: PublicRules) -> set[int]:
+    """The households in ``groups`` (full keys: village, class, size band)."""
+    if not groups:
+        return set()
+    village_ids = {chain[2]: v for v, chain in areas.chain.items()}
+    villages = sorted({village_ids[key.village] for key in groups if key.village is not None})
+    found: set[int] = set()
+    for part in _chunks(villages):
+        sizes = (
+            select(Member.household_id, func.count().label("n"))
+            .join(Household, Household.id == Member.household_id)
+            .where(Household.village_id.in_(part))
+            .where(Member.alive.is_(True), Member.left_on.is_(None))
+            .group_by(Member.household_id)
+            .subquery()
+        )
+        for household_id, village_id, class_code, size in db.session.execute(
+            select(
+                Household.id,
+                Household.village_id,
+                HouseholdClass.code,
+                func.coalesce(sizes.c.n, 0),
+            )
+            .join(HouseholdClass, HouseholdClass.id == Household.class_id)
+            .outerjoin(sizes, sizes.c.household_id == Household.id)
+            .where(Household.village_id.in_(part))
+        ):
+            county, township, village = areas.chain[village_id]
+            key = Key(county, township, village, class_code, rules.size_band(size))
+            if key in groups:
+                found.add(household_id)
+    return found
 
 
 def apply(
@@ -126,11 +161,10 @@ def apply(
     old = _decisions(areas, old_census, counties, rules.k)
     new = _decisions(areas, new_census, counties, rules.k)
 
-    village_ids = {chain[2]: v for v, chain in areas.chain.items()}
-    rewrite = set(touched)
-    for key in old.keys() | new.keys():
-        if old.get(key) != new.get(key) and key.village is not None:
-            rewrite.add(village_ids[key.village])
+    # The rows to recompute: the changed cases, and every case of a group whose
+    # published form changed (most changes change none).
+    regrouped = {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    ids = set(households) | _cases_of(areas, regrouped, rules)
 
     # The census of the touched villages, as the rows below are published with.
     for part in _chunks(touched):
@@ -151,9 +185,6 @@ def apply(
         decisions=new,
         classes=classes,
     )
-    ids: list[int] = []
-    for part in _chunks(rewrite):
-        ids.extend(db.session.scalars(select(Household.id).where(Household.village_id.in_(part))))
     new_rows: dict[str, dict[str, Any]] = {}
     for part in _chunks(ids):
         batch = _Batch.load(
@@ -239,7 +270,9 @@ def apply(
     snapshot.withheld = total - published
     snapshot.token = secrets.token_hex(16)
     snapshot.absorbed_at = now
-    return Absorbed(len(households) + len(deleted_codes), len(rewrite), len(gone) + len(added))
+    return Absorbed(
+        len(households) + len(deleted_codes), len(regrouped), len(ids), len(gone) + len(added)
+    )
 
 
 def _merge(
