@@ -19,10 +19,11 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import BigInteger, cast, delete, func, or_, select
 
 from server.cases.models import CaseState, Household, HouseholdClass, Member
 from server.clock import utcnow
@@ -290,42 +291,51 @@ def _restate_townships(
     stats: dict[str, Any], snapshot_id: int, shown: set[str | None], k: int
 ) -> None:
     """The cells and the per-township totals of the published townships ``shown``
-    (None: cases shown at the county only), counted again from their published rows."""
+    (None: cases shown at the county only), counted again from their published rows in
+    SQL (two grouped queries on the township index)."""
     codes = [t for t in shown if t is not None]
     where = []
     if codes:
         where.append(PublicCase.township_code.in_(codes))
     if None in shown:
         where.append(PublicCase.township_code.is_(None))
-    rows = db.session.execute(
+    in_shown = (PublicCase.snapshot_id == snapshot_id) & or_(*where)
+    cell_columns = (
+        PublicCase.county_code,
+        PublicCase.township_code,
+        PublicCase.village_code,
+        PublicCase.status,
+        PublicCase.class_code,
+    )
+    tally = _Tally()
+    for *cell, n in db.session.execute(
+        select(*cell_columns, func.count()).where(in_shown).group_by(*cell_columns)
+    ):
+        tally.cells[tuple(cell)] += n  # type: ignore[index]
+        tally.township_totals[cell[1]][str(cell[3])] += n
+    living = (
+        select(func.count())
+        .where(
+            Member.household_id == Household.id,
+            Member.alive.is_(True),
+            Member.left_on.is_(None),
+        )
+        .correlate(Household)
+        .scalar_subquery()
+    )
+    for township, persons, cents in db.session.execute(
         select(
-            PublicCase.county_code,
             PublicCase.township_code,
-            PublicCase.village_code,
-            PublicCase.class_code,
-            PublicCase.size_band,
-            PublicCase.status,
-            Household.id,
-            Household.monthly_allowance,
+            func.sum(living),
+            # The raw column (whole fen, server.types.Money), summed exactly in SQL.
+            func.sum(func.coalesce(cast(Household.__table__.c.monthly_allowance, BigInteger), 0)),
         )
         .join(Household, Household.case_code == PublicCase.case_code)
-        .where(PublicCase.snapshot_id == snapshot_id, or_(*where))
-    ).all()
-    approved = [r.id for r in rows if r.status == CaseState.APPROVED.value]
-    sizes: dict[int, int] = {}
-    for part in _chunks(approved):
-        sizes.update(
-            db.session.execute(
-                select(Member.household_id, func.count())
-                .where(Member.household_id.in_(part))
-                .where(Member.alive.is_(True), Member.left_on.is_(None))
-                .group_by(Member.household_id)
-            ).all()
-        )
-    tally = _Tally()
-    for r in rows:
-        key = Key(r.county_code, r.township_code, r.village_code, r.class_code, r.size_band)
-        tally.add(key, CaseState(r.status), sizes.get(r.id, 0), r.monthly_allowance, "")
+        .where(in_shown, PublicCase.status == CaseState.APPROVED.value)
+        .group_by(PublicCase.township_code)
+    ):
+        tally.township_totals[township]["persons"] += int(persons or 0)
+        tally.township_money[township] += Decimal(int(cents or 0)) / 100
     cells: Counter[tuple[Any, ...]] = Counter(
         {tuple(cell[:-1]): cell[-1] for cell in stats["cells"] if cell[1] not in shown}
     )
