@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, cast, delete, func, or_, select
+from sqlalchemy import delete, func, select
 
-from server.cases.models import CaseState, Household, HouseholdClass, Member
+from server.cases.models import Household, HouseholdClass, Member
 from server.clock import utcnow
 from server.extensions import bulk_insert, db
 from server.public.generalize import Key, generalize
@@ -39,10 +37,10 @@ from server.public.snapshot import (
     _payment_stats,
     _proof_of_life_stats,
     _Publishing,
-    _sort_key,
     _Tally,
-    _township_stats,
     census,
+    census_rows,
+    figures,
     fingerprint,
     group_counts,
     id_list,
@@ -73,15 +71,18 @@ def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
 def _load_census(villages: Iterable[int]) -> Census:
     found: Census = {}
     for part in _chunks(villages):
-        for village_id, class_code, band, n in db.session.execute(
+        for village_id, class_code, band, status, n, persons, fen in db.session.execute(
             select(
                 PublicCensus.village_id,
                 PublicCensus.class_code,
                 PublicCensus.size_band,
+                PublicCensus.status,
                 PublicCensus.cases,
+                PublicCensus.persons,
+                PublicCensus.fen,
             ).where(PublicCensus.village_id.in_(part))
         ):
-            found[(village_id, class_code, band)] = n
+            found[(village_id, class_code, band, status)] = [n, persons, fen]
     return found
 
 
@@ -153,11 +154,13 @@ def apply(
         )
     if not touched <= areas.chain.keys():
         raise FullBuildNeeded("a case in an area that is not a village")
-    counties = {areas.chain[v][0] for v in touched}
-    county_villages = [v for v, chain in areas.chain.items() if chain[0] in counties]
-    old_census = _load_census(county_villages)
+    # The whole census (a row per village, class, size band and status: small), the
+    # touched villages recounted; the decisions of every county (the figures of cases
+    # shown at the county only add up over counties).
+    counties = {chain[0] for chain in areas.chain.values()}
+    old_census = _load_census(areas.chain)
     recounted = census(rules, sorted(touched))
-    new_census = {key: n for key, n in old_census.items() if key[0] not in touched}
+    new_census = {key: v for key, v in old_census.items() if key[0] not in touched}
     new_census.update(recounted)
     old = _decisions(areas, old_census, counties, rules.k)
     new = _decisions(areas, new_census, counties, rules.k)
@@ -170,13 +173,7 @@ def apply(
     # The census of the touched villages, as the rows below are published with.
     for part in _chunks(touched):
         db.session.execute(delete(PublicCensus).where(PublicCensus.village_id.in_(part)))
-    bulk_insert(
-        PublicCensus,
-        [
-            {"village_id": v, "class_code": c, "size_band": b, "cases": n}
-            for (v, c, b), n in sorted(recounted.items())
-        ],
-    )
+    bulk_insert(PublicCensus, census_rows(recounted))
 
     publishing = _Publishing(
         snapshot_id=snapshot.id,
@@ -229,18 +226,11 @@ def apply(
             raise RuntimeError("public snapshot: rows vanished under an absorb")
     bulk_insert(PublicCase, added)
 
-    # A changed case counts in its township's figures (persons, money) even when its
-    # published row stays the same.
-    shown = {old_rows[code]["township_code"] for code in gone} | {
-        row["township_code"] for row in added
-    }
-    for code in dirty_codes:
-        for rows in (old_rows, new_rows):
-            if code in rows:
-                shown.add(rows[code]["township_code"])
     stats = json.loads(snapshot.stats)
-    if shown:
-        _restate_townships(stats, snapshot.id, shown, rules.k)
+    stats["cells"], stats["townships"], published = figures(areas, new_census, new, rules.k)
+    if snapshot.cases + len(added) - len(gone) != published:
+        # The rows and the census disagree (a change written around the ORM).
+        raise FullBuildNeeded("the published rows do not add up to the census")
     real = sorted({areas.chain[v][1] for v in touched})
     stats["payments"] = _merge(
         stats["payments"],
@@ -260,9 +250,7 @@ def apply(
         for code, p in areas.places.items()
         if p.level in ("county", "township", "village")
     }
-    published = snapshot.cases + len(added) - len(gone)
-    total = snapshot.cases + snapshot.withheld
-    total += sum(recounted.values()) - sum(n for key, n in old_census.items() if key[0] in touched)
+    total = sum(entry[0] for entry in new_census.values())
     stats["built_at"] = now.isoformat()
     stats["published"] = published
     stats["withheld"] = total - published
@@ -285,62 +273,3 @@ def _merge(
     replaced = set(townships)
     kept = [e for e in entries if e["township"] not in replaced]
     return sorted([*kept, *fresh], key=order)
-
-
-def _restate_townships(
-    stats: dict[str, Any], snapshot_id: int, shown: set[str | None], k: int
-) -> None:
-    """The cells and the per-township totals of the published townships ``shown``
-    (None: cases shown at the county only), counted again from their published rows in
-    SQL (two grouped queries on the township index)."""
-    codes = [t for t in shown if t is not None]
-    where = []
-    if codes:
-        where.append(PublicCase.township_code.in_(codes))
-    if None in shown:
-        where.append(PublicCase.township_code.is_(None))
-    in_shown = (PublicCase.snapshot_id == snapshot_id) & or_(*where)
-    cell_columns = (
-        PublicCase.county_code,
-        PublicCase.township_code,
-        PublicCase.village_code,
-        PublicCase.status,
-        PublicCase.class_code,
-    )
-    tally = _Tally()
-    for *cell, n in db.session.execute(
-        select(*cell_columns, func.count()).where(in_shown).group_by(*cell_columns)
-    ):
-        tally.cells[tuple(cell)] += n  # type: ignore[index]
-        tally.township_totals[cell[1]][str(cell[3])] += n
-    living = (
-        select(func.count())
-        .where(
-            Member.household_id == Household.id,
-            Member.alive.is_(True),
-            Member.left_on.is_(None),
-        )
-        .correlate(Household)
-        .scalar_subquery()
-    )
-    for township, persons, cents in db.session.execute(
-        select(
-            PublicCase.township_code,
-            func.sum(living),
-            # The raw column (whole fen, server.types.Money), summed exactly in SQL.
-            func.sum(func.coalesce(cast(Household.__table__.c.monthly_allowance, BigInteger), 0)),
-        )
-        .join(Household, Household.case_code == PublicCase.case_code)
-        .where(in_shown, PublicCase.status == CaseState.APPROVED.value)
-        .group_by(PublicCase.township_code)
-    ):
-        tally.township_totals[township]["persons"] += int(persons or 0)
-        tally.township_money[township] += Decimal(int(cents or 0)) / 100
-    cells: Counter[tuple[Any, ...]] = Counter(
-        {tuple(cell[:-1]): cell[-1] for cell in stats["cells"] if cell[1] not in shown}
-    )
-    cells.update(tally.cells)
-    stats["cells"] = [[*key, n] for key, n in sorted(cells.items(), key=_sort_key)]
-    townships = [t for t in stats["townships"] if t["township"] not in shown]
-    townships += _township_stats(tally.township_totals, tally.township_money, k)
-    stats["townships"] = sorted(townships, key=lambda t: t["township"] or "")

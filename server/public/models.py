@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.clock import utcnow
@@ -91,13 +91,18 @@ class PublicDirty(Model):
 
 
 class PublicCensus(Model):
-    """Cases per village, class and size band, as the last full build or absorb counted
-    them: what generalization decides from, kept so an absorb recounts only the
-    villages it touches."""
+    """Cases per village, class, size band and status, as the last full build or absorb
+    counted them: what generalization and the per-township figures are made from, kept
+    so an absorb recounts only the villages it touches."""
 
     __tablename__ = "public_census"
 
     village_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     class_code: Mapped[str] = mapped_column(String(8), primary_key=True)
     size_band: Mapped[str] = mapped_column(String(8), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
     cases: Mapped[int] = mapped_column(Integer)
+    # Living members and monthly allowance (whole fen) of these cases, summed: the
+    # per-township figures of the approved ones.
+    persons: Mapped[int] = mapped_column(Integer)
+    fen: Mapped[int] = mapped_column(BigInteger)

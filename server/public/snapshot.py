@@ -83,19 +83,22 @@ def _month(at: datetime, zone: ZoneInfo) -> str:
     return current_month(at, zone.key)
 
 
-# Cases per (village id, class code, size band): what generalization decides from.
-Census = dict[tuple[int, str, str], int]
+# Per (village id, class code, size band, status): [cases, persons, allowance in fen].
+# Generalization decides from the cases (all statuses together); the per-township
+# figures add up what each group is published as.
+Census = dict[tuple[int, str, str, str], list[int]]
 
 
 def census(rules: PublicRules, villages: Sequence[int] | None = None) -> Census:
-    """Cases per village, class and size band, counted in SQL: of every village, or of
-    ``villages`` only (indexed on the household's village)."""
+    """The census, counted in SQL: of every village, or of ``villages`` only (indexed
+    on the household's village)."""
     members = select(Member.household_id, func.count().label("n")).where(
         Member.alive.is_(True), Member.left_on.is_(None)
     )
-    query = select(Household.village_id, HouseholdClass.code, func.count()).join(
-        HouseholdClass, HouseholdClass.id == Household.class_id
-    )
+    # The raw column (whole fen, server.types.Money), summed exactly in SQL.
+    fen = func.sum(func.coalesce(cast(Household.__table__.c.monthly_allowance, BigInteger), 0))
+    query = select(Household.village_id, HouseholdClass.code, Household.state, func.count(), fen)
+    query = query.join(HouseholdClass, HouseholdClass.id == Household.class_id)
     if villages is not None:
         members = members.join(Household, Household.id == Member.household_id).where(
             Household.village_id.in_(villages)
@@ -106,18 +109,59 @@ def census(rules: PublicRules, villages: Sequence[int] | None = None) -> Census:
     rows = db.session.execute(
         query.add_columns(size)
         .outerjoin(sizes, sizes.c.household_id == Household.id)
-        .group_by(Household.village_id, HouseholdClass.code, size)
+        .group_by(Household.village_id, HouseholdClass.code, Household.state, size)
     ).all()
-    counts: Census = Counter()
-    for village_id, class_code, n_cases, n_members in rows:
-        counts[(village_id, class_code, rules.size_band(n_members))] += n_cases
-    return dict(counts)
+    counts: Census = {}
+    for village_id, class_code, state, n_cases, n_fen, n_members in rows:
+        key = (village_id, class_code, rules.size_band(n_members), CaseState(state).value)
+        entry = counts.setdefault(key, [0, 0, 0])
+        entry[0] += n_cases
+        entry[1] += n_cases * n_members
+        entry[2] += int(n_fen or 0)
+    return counts
+
+
+def census_rows(counts: Census) -> list[dict[str, Any]]:
+    return [
+        {
+            "village_id": v,
+            "class_code": c,
+            "size_band": b,
+            "status": st,
+            "cases": n,
+            "persons": persons,
+            "fen": fen,
+        }
+        for (v, c, b, st), (n, persons, fen) in sorted(counts.items())
+    ]
+
+
+def figures(
+    areas: _Areas, counts: Census, decisions: dict[Key, Key | None], k: int
+) -> tuple[list[list[Any]], list[dict[str, Any]], int]:
+    """The statistics' cells and townships, and the number of published cases, from the
+    census and the published form of each group (what a full build's rows add up to)."""
+    tally = _Tally()
+    for (village_id, class_code, band, status), (n, persons, fen) in counts.items():
+        county, township, village = areas.chain[village_id]
+        shown = decisions.get(Key(county, township, village, class_code, band))
+        if shown is None or not n:
+            continue
+        tally.published += n
+        tally.cells[(shown.county, shown.township, shown.village, status, shown.class_code)] += n
+        totals = tally.township_totals[shown.township]
+        totals[status] += n
+        if status == CaseState.APPROVED.value:
+            totals["persons"] += persons
+            tally.township_money[shown.township] += Decimal(fen) / 100
+    cells = [[*key, n] for key, n in sorted(tally.cells.items(), key=_sort_key)]
+    return cells, _township_stats(tally.township_totals, tally.township_money, k), tally.published
 
 
 def group_counts(areas: _Areas, counts: Census) -> Counter[Key]:
-    """The census by (county, township, village, class, size band)."""
+    """Cases by (county, township, village, class, size band), all statuses together."""
     keyed: Counter[Key] = Counter()
-    for (village_id, class_code, band), n in counts.items():
+    for (village_id, class_code, band, _status), (n, _persons, _fen) in counts.items():
         county, township, village = areas.chain[village_id]
         keyed[Key(county, township, village, class_code, band)] += n
     return keyed
@@ -395,13 +439,7 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     # The census goes with the snapshot it was built with; the changes the build saw
     # are done with.
     db.session.execute(delete(PublicCensus))
-    bulk_insert(
-        PublicCensus,
-        [
-            {"village_id": v, "class_code": c, "size_band": b, "cases": n}
-            for (v, c, b), n in counted.items()
-        ],
-    )
+    bulk_insert(PublicCensus, census_rows(counted))
     db.session.execute(delete(PublicDirty).where(PublicDirty.id <= snapshot.source_mark))
     snapshot.state = "ready"
     snapshot.finished_at = utcnow()

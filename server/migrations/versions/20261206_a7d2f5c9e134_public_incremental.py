@@ -30,8 +30,11 @@ def upgrade():
     sa.Column('village_id', sa.Integer(), nullable=False),
     sa.Column('class_code', sa.String(length=8), nullable=False),
     sa.Column('size_band', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('cases', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('village_id', 'class_code', 'size_band', name=op.f('pk_public_census'))
+    sa.Column('persons', sa.Integer(), nullable=False),
+    sa.Column('fen', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('village_id', 'class_code', 'size_band', 'status', name=op.f('pk_public_census'))
     )
     op.add_column('public_snapshots', sa.Column('fingerprint', sa.String(length=64), nullable=True))
     op.add_column('public_snapshots', sa.Column('absorbed_at', sa.DateTime(timezone=True), nullable=True))
