@@ -5,6 +5,7 @@ a change twice, and an absorb that fails half-way leaves its changes to the next
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -345,4 +346,22 @@ def test_a_bulk_update_of_unknown_cases_asks_for_a_full_build(county: Flask) -> 
         again = changes.refresh()
         assert again is not None and again.id > built.id  # a new, full build
         assert db.session.scalar(select(func.count()).select_from(PublicDirty)) == 0
+        db.session.remove()
+
+
+def test_new_rules_mean_a_full_build(county: Flask) -> None:
+    with county.app_context():
+        built = changes.refresh(force=True)
+        assert built is not None
+        change("status", 3, 1)
+        original = county.config["REGION"]
+        county.config["REGION"] = dataclasses.replace(
+            original, public=dataclasses.replace(original.public, k=original.public.k + 1)
+        )
+        try:
+            again = changes.refresh()
+            assert again is not None and again.id > built.id  # a new, full build
+            assert_k_anonymous()
+        finally:
+            county.config["REGION"] = original
         db.session.remove()
