@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
@@ -66,10 +67,10 @@ def celery_init_app(app: Flask) -> Celery:
                     "task": "server.console.tasks.refresh_task",
                     "schedule": crontab(),
                 },
-                # The public snapshot, when something changed or it is getting old.
+                # The public snapshot absorbs recorded changes (a full build when due).
                 "public-refresh": {
                     "task": "server.public.tasks.refresh_public_task",
-                    "schedule": crontab(),
+                    "schedule": timedelta(seconds=5),
                 },
             },
         }

@@ -528,10 +528,11 @@ def public_group() -> None:
 
 
 @public_group.command("refresh")
-@click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@click.option("--force", is_flag=True, help="A full build even if nothing changed.")
 @with_appcontext
 def public_refresh_command(force: bool) -> None:
-    """Rebuild the published snapshot if anything changed (or with --force)."""
+    """Absorb recorded changes into the published snapshot (a full build when one is
+    due, or with --force)."""
     import time
 
     from server.public.changes import refresh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from flask_babel import Babel
@@ -47,6 +48,11 @@ def rows_changed(statement: Any) -> int:
     """Run an UPDATE or DELETE in the current session; how many rows it changed."""
     result = cast("CursorResult[Any]", db.session.execute(statement))
     return int(result.rowcount or 0)
+
+
+# Called with (table, rows) after each COPY of ``bulk_insert`` (the INSERT path goes
+# through the session and its events): server.public.changes records the cases.
+BULK_INSERT_LISTENERS: list[Callable[[Any, list[dict[str, Any]]], None]] = []
 
 
 def bulk_insert(model: Any, rows: list[dict[str, Any]], stored: tuple[str, ...] = ()) -> None:
@@ -99,3 +105,5 @@ def bulk_insert(model: Any, rows: list[dict[str, Any]], stored: tuple[str, ...] 
                     for name, process in zip(names, processors, strict=True)
                 ]
             )
+    for listener in BULK_INSERT_LISTENERS:
+        listener(table, rows)

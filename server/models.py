@@ -24,7 +24,7 @@ from server.proof_of_life.models import (
     ProofOfLifeFrame,
     ProofOfLifeMonth,
 )
-from server.public.models import PublicCase, PublicChange, PublicSnapshot
+from server.public.models import PublicCase, PublicCensus, PublicDirty, PublicSnapshot
 from server.visits.integrity.pattern_models import VisitPattern, VisitPatternMember
 from server.visits.models import (
     BackCheck,
@@ -64,7 +64,8 @@ __all__ = [
     "ProofOfLifeFrame",
     "ProofOfLifeMonth",
     "PublicCase",
-    "PublicChange",
+    "PublicCensus",
+    "PublicDirty",
     "PublicSnapshot",
     "Relation",
     "Role",

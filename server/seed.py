@@ -53,6 +53,7 @@ from server.crypto import id_check_digit as id_check_digit  # where tests and be
 from server.errors import ValidationFailed
 from server.extensions import db
 from server.months import add_months, first_of_next_month
+from server.public import changes as public_changes
 from server.region import RegionRules
 from server.seed_history import (
     History,
@@ -283,6 +284,9 @@ def seed_database(
         raise ValidationFailed(
             "the database already holds areas; seed only into an empty database", field="database"
         )
+    # Written around the ORM (COPY): the public snapshot is built again in full (and
+    # the bulk INSERTs below record nothing else).
+    public_changes.full_build_needed()
     rng = random.Random(seed)
     report = SeedReport()
     classes = sync_household_classes(rules)

@@ -1,31 +1,40 @@
-"""When to rebuild the snapshot: a row in ``public_changes`` per transaction that changed
-published data, and a rebuild at least every ``[public] refresh_minutes``.
+"""Keep the public snapshot current: which cases changed (``public_dirty``), absorbing
+them in place (``server.public.incremental``), and a full build when that cannot be
+done or after ``[public] rebuild_hours``.
 
-The ORM records the changes: an ``after_flush`` hook for objects, a ``do_orm_execute``
-hook for bulk UPDATE/DELETE/INSERT statements run through a session. Rows written
-around the ORM (PostgreSQL COPY in ``bulk_insert``, raw SQL) are caught by the periodic
-rebuild instead.
+The ORM records the changed cases: an ``after_flush`` hook for objects (the household
+of each changed case, member, event, proof-of-life month, payment month, objection; the
+village a case left; a deleted case's code), a ``do_orm_execute`` hook for bulk
+statements run through a session (the households of an INSERT's rows; a full build
+for a bulk UPDATE or DELETE, whose cases are not known), and ``bulk_insert``'s COPY
+path through ``server.extensions.BULK_INSERT_LISTENERS``. Writers around all of these
+(the seeder's COPY) ask for a full build with ``full_build_needed()``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import event, exists, insert, select
+from sqlalchemy import delete, event, exists, func, insert, inspect, select
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 from server.cases.models import CaseEvent, Household, Member
 from server.cases.objection_models import Objection
 from server.clock import utcnow
-from server.extensions import db
+from server.extensions import BULK_INSERT_LISTENERS, db
+from server.months import current_month
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ProofOfLifeMonth
+from server.public import incremental
 from server.public import snapshot as builder
-from server.public.models import PublicChange, PublicSnapshot
+from server.public.models import PublicDirty, PublicSnapshot
 from server.public.snapshot import STALE_BUILD
 from server.region import region
 from server.transactions import commits_per_batch
@@ -34,8 +43,15 @@ logger = logging.getLogger(__name__)
 
 WATCHED = (Household, Member, CaseEvent, ProofOfLifeMonth, PaymentMonth, Objection)
 WATCHED_TABLES = frozenset(model.__tablename__ for model in WATCHED)
-_FLAG = "dibao.public_changed"
+# A bulk INSERT of more cases than this asks for a full build instead of naming them.
+MANY = 10_000
+# More changed cases than this share of all cases: a full build is cheaper.
+FULL_BUILD_SHARE = 0.05
+FEW = 1000  # ...but this many are always absorbed
+# The PostgreSQL advisory lock that absorbs and full builds take (one at a time).
+LOCK_KEY = 0x64696261  # "diba"
 _build_lock = threading.Lock()
+_FULL = "dibao.public_full_build"  # session.info: this transaction asked for one
 
 
 class Ready(NamedTuple):
@@ -44,19 +60,73 @@ class Ready(NamedTuple):
     source_mark: int
 
 
-def _record(session: Session) -> None:
-    if session.info.get(_FLAG):
+def _household_ids(instance: Any, deleted: bool) -> Iterable[dict[str, Any]]:
+    """The public_dirty rows a flushed object asks for."""
+    state = inspect(instance)
+    if isinstance(instance, Household):
+        yield {"household_id": instance.id}
+        if deleted:
+            yield {"case_code": instance.case_code, "village_id": instance.village_id}
+        for old in state.attrs.village_id.history.deleted or ():
+            if old is not None:
+                yield {"village_id": old}
         return
-    session.info[_FLAG] = True
-    session.connection().execute(insert(PublicChange).values(at=utcnow()))
+    if instance.household_id is not None:
+        yield {"household_id": instance.household_id}
+    for old in state.attrs.household_id.history.deleted or ():
+        if old is not None:
+            yield {"household_id": old}
+
+
+def _record(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    if session.info.get(_FULL):
+        return  # this transaction already asked for a full build
+    at = utcnow()
+    unique = {tuple(sorted(row.items())): row for row in rows}
+    if unique:
+        session.connection().execute(
+            insert(PublicDirty),
+            [
+                {"household_id": None, "village_id": None, "case_code": None, **row, "at": at}
+                for row in unique.values()
+            ],
+        )
+
+
+def _full_build_row(session: Session) -> None:
+    if session.info.get(_FULL):
+        return
+    session.connection().execute(insert(PublicDirty).values(at=utcnow()))
+    session.info[_FULL] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # Any end, savepoints included: a rolled-back savepoint may have taken the row with
+    # it; at worst a transaction asks twice.
+    session.info.pop(_FULL, None)
+
+
+def _inserted(table: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The rows naming the cases of an INSERT into a watched table; None when they are
+    not known (new households) or too many."""
+    if getattr(table, "name", None) == Household.__tablename__ or len(rows) > MANY:
+        return None
+    if any("household_id" not in row for row in rows):
+        return None
+    return [{"household_id": row["household_id"]} for row in rows]
 
 
 @event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, flush_context: Any) -> None:
-    for instance in (*session.new, *session.dirty, *session.deleted):
-        if isinstance(instance, WATCHED):
-            _record(session)
-            return
+    deleted = set(map(id, session.deleted))
+    rows = [
+        row
+        for instance in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(instance, WATCHED)
+        for row in _household_ids(instance, id(instance) in deleted)
+    ]
+    _record(session, rows)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -64,15 +134,34 @@ def _on_execute(state: ORMExecuteState) -> None:
     if not (state.is_update or state.is_delete or state.is_insert):
         return
     table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) in WATCHED_TABLES:
-        _record(state.session)
+    if getattr(table, "name", None) not in WATCHED_TABLES:
+        return
+    parameters = state.parameters
+    if state.is_insert and parameters:
+        many: list[Any] = parameters if isinstance(parameters, list) else [parameters]
+        named = _inserted(table, [dict(p) for p in many])
+        if named is not None:
+            _record(state.session, named)
+            return
+    _full_build_row(state.session)
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    # Any end, savepoints included: a rolled-back savepoint may have taken the row with
-    # it; at worst a transaction records two rows.
-    session.info.pop(_FLAG, None)
+def _bulk_inserted(table: Any, rows: list[dict[str, Any]]) -> None:
+    if table.name not in WATCHED_TABLES:
+        return
+    named = _inserted(table, rows)
+    if named is None:
+        _full_build_row(db.session())
+    else:
+        _record(db.session(), named)
+
+
+BULK_INSERT_LISTENERS.append(_bulk_inserted)
+
+
+def full_build_needed() -> None:
+    """Ask for a full build at the next refresh (for writes around the ORM)."""
+    _full_build_row(db.session())
 
 
 def current_ready() -> Ready | None:
@@ -86,14 +175,23 @@ def current_ready() -> Ready | None:
     return Ready(row.id, row.finished_at, row.source_mark) if row else None
 
 
+def _full_build_due(snapshot: Ready) -> bool:
+    """Older than ``[public] rebuild_hours``, or built in another month (the figures
+    cover the last twelve months and this year)."""
+    if snapshot.finished_at is None:
+        return True
+    now = utcnow()
+    if snapshot.finished_at < now - timedelta(hours=region().public.rebuild_hours):
+        return True
+    zone = region().timezone
+    return current_month(snapshot.finished_at, zone) != current_month(now, zone)
+
+
 def is_stale(snapshot: Ready | None) -> bool:
-    """No snapshot yet, a change recorded after it started, or older than refresh_minutes."""
-    if snapshot is None or snapshot.finished_at is None:
+    """No snapshot yet, a change recorded and not absorbed, or a full build due."""
+    if snapshot is None or _full_build_due(snapshot):
         return True
-    if snapshot.finished_at < utcnow() - timedelta(minutes=region().public.refresh_minutes):
-        return True
-    newer = db.session.scalar(select(exists().where(PublicChange.id > snapshot.source_mark)))
-    return bool(newer)
+    return bool(db.session.scalar(select(exists().where(PublicDirty.id > 0))))
 
 
 def _building_elsewhere() -> bool:
@@ -109,16 +207,33 @@ def _building_elsewhere() -> bool:
     )
 
 
+def _postgresql() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+@contextmanager
+def _held_for_build() -> Any:
+    """On PostgreSQL, the advisory lock for the whole of a full build, on a connection
+    of its own (the build commits per batch): absorbs skip meanwhile."""
+    if not _postgresql():
+        yield
+        return
+    with db.engine.connect() as connection:
+        connection.execute(select(func.pg_advisory_lock(LOCK_KEY)))
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
+            connection.commit()
+
+
 @commits_per_batch
-def refresh(*, force: bool = False) -> PublicSnapshot | None:
-    """Rebuild when stale (or ``force``); None when nothing was built."""
-    with _build_lock:
-        if not force:
-            if not is_stale(current_ready()):
-                return None
-            if _building_elsewhere():
-                logger.info("public snapshot: another build is running")
-                return None
+def _full_build() -> PublicSnapshot | None:
+    if _building_elsewhere():
+        logger.info("public snapshot: another build is running")
+        return None
+    with _held_for_build():
         started = builder.start()
         try:
             return builder.build(started)
@@ -128,9 +243,120 @@ def refresh(*, force: bool = False) -> PublicSnapshot | None:
             raise
 
 
+@commits_per_batch
+def refresh(*, force: bool = False) -> PublicSnapshot | None:
+    """A full build when ``force``; otherwise absorb the recorded changes (a full build
+    when due or when they cannot be absorbed). None when nothing was done."""
+    with _build_lock:
+        if force:
+            started = builder.start()
+            with _held_for_build():
+                try:
+                    return builder.build(started)
+                except BaseException:
+                    db.session.rollback()
+                    builder.abandon(started.id)
+                    raise
+        return _absorb()
+
+
+def absorb() -> PublicSnapshot | None:
+    """Absorb the recorded changes into the current snapshot in place; a full build when
+    there is none yet, one is due, or the changes need one. None when nothing was done
+    (nothing changed, or another process is absorbing or building)."""
+    return refresh()
+
+
+def _absorb() -> PublicSnapshot | None:
+    ready = current_ready()
+    if ready is None or _full_build_due(ready):
+        return _full_build()
+    if _building_elsewhere():
+        return None
+    pending, unknown = db.session.execute(
+        select(func.count(), func.count().filter(_unknown())).select_from(PublicDirty)
+    ).one()
+    db.session.rollback()  # SQLite: the claim below must open the transaction
+    if not pending:
+        return None
+    snapshot = db.session.get(PublicSnapshot, ready.id)
+    if snapshot is None:
+        return None
+    if unknown or pending > max(FULL_BUILD_SHARE * (snapshot.cases + snapshot.withheld), FEW):
+        db.session.rollback()
+        return _full_build()
+    db.session.rollback()
+    if _postgresql():
+        locked = db.session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))
+        if not locked:
+            db.session.rollback()
+            return None
+    claimed = db.session.execute(
+        delete(PublicDirty).returning(
+            PublicDirty.household_id, PublicDirty.village_id, PublicDirty.case_code
+        )
+    ).all()
+    snapshot = db.session.get(PublicSnapshot, ready.id)
+    if snapshot is None or snapshot.state != "ready" or not claimed:
+        db.session.rollback()
+        return None
+    households = {row.household_id for row in claimed if row.household_id is not None}
+    villages = {row.village_id for row in claimed if row.village_id is not None}
+    codes = {row.case_code for row in claimed if row.case_code is not None}
+    try:
+        if any(r.household_id is None and r.village_id is None for r in claimed):
+            raise incremental.FullBuildNeeded("a bulk change of unknown cases")
+        rules = region().public
+        done = incremental.apply(
+            snapshot,
+            households=households,
+            villages=villages,
+            deleted_codes=codes,
+            rules=rules,
+            zone=ZoneInfo(region().timezone),
+        )
+    except incremental.FullBuildNeeded as reason:
+        db.session.rollback()
+        logger.info("public snapshot: full build (%s)", reason)
+        return _full_build()
+    except BaseException:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    logger.info(
+        "public snapshot %s: %d changed cases absorbed, %d groups regrouped, %d cases "
+        "recomputed, %d rows written",
+        snapshot.id,
+        done.changed_cases,
+        done.groups,
+        done.recomputed,
+        done.rows_written,
+    )
+    _drop_previous(snapshot)
+    return snapshot
+
+
+def _unknown() -> Any:
+    return PublicDirty.household_id.is_(None) & PublicDirty.village_id.is_(None)
+
+
+@commits_per_batch
+def _drop_previous(current: PublicSnapshot) -> None:
+    """The snapshot before the current one stays while requests may still read it; the
+    first absorb more than a few minutes after the full build drops it (one copy)."""
+    if current.finished_at is None or current.finished_at > utcnow() - timedelta(minutes=5):
+        return
+    older = db.session.scalars(
+        select(PublicSnapshot.id).where(PublicSnapshot.id < current.id)
+    ).all()
+    for snapshot_id in older:
+        builder.abandon(snapshot_id)
+
+
 def refresh_inline_if_stale() -> None:
-    """The embedded default (no Celery broker): a page view rebuilds a stale snapshot
-    itself. With a broker the beat task does it (``server.public.tasks``)."""
+    """The embedded default (no Celery broker): a page view absorbs pending changes
+    itself (a full build when none exists or one is due). With a broker the beat task
+    does it every few seconds (``server.public.tasks``)."""
     if current_app.config["DIBAO_PUBLIC_REFRESH"] != "inline":
         return
     if is_stale(current_ready()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.clock import utcnow
@@ -28,8 +28,13 @@ class PublicSnapshot(Model):
     state: Mapped[str] = mapped_column(String(10), default="building")  # building | ready
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The newest public_changes row when the build started: later rows mean stale.
+    # The newest public_dirty row when the full build started (older ones it covers).
     source_mark: Mapped[int] = mapped_column(Integer, default=0)
+    # What the rows were built with ([public] rules, areas, classes): a change means a
+    # full build. NULL before incremental absorbs existed.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The last absorb of changes into this snapshot (finished_at: its full build).
+    absorbed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cases: Mapped[int] = mapped_column(Integer, default=0)
     withheld: Mapped[int] = mapped_column(Integer, default=0)
     # Aggregates, per-filter counts and area names (JSON), computed with the rows.
@@ -67,13 +72,37 @@ class PublicCase(Model):
     document: Mapped[str] = mapped_column(Text, default="{}")
 
 
-class PublicChange(Model):
-    """One row per transaction that changed published data (cases, members, events,
-    proof-of-life months, payments): the refresher rebuilds when a newer row exists.
-    Insert-only, so writers never wait on each other for it.
-    """
+class PublicDirty(Model):
+    """A case changed since the snapshot last absorbed changes (``snapshot.absorb``):
+    one row per changed household (and per village a household left), written in the
+    transaction that changed it. A row with no household, village or case code asks
+    for a full build (bulk statements whose cases are not known). Insert-only for
+    writers; the absorber claims rows by deleting them."""
 
-    __tablename__ = "public_changes"
+    __tablename__ = "public_dirty"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    household_id: Mapped[int | None] = mapped_column(Integer)
+    # A village whose groups changed (the one a household left, or a deleted one's).
+    village_id: Mapped[int | None] = mapped_column(Integer)
+    # A deleted household's case code (its published row must go).
+    case_code: Mapped[str | None] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PublicCensus(Model):
+    """Cases per village, class, size band and status, as the last full build or absorb
+    counted them: what generalization and the per-township figures are made from, kept
+    so an absorb recounts only the villages it touches."""
+
+    __tablename__ = "public_census"
+
+    village_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    class_code: Mapped[str] = mapped_column(String(8), primary_key=True)
+    size_band: Mapped[str] = mapped_column(String(8), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    cases: Mapped[int] = mapped_column(Integer)
+    # Living members and monthly allowance (whole fen) of these cases, summed: the
+    # per-township figures of the approved ones.
+    persons: Mapped[int] = mapped_column(Integer)
+    fen: Mapped[int] = mapped_column(BigInteger)

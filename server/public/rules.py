@@ -35,8 +35,12 @@ class PublicRules:
     size_bands: tuple[int, ...] = (1, 2, 3, 5)
     # Show the head's surname masked (张*), only where k published cases share it.
     masked_names: bool = False
-    # Rebuild the snapshot at least this often even when no change was recorded.
+    # Kept for region files that set it; changes are absorbed within seconds and a
+    # full build runs every ``rebuild_hours`` (docs/public.md, "Incremental refresh").
     refresh_minutes: int = 5
+    # A full build of the snapshot at least this often (changes are absorbed in place
+    # in between).
+    rebuild_hours: int = 24
     # The offices named on printable notices, by area code (a township or county), and
     # "default" for every other area ([public.offices.<code>] in the region file).
     offices: Mapping[str, Office] = field(default_factory=dict, hash=False)
@@ -109,6 +113,9 @@ def parse_public_rules(data: dict[str, Any]) -> PublicRules:
     minutes = data.get("refresh_minutes", default.refresh_minutes)
     if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
         raise PublicConfigError("public.refresh_minutes must be a whole number from 1 to 1440")
+    hours = data.get("rebuild_hours", default.rebuild_hours)
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 720:
+        raise PublicConfigError("public.rebuild_hours must be a whole number from 1 to 720")
     return PublicRules(
         offices=_parse_offices(data.get("offices", {})),
         k=k,
@@ -117,6 +124,7 @@ def parse_public_rules(data: dict[str, Any]) -> PublicRules:
         size_bands=tuple(bounds),
         masked_names=masked,
         refresh_minutes=minutes,
+        rebuild_hours=hours,
     )
 
 

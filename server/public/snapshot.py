@@ -10,11 +10,12 @@ snapshot stays readable meanwhile, older ones are deleted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,7 +34,7 @@ from server.months import current_month, month_after
 from server.payments.models import PaymentMonth, PaymentStatus
 from server.proof_of_life.models import PAYMENT_BLOCKING, MonthStatus, ProofOfLifeMonth
 from server.public.generalize import Key, generalize, masked_surnames
-from server.public.models import PublicCase, PublicChange, PublicSnapshot
+from server.public.models import PublicCase, PublicCensus, PublicDirty, PublicSnapshot
 from server.public.rules import PublicRules
 from server.public.schemas import case_document
 from server.region import region
@@ -82,32 +83,111 @@ def _month(at: datetime, zone: ZoneInfo) -> str:
     return current_month(at, zone.key)
 
 
-def _group_counts(areas: _Areas, rules: PublicRules) -> Counter[Key]:
-    """Cases per (county, township, village, class, size band), counted in SQL."""
-    sizes = (
-        select(Member.household_id, func.count().label("n"))
-        .where(Member.alive.is_(True), Member.left_on.is_(None))
-        .group_by(Member.household_id)
-        .subquery()
+# Per (village id, class code, size band, status): [cases, persons, allowance in fen].
+# Generalization decides from the cases (all statuses together); the per-township
+# figures add up what each group is published as.
+Census = dict[tuple[int, str, str, str], list[int]]
+
+
+def census(rules: PublicRules, villages: Sequence[int] | None = None) -> Census:
+    """The census, counted in SQL: of every village, or of ``villages`` only (indexed
+    on the household's village)."""
+    members = select(Member.household_id, func.count().label("n")).where(
+        Member.alive.is_(True), Member.left_on.is_(None)
     )
+    # The raw column (whole fen, server.types.Money), summed exactly in SQL.
+    fen = func.sum(func.coalesce(cast(Household.__table__.c.monthly_allowance, BigInteger), 0))
+    query = select(Household.village_id, HouseholdClass.code, Household.state, func.count(), fen)
+    query = query.join(HouseholdClass, HouseholdClass.id == Household.class_id)
+    if villages is not None:
+        members = members.join(Household, Household.id == Member.household_id).where(
+            Household.village_id.in_(villages)
+        )
+        query = query.where(Household.village_id.in_(villages))
+    sizes = members.group_by(Member.household_id).subquery()
     size = func.coalesce(sizes.c.n, 0)
     rows = db.session.execute(
-        select(Household.village_id, HouseholdClass.code, size, func.count())
-        .join(HouseholdClass, HouseholdClass.id == Household.class_id)
+        query.add_columns(size)
         .outerjoin(sizes, sizes.c.household_id == Household.id)
-        .group_by(Household.village_id, HouseholdClass.code, size)
+        .group_by(Household.village_id, HouseholdClass.code, Household.state, size)
     ).all()
-    counts: Counter[Key] = Counter()
-    for village_id, class_code, n_members, n_cases in rows:
-        county, township, village = areas.chain[village_id]
-        counts[Key(county, township, village, class_code, rules.size_band(n_members))] += n_cases
+    counts: Census = {}
+    for village_id, class_code, state, n_cases, n_fen, n_members in rows:
+        key = (village_id, class_code, rules.size_band(n_members), CaseState(state).value)
+        entry = counts.setdefault(key, [0, 0, 0])
+        entry[0] += n_cases
+        entry[1] += n_cases * n_members
+        entry[2] += int(n_fen or 0)
     return counts
+
+
+def census_rows(counts: Census) -> list[dict[str, Any]]:
+    return [
+        {
+            "village_id": v,
+            "class_code": c,
+            "size_band": b,
+            "status": st,
+            "cases": n,
+            "persons": persons,
+            "fen": fen,
+        }
+        for (v, c, b, st), (n, persons, fen) in sorted(counts.items())
+    ]
+
+
+def figures(
+    areas: _Areas, counts: Census, decisions: dict[Key, Key | None], k: int
+) -> tuple[list[list[Any]], list[dict[str, Any]], int]:
+    """The statistics' cells and townships, and the number of published cases, from the
+    census and the published form of each group (what a full build's rows add up to)."""
+    tally = _Tally()
+    for (village_id, class_code, band, status), (n, persons, fen) in counts.items():
+        county, township, village = areas.chain[village_id]
+        shown = decisions.get(Key(county, township, village, class_code, band))
+        if shown is None or not n:
+            continue
+        tally.published += n
+        tally.cells[(shown.county, shown.township, shown.village, status, shown.class_code)] += n
+        totals = tally.township_totals[shown.township]
+        totals[status] += n
+        if status == CaseState.APPROVED.value:
+            totals["persons"] += persons
+            tally.township_money[shown.township] += Decimal(fen) / 100
+    cells = [[*key, n] for key, n in sorted(tally.cells.items(), key=_sort_key)]
+    return cells, _township_stats(tally.township_totals, tally.township_money, k), tally.published
+
+
+def group_counts(areas: _Areas, counts: Census) -> Counter[Key]:
+    """Cases by (county, township, village, class, size band), all statuses together."""
+    keyed: Counter[Key] = Counter()
+    for (village_id, class_code, band, _status), (n, _persons, _fen) in counts.items():
+        county, township, village = areas.chain[village_id]
+        keyed[Key(county, township, village, class_code, band)] += n
+    return keyed
+
+
+def fingerprint(rules: PublicRules, areas: _Areas, classes: dict[int, str]) -> str:
+    """What every published row depends on besides its case: the rules, the area tree
+    and the class codes. A different fingerprint means a full build."""
+    material = json.dumps(
+        {
+            "rules": [rules.k, rules.amount, str(rules.amount_band), list(rules.size_bands)],
+            "masked": rules.masked_names,
+            "places": {code: [p.name, p.level, p.parent] for code, p in areas.places.items()},
+            "chain": {str(i): list(c) for i, c in areas.chain.items()},
+            "classes": {str(i): c for i, c in classes.items()},
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 @commits_per_batch
 def start() -> PublicSnapshot:
     """Register a new build (committed, so concurrent refreshers can see it)."""
-    mark = db.session.scalar(select(func.max(PublicChange.id))) or 0
+    mark = db.session.scalar(select(func.max(PublicDirty.id))) or 0
     snapshot = PublicSnapshot(
         token=secrets.token_hex(16), state="building", started_at=utcnow(), source_mark=mark
     )
@@ -160,9 +240,7 @@ class _Batch:
     surnames: dict[int, str]  # the head's masked surname, when names are shown masked
 
     @classmethod
-    def load(
-        cls, start: int, end: int, *, zone: ZoneInfo, this_year: str, masked_names: bool
-    ) -> _Batch:
+    def load(cls, scope: Scope, *, zone: ZoneInfo, this_year: str, masked_names: bool) -> _Batch:
         households = db.session.execute(
             select(
                 Household.id,
@@ -171,12 +249,12 @@ class _Batch:
                 Household.class_id,
                 Household.state,
                 Household.monthly_allowance,
-            ).where(Household.id >= start, Household.id < end)
+            ).where(scope(Household.id))
         ).all()
         sizes = dict(
             db.session.execute(
                 select(Member.household_id, func.count())
-                .where(Member.household_id >= start, Member.household_id < end)
+                .where(scope(Member.household_id))
                 .where(Member.alive.is_(True), Member.left_on.is_(None))
                 .group_by(Member.household_id)
             ).all()
@@ -184,18 +262,30 @@ class _Batch:
         return cls(
             households,
             sizes,
-            _state_changes(start, end, zone),
-            _pol_months(start, end, this_year),
-            _head_surnames(start, end) if masked_names else {},
+            _state_changes(scope, zone),
+            _pol_months(scope, this_year),
+            _head_surnames(scope) if masked_names else {},
         )
 
 
-def _state_changes(start: int, end: int, zone: ZoneInfo) -> dict[int, list[str]]:
+# Which households a batch holds, as a condition on a household id column.
+Scope = Callable[[Any], ColumnElement[bool]]
+
+
+def id_range(start: int, end: int) -> Scope:
+    return lambda column: (column >= start) & (column < end)
+
+
+def id_list(ids: Sequence[int]) -> Scope:
+    return lambda column: column.in_(list(ids))
+
+
+def _state_changes(scope: Scope, zone: ZoneInfo) -> dict[int, list[str]]:
     changes: dict[int, list[str]] = defaultdict(list)
     last_state: dict[int, str] = {}
     for household_id, to_state, at in db.session.execute(
         select(CaseEvent.household_id, CaseEvent.to_state, CaseEvent.at)
-        .where(CaseEvent.household_id >= start, CaseEvent.household_id < end)
+        .where(scope(CaseEvent.household_id))
         .order_by(CaseEvent.household_id, CaseEvent.id)
     ):
         if last_state.get(household_id) != to_state:
@@ -204,7 +294,7 @@ def _state_changes(start: int, end: int, zone: ZoneInfo) -> dict[int, list[str]]
     return changes
 
 
-def _pol_months(start: int, end: int, this_year: str) -> dict[int, dict[str, str]]:
+def _pol_months(scope: Scope, this_year: str) -> dict[int, dict[str, str]]:
     """Per household, this year's months as published: missed when any member missed or
     failed, passed when all passed or were exempt, pending otherwise."""
     months: dict[int, dict[str, str]] = defaultdict(dict)
@@ -212,8 +302,7 @@ def _pol_months(start: int, end: int, this_year: str) -> dict[int, dict[str, str
         select(
             ProofOfLifeMonth.household_id, ProofOfLifeMonth.month, ProofOfLifeMonth.status
         ).where(
-            ProofOfLifeMonth.household_id >= start,
-            ProofOfLifeMonth.household_id < end,
+            scope(ProofOfLifeMonth.household_id),
             ProofOfLifeMonth.month >= f"{this_year}-01",
         )
     ):
@@ -227,14 +316,13 @@ def _pol_months(start: int, end: int, this_year: str) -> dict[int, dict[str, str
     return months
 
 
-def _head_surnames(start: int, end: int) -> dict[int, str]:
+def _head_surnames(scope: Scope) -> dict[int, str]:
     """The head's surname as shown masked (its first character and ``*``)."""
     return {
         household_id: f"{name.strip()[:1]}*" if name and name.strip() else ""
         for household_id, name in db.session.execute(
             select(Member.household_id, Member.name).where(
-                Member.household_id >= start,
-                Member.household_id < end,
+                scope(Member.household_id),
                 Member.relation == Relation.HEAD,
             )
         )
@@ -295,17 +383,19 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     """Build a complete snapshot, make it the current one, drop older ones."""
     snapshot = snapshot or start()
     rules = region().public
+    counted = census(rules)
     zone = ZoneInfo(region().timezone)
     now = utcnow()
     this_year = now.astimezone(zone).strftime("%Y")
     areas = _Areas()
+    classes = dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all())
     publishing = _Publishing(
         snapshot_id=snapshot.id,
         rules=rules,
         areas=areas,
         area_names={code: place.name for code, place in areas.places.items()},
-        decisions=generalize(_group_counts(areas, rules), rules.k),
-        classes=dict(db.session.execute(select(HouseholdClass.id, HouseholdClass.code)).all()),
+        decisions=generalize(group_counts(areas, counted), rules.k),
+        classes=classes,
     )
     tally = _Tally()
     low, high = db.session.execute(select(func.min(Household.id), func.max(Household.id))).one()
@@ -313,7 +403,10 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     while high is not None and start_id <= high:
         end_id = start_id + BATCH
         batch = _Batch.load(
-            start_id, end_id, zone=zone, this_year=this_year, masked_names=rules.masked_names
+            id_range(start_id, end_id),
+            zone=zone,
+            this_year=this_year,
+            masked_names=rules.masked_names,
         )
         bulk_insert(PublicCase, publishing.rows(batch, tally))
         db.session.commit()
@@ -342,6 +435,12 @@ def build(snapshot: PublicSnapshot | None = None) -> PublicSnapshot:
     snapshot.stats = json.dumps(stats, ensure_ascii=False, separators=(",", ":"))
     snapshot.cases = tally.published
     snapshot.withheld = tally.withheld
+    snapshot.fingerprint = fingerprint(rules, areas, classes)
+    # The census goes with the snapshot it was built with; the changes the build saw
+    # are done with.
+    db.session.execute(delete(PublicCensus))
+    bulk_insert(PublicCensus, census_rows(counted))
+    db.session.execute(delete(PublicDirty).where(PublicDirty.id <= snapshot.source_mark))
     snapshot.state = "ready"
     snapshot.finished_at = utcnow()
     db.session.commit()
@@ -436,25 +535,36 @@ def _township_stats(
     return out
 
 
-def _per_township_and_month(model: Any, first_month: str, *sums: Any) -> list[Any]:
+def _per_township_and_month(
+    model: Any, first_month: str, *sums: Any, townships: Sequence[str] | None = None
+) -> list[Any]:
     """(township code, month, rows, *sums) of a per-household monthly table (payment or
-    proof-of-life months) from ``first_month`` on."""
+    proof-of-life months) from ``first_month`` on; of ``townships`` only when given."""
     village = Area.__table__.alias("village")
     township = Area.__table__.alias("township")
+    query = (
+        select(township.c.code, model.month, func.count(), *sums)
+        .join(Household, Household.id == model.household_id)
+        .join(village, village.c.id == Household.village_id)
+        .join(township, township.c.id == village.c.parent_id)
+        .where(model.month >= first_month)
+    )
+    if townships is not None:
+        query = query.where(township.c.code.in_(list(townships)))
     return list(
         db.session.execute(
-            select(township.c.code, model.month, func.count(), *sums)
-            .join(Household, Household.id == model.household_id)
-            .join(village, village.c.id == Household.village_id)
-            .join(township, township.c.id == village.c.parent_id)
-            .where(model.month >= first_month)
-            .group_by(township.c.code, model.month)
-            .order_by(model.month, township.c.code)
+            query.group_by(township.c.code, model.month).order_by(model.month, township.c.code)
         ).all()
     )
 
 
-def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
+def _payment_stats(
+    areas: _Areas,
+    k: int,
+    now: datetime,
+    zone: ZoneInfo,
+    townships: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """Money per township and month (the last 12 months): households paid, the amount
     paid (paid on time plus restored later), households suspended. A cell with fewer
     than k households has its figures withheld."""
@@ -467,6 +577,7 @@ def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list
         # The raw column (whole fen, server.types.Money), summed exactly in SQL.
         func.sum(case((paid, cast(PaymentMonth.amount, BigInteger)), else_=0)),
         func.sum(case((PaymentMonth.status == PaymentStatus.SUSPENDED, 1), else_=0)),
+        townships=townships,
     )
     out = []
     for code, month, n, n_paid, cents, n_suspended in rows:
@@ -484,7 +595,9 @@ def _payment_stats(areas: _Areas, k: int, now: datetime, zone: ZoneInfo) -> list
     return out
 
 
-def _proof_of_life_stats(k: int, year: str) -> list[dict[str, Any]]:
+def _proof_of_life_stats(
+    k: int, year: str, townships: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Recipients asked, passed, missed and pending per township and month this year;
     fewer than k recipients: only the number asked."""
     status = ProofOfLifeMonth.status
@@ -493,6 +606,7 @@ def _proof_of_life_stats(k: int, year: str) -> list[dict[str, Any]]:
         f"{year}-01",
         func.sum(case((status.in_(PASSED), 1), else_=0)),
         func.sum(case((status.in_(MISSED), 1), else_=0)),
+        townships=townships,
     )
     out = []
     for code, month, n, n_passed, n_missed in rows:
@@ -540,6 +654,3 @@ def _drop_old(current: PublicSnapshot) -> None:
         db.session.execute(delete(PublicCase).where(PublicCase.snapshot_id == snapshot_id))
         db.session.execute(delete(PublicSnapshot).where(PublicSnapshot.id == snapshot_id))
         db.session.commit()
-    # Keep the newest row: SQLite hands out max(id) + 1 again once rows are gone.
-    db.session.execute(delete(PublicChange).where(PublicChange.id < current.source_mark))
-    db.session.commit()

@@ -1,4 +1,4 @@
-"""The snapshot refresher (Celery beat every minute, or ``dibao public refresh``)."""
+"""The snapshot refresher (Celery beat every 5 seconds, or ``dibao public refresh``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from server.public.changes import refresh
 
 @shared_task(ignore_result=True)
 def refresh_public_task() -> int | None:
-    """Rebuild the public snapshot when a change was recorded or it is older than
-    ``[public] refresh_minutes``; the id of the new snapshot, or None."""
+    """Absorb the recorded changes into the public snapshot (a full build when due or
+    needed); the id of the snapshot, or None when nothing was done."""
     built = refresh()
     return built.id if built else None

@@ -25,7 +25,7 @@ from server.cases.workflow import transition
 from server.extensions import db
 from server.proof_of_life.models import MonthStatus, ProofOfLifeMonth
 from server.public import changes
-from server.public.models import PublicChange, PublicSnapshot
+from server.public.models import PublicDirty, PublicSnapshot
 from server.public.tasks import refresh_public_task
 from tests import factories
 from tests.conftest import login, make_app
@@ -381,15 +381,18 @@ def test_a_change_is_recorded_and_the_next_view_shows_it(app: Flask, client: Fla
     assert snapshot is not None and not changes.is_stale(snapshot)
     assert changes.refresh() is None  # nothing changed: nothing built
 
-    mark = snapshot.source_mark
+    token = db.session.scalar(select(PublicSnapshot.token))
     transition(case(code), "accept", actor=factories.user("caseworker_a"))
     db.session.commit()
-    assert db.session.scalar(select(func.max(PublicChange.id))) > mark
+    assert db.session.scalar(select(func.count()).select_from(PublicDirty)) > 0
     assert changes.is_stale(changes.current_ready())
-    # The embedded default rebuilds on the next view.
+    # The embedded default absorbs the change on the next view, in place: the same
+    # snapshot (one copy of the rows), a new token (ETag).
     item = client.get(f"/api/v1/public/cases/{code}").get_json()
     assert item["status"] == "accepted"
-    assert db.session.scalar(select(func.count()).select_from(PublicSnapshot)) == 2
+    assert db.session.scalar(select(func.count()).select_from(PublicSnapshot)) == 1
+    assert db.session.scalar(select(PublicSnapshot.token)) != token
+    assert db.session.scalar(select(func.count()).select_from(PublicDirty)) == 0
 
 
 def test_with_a_broker_the_beat_task_rebuilds_not_the_request(

@@ -129,6 +129,8 @@ def test_size_bands_and_amounts() -> None:
         ({"size_bands": [1, 3, 3]}, "public.size_bands"),
         ({"masked_names": "yes"}, "public.masked_names"),
         ({"refresh_minutes": 0}, "public.refresh_minutes"),
+        ({"rebuild_hours": 0}, "public.rebuild_hours"),
+        ({"rebuild_hours": True}, "public.rebuild_hours"),
         ({"names": True}, "unknown settings"),
     ],
 )
