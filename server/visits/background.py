@@ -33,7 +33,7 @@ from sqlalchemy import select
 from server import clock
 from server.extensions import db
 from server.visits.faces import enroll_portrait
-from server.visits.integrity.pattern_job import check_after_upload
+from server.visits.integrity.pattern_job import check_after_uploads
 from server.visits.models import SurveyPhoto
 from server.visits.service import analyse_photo
 
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 MODES = ("thread", "inline")
 SWEEP_BATCH = 100
+# Jobs the thread takes off its queue at once: their photos one by one, then the
+# pattern checks once per caseworker.
+JOB_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -81,22 +84,26 @@ def process_photo(survey_photo_id: int) -> bool:
     return True
 
 
-def run_job(job: Job) -> None:
-    """One job, inside an app context. A failing photo does not stop the others (it
-    stays pending: the sweep tries it again)."""
-    for photo_id in job.photo_ids:
+def run_jobs(jobs: Sequence[Job]) -> None:
+    """Jobs in the order queued, inside an app context: every photo, then the pattern
+    checks of the new visits, once per caseworker (they see every visit queued by
+    then). A failing photo does not stop the others (it stays pending: the sweep
+    tries it again)."""
+    for job in jobs:
+        for photo_id in job.photo_ids:
+            try:
+                process_photo(photo_id)
+            except Exception:
+                db.session.rollback()
+                logger.exception("background work of survey photo %s failed", photo_id)
+    surveys = [job.survey_id for job in jobs if job.survey_id is not None]
+    if surveys:
         try:
-            process_photo(photo_id)
-        except Exception:
-            db.session.rollback()
-            logger.exception("background work of survey photo %s failed", photo_id)
-    if job.survey_id is not None:
-        try:
-            check_after_upload(job.survey_id)
+            check_after_uploads(surveys)
             db.session.commit()
         except Exception:
             db.session.rollback()
-            logger.exception("pattern checks of survey %s failed", job.survey_id)
+            logger.exception("pattern checks of surveys %s failed", surveys)
 
 
 def pending_photos(grace: timedelta, limit: int = SWEEP_BATCH) -> list[int]:
@@ -150,18 +157,24 @@ class Worker:
         self._sweep()  # at start: what a dead process left pending
         while True:
             try:
-                job = self.jobs.get(timeout=self.sweep_every)
+                jobs = [self.jobs.get(timeout=self.sweep_every)]
             except queue.Empty:
                 self._sweep()
                 continue
+            while len(jobs) < JOB_BATCH:
+                try:
+                    jobs.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 with self.app.app_context():
-                    run_job(job)
+                    run_jobs(jobs)
                     db.session.remove()
             except Exception:  # never let the thread die
-                logger.exception("background job failed")
+                logger.exception("background jobs failed")
             finally:
-                self.jobs.task_done()
+                for _ in jobs:
+                    self.jobs.task_done()
 
     def _sweep(self) -> None:
         try:
