@@ -158,6 +158,11 @@ class DigestClient:
             "X-OpenRosa-Version": "1.0",
             "Content-Type": f"multipart/form-data; boundary={boundary}",
         }
+        if not self.challenge:
+            # As Collect: a HEAD first (its 401 brings the challenge), never a large body
+            # sent without credentials.
+            _, reply_headers, _ = self.send("HEAD", path, {"X-OpenRosa-Version": "1.0"}, [])
+            self._challenged(reply_headers)
         for _ in range(3):
             sent = dict(headers)
             if self.challenge:
@@ -165,12 +170,16 @@ class DigestClient:
             status, reply_headers, body = self.send("POST", path, sent, pieces)
             if status != 401:
                 return status, body
-            digest = reply_headers.get("www-authenticate-digest", "")
-            if not digest:
+            if not self._challenged(reply_headers):
                 return status, body
+        return status, body
+
+    def _challenged(self, reply_headers: dict[str, str]) -> bool:
+        digest = reply_headers.get("www-authenticate-digest", "")
+        if digest:
             self.challenge = parse_challenge(digest)
             self.nc, self.cnonce = 0, secrets.token_hex(8)
-        return status, body
+        return bool(digest)
 
 
 def parse_challenge(value: str) -> dict[str, str]:
@@ -195,7 +204,7 @@ def http_send(port: int) -> Send:
             for piece in pieces:
                 conn.send(piece)
             response = conn.getresponse()
-            body = response.read()
+            body = b"" if method == "HEAD" else response.read()
             found = {}
             for key, value in response.getheaders():
                 if key.lower() == "www-authenticate" and value.startswith("Digest"):
