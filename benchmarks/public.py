@@ -5,6 +5,9 @@ Setup (timed and printed, not part of the figures): a PostgreSQL database,
 `dibao public refresh --force` (the published snapshot: public_snapshots and
 public_cases), then `VACUUM ANALYZE`. With --database or --keep-database naming an
 existing database, seeding and the refresh are skipped (a second run reuses the data).
+With --league, the database is a clone of the shared league template
+(benchmarks/league.py: households only, seeded once and kept), dropped at the end; the
+refresh runs on the clone.
 
 Then two gunicorn servers with the same settings (2 sync workers, as upload.py):
 `server.wsgi:app` with DIBAO_PUBLIC_REFRESH=background (no request rebuilds the
@@ -27,7 +30,7 @@ VmRSS after the load.
 
     .venv/bin/python benchmarks/public.py [--households 1000000] [--duration 20]
         [--connections 8] [--repeat 1] [--warmup 3]
-        [--database NAME | --keep-database NAME]
+        [--database NAME | --keep-database NAME | --league]
         [--database-server postgresql://postgres@127.0.0.1:5432]
 
 Needs wrk (Debian: `apt-get install wrk`). A script, not a test: it exits 0 whether or
@@ -54,6 +57,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
+from league import league_database
 from psycopg import sql
 from seed import DEFAULT_SERVER, BenchmarkError, base_env, run_dibao, with_database
 from upload import BenchmarkError as ServerError
@@ -168,10 +172,13 @@ def step(label: str, args: list[str], env: dict[str, str], folder: Path) -> str:
     return (log_dir / "stdout.txt").read_text("utf-8", "replace")
 
 
-def prepare(db: Database, households: int, env: dict[str, str], folder: Path) -> None:
-    """Migrate; on a new database also seed and build the snapshot; print the counts."""
+def prepare(
+    db: Database, households: int, env: dict[str, str], folder: Path, seeded: bool = False
+) -> None:
+    """Migrate; on a new database also seed (unless ``seeded``: a league clone) and
+    build the snapshot; print the counts."""
     step("upgrade", ["db", "upgrade"], env, folder)
-    if db.created:
+    if db.created and not seeded:
         step("seed", ["seed", "--households", str(households), "--seed", str(SEED)], env, folder)
     if db.created or snapshot_summary(db.url) is None:
         if not db.created:
@@ -584,11 +591,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--database NAME or --keep-database NAME)",
     )
     parser.add_argument(
+        "--league",
+        action="store_true",
+        help="run on a clone of the shared league template (benchmarks/league.py, households "
+        "only; built once and kept), dropped at the end",
+    )
+    parser.add_argument(
         "--database-server",
         default=DEFAULT_SERVER,
         help=f"PostgreSQL server URL; the database part is ignored (default: {DEFAULT_SERVER})",
     )
     args = parser.parse_args(argv)
+    if args.league and (args.database or args.keep_database):
+        parser.error("--league clones the league; --database and --keep-database name one")
     if min(args.households, args.repeat, args.connections) < 1:
         parser.error("--households, --repeat and --connections must be at least 1")
     if args.duration <= 0 or args.warmup < 0:
@@ -687,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.league:
+        return main_on_league(args, wrk)
     folder = Path(tempfile.mkdtemp(prefix="dibao_bench_public_"))
     name = args.keep_database or args.database or f"dibao_bench_{os.getpid()}_public"
     db: Database | None = None
@@ -716,6 +733,33 @@ def main(argv: list[str] | None = None) -> int:
             print(f"dropped database {db.name}")
         elif db is not None:
             print(f"kept database {db.name} (reuse: --database {db.name})")
+        shutil.rmtree(folder, ignore_errors=True)
+    if failed:
+        print("INVALID: some responses were errors (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_on_league(args: argparse.Namespace, wrk: str) -> int:
+    """The benchmark on a clone of the league (households only), dropped at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="dibao_bench_public_"))
+    failed = False
+    try:
+        with league_database(
+            households=args.households,
+            parts=None,
+            months=0,
+            server=args.database_server,
+            label="bench_public",
+        ) as league:
+            db = Database(name=league.name, url=league.url, created=True, keep=False)
+            prepare(db, args.households, league.env, folder, seeded=True)
+            results, baseline, failed = measure(args, wrk, league.env, folder)
+            print_summary(results, baseline)
+    except (BenchmarkError, ServerError, psycopg.Error, OSError, subprocess.SubprocessError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
     if failed:
         print("INVALID: some responses were errors (see above)", file=sys.stderr)

@@ -11,6 +11,12 @@ Databases are dropped at the end, also on failure.
 
     .venv/bin/python benchmarks/seed.py [--households 100000] [--repeat 1]
         [--database-server postgresql://postgres@127.0.0.1:5432] [--sqlite]
+        [--with PARTS] [--months M] [--visits V]
+
+With --with, --months or --visits, each run also seeds a third fresh database with
+those options (`dibao seed --households N --seed 1 --with PARTS --months M`, or the
+history's `--months M --visits V` without --with) and prints it beside the
+households-only seed of the same run, with the rows of each part.
 
 This is a script, not a test: it exits 0 whether or not the target is met, and
 non-zero only when migrating or seeding fails.
@@ -53,6 +59,7 @@ class BenchmarkError(RuntimeError):
 class Measurement:
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float = 0.0  # the child's user + system time
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Run:
     households: int
     members: int
     events: int
+    extra: Measurement | None = None  # with --with / --months / --visits
+    extra_rows: dict[str, int] | None = None
 
 
 def dibao_command() -> list[str]:
@@ -100,7 +109,11 @@ def run_dibao(args: list[str], env: dict[str, str], log_dir: Path) -> Measuremen
         )
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     divisor = 1024 * 1024 if sys.platform == "darwin" else 1024
-    return Measurement(seconds=seconds, peak_rss_mb=usage.ru_maxrss / divisor)
+    return Measurement(
+        seconds=seconds,
+        peak_rss_mb=usage.ru_maxrss / divisor,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
 
 
 class Backend(Protocol):
@@ -166,33 +179,55 @@ class SqliteBackend:
         return int(value)
 
 
+# The rows counted after a seed with extra options.
+PART_TABLES = (
+    "surveys",
+    "survey_photos",
+    "photo_hashes",
+    "face_templates",
+    "pol_months",
+    "payment_months",
+)
+
+
 def seed_fresh(
-    backend: Backend, label: str, households: int, env: dict[str, str], log_dir: Path
-) -> tuple[Measurement, tuple[int, int, int]]:
+    backend: Backend,
+    label: str,
+    households: int,
+    env: dict[str, str],
+    log_dir: Path,
+    extra: list[str] | None = None,
+) -> tuple[Measurement, dict[str, int]]:
     with backend.database(label) as url:
         run_env = {**env, "DATABASE_URL": url}
         run_dibao(["db", "upgrade"], run_env, log_dir)  # not timed
         measured = run_dibao(
-            ["seed", "--households", str(households), "--seed", str(SEED)], run_env, log_dir
+            ["seed", "--households", str(households), "--seed", str(SEED), *(extra or [])],
+            run_env,
+            log_dir,
         )
-        counts = (
-            backend.count(url, "households"),
-            backend.count(url, "members"),
-            backend.count(url, "case_events"),
-        )
+        tables = ("households", "members", "case_events", *(PART_TABLES if extra else ()))
+        counts = {table: backend.count(url, table) for table in tables}
     return measured, counts
 
 
 def one_run(
-    backend: Backend, index: int, households: int, env: dict[str, str], log_dir: Path
+    backend: Backend,
+    index: int,
+    households: int,
+    env: dict[str, str],
+    log_dir: Path,
+    extra: list[str] | None = None,
 ) -> Run:
     baseline, _ = seed_fresh(backend, f"{index}_base", 0, env, log_dir)
-    measured, (n_households, n_members, n_events) = seed_fresh(
-        backend, f"{index}_seed", households, env, log_dir
-    )
-    if n_households != households:
-        raise BenchmarkError(f"expected {households} households, found {n_households}")
-    return Run(measured, baseline, n_households, n_members, n_events)
+    measured, counts = seed_fresh(backend, f"{index}_seed", households, env, log_dir)
+    if counts["households"] != households:
+        raise BenchmarkError(f"expected {households} households, found {counts['households']}")
+    run = Run(measured, baseline, households, counts["members"], counts["case_events"])
+    if extra:
+        run.extra, rows = seed_fresh(backend, f"{index}_parts", households, env, log_dir, extra)
+        run.extra_rows = {t: rows[t] for t in PART_TABLES}
+    return run
 
 
 def rate(rows: int, seconds: float) -> str:
@@ -203,20 +238,36 @@ def print_run(label: str, run: Run) -> None:
     variable = run.seed.seconds - run.baseline.seconds
     per_household_ms = variable / run.households * 1000 if run.households else 0.0
     print(
-        f"{label:<8} {run.seed.seconds:>8.2f} {run.seed.peak_rss_mb:>8.1f} "
+        f"{label:<8} {run.seed.seconds:>8.2f} {run.seed.cpu_seconds:>8.2f} "
+        f"{run.seed.peak_rss_mb:>8.1f} "
         f"{run.baseline.seconds:>8.2f} {run.baseline.peak_rss_mb:>8.1f} "
         f"{per_household_ms:>8.3f} {rate(run.households, run.seed.seconds):>10} "
         f"{rate(run.members, run.seed.seconds):>10} {rate(run.events, run.seed.seconds):>10}",
         flush=True,
     )
+    if run.extra is not None:
+        extra = run.extra.seconds - run.baseline.seconds
+        print(
+            f"{label + '+':<8} {run.extra.seconds:>8.2f} {run.extra.cpu_seconds:>8.2f} "
+            f"{run.extra.peak_rss_mb:>8.1f} {'':>8} {'':>8} "
+            f"{extra / run.households * 1000 if run.households else 0.0:>8.3f} "
+            f"{rate(run.households, run.extra.seconds):>10}",
+            flush=True,
+        )
+
+
+def _median(measurements: list[Measurement]) -> Measurement:
+    return Measurement(
+        statistics.median(m.seconds for m in measurements),
+        statistics.median(m.peak_rss_mb for m in measurements),
+        statistics.median(m.cpu_seconds for m in measurements),
+    )
 
 
 def median_run(runs: list[Run]) -> Run:
+    extras = [r.extra for r in runs if r.extra is not None]
     return Run(
-        seed=Measurement(
-            statistics.median(r.seed.seconds for r in runs),
-            statistics.median(r.seed.peak_rss_mb for r in runs),
-        ),
+        seed=_median([r.seed for r in runs]),
         baseline=Measurement(
             statistics.median(r.baseline.seconds for r in runs),
             statistics.median(r.baseline.peak_rss_mb for r in runs),
@@ -224,6 +275,8 @@ def median_run(runs: list[Run]) -> Run:
         households=runs[0].households,
         members=runs[0].members,
         events=runs[0].events,
+        extra=_median(extras) if extras else None,
+        extra_rows=runs[0].extra_rows,
     )
 
 
@@ -246,10 +299,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sqlite", action="store_true", help="seed a temporary SQLite file instead, for comparison"
     )
+    parser.add_argument(
+        "--with",
+        dest="parts",
+        metavar="PARTS",
+        help="also seed with `dibao seed --with PARTS` (all, or visits,photos,templates,"
+        "months,payments) in the same run",
+    )
+    parser.add_argument(
+        "--months", type=int, help="with --with: its --months; without: the history's months"
+    )
+    parser.add_argument("--visits", type=int, help="the history's --visits (not with --with)")
     args = parser.parse_args(argv)
+    if args.parts and args.visits is not None:
+        parser.error("--visits shapes the history; --with replaces it")
     if args.households < 1 or args.repeat < 1:
         parser.error("--households and --repeat must be at least 1")
     return args
+
+
+def extra_args(args: argparse.Namespace) -> list[str]:
+    """The options of the '+' seed (none: households only)."""
+    extra: list[str] = []
+    if args.parts:
+        extra += ["--with", args.parts]
+    if args.months is not None:
+        extra += ["--months", str(args.months)]
+    if args.visits is not None:
+        extra += ["--visits", str(args.visits)]
+    return extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,14 +340,17 @@ def main(argv: list[str] | None = None) -> int:
         env = base_env(folder)
         where = "SQLite (temporary file)" if args.sqlite else args.database_server
         print(f"dibao seed --households {args.households} --seed {SEED} on {where}")
+        extra = extra_args(args)
+        if extra:
+            print(f"'+' rows: the same with {' '.join(extra)}")
         print(
-            f"{'run':<8} {'seed s':>8} {'seed MB':>8} {'base s':>8} {'base MB':>8} "
-            f"{'ms/hh':>8} {'hh/s':>10} {'members/s':>10} {'events/s':>10}"
+            f"{'run':<8} {'seed s':>8} {'cpu s':>8} {'seed MB':>8} {'base s':>8} "
+            f"{'base MB':>8} {'ms/hh':>8} {'hh/s':>10} {'members/s':>10} {'events/s':>10}"
         )
         runs: list[Run] = []
         try:
             for index in range(1, args.repeat + 1):
-                runs.append(one_run(backend, index, args.households, env, folder))
+                runs.append(one_run(backend, index, args.households, env, folder, extra))
                 print_run(f"#{index}", runs[-1])
         except (BenchmarkError, psycopg.Error) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
@@ -281,9 +362,17 @@ def main(argv: list[str] | None = None) -> int:
         f"rows: {result.households:,} households, {result.members:,} members, "
         f"{result.events:,} case events"
     )
+    if result.extra_rows:
+        print(
+            "rows with "
+            + " ".join(extra)
+            + ": "
+            + ", ".join(f"{count:,} {table}" for table, count in result.extra_rows.items())
+        )
     print(
-        "seed s / MB: whole `dibao seed` child (wall clock, peak RSS); base: the same with "
-        "--households 0; ms/hh = (seed - base) / households; rates use seed s"
+        "seed s / cpu s / MB: whole `dibao seed` child (wall clock, its user + system CPU, "
+        "peak RSS); base: the same with --households 0; ms/hh = (seed - base) / households; "
+        f"rates use seed s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     ok = result.seed.seconds < TARGET_SECONDS and result.seed.peak_rss_mb < TARGET_RSS_MB
     print(

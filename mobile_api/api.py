@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from mobile_api.auth import current_caseworker, current_device, device_required
+from mobile_api.conditional import none_match_fails
 from mobile_api.multipart import read_upload
 from mobile_api.openapi import openapi_document
 from mobile_api.schemas import (
@@ -41,7 +42,13 @@ from server.rate_limits import login_limits
 from server.storage import HashingFile, blob_store
 from server.visits import service as visits
 from server.visits.faces import enroll_member_photo, member_to_enroll
-from server.visits.queries import due_visits
+from server.visits.queries import (
+    DueVisit,
+    due_visits_stamp,
+    plan_due_visits,
+    record_names_read,
+    render_due_visits,
+)
 from server.visits.schemas import SurveyIn, SurveyStatusOut
 from server.visits.tasks import enqueue_photo_work, enqueue_upload_work
 from server.wire import BINARY, Multipart, Operation, Part, operation
@@ -327,12 +334,34 @@ def meta() -> Response:
 )
 @device_required
 def visits_due() -> Response:
-    visits = due_visits(
-        current_caseworker(),
+    caseworker = current_caseworker()
+    plan = plan_due_visits(
+        caseworker,
         today=local_today(),
         window_days=current_app.config["DIBAO_DUE_WINDOW_DAYS"],
     )
-    answer = DueVisitsOut(
+    # The list's version, from the plan and a digest of the stored (encrypted) data:
+    # an unchanged list answers 304 without decrypting anything.
+    etag = due_visits_stamp(plan, caseworker, schema=_DUE_SCHEMA)
+    if none_match_fails(request.headers.get("If-None-Match"), etag):
+        db.session.commit()  # the token's last_used_at; nothing personal was read
+        response = Response(status=304)
+    else:
+        visits = render_due_visits(plan)
+        record_names_read(caseworker, visits)
+        db.session.commit()
+        payload = json.dumps(_due_visits_out(visits).dump(), ensure_ascii=False, sort_keys=True)
+        response = Response(payload.encode("utf-8"), mimetype="application/json")
+    response.set_etag(etag)
+    # no-store: the list names people and must sit in no shared cache; the tablet
+    # keeps its own copy and revalidates it itself (If-None-Match), which needs none.
+    response.headers["Cache-Control"] = "no-store"
+    response.vary.add("Authorization")
+    return response
+
+
+def _due_visits_out(visits: list[DueVisit]) -> DueVisitsOut:
+    return DueVisitsOut(
         items=[
             DueVisitOut(
                 household_id=v.household_id,
@@ -362,17 +391,13 @@ def visits_due() -> Response:
             for v in visits
         ]
     )
-    payload = json.dumps(answer.dump(), ensure_ascii=False, sort_keys=True).encode("utf-8")
-    etag = hashlib.sha256(payload).hexdigest()[:32]
-    if etag in request.if_none_match:
-        # Nothing was sent, so nothing personal was read: drop the audit row.
-        db.session.rollback()
-        response = Response(status=304)
-    else:
-        db.session.commit()
-        response = Response(payload, mimetype="application/json")
-    response.set_etag(etag)
-    # no-store: the list names people; the tablet keeps its own copy and revalidates
-    # it itself (If-None-Match), which needs no HTTP cache.
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+
+# The answer's format, in the list's stamp: a new API version or a change to the
+# schema of the answer changes every ETag, so no tablet keeps a list it cannot read.
+_DUE_SCHEMA = (
+    f"api {API_VERSION} "
+    + hashlib.sha256(
+        json.dumps(DueVisitsOut.model_json_schema(), sort_keys=True).encode("utf-8")
+    ).hexdigest()
+)

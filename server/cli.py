@@ -282,6 +282,14 @@ def serve_command(ctx: click.Context, host: str, port: int, threads: int) -> Non
     "--photos", is_flag=True, help="Synthesized visit photos and every check (as `dibao demo`)."
 )
 @click.option(
+    "--with",
+    "with_parts",
+    metavar="PARTS",
+    help="Benchmark league parts instead of the history, written in bulk: a comma-separated "
+    "list of visits, photos, templates, months, payments; or all, or none "
+    "(--months M: the months of proof of life and payments). Default: the history as above.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print areas, users (with passwords) as JSON."
 )
 def seed_command(
@@ -291,6 +299,7 @@ def seed_command(
     months: int,
     visits: int | None,
     photos: bool,
+    with_parts: str | None,
     as_json: bool,
 ) -> None:
     """Seed an empty, migrated database: 1 county, 5 townships, 8 villages each,
@@ -298,7 +307,16 @@ def seed_command(
     history (docs/operations.md)."""
     from server.seed import seed_database
     from server.seed_history import HistoryOptions
+    from server.seed_parts import PartsOptions, parse_parts
 
+    parts = None
+    if with_parts is not None:
+        if visits is not None or photos:
+            raise click.UsageError("--visits and --photos shape the history; --with replaces it")
+        try:
+            parts = PartsOptions(parse_parts(with_parts), months=months)
+        except ValidationFailed as exc:
+            raise click.UsageError(exc.message) from exc
     if not _schema_at_head():
         raise click.ClickException("the database schema is not current: run `dibao db upgrade`")
     today = today_value.date() if today_value is not None else _today()
@@ -308,7 +326,8 @@ def seed_command(
             seed=seed_value,
             rules=current_app.config["REGION"],
             today=today,
-            history=HistoryOptions(months=months, visits=visits, photos=photos),
+            history=HistoryOptions(months=0 if parts else months, visits=visits, photos=photos),
+            parts=parts,
         )
     except ValidationFailed as exc:
         raise click.ClickException(exc.message) from exc
@@ -324,7 +343,12 @@ def seed_command(
             f"seeded {report.households} households, {len(report.areas)} areas, "
             f"{len(report.users)} users"
         )
-        if months:
+        if report.parts is not None:
+            click.echo(
+                "parts: "
+                + ", ".join(f"{name} {count}" for name, count in report.parts.as_json().items())
+            )
+        elif months:
             _echo_history(report.history.as_json())
 
 

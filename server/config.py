@@ -67,6 +67,10 @@ ENV_KEYS = (
     "TWILIO_API_BASE_URL",
     "SMS_RATE_PER_SECOND",
     "SMS_CLAIM_LEASE_SECONDS",
+    "SMS_RATE_REDIS_URL",
+    "SMS_RATE_BURST",
+    "SMS_RATE_KEY",
+    "DIBAO_MONTH_OPEN_BATCH",
 )
 RATE_LIMIT_KEYS = (
     "DIBAO_LOGIN_RATE_LIMIT",
@@ -103,6 +107,8 @@ INT_KEYS = (
     "SMS_CLAIM_LEASE_SECONDS",
     "DIBAO_JOB_SWEEP_SECONDS",
     "DIBAO_JOB_SWEEP_GRACE_SECONDS",
+    "SMS_RATE_BURST",
+    "DIBAO_MONTH_OPEN_BATCH",
 )
 BACKGROUND_MODES = ("thread", "inline")
 
@@ -185,12 +191,23 @@ def defaults() -> dict[str, Any]:
         "TWILIO_MESSAGING_SERVICE_SID": None,
         "TWILIO_FROM_NUMBER": None,
         "TWILIO_API_BASE_URL": None,  # None: https://api.twilio.com
-        # Messages per second per sending worker (what the provider allows, divided by
-        # the number of workers); 0 turns throttling off.
+        # Messages per second: what the provider allows, for all sending workers together
+        # when they share a limiter through Redis (below), else per worker (the
+        # provider's rate divided by the number of workers); 0 turns throttling off.
         "SMS_RATE_PER_SECOND": 10,
+        # The shared limiter's Redis. None: CELERY_BROKER_URL's Redis when there is one,
+        # else each process throttles on its own (sms/shared_rate.py).
+        "SMS_RATE_REDIS_URL": None,
+        # Messages that may go back to back after a quiet spell (1: evenly spaced).
+        "SMS_RATE_BURST": 1,
+        # The Redis key of the shared limiter (one per provider account).
+        "SMS_RATE_KEY": "dibao:sms:rate",
         # A sender that claimed a message and died: after this long another sender asks
         # the provider whether it went out, then sends it if it did not.
         "SMS_CLAIM_LEASE_SECONDS": 300,
+        # Opening a month on PostgreSQL: member ids per set-based statement (one
+        # transaction each; the process holds one range's members in memory).
+        "DIBAO_MONTH_OPEN_BATCH": 50_000,
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "LANGUAGES": ("zh_CN", "en"),
@@ -422,6 +439,18 @@ def _validate_sms(config: dict[str, Any]) -> None:
     if not 0 <= rate <= 10_000:
         raise ConfigError(f"SMS_RATE_PER_SECOND must be between 0 and 10000, got {rate}")
     config["SMS_RATE_PER_SECOND"] = rate
+    shared = config.get("SMS_RATE_REDIS_URL")
+    if not shared:
+        broker = str(config.get("CELERY_BROKER_URL") or "")
+        shared = broker if broker.startswith(("redis://", "rediss://")) else None
+    if shared and not str(shared).startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "SMS_RATE_REDIS_URL must be a Redis URL such as redis://127.0.0.1:6379/2, "
+            f"got {shared!r}"
+        )
+    config["SMS_RATE_REDIS_URL"] = str(shared) if shared else None
+    if not str(config.get("SMS_RATE_KEY") or "").strip():
+        raise ConfigError("SMS_RATE_KEY must not be empty")
 
 
 def _validate_public(config: dict[str, Any]) -> None:

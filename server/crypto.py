@@ -16,12 +16,13 @@ Token formats:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import operator
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +39,30 @@ _TAG_BYTES = 16
 
 class DecryptionError(ValueError):
     """A stored value does not decrypt under the configured keys (wrong key or tampering)."""
+
+
+class DecryptionCount:
+    """How many values were decrypted inside a :func:`counting_decryptions` block."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+# The counters open in this context: empty (the usual case) costs one look-up per value.
+_counters: ContextVar[tuple[DecryptionCount, ...]] = ContextVar("dibao_decryptions", default=())
+
+
+@contextmanager
+def counting_decryptions() -> Iterator[DecryptionCount]:
+    """Count the values decrypted in this block (this thread or task, and the code it
+    calls; nested blocks each count): tests and benchmarks assert that a path reads
+    no personal data, or how much."""
+    counter = DecryptionCount()
+    reset = _counters.set((*_counters.get(), counter))
+    try:
+        yield counter
+    finally:
+        _counters.reset(reset)
 
 
 def _derive(key: bytes, purpose: bytes, length: int = 32) -> bytes:
@@ -59,7 +84,7 @@ class _Key:
 
     def lookup_hash(self, value: str, context: str) -> str:
         message = context.encode("utf-8") + b"\x00" + value.encode("utf-8")
-        return hmac.new(self.lookup_key, message, hashlib.sha256).hexdigest()
+        return hmac.digest(self.lookup_key, message, "sha256").hex()  # one call, no object
 
 
 class FieldCipher:
@@ -101,6 +126,8 @@ class FieldCipher:
         return self._prefix + nonce + sealed
 
     def decrypt_bytes(self, token: bytes, context: str) -> bytes:
+        for counter in _counters.get():
+            counter.count += 1
         version = token[:1]
         if version == V2 and len(token) >= 1 + KEY_ID_BYTES + _NONCE_BYTES + _TAG_BYTES:
             kid = token[1 : 1 + KEY_ID_BYTES]

@@ -62,6 +62,7 @@ from server.seed_history import (
     add_photos,
     caseworkers_per_township,
 )
+from server.seed_parts import Parts, PartsCounts, PartsOptions, check_options
 from server.types import EncryptedText, field_cipher
 
 CENTER = (46.08, 122.05)  # Ulanhot, Xing'an League
@@ -174,14 +175,18 @@ class SeedReport:
     users: list[dict[str, Any]] = field(default_factory=list)
     households: int = 0
     history: HistoryCounts = field(default_factory=HistoryCounts)
+    parts: PartsCounts | None = None  # with ``--with`` only
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        found = {
             "areas": self.areas,
             "users": self.users,
             "households": self.households,
             "history": self.history.as_json(),
         }
+        if self.parts is not None:
+            found["parts"] = self.parts.as_json()
+        return found
 
 
 def sync_household_classes(rules: RegionRules) -> dict[str, HouseholdClass]:
@@ -257,11 +262,21 @@ def seed_database(
     today: date,
     hash_passwords: bool = True,
     history: HistoryOptions | None = None,
+    parts: PartsOptions | None = None,
 ) -> SeedReport:
     """Fill an empty database. Flushes; the caller commits. Raises ValidationFailed
     if the database already holds areas. With ``history`` (server/seed_history.py),
-    the last months' visits, proof of life, SMS and payments too.
+    the last months' visits, proof of life, SMS and payments too; with ``parts``
+    (server/seed_parts.py, not together with a history) the benchmark league's bulk
+    visits, photo metadata, face templates, proof-of-life months and payments.
     """
+    if parts is not None:
+        check_options(parts)
+        if history is not None and history.months:
+            raise ValidationFailed(
+                "--with seeds the benchmark parts instead of the history: not both",
+                field="with",
+            )
     if households < 0:
         raise ValidationFailed("--households must not be negative", field="households")
     if db.session.scalar(select(func.count()).select_from(Area)):
@@ -304,7 +319,7 @@ def seed_database(
     )
     db.session.flush()
 
-    chronicle = None
+    chronicle: History | None = None
     if options.months:
         chronicle = History(
             options,
@@ -317,9 +332,23 @@ def seed_database(
             households=households,
         )
         chronicle.counts.caseworkers = sum(len(v) for v in staff.caseworkers.values())
+    bulk: Parts | None = None
+    if parts is not None and parts.parts:
+        bulk = Parts(
+            parts,
+            seed=seed,
+            rules=rules,
+            today=today,
+            now=_seed_now(today, rules),
+            caseworkers=staff.caseworkers,
+            reviewers=staff.reviewers,
+            township_of=staff.township_of,
+        )
     _add_households(
-        households, rng, rules, today, villages, classes, users_by_area, county, chronicle
+        households, rng, rules, today, villages, classes, users_by_area, county, chronicle or bulk
     )
+    if parts is not None:
+        report.parts = bulk.counts if bulk is not None else PartsCounts()
     report.households = households
     if chronicle is not None:
         if options.photos:
@@ -453,7 +482,7 @@ def _add_households(
     classes: dict[str, HouseholdClass],
     users: dict[tuple[str, Role], User],
     county: Area,
-    history: History | None = None,
+    history: History | Parts | None = None,
 ) -> None:
     cipher = field_cipher()
     people = _People(rng)
@@ -525,7 +554,7 @@ def _write_chunk(
     rows: list[dict[str, Any]],
     pending: list[tuple[list[dict[str, Any]], list[dict[str, Any]], list[date]]],
     places: dict[int, _Village],
-    history: History | None,
+    history: History | Parts | None,
     next_member: int | None,
 ) -> int | None:
     """The members and events of a chunk of households just written (and their
@@ -561,6 +590,8 @@ def _set_sequences(tables: list[Table]) -> None:
     if db.session.get_bind().dialect.name != "postgresql":
         return
     for table in tables:
+        if "id" not in table.c:
+            continue
         db.session.execute(
             text(
                 f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608

@@ -14,7 +14,7 @@ Sending is ``sms/sender.py``'s job: this only queues.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,10 +32,13 @@ from server.months import last_local_day
 from server.proof_of_life.models import ContactReason, ContactTask
 from server.proof_of_life.service import link_url
 from server.region import region
+from server.types import field_cipher
 from sms import optouts, templates
 from sms.gateway import RECIPIENT_CODES
 from sms.models import MessageKind, MessageStatus, SmsMessage
 
+PHONE_CONTEXT = "sms_messages.to_phone"  # the columns' encryption contexts (sms.models)
+BODY_CONTEXT = "sms_messages.body"
 KINDS = {
     NoticeKind.REMINDER: MessageKind.REMINDER,
     NoticeKind.FOLLOW_UP: MessageKind.FOLLOW_UP,
@@ -54,11 +57,27 @@ def _refused_numbers(phones: dict[int, str]) -> dict[int, int]:
     """Members whose current number the provider refused last time (member -> code)."""
     if not phones:
         return {}
+    # Only a member with a refused message can have a refused number: those first, from
+    # the small partial index of failed messages (a range, not an IN list: see
+    # _members_told), then their latest message only.
+    candidates = {
+        member_id
+        for member_id in db.session.scalars(
+            select(SmsMessage.member_id).where(
+                SmsMessage.status == MessageStatus.FAILED,
+                SmsMessage.member_id.between(min(phones), max(phones)),
+                SmsMessage.error_code.in_(RECIPIENT_CODES),
+            )
+        )
+        if member_id in phones
+    }
+    if not candidates:
+        return {}
     latest = dict(
         db.session.execute(
             select(SmsMessage.member_id, func.max(SmsMessage.id))
             .where(
-                SmsMessage.member_id.in_(list(phones)),
+                SmsMessage.member_id.in_(sorted(candidates)),
                 SmsMessage.status.in_(
                     [MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.FAILED]
                 ),
@@ -140,15 +159,36 @@ def _add_tasks(
         )
 
 
-def _text(kind: MessageKind, *, name: str, token: str, closes: datetime) -> str:
+def _renderer(kind: MessageKind, closes: datetime) -> Callable[[str, str], str]:
+    """The text of ``kind`` for a window closing at ``closes``, as a function of the
+    member's name and token: what does not change from member to member (the region's
+    signature, the last day, the public address) is looked up once."""
     rules = region()
     last_day = last_local_day(closes, rules.timezone)
+    signature = rules.sms.signature
+    base = link_url("")
     make = templates.follow_up if kind is MessageKind.FOLLOW_UP else templates.reminder
-    return make(signature=rules.sms.signature, name=name, last_day=last_day, url=link_url(token))
+
+    def render(name: str, token: str) -> str:
+        return make(signature=signature, name=name, last_day=last_day, url=base + token)
+
+    return render
+
+
+def _text(kind: MessageKind, *, name: str, token: str, closes: datetime) -> str:
+    return _renderer(kind, closes)(name, token)
 
 
 def _queue(rows: list[dict[str, Any]]) -> None:
-    bulk_insert(SmsMessage, rows)
+    """Insert the messages; the phone and the text are encrypted here with the cipher
+    looked up once (not once per value by the column type)."""
+    if not rows:
+        return
+    cipher = field_cipher()
+    for row in rows:
+        row["to_phone"] = cipher.encrypt(row["to_phone"], PHONE_CONTEXT)
+        row["body"] = cipher.encrypt(row["body"], BODY_CONTEXT)
+    bulk_insert(SmsMessage, rows, stored=("to_phone", "body"))
 
 
 def _message_row(
@@ -252,10 +292,14 @@ class SmsNotifier:
         todo = [n for n in notices if n.member_id not in done]
         unreachable = _unreachable({n.member_id: n.phone for n in todo})
         messages = []
+        renderers: dict[datetime, Callable[[str, str], str]] = {}
         for notice in todo:
             if notice.member_id in unreachable or notice.phone is None:
                 continue
-            body = _text(kind, name=notice.name, token=notice.token, closes=notice.closes)
+            render = renderers.get(notice.closes)
+            if render is None:
+                render = renderers[notice.closes] = _renderer(kind, notice.closes)
+            body = render(notice.name, notice.token)
             messages.append(
                 _message_row(
                     kind,

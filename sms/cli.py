@@ -19,7 +19,7 @@ from server import clock
 from server.extensions import db
 from server.monthly import cycle
 from server.region import local_iso
-from sms import sender, tasks
+from sms import sender, shared_rate, tasks
 from sms.models import SmsMessage
 from sms.service import gateway
 
@@ -97,6 +97,7 @@ def _send_now() -> None:
     if not sender.sending_hours(now):
         click.echo("outside the sending hours: messages stay queued until they open")
         return
+    throttle = shared_rate.throttle(current_app.config)  # shared with running workers
     with click.progressbar(length=total, label="sending", file=sys.stderr) as bar:
         sent = failed = 0
         while True:
@@ -104,6 +105,7 @@ def _send_now() -> None:
                 gateway(),
                 clock=clock.utcnow,
                 rate_per_s=current_app.config["SMS_RATE_PER_SECOND"],
+                throttle=throttle,
                 limit=100,
                 lease=timedelta(seconds=current_app.config["SMS_CLAIM_LEASE_SECONDS"]),
             )

@@ -49,6 +49,14 @@ class SmsMessage(Model):
             postgresql_where=text("status = 'failed'"),
             sqlite_where=text("status = 'failed'"),
         ),
+        # Failed messages by member: who among a batch of members had a number refused
+        # (sms.campaign._refused_numbers, once per batch of the month's open).
+        Index(
+            "ix_sms_messages_failed_member",
+            "member_id",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
         # The progress home's funnel (members sent / delivered a message of a month):
         # read from the index alone.
         Index("ix_sms_messages_month_reach", "month", "status", "member_id", "sent_at"),

@@ -54,7 +54,12 @@ def opted_out(phones: dict[int, str]) -> set[int]:
     """Which of these numbers (by any integer key) opted out, in one query."""
     if not phones:
         return set()
-    keys = {key: phone_keys(phone) for key, phone in phones.items()}
+    if db.session.scalar(select(SmsOptOut.id).limit(1)) is None:
+        return set()  # nobody opted out: no number to hash
+    cipher = _cipher()  # looked up once, not per number
+    keys = {
+        key: cipher.lookup_hashes(normalize_phone(phone), CONTEXT) for key, phone in phones.items()
+    }
     wanted = sorted({digest for digests in keys.values() for digest in digests})
     out = set(
         db.session.scalars(select(SmsOptOut.phone_hash).where(SmsOptOut.phone_hash.in_(wanted)))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select, update
@@ -32,6 +33,9 @@ from sms import optouts
 from sms.gateway import RECIPIENT_CODES, SmsGateway
 from sms.models import MessageStatus, SmsMessage
 from sms.service import look_up, send_message
+
+if TYPE_CHECKING:
+    from sms.shared_rate import SharedThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -203,10 +207,11 @@ def send_due(
     budget_s: float | None = None,
     limit: int | None = None,
     lease: timedelta = timedelta(minutes=5),
-    throttle: Throttle | None = None,
+    throttle: Throttle | SharedThrottle | None = None,
 ) -> SendReport:
     """Send what is due until nothing is, ``budget_s`` seconds pass or ``limit``
-    messages are handled. Commits after each message."""
+    messages are handled. Commits after each message. ``throttle``: this worker's own
+    at ``rate_per_s`` by default, or one shared by every worker (``sms.shared_rate``)."""
     report = SendReport()
     throttle = throttle or Throttle(rate_per_s)
     started = time.monotonic()

@@ -15,7 +15,7 @@ from flask import current_app
 
 from server import clock
 from server.monthly import cycle
-from sms import sender
+from sms import sender, shared_rate
 from sms.service import gateway
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def send_due_task() -> dict[str, Any]:
         gateway(),
         clock=_now,
         rate_per_s=current_app.config["SMS_RATE_PER_SECOND"],
+        throttle=shared_rate.throttle(current_app.config),  # one rate for every worker
         budget_s=SEND_BUDGET_S,
         lease=timedelta(seconds=current_app.config["SMS_CLAIM_LEASE_SECONDS"]),
     )

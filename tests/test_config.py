@@ -69,6 +69,10 @@ def test_the_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path) -
         ({"PUBLIC_BASE_URL": "example.org"}, "PUBLIC_BASE_URL"),
         ({"DIBAO_LOG_LEVEL": "chatty"}, "DIBAO_LOG_LEVEL"),
         ({"DIBAO_REGION_CONFIG": "/nonexistent/region.toml"}, "cannot read region config"),
+        ({"SMS_RATE_REDIS_URL": "memcached://127.0.0.1"}, "SMS_RATE_REDIS_URL"),
+        ({"SMS_RATE_BURST": "0"}, "SMS_RATE_BURST must be positive"),
+        ({"SMS_RATE_KEY": " "}, "SMS_RATE_KEY"),
+        ({"DIBAO_MONTH_OPEN_BATCH": "many"}, "DIBAO_MONTH_OPEN_BATCH must be a whole number"),
     ],
 )
 def test_bad_settings_are_named_in_the_error(
@@ -186,3 +190,16 @@ def test_liveness_thresholds_come_from_the_region_file() -> None:
         parse_proof_of_life_rules({"liveness": {"turn_min_yaw": -0.3}})
     with pytest.raises(ProofOfLifeConfigError, match="must be a table"):
         parse_proof_of_life_rules({"liveness": 0.3})
+
+
+def test_the_shared_sending_limiter_uses_the_redis_broker_unless_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    base = {"SECRET_KEY": "s", "DIBAO_DATA_KEY": KEY}
+    assert build_config(str(tmp_path), base)["SMS_RATE_REDIS_URL"] is None
+    broker = {**base, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}
+    assert build_config(str(tmp_path), broker)["SMS_RATE_REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    own = {**broker, "SMS_RATE_REDIS_URL": "redis://127.0.0.1:6379/3"}
+    assert build_config(str(tmp_path), own)["SMS_RATE_REDIS_URL"] == "redis://127.0.0.1:6379/3"
+    other = {**base, "CELERY_BROKER_URL": "amqp://127.0.0.1"}
+    assert build_config(str(tmp_path), other)["SMS_RATE_REDIS_URL"] is None

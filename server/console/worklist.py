@@ -6,8 +6,9 @@ first. The rules (docs/supervision.md, "Worklist"):
   approval once the notice has ended, accepting an application); the survey itself is
   a visit, listed with the visits;
 - a proof-of-life month under review waits on the roles that decide months;
-- a caseworker's visits due are the tablet's list (``visits.queries.due_visits``, the
-  same rule as ``/api/v1/visits/due``), and their township's open contact tasks.
+- a caseworker's visits due are the tablet's list (``visits.queries.plan_due_visits``,
+  the same rule as ``/api/v1/visits/due``, without names or addresses: nothing is
+  decrypted), and their township's open contact tasks.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from server.labels import (
     is_chinese,
 )
 from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMonth
-from server.visits.queries import due_visits
+from server.visits.queries import plan_due_visits
 
 # Made by uploading the household survey (a visit): on the list as a visit due.
 BY_VISIT = frozenset({"record_survey"})
@@ -119,7 +120,7 @@ def _visits(
 ) -> Iterable[Item]:
     if not can(actor, Capability.USE_TABLETS):
         return
-    visits = due_visits(actor, today=today, window_days=window_days, now=now, shows_names=False)
+    visits = plan_due_visits(actor, today=today, window_days=window_days, now=now).visits
     if not visits:
         return
     townships = {

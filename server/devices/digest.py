@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import contains_eager
+from sqlalchemy.orm import contains_eager, undefer
 
 from server.auth.models import User
 from server.auth.service import is_ascii_login
@@ -71,5 +71,6 @@ def digest_candidates(username: str, now: datetime) -> list[DeviceToken]:
             DeviceToken.expires_at > now,
         )
         .order_by(DeviceToken.id)
+        .options(undefer(DeviceToken.digest_ha1))
     ).all()
     return [t for t in tokens if t.is_valid(now)]

@@ -29,8 +29,11 @@ class DeviceToken(Model):
     token_prefix: Mapped[str] = mapped_column(String(16), index=True)
     # HTTP Digest's HA1 of the token per algorithm (JSON, server.devices.digest), for
     # ODK Collect over plain HTTP; encrypted. None: issued before Digest, or a login
-    # that is not ASCII.
-    digest_ha1: Mapped[str | None] = mapped_column(EncryptedText("device_tokens.digest_ha1"))
+    # that is not ASCII. Deferred: a bearer-token request never reads it (a tablet's
+    # poll would otherwise decrypt it every time); Digest logins load it with the row.
+    digest_ha1: Mapped[str | None] = mapped_column(
+        EncryptedText("device_tokens.digest_ha1"), deferred=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -24,7 +24,21 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Text,
+    cast,
+    column,
+    func,
+    literal,
+    select,
+    table,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import StatementError
 
 from server.cases.models import Household, Member
 from server.extensions import bulk_insert, db
@@ -43,6 +57,7 @@ from server.proof_of_life.models import (
 )
 from server.region import local_iso, region
 from server.transactions import commits_per_batch
+from server.types import EncryptedText, field_cipher
 
 BATCH = 1000
 Progress = Callable[[int], None]
@@ -136,7 +151,20 @@ def _require_window(month: str, now: datetime, not_before: datetime, what: str) 
 
 @commits_per_batch
 def open_month(month: str, *, now: datetime, progress: Progress | None = None) -> StepReport:
-    """Create the month's records and tell the pending members (idempotent, resumable)."""
+    """Create the month's records and tell the pending members (idempotent, resumable).
+
+    On PostgreSQL the records are written set-based (:func:`open_month_by_sets`), on
+    SQLite row by row (:func:`open_month_by_rows`); both leave the same rows."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return open_month_by_sets(month, now=now, progress=progress)
+    return open_month_by_rows(month, now=now, progress=progress)
+
+
+@commits_per_batch
+def open_month_by_rows(
+    month: str, *, now: datetime, progress: Progress | None = None
+) -> StepReport:
+    """:func:`open_month` row by row: the links made in Python (any database)."""
     at = moments(month)
     _require_window(month, now, at.opens, f"the {month} window opens")
     key = links.link_key(current_app.config["SECRET_KEY"])
@@ -203,6 +231,216 @@ def open_month(month: str, *, now: datetime, progress: Progress | None = None) -
                 progress(len(rows))
         counts.update(asdict(report))
     return report
+
+
+# A temporary table of the open's transaction holding the HMAC pads of the link key
+# (dropped at commit): the statements that make links read the key from it, so the key
+# is in no statement text and no bound parameter (nothing a log of statements shows).
+_PADS = table("dibao_link_pads", column("ipad", LargeBinary), column("opad", LargeBinary))
+_HMAC_BLOCK = 64  # SHA-256's block size
+
+
+def _load_link_pads(key: bytes) -> None:
+    """HMAC(key, m) = sha256(opad || sha256(ipad || m)) (RFC 2104): the pads go into the
+    temporary table by COPY (PostgreSQL only)."""
+    padded = key.ljust(_HMAC_BLOCK, b"\0")
+    ipad = bytes(b ^ 0x36 for b in padded)
+    opad = bytes(b ^ 0x5C for b in padded)
+    driver = db.session.connection().connection.driver_connection
+    with driver.cursor() as cursor:  # type: ignore[union-attr]
+        # IF NOT EXISTS and TRUNCATE: a caller's outer transaction (a test's) may still
+        # hold the table of an earlier range, whose "commit" was a savepoint's release.
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS dibao_link_pads (ipad bytea, opad bytea) "
+            "ON COMMIT DROP"
+        )
+        cursor.execute("TRUNCATE dibao_link_pads")
+        with cursor.copy("COPY dibao_link_pads (ipad, opad) FROM STDIN") as copy:
+            copy.write_row([ipad, opad])
+
+
+def _token_sql(member_id: Any, month: str, generation: Any) -> ColumnElement[str]:
+    """``links.make_token`` in SQL (PostgreSQL 11+: the built-in ``sha256``), reading the
+    key's pads from ``_PADS``: the same 24 characters, byte for byte."""
+    message = (
+        func.convert_to(cast(member_id, Text), "UTF8")
+        .op("||", return_type=LargeBinary)(
+            literal(b"\0" + month.encode("ascii") + b"\0", LargeBinary)
+        )
+        .op("||", return_type=LargeBinary)(func.convert_to(cast(generation, Text), "UTF8"))
+    )
+    inner = func.sha256(_PADS.c.ipad.op("||", return_type=LargeBinary)(message))
+    digest = func.sha256(_PADS.c.opad.op("||", return_type=LargeBinary)(inner))
+    encoded = func.encode(func.substring(digest, 1, 18), "base64")
+    return func.translate(encoded, "+/", "-_", type_=Text)
+
+
+def _hash_sql(token: ColumnElement[str]) -> ColumnElement[str]:
+    """``links.token_hash`` in SQL."""
+    return func.encode(func.sha256(func.convert_to(token, "UTF8")), "hex", type_=Text)
+
+
+def cast_type(value: Any) -> EncryptedText:
+    """A column type known to be EncryptedText (for its context)."""
+    if not isinstance(value, EncryptedText):  # pragma: no cover - the models say so
+        raise TypeError(f"{value!r} is not an encrypted column")
+    return value
+
+
+def set_batch() -> int:
+    """Member ids per set-based statement (DIBAO_MONTH_OPEN_BATCH)."""
+    return int(current_app.config.get("DIBAO_MONTH_OPEN_BATCH") or 50_000)
+
+
+@commits_per_batch
+def open_month_by_sets(
+    month: str, *, now: datetime, progress: Progress | None = None
+) -> StepReport:
+    """:func:`open_month` on PostgreSQL: per range of DIBAO_MONTH_OPEN_BATCH member ids,
+    one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` writes the missing records with
+    their link hashes computed in SQL, then one query reads the range's pending members
+    with their tokens (computed in SQL too) and the notifier is told in batches of
+    BATCH. One transaction per range; memory stays that of one range."""
+    at = moments(month)
+    _require_window(month, now, at.opens, f"the {month} window opens")
+    key = links.link_key(current_app.config["SECRET_KEY"])
+    tell = notifier()
+    report = StepReport()
+    step = set_batch()
+    bounds = db.session.execute(who_must_prove_life(func.min(Member.id), func.max(Member.id))).one()
+    with _step(month, "open", now) as counts:
+        if bounds[0] is not None:
+            lo = bounds[0] - 1
+            while lo < bounds[1]:
+                hi = lo + step
+                try:
+                    _open_range(month, at, key, lo, hi, now, tell, report, progress)
+                except StatementError as exc:
+                    exc.hide_parameters = True  # no link material in an error message
+                    raise
+                db.session.commit()  # a range without pending members has no batch
+                lo = hi
+        counts.update(asdict(report))
+    return report
+
+
+@commits_per_batch
+def _open_range(
+    month: str,
+    at: Moments,
+    key: bytes,
+    lo: int,
+    hi: int,
+    now: datetime,
+    tell: Any,
+    report: StepReport,
+    progress: Progress | None,
+) -> None:
+    """Records and reminders of the designated members with ``lo < id <= hi``."""
+    _load_link_pads(key)
+    _insert_records(month, at, lo, hi, now)
+    _tell_range(month, at, lo, hi, now, tell, report, progress)
+
+
+def _insert_records(month: str, at: Moments, lo: int, hi: int, now: datetime) -> None:
+    """The missing records of the range, their link hashes computed in SQL."""
+    in_range = (Member.id > lo, Member.id <= hi)
+    token = _token_sql(Member.id, month, 1)
+    new_records = (
+        who_must_prove_life(
+            Member.id,
+            Member.household_id,
+            literal(month, ProofOfLifeMonth.month.type),
+            literal(MonthStatus.PENDING, ProofOfLifeMonth.status.type),
+            literal(at.closes, ProofOfLifeMonth.window_closes_at.type),
+            literal(1),
+            _hash_sql(token),
+            literal(now, ProofOfLifeMonth.created_at.type),
+            literal(now, ProofOfLifeMonth.updated_at.type),
+        )
+        .join(_PADS, true())
+        .where(*in_range)
+    )
+    db.session.execute(
+        pg_insert(ProofOfLifeMonth)
+        .from_select(
+            [
+                "member_id",
+                "household_id",
+                "month",
+                "status",
+                "window_closes_at",
+                "link_generation",
+                "link_hash",
+                "created_at",
+                "updated_at",
+            ],
+            new_records,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+@commits_per_batch
+def _tell_range(
+    month: str,
+    at: Moments,
+    lo: int,
+    hi: int,
+    now: datetime,
+    tell: Any,
+    report: StepReport,
+    progress: Progress | None,
+) -> None:
+    """Tell the range's pending members (their tokens computed in SQL), committing per
+    BATCH as the row path does."""
+    in_range = (Member.id > lo, Member.id <= hi)
+    # Name and phone read as stored and decrypted here with the cipher looked up once
+    # (the column type would look it up for every value).
+    cipher = field_cipher()
+    name_context = cast_type(Member.name.type).context
+    phone_context = cast_type(Member.phone.type).context
+    rows = db.session.execute(
+        who_must_prove_life(
+            Member.id,
+            Member.household_id,
+            type_coerce(Member.name, LargeBinary),
+            type_coerce(Member.phone, LargeBinary),
+            ProofOfLifeMonth.status,
+            _token_sql(Member.id, month, ProofOfLifeMonth.link_generation),
+        )
+        .join(
+            ProofOfLifeMonth,
+            (ProofOfLifeMonth.member_id == Member.id) & (ProofOfLifeMonth.month == month),
+        )
+        .join(_PADS, true())
+        .where(*in_range)
+        .order_by(Member.id)
+    ).all()
+    for start in range(0, len(rows), BATCH):
+        notices = []
+        chunk = rows[start : start + BATCH]
+        for member_id, household_id, name, phone, status, member_token in chunk:
+            report.members += 1
+            if status is not MonthStatus.PENDING:
+                report.skipped += 1
+                continue
+            notices.append(
+                Notice(
+                    NoticeKind.REMINDER,
+                    member_id,
+                    household_id,
+                    month,
+                    cipher.decrypt(name, name_context),
+                    None if phone is None else cipher.decrypt(phone, phone_context),
+                    member_token,
+                    at.closes,
+                )
+            )
+        report.add(tell.tell(notices, now=now))
+        db.session.commit()  # as the row path: a crash loses one batch of reminders
+        if progress is not None:
+            progress(len(chunk))
 
 
 # --------------------------------------------------------------------------- remind

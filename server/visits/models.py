@@ -246,11 +246,13 @@ class PhotoHash(Model):
     ``centre`` (its centre window), 64 bits stored as a signed integer."""
 
     __tablename__ = "photo_hashes"
+    __table_args__ = (UniqueConstraint("survey_photo_id", "kind"),)
 
-    survey_photo_id: Mapped[int] = mapped_column(
-        ForeignKey("survey_photos.id", ondelete="CASCADE"), primary_key=True
-    )
-    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    """Ascending: the resident index (server/visits/photo_hash_index.py) reads the rows
+    added since it last looked by id."""
+    survey_photo_id: Mapped[int] = mapped_column(ForeignKey("survey_photos.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(10))
     hash: Mapped[int] = mapped_column(BigInteger)
 
     def __repr__(self) -> str:

@@ -4,7 +4,9 @@ database side of server/visits/integrity/photo_match.py.
 ``analyse_photo`` (the background job per received photo) calls :func:`index_photo`
 and :func:`integrity_flags`; ``dibao index-photos`` (:func:`backfill_photo_hashes`)
 indexes photos received before the index existed. Functions only flush; the caller
-commits.
+commits. Reuse candidates come from the worker's resident index
+(server/visits/photo_hash_index.py); near-duplicate candidates (one caseworker's
+month: a few rows) from a query.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from server.visits.integrity.photo_match import (
     verify,
 )
 from server.visits.models import PhotoHash, PhotoKind, Survey, SurveyPhoto
+from server.visits.photo_hash_index import PHOTO_HASHES
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +224,13 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
     others = _index_query().where(
         Survey.household_id != survey.household_id, PhotoHash.survey_photo_id != photo.id
     )
-    rows, household_of = _rows(others)
-    candidates = nearest(query, rows, rules.candidate_hamming, rules.max_candidates)
+    candidates, household_of = PHOTO_HASHES.nearest(
+        query,
+        rules.candidate_hamming,
+        rules.max_candidates,
+        household_id=survey.household_id,
+        photo_id=photo.id,
+    )
     flags = reuse_flags(
         _verified(
             photo,
@@ -260,6 +268,21 @@ def integrity_flags(photo: SurveyPhoto, picture: Image.Image) -> list[tuple[int,
     )
     _keep_features(photo, turned)
     return flags + near
+
+
+def linear_reuse_candidates(
+    photo: SurveyPhoto, query: QueryHashes, rules: PhotoRules
+) -> tuple[list[Candidate], dict[int, int]]:
+    """The reuse candidates as found before the resident index: the whole table read
+    and scanned (the reference of the index's tests and benchmarks/photo_index.py)."""
+    rows, household_of = _rows(
+        _index_query().where(
+            Survey.household_id != photo.survey.household_id,
+            PhotoHash.survey_photo_id != photo.id,
+        )
+    )
+    found = nearest(query, rows, rules.candidate_hamming, rules.max_candidates)
+    return found, {c.photo_id: household_of[c.photo_id] for c in found}
 
 
 def _keep_features(photo: SurveyPhoto, turned: Picture) -> None:

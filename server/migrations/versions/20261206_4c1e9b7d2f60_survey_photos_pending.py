@@ -2,7 +2,7 @@
 (no thumbnail yet), for the embedded default's sweep (issue 19)
 
 Revision ID: 4c1e9b7d2f60
-Revises: e3b7c9a1d402
+Revises: f1c7a9e2b358
 Create Date: 2026-12-04 08:05:00
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '4c1e9b7d2f60'
-down_revision = 'e3b7c9a1d402'
+down_revision = 'f1c7a9e2b358'
 branch_labels = None
 depends_on = None
 

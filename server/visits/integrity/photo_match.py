@@ -40,6 +40,7 @@ from server.visits.checks import Flag
 
 __all__ = [
     "CENTRE_TRIM",
+    "HASH_KINDS",
     "MIN_FEATURES",
     "Candidate",
     "Features",
@@ -50,6 +51,7 @@ __all__ = [
     "QueryHashes",
     "StoredHashes",
     "Verification",
+    "candidates",
     "features",
     "is_near_duplicate",
     "is_reuse",
@@ -67,6 +69,7 @@ __all__ = [
 ]
 
 HashKind = Literal["full", "centre"]
+HASH_KINDS: Final[tuple[HashKind, ...]] = ("full", "centre")
 Model = Literal["similarity", "homography"]
 
 CENTRE_TRIM: Final = 0.16
@@ -245,6 +248,14 @@ class QueryHashes:
     centre_turn: npt.NDArray[np.int8]
     centre_cropped: npt.NDArray[np.bool_]
 
+    def of_kind(
+        self, kind: HashKind
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8], npt.NDArray[np.bool_]]:
+        """The hashes compared with stored ``kind`` hashes, their turns and crops."""
+        if kind == "full":
+            return self.full, self.full_turn, np.zeros(len(self.full), dtype=np.bool_)
+        return self.centre, self.centre_turn, self.centre_cropped
+
 
 def query_hashes(img: Image.Image) -> QueryHashes:
     """Hash the new photo under the 8 turns and mirrors, and under every crop hypothesis
@@ -328,20 +339,42 @@ def nearest(query: QueryHashes, rows: StoredHashes, radius: int, limit: int) -> 
     ids = np.asarray(rows.photo_ids, dtype=np.int64)
     kinds = np.asarray(rows.kinds)
     hashes = np.asarray(rows.hashes, dtype=np.int64).view(np.uint64)
-    best: dict[int, Candidate] = {}
-    for kind, qh, turns, cropped in (
-        ("full", query.full, query.full_turn, np.zeros(len(query.full), dtype=np.bool_)),
-        ("centre", query.centre, query.centre_turn, query.centre_cropped),
-    ):
+    found: dict[HashKind, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]] = {}
+    for kind in HASH_KINDS:
         mask = kinds == kind
-        if not mask.any():
+        kind_hashes = hashes[mask]
+        near = _best(kind_hashes, query.of_kind(kind)[0], radius)[0]
+        found[kind] = (ids[mask][near], kind_hashes[near])
+    return candidates(query, found, limit)
+
+
+def candidates(
+    query: QueryHashes,
+    found: dict[HashKind, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]],
+    limit: int,
+) -> list[Candidate]:
+    """The candidates of :func:`nearest` from the stored hashes found near the query,
+    per kind (photo ids, hashes; every hash within the radius and perhaps some
+    farther): each photo once at its smallest distance (its ``full`` hash's on a tie),
+    under the first query hash that gives it, nearest first, at most ``limit``. The
+    resident index (server/visits/photo_hash_index.py) ends with it too: its
+    candidates are the linear scan's."""
+    best: dict[int, Candidate] = {}
+    for kind in HASH_KINDS:
+        if kind not in found or len(found[kind][0]) == 0:
             continue
-        kind_ids = ids[mask]
-        for i, dist, which in zip(*_best(hashes[mask], qh, radius), strict=True):
-            photo_id = int(kind_ids[i])
-            found = Candidate(photo_id, int(dist), int(turns[which]), bool(cropped[which]))
-            if photo_id not in best or found.distance < best[photo_id].distance:
-                best[photo_id] = found
+        photo_ids, stored = found[kind]
+        qh, turns, cropped = query.of_kind(kind)
+        table = np.bitwise_count(stored[:, None] ^ qh[None, :])
+        for photo_id, dist, which in zip(
+            photo_ids.tolist(),
+            table.min(axis=1).tolist(),
+            table.argmin(axis=1).tolist(),
+            strict=True,
+        ):
+            here = Candidate(int(photo_id), int(dist), int(turns[which]), bool(cropped[which]))
+            if photo_id not in best or here.distance < best[photo_id].distance:
+                best[photo_id] = here
     return sorted(best.values(), key=lambda c: (c.distance, c.photo_id))[:limit]
 
 
