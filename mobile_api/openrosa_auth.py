@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app, request
 from werkzeug.http import parse_dict_header
 
+from server.auth.permissions import Capability, can
 from server.auth.service import LOGIN_RULE, is_ascii_login
 from server.clock import utcnow
 from server.devices.digest import ALGORITHMS, REALM, digest_candidates, ha1
@@ -207,6 +208,10 @@ def _digest(value: str) -> DeviceToken:
                 "again for a new token, or use HTTPS"
             )
         raise InvalidToken("wrong username or device token, or the token expired or was revoked")
+    if not can(matched.user, Capability.USE_TABLETS):
+        # As for a bearer token (authenticate_device): a user whose role changed since
+        # the tablet logged in keeps no tablet access.
+        raise InvalidToken("the token is unknown, expired or revoked; log the tablet in again")
     age = (now - issued_at).total_seconds()
     if age > NONCE_SECONDS:
         raise StaleNonce("the Digest nonce has expired; answer the new challenge")

@@ -63,6 +63,9 @@ def _schema_at_head() -> bool:
 def _serve(app: Flask, host: str, port: int, threads: int) -> None:
     from waitress import serve
 
+    from server.visits import background
+
+    background.start(app)  # the photo work of visits left pending by a dead server
     click.echo(f"serving on http://{host}:{port}  (Ctrl+C to stop)")
     serve(app, host=host, port=port, threads=threads, ident="dibao")
 

@@ -56,6 +56,9 @@ ENV_KEYS = (
     "DIBAO_DUE_WINDOW_DAYS",
     "DIBAO_MAX_PHOTO_PIXELS",
     "CELERY_BROKER_URL",
+    "DIBAO_BACKGROUND_JOBS",
+    "DIBAO_JOB_SWEEP_SECONDS",
+    "DIBAO_JOB_SWEEP_GRACE_SECONDS",
     "SMS_BACKEND",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -102,9 +105,12 @@ INT_KEYS = (
     "DIBAO_MAX_REQUEST_BYTES",
     "DIBAO_DUE_WINDOW_DAYS",
     "SMS_CLAIM_LEASE_SECONDS",
+    "DIBAO_JOB_SWEEP_SECONDS",
+    "DIBAO_JOB_SWEEP_GRACE_SECONDS",
     "SMS_RATE_BURST",
     "DIBAO_MONTH_OPEN_BATCH",
 )
+BACKGROUND_MODES = ("thread", "inline")
 
 
 class ConfigError(RuntimeError):
@@ -218,8 +224,16 @@ def defaults() -> dict[str, Any]:
         "DIBAO_DUE_WINDOW_DAYS": 30,
         # Decoding limit: a 12 MP tablet photo is far below; a pixel bomb is far above.
         "DIBAO_MAX_PHOTO_PIXELS": 40_000_000,
-        # Unset: background jobs run eagerly, in-process (the embedded default).
+        # Unset: background jobs run in-process (the embedded default), as below.
         "CELERY_BROKER_URL": None,
+        # Without a broker, a received visit's photo work and pattern checks run in
+        # "thread": this process's background thread, after the answer; "inline": in
+        # the request (server/visits/background.py, docs/odk-collect.md).
+        "DIBAO_BACKGROUND_JOBS": "thread",
+        # That thread takes up photos whose work a dead process left undone: every this
+        # many seconds, those received longer than the grace period ago.
+        "DIBAO_JOB_SWEEP_SECONDS": 300,
+        "DIBAO_JOB_SWEEP_GRACE_SECONDS": 600,
         "TESTING": False,
     }
 
@@ -384,6 +398,12 @@ def _validate_sizes(config: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be positive, got {config[key]}")
     if config["DIBAO_MAX_PHOTO_BYTES"] > config["DIBAO_MAX_REQUEST_BYTES"]:
         raise ConfigError("DIBAO_MAX_PHOTO_BYTES cannot exceed DIBAO_MAX_REQUEST_BYTES")
+    jobs = str(config["DIBAO_BACKGROUND_JOBS"]).strip().lower()
+    if jobs not in BACKGROUND_MODES:
+        raise ConfigError(
+            f"DIBAO_BACKGROUND_JOBS must be {' or '.join(BACKGROUND_MODES)}, got {jobs!r}"
+        )
+    config["DIBAO_BACKGROUND_JOBS"] = jobs
     # Werkzeug refuses larger bodies with 413 before any of our code reads them.
     config["MAX_CONTENT_LENGTH"] = config["DIBAO_MAX_REQUEST_BYTES"]
     # Non-file form fields (the survey JSON part, with its GPS track) stay in memory.

@@ -99,6 +99,9 @@ def make_app(database_url: str, instance: Path, **overrides: Any) -> Flask:
         "DIBAO_PUBLIC_CACHE_SECONDS": 0,
         # Tests change data between pages: count the progress home every time.
         "DIBAO_CONSOLE_SUMMARY_SECONDS": 0,
+        # A visit's photo work and pattern checks in the request, so a test reads their
+        # flags right after it (tests/visits/test_background.py runs the thread).
+        "DIBAO_BACKGROUND_JOBS": "inline",
     }
     config.update(overrides)
     application = create_app(config)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import undefer
+from sqlalchemy.orm import contains_eager, undefer
 
 from server.auth.models import User
 from server.auth.service import is_ascii_login
@@ -59,11 +59,12 @@ def ha1(record: DeviceToken, algorithm: str) -> str | None:
 
 def digest_candidates(username: str, now: datetime) -> list[DeviceToken]:
     """The live tokens of the user with this exact login (one per tablet). Those
-    issued before Digest existed have no HA1.
+    issued before Digest existed have no HA1. Their user comes in the same query.
     """
     tokens = db.session.scalars(
         select(DeviceToken)
         .join(User, DeviceToken.user_id == User.id)
+        .options(contains_eager(DeviceToken.user))
         .where(
             User.username == username,
             DeviceToken.revoked_at.is_(None),

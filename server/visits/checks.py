@@ -46,11 +46,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from geopy.distance import geodesic
+from geographiclib.geodesic import Geodesic
+from geopy.distance import ELLIPSOIDS
 
 __all__ = [
     "Flag",
@@ -150,11 +152,28 @@ def format_duration(seconds: float) -> str:
 # --------------------------------------------------------------------------- distance
 
 
+# geopy's WGS-84 (axes in kilometres) and its call of Karney's method, made once: geopy's
+# ``geodesic(a, b).meters`` builds the ellipsoid on every call, most of its cost. The
+# same arithmetic gives the same floats (tests/visits/test_visit_checks.py).
+_MAJOR_KM, _MINOR_KM, _FLATTENING = ELLIPSOIDS["WGS-84"]
+_WGS84_KM = Geodesic(_MAJOR_KM, _FLATTENING)
+
+
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Geodesic distance in metres on the WGS-84 ellipsoid (Karney's method via geopy)."""
+    """Geodesic distance in metres on the WGS-84 ellipsoid (Karney's method, as geopy's
+    ``geodesic``). The pattern checks measure the same pairs again on every upload of
+    the caseworker's day: recent answers are kept."""
     _check_coordinate(lat1, lon1)
     _check_coordinate(lat2, lon2)
-    return float(geodesic((lat1, lon1), (lat2, lon2)).meters)
+    return _distance_m(float(lat1), float(lon1), float(lat2), float(lon2))
+
+
+@lru_cache(maxsize=65536)
+def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    if lat1 == lat2 and lon1 == lon2:
+        return 0.0
+    s12_km: float = _WGS84_KM.Inverse(lat1, lon1, lat2, lon2, Geodesic.DISTANCE)["s12"]
+    return s12_km * 1000
 
 
 # --------------------------------------------------------------------------- location

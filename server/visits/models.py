@@ -184,6 +184,14 @@ class SurveyPhoto(Model):
             "received_at IS NULL OR (sha256 IS NOT NULL AND bytes IS NOT NULL)",
             name="received_known",
         ),
+        # Photos whose background work is not done (server/visits/background.py's
+        # sweep): few rows, the done ones are not indexed.
+        Index(
+            "ix_survey_photos_pending",
+            "received_at",
+            postgresql_where=text("thumbnail_sha256 IS NULL AND received_at IS NOT NULL"),
+            sqlite_where=text("thumbnail_sha256 IS NULL AND received_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

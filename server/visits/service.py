@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from server import clock
 from server.areas.models import Area
@@ -128,7 +129,8 @@ def _visible_place(device: DeviceToken, data: SurveyIn) -> tuple[Household | Non
     if data.household_id is not None:
         household = require_visible(
             device.user,
-            db.session.get(Household, data.household_id),
+            # Its village (the area check) in the same query.
+            db.session.get(Household, data.household_id, options=[joinedload(Household.village)]),
             lambda h: h.village,
             "household",
             field="household_id",
@@ -238,6 +240,9 @@ def _survey_row(
         gps_is_mock=data.gps.is_mock,
         payload=json.dumps(private, ensure_ascii=False, sort_keys=True),
         completed_at=None if data.photos else clock.utcnow(),
+        # A new row's collections are known to be empty: never loaded after the flush.
+        photos=[],
+        flags=[],
     )
     for p in data.photos:
         survey.photos.append(
@@ -326,6 +331,7 @@ def _new_or_replayed(
                 elif _fixes_pending_home(household, data):
                     registers = True
                 survey = _survey_row(data, content_hash, device, household.id, new_members, unsized)
+                _review_timeliness(survey, household)
                 db.session.add(survey)
                 db.session.flush()
         except IntegrityError:
@@ -491,12 +497,8 @@ def _judge_and_record(
     flags += check_travel(fix, survey.finished_at, earlier, thresholds)
     flags += _visit_integrity_flags(survey, household, home_from_this_visit=home_from_this_visit)
 
-    visit_day = survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
-    if survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE:
-        # Kept for the caseworker's activity: was the review done by its due day?
-        survey.review_due_on = household.next_review_on
-        if household.next_review_on is not None:
-            survey.review_on_time = visit_day <= household.next_review_on
+    visit_day = _visit_day(survey)
+    if _is_review(survey, household):
         schedule_review(
             household,
             next_review_after(household, visit_day),
@@ -520,6 +522,23 @@ def _judge_and_record(
     for flag in flags:
         survey.flags.append(stored_flag(flag))
     _flag_bunched_photos(survey)
+
+
+def _visit_day(survey: Survey) -> date:
+    return survey.finished_at.astimezone(ZoneInfo(region().timezone)).date()
+
+
+def _is_review(survey: Survey, household: Household) -> bool:
+    return survey.kind == VisitKind.PERIODIC_REVIEW and household.state in REVIEWABLE
+
+
+def _review_timeliness(survey: Survey, household: Household) -> None:
+    """Kept for the caseworker's activity: was the review done by its due day? Set
+    before the row is first written (no UPDATE after the INSERT)."""
+    if _is_review(survey, household):
+        survey.review_due_on = household.next_review_on
+        if household.next_review_on is not None:
+            survey.review_on_time = _visit_day(survey) <= household.next_review_on
 
 
 def _visit_integrity_flags(

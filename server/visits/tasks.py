@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 
 from server.extensions import db
 from server.region import region
+from server.visits import background
 from server.visits.faces import enroll_portrait
 from server.visits.integrity.pattern_job import check_after_upload, check_recent
 from server.visits.service import ReceivedSurvey, analyse_photo
@@ -51,8 +52,13 @@ def process_photos_task(survey_photo_ids: list[int]) -> None:
 
 
 def enqueue_photo_work(survey_photo_ids: list[int]) -> None:
-    """Queue the slow work of newly stored photos; call after the commit. In eager
-    mode it runs right here, and its flags show on the next read of the survey."""
+    """Queue the slow work of newly stored photos; call after the commit. Without a
+    broker it goes to this process's background thread (server/visits/background.py),
+    or with DIBAO_BACKGROUND_JOBS=inline runs right here, and its flags show on the
+    next read of the survey."""
+    if background.mode() == "thread":
+        background.submit(survey_photo_ids, None)
+        return
     # End the caller's transaction first: in eager mode the job runs right here with a
     # session of its own, and on SQLite an open transaction holds the write lock.
     db.session.close()
@@ -92,6 +98,9 @@ def enqueue_upload_work(received: ReceivedSurvey) -> None:
     # The id without reloading the expired row (the commit expired it).
     identity = inspect(received.survey).identity
     survey_id = identity[0] if received.created and identity else None
+    if background.mode() == "thread":
+        background.submit(received.new_photos, None if survey_id is None else int(survey_id))
+        return
     enqueue_photo_work(received.new_photos)
     if survey_id is None:
         return

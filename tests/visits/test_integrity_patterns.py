@@ -703,6 +703,29 @@ def test_an_upload_runs_the_pattern_checks_of_its_caseworker(
     assert len({f.value for f in flags}) == 1
 
 
+def test_visits_checked_together_are_flagged_as_by_the_nightly_run(app: Flask) -> None:
+    """The background thread checks the visits queued meanwhile in one go, once per
+    caseworker: every curbstoned visit is flagged, as the whole day's check does."""
+    from server.visits.integrity.pattern_job import check_after_uploads
+
+    caseworker = factories.user("caseworker_a")
+    other = factories.user("caseworker_b")
+    rng = random.Random(12)
+    day = curbstoned_day(rng, visits=5)
+    mine = [_plant(caseworker, v, _household((v.home_lat, v.home_lon))) for v in day]
+    honest = [
+        _plant(other, v, _household((v.home_lat, v.home_lon)))
+        for v in honest_day(rng, day="2026-11-10", first_id=500, visits=4)
+    ]
+    db.session.flush()
+    # Each of the five: from one spot, and from the month's shared spots.
+    assert check_after_uploads([s.id for s in mine[2:] + honest]) == 5 + 5
+    assert sorted(f.survey_id for f in _pattern_flags(ONE_SPOT)) == sorted(s.id for s in mine)
+    assert len(_pattern_flags(SHARED_SPOTS)) == 5
+    assert check_after_uploads([s.id for s in mine]) == 0  # nothing twice
+    assert check_after_uploads([]) == 0
+
+
 def test_the_job_after_an_upload_reads_little_when_nothing_is_found(
     app: Flask, count_queries: Any
 ) -> None:

@@ -195,6 +195,25 @@ def test_wrong_digest_credentials_are_refused_once_without_a_loop(
         error_message(reply.body)
 
 
+def test_a_caseworker_moved_to_another_role_is_refused_with_digest_and_basic(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    """The token stays live, the role no longer uses tablets: every scheme refuses it."""
+    tablet = collect(client, token)
+    assert tablet.form_list().status == 200
+    user = db.session.scalars(select(User).where(User.username == "caseworker_a")).one()
+    user.role = Role.TOWNSHIP_REVIEWER
+    db.session.commit()
+    reply = tablet.form_list()
+    assert reply.status == 401
+    assert "log the tablet in again" in error_message(reply.body)
+    fresh = collect(client, token)
+    assert fresh.form_list().status == 401
+    over_https = collect(client, token, https=True)
+    assert over_https.form_list().status == 401
+    assert [scheme for _, _, _, scheme in over_https.log] == ["none", "Basic"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "change",

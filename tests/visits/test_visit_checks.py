@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 from geopy.distance import distance as geo_distance
+from geopy.distance import geodesic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -71,6 +72,27 @@ def test_distance_is_symmetric_and_zero_on_itself() -> None:
     lat, lon = offset(1234.0)
     assert distance_m(*HOME, *HOME) == 0.0
     assert distance_m(*HOME, lat, lon) == pytest.approx(distance_m(lat, lon, *HOME))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.floats(-90, 90),
+    st.floats(-180, 180),
+    st.floats(-90, 90),
+    st.floats(-180, 180),
+    st.booleans(),
+)
+def test_distance_is_geopys_geodesic_to_the_bit(
+    lat1: float, lon1: float, lat2: float, lon2: float, near: bool
+) -> None:
+    """distance_m calls Karney's method itself (and keeps recent answers): the very
+    floats geopy's geodesic gives, so no flag moves across a threshold."""
+    if near:  # a caseworker's day: points a few hundred metres apart
+        lat2 = min(90.0, max(-90.0, lat1 + lat2 / 9000))
+        lon2 = min(180.0, max(-180.0, lon1 + lon2 / 9000))
+    expected = geodesic((lat1, lon1), (lat2, lon2)).meters
+    assert distance_m(lat1, lon1, lat2, lon2) == expected
+    assert distance_m(lat1, lon1, lat2, lon2) == expected  # the kept answer
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -224,17 +225,29 @@ def _flag(stored: VisitPattern, pattern: Pattern, new: list[int], count: int) ->
 def check_after_upload(survey_id: int) -> int:
     """The patterns around a newly received visit: its caseworker's local day (and
     the neighbouring visits); the number of visits newly flagged."""
-    row = db.session.execute(
-        select(Survey.caseworker_id, Survey.started_at, Survey.finished_at).where(
-            Survey.id == survey_id
-        )
-    ).first()
-    if row is None:
+    return check_after_uploads([survey_id])
+
+
+def check_after_uploads(survey_ids: Collection[int]) -> int:
+    """The patterns around several newly received visits, once per caseworker over
+    the local days of their visits (the embedded background thread takes the visits
+    queued meanwhile together: one look at a caseworker's month, not one per visit)."""
+    if not survey_ids:
         return 0
-    caseworker_id, started, finished = row
     zone = _zone()
-    days = sorted({started.astimezone(zone).date(), finished.astimezone(zone).date()})
-    return check_caseworker(caseworker_id, days[0], days[-1])
+    days: dict[int, set[date]] = {}
+    for caseworker_id, started, finished in db.session.execute(
+        select(Survey.caseworker_id, Survey.started_at, Survey.finished_at).where(
+            Survey.id.in_(sorted(survey_ids))
+        )
+    ):
+        days.setdefault(caseworker_id, set()).update(
+            {started.astimezone(zone).date(), finished.astimezone(zone).date()}
+        )
+    return sum(
+        check_caseworker(caseworker_id, min(seen), max(seen))
+        for caseworker_id, seen in sorted(days.items())
+    )
 
 
 @commits_per_batch
@@ -262,4 +275,10 @@ def check_recent(days: int, today: date | None = None) -> tuple[int, int]:
     return len(caseworkers), flagged
 
 
-__all__ = ["PATTERN_CODES", "check_after_upload", "check_caseworker", "check_recent"]
+__all__ = [
+    "PATTERN_CODES",
+    "check_after_upload",
+    "check_after_uploads",
+    "check_caseworker",
+    "check_recent",
+]
