@@ -271,19 +271,7 @@ def seed_database(
     (server/seed_parts.py, not together with a history) the benchmark league's bulk
     visits, photo metadata, face templates, proof-of-life months and payments.
     """
-    if parts is not None:
-        check_options(parts)
-        if history is not None and history.months:
-            raise ValidationFailed(
-                "--with seeds the benchmark parts instead of the history: not both",
-                field="with",
-            )
-    if households < 0:
-        raise ValidationFailed("--households must not be negative", field="households")
-    if db.session.scalar(select(func.count()).select_from(Area)):
-        raise ValidationFailed(
-            "the database already holds areas; seed only into an empty database", field="database"
-        )
+    _check_seed_options(households, history, parts)
     # Written around the ORM (COPY): the public snapshot is built again in full (and
     # the bulk INSERTs below record nothing else).
     public_changes.full_build_needed()
@@ -291,27 +279,7 @@ def seed_database(
     report = SeedReport()
     classes = sync_household_classes(rules)
 
-    league = _add_area(report, LEAGUE, AreaLevel.LEAGUE, None, CENTER)
-    county = _add_area(report, COUNTY, AreaLevel.COUNTY, league, CENTER)
-    villages: list[Area] = []
-    townships: list[Area] = []
-    village_names = list(VILLAGE_NAMES)
-    rng.shuffle(village_names)
-    for t_index, (code, name) in enumerate(TOWNSHIPS):
-        t_center = _offset(*CENTER, rng, 25_000)
-        township = _add_area(report, (code, name), AreaLevel.TOWNSHIP, county, t_center)
-        townships.append(township)
-        for v_index in range(8):
-            v_name = village_names[(t_index * 8 + v_index) % len(village_names)]
-            suffix = "嘎查" if rng.random() < 0.4 else "村"
-            village = _add_area(
-                report,
-                (f"{code}{201 + v_index:03d}", v_name + suffix),
-                AreaLevel.VILLAGE,
-                township,
-                _offset(*t_center, rng, 6_000),
-            )
-            villages.append(village)
+    league, county, townships, villages = _add_league_areas(report, rng)
     db.session.flush()
 
     options = history or HistoryOptions(months=0)
@@ -361,6 +329,53 @@ def seed_database(
     audit.record("seed", actor=None, households=households, seed=seed)
     db.session.flush()
     return report
+
+
+def _check_seed_options(
+    households: int, history: HistoryOptions | None, parts: PartsOptions | None
+) -> None:
+    """ValidationFailed for options that do not go together or an already seeded database."""
+    if parts is not None:
+        check_options(parts)
+        if history is not None and history.months:
+            raise ValidationFailed(
+                "--with seeds the benchmark parts instead of the history: not both",
+                field="with",
+            )
+    if households < 0:
+        raise ValidationFailed("--households must not be negative", field="households")
+    if db.session.scalar(select(func.count()).select_from(Area)):
+        raise ValidationFailed(
+            "the database already holds areas; seed only into an empty database", field="database"
+        )
+
+
+def _add_league_areas(
+    report: SeedReport, rng: random.Random
+) -> tuple[Area, Area, list[Area], list[Area]]:
+    """The league, its county, the townships and eight villages in each."""
+    league = _add_area(report, LEAGUE, AreaLevel.LEAGUE, None, CENTER)
+    county = _add_area(report, COUNTY, AreaLevel.COUNTY, league, CENTER)
+    villages: list[Area] = []
+    townships: list[Area] = []
+    village_names = list(VILLAGE_NAMES)
+    rng.shuffle(village_names)
+    for t_index, (code, name) in enumerate(TOWNSHIPS):
+        t_center = _offset(*CENTER, rng, 25_000)
+        township = _add_area(report, (code, name), AreaLevel.TOWNSHIP, county, t_center)
+        townships.append(township)
+        for v_index in range(8):
+            v_name = village_names[(t_index * 8 + v_index) % len(village_names)]
+            suffix = "嘎查" if rng.random() < 0.4 else "村"
+            village = _add_area(
+                report,
+                (f"{code}{201 + v_index:03d}", v_name + suffix),
+                AreaLevel.VILLAGE,
+                township,
+                _offset(*t_center, rng, 6_000),
+            )
+            villages.append(village)
+    return league, county, townships, villages
 
 
 def _add_area(

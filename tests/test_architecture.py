@@ -78,9 +78,10 @@ def test_only_entry_points_and_named_batch_operations_commit_or_roll_back() -> N
 
 
 MAX_FUNCTION_LINES = 80
-# Functions allowed to be longer, each with its reason (none today: the OpenAPI
-# document and the workflow are declarative tables, not functions).
-LONG_FUNCTIONS: dict[str, str] = {}
+# Functions allowed to be longer, each with its reason (declarative tables only).
+LONG_FUNCTIONS: dict[str, str] = {
+    "server/config.py:defaults": "the table of every setting's default: one literal dict",
+}
 
 
 def test_no_function_is_longer_than_80_lines() -> None:

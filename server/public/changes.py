@@ -267,6 +267,7 @@ def absorb() -> PublicSnapshot | None:
     return refresh()
 
 
+@commits_per_batch
 def _absorb() -> PublicSnapshot | None:
     ready = current_ready()
     if ready is None or _full_build_due(ready):

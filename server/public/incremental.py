@@ -18,6 +18,7 @@ import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -183,6 +184,40 @@ def apply(
         decisions=new,
         classes=classes,
     )
+    gone, added = _rewrite_rows(
+        snapshot, publishing, ids, households, deleted_codes, zone=zone, this_year=this_year
+    )
+    _update_stats(
+        snapshot,
+        areas,
+        new_census,
+        new,
+        rules,
+        touched,
+        gone=gone,
+        added=added,
+        now=now,
+        zone=zone,
+    )
+    return Absorbed(
+        len(households) + len(deleted_codes), len(regrouped), len(ids), len(gone) + len(added)
+    )
+
+
+def _rewrite_rows(
+    snapshot: PublicSnapshot,
+    publishing: _Publishing,
+    ids: set[int],
+    households: set[int],
+    deleted_codes: set[str],
+    *,
+    zone: ZoneInfo,
+    this_year: str,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Recompute the rows of cases ``ids``, compare with the published rows of those
+    cases and of the changed or deleted ones, and rewrite the rows that differ in place:
+    the codes deleted and the rows inserted."""
+    rules = publishing.rules
     new_rows: dict[str, dict[str, Any]] = {}
     for part in _chunks(ids):
         batch = _Batch.load(
@@ -226,6 +261,26 @@ def apply(
             raise RuntimeError("public snapshot: rows vanished under an absorb")
     bulk_insert(PublicCase, added)
 
+    return gone, added
+
+
+def _update_stats(
+    snapshot: PublicSnapshot,
+    areas: _Areas,
+    new_census: Census,
+    new: Any,
+    rules: PublicRules,
+    touched: set[int],
+    *,
+    gone: list[str],
+    added: list[dict[str, Any]],
+    now: datetime,
+    zone: ZoneInfo,
+) -> None:
+    """The snapshot's statistics after the rows changed: cells and townships from the
+    census, payments and proof of life recounted for the touched townships, a new
+    token."""
+    this_year = now.astimezone(zone).strftime("%Y")
     stats = json.loads(snapshot.stats)
     stats["cells"], stats["townships"], published = figures(areas, new_census, new, rules.k)
     if snapshot.cases + len(added) - len(gone) != published:
@@ -259,9 +314,6 @@ def apply(
     snapshot.withheld = total - published
     snapshot.token = secrets.token_hex(16)
     snapshot.absorbed_at = now
-    return Absorbed(
-        len(households) + len(deleted_codes), len(regrouped), len(ids), len(gone) + len(added)
-    )
 
 
 def _merge(

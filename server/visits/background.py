@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from server import clock
 from server.extensions import db
+from server.transactions import commits_per_batch
 from server.visits.faces import enroll_portrait
 from server.visits.integrity.pattern_job import check_after_uploads
 from server.visits.models import SurveyPhoto
@@ -62,6 +63,7 @@ def mode(app: Flask | None = None) -> str:
     return str(config["DIBAO_BACKGROUND_JOBS"])
 
 
+@commits_per_batch
 def process_photo(survey_photo_id: int) -> bool:
     """The whole work of one received photo in one transaction, under a lock on its
     row (another process's sweep skips it meanwhile); False if it was not pending or
@@ -84,6 +86,7 @@ def process_photo(survey_photo_id: int) -> bool:
     return True
 
 
+@commits_per_batch
 def run_jobs(jobs: Sequence[Job]) -> None:
     """Jobs in the order queued, inside an app context: every photo, then the pattern
     checks of the new visits, once per caseworker (they see every visit queued by
@@ -123,6 +126,7 @@ def pending_photos(grace: timedelta, limit: int = SWEEP_BATCH) -> list[int]:
     )
 
 
+@commits_per_batch
 def sweep(grace: timedelta) -> int:
     """Do the work of every photo pending longer than ``grace``; the number done."""
     done = 0

@@ -102,8 +102,12 @@ def _case_in_notice(site: Site) -> tuple[str, str]:
     site.sql(
         "UPDATE users SET password_hash = ? WHERE username = ?", hash_password(PASSWORD), username
     )
-    # Written around the ORM: tell the public snapshot that something changed.
-    site.sql("INSERT INTO public_changes (at) VALUES (CURRENT_TIMESTAMP)")
+    # Written around the ORM: tell the public snapshot which case changed.
+    site.sql(
+        "INSERT INTO public_dirty (household_id, at) "
+        "SELECT id, CURRENT_TIMESTAMP FROM households WHERE case_code = ?",
+        code,
+    )
     return str(code), str(username)
 
 
