@@ -33,8 +33,10 @@ class PaymentMonth(Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
-    month: Mapped[str] = mapped_column(String(7), index=True)
+    # household_id and month: through the composite indexes that lead with them
+    # (uq_payment_months_household_month, ix_payment_months_month_status).
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    month: Mapped[str] = mapped_column(String(7))
     amount: Mapped[Decimal] = mapped_column(Money)
     status: Mapped[PaymentStatus] = mapped_column(
         Enum(

@@ -150,9 +150,12 @@ class ProofOfLifeMonth(Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    # member_id and month are read through the composite indexes that lead with them
+    # (uq_pol_months_member_month, ix_pol_months_month_status/_funnel): a single-column
+    # index of either would only cost every insert (a million at each month's open).
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
-    month: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
     status: Mapped[MonthStatus] = mapped_column(
         Enum(
             MonthStatus,
@@ -310,7 +313,8 @@ class ContactTask(Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    # member_id: through uq_pol_contact_tasks_member_month, which leads with it.
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
     month: Mapped[str] = mapped_column(String(7), index=True)
     reason: Mapped[ContactReason] = mapped_column(
