@@ -16,7 +16,7 @@ first in even ones). Checked after each: N records, queued + tasks = N, else exi
 
 Columns: `open s` (wall clock of open_month alone, in the child), `CPU s` (the child's
 user + system CPU of the open alone; PostgreSQL's own CPU is not in it), `ms/member`,
-`PG CPU` (the CPU of the child's PostgreSQL backend during the open, from /proc: the
+`PG CPU` (the CPU of the child's PostgreSQL backends during the open, from /proc: the
 server runs on this machine), `child s` and `peak MB` (the whole child, from os.wait4:
 app start included). On a machine shared with other work the CPU columns are the
 figures to compare; the wall clock includes waiting for a core.
@@ -76,21 +76,32 @@ def _child_open(month: str) -> None:
         backend = _backend_cpu()
         report = cycle.open_month(month, now=now)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-        db_cpu = _backend_cpu() - backend
+        after = _backend_cpu()
+        db_cpu = sum(cpu_s - backend.get(pid, 0.0) for pid, cpu_s in after.items())
         print(json.dumps({"seconds": seconds, "cpu": cpu, "db_cpu": db_cpu, **asdict(report)}))
 
 
-def _backend_cpu() -> float:
-    """CPU seconds (user + system) of this session's PostgreSQL backend so far, read
-    from /proc (the server runs on this machine)."""
+def _backend_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) so far of each PostgreSQL backend connected to this
+    database (the benchmark's own: only this child uses it), read from /proc (the
+    server runs on this machine). The open's ranges run on several pooled connections
+    (DIBAO_MONTH_OPEN_WORKERS), which stay open until the child exits."""
     from sqlalchemy import text
 
     from server.extensions import db
 
-    pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+    pids = db.session.scalars(
+        text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    ).all()
     db.session.commit()
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended since
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 # --------------------------------------------------------------------------- parent

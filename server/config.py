@@ -71,6 +71,7 @@ ENV_KEYS = (
     "SMS_RATE_BURST",
     "SMS_RATE_KEY",
     "DIBAO_MONTH_OPEN_BATCH",
+    "DIBAO_MONTH_OPEN_WORKERS",
 )
 RATE_LIMIT_KEYS = (
     "DIBAO_LOGIN_RATE_LIMIT",
@@ -109,6 +110,7 @@ INT_KEYS = (
     "DIBAO_JOB_SWEEP_GRACE_SECONDS",
     "SMS_RATE_BURST",
     "DIBAO_MONTH_OPEN_BATCH",
+    "DIBAO_MONTH_OPEN_WORKERS",
 )
 BACKGROUND_MODES = ("thread", "inline")
 
@@ -208,6 +210,10 @@ def defaults() -> dict[str, Any]:
         # Opening a month on PostgreSQL: member ids per set-based statement (one
         # transaction each; the process holds one range's members in memory).
         "DIBAO_MONTH_OPEN_BATCH": 50_000,
+        # Ranges opened at once, each on its own connection: while one waits for
+        # PostgreSQL (the inserts, the links' hashes) another renders and encrypts its
+        # reminders. 1 opens the ranges one after the other.
+        "DIBAO_MONTH_OPEN_WORKERS": 2,
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "Asia/Shanghai",
         "LANGUAGES": ("zh_CN", "en"),

@@ -17,7 +17,9 @@ be told what, and when.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,6 +28,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     LargeBinary,
     Text,
     cast,
@@ -73,6 +76,14 @@ class StepReport:
     queued: int = 0
     tasks: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # already done by an earlier run, or the month already settled
+
+    def merge(self, other: StepReport) -> None:
+        """Add another range's counts."""
+        self.members += other.members
+        self.queued += other.queued
+        self.skipped += other.skipped
+        for reason, count in other.tasks.items():
+            self.tasks[reason] = self.tasks.get(reason, 0) + count
 
     def add(self, told: Told) -> None:
         self.queued += told.queued
@@ -310,18 +321,85 @@ def open_month_by_sets(
     bounds = db.session.execute(who_must_prove_life(func.min(Member.id), func.max(Member.id))).one()
     with _step(month, "open", now) as counts:
         if bounds[0] is not None:
-            lo = bounds[0] - 1
-            while lo < bounds[1]:
-                hi = lo + step
-                try:
-                    _open_range(month, at, key, lo, hi, now, tell, report, progress)
-                except StatementError as exc:
-                    exc.hide_parameters = True  # no link material in an error message
-                    raise
-                db.session.commit()  # a range without pending members has no batch
-                lo = hi
+            ranges = [(lo, lo + step) for lo in range(bounds[0] - 1, bounds[1], step)]
+            workers = min(open_workers(), len(ranges))
+            if workers > 1 and not isinstance(db.session.get_bind(), Connection):
+                _open_ranges_at_once(month, at, key, ranges, now, report, progress, workers)
+            else:  # one range after the other (or a caller's own connection: a test's)
+                for lo, hi in ranges:
+                    _open_range_hidden(month, at, key, lo, hi, now, tell, report, progress)
+                    db.session.commit()  # a range without pending members has no batch
         counts.update(asdict(report))
     return report
+
+
+def open_workers() -> int:
+    """Ranges opened at once on PostgreSQL (DIBAO_MONTH_OPEN_WORKERS)."""
+    return int(current_app.config.get("DIBAO_MONTH_OPEN_WORKERS") or 1)
+
+
+@commits_per_batch
+def _open_ranges_at_once(
+    month: str,
+    at: Moments,
+    key: bytes,
+    ranges: list[tuple[int, int]],
+    now: datetime,
+    report: StepReport,
+    progress: Progress | None,
+    workers: int,
+) -> None:
+    """The ranges on ``workers`` threads, each range in its own app context, session
+    and connection: while one range waits for PostgreSQL (the insert, the links'
+    hashes, the COPY of its reminders) another decrypts, renders and encrypts in
+    Python. The ranges share no row, so they do not wait for each other; a range that
+    fails stops nothing already committed and the next open finishes the job (the
+    first error is raised once every range has ended)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    lock = threading.Lock()
+
+    def reported(count: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(count)
+
+    def one(bounds: tuple[int, int]) -> StepReport:
+        part = StepReport()
+        with app.app_context():
+            try:
+                _open_range_hidden(
+                    month, at, key, bounds[0], bounds[1], now, notifier(), part, reported
+                )
+                db.session.commit()
+            finally:
+                db.session.remove()
+        return part
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dibao-open") as pool:
+        parts = [pool.submit(one, bounds) for bounds in ranges]
+        wait(parts)
+    for part in parts:
+        report.merge(part.result())  # raises the first range's error, if any
+
+
+@commits_per_batch
+def _open_range_hidden(
+    month: str,
+    at: Moments,
+    key: bytes,
+    lo: int,
+    hi: int,
+    now: datetime,
+    tell: Any,
+    report: StepReport,
+    progress: Progress | None,
+) -> None:
+    """:func:`_open_range`, with no link material in an error's message."""
+    try:
+        _open_range(month, at, key, lo, hi, now, tell, report, progress)
+    except StatementError as exc:
+        exc.hide_parameters = True
+        raise
 
 
 @commits_per_batch

@@ -10,13 +10,16 @@ there; it is PostgreSQL's run that compares two different implementations.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, current_app
+from flask_migrate import upgrade
 from sqlalchemy import delete, select
 
 from server.cases.models import CaseState, Member
@@ -29,6 +32,7 @@ from server.proof_of_life.models import ContactTask, MonthStatus, ProofOfLifeMon
 from sms import optouts
 from sms.models import MessageKind, MessageStatus, SmsMessage
 from tests import factories
+from tests.conftest import DatabaseFactory, make_app
 
 MONTH = "2026-12"
 MORNING = datetime(2026, 12, 20, 1, 0, tzinfo=UTC)  # 09:00 local on the 20th
@@ -283,3 +287,51 @@ def test_a_set_based_open_that_crashed_is_finished_by_the_next_run(
     clear()
     cycle.open_month_by_rows(MONTH, now=MORNING)
     assert done == snapshot()
+
+
+def test_ranges_opened_at_once_leave_what_one_range_after_the_other_leaves(
+    databases: DatabaseFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DIBAO_MONTH_OPEN_WORKERS ranges on their own connections (a database of its own,
+    committed for real: the test transaction's one connection cannot be shared): the
+    same rows and counts as one worker, every member reported once, and on PostgreSQL
+    the ranges really ran on several threads."""
+    fresh = make_app(
+        databases.new("open_workers"),
+        tmp_path,
+        DIBAO_MONTH_OPEN_BATCH=3,
+        DIBAO_MONTH_OPEN_WORKERS=3,
+    )
+    monkeypatch.setattr(cycle, "BATCH", 2)
+    threads: set[str] = set()
+    real_open_range = cycle._open_range
+
+    def recording(*args: Any) -> None:
+        threads.add(threading.current_thread().name)
+        real_open_range(*args)
+
+    monkeypatch.setattr(cycle, "_open_range", recording)
+    with fresh.app_context():
+        upgrade(directory=fresh.extensions["migrate"].directory)
+        factories.base_data()
+        db.session.commit()
+        people = People()
+        people.existing()
+        reported: list[int] = []
+        at_once = cycle.open_month(MONTH, now=MORNING, progress=reported.append)
+        opened_at_once = snapshot()
+        clear()
+        people.existing()
+        fresh.config["DIBAO_MONTH_OPEN_WORKERS"] = 1
+        one_by_one = cycle.open_month(MONTH, now=MORNING)
+
+        assert snapshot() == opened_at_once
+        assert asdict(at_once) == asdict(one_by_one)
+        assert sum(reported) == at_once.members == len(opened_at_once["records"])
+        assert {m.id for m in people.designated} <= {r[0] for r in opened_at_once["records"]}
+        db.session.remove()
+    on_threads = {name for name in threads if name.startswith("dibao-open")}
+    if databases.dialect == "postgresql":
+        assert len(on_threads) >= 2  # (SQLite opens row by row, on the caller's thread)
+    else:
+        assert on_threads == set()
