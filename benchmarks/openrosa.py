@@ -281,11 +281,25 @@ def seeded(server: str, folder: Path) -> Iterator[Setup]:
         admin(server, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
+# Tables the old tree writes that this tree's schema no longer has (created in the old
+# tree's copy only, empty: its submissions insert into them).
+OLD_TABLES = (
+    "CREATE TABLE IF NOT EXISTS public_changes "
+    "(id SERIAL PRIMARY KEY, at TIMESTAMP WITH TIME ZONE NOT NULL)",
+)
+
+
 @contextmanager
 def copy_of(setup: Setup, label: str) -> Iterator[str]:
     name = f"dibao_odk19_{os.getpid()}_{label.replace('+', '_')}"
     admin(setup.server, f'DROP DATABASE IF EXISTS "{name}"')
     admin(setup.server, f'CREATE DATABASE "{name}" TEMPLATE "{setup.template}"')
+    if label.endswith("old"):
+        import psycopg
+
+        with psycopg.connect(database_url(setup.server, name), autocommit=True) as conn:
+            for statement in OLD_TABLES:
+                conn.execute(statement)  # type: ignore[arg-type]
     try:
         yield database_url(setup.server, name)
     finally:
@@ -690,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="dibao_bench_openrosa_"))
     try:
         with seeded(args.database_server, folder) as setup:
-            wants_old = args.profile or "old" in args.apps
+            wants_old = "old" in args.apps
             old = old_tree(args.old_commit, folder) if wants_old else None
             if args.profile:
                 profile(args, setup, folder, old)
