@@ -7,8 +7,8 @@ only meta/instanceID differs, as every Collect submission's does) and, with
 XML. Clients log in as ODK Collect does (okhttp-digest): the first POST is answered
 401 with a challenge, later ones carry the Digest answer up front with the next nc.
 
-Apps, each under gunicorn (2 sync workers) on a copy of one seeded PostgreSQL
-database (CREATE DATABASE ... TEMPLATE):
+Apps, each under gunicorn (2 sync workers; BENCH_WORKERS=N for N) on a copy of one
+seeded PostgreSQL database (CREATE DATABASE ... TEMPLATE):
 
 - ``bare``: benchmarks/bare_flask.py's POST /openrosa/submission (Flask parses the
   multipart body, answers 201 with an OpenRosa message): the machine's ceiling;
@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/9"
 OLD_COMMIT = "ad334d1"
-WORKERS = 2
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))  # gunicorn sync workers per app
 SEED_HOUSEHOLDS = 50
 PHOTOS = 6
 # ODK Central on this machine (issue 19: one Node process, PostgreSQL, 4 clients).
