@@ -7,8 +7,8 @@ only meta/instanceID differs, as every Collect submission's does) and, with
 XML. Clients log in as ODK Collect does (okhttp-digest): the first POST is answered
 401 with a challenge, later ones carry the Digest answer up front with the next nc.
 
-Apps, each under gunicorn (2 sync workers) on a copy of one seeded PostgreSQL
-database (CREATE DATABASE ... TEMPLATE):
+Apps, each under gunicorn (2 sync workers; BENCH_WORKERS=N for N) on a copy of one
+seeded PostgreSQL database (CREATE DATABASE ... TEMPLATE):
 
 - ``bare``: benchmarks/bare_flask.py's POST /openrosa/submission (Flask parses the
   multipart body, answers 201 with an OpenRosa message): the machine's ceiling;
@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/9"
 OLD_COMMIT = "ad334d1"
-WORKERS = 2
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))  # gunicorn sync workers per app
 SEED_HOUSEHOLDS = 50
 PHOTOS = 6
 # ODK Central on this machine (issue 19: one Node process, PostgreSQL, 4 clients).
@@ -281,11 +281,25 @@ def seeded(server: str, folder: Path) -> Iterator[Setup]:
         admin(server, f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
+# Tables the old tree writes that this tree's schema no longer has (created in the old
+# tree's copy only, empty: its submissions insert into them).
+OLD_TABLES = (
+    "CREATE TABLE IF NOT EXISTS public_changes "
+    "(id SERIAL PRIMARY KEY, at TIMESTAMP WITH TIME ZONE NOT NULL)",
+)
+
+
 @contextmanager
 def copy_of(setup: Setup, label: str) -> Iterator[str]:
     name = f"dibao_odk19_{os.getpid()}_{label.replace('+', '_')}"
     admin(setup.server, f'DROP DATABASE IF EXISTS "{name}"')
     admin(setup.server, f'CREATE DATABASE "{name}" TEMPLATE "{setup.template}"')
+    if label.endswith("old"):
+        import psycopg
+
+        with psycopg.connect(database_url(setup.server, name), autocommit=True) as conn:
+            for statement in OLD_TABLES:
+                conn.execute(statement)  # type: ignore[arg-type]
     try:
         yield database_url(setup.server, name)
     finally:
@@ -690,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="dibao_bench_openrosa_"))
     try:
         with seeded(args.database_server, folder) as setup:
-            wants_old = args.profile or "old" in args.apps
+            wants_old = "old" in args.apps
             old = old_tree(args.old_commit, folder) if wants_old else None
             if args.profile:
                 profile(args, setup, folder, old)

@@ -35,6 +35,7 @@ from server.visits.integrity.patterns import (
     Pattern,
     PatternRules,
     VisitPoint,
+    _near_pairs,
     detect_patterns,
     parse_patterns_rules,
     pattern_fast_legs,
@@ -470,6 +471,53 @@ def test_shared_spots_count_other_caseworkers_visits_there() -> None:
     ]
     found = pattern_shared_spots(more, theirs, RULES, SHARED_M, month_of)
     assert len(found) == 1 and found[0].kind == SHARED_SPOTS
+
+
+def _shared_by_every_pair(
+    visits: list[VisitPoint], others: list[VisitPoint], within_m: float
+) -> list[tuple[int, ...]]:
+    """The shared-spot rule as it was before the grid's early stop: every visit's
+    whole list of neighbours, every month computed per pair."""
+    everyone = [*visits, *others]
+    near = _near_pairs([(w.lat, w.lon) for w in everyone], within_m)
+    months: dict[str, int] = {}
+    found: dict[str, list[int]] = {}
+    for index, v in enumerate(visits):
+        month = month_of(v)
+        months[month] = months.get(month, 0) + 1
+        if distance_m(v.lat, v.lon, v.home_lat, v.home_lon) - v.accuracy <= RULES.home_away_m:
+            continue
+        if any(
+            everyone[j].household_id != v.household_id
+            and month_of(everyone[j]) == month
+            and distance_m(v.home_lat, v.home_lon, everyone[j].home_lat, everyone[j].home_lon)
+            > RULES.home_away_m
+            for j in near[index]
+        ):
+            found.setdefault(month, []).append(v.survey_id)
+    return [
+        tuple(sorted(ids))
+        for month, ids in sorted(found.items())
+        if len(ids) >= RULES.shared_min_visits and len(ids) / months[month] > RULES.shared_share
+    ]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shared_spots_equal_the_comparison_of_every_pair(seed: int) -> None:
+    rng = random.Random(seed)
+    spot = offset(CENTRE, 300, 300)
+    visits = []
+    for index in range(rng.randint(8, 40)):
+        started = local(f"2026-{rng.choice(('10', '11'))}-{rng.randint(1, 28):02d}", "10:00")
+        home = jitter(rng, spot if rng.random() < 0.6 else CENTRE, 150, 400)
+        fix = jitter(rng, spot, 0, 10) if rng.random() < 0.7 else jitter(rng, home, 0, 5)
+        visits.append(point(index + 1, rng.randint(1, 12), home, fix, started))
+    others = [
+        replace(v, survey_id=500 + v.survey_id, household_id=500 + v.household_id)
+        for v in visits[: rng.randint(0, 5)]
+    ]
+    found = pattern_shared_spots(visits, others, RULES, SHARED_M, month_of)
+    assert [p.members for p in found] == _shared_by_every_pair(visits, others, SHARED_M)
 
 
 # --------------------------------------------------------------------------- rules

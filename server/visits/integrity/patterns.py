@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, tzinfo
 from itertools import pairwise
@@ -166,30 +166,41 @@ def local_metres(lat0: float, points: Sequence[tuple[float, float]]) -> list[tup
     ]
 
 
+class _Grid:
+    """Points on a grid of ``radius_m`` cells over a local flat projection (around
+    their mean latitude): the points within ``radius_m`` of one are found in the 3x3
+    cells around it, so the work grows with the points, not their square."""
+
+    def __init__(self, latlon: Sequence[tuple[float, float]], radius_m: float) -> None:
+        self.radius_m = radius_m
+        self.r2 = radius_m * radius_m
+        lat0 = sum(p[0] for p in latlon) / len(latlon) if latlon else 0.0
+        self.xy = local_metres(lat0, latlon)
+        self.cells: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, (x, y) in enumerate(self.xy):
+            self.cells[(math.floor(x / radius_m), math.floor(y / radius_m))].append(index)
+
+    def near(self, index: int) -> Iterator[int]:
+        """The points within ``radius_m`` of point ``index`` (itself included), cell by
+        cell: a caller that needs only one may stop early."""
+        xy = self.xy
+        x, y = xy[index]
+        cx, cy = math.floor(x / self.radius_m), math.floor(y / self.radius_m)
+        r2 = self.r2
+        for gx in (cx - 1, cx, cx + 1):
+            for gy in (cy - 1, cy, cy + 1):
+                for other in self.cells.get((gx, gy), ()):
+                    if (xy[other][0] - x) ** 2 + (xy[other][1] - y) ** 2 <= r2:
+                        yield other
+
+
 def _near_pairs(latlon: Sequence[tuple[float, float]], radius_m: float) -> list[list[int]]:
-    """For each point, the indices of the points within ``radius_m`` (itself included):
-    a grid of ``radius_m`` cells on a local flat projection, each point compared with
-    the 3x3 cells around it, so the work grows with the points, not their square."""
+    """For each point, the indices of the points within ``radius_m`` (itself included),
+    ascending (:class:`_Grid`)."""
     if not latlon:
         return []
-    lat0 = sum(p[0] for p in latlon) / len(latlon)
-    xy = local_metres(lat0, latlon)
-    grid: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, (x, y) in enumerate(xy):
-        grid[(math.floor(x / radius_m), math.floor(y / radius_m))].append(index)
-    r2 = radius_m * radius_m
-    near: list[list[int]] = []
-    for x, y in xy:
-        cx, cy = math.floor(x / radius_m), math.floor(y / radius_m)
-        found = [
-            other
-            for gx in (cx - 1, cx, cx + 1)
-            for gy in (cy - 1, cy, cy + 1)
-            for other in grid.get((gx, gy), ())
-            if (xy[other][0] - x) ** 2 + (xy[other][1] - y) ** 2 <= r2
-        ]
-        near.append(sorted(found))
-    return near
+    grid = _Grid(latlon, radius_m)
+    return [sorted(grid.near(index)) for index in range(len(latlon))]
 
 
 @dataclass(frozen=True)
@@ -545,20 +556,24 @@ def pattern_shared_spots(
     than ``home_away_m`` from this visit's home. Flagged when at least
     ``shared_min_visits`` of them make more than ``shared_share`` of the month."""
     everyone = [*visits, *others]
-    near = _near_pairs([(v.lat, v.lon) for v in everyone], within_m)
+    # Only a visit away from its home is judged, so only its neighbours are looked at,
+    # and only until one qualifies: a month of visits made at home (or at one spot of
+    # one household) costs a pass over the visits, not a comparison of every pair.
+    grid = _Grid([(v.lat, v.lon) for v in everyone], within_m)
+    month_at = [month_of(v) for v in everyone]
     months: dict[str, list[VisitPoint]] = defaultdict(list)
     shared: dict[str, list[VisitPoint]] = defaultdict(list)
     for index, v in enumerate(visits):
-        month = month_of(v)
+        month = month_at[index]
         months[month].append(v)
         if not _not_at_home(v, rules.home_away_m):
             continue
         if any(
             everyone[j].household_id != v.household_id
-            and month_of(everyone[j]) == month
+            and month_at[j] == month
             and distance_m(v.home_lat, v.home_lon, everyone[j].home_lat, everyone[j].home_lon)
             > rules.home_away_m
-            for j in near[index]
+            for j in grid.near(index)
         ):
             shared[month].append(v)
     patterns = []
