@@ -118,6 +118,39 @@ _popcount: Any = intrinsic(_ctpop)
 
 
 @numba.njit(cache=True, nogil=True)
+def _probes_in_order(
+    queries: U64, shift: np.uint64, mask: np.uint64, ring: npt.NDArray[np.uint32], buckets: int
+) -> U64:
+    """Each query's probes (bucket << 32 | query), sorted by bucket then query: by a
+    counting sort over the ``buckets`` keys when given (a dense table), else a sort."""
+    total = len(queries) * len(ring)
+    probes = np.empty(total, dtype=np.uint64)
+    if buckets == 0:
+        k = 0
+        for qi in range(len(queries)):
+            key = (queries[qi] >> shift) & mask
+            for flip in ring:
+                probes[k] = ((key ^ np.uint64(flip)) << np.uint64(32)) | np.uint64(qi)
+                k += 1
+        probes.sort()
+        return probes
+    starts = np.zeros(buckets + 1, dtype=np.int64)
+    for qi in range(len(queries)):
+        key = (queries[qi] >> shift) & mask
+        for flip in ring:
+            starts[np.int64(key ^ np.uint64(flip)) + 1] += 1
+    for b in range(buckets):
+        starts[b + 1] += starts[b]
+    for qi in range(len(queries)):
+        key = (queries[qi] >> shift) & mask
+        for flip in ring:
+            bucket = np.int64(key ^ np.uint64(flip))
+            probes[starts[bucket]] = (np.uint64(bucket) << np.uint64(32)) | np.uint64(qi)
+            starts[bucket] += 1
+    return probes
+
+
+@numba.njit(cache=True, nogil=True)
 def _probe(
     queries: U64,
     shift: np.uint64,
@@ -134,18 +167,11 @@ def _probe(
     reaches it). The probes (bucket, query) are sorted first: the buckets are then read
     in ascending order, each once while in cache for all the queries that probe it
     (memory, not popcounts, is the cost: see the module docstring)."""
-    probes = np.empty(len(queries) * len(ring), dtype=np.uint64)
-    k = 0
-    for qi in range(len(queries)):
-        key = (queries[qi] >> shift) & mask
-        for flip in ring:
-            probes[k] = ((key ^ np.uint64(flip)) << np.uint64(32)) | np.uint64(qi)
-            k += 1
-    probes.sort()
+    dense = len(offsets) > 0
+    probes = _probes_in_order(queries, shift, mask, ring, len(offsets) - 1 if dense else 0)
     found = np.empty(1024, dtype=np.int64)
     dist = np.empty(1024, dtype=np.uint8)
     count = 0
-    dense = len(offsets) > 0
     limit = np.uint64(cap)
     for pair in probes:
         bucket = np.int64(pair >> np.uint64(32))
