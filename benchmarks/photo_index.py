@@ -17,9 +17,10 @@ picture's ``query_hashes`` (8 ``full`` and ~930 ``centre`` hashes), radius
 ``candidate_hamming`` (14), the nearest ``max_candidates`` (16). The index part reads
 no rows back from the table (``_search``, what ``nearest`` does under its lock).
 
-Prints: the build (wall and CPU s, the index's bytes), per check the wall and CPU
-milliseconds (median, p95) and the radius it stopped at, the linear scan's for the
-first ``--linear`` checks (and that both found the same candidates), peak RSS.
+Prints: the load average, the build (wall and CPU s, the index's bytes), per check
+the wall and CPU milliseconds (median, p95) and the radius it stopped at, the linear
+scan's for the first ``--linear`` checks (and how many found the same candidates),
+peak RSS.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_index.py [--hashes 10000000]
         [--photos 30] [--linear 2] [--parts 4] [--seed 1] [--clustered [--centres 4000]]

@@ -239,8 +239,8 @@ class HammingIndex:
     """An immutable MIH index over ``hashes`` (unsigned 64-bit); results are positions
     into ``hashes``. Memory: the hashes once more per table (8 bytes each), the order
     per table (4 bytes each), and either the sorted keys (4 bytes each) or a dense
-    offsets array (4 bytes x 2^width: 16 MB for 22 bits). Building sorts each table once:
-    about a second per table at 10 million hashes."""
+    offsets array (4 bytes x 2^width: 256 kB for 16 bits). Building sorts each table
+    once: about a second per table at 5 million hashes."""
 
     def __init__(self, hashes: U64, parts: int | None = None) -> None:
         self.hashes: U64 = np.ascontiguousarray(hashes, dtype=np.uint64)
