@@ -12,11 +12,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 
 from server.cases.models import CaseState
 from server.extensions import db
-from server.visits.integrity.hamming_index import HammingIndex, parts_for
+from server.visits.integrity.hamming_index import (
+    HammingIndex,
+    parts_for,
+    probes_per_query,
+)
 from server.visits.integrity.photo_match import (
     PhotoRules,
     QueryHashes,
@@ -24,7 +30,7 @@ from server.visits.integrity.photo_match import (
     nearest,
 )
 from server.visits.models import PhotoHash, PhotoKind, Survey, SurveyPhoto, SurveyStatus
-from server.visits.photo_hash_index import PhotoHashIndex
+from server.visits.photo_hash_index import PhotoHashIndex, _Rows
 from server.visits.photo_index import linear_reuse_candidates
 from tests import factories
 
@@ -61,12 +67,17 @@ def _linear(stored: np.ndarray, queries: np.ndarray, radius: int) -> tuple[np.nd
     return near, d[near]
 
 
-@pytest.mark.parametrize("parts", [None, 2, 3, 4, 8])
-def test_the_index_finds_exactly_what_the_linear_scan_finds(parts: int | None) -> None:
+@pytest.mark.parametrize(
+    ("parts", "size"),
+    # Small tables search sorted keys; 4 x 16 bits at 12,000 and 6 x 11 bits at 3,000
+    # have dense offsets arrays.
+    [(None, 3000), (2, 3000), (3, 3000), (4, 3000), (4, 12_000), (5, 3000), (6, 3000), (8, 3000)],
+)
+def test_the_index_finds_exactly_what_the_linear_scan_finds(parts: int | None, size: int) -> None:
     rng = np.random.default_rng(19)
     queries = rng.integers(0, 2**64, size=12, dtype=U64)
     radii = [0, 3, 7, 10, 14] if parts != 2 else [0, 3, 6]
-    stored = _planted(rng, 3000, queries, radii)
+    stored = _planted(rng, size, queries, radii)
     index = HammingIndex(stored, parts)
     for radius in radii:
         positions, dist = index.within(queries, radius)
@@ -93,6 +104,120 @@ def test_a_widening_search_is_complete_up_to_what_it_guarantees() -> None:
         assert dist.tolist() == expected_dist.tolist()
         seen.append(search.guaranteed)
     assert seen == list(range(seen[0], 21))
+
+
+def test_duplicates_are_each_found_and_duplicate_queries_count_once() -> None:
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 2**64, size=5, dtype=U64)
+    # Each hash stored many times (a crowded bucket), among random ones.
+    stored = np.concatenate([np.repeat(base, 40), rng.integers(0, 2**64, size=4000, dtype=U64)])
+    rng.shuffle(stored)
+    queries = np.concatenate([base, base, [_flip(base[0], 2, rng)]]).astype(U64)
+    for parts in (None, 3, 4):
+        index = HammingIndex(stored, parts)
+        for radius in (0, 2, 9):
+            positions, dist = index.within(queries, radius)
+            expected, expected_dist = _linear(stored, queries, radius)
+            assert positions.tolist() == expected.tolist()
+            assert dist.tolist() == expected_dist.tolist()
+            assert len(positions) >= 200
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    centres=st.integers(1, 30),
+    size=st.integers(0, 400),
+    parts=st.sampled_from([None, 2, 3, 4, 5, 6, 8]),
+    radius=st.integers(0, 16),
+)
+def test_property_the_index_equals_the_linear_scan_on_clustered_hashes(
+    seed: int, centres: int, size: int, parts: int | None, radius: int
+) -> None:
+    """Hashes drawn around a few centres (each a few bits off), queries among and near
+    them: what pHashes of similar pictures look like."""
+    rng = np.random.default_rng(seed)
+    middle = rng.integers(0, 2**64, size=centres, dtype=U64)
+    stored = np.array(
+        [_flip(middle[rng.integers(centres)], int(rng.integers(0, 9)), rng) for _ in range(size)],
+        dtype=U64,
+    )
+    queries = np.array(
+        [_flip(middle[rng.integers(centres)], int(rng.integers(0, 9)), rng) for _ in range(5)],
+        dtype=U64,
+    )
+    index = HammingIndex(stored, parts)
+    positions, dist = index.within(queries, radius)
+    expected, expected_dist = _linear(stored, queries, radius) if size else ([], [])
+    assert positions.tolist() == list(expected)
+    assert dist.tolist() == list(expected_dist)
+
+
+def _rows_of(full: np.ndarray, centre: np.ndarray, households: np.ndarray) -> dict[str, _Rows]:
+    photo_ids = np.arange(1, len(full) + 1, dtype=np.int64)
+    return {
+        "full": _Rows(photo_ids * 2 - 1, photo_ids, households, full),
+        "centre": _Rows(photo_ids * 2, photo_ids, households, centre),
+    }
+
+
+def _stored(rows: dict[str, _Rows]) -> StoredHashes:
+    return StoredHashes(
+        np.concatenate([rows["full"].photo_ids, rows["centre"].photo_ids]).tolist(),
+        ["full"] * len(rows["full"]) + ["centre"] * len(rows["centre"]),
+        np.concatenate([rows["full"].hashes, rows["centre"].hashes]).view(np.int64).tolist(),
+    )
+
+
+@pytest.mark.parametrize("parts", [None, 3, 4, 6])
+def test_ties_between_photos_at_the_same_distance_are_broken_as_the_linear_scan_does(
+    parts: int | None,
+) -> None:
+    """More photos at the cut-off distance than slots left: the lowest photo ids, as
+    the linear scan keeps them; a photo near by both kinds counts once, at its smaller
+    distance; the searching photo's own household is never a candidate."""
+    rng = np.random.default_rng(11)
+    query = _query(rng)
+    size = 3000
+    full = rng.integers(0, 2**64, size=size, dtype=U64)
+    centre = rng.integers(0, 2**64, size=size, dtype=U64)
+    households = np.arange(1, size + 1, dtype=np.int64) % 50 + 1
+    spots = rng.choice(size, size=60, replace=False)
+    for n, at in enumerate(spots):
+        r = (3, 5, 5, 5, 5, 8)[n % 6]  # many at 5 bits: a tie across the cut-off
+        if n % 2:
+            full[at] = _flip(query.full[n % 8], r, rng)
+        else:
+            centre[at] = _flip(query.centre[n % 40], r, rng)
+        if n % 7 == 0:  # near by both kinds
+            full[at] = _flip(query.full[(n + 1) % 8], r + 1, rng)
+    full[spots[0]] = query.full[0]  # a duplicate of the query, in household 1's photo
+    households[spots[0]] = 1
+    rows = _rows_of(full, centre, households)
+    index = PhotoHashIndex(parts=parts)
+    index.load_rows(rows)
+    own = {k: r.take(r.households != 1) for k, r in rows.items()}
+    for radius, limit in ((14, 16), (5, 12), (5, 200), (8, 3), (0, 16)):
+        found, _ = index._search(query, radius, limit, household_id=1, photo_id=0)
+        assert found == nearest(query, _stored(own), radius, limit)
+    found, _ = index._search(query, 14, 30, household_id=1, photo_id=0)
+    assert [c.distance for c in found].count(5) > 10
+
+
+def test_the_resident_index_with_nothing_loaded_finds_nothing() -> None:
+    z = np.zeros(0, dtype=U64)
+    index = PhotoHashIndex()
+    index.load_rows(_rows_of(z, z, np.zeros(0, dtype=np.int64)))
+    query = _query(np.random.default_rng(0))
+    found, rows = index._search(query, 14, 16, household_id=1, photo_id=0)
+    assert found == []
+    assert all(len(r) == 0 for r in rows.values())
+
+
+def test_the_cost_model_chooses_16_bit_substrings_at_millions_of_hashes() -> None:
+    assert [parts_for(n) for n in (1_000_000, 10_000_000, 20_000_000)] == [4, 4, 4]
+    assert probes_per_query(4, 10) == 3 * (1 + 16 + 120) + 1 + 16
+    assert probes_per_query(3, 10) > 8 * probes_per_query(4, 10)
 
 
 def test_an_empty_index_and_no_queries_find_nothing() -> None:

@@ -1,20 +1,27 @@
 """Exact Hamming-distance search over 64-bit hashes: multi-index hashing (MIH, Norouzi,
-Punjani and Fleet, 2012). Pure numpy: no Flask, no database.
+Punjani and Fleet, 2012), its search loop compiled with numba. No Flask, no database.
 
-Each hash is cut into ``m`` substrings (for 64 bits and ``m = 3``: 22, 21 and 21 bits).
-One table per substring holds the positions of the hashes sorted by that substring
-(``argsort``), with a dense offsets array (bucket ``k`` is ``offsets[k]:offsets[k+1]``)
-when the table is full enough, else ``searchsorted``. By pigeonhole, a hash whose
-substrings lie at least ``r_i + 1`` bits from the query's in every table ``i`` lies at
-least ``sum(r_i + 1)`` bits away: so after enumerating, in table ``i``, every key within
-``r_i`` bits of the query's substring, every hash within ``sum(r_i + 1) - 1`` bits has
-been seen. :class:`HammingSearch` widens one table by one bit per step (round robin),
-so the radius it guarantees grows by one bit per step, and the caller can stop as soon
-as it has what it needs (the nearest few). Every candidate is checked with the full
-popcount distance, so what is returned is exact: the same as a linear scan.
+Each hash is cut into ``m`` substrings (for 64 bits and ``m = 4``: 16 bits each). One
+table per substring holds the hashes sorted by that substring, so that a bucket (every
+hash sharing that substring) is one contiguous slice, found through a dense offsets
+array (or a binary search over the sorted keys when the table is small or wide). By
+pigeonhole, a hash whose substrings lie at least ``r_i + 1`` bits from the query's in
+every table ``i`` lies at least ``sum(r_i + 1)`` bits away: so after enumerating, in
+table ``i``, every key within ``r_i`` bits of the query's substring, every hash within
+``sum(r_i + 1) - 1`` bits has been seen. :class:`HammingSearch` widens one table by one
+bit per step (round robin), so the radius it guarantees grows by one bit per step, and
+the caller can stop as soon as it has what it needs (the nearest few). Every candidate
+is checked with the full popcount distance, so what is returned is exact: the same as a
+linear scan.
 
-Many queries are searched at once (a photo issues ~940 hashes): each step is one
-vectorised pass over all queries' neighbourhoods.
+Many queries are searched at once (a photo issues ~940 hashes). Cost, in the compiled
+loop: a probe (one query's visit to one bucket) costs about 60 ns, mostly the memory
+it reads, a hash compared in a bucket about 1.5 ns; :func:`parts_for` picks ``m`` by
+that model (:func:`search_cost`): buckets of tens of hashes, i.e. 16-bit substrings at
+millions of hashes, rather than MIH's ~1 hash per bucket (which multiplies the probes:
+~3,600 per query hash at 10 bits with ``m = 3``, ~430 with ``m = 4``). Each step's
+probes are sorted by bucket, so the table is read in ascending order and a bucket that
+several queries probe is read once.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from __future__ import annotations
 import itertools
 import math
 from functools import cache
-from typing import Final
+from typing import Any, Final
 
+import numba
 import numpy as np
 import numpy.typing as npt
+from numba.extending import intrinsic
 
 __all__ = ["HammingIndex", "HammingSearch", "distances", "parts_for"]
 
@@ -41,12 +50,45 @@ def distances(a: U64, b: U64) -> npt.NDArray[np.uint8]:
     return np.bitwise_count(np.bitwise_xor(a, b))
 
 
+PROBE_NS: Final = 60.0
+"""The cost model's price of one probe (a query's visit to one bucket: finding it,
+the loop's start and end), in ns, measured at 5 million hashes on the benchmark's
+machine (benchmarks/photo_index.py)."""
+HASH_NS: Final = 1.5
+"""... and of one stored hash compared in a bucket (mostly the memory it is read from)."""
+TYPICAL_RADIUS: Final = 10
+"""The radius a search typically has to certify (the 16 nearest of a photo's ~940 query
+hashes among millions of random hashes lie at ~10 bits: docs/field-visits.md)."""
+
+
+def probes_per_query(parts: int, radius: int) -> int:
+    """Buckets one query hash visits for the search to certify ``radius`` bits with
+    ``parts`` substrings (round robin: table ``i`` searched to ``r_i``, where
+    ``sum(r_i + 1) = radius + 1``)."""
+    widths = _widths(parts)
+    radii = [-1] * parts
+    for step in range(min(radius + 1, 64)):
+        radii[step % parts] += 1
+    return sum(
+        math.comb(w, r) for w, top in zip(widths, radii, strict=True) for r in range(top + 1)
+    )
+
+
+def search_cost(size: int, parts: int, radius: int = TYPICAL_RADIUS) -> float:
+    """The cost model: ns per query hash to certify ``radius`` bits among ``size``
+    hashes with ``parts`` substrings: per probe a fixed price and the bucket's hashes
+    (``size / 2^width`` of them on average)."""
+    widths = _widths(parts)
+    bucket = size / float(2.0 ** (sum(widths) / parts))
+    return probes_per_query(parts, radius) * (PROBE_NS + bucket * HASH_NS)
+
+
 def parts_for(size: int) -> int:
-    """Substrings for ``size`` hashes: about 64 / log2(size) (MIH's optimum: a bucket
-    then holds about one hash), at least 2 and at most 8."""
-    if size < 4:
-        return 8
-    return max(2, min(8, round(64 / math.log2(size))))
+    """Substrings for ``size`` hashes: the cheapest by :func:`search_cost` (2 to 8).
+    In a compiled loop a probe costs about as much as 40 hashes compared in a bucket,
+    so the optimum has buckets of tens of hashes: 4 substrings of 16 bits at 1 to 20
+    million hashes (where pure MIH's rule, 64 / log2(size), says 3)."""
+    return min(range(2, 9), key=lambda parts: search_cost(max(size, 1), parts))
 
 
 def _widths(parts: int) -> tuple[int, ...]:
@@ -63,8 +105,106 @@ def _ring(width: int, radius: int) -> npt.NDArray[np.uint32]:
     return np.array(values, dtype=np.uint32)
 
 
+def _ctpop(typingctx: object, value: object) -> tuple[object, object]:
+    """The CPU's population count of a 64-bit integer (LLVM's ctpop)."""
+
+    def codegen(context: object, builder: Any, signature: object, args: Any) -> Any:
+        return builder.ctpop(args[0])
+
+    return numba.types.uint64(numba.types.uint64), codegen
+
+
+_popcount: Any = intrinsic(_ctpop)
+
+
+@numba.njit(cache=True, nogil=True)
+def _probes_in_order(
+    queries: U64, shift: np.uint64, mask: np.uint64, ring: npt.NDArray[np.uint32], buckets: int
+) -> U64:
+    """Each query's probes (bucket << 32 | query), sorted by bucket then query: by a
+    counting sort over the ``buckets`` keys when given (a dense table), else a sort."""
+    total = len(queries) * len(ring)
+    probes = np.empty(total, dtype=np.uint64)
+    if buckets == 0:
+        k = 0
+        for qi in range(len(queries)):
+            key = (queries[qi] >> shift) & mask
+            for flip in ring:
+                probes[k] = ((key ^ np.uint64(flip)) << np.uint64(32)) | np.uint64(qi)
+                k += 1
+        probes.sort()
+        return probes
+    starts = np.zeros(buckets + 1, dtype=np.int64)
+    for qi in range(len(queries)):
+        key = (queries[qi] >> shift) & mask
+        for flip in ring:
+            starts[np.int64(key ^ np.uint64(flip)) + 1] += 1
+    for b in range(buckets):
+        starts[b + 1] += starts[b]
+    for qi in range(len(queries)):
+        key = (queries[qi] >> shift) & mask
+        for flip in ring:
+            bucket = np.int64(key ^ np.uint64(flip))
+            probes[starts[bucket]] = (np.uint64(bucket) << np.uint64(32)) | np.uint64(qi)
+            starts[bucket] += 1
+    return probes
+
+
+@numba.njit(cache=True, nogil=True)
+def _probe(
+    queries: U64,
+    shift: np.uint64,
+    mask: np.uint64,
+    ring: npt.NDArray[np.uint32],
+    offsets: npt.NDArray[Any],
+    sorted_keys: npt.NDArray[np.uint32],
+    sorted_hashes: U64,
+    order: npt.NDArray[Any],
+    cap: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """Every stored hash whose substring is one of ``ring`` away from a query's, within
+    ``cap`` bits of that query: (positions, distances; a hash once per query that
+    reaches it). The probes (bucket, query) are sorted first: the buckets are then read
+    in ascending order, each once while in cache for all the queries that probe it
+    (memory, not popcounts, is the cost: see the module docstring)."""
+    dense = len(offsets) > 0
+    probes = _probes_in_order(queries, shift, mask, ring, len(offsets) - 1 if dense else 0)
+    found = np.empty(1024, dtype=np.int64)
+    dist = np.empty(1024, dtype=np.uint8)
+    count = 0
+    limit = np.uint64(cap)
+    for pair in probes:
+        bucket = np.int64(pair >> np.uint64(32))
+        q = queries[np.int64(pair & np.uint64(0xFFFFFFFF))]
+        if dense:
+            start, end = np.int64(offsets[bucket]), np.int64(offsets[bucket + 1])
+        else:
+            start = np.int64(np.searchsorted(sorted_keys, bucket, side="left"))
+            end = np.int64(np.searchsorted(sorted_keys, bucket, side="right"))
+        # First the bucket's nearest (a reduction the compiler vectorises), then,
+        # rarely, the hits.
+        nearest = np.uint64(64)
+        for at in range(start, end):
+            nearest = min(nearest, _popcount(sorted_hashes[at] ^ q))
+        if nearest > limit:
+            continue
+        for at in range(start, end):
+            d = _popcount(sorted_hashes[at] ^ q)
+            if d <= limit:
+                if count == len(found):
+                    found = np.concatenate((found, np.empty_like(found)))
+                    dist = np.concatenate((dist, np.empty_like(dist)))
+                found[count] = order[at]
+                dist[count] = d
+                count += 1
+    return found[:count], dist[:count]
+
+
 class _Table:
-    """The hashes sorted by one substring."""
+    """The hashes sorted by one substring: ``sorted_hashes[offsets[k]:offsets[k + 1]]``
+    is bucket ``k`` (every hash whose substring is ``k``), contiguous; ``order`` maps
+    back to positions. A table too sparse for a dense offsets array (small or wide)
+    keeps its sorted keys instead (``offsets`` then empty), for a binary search."""
 
     def __init__(self, hashes: U64, shift: int, width: int) -> None:
         self.shift = np.uint64(shift)
@@ -73,37 +213,34 @@ class _Table:
         keys = self.keys(hashes)
         order = np.argsort(keys, kind="stable")
         small = np.int32 if len(hashes) < 2**31 else np.int64
-        self.order = order.astype(small)
-        self.sorted_keys: npt.NDArray[np.uint32] | None = keys[order]
+        self.order: npt.NDArray[Any] = order.astype(small)
         self.sorted_hashes: U64 = hashes[order]
-        self.offsets: npt.NDArray[np.signedinteger] | None = None
+        sorted_keys = keys[order]
+        del keys, order
         if width <= _DENSE_MAX_BITS and len(hashes) >= (1 << width) >> 3:
-            self.offsets = np.searchsorted(
-                keys[order], np.arange((1 << width) + 1, dtype=np.uint32)
+            self.offsets: npt.NDArray[Any] = np.searchsorted(
+                sorted_keys, np.arange((1 << width) + 1, dtype=np.uint32)
             ).astype(small)
-            self.sorted_keys = None  # the offsets say it all
+            self.sorted_keys = np.zeros(0, dtype=np.uint32)  # the offsets say it all
+        else:
+            self.offsets = np.zeros(0, dtype=small)
+            self.sorted_keys = sorted_keys
 
     def keys(self, hashes: U64) -> npt.NDArray[np.uint32]:
         return ((hashes >> self.shift) & self.mask).astype(np.uint32)
 
-    def buckets(
-        self, probes: npt.NDArray[np.uint32]
-    ) -> tuple[npt.NDArray[np.signedinteger], npt.NDArray[np.signedinteger]]:
-        """Start and end (in sorted order) of each probe key's bucket."""
-        if self.offsets is not None:
-            return self.offsets[probes], self.offsets[probes.astype(np.int64) + 1]
-        keys = self.sorted_keys if self.sorted_keys is not None else np.zeros(0, np.uint32)
-        start = np.searchsorted(keys, probes, side="left").astype(np.int64)
-        end = np.searchsorted(keys, probes, side="right").astype(np.int64)
-        return start, end
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.order, self.sorted_hashes, self.sorted_keys, self.offsets)
+        return sum(a.nbytes for a in arrays)
 
 
 class HammingIndex:
     """An immutable MIH index over ``hashes`` (unsigned 64-bit); results are positions
     into ``hashes``. Memory: the hashes once more per table (8 bytes each), the order
     per table (4 bytes each), and either the sorted keys (4 bytes each) or a dense
-    offsets array (4 bytes x 2^width: 16 MB for 22 bits). Building sorts each table once:
-    about a second per table at 10 million hashes."""
+    offsets array (4 bytes x 2^width: 256 kB for 16 bits). Building sorts each table
+    once: about a second per table at 5 million hashes."""
 
     def __init__(self, hashes: U64, parts: int | None = None) -> None:
         self.hashes: U64 = np.ascontiguousarray(hashes, dtype=np.uint64)
@@ -123,12 +260,7 @@ class HammingIndex:
 
     @property
     def nbytes(self) -> int:
-        total = self.hashes.nbytes
-        for t in self.tables:
-            total += t.order.nbytes + t.sorted_hashes.nbytes
-            total += 0 if t.sorted_keys is None else t.sorted_keys.nbytes
-            total += 0 if t.offsets is None else t.offsets.nbytes
-        return total
+        return self.hashes.nbytes + sum(t.nbytes for t in self.tables)
 
     def search(self, queries: U64, cap: int = 64) -> HammingSearch:
         """A widening search for ``queries`` (see :class:`HammingSearch`)."""
@@ -152,6 +284,11 @@ class HammingSearch:
         self.index = index
         self.cap = cap
         self.queries: U64 = np.unique(np.asarray(queries, dtype=np.uint64))
+        # Per table, the queries in the order of their substring: queries sharing a
+        # bucket probe it one after the other (it is then in cache).
+        self._by_key = [
+            self.queries[np.argsort(t.keys(self.queries), kind="stable")] for t in index.tables
+        ]
         self.radii = [-1] * index.parts
         self._steps = 0
         self._positions: list[Positions] = []
@@ -179,23 +316,21 @@ class HammingSearch:
         self._steps += 1
         self.radii[i] += 1
         table = self.index.tables[i]
-        ring = _ring(table.width, self.radii[i])
-        probes = (table.keys(self.queries)[:, None] ^ ring[None, :]).ravel()
-        start, end = table.buckets(probes)
-        counts = end - start
-        nonempty = counts > 0
-        if not nonempty.any():
-            return
-        # Each hit: its place in the table's order and the query hash that probed it.
-        prober = np.repeat(self.queries, len(ring))[nonempty]
-        start, counts = start[nonempty], counts[nonempty]
-        total = int(counts.sum())
-        first = np.repeat(start - (np.cumsum(counts) - counts), counts)
-        place = first + np.arange(total, dtype=first.dtype)
-        dist = distances(table.sorted_hashes[place], np.repeat(prober, counts))
-        near = dist <= self.cap
-        self._positions.append(table.order[place[near]].astype(np.intp))
-        self._distances.append(dist[near])
+        queries = self._by_key[i]
+        positions, dist = _probe(
+            queries,
+            table.shift,
+            table.mask,
+            _ring(table.width, self.radii[i]),
+            table.offsets,
+            table.sorted_keys,
+            table.sorted_hashes,
+            table.order,
+            self.cap,
+        )
+        if len(positions):
+            self._positions.append(positions)
+            self._distances.append(dist)
 
     def found(self, radius: int | None = None) -> tuple[Positions, npt.NDArray[np.intp]]:
         """The stored hashes found within ``radius`` bits (default: ``guaranteed``) of
