@@ -95,6 +95,11 @@ def instance_xml(household_id: int, lat: float, lon: float, files: list[str]) ->
 class Form:
     xml: bytes  # with the placeholder instanceID
     files: dict[str, bytes]
+    unique: bool = False
+    """A JPEG comment segment of 16 random bytes right after each photo's start-of-image
+    marker (same pixels): every submission's photos then have new bytes and a new SHA,
+    as real photos do, so that a store that keeps one copy per content (ODK Central's
+    blobs) gains nothing from the benchmark sending the same files."""
 
     def body(self) -> tuple[str, list[bytes]]:
         """One POST's multipart body (a new instanceID) and its boundary."""
@@ -111,7 +116,11 @@ class Form:
             pieces += [
                 f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
                 f'filename="{name}"\r\nContent-Type: image/jpeg\r\n\r\n'.encode(),
-                content,
+                *(
+                    (content[:2], b"\xff\xfe\x00\x12", secrets.token_bytes(16), content[2:])
+                    if self.unique
+                    else (content,)
+                ),
                 b"\r\n",
             ]
         pieces.append(f"--{boundary}--\r\n".encode())
@@ -316,13 +325,13 @@ def old_tree(commit: str, folder: Path) -> Path:
     return target
 
 
-def make_form(setup: Setup, photos: list[bytes]) -> Form:
+def make_form(setup: Setup, photos: list[bytes], unique: bool = False) -> Form:
     files = {f"17147123{i:05d}.jpg": photo for i, photo in enumerate(photos)}
     location = setup.household["location"]
     xml = instance_xml(
         setup.household["household_id"], location["lat"], location["lon"], list(files)
     )
-    return Form(xml, files)
+    return Form(xml, files, unique)
 
 
 # --------------------------------------------------------------------------- servers
@@ -684,6 +693,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broker", default=DEFAULT_BROKER, help="Redis for dibao+broker")
     parser.add_argument("--old-commit", default=OLD_COMMIT)
     parser.add_argument("--photo-mb", type=float, default=3.0)
+    parser.add_argument(
+        "--unique-photos",
+        action="store_true",
+        help="with --photos: new bytes in every submission's photos (a JPEG comment of 16 "
+        "random bytes; same pixels), as real photos have",
+    )
     parser.add_argument("--database-server", default=DEFAULT_SERVER)
     parser.add_argument("--profile", type=int, default=0, help="in-process profile of N")
     parser.add_argument("--top", type=int, default=30, help="cProfile lines with --profile")
@@ -710,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile(args, setup, folder, old)
                 return 0
             photos = up.make_photos(PHOTOS, int(args.photo_mb * 1e6)) if args.photos else []
-            form = make_form(setup, photos)
+            form = make_form(setup, photos, args.unique_photos)
             mb = sum(len(p) for p in photos) / 1e6
             load = os.getloadavg()
             print(
