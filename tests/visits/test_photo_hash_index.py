@@ -423,3 +423,34 @@ def test_the_linear_scan_and_the_index_agree_on_an_empty_table(app: Flask) -> No
     query = _query(rng)
     assert _same(PhotoHashIndex(), query, PhotoRules(), photo) == []
     assert nearest(query, StoredHashes([], [], []), 14, 16) == []
+
+
+def test_the_search_compiles_without_a_cache_when_numba_has_nowhere_to_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only install run by a user with no home: numba refuses ``cache=True``
+    (RuntimeError when the module is imported); the kernel is then compiled without a
+    disk cache instead of failing the import, and still computes."""
+    import numba
+
+    from server.visits.integrity import hamming_index
+
+    real_njit = numba.njit
+    asked: list[bool] = []
+
+    def njit(*args: object, **options: object) -> object:
+        if args:  # numba's own use while compiling
+            return real_njit(*args, **options)
+        asked.append(bool(options.get("cache")))
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x'")
+        return real_njit(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    def add_one(values: np.ndarray) -> np.ndarray:
+        return values + 1
+
+    compiled = hamming_index._compiled(add_one)
+    assert asked == [True, False]
+    assert compiled(np.arange(3, dtype=np.uint64)).tolist() == [1, 2, 3]

@@ -117,7 +117,20 @@ def _ctpop(typingctx: object, value: object) -> tuple[object, object]:
 _popcount: Any = intrinsic(_ctpop)
 
 
-@numba.njit(cache=True, nogil=True)
+def _compiled(func: Any) -> Any:
+    """``numba.njit(nogil=True)``, its machine code cached on disk when numba has
+    somewhere to write it: beside this file, in ``NUMBA_CACHE_DIR`` or under the
+    user's home. Without any (a read-only install run by a user with no home), numba
+    refuses ``cache=True`` when the module is imported; the search then compiles in
+    each process at its first use (about 10 s) instead of failing the import
+    (docs/operations.md, "The photo-reuse index in each worker")."""
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(cache=False, nogil=True)(func)
+
+
+@_compiled
 def _probes_in_order(
     queries: U64, shift: np.uint64, mask: np.uint64, ring: npt.NDArray[np.uint32], buckets: int
 ) -> U64:
@@ -150,7 +163,7 @@ def _probes_in_order(
     return probes
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _probe(
     queries: U64,
     shift: np.uint64,
