@@ -327,7 +327,7 @@ def open_month_by_sets(
                 _open_ranges_at_once(month, at, key, ranges, now, report, progress, workers)
             else:  # one range after the other (or a caller's own connection: a test's)
                 for lo, hi in ranges:
-                    _open_range_hidden(month, at, key, lo, hi, now, tell, report, progress)
+                    _open_range(month, at, key, lo, hi, now, tell, report, progress)
                     db.session.commit()  # a range without pending members has no batch
         counts.update(asdict(report))
     return report
@@ -367,9 +367,7 @@ def _open_ranges_at_once(
         part = StepReport()
         with app.app_context():
             try:
-                _open_range_hidden(
-                    month, at, key, bounds[0], bounds[1], now, notifier(), part, reported
-                )
+                _open_range(month, at, key, bounds[0], bounds[1], now, notifier(), part, reported)
                 db.session.commit()
             finally:
                 db.session.remove()
@@ -380,26 +378,6 @@ def _open_ranges_at_once(
         wait(parts)
     for part in parts:
         report.merge(part.result())  # raises the first range's error, if any
-
-
-@commits_per_batch
-def _open_range_hidden(
-    month: str,
-    at: Moments,
-    key: bytes,
-    lo: int,
-    hi: int,
-    now: datetime,
-    tell: Any,
-    report: StepReport,
-    progress: Progress | None,
-) -> None:
-    """:func:`_open_range`, with no link material in an error's message."""
-    try:
-        _open_range(month, at, key, lo, hi, now, tell, report, progress)
-    except StatementError as exc:
-        exc.hide_parameters = True
-        raise
 
 
 @commits_per_batch
@@ -414,10 +392,15 @@ def _open_range(
     report: StepReport,
     progress: Progress | None,
 ) -> None:
-    """Records and reminders of the designated members with ``lo < id <= hi``."""
-    _load_link_pads(key)
-    _insert_records(month, at, lo, hi, now)
-    _tell_range(month, at, lo, hi, now, tell, report, progress)
+    """Records and reminders of the designated members with ``lo < id <= hi`` (no
+    link material in an error's message)."""
+    try:
+        _load_link_pads(key)
+        _insert_records(month, at, lo, hi, now)
+        _tell_range(month, at, lo, hi, now, tell, report, progress)
+    except StatementError as exc:
+        exc.hide_parameters = True
+        raise
 
 
 def _insert_records(month: str, at: Moments, lo: int, hi: int, now: datetime) -> None:
