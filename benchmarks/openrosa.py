@@ -458,11 +458,29 @@ def measure(
     tick = os.sysconf("SC_CLK_TCK")
     cpu = sum(up.cpu_ticks(pid) - before[pid] for pid in workers) / tick
     drained = wait_drained(url, celery) if url else 0.0
+    if url:  # the pattern checks wait DIBAO_PATTERN_DELAY_SECONDS: count them too
+        settle(workers + extra, at_least=float(os.environ.get("DIBAO_PATTERN_DELAY_SECONDS", 5)))
     total = sum(up.cpu_ticks(pid) - before[pid] for pid in workers + extra) / tick
     rss = max(up.vm_hwm_kib(pid) for pid in workers) / 1024
     if server.workers() != workers:
         failures.append("a gunicorn worker was restarted during the run")
     return Result(name, latencies, wall, cpu, drained, total, rss, failures)
+
+
+def settle(pids: list[int], at_least: float, quiet: float = 1.0, timeout: float = 300) -> None:
+    """Wait ``at_least`` seconds, then until the processes have used no CPU for
+    ``quiet`` seconds (the work queued after the answers is done)."""
+    started = time.perf_counter()
+    time.sleep(at_least)
+    last = sum(up.cpu_ticks(pid) for pid in pids)
+    still = time.perf_counter()
+    while time.perf_counter() - still < quiet:
+        if time.perf_counter() - started > timeout:
+            raise up.BenchmarkError(f"the servers still busy after {timeout} s")
+        time.sleep(0.25)
+        now = sum(up.cpu_ticks(pid) for pid in pids)
+        if now != last:
+            last, still = now, time.perf_counter()
 
 
 def wait_drained(url: str, celery: subprocess.Popen[bytes] | None, timeout: float = 900) -> float:

@@ -59,6 +59,7 @@ ENV_KEYS = (
     "DIBAO_BACKGROUND_JOBS",
     "DIBAO_JOB_SWEEP_SECONDS",
     "DIBAO_JOB_SWEEP_GRACE_SECONDS",
+    "DIBAO_PATTERN_DELAY_SECONDS",
     "SMS_BACKEND",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -240,6 +241,10 @@ def defaults() -> dict[str, Any]:
         # many seconds, those received longer than the grace period ago.
         "DIBAO_JOB_SWEEP_SECONDS": 300,
         "DIBAO_JOB_SWEEP_GRACE_SECONDS": 600,
+        # The pattern checks of a new visit (its caseworker's day and month) wait this
+        # many seconds, then run once for every visit received meanwhile: a burst of
+        # uploads costs one look at the month, not one per upload. 0: right after each.
+        "DIBAO_PATTERN_DELAY_SECONDS": 5,
         "TESTING": False,
     }
 
@@ -410,6 +415,14 @@ def _validate_sizes(config: dict[str, Any]) -> None:
             f"DIBAO_BACKGROUND_JOBS must be {' or '.join(BACKGROUND_MODES)}, got {jobs!r}"
         )
     config["DIBAO_BACKGROUND_JOBS"] = jobs
+    delay = _number(
+        config,
+        "DIBAO_PATTERN_DELAY_SECONDS",
+        "DIBAO_PATTERN_DELAY_SECONDS must be a number of seconds",
+    )
+    if not 0 <= delay <= 3600:
+        raise ConfigError(f"DIBAO_PATTERN_DELAY_SECONDS must be 0 to 3600 seconds, got {delay}")
+    config["DIBAO_PATTERN_DELAY_SECONDS"] = delay
     # Werkzeug refuses larger bodies with 413 before any of our code reads them.
     config["MAX_CONTENT_LENGTH"] = config["DIBAO_MAX_REQUEST_BYTES"]
     # Non-file form fields (the survey JSON part, with its GPS track) stay in memory.

@@ -23,9 +23,11 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import select
@@ -87,11 +89,9 @@ def process_photo(survey_photo_id: int) -> bool:
 
 
 @commits_per_batch
-def run_jobs(jobs: Sequence[Job]) -> None:
-    """Jobs in the order queued, inside an app context: every photo, then the pattern
-    checks of the new visits, once per caseworker (they see every visit queued by
-    then). A failing photo does not stop the others (it stays pending: the sweep
-    tries it again)."""
+def run_photos(jobs: Sequence[Job]) -> None:
+    """The photos of the jobs in the order queued, inside an app context. A failing
+    photo does not stop the others (it stays pending: the sweep tries it again)."""
     for job in jobs:
         for photo_id in job.photo_ids:
             try:
@@ -99,14 +99,27 @@ def run_jobs(jobs: Sequence[Job]) -> None:
             except Exception:
                 db.session.rollback()
                 logger.exception("background work of survey photo %s failed", photo_id)
-    surveys = [job.survey_id for job in jobs if job.survey_id is not None]
-    if surveys:
-        try:
-            check_after_uploads(surveys)
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            logger.exception("pattern checks of surveys %s failed", surveys)
+
+
+@commits_per_batch
+def run_patterns(survey_ids: Sequence[int]) -> None:
+    """The pattern checks of new visits, once per caseworker (they see every visit
+    received by then). A failure is logged: the nightly run checks them again."""
+    if not survey_ids:
+        return
+    try:
+        check_after_uploads(survey_ids)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        logger.exception("pattern checks of surveys %s failed", list(survey_ids))
+
+
+def run_jobs(jobs: Sequence[Job]) -> None:
+    """Jobs in the order queued: every photo, then the pattern checks of the new
+    visits, once per caseworker."""
+    run_photos(jobs)
+    run_patterns([job.survey_id for job in jobs if job.survey_id is not None])
 
 
 def pending_photos(grace: timedelta, limit: int = SWEEP_BATCH) -> list[int]:
@@ -146,7 +159,14 @@ def sweep(grace: timedelta) -> int:
 
 
 class Worker:
-    """The process's background thread: jobs from a queue, a sweep now and then."""
+    """The process's background thread: jobs from a queue, a sweep now and then.
+
+    Photos are worked on as soon as they are queued. The pattern checks of new
+    visits wait ``DIBAO_PATTERN_DELAY_SECONDS`` from the first visit queued, then run
+    once for every visit queued meanwhile (once per caseworker): a burst of uploads
+    costs one look at each caseworker's month, not one per upload. :func:`wait_idle`
+    runs them at once.
+    """
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -154,31 +174,66 @@ class Worker:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.sweep_every = float(app.config["DIBAO_JOB_SWEEP_SECONDS"])
         self.grace = timedelta(seconds=float(app.config["DIBAO_JOB_SWEEP_GRACE_SECONDS"]))
+        self.pattern_delay = float(app.config["DIBAO_PATTERN_DELAY_SECONDS"])
+        self.flush = threading.Event()
         self.thread = threading.Thread(target=self._run, name="dibao-background", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         self._sweep()  # at start: what a dead process left pending
+        last_sweep = time.monotonic()
+        held: list[int] = []  # new visits whose pattern checks wait
+        due = 0.0  # when they run
         while True:
-            try:
-                jobs = [self.jobs.get(timeout=self.sweep_every)]
-            except queue.Empty:
-                self._sweep()
-                continue
-            while len(jobs) < JOB_BATCH:
-                try:
-                    jobs.append(self.jobs.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                with self.app.app_context():
-                    run_jobs(jobs)
-                    db.session.remove()
-            except Exception:  # never let the thread die
-                logger.exception("background jobs failed")
-            finally:
-                for _ in jobs:
+            now = time.monotonic()
+            timeout = max(0.0, last_sweep + self.sweep_every - now)
+            if held:
+                timeout = min(timeout, max(0.0, due - now))
+            jobs = self._take(timeout)
+            if jobs:
+                self._in_app(run_photos, jobs)
+                for job in jobs:
+                    if job.survey_id is None:
+                        self.jobs.task_done()
+                    else:
+                        if not held:
+                            due = time.monotonic() + self.pattern_delay
+                        held.append(job.survey_id)
+            if held and (self.flush.is_set() or time.monotonic() >= due):
+                self.flush.clear()
+                self._in_app(run_patterns, held)
+                for _ in held:
                     self.jobs.task_done()
+                held = []
+            if time.monotonic() >= last_sweep + self.sweep_every:
+                self._sweep()
+                last_sweep = time.monotonic()
+
+    def _take(self, timeout: float) -> list[Job]:
+        """The next jobs queued (at most JOB_BATCH), waiting at most ``timeout``."""
+        try:
+            jobs = [self.jobs.get(timeout=timeout) if timeout > 0 else self.jobs.get_nowait()]
+        except queue.Empty:
+            return []
+        while len(jobs) < JOB_BATCH:
+            try:
+                jobs.append(self.jobs.get_nowait())
+            except queue.Empty:
+                break
+        return jobs
+
+    def _in_app(self, work: Callable[[Any], None], argument: Any) -> None:
+        try:
+            with self.app.app_context():
+                work(argument)
+                db.session.remove()
+        except Exception:  # never let the thread die
+            logger.exception("background jobs failed")
+
+    def wake(self) -> None:
+        """Run the waiting pattern checks now (an empty job wakes the thread)."""
+        self.flush.set()
+        self.jobs.put(Job((), None))
 
     def _sweep(self) -> None:
         try:
@@ -220,11 +275,12 @@ def submit(photo_ids: Sequence[int], survey_id: int | None) -> None:
 
 
 def wait_idle(app: Flask, timeout: float = 60.0) -> bool:
-    """Wait until this process's queue is empty and its job done (tests, benchmarks);
-    False on timeout."""
+    """Run the waiting pattern checks now and wait until this process's queue is empty
+    and its jobs done (tests, benchmarks); False on timeout."""
     current = _workers.get(id(app))
     if current is None:
         return True
+    current.wake()
     done = threading.Event()
 
     def join() -> None:

@@ -9,12 +9,15 @@ session cannot see a test's rolled-back transaction).
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import delete, func, select, update
@@ -24,11 +27,13 @@ from server.cases.models import CaseState, Household, Member
 from server.config import ConfigError
 from server.extensions import db
 from server.faces.models import FaceTemplate
-from server.visits import background
+from server.visits import background, tasks
 from server.visits.models import PhotoHash, PhotoKind, Survey, SurveyPhoto
 from tests import factories
-from tests.conftest import DatabaseFactory, make_app
+from tests.conftest import DATA_KEY, DatabaseFactory, make_app
 from tests.mobile_api.test_api_devices import device_login
+from tests.processes import start_celery_worker
+from tests.visits.test_integrity_patterns import one_spot_flagged, one_spot_uploads
 from tests.visits.test_openrosa import FACES, basic, instance_xml, obama, submit
 
 pytestmark = pytest.mark.slow  # face detection and real threads: a few seconds
@@ -173,3 +178,85 @@ def test_with_a_broker_celery_does_the_work_and_a_bad_mode_is_refused(
     assert background.mode(app) == "celery"
     with pytest.raises(ConfigError, match="DIBAO_BACKGROUND_JOBS"):
         make_app(databases.new("bad"), tmp_path / "bad", DIBAO_BACKGROUND_JOBS="later")
+
+
+def test_the_thread_checks_a_burst_of_visits_once_after_the_delay(
+    databases: DatabaseFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pattern checks wait DIBAO_PATTERN_DELAY_SECONDS, then look at the visits
+    received meanwhile together: one run for the burst, every visit flagged."""
+    app = new_app(
+        databases,
+        tmp_path,
+        "delay",
+        DIBAO_BACKGROUND_JOBS="thread",
+        DIBAO_PATTERN_DELAY_SECONDS=120,
+    )
+    runs: list[list[int]] = []
+    real = background.check_after_uploads
+
+    def counted(survey_ids: list[int]) -> int:
+        runs.append(sorted(survey_ids))
+        return real(survey_ids)
+
+    monkeypatch.setattr(background, "check_after_uploads", counted)
+    client = app.test_client()
+    token = device_login(client).get_json()["token"]
+    with app.app_context():
+        households = one_spot_uploads(client, token)
+        time.sleep(1.0)  # the thread has taken the jobs: it holds their checks
+        assert runs == []
+        assert not one_spot_flagged(households)
+        db.session.remove()
+    assert background.wait_idle(app, timeout=60)  # runs them now
+    with app.app_context():
+        assert len(runs) == 1 and len(runs[0]) == 3
+        assert one_spot_flagged(households)
+        db.session.remove()
+
+
+@pytest.mark.slow
+def test_with_a_broker_a_burst_of_visits_waits_for_one_task(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    """With a Redis broker the visits wait in a Redis set for one delayed task, which
+    a real Celery worker runs: every visit of the burst flagged, nothing left waiting."""
+    broker = "redis://127.0.0.1:6379/13"
+    redis.Redis.from_url(broker).flushdb()
+    url = databases.new("patterns-celery")
+    app = make_app(url, tmp_path, CELERY_BROKER_URL=broker, DIBAO_PATTERN_DELAY_SECONDS=2)
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+        factories.base_data()
+        db.session.commit()
+        db.session.remove()
+    client = app.test_client()
+    token = device_login(client).get_json()["token"]
+    with app.app_context():
+        households = one_spot_uploads(client, token)
+        waiting, scheduled = tasks._waiting_keys()
+    queued = redis.Redis.from_url(broker)
+    assert queued.scard(waiting) == 3 and queued.exists(scheduled)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": "test-secret-key",
+        "DIBAO_DATA_KEY": DATA_KEY,
+        "DIBAO_INSTANCE_PATH": str(tmp_path),
+        "CELERY_BROKER_URL": broker,
+    }
+    worker = start_celery_worker(env)
+    try:
+        deadline = time.monotonic() + 90
+        with app.app_context():
+            while not one_spot_flagged(households):
+                assert time.monotonic() < deadline, "the worker never ran the pattern checks"
+                assert worker.poll() is None, "the worker died"
+                db.session.rollback()
+                time.sleep(0.5)
+            db.session.remove()
+        assert queued.scard(waiting) == 0 and not queued.exists(scheduled)
+        assert queued.keys(f"{waiting}:*") == []
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

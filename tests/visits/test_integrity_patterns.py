@@ -710,9 +710,9 @@ def token(client: FlaskClient) -> str:
     return value
 
 
-def test_an_upload_runs_the_pattern_checks_of_its_caseworker(
-    app: Flask, client: FlaskClient, token: str
-) -> None:
+def one_spot_uploads(client: FlaskClient, token: str) -> list[int]:
+    """Three households' reviews uploaded, all made from one spot a couple of hundred
+    metres from each home (curbstoning: one ONE_SPOT pattern); their household ids."""
     from tests.visits.test_api_surveys import post_multipart, survey_json
 
     spot = CENTRE
@@ -742,13 +742,29 @@ def test_an_upload_runs_the_pattern_checks_of_its_caseworker(
         response = post_multipart(client, token, body, {})
         assert response.status_code == 201, response.get_json()
     db.session.remove()
+    return ids
+
+
+def one_spot_flagged(household_ids: list[int]) -> bool:
+    """Whether each of the households' visits holds the one ONE_SPOT pattern's flag."""
     flags = _pattern_flags(ONE_SPOT)
     surveys = {
         s.household_id: s.id
-        for s in db.session.scalars(select(Survey).where(Survey.household_id.in_(ids)))
+        for s in db.session.scalars(select(Survey).where(Survey.household_id.in_(household_ids)))
     }
-    assert sorted(f.survey_id for f in flags) == sorted(surveys.values())
-    assert len({f.value for f in flags}) == 1
+    return (
+        sorted(f.survey_id for f in flags) == sorted(surveys.values())
+        and len(surveys) == len(household_ids)
+        and len({f.value for f in flags}) == 1
+    )
+
+
+def test_an_upload_runs_the_pattern_checks_of_its_caseworker(
+    app: Flask, client: FlaskClient, token: str
+) -> None:
+    ids = one_spot_uploads(client, token)
+    assert one_spot_flagged(ids)
+    assert _pattern_flags(ONE_SPOT)
 
 
 def test_visits_checked_together_are_flagged_as_by_the_nightly_run(app: Flask) -> None:
