@@ -625,7 +625,7 @@ def profile(args: argparse.Namespace, setup: Setup, folder: Path, old: Path | No
                 BENCH_DIR=str(ROOT / "benchmarks"),
                 BENCH_COUNT=str(args.profile),
                 BENCH_TOP=str(args.top if name == "dibao" else 0),
-                BENCH_CHARS="12000",
+                BENCH_CHARS=os.environ.get("BENCH_CHARS", "12000"),
                 BENCH_SQL="1" if args.sql else "",
                 BENCH_SORT=args.sort,
                 BENCH_SETUP=json.dumps(

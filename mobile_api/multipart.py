@@ -51,6 +51,8 @@ class Multipart:
     files: dict[str, FileSink] = field(default_factory=dict)
     # File parts whose name may repeat (``repeatable``), in the order sent.
     repeated: dict[str, list[FileSink]] = field(default_factory=dict)
+    # The file name each file part gave (None: none), by part name.
+    filenames: dict[str, str] = field(default_factory=dict)
 
     def close(self) -> None:
         for sink in self.files.values():
@@ -191,6 +193,7 @@ def read_multipart(
             value = bytearray()
             if part.filename is not None:
                 sink = new_file(part.name, part.content_type)
+                result.filenames.setdefault(part.name, part.filename)
                 if repeats:
                     result.repeated.setdefault(part.name, []).append(sink)
                 else:
@@ -236,12 +239,14 @@ def read_upload(
     max_field_bytes: int = 1024 * 1024,
     max_parts: int = 64,
     repeatable: frozenset[str] = frozenset(),
+    new_file: Callable[[str, str | None], FileSink] | None = None,
 ) -> Multipart:
     """The current request's multipart/form-data body, every upload view's one reader:
     file parts streamed into temp files of ``store`` (each at most ``max_file_bytes``),
-    fields as text. Not multipart: ``422 validation_failed`` with ``not_multipart`` (and
-    ``details``); a malformed or truncated body: ``422`` saying so. The caller closes the
-    result's files (``Multipart.close``) when it does not keep them.
+    or into what ``new_file(name, content_type)`` gives, fields as text. Not multipart:
+    ``422 validation_failed`` with ``not_multipart`` (and ``details``); a malformed or
+    truncated body: ``422`` saying so. The caller closes the result's files
+    (``Multipart.close``) when it does not keep them.
     """
     if request.mimetype != "multipart/form-data":
         raise ValidationFailed(not_multipart, **(details or {}))
@@ -249,7 +254,7 @@ def read_upload(
         return read_multipart(
             request.stream,
             request.mimetype_params.get("boundary", ""),
-            lambda name, content_type: store.new_temp(max_bytes=max_file_bytes),
+            new_file or (lambda name, content_type: store.new_temp(max_bytes=max_file_bytes)),
             max_field_bytes=max_field_bytes,
             max_parts=max_parts,
             repeatable=repeatable,

@@ -34,9 +34,9 @@ from flask import Blueprint, Response, current_app, g, request, url_for
 from flask_babel import force_locale, gettext
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
-from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
+from mobile_api.multipart import FileSink, Multipart, read_upload
 from mobile_api.openrosa_auth import StaleNonce, authenticate, challenges
 from server.cases.workflow import local_today
 from server.devices.models import DeviceToken
@@ -70,6 +70,8 @@ MULTIPART_ALLOWANCE = 1024 * 1024 + 64 * 1024
 FORMS_DIR = Path(__file__).resolve().parents[1] / "forms"
 FORM_FILES = {"household_survey": "household_survey.xml"}
 INCOMPLETE_FIELD = "*isIncomplete*"
+# The XML, up to 100 files (what Collect sends at most) and the incomplete flag.
+MAX_PARTS = 102
 ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 bp = Blueprint("openrosa", __name__, url_prefix="/openrosa")
@@ -424,11 +426,25 @@ def submission() -> Response:
     """
     if request.mimetype != "multipart/form-data":
         raise SubmissionRejected("a submission is multipart/form-data")
-    xml_part = request.files.get("xml_submission_file")
-    if xml_part is None:
+    body = read_upload(
+        blob_store(),
+        max_file_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"],
+        not_multipart="a submission is multipart/form-data",
+        max_parts=MAX_PARTS,
+        new_file=_new_part,
+    )
+    try:
+        return _receive(body)
+    finally:
+        body.close()  # the photo files not stored are deleted
+
+
+def _receive(body: Multipart) -> Response:
+    xml_part = body.files.get("xml_submission_file")
+    if not isinstance(xml_part, _XmlPart):
         raise SubmissionRejected("the submission has no xml_submission_file part")
-    parsed = parse_submission(_read_xml(xml_part))
-    uploads = _attachments(parsed)
+    parsed = parse_submission(bytes(xml_part.data))
+    uploads = _attachments(parsed, body)
     device = _device()
 
     facts = {name: FileFacts(t.sha256, t.size) for name, t in uploads.items()}
@@ -448,7 +464,7 @@ def submission() -> Response:
     if not missing:
         return _reply(_l("Visit received."), f"uuid:{parsed.instance_id}", 201, "submit_success")
     total = len(parsed.attachments)
-    if request.form.get(INCOMPLETE_FIELD, "").strip().lower() == "yes":
+    if body.fields.get(INCOMPLETE_FIELD, "").strip().lower() == "yes":
         return _reply(
             _l(
                 "Received %(received)s of %(total)s photos; the rest follow.",
@@ -481,43 +497,45 @@ def elsewhere(rest: str) -> Response:
     raise NotFound(f"no OpenRosa address /openrosa/{rest}")
 
 
-def _read_xml(part: FileStorage) -> bytes:
-    part.stream.seek(0)
-    data = part.stream.read(MAX_XML_BYTES + 1)
-    if len(data) > MAX_XML_BYTES:
-        raise RequestEntityTooLarge(f"the submission XML is larger than {MAX_XML_BYTES} bytes")
-    return data
+class _XmlPart:
+    """The submission's XML, kept in memory (at most MAX_XML_BYTES)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if len(self.data) + len(data) > MAX_XML_BYTES:
+            raise RequestEntityTooLarge(f"the submission XML is larger than {MAX_XML_BYTES} bytes")
+        self.data.extend(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.data.clear()
 
 
-def _attachments(parsed: Submission) -> dict[str, HashingFile]:
+def _new_part(name: str, content_type: str | None) -> FileSink:
+    """Where a file part goes: the XML to memory, every other part (a photo, or a
+    file the XML does not name) to a hashing temp file of the blob store."""
+    if name == "xml_submission_file":
+        return _XmlPart()
+    return blob_store().new_temp(max_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"])
+
+
+def _attachments(parsed: Submission, body: Multipart) -> dict[str, HashingFile]:
     """The photo parts of this POST by the file name the XML gives them. ODK Collect
     names each part by its file; parts the XML does not refer to (an audit log, a
     discarded photo) are ignored.
     """
     wanted = parsed.file_names
     uploads: dict[str, HashingFile] = {}
-    for name, part in request.files.items(multi=True):
-        if name == "xml_submission_file":
+    for name, part in body.files.items():
+        if name == "xml_submission_file" or not isinstance(part, HashingFile):
             continue
-        file_name = name if name in wanted else os.path.basename(part.filename or "")
+        file_name = name if name in wanted else os.path.basename(body.filenames.get(name, ""))
         if file_name not in wanted:
             logger.info("submission %s: ignoring part %r", parsed.instance_id, name)
             continue
         if file_name in uploads:
             raise SubmissionRejected(f"the file {file_name!r} was sent twice")
-        uploads[file_name] = _hashing_file(part)
+        uploads[file_name] = part
     return uploads
-
-
-def _hashing_file(part: FileStorage) -> HashingFile:
-    """The part's bytes in a hashing temp file: the app's UploadRequest streams them
-    into one already; any other request class is copied in chunks.
-    """
-    if isinstance(part.stream, HashingFile):
-        return part.stream
-    temp = blob_store().new_temp(max_bytes=current_app.config["DIBAO_MAX_PHOTO_BYTES"])
-    part.stream.seek(0)
-    while chunk := part.stream.read(256 * 1024):
-        temp.write(chunk)
-    temp.flush()
-    return temp

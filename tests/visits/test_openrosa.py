@@ -578,3 +578,33 @@ def test_odk_file_names_become_unique_photo_ids() -> None:
     assert ids[:2] == ["a_jpg", "a_jpg-" + hashlib.sha256(b"a_jpg").hexdigest()[:12]]
     assert len(set(ids)) == len(ids) and all(len(i) <= 64 for i in ids)
     assert parsed.attachments[0].member_ref == "member-1"
+
+
+def test_parts_are_matched_by_file_name_and_a_truncated_body_is_refused(
+    app: Flask, client: FlaskClient, token: str, household: tuple[int, int]
+) -> None:
+    """A photo part under another name is found by its file name; a part the XML does
+    not name is dropped with its temp file; a body cut short is a 422 and keeps nothing."""
+    auth = basic("caseworker_a", token)
+    xml = instance_xml(household[0], uuid.uuid4(), housing=["h1.jpg"])
+    parts: dict[str, Any] = {
+        "xml_submission_file": FileStorage(io.BytesIO(xml), "instance.xml", "text/xml"),
+        "photo-1": FileStorage(io.BytesIO(jpeg(3)), "h1.jpg", content_type="image/jpeg"),
+        "audit.csv": FileStorage(io.BytesIO(b"event,start\n"), "audit.csv", "text/csv"),
+    }
+    boundary, body = encode_multipart(parts)
+    content_type = f"multipart/form-data; boundary={boundary}"
+    cut = client.post(
+        "/openrosa/submission", data=body[:-200], headers=auth, content_type=content_type
+    )
+    assert cut.status_code == 422, cut.data
+    assert message(cut)[0] == "error" and survey_count() == 0
+    assert stored_files(app)[1] == []
+
+    response = client.post(
+        "/openrosa/submission", data=body, headers=auth, content_type=content_type
+    )
+    assert response.status_code == 201, response.data
+    stored = db.session.scalars(select(Survey)).one()
+    assert [(p.photo_id, p.received_at is not None) for p in stored.photos] == [("h1_jpg", True)]
+    assert stored_files(app)[1] == []  # no temp file left behind
