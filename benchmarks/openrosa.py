@@ -390,6 +390,7 @@ class Result:
     cpu_total_s: float = 0.0
     rss_mb: float = 0.0
     failures: list[str] = field(default_factory=list)
+    db_s: float = 0.0  # CPU of the app database's PostgreSQL backends, until settled
 
 
 def run_clients(
@@ -451,6 +452,7 @@ def measure(
         wait_drained(url, celery)
     workers = server.workers()
     extra = [celery.pid] if celery is not None else []
+    db_before = backend_ticks(url) if url else {}
     before = {pid: up.cpu_ticks(pid) for pid in workers + extra}
     latencies, wall, failures = run_clients(
         server.port, setup, form, args.clients, args.submissions
@@ -461,10 +463,34 @@ def measure(
     if url:  # the pattern checks wait DIBAO_PATTERN_DELAY_SECONDS: count them too
         settle(workers + extra, at_least=float(os.environ.get("DIBAO_PATTERN_DELAY_SECONDS", 5)))
     total = sum(up.cpu_ticks(pid) - before[pid] for pid in workers + extra) / tick
+    db_after = backend_ticks(url) if url else {}
+    db_cpu = sum(ticks - db_before.get(pid, 0) for pid, ticks in db_after.items()) / tick
     rss = max(up.vm_hwm_kib(pid) for pid in workers) / 1024
     if server.workers() != workers:
         failures.append("a gunicorn worker was restarted during the run")
-    return Result(name, latencies, wall, cpu, drained, total, rss, failures)
+    return Result(name, latencies, wall, cpu, drained, total, rss, failures, db_cpu)
+
+
+def backend_ticks(url: str) -> dict[int, int]:
+    """CPU ticks of every PostgreSQL backend connected to the app's database (this
+    query's own excepted), by pid: the server's share of each submission."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = up.cpu_ticks(pid)
+        except (FileNotFoundError, ProcessLookupError):  # ended since
+            continue
+    return found
 
 
 def settle(pids: list[int], at_least: float, quiet: float = 1.0, timeout: float = 300) -> None:
@@ -659,7 +685,7 @@ def report(results: list[Result], args: argparse.Namespace) -> int:
     count = args.submissions
     print(
         f"\n{'app':<14} {'subs/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms':>8} "
-        f"{'drain s':>8} {'sust/s':>8} {'cpu+bg ms':>9} {'RSS MB':>7}"
+        f"{'drain s':>8} {'sust/s':>8} {'cpu+bg ms':>9} {'db ms':>7} {'RSS MB':>7}"
     )
     failed = False
     for r in results:
@@ -670,7 +696,7 @@ def report(results: list[Result], args: argparse.Namespace) -> int:
             f"{r.name:<14} {rate:>8.1f} {statistics.median(ok) * 1000:>8.1f} "
             f"{up.percentile(ok, 0.95) * 1000:>8.1f} {r.cpu_s * 1000 / count:>8.2f} "
             f"{r.drain_s:>8.1f} {sustained:>8.1f} {r.cpu_total_s * 1000 / count:>9.2f} "
-            f"{r.rss_mb:>7.0f}",
+            f"{r.db_s * 1000 / count:>7.2f} {r.rss_mb:>7.0f}",
             flush=True,
         )
         for failure in r.failures[:3]:
