@@ -625,6 +625,8 @@ print(f"statements per submission: {statements[0] / count:.1f} in the request, "
 out = io.StringIO()
 stats = pstats.Stats(profile, stream=out).sort_stats(os.environ["BENCH_SORT"])
 stats.print_stats(int(os.environ["BENCH_TOP"]))
+if os.environ.get("BENCH_CALLEES"):
+    stats.print_callees(os.environ["BENCH_CALLEES"])
 print(out.getvalue()[-int(os.environ["BENCH_CHARS"]):] if os.environ["BENCH_TOP"] != "0" else "")
 # cProfile slows every call: CPU is measured again without it. thread_time: the request
 # thread alone; process_time: with the background thread's work (waited for).
@@ -702,6 +704,7 @@ def profile(args: argparse.Namespace, setup: Setup, folder: Path, old: Path | No
                 BENCH_CHARS=os.environ.get("BENCH_CHARS", "12000"),
                 BENCH_SQL="1" if args.sql else "",
                 BENCH_SORT=args.sort,
+                BENCH_CALLEES=os.environ.get("BENCH_CALLEES", ""),
                 BENCH_SETUP=json.dumps(
                     {
                         "household_id": setup.household["household_id"],

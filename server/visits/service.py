@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -307,6 +307,34 @@ def _check_parts(data: SurveyIn, uploads: dict[str, HashingFile]) -> dict[str, A
     return infos
 
 
+# The statements of every upload, built once (bound per call): building a SELECT costs
+# more Python than running it.
+_SURVEY_BY_UUID = select(Survey.id).where(Survey.client_uuid == bindparam("client_uuid"))
+# The caseworker's visit before this one (the travel check).
+_PREVIOUS_VISIT = (
+    select(Survey.gps_lat, Survey.gps_lon, Survey.finished_at)
+    .where(
+        Survey.caseworker_id == bindparam("caseworker_id"),
+        Survey.id != bindparam("id"),
+        Survey.finished_at <= bindparam("at", type_=Survey.finished_at.type),
+    )
+    .order_by(Survey.finished_at.desc())
+    .limit(1)
+)
+# Other visits' fixes in a box (repeated fixes). A range on (gps_lat, gps_lon):
+# ix_surveys_gps answers it on SQLite and PostgreSQL.
+_VISITS_NEAR = (
+    select(Survey.id, Survey.gps_lat, Survey.gps_lon)
+    .where(
+        Survey.gps_lat.between(bindparam("lat_min"), bindparam("lat_max")),
+        Survey.gps_lon.between(bindparam("lon_min"), bindparam("lon_max")),
+        Survey.id != bindparam("id"),
+    )
+    .order_by(Survey.id)
+    .limit(100)
+)
+
+
 def _new_or_replayed(
     device: DeviceToken,
     data: SurveyIn,
@@ -318,9 +346,7 @@ def _new_or_replayed(
     """The survey row made for this upload (True), with its household when the visit
     registers one, judged and flagged; or the one an earlier upload of the same visit
     made (False)."""
-    existing = db.session.scalar(
-        select(Survey.id).where(Survey.client_uuid == str(data.client_uuid))
-    )
+    existing = db.session.scalar(_SURVEY_BY_UUID, {"client_uuid": str(data.client_uuid)})
     if existing is None:
         registers = household is None  # its home is then set from this visit
         try:
@@ -484,14 +510,8 @@ def _judge_and_record(
     flags = check_location(fix, household.home_lat, household.home_lon, thresholds)
     flags += check_times(survey.started_at, survey.finished_at, survey.received_at, thresholds)
     previous = db.session.execute(
-        select(Survey.gps_lat, Survey.gps_lon, Survey.finished_at)
-        .where(
-            Survey.caseworker_id == survey.caseworker_id,
-            Survey.id != survey.id,
-            Survey.finished_at <= survey.finished_at,
-        )
-        .order_by(Survey.finished_at.desc())
-        .limit(1)
+        _PREVIOUS_VISIT,
+        {"caseworker_id": survey.caseworker_id, "id": survey.id, "at": survey.finished_at},
     ).first()
     earlier = PreviousVisit(*previous) if previous is not None else None
     flags += check_travel(fix, survey.finished_at, earlier, thresholds)
@@ -567,16 +587,15 @@ def _visit_integrity_flags(
     lat_min, lat_max, lon_min, lon_max = visit_integrity.repeat_box(
         survey.gps_lat, survey.gps_lon, rules
     )
-    # A range on (gps_lat, gps_lon): ix_surveys_gps answers it on SQLite and PostgreSQL.
     others = db.session.execute(
-        select(Survey.id, Survey.gps_lat, Survey.gps_lon)
-        .where(
-            Survey.gps_lat.between(lat_min, lat_max),
-            Survey.gps_lon.between(lon_min, lon_max),
-            Survey.id != survey.id,
-        )
-        .order_by(Survey.id)
-        .limit(100)
+        _VISITS_NEAR,
+        {
+            "lat_min": lat_min,
+            "lat_max": lat_max,
+            "lon_min": lon_min,
+            "lon_max": lon_max,
+            "id": survey.id,
+        },
     ).all()
     flags += visit_integrity.gps_repeated(
         survey.gps_lat, survey.gps_lon, [(i, lat, lon) for i, lat, lon in others], rules
