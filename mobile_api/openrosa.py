@@ -121,10 +121,26 @@ STATUS_SENTENCES: dict[int, LazyString] = {
 
 def bilingual(sentence: LazyString) -> str:
     """Chinese first, then English: the tablet shows the message as it is."""
+    # A sentence without variables (lazy_gettext's parts, read defensively): the same
+    # words on every reply, translated once.
+    args: tuple[Any, ...] = getattr(sentence, "_args", ())
+    kwargs = getattr(sentence, "_kwargs", None)
+    if getattr(sentence, "_func", None) is gettext and len(args) == 1 and kwargs == {}:
+        return _fixed_bilingual(args[0])
     with force_locale("zh_CN"):
         chinese = str(sentence)
     with force_locale("en"):
         english = str(sentence)
+    return f"{chinese} / {english}"
+
+
+@lru_cache(maxsize=64)
+def _fixed_bilingual(message: str) -> str:
+    """A sentence without variables in both languages, translated once per process."""
+    with force_locale("zh_CN"):
+        chinese = gettext(message)
+    with force_locale("en"):
+        english = gettext(message)
     return f"{chinese} / {english}"
 
 

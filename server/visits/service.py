@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -122,6 +122,13 @@ def check_photo(photo: SurveyPhoto, temp: HashingFile) -> PhotoFacts:
         raise error from exc
 
 
+_HOUSEHOLD = (
+    select(Household)
+    .options(joinedload(Household.village))
+    .where(Household.id == bindparam("id", type_=Integer))
+)
+
+
 def _visible_place(device: DeviceToken, data: SurveyIn) -> tuple[Household | None, Area | None]:
     """The survey's household, or the village of the application it registers: looked
     up before anything else, and outside the caseworker's area exactly as unknown.
@@ -130,7 +137,7 @@ def _visible_place(device: DeviceToken, data: SurveyIn) -> tuple[Household | Non
         household = require_visible(
             device.user,
             # Its village (the area check) in the same query.
-            db.session.get(Household, data.household_id, options=[joinedload(Household.village)]),
+            db.session.scalars(_HOUSEHOLD, {"id": data.household_id}).one_or_none(),
             lambda h: h.village,
             "household",
             field="household_id",
