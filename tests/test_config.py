@@ -73,6 +73,8 @@ def test_the_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path) -
         ({"SMS_RATE_BURST": "0"}, "SMS_RATE_BURST must be positive"),
         ({"SMS_RATE_KEY": " "}, "SMS_RATE_KEY"),
         ({"DIBAO_MONTH_OPEN_BATCH": "many"}, "DIBAO_MONTH_OPEN_BATCH must be a whole number"),
+        ({"DIBAO_PATTERN_DELAY_SECONDS": "soon"}, "DIBAO_PATTERN_DELAY_SECONDS must be a number"),
+        ({"DIBAO_PATTERN_DELAY_SECONDS": "-1"}, "DIBAO_PATTERN_DELAY_SECONDS must be 0 to 3600"),
     ],
 )
 def test_bad_settings_are_named_in_the_error(
