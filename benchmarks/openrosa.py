@@ -67,6 +67,10 @@ SEED_HOUSEHOLDS = 50
 PHOTOS = 6
 # ODK Central on this machine (issue 19: one Node process, PostgreSQL, 4 clients).
 CENTRAL = {False: (112.0, 139.0), True: (2.9, 2.9)}
+# ... and as this script's client measured it against a real Central on this machine
+# (central-backend 4f5943d1, a fresh database each run, unique photo bytes: the
+# procedure in benchmarks/README.md, "Against a real ODK Central").
+CENTRAL_MEASURED = {False: 191.0, True: 4.00}
 TARGET = {False: 1.5, True: 2.0}
 APPS = ("bare", "old", "dibao", "dibao+broker")
 
@@ -771,6 +775,8 @@ def report(results: list[Result], args: argparse.Namespace) -> int:
         )
         if args.photos:
             line += f"; sustained incl. background work {sustained / high:.2f}x"
+        measured = CENTRAL_MEASURED[args.photos]
+        line += f"; {rate / measured:.2f}x the {measured:g}/s measured here"
         if bare is not None and bare.latencies:
             line += f"; {rate / (len(bare.latencies) / bare.wall):.2f} of the bare endpoint"
         print(line)
