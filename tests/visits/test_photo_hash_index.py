@@ -204,6 +204,44 @@ def test_ties_between_photos_at_the_same_distance_are_broken_as_the_linear_scan_
     assert [c.distance for c in found].count(5) > 10
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 3000),
+    near=st.integers(0, 120),
+    parts=st.sampled_from([None, 3, 4, 6]),
+    radius=st.integers(0, 14),
+    limit=st.integers(1, 24),
+    households=st.integers(1, 8),
+)
+def test_property_the_resident_search_equals_the_linear_scan_as_its_cap_falls(
+    seed: int, size: int, near: int, parts: int | None, radius: int, limit: int, households: int
+) -> None:
+    """Random photos, ``near`` of them planted a few bits from a query hash (many at
+    the same distance: ties at the cut-off), in a few households (the searching one's
+    and the searching photo excluded). The search lowers the distance it keeps hits up
+    to as eligible photos come in (the bound of the ``limit`` nearest); its candidates
+    stay the linear scan's, ties, exclusions and photos near by both kinds included."""
+    rng = np.random.default_rng(seed)
+    query = _query(rng)
+    full = rng.integers(0, 2**64, size=size, dtype=U64)
+    centre = rng.integers(0, 2**64, size=size, dtype=U64)
+    for at in rng.choice(size, size=min(near, size), replace=False):
+        bits = int(rng.choice([0, 2, 4, 4, 5, 5, 6, 9, 12]))
+        if rng.random() < 0.3:
+            full[at] = _flip(query.full[int(rng.integers(8))], bits, rng)
+        if rng.random() < 0.8:
+            centre[at] = _flip(query.centre[int(rng.integers(40))], bits, rng)
+    owners = rng.integers(1, households + 1, size=size).astype(np.int64)
+    rows = _rows_of(full, centre, owners)
+    index = PhotoHashIndex(parts=parts)
+    index.load_rows(rows)
+    excluded = int(rng.integers(1, size + 1))  # the searching photo itself
+    found, _ = index._search(query, radius, limit, household_id=1, photo_id=excluded)
+    eligible = {k: r.take((r.households != 1) & (r.photo_ids != excluded)) for k, r in rows.items()}
+    assert found == nearest(query, _stored(eligible), radius, limit)
+
+
 def test_the_resident_index_with_nothing_loaded_finds_nothing() -> None:
     z = np.zeros(0, dtype=U64)
     index = PhotoHashIndex()

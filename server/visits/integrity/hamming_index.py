@@ -204,15 +204,17 @@ def _probe(
             nearest = d if d < nearest else nearest
         if nearest > limit:
             continue
+        size = int(end - start)
+        if count + size > len(found):
+            grown = max(2 * len(found), count + size)
+            found = np.concatenate((found[:count], np.empty(grown - count, dtype=np.int64)))
+            dist = np.concatenate((dist[:count], np.empty(grown - count, dtype=np.uint8)))
+        # Written for every hash, kept (count advanced) for the hits: no branch.
         for at in range(start, end):
             d = _popcount(sorted_hashes[at] ^ q)
-            if d <= limit:
-                if count == len(found):
-                    found = np.concatenate((found, np.empty_like(found)))
-                    dist = np.concatenate((dist, np.empty_like(dist)))
-                found[count] = order[at]
-                dist[count] = d
-                count += 1
+            found[count] = order[at]
+            dist[count] = np.uint8(d)
+            count += int(d <= limit)
     return found[:count], dist[:count]
 
 
