@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=30, help="checks timed")
     parser.add_argument("--linear", type=int, default=2, help="of them also by linear scan")
     parser.add_argument("--parts", type=int, default=None, help="MIH substrings (default: by size)")
+    parser.add_argument("--threads", type=int, default=1, help="threads a search may use")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clustered", action="store_true", help="hashes around centres")
     parser.add_argument("--centres", type=int, default=4000)
@@ -138,7 +139,7 @@ def main() -> None:
         f"{time.perf_counter() - t0:.1f} s"
     )
 
-    index = PhotoHashIndex(parts=args.parts)
+    index = PhotoHashIndex(parts=args.parts, threads=args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     index.load_rows(rows)
     build_wall, build_cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -171,7 +171,8 @@ def _nearest_per_photo(photo_ids: I64, dist: npt.NDArray[np.intp]) -> npt.NDArra
 
 class PhotoHashIndex:
     """See the module docstring. ``parts``: MIH substrings of the main part (None: by
-    its size, :func:`server.visits.integrity.hamming_index.parts_for`)."""
+    its size, :func:`server.visits.integrity.hamming_index.parts_for`); ``threads``:
+    how many threads a search may use (1: the calling thread alone)."""
 
     MERGE_ROWS: Final = 65_536
     """The recent part is merged into the main one (a rebuild) at this size."""
@@ -180,8 +181,10 @@ class PhotoHashIndex:
     RELOAD_SECONDS: Final = 24 * 3600
     """A full reload this often (drops the rows deleted since from memory)."""
 
-    def __init__(self, parts: int | None = None) -> None:
+    def __init__(self, parts: int | None = None, threads: int = 1) -> None:
         self._parts = parts
+        self.threads = threads
+        """Threads a search's large steps are split over (HammingIndex.search)."""
         self._lock = threading.RLock()
         self._source: str | None = None
         self._loaded_at = 0.0
@@ -322,7 +325,8 @@ class PhotoHashIndex:
         for kind in HASH_KINDS:
             for part in (self._main[kind], self._recent[kind]):
                 if len(part.rows):
-                    searches.append((kind, part, part.index.search(query.of_kind(kind)[0], radius)))
+                    search = part.index.search(query.of_kind(kind)[0], radius, self.threads)
+                    searches.append((kind, part, search))
         reach = -1
         cap = radius
         while True:

@@ -106,6 +106,29 @@ def test_a_widening_search_is_complete_up_to_what_it_guarantees() -> None:
     assert seen == list(range(seen[0], 21))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_search_split_over_threads_finds_what_one_thread_finds(threads: int) -> None:
+    """Enough query hashes for the large steps to be split (600 x 120 probes at 2 bits
+    of a 16-bit key: 3 runs of 24,000): the same hashes at the same distances, step by
+    step, with the bound (``cap``) lowered part way as the resident index does."""
+    rng = np.random.default_rng(5)
+    queries = rng.integers(0, 2**64, size=600, dtype=U64)
+    stored = _planted(rng, 30_000, queries[:20], [2, 6, 9])
+    index = HammingIndex(stored, 4)
+    one, split = index.search(queries, cap=14), index.search(queries, cap=14, threads=threads)
+    while one.guaranteed < 11:
+        if one.guaranteed == 7:
+            one.cap = split.cap = 11
+        one.step()
+        split.step()
+        assert split.guaranteed == one.guaranteed
+        for got, expected in zip(split.found(), one.found(), strict=True):
+            assert got.tolist() == expected.tolist()
+    expected, expected_dist = _linear(stored, queries, 11)
+    assert split.found(11)[0].tolist() == expected.tolist()
+    assert split.found(11)[1].tolist() == expected_dist.tolist()
+
+
 def test_duplicates_are_each_found_and_duplicate_queries_count_once() -> None:
     rng = np.random.default_rng(3)
     base = rng.integers(0, 2**64, size=5, dtype=U64)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, Final
 
@@ -38,7 +40,7 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 
-__all__ = ["HammingIndex", "HammingSearch", "distances", "parts_for"]
+__all__ = ["HammingIndex", "HammingSearch", "default_threads", "distances", "parts_for"]
 
 U64 = npt.NDArray[np.uint64]
 Positions = npt.NDArray[np.intp]
@@ -161,10 +163,11 @@ def _probes_in_order(
     queries: U64, shift: np.uint64, mask: np.uint64, ring: npt.NDArray[np.uint32], buckets: int
 ) -> U64:
     """Each query's probes (bucket << 32 | query), sorted by bucket then query: by a
-    counting sort over the ``buckets`` keys when given (a dense table), else a sort."""
+    counting sort over the ``buckets`` keys when given (a dense table) and the probes
+    are not far fewer than the keys, else a sort."""
     total = len(queries) * len(ring)
     probes = np.empty(total, dtype=np.uint64)
-    if buckets == 0:
+    if buckets == 0 or total * 16 < buckets:
         k = 0
         for qi in range(len(queries)):
             key = (queries[qi] >> shift) & mask
@@ -173,7 +176,7 @@ def _probes_in_order(
                 k += 1
         probes.sort()
         return probes
-    starts = np.zeros(buckets + 1, dtype=np.int64)
+    starts = np.zeros(buckets + 1, dtype=np.int32)
     for qi in range(len(queries)):
         key = (queries[qi] >> shift) & mask
         for flip in ring:
@@ -264,6 +267,27 @@ def _probe(
     return found[:count], dist[:count]
 
 
+_THREAD_PROBES: Final = 20_000
+"""A step is split over threads only with at least this many probes per thread (below,
+starting a thread costs more than it saves)."""
+
+
+@cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's threads for the steps split over several (created at first use)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hamming")
+
+
+def default_threads() -> int:
+    """Threads a search may use: 2 where the process may run on 2 cores or more (a
+    search's steps are memory-bound; a third thread gains little)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(2, cores)
+
+
 class _Table:
     """The hashes sorted by one substring: ``sorted_hashes[offsets[k]:offsets[k + 1]]``
     is bucket ``k`` (every hash whose substring is ``k``), contiguous; ``order`` maps
@@ -330,9 +354,10 @@ class HammingIndex:
     def nbytes(self) -> int:
         return self.hashes.nbytes + sum(t.nbytes for t in self.tables)
 
-    def search(self, queries: U64, cap: int = 64) -> HammingSearch:
-        """A widening search for ``queries`` (see :class:`HammingSearch`)."""
-        return HammingSearch(self, queries, cap)
+    def search(self, queries: U64, cap: int = 64, threads: int = 1) -> HammingSearch:
+        """A widening search for ``queries`` (see :class:`HammingSearch`), each large
+        step split over up to ``threads`` threads."""
+        return HammingSearch(self, queries, cap, threads)
 
     def within(self, queries: U64, radius: int) -> tuple[Positions, npt.NDArray[np.intp]]:
         """Every stored hash within ``radius`` bits of any query: (positions, smallest
@@ -348,9 +373,10 @@ class HammingSearch:
     smallest distance to the queries. Hits farther than ``cap`` bits are dropped as
     they are found (they are never asked for)."""
 
-    def __init__(self, index: HammingIndex, queries: U64, cap: int = 64) -> None:
+    def __init__(self, index: HammingIndex, queries: U64, cap: int = 64, threads: int = 1) -> None:
         self.index = index
         self.cap = cap
+        self.threads = max(1, threads)
         self.queries: U64 = np.unique(np.asarray(queries, dtype=np.uint64))
         # Per table, the queries in the order of their substring: queries sharing a
         # bucket probe it one after the other (it is then in cache).
@@ -373,6 +399,10 @@ class HammingSearch:
         while self.guaranteed < radius:
             self.step()
 
+    def _chunks(self, probes: int) -> int:
+        """Threads for a step of this many probes: one below ``_THREAD_PROBES`` each."""
+        return max(1, min(self.threads, probes // _THREAD_PROBES))
+
     def step(self) -> None:
         """Widen the next table by one bit: ``guaranteed`` grows by one."""
         if self.guaranteed >= 64:
@@ -384,18 +414,44 @@ class HammingSearch:
         self._steps += 1
         self.radii[i] += 1
         table = self.index.tables[i]
+        ring = _ring(table.width, self.radii[i])
         queries = self._by_key[i]
-        positions, dist = _probe(
-            queries,
-            table.shift,
-            table.mask,
-            _ring(table.width, self.radii[i]),
-            table.offsets,
-            table.sorted_keys,
-            table.sorted_hashes,
-            table.order,
-            self.cap,
-        )
+        chunks = self._chunks(len(queries) * len(ring))
+        if chunks == 1:
+            positions, dist = _probe(
+                queries,
+                table.shift,
+                table.mask,
+                ring,
+                table.offsets,
+                table.sorted_keys,
+                table.sorted_hashes,
+                table.order,
+                self.cap,
+            )
+        else:
+            # Runs of queries in key order (their probes overlap least), each probed
+            # on its own thread (the compiled loop releases the GIL), this one's too.
+            bounds = np.linspace(0, len(queries), chunks + 1).astype(np.intp)
+            args: tuple[Any, ...] = (
+                table.shift,
+                table.mask,
+                ring,
+                table.offsets,
+                table.sorted_keys,
+                table.sorted_hashes,
+                table.order,
+                self.cap,
+            )
+            pool = _pool(chunks - 1)
+            others = [
+                pool.submit(_probe, queries[bounds[c] : bounds[c + 1]], *args)
+                for c in range(1, chunks)
+            ]
+            parts_found = [_probe(queries[bounds[0] : bounds[1]], *args)]
+            parts_found += [f.result() for f in others]
+            positions = np.concatenate([p for p, _ in parts_found])
+            dist = np.concatenate([d for _, d in parts_found])
         if len(positions):
             self._positions.append(positions)
             self._distances.append(dist)
