@@ -14,14 +14,20 @@ the caller can stop as soon as it has what it needs (the nearest few). Every can
 is checked with the full popcount distance, so what is returned is exact: the same as a
 linear scan.
 
-Many queries are searched at once (a photo issues ~940 hashes). Cost, in the compiled
-loop: a probe (one query's visit to one bucket) costs about 60 ns, mostly the memory
-it reads, a hash compared in a bucket about 1.5 ns; :func:`parts_for` picks ``m`` by
-that model (:func:`search_cost`): buckets of tens of hashes, i.e. 16-bit substrings at
-millions of hashes, rather than MIH's ~1 hash per bucket (which multiplies the probes:
-~3,600 per query hash at 10 bits with ``m = 3``, ~430 with ``m = 4``). Each step's
-probes are sorted by bucket, so the table is read in ascending order and a bucket that
-several queries probe is read once.
+Many queries are searched at once (a photo issues ~940 hashes). Each step's probes (a
+query's visit to one bucket) are sorted by bucket, so the table is read in ascending
+order and a bucket that several queries probe is read once; the bucket a few probes
+ahead is prefetched. Per probe, the bucket's nearest hash by a vectorised reduction
+(AVX-512 popcounts where the CPU has them, ~0.2 ns a hash), and only when it is within
+``cap`` a second pass that records the hits. The caller may lower ``cap`` between steps
+(the resident photo index lowers it to the bound of the nearest ``max_candidates``):
+hits beyond it are not recorded. Cost model (:func:`search_cost`, measured at 1 to 5
+million random hashes): ~23 ns per probe, ~0.17 ns per hash compared; :func:`parts_for`
+picks ``m`` by it: 4 substrings of 16 bits from ~3 million hashes (buckets of tens of
+hashes), 5 below, rather than MIH's ~1 hash per bucket (which multiplies the probes:
+~3,600 per query hash at 10 bits with ``m = 3``, ~430 with ``m = 4``). A step with many
+probes may be split over threads (``threads``): runs of queries probed at once, the
+compiled loop releasing the GIL.
 """
 
 from __future__ import annotations
@@ -54,12 +60,15 @@ def distances(a: U64, b: U64) -> npt.NDArray[np.uint8]:
     return np.bitwise_count(np.bitwise_xor(a, b))
 
 
-PROBE_NS: Final = 60.0
-"""The cost model's price of one probe (a query's visit to one bucket: finding it,
-the loop's start and end), in ns, measured at 5 million hashes on the benchmark's
-machine (benchmarks/photo_index.py)."""
-HASH_NS: Final = 1.5
-"""... and of one stored hash compared in a bucket (mostly the memory it is read from)."""
+PROBE_NS: Final = 23.0
+"""The cost model's price of one probe (a query's visit to one bucket: finding it, the
+loop's start and end, the cache misses), in ns; with :data:`HASH_NS`, fitted to the
+search's time to certify 10 bits for a photo's ~930 query hashes among 5 million random
+hashes with 4 and 5 substrings (14.0 and 16.8 ms on the benchmark's machine,
+benchmarks/photo_index.py), which it reproduces; at 1 million hashes, 5 substrings
+measured 1.5x faster than 4, as it predicts."""
+HASH_NS: Final = 0.165
+"""... and of one stored hash compared in a bucket (the vectorised loop)."""
 TYPICAL_RADIUS: Final = 10
 """The radius a search typically has to certify (the 16 nearest of a photo's ~940 query
 hashes among millions of random hashes lie at ~10 bits: docs/field-visits.md)."""
@@ -89,9 +98,10 @@ def search_cost(size: int, parts: int, radius: int = TYPICAL_RADIUS) -> float:
 
 def parts_for(size: int) -> int:
     """Substrings for ``size`` hashes: the cheapest by :func:`search_cost` (2 to 8).
-    In a compiled loop a probe costs about as much as 40 hashes compared in a bucket,
-    so the optimum has buckets of tens of hashes: 4 substrings of 16 bits at 1 to 20
-    million hashes (where pure MIH's rule, 64 / log2(size), says 3)."""
+    In the compiled loop a probe costs about as much as 140 hashes compared in a
+    bucket, so the optimum has buckets of tens to a few hundred hashes: 4 substrings
+    of 16 bits from 3 to 50 million hashes, 5 of 13 bits at 1 to 2 million (where pure
+    MIH's rule, 64 / log2(size), says 3)."""
     return min(range(2, 9), key=lambda parts: search_cost(max(size, 1), parts))
 
 
