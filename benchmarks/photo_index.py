@@ -20,10 +20,12 @@ no rows back from the table (``_search``, what ``nearest`` does under its lock).
 Prints: the load average, the build (wall and CPU s, the index's bytes), per check
 the wall and CPU milliseconds (median, p95) and the radius it stopped at, the linear
 scan's for the first ``--linear`` checks (and how many found the same candidates),
-peak RSS.
+peak RSS. ``--threads``: threads a search may split its large steps over
+(PhotoHashIndex(threads=); the resident index uses 1).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_index.py [--hashes 10000000]
-        [--photos 30] [--linear 2] [--parts 4] [--seed 1] [--clustered [--centres 4000]]
+        [--photos 30] [--linear 2] [--parts 4] [--threads 1] [--seed 1]
+        [--clustered [--centres 4000]]
 """
 
 from __future__ import annotations
