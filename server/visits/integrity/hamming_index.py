@@ -212,6 +212,7 @@ stride: 4 x 8 to a 512-bit register); a table is padded by as many."""
 @_compiled
 def _probe(
     queries: U64,
+    groups: npt.NDArray[np.int64],
     shift: np.uint64,
     mask: np.uint64,
     ring: npt.NDArray[np.uint32],
@@ -223,11 +224,15 @@ def _probe(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
     """Every stored hash whose substring is one of ``ring`` away from a query's, within
     ``cap`` bits of that query: (positions, distances; a hash once per query that
-    reaches it). The probes (bucket, query) are sorted first: the buckets are then read
-    in ascending order, each once while in cache for all the queries that probe it
-    (memory, not popcounts, is the cost: see the module docstring)."""
+    reaches it). ``queries`` are in the order of their substring (the key), the queries
+    sharing a key ``queries[groups[g]:groups[g + 1]]``: a key's probes are its group's.
+    The probes (bucket, key) are sorted first: the buckets are then read in ascending
+    order, each once while in cache for all the queries that probe it (memory, not
+    popcounts, is the cost: see the module docstring)."""
     dense = len(offsets) > 0
-    probes = _probes_in_order(queries, shift, mask, ring, len(offsets) - 1 if dense else 0)
+    probes = _probes_in_order(
+        queries[groups[:-1]], shift, mask, ring, len(offsets) - 1 if dense else 0
+    )
     found = np.empty(1024, dtype=np.int64)
     dist = np.empty(1024, dtype=np.uint8)
     count = 0
@@ -242,38 +247,40 @@ def _probe(
                 for at in range(np.int64(offsets[upcoming]), np.int64(offsets[upcoming + 1]), 8):
                     _prefetch(sorted_hashes, at)
         bucket = np.int64(pair >> np.uint64(32))
-        q = queries[np.int64(pair & np.uint64(0xFFFFFFFF))]
+        group = np.int64(pair & np.uint64(0xFFFFFFFF))
         if dense:
             start, end = np.uint64(offsets[bucket]), np.uint64(offsets[bucket + 1])
         else:
             start = np.uint64(np.searchsorted(sorted_keys, bucket, side="left"))
             end = np.uint64(np.searchsorted(sorted_keys, bucket, side="right"))
-        # First the bucket's nearest (a reduction the compiler vectorises), then,
-        # rarely, the hits. Unsigned indices and a select, not min(): with a signed
-        # index (numba's negative-index wraparound) or min() the loop stays scalar,
-        # ~7x slower (1.4 against 0.2 ns per hash). The bucket is read on to a whole
-        # number of the vectorised loop's strides (into the next bucket, or the
-        # table's padding): no scalar tail, no mispredicted exit. What is read past
-        # the bucket are stored hashes too, compared in full: a hit there is a true
-        # distance, found again (or not) by its own probe; nothing is missed.
+        # Per query of the key, first the bucket's nearest (a reduction the compiler
+        # vectorises), then, rarely, the hits. Unsigned indices and a select, not
+        # min(): with a signed index (numba's negative-index wraparound) or min() the
+        # loop stays scalar, ~7x slower (1.4 against 0.2 ns per hash). The bucket is
+        # read on to a whole number of the vectorised loop's strides (into the next
+        # bucket, or the table's padding): no scalar tail, no mispredicted exit. What
+        # is read past the bucket are stored hashes too, compared in full: a hit there
+        # is a true distance, found again (or not) by its own probe; nothing is missed.
         end = start + ((end - start + np.uint64(_STRIDE - 1)) & ~np.uint64(_STRIDE - 1))
-        nearest = np.uint64(64)
-        for at in range(start, end):
-            d = _popcount(sorted_hashes[at] ^ q)
-            nearest = d if d < nearest else nearest
-        if nearest > limit:
-            continue
-        size = int(end - start)
-        if count + size > len(found):
-            grown = max(2 * len(found), count + size)
-            found = np.concatenate((found[:count], np.empty(grown - count, dtype=np.int64)))
-            dist = np.concatenate((dist[:count], np.empty(grown - count, dtype=np.uint8)))
-        # Written for every hash, kept (count advanced) for the hits: no branch.
-        for at in range(start, end):
-            d = _popcount(sorted_hashes[at] ^ q)
-            found[count] = order[at]
-            dist[count] = np.uint8(d)
-            count += int(d <= limit)
+        for qi in range(groups[group], groups[group + 1]):
+            q = queries[qi]
+            nearest = np.uint64(64)
+            for at in range(start, end):
+                d = _popcount(sorted_hashes[at] ^ q)
+                nearest = d if d < nearest else nearest
+            if nearest > limit:
+                continue
+            size = int(end - start)
+            if count + size > len(found):
+                grown = max(2 * len(found), count + size)
+                found = np.concatenate((found[:count], np.empty(grown - count, dtype=np.int64)))
+                dist = np.concatenate((dist[:count], np.empty(grown - count, dtype=np.uint8)))
+            # Written for every hash, kept (count advanced) for the hits: no branch.
+            for at in range(start, end):
+                d = _popcount(sorted_hashes[at] ^ q)
+                found[count] = order[at]
+                dist[count] = np.uint8(d)
+                count += int(d <= limit)
     return found[:count], dist[:count]
 
 
@@ -390,9 +397,13 @@ class HammingSearch:
         self.queries: U64 = np.unique(np.asarray(queries, dtype=np.uint64))
         # Per table, the queries in the order of their substring: queries sharing a
         # bucket probe it one after the other (it is then in cache).
-        self._by_key = [
-            self.queries[np.argsort(t.keys(self.queries), kind="stable")] for t in index.tables
-        ]
+        self._by_key: list[tuple[U64, npt.NDArray[np.int64]]] = []
+        for t in index.tables:
+            by_key = self.queries[np.argsort(t.keys(self.queries), kind="stable")]
+            keys = t.keys(by_key)
+            firsts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            groups = np.append(firsts, len(by_key)).astype(np.int64)
+            self._by_key.append((by_key, groups))
         self.radii = [-1] * index.parts
         self._steps = 0
         self._positions: list[Positions] = []
@@ -425,40 +436,31 @@ class HammingSearch:
         self.radii[i] += 1
         table = self.index.tables[i]
         ring = _ring(table.width, self.radii[i])
-        queries = self._by_key[i]
-        chunks = self._chunks(len(queries) * len(ring))
+        queries, groups = self._by_key[i]
+        chunks = self._chunks((len(groups) - 1) * len(ring))
+        args: tuple[Any, ...] = (
+            table.shift,
+            table.mask,
+            ring,
+            table.offsets,
+            table.sorted_keys,
+            table.sorted_hashes,
+            table.order,
+            self.cap,
+        )
         if chunks == 1:
-            positions, dist = _probe(
-                queries,
-                table.shift,
-                table.mask,
-                ring,
-                table.offsets,
-                table.sorted_keys,
-                table.sorted_hashes,
-                table.order,
-                self.cap,
-            )
+            positions, dist = _probe(queries, groups, *args)
         else:
-            # Runs of queries in key order (their probes overlap least), each probed
-            # on its own thread (the compiled loop releases the GIL), this one's too.
-            bounds = np.linspace(0, len(queries), chunks + 1).astype(np.intp)
-            args: tuple[Any, ...] = (
-                table.shift,
-                table.mask,
-                ring,
-                table.offsets,
-                table.sorted_keys,
-                table.sorted_hashes,
-                table.order,
-                self.cap,
-            )
-            pool = _pool(chunks - 1)
-            others = [
-                pool.submit(_probe, queries[bounds[c] : bounds[c + 1]], *args)
-                for c in range(1, chunks)
+            # Runs of keys (their probes overlap least), each probed on its own thread
+            # (the compiled loop releases the GIL), this one's too.
+            bounds = np.linspace(0, len(groups) - 1, chunks + 1).astype(np.intp)
+            runs = [
+                (queries[groups[a] : groups[b]], groups[a : b + 1] - groups[a])
+                for a, b in itertools.pairwise(bounds)
             ]
-            parts_found = [_probe(queries[bounds[0] : bounds[1]], *args)]
+            pool = _pool(chunks - 1)
+            others = [pool.submit(_probe, *run, *args) for run in runs[1:]]
+            parts_found = [_probe(*runs[0], *args)]
             parts_found += [f.result() for f in others]
             positions = np.concatenate([p for p, _ in parts_found])
             dist = np.concatenate([d for _, d in parts_found])
