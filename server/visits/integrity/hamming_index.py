@@ -14,20 +14,21 @@ the caller can stop as soon as it has what it needs (the nearest few). Every can
 is checked with the full popcount distance, so what is returned is exact: the same as a
 linear scan.
 
-Many queries are searched at once (a photo issues ~940 hashes). Each step's probes (a
-query's visit to one bucket) are sorted by bucket, so the table is read in ascending
-order and a bucket that several queries probe is read once; the bucket a few probes
-ahead is prefetched. Per probe, the bucket's nearest hash by a vectorised reduction
-(AVX-512 popcounts where the CPU has them, ~0.2 ns a hash), and only when it is within
-``cap`` a second pass that records the hits. The caller may lower ``cap`` between steps
-(the resident photo index lowers it to the bound of the nearest ``max_candidates``):
-hits beyond it are not recorded. Cost model (:func:`search_cost`, measured at 1 to 5
-million random hashes): ~23 ns per probe, ~0.17 ns per hash compared; :func:`parts_for`
-picks ``m`` by it: 4 substrings of 16 bits from ~3 million hashes (buckets of tens of
-hashes), 5 below, rather than MIH's ~1 hash per bucket (which multiplies the probes:
-~3,600 per query hash at 10 bits with ``m = 3``, ~430 with ``m = 4``). A step with many
-probes may be split over threads (``threads``): runs of queries probed at once, the
-compiled loop releasing the GIL.
+Many queries are searched at once (a photo issues ~940 hashes). A step probes, for each
+distinct key of the queries (a photo's crops share many), each bucket of the ring around
+it; the probes are sorted by bucket, so the table is read in ascending order and a
+bucket that several queries probe is read once; the bucket a few probes ahead is
+prefetched. Per probe and query of its key, the bucket's nearest hash by a vectorised
+reduction (AVX-512 popcounts where the CPU has them, ~0.2 ns a hash), and only when it
+is within ``cap`` a second pass that records the hits. The caller may lower ``cap``
+between steps (the resident photo index lowers it to the bound of the nearest
+``max_candidates``): hits beyond it are not recorded. Cost model (:func:`search_cost`,
+measured at 1 to 5 million random hashes): ~23 ns per probe, ~0.17 ns per hash compared;
+:func:`parts_for` picks ``m`` by it: 4 substrings of 16 bits from ~3 million hashes
+(buckets of tens of hashes), 5 below, rather than MIH's ~1 hash per bucket (which
+multiplies the probes: ~3,600 per query hash at 10 bits with ``m = 3``, ~430 with
+``m = 4``). A step with many probes may be split over threads (``threads``): runs of
+keys probed at once, the compiled loop releasing the GIL.
 """
 
 from __future__ import annotations
