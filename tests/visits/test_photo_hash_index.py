@@ -6,6 +6,7 @@ it: tests/visits/test_integrity_photos.py (a reused photo flagged through the AP
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from datetime import UTC, datetime
 
@@ -127,6 +128,31 @@ def test_a_search_split_over_threads_finds_what_one_thread_finds(threads: int) -
     expected, expected_dist = _linear(stored, queries, 11)
     assert split.found(11)[0].tolist() == expected.tolist()
     assert split.found(11)[1].tolist() == expected_dist.tolist()
+
+
+def _split_search_in_child(stored: np.ndarray, queries: np.ndarray, expected: list[int]) -> None:
+    search = HammingIndex(stored, 4).search(queries, cap=14, threads=2)
+    search.widen_to(9)
+    assert search.found(9)[0].tolist() == expected
+
+
+def test_a_process_forked_after_a_split_search_can_split_its_own() -> None:
+    """The threads belong to the process that started them: a child forked after the
+    parent split a search (a preloading server) starts its own instead of waiting on
+    the parent's forever."""
+    rng = np.random.default_rng(6)
+    queries = rng.integers(0, 2**64, size=600, dtype=U64)
+    stored = _planted(rng, 30_000, queries[:10], [3, 8])
+    _split_search_in_child(stored, queries, _linear(stored, queries, 9)[0].tolist())
+    child = multiprocessing.get_context("fork").Process(
+        target=_split_search_in_child,
+        args=(stored, queries, _linear(stored, queries, 9)[0].tolist()),
+    )
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_duplicates_are_each_found_and_duplicate_queries_count_once() -> None:

@@ -47,7 +47,7 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 
-__all__ = ["HammingIndex", "HammingSearch", "default_threads", "distances", "parts_for"]
+__all__ = ["HammingIndex", "HammingSearch", "distances", "parts_for"]
 
 U64 = npt.NDArray[np.uint64]
 Positions = npt.NDArray[np.intp]
@@ -291,19 +291,11 @@ starting a thread costs more than it saves)."""
 
 
 @cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The process's threads for the steps split over several (created at first use)."""
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """The process's threads for the steps split over several (created at first use).
+    By process id: a child forked after its parent made one (gunicorn's preload) has
+    none of its threads, and would wait on them forever."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hamming")
-
-
-def default_threads() -> int:
-    """Threads a search may use: 2 where the process may run on 2 cores or more (a
-    search's steps are memory-bound; a third thread gains little)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(2, cores)
 
 
 class _Table:
@@ -459,7 +451,7 @@ class HammingSearch:
                 (queries[groups[a] : groups[b]], groups[a : b + 1] - groups[a])
                 for a, b in itertools.pairwise(bounds)
             ]
-            pool = _pool(chunks - 1)
+            pool = _pool(chunks - 1, os.getpid())
             others = [pool.submit(_probe, *run, *args) for run in runs[1:]]
             parts_found = [_probe(*runs[0], *args)]
             parts_found += [f.result() for f in others]
