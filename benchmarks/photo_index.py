@@ -20,10 +20,12 @@ no rows back from the table (``_search``, what ``nearest`` does under its lock).
 Prints: the load average, the build (wall and CPU s, the index's bytes), per check
 the wall and CPU milliseconds (median, p95) and the radius it stopped at, the linear
 scan's for the first ``--linear`` checks (and how many found the same candidates),
-peak RSS.
+peak RSS. ``--threads``: threads a search may split its large steps over
+(PhotoHashIndex(threads=); the resident index uses 1).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/photo_index.py [--hashes 10000000]
-        [--photos 30] [--linear 2] [--parts 4] [--seed 1] [--clustered [--centres 4000]]
+        [--photos 30] [--linear 2] [--parts 4] [--threads 1] [--seed 1]
+        [--clustered [--centres 4000]]
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=30, help="checks timed")
     parser.add_argument("--linear", type=int, default=2, help="of them also by linear scan")
     parser.add_argument("--parts", type=int, default=None, help="MIH substrings (default: by size)")
+    parser.add_argument("--threads", type=int, default=1, help="threads a search may use")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clustered", action="store_true", help="hashes around centres")
     parser.add_argument("--centres", type=int, default=4000)
@@ -138,7 +141,7 @@ def main() -> None:
         f"{time.perf_counter() - t0:.1f} s"
     )
 
-    index = PhotoHashIndex(parts=args.parts)
+    index = PhotoHashIndex(parts=args.parts, threads=args.threads)
     t0, c0 = time.perf_counter(), time.process_time()
     index.load_rows(rows)
     build_wall, build_cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -158,9 +158,21 @@ def _read(after_id: int, chunk: int = 200_000) -> dict[HashKind, _Rows]:
     return {kind: _Rows.join(parts) for kind, parts in got.items()}
 
 
+def _nearest_per_photo(photo_ids: I64, dist: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Each photo's smallest distance (one value per photo, in no particular order)."""
+    if len(photo_ids) == 0:
+        return np.zeros(0, dtype=np.intp)
+    order = np.lexsort((dist, photo_ids))
+    photo_ids, dist = photo_ids[order], dist[order]
+    first = np.ones(len(photo_ids), dtype=np.bool_)
+    first[1:] = photo_ids[1:] != photo_ids[:-1]
+    return dist[first]
+
+
 class PhotoHashIndex:
     """See the module docstring. ``parts``: MIH substrings of the main part (None: by
-    its size, :func:`server.visits.integrity.hamming_index.parts_for`)."""
+    its size, :func:`server.visits.integrity.hamming_index.parts_for`); ``threads``:
+    how many threads a search may use (1: the calling thread alone)."""
 
     MERGE_ROWS: Final = 65_536
     """The recent part is merged into the main one (a rebuild) at this size."""
@@ -169,8 +181,10 @@ class PhotoHashIndex:
     RELOAD_SECONDS: Final = 24 * 3600
     """A full reload this often (drops the rows deleted since from memory)."""
 
-    def __init__(self, parts: int | None = None) -> None:
+    def __init__(self, parts: int | None = None, threads: int = 1) -> None:
         self._parts = parts
+        self.threads = threads
+        """Threads a search's large steps are split over (HammingIndex.search)."""
         self._lock = threading.RLock()
         self._source: str | None = None
         self._loaded_at = 0.0
@@ -299,33 +313,50 @@ class PhotoHashIndex:
     ) -> tuple[list[Candidate], dict[HashKind, _Rows]]:
         """Widen all parts' searches one bit at a time until ``limit`` eligible photos
         lie within the radius every part has searched (or the radius is reached): the
-        nearest ``limit`` are then known exactly."""
+        nearest ``limit`` are then known exactly.
+
+        Hits are kept up to a cap that falls as they come: once ``limit`` eligible
+        photos have been seen within ``bound`` bits (found at any distance, complete or
+        not), the ``limit`` nearest lie within ``bound`` (ties at ``bound`` included),
+        so a hash farther than that is never needed, and the searches stop recording
+        it. The widening stops at ``bound`` at the latest: the cap never falls below
+        the radius still to be searched."""
         searches: list[tuple[HashKind, _Part, HammingSearch]] = []
         for kind in HASH_KINDS:
             for part in (self._main[kind], self._recent[kind]):
                 if len(part.rows):
-                    searches.append((kind, part, part.index.search(query.of_kind(kind)[0], radius)))
+                    search = part.index.search(query.of_kind(kind)[0], radius, self.threads)
+                    searches.append((kind, part, search))
         reach = -1
+        cap = radius
         while True:
             reach += 1
             for _, _, search in searches:
+                search.cap = cap
                 search.widen_to(reach)
-            found: dict[HashKind, list[_Rows]] = {kind: [] for kind in HASH_KINDS}
-            best: dict[int, int] = {}
+            hits: list[tuple[HashKind, _Part, npt.NDArray[np.intp], npt.NDArray[np.intp]]] = []
             for kind, part, search in searches:
-                positions, dist = search.found(reach)
+                positions, dist = search.found(cap)
                 r = part.rows
                 ok = (
                     part.alive[positions]
                     & (r.households[positions] != household_id)
                     & (r.photo_ids[positions] != photo_id)
                 )
-                positions, dist = positions[ok], dist[ok]
-                found[kind].append(r.take(positions))
-                for p, d in zip(r.photo_ids[positions].tolist(), dist.tolist(), strict=True):
-                    best[p] = min(best.get(p, 64), d)
-            if reach >= radius or len(best) >= limit:
+                hits.append((kind, part, positions[ok], dist[ok]))
+            best = _nearest_per_photo(
+                np.concatenate(
+                    [np.zeros(0, dtype=np.int64)] + [p.rows.photo_ids[at] for _, p, at, _ in hits]
+                ),
+                np.concatenate([np.zeros(0, dtype=np.intp)] + [d for _, _, _, d in hits]),
+            )
+            if reach >= radius or int(np.count_nonzero(best <= reach)) >= limit:
                 break
+            if len(best) >= limit:
+                cap = min(cap, int(np.partition(best, limit - 1)[limit - 1]))
+        found: dict[HashKind, list[_Rows]] = {kind: [] for kind in HASH_KINDS}
+        for kind, part, positions, dist in hits:
+            found[kind].append(part.rows.take(positions[dist <= reach]))
         rows = {kind: _Rows.join(parts) for kind, parts in found.items()}
         chosen = candidates(query, {k: (r.photo_ids, r.hashes) for k, r in rows.items()}, limit)
         keep = np.array([c.photo_id for c in chosen], dtype=np.int64)

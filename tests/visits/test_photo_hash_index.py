@@ -6,6 +6,7 @@ it: tests/visits/test_integrity_photos.py (a reused photo flagged through the AP
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from datetime import UTC, datetime
 
@@ -106,6 +107,54 @@ def test_a_widening_search_is_complete_up_to_what_it_guarantees() -> None:
     assert seen == list(range(seen[0], 21))
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_search_split_over_threads_finds_what_one_thread_finds(threads: int) -> None:
+    """Enough query hashes for the large steps to be split (600 x 120 probes at 2 bits
+    of a 16-bit key: 3 runs of 24,000): the same hashes at the same distances, step by
+    step, with the bound (``cap``) lowered part way as the resident index does."""
+    rng = np.random.default_rng(5)
+    queries = rng.integers(0, 2**64, size=600, dtype=U64)
+    stored = _planted(rng, 30_000, queries[:20], [2, 6, 9])
+    index = HammingIndex(stored, 4)
+    one, split = index.search(queries, cap=14), index.search(queries, cap=14, threads=threads)
+    while one.guaranteed < 11:
+        if one.guaranteed == 7:
+            one.cap = split.cap = 11
+        one.step()
+        split.step()
+        assert split.guaranteed == one.guaranteed
+        for got, expected in zip(split.found(), one.found(), strict=True):
+            assert got.tolist() == expected.tolist()
+    expected, expected_dist = _linear(stored, queries, 11)
+    assert split.found(11)[0].tolist() == expected.tolist()
+    assert split.found(11)[1].tolist() == expected_dist.tolist()
+
+
+def _split_search_in_child(stored: np.ndarray, queries: np.ndarray, expected: list[int]) -> None:
+    search = HammingIndex(stored, 4).search(queries, cap=14, threads=2)
+    search.widen_to(9)
+    assert search.found(9)[0].tolist() == expected
+
+
+def test_a_process_forked_after_a_split_search_can_split_its_own() -> None:
+    """The threads belong to the process that started them: a child forked after the
+    parent split a search (a preloading server) starts its own instead of waiting on
+    the parent's forever."""
+    rng = np.random.default_rng(6)
+    queries = rng.integers(0, 2**64, size=600, dtype=U64)
+    stored = _planted(rng, 30_000, queries[:10], [3, 8])
+    _split_search_in_child(stored, queries, _linear(stored, queries, 9)[0].tolist())
+    child = multiprocessing.get_context("fork").Process(
+        target=_split_search_in_child,
+        args=(stored, queries, _linear(stored, queries, 9)[0].tolist()),
+    )
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
 def test_duplicates_are_each_found_and_duplicate_queries_count_once() -> None:
     rng = np.random.default_rng(3)
     base = rng.integers(0, 2**64, size=5, dtype=U64)
@@ -204,6 +253,44 @@ def test_ties_between_photos_at_the_same_distance_are_broken_as_the_linear_scan_
     assert [c.distance for c in found].count(5) > 10
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 3000),
+    near=st.integers(0, 120),
+    parts=st.sampled_from([None, 3, 4, 6]),
+    radius=st.integers(0, 14),
+    limit=st.integers(1, 24),
+    households=st.integers(1, 8),
+)
+def test_property_the_resident_search_equals_the_linear_scan_as_its_cap_falls(
+    seed: int, size: int, near: int, parts: int | None, radius: int, limit: int, households: int
+) -> None:
+    """Random photos, ``near`` of them planted a few bits from a query hash (many at
+    the same distance: ties at the cut-off), in a few households (the searching one's
+    and the searching photo excluded). The search lowers the distance it keeps hits up
+    to as eligible photos come in (the bound of the ``limit`` nearest); its candidates
+    stay the linear scan's, ties, exclusions and photos near by both kinds included."""
+    rng = np.random.default_rng(seed)
+    query = _query(rng)
+    full = rng.integers(0, 2**64, size=size, dtype=U64)
+    centre = rng.integers(0, 2**64, size=size, dtype=U64)
+    for at in rng.choice(size, size=min(near, size), replace=False):
+        bits = int(rng.choice([0, 2, 4, 4, 5, 5, 6, 9, 12]))
+        if rng.random() < 0.3:
+            full[at] = _flip(query.full[int(rng.integers(8))], bits, rng)
+        if rng.random() < 0.8:
+            centre[at] = _flip(query.centre[int(rng.integers(40))], bits, rng)
+    owners = rng.integers(1, households + 1, size=size).astype(np.int64)
+    rows = _rows_of(full, centre, owners)
+    index = PhotoHashIndex(parts=parts)
+    index.load_rows(rows)
+    excluded = int(rng.integers(1, size + 1))  # the searching photo itself
+    found, _ = index._search(query, radius, limit, household_id=1, photo_id=excluded)
+    eligible = {k: r.take((r.households != 1) & (r.photo_ids != excluded)) for k, r in rows.items()}
+    assert found == nearest(query, _stored(eligible), radius, limit)
+
+
 def test_the_resident_index_with_nothing_loaded_finds_nothing() -> None:
     z = np.zeros(0, dtype=U64)
     index = PhotoHashIndex()
@@ -215,7 +302,8 @@ def test_the_resident_index_with_nothing_loaded_finds_nothing() -> None:
 
 
 def test_the_cost_model_chooses_16_bit_substrings_at_millions_of_hashes() -> None:
-    assert [parts_for(n) for n in (1_000_000, 10_000_000, 20_000_000)] == [4, 4, 4]
+    assert [parts_for(n) for n in (3_000_000, 10_000_000, 20_000_000)] == [4, 4, 4]
+    assert [parts_for(n) for n in (1_000_000, 2_000_000)] == [5, 5]  # measured faster
     assert probes_per_query(4, 10) == 3 * (1 + 16 + 120) + 1 + 16
     assert probes_per_query(3, 10) > 8 * probes_per_query(4, 10)
 

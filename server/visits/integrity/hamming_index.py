@@ -14,26 +14,37 @@ the caller can stop as soon as it has what it needs (the nearest few). Every can
 is checked with the full popcount distance, so what is returned is exact: the same as a
 linear scan.
 
-Many queries are searched at once (a photo issues ~940 hashes). Cost, in the compiled
-loop: a probe (one query's visit to one bucket) costs about 60 ns, mostly the memory
-it reads, a hash compared in a bucket about 1.5 ns; :func:`parts_for` picks ``m`` by
-that model (:func:`search_cost`): buckets of tens of hashes, i.e. 16-bit substrings at
-millions of hashes, rather than MIH's ~1 hash per bucket (which multiplies the probes:
-~3,600 per query hash at 10 bits with ``m = 3``, ~430 with ``m = 4``). Each step's
-probes are sorted by bucket, so the table is read in ascending order and a bucket that
-several queries probe is read once.
+Many queries are searched at once (a photo issues ~940 hashes). A step probes, for each
+distinct key of the queries (a photo's crops share many), each bucket of the ring around
+it; the probes are sorted by bucket, so the table is read in ascending order and a
+bucket that several queries probe is read once; the bucket a few probes ahead is
+prefetched. Per probe and query of its key, the bucket's nearest hash by a vectorised
+reduction (AVX-512 popcounts where the CPU has them, ~0.2 ns a hash), and only when it
+is within ``cap`` a second pass that records the hits. The caller may lower ``cap``
+between steps (the resident photo index lowers it to the bound of the nearest
+``max_candidates``): hits beyond it are not recorded. Cost model (:func:`search_cost`,
+measured at 1 to 5 million random hashes): ~23 ns per probe, ~0.17 ns per hash compared;
+:func:`parts_for` picks ``m`` by it: 4 substrings of 16 bits from ~3 million hashes
+(buckets of tens of hashes), 5 below, rather than MIH's ~1 hash per bucket (which
+multiplies the probes: ~3,600 per query hash at 10 bits with ``m = 3``, ~430 with
+``m = 4``). A step with many probes may be split over threads (``threads``): runs of
+keys probed at once, the compiled loop releasing the GIL.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, Final
 
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 
 __all__ = ["HammingIndex", "HammingSearch", "distances", "parts_for"]
@@ -50,12 +61,15 @@ def distances(a: U64, b: U64) -> npt.NDArray[np.uint8]:
     return np.bitwise_count(np.bitwise_xor(a, b))
 
 
-PROBE_NS: Final = 60.0
-"""The cost model's price of one probe (a query's visit to one bucket: finding it,
-the loop's start and end), in ns, measured at 5 million hashes on the benchmark's
-machine (benchmarks/photo_index.py)."""
-HASH_NS: Final = 1.5
-"""... and of one stored hash compared in a bucket (mostly the memory it is read from)."""
+PROBE_NS: Final = 23.0
+"""The cost model's price of one probe (a query's visit to one bucket: finding it, the
+loop's start and end, the cache misses), in ns; with :data:`HASH_NS`, fitted to the
+search's time to certify 10 bits for a photo's ~930 query hashes among 5 million random
+hashes with 4 and 5 substrings (14.0 and 16.8 ms on the benchmark's machine,
+benchmarks/photo_index.py), which it reproduces; at 1 million hashes, 5 substrings
+measured 1.5x faster than 4, as it predicts."""
+HASH_NS: Final = 0.165
+"""... and of one stored hash compared in a bucket (the vectorised loop)."""
 TYPICAL_RADIUS: Final = 10
 """The radius a search typically has to certify (the 16 nearest of a photo's ~940 query
 hashes among millions of random hashes lie at ~10 bits: docs/field-visits.md)."""
@@ -85,9 +99,10 @@ def search_cost(size: int, parts: int, radius: int = TYPICAL_RADIUS) -> float:
 
 def parts_for(size: int) -> int:
     """Substrings for ``size`` hashes: the cheapest by :func:`search_cost` (2 to 8).
-    In a compiled loop a probe costs about as much as 40 hashes compared in a bucket,
-    so the optimum has buckets of tens of hashes: 4 substrings of 16 bits at 1 to 20
-    million hashes (where pure MIH's rule, 64 / log2(size), says 3)."""
+    In the compiled loop a probe costs about as much as 140 hashes compared in a
+    bucket, so the optimum has buckets of tens to a few hundred hashes: 4 substrings
+    of 16 bits from 3 to 50 million hashes, 5 of 13 bits at 1 to 2 million (where pure
+    MIH's rule, 64 / log2(size), says 3)."""
     return min(range(2, 9), key=lambda parts: search_cost(max(size, 1), parts))
 
 
@@ -117,6 +132,30 @@ def _ctpop(typingctx: object, value: object) -> tuple[object, object]:
 _popcount: Any = intrinsic(_ctpop)
 
 
+def _prefetch_read(typingctx: object, array: Any, index: Any) -> tuple[object, object]:
+    """A hint to the CPU to fetch ``array[index]`` into its caches (LLVM's prefetch:
+    read, keep in all levels); no effect on the result, a no-op where unsupported."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        cgutils: Any = _cgutils
+        prefetch = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+            "llvm.prefetch.p0i8",
+        )
+        at = builder.bitcast(builder.gep(data, [args[1]]), byte_ptr)
+        builder.call(prefetch, [at, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return numba.types.void(array, index), codegen
+
+
+_prefetch: Any = intrinsic(_prefetch_read)
+
+
 def _compiled(func: Any) -> Any:
     """``numba.njit(nogil=True)``, its machine code cached on disk when numba has
     somewhere to write it: beside this file, in ``NUMBA_CACHE_DIR`` or under the
@@ -135,10 +174,11 @@ def _probes_in_order(
     queries: U64, shift: np.uint64, mask: np.uint64, ring: npt.NDArray[np.uint32], buckets: int
 ) -> U64:
     """Each query's probes (bucket << 32 | query), sorted by bucket then query: by a
-    counting sort over the ``buckets`` keys when given (a dense table), else a sort."""
+    counting sort over the ``buckets`` keys when given (a dense table) and the probes
+    are not far fewer than the keys, else a sort."""
     total = len(queries) * len(ring)
     probes = np.empty(total, dtype=np.uint64)
-    if buckets == 0:
+    if buckets == 0 or total * 16 < buckets:
         k = 0
         for qi in range(len(queries)):
             key = (queries[qi] >> shift) & mask
@@ -147,7 +187,7 @@ def _probes_in_order(
                 k += 1
         probes.sort()
         return probes
-    starts = np.zeros(buckets + 1, dtype=np.int64)
+    starts = np.zeros(buckets + 1, dtype=np.int32)
     for qi in range(len(queries)):
         key = (queries[qi] >> shift) & mask
         for flip in ring:
@@ -163,9 +203,17 @@ def _probes_in_order(
     return probes
 
 
+_AHEAD: Final = 16
+"""Probes ahead whose bucket is prefetched."""
+_STRIDE: Final = 32
+"""A bucket is compared in whole multiples of this many hashes (the compiled loop's
+stride: 4 x 8 to a 512-bit register); a table is padded by as many."""
+
+
 @_compiled
 def _probe(
     queries: U64,
+    groups: npt.NDArray[np.int64],
     shift: np.uint64,
     mask: np.uint64,
     ring: npt.NDArray[np.uint32],
@@ -177,47 +225,85 @@ def _probe(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
     """Every stored hash whose substring is one of ``ring`` away from a query's, within
     ``cap`` bits of that query: (positions, distances; a hash once per query that
-    reaches it). The probes (bucket, query) are sorted first: the buckets are then read
-    in ascending order, each once while in cache for all the queries that probe it
-    (memory, not popcounts, is the cost: see the module docstring)."""
+    reaches it). ``queries`` are in the order of their substring (the key), the queries
+    sharing a key ``queries[groups[g]:groups[g + 1]]``: a key's probes are its group's.
+    The probes (bucket, key) are sorted first: the buckets are then read in ascending
+    order, each once while in cache for all the queries that probe it (memory, not
+    popcounts, is the cost: see the module docstring)."""
     dense = len(offsets) > 0
-    probes = _probes_in_order(queries, shift, mask, ring, len(offsets) - 1 if dense else 0)
+    probes = _probes_in_order(
+        queries[groups[:-1]], shift, mask, ring, len(offsets) - 1 if dense else 0
+    )
     found = np.empty(1024, dtype=np.int64)
     dist = np.empty(1024, dtype=np.uint8)
     count = 0
     limit = np.uint64(cap)
-    for pair in probes:
+    for k in range(len(probes)):
+        pair = probes[k]
+        # The bucket a few probes ahead fetched while this one is compared: the buckets
+        # are far apart in a 40 MB table, each a cache miss otherwise.
+        if dense and k + _AHEAD < len(probes):
+            upcoming = np.int64(probes[k + _AHEAD] >> np.uint64(32))
+            if upcoming != np.int64(probes[k + _AHEAD - 1] >> np.uint64(32)):
+                for at in range(np.int64(offsets[upcoming]), np.int64(offsets[upcoming + 1]), 8):
+                    _prefetch(sorted_hashes, at)
         bucket = np.int64(pair >> np.uint64(32))
-        q = queries[np.int64(pair & np.uint64(0xFFFFFFFF))]
+        group = np.int64(pair & np.uint64(0xFFFFFFFF))
         if dense:
-            start, end = np.int64(offsets[bucket]), np.int64(offsets[bucket + 1])
+            start, end = np.uint64(offsets[bucket]), np.uint64(offsets[bucket + 1])
         else:
-            start = np.int64(np.searchsorted(sorted_keys, bucket, side="left"))
-            end = np.int64(np.searchsorted(sorted_keys, bucket, side="right"))
-        # First the bucket's nearest (a reduction the compiler vectorises), then,
-        # rarely, the hits.
-        nearest = np.uint64(64)
-        for at in range(start, end):
-            nearest = min(nearest, _popcount(sorted_hashes[at] ^ q))
-        if nearest > limit:
-            continue
-        for at in range(start, end):
-            d = _popcount(sorted_hashes[at] ^ q)
-            if d <= limit:
-                if count == len(found):
-                    found = np.concatenate((found, np.empty_like(found)))
-                    dist = np.concatenate((dist, np.empty_like(dist)))
+            start = np.uint64(np.searchsorted(sorted_keys, bucket, side="left"))
+            end = np.uint64(np.searchsorted(sorted_keys, bucket, side="right"))
+        # Per query of the key, first the bucket's nearest (a reduction the compiler
+        # vectorises), then, rarely, the hits. Unsigned indices and a select, not
+        # min(): with a signed index (numba's negative-index wraparound) or min() the
+        # loop stays scalar, ~7x slower (1.4 against 0.2 ns per hash). The bucket is
+        # read on to a whole number of the vectorised loop's strides (into the next
+        # bucket, or the table's padding): no scalar tail, no mispredicted exit. What
+        # is read past the bucket are stored hashes too, compared in full: a hit there
+        # is a true distance, found again (or not) by its own probe; nothing is missed.
+        end = start + ((end - start + np.uint64(_STRIDE - 1)) & ~np.uint64(_STRIDE - 1))
+        for qi in range(groups[group], groups[group + 1]):
+            q = queries[qi]
+            nearest = np.uint64(64)
+            for at in range(start, end):
+                d = _popcount(sorted_hashes[at] ^ q)
+                nearest = d if d < nearest else nearest
+            if nearest > limit:
+                continue
+            size = int(end - start)
+            if count + size > len(found):
+                grown = max(2 * len(found), count + size)
+                found = np.concatenate((found[:count], np.empty(grown - count, dtype=np.int64)))
+                dist = np.concatenate((dist[:count], np.empty(grown - count, dtype=np.uint8)))
+            # Written for every hash, kept (count advanced) for the hits: no branch.
+            for at in range(start, end):
+                d = _popcount(sorted_hashes[at] ^ q)
                 found[count] = order[at]
-                dist[count] = d
-                count += 1
+                dist[count] = np.uint8(d)
+                count += int(d <= limit)
     return found[:count], dist[:count]
+
+
+_THREAD_PROBES: Final = 20_000
+"""A step is split over threads only with at least this many probes per thread (below,
+starting a thread costs more than it saves)."""
+
+
+@cache
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """The process's threads for the steps split over several (created at first use).
+    By process id: a child forked after its parent made one (gunicorn's preload) has
+    none of its threads, and would wait on them forever."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hamming")
 
 
 class _Table:
     """The hashes sorted by one substring: ``sorted_hashes[offsets[k]:offsets[k + 1]]``
     is bucket ``k`` (every hash whose substring is ``k``), contiguous; ``order`` maps
-    back to positions. A table too sparse for a dense offsets array (small or wide)
-    keeps its sorted keys instead (``offsets`` then empty), for a binary search."""
+    back to positions; both end with ``_STRIDE`` copies of their last entry (padding).
+    A table too sparse for a dense offsets array (small or wide) keeps its sorted keys
+    instead (``offsets`` then empty), for a binary search."""
 
     def __init__(self, hashes: U64, shift: int, width: int) -> None:
         self.shift = np.uint64(shift)
@@ -226,8 +312,11 @@ class _Table:
         keys = self.keys(hashes)
         order = np.argsort(keys, kind="stable")
         small = np.int32 if len(hashes) < 2**31 else np.int64
-        self.order: npt.NDArray[Any] = order.astype(small)
-        self.sorted_hashes: U64 = hashes[order]
+        # Padded with copies of the last hash (and its position) for the buckets read
+        # on past their end (_probe).
+        padded = np.concatenate((order, np.full(_STRIDE, order[-1] if len(order) else 0)))
+        self.order: npt.NDArray[Any] = padded.astype(small)
+        self.sorted_hashes: U64 = hashes[padded] if len(hashes) else np.zeros(_STRIDE, np.uint64)
         sorted_keys = keys[order]
         del keys, order
         if width <= _DENSE_MAX_BITS and len(hashes) >= (1 << width) >> 3:
@@ -275,9 +364,10 @@ class HammingIndex:
     def nbytes(self) -> int:
         return self.hashes.nbytes + sum(t.nbytes for t in self.tables)
 
-    def search(self, queries: U64, cap: int = 64) -> HammingSearch:
-        """A widening search for ``queries`` (see :class:`HammingSearch`)."""
-        return HammingSearch(self, queries, cap)
+    def search(self, queries: U64, cap: int = 64, threads: int = 1) -> HammingSearch:
+        """A widening search for ``queries`` (see :class:`HammingSearch`), each large
+        step split over up to ``threads`` threads."""
+        return HammingSearch(self, queries, cap, threads)
 
     def within(self, queries: U64, radius: int) -> tuple[Positions, npt.NDArray[np.intp]]:
         """Every stored hash within ``radius`` bits of any query: (positions, smallest
@@ -293,15 +383,20 @@ class HammingSearch:
     smallest distance to the queries. Hits farther than ``cap`` bits are dropped as
     they are found (they are never asked for)."""
 
-    def __init__(self, index: HammingIndex, queries: U64, cap: int = 64) -> None:
+    def __init__(self, index: HammingIndex, queries: U64, cap: int = 64, threads: int = 1) -> None:
         self.index = index
         self.cap = cap
+        self.threads = max(1, threads)
         self.queries: U64 = np.unique(np.asarray(queries, dtype=np.uint64))
         # Per table, the queries in the order of their substring: queries sharing a
         # bucket probe it one after the other (it is then in cache).
-        self._by_key = [
-            self.queries[np.argsort(t.keys(self.queries), kind="stable")] for t in index.tables
-        ]
+        self._by_key: list[tuple[U64, npt.NDArray[np.int64]]] = []
+        for t in index.tables:
+            by_key = self.queries[np.argsort(t.keys(self.queries), kind="stable")]
+            keys = t.keys(by_key)
+            firsts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            groups = np.append(firsts, len(by_key)).astype(np.int64)
+            self._by_key.append((by_key, groups))
         self.radii = [-1] * index.parts
         self._steps = 0
         self._positions: list[Positions] = []
@@ -318,6 +413,10 @@ class HammingSearch:
         while self.guaranteed < radius:
             self.step()
 
+    def _chunks(self, probes: int) -> int:
+        """Threads for a step of this many probes: one below ``_THREAD_PROBES`` each."""
+        return max(1, min(self.threads, probes // _THREAD_PROBES))
+
     def step(self) -> None:
         """Widen the next table by one bit: ``guaranteed`` grows by one."""
         if self.guaranteed >= 64:
@@ -329,18 +428,35 @@ class HammingSearch:
         self._steps += 1
         self.radii[i] += 1
         table = self.index.tables[i]
-        queries = self._by_key[i]
-        positions, dist = _probe(
-            queries,
+        ring = _ring(table.width, self.radii[i])
+        queries, groups = self._by_key[i]
+        chunks = self._chunks((len(groups) - 1) * len(ring))
+        args: tuple[Any, ...] = (
             table.shift,
             table.mask,
-            _ring(table.width, self.radii[i]),
+            ring,
             table.offsets,
             table.sorted_keys,
             table.sorted_hashes,
             table.order,
             self.cap,
         )
+        if chunks == 1:
+            positions, dist = _probe(queries, groups, *args)
+        else:
+            # Runs of keys (their probes overlap least), each probed on its own thread
+            # (the compiled loop releases the GIL), this one's too.
+            bounds = np.linspace(0, len(groups) - 1, chunks + 1).astype(np.intp)
+            runs = [
+                (queries[groups[a] : groups[b]], groups[a : b + 1] - groups[a])
+                for a, b in itertools.pairwise(bounds)
+            ]
+            pool = _pool(chunks - 1, os.getpid())
+            others = [pool.submit(_probe, *run, *args) for run in runs[1:]]
+            parts_found = [_probe(*runs[0], *args)]
+            parts_found += [f.result() for f in others]
+            positions = np.concatenate([p for p, _ in parts_found])
+            dist = np.concatenate([d for _, d in parts_found])
         if len(positions):
             self._positions.append(positions)
             self._distances.append(dist)
