@@ -191,7 +191,8 @@ class Worker:
                 timeout = min(timeout, max(0.0, due - now))
             jobs = self._take(timeout)
             if jobs:
-                self._in_app(run_photos, jobs)
+                if any(job.photo_ids for job in jobs):  # nothing to open a session for
+                    self._in_app(run_photos, jobs)
                 for job in jobs:
                     if job.survey_id is None:
                         self.jobs.task_done()
