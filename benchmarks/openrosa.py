@@ -21,13 +21,17 @@ seeded PostgreSQL database (CREATE DATABASE ... TEMPLATE):
 Printed per app: submissions/s, client-side latency (median, p95), the gunicorn
 workers' CPU ms per submission during the timed run, then (photos) the seconds until
 every photo's background work is done after the last answer and the CPU ms per
-submission including it (and the Celery worker's), and the workers' peak RSS.
+submission including it and the delayed pattern checks (and the Celery worker's), the
+CPU ms per submission of the app database's PostgreSQL backends, and the workers' peak
+RSS; then the rates against ODK Central's figures (the issue's, and the real Central
+measured on this machine).
 
     .venv/bin/python benchmarks/openrosa.py [--photos] [--clients 4] [--submissions N]
         [--apps bare,old,dibao,dibao+broker] [--broker redis://127.0.0.1:6379/9]
         [--old-commit ad334d1] [--database-server postgresql://postgres@127.0.0.1:5432]
     .venv/bin/python benchmarks/openrosa.py --profile 200   # in-process: SQL statements
-        # and CPU per submission of this tree and the old one, and cProfile's top functions
+        # and CPU per submission of this tree and the old one, cProfile's top functions,
+        # and the request's CPU stage by stage
 
 A script, not a test: exits 0 whether or not the target is met, non-zero when a
 submission fails or the setup fails.
