@@ -110,6 +110,19 @@ def make_app(database_url: str, instance: Path, **overrides: Any) -> Flask:
     return application
 
 
+def process_env(database_url: str, instance: Path, **settings: str) -> dict[str, str]:
+    """The environment of a server or worker process run beside a test's app (same
+    database, secrets and instance folder), with ``settings`` on top."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-secret-key",
+        "DIBAO_DATA_KEY": DATA_KEY,
+        "DIBAO_INSTANCE_PATH": str(instance),
+        **settings,
+    }
+
+
 _extra_apps: list[Flask] = []
 
 

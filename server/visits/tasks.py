@@ -185,7 +185,7 @@ def check_waiting_patterns_task() -> int:
         db.session.commit()
     except Exception:
         db.session.rollback()
-        client.sadd(waiting, *survey_ids)  # back in the set for the retry or next window
+        client.sadd(waiting, *survey_ids)  # back in the set, for the next window's task
         client.delete(batch)
         raise
     client.delete(batch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from server.extensions import db
 from server.faces.engine import MODEL_NAME
 from server.faces.models import FaceTemplate
 from tests import factories
-from tests.conftest import DATA_KEY, DatabaseFactory, make_app
+from tests.conftest import DatabaseFactory, make_app, process_env
 from tests.mobile_api.test_api_devices import bearer, device_login
 from tests.processes import start_celery_worker
 from tests.visits.test_api_surveys import manifest_entry, post_multipart, survey_json
@@ -136,14 +135,7 @@ def test_enrollment_runs_in_a_celery_worker_over_redis(
         household = factories.make_household(state=CaseState.APPROVED)
         db.session.commit()
         household_id, member_id = household.id, household.members[0].id
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "SECRET_KEY": "test-secret-key",
-        "DIBAO_DATA_KEY": DATA_KEY,
-        "DIBAO_INSTANCE_PATH": str(tmp_path),
-        "CELERY_BROKER_URL": broker,
-    }
+    env = process_env(url, tmp_path, CELERY_BROKER_URL=broker)
     worker = start_celery_worker(env)
     try:
         client = application.test_client()

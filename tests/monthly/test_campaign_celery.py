@@ -5,7 +5,6 @@ worker killed (SIGKILL) in the middle of sending: no reminder sent twice, none l
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -33,7 +32,7 @@ from server.proof_of_life.models import ContactReason, ContactTask, MonthStatus,
 from sms import tasks
 from sms.models import MessageKind, MessageStatus, SmsMessage
 from tests import factories
-from tests.conftest import DATA_KEY, DatabaseFactory, make_app
+from tests.conftest import DatabaseFactory, make_app, process_env
 from tests.fake_twilio import ACCOUNT, SERVICE, TOKEN, FakeTwilio
 from tests.processes import start_celery_worker
 
@@ -85,14 +84,7 @@ def _county(
         upgrade(directory=application.extensions["migrate"].directory)
         factories.base_data()
         db.session.commit()
-    env = {
-        **os.environ,
-        **settings,
-        "DATABASE_URL": url,
-        "SECRET_KEY": "test-secret-key",
-        "DIBAO_DATA_KEY": DATA_KEY,
-        "DIBAO_INSTANCE_PATH": str(tmp_path),
-    }
+    env = process_env(url, tmp_path, **settings)
     # Next month: its window is still ahead of the real clock, which the worker reads.
     month = month_after(current_month(datetime.now(UTC), "Asia/Shanghai"))
     return County(application, env, month, broker)

@@ -9,7 +9,6 @@ session cannot see a test's rolled-back transaction).
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from datetime import timedelta
@@ -30,7 +29,7 @@ from server.faces.models import FaceTemplate
 from server.visits import background, tasks
 from server.visits.models import PhotoHash, PhotoKind, Survey, SurveyPhoto
 from tests import factories
-from tests.conftest import DATA_KEY, DatabaseFactory, make_app
+from tests.conftest import DatabaseFactory, make_app, process_env
 from tests.mobile_api.test_api_devices import device_login
 from tests.processes import start_celery_worker
 from tests.visits.test_integrity_patterns import one_spot_flagged, one_spot_uploads
@@ -237,15 +236,7 @@ def test_with_a_broker_a_burst_of_visits_waits_for_one_task(
         waiting, scheduled = tasks._waiting_keys()
     queued = redis.Redis.from_url(broker)
     assert queued.scard(waiting) == 3 and queued.exists(scheduled)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "SECRET_KEY": "test-secret-key",
-        "DIBAO_DATA_KEY": DATA_KEY,
-        "DIBAO_INSTANCE_PATH": str(tmp_path),
-        "CELERY_BROKER_URL": broker,
-    }
-    worker = start_celery_worker(env)
+    worker = start_celery_worker(process_env(url, tmp_path, CELERY_BROKER_URL=broker))
     try:
         deadline = time.monotonic() + 90
         with app.app_context():
