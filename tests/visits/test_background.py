@@ -220,7 +220,7 @@ def test_with_a_broker_a_burst_of_visits_waits_for_one_task(
 ) -> None:
     """With a Redis broker the visits wait in a Redis set for one delayed task, which
     a real Celery worker runs: every visit of the burst flagged, nothing left waiting."""
-    broker = "redis://127.0.0.1:6379/13"
+    broker = "redis://127.0.0.1:6379/11"
     redis.Redis.from_url(broker).flushdb()
     url = databases.new("patterns-celery")
     app = make_app(url, tmp_path, CELERY_BROKER_URL=broker, DIBAO_PATTERN_DELAY_SECONDS=2)
@@ -251,3 +251,36 @@ def test_with_a_broker_a_burst_of_visits_waits_for_one_task(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_failed_delayed_check_puts_its_visits_back_for_the_next_window(
+    databases: DatabaseFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delayed task takes the waiting set whole; if the checks fail, the visits go
+    back into the set (the next window's task takes them), and none is lost."""
+    broker = "redis://127.0.0.1:6379/10"
+    queued = redis.Redis.from_url(broker)
+    queued.flushdb()
+    app = make_app(databases.new("patterns-retry"), tmp_path, CELERY_BROKER_URL=broker)
+    with app.app_context():
+        waiting, scheduled = tasks._waiting_keys()
+        queued.sadd(waiting, 11, 12)
+        queued.set(scheduled, "1")
+
+        def broken(survey_ids: list[int]) -> int:
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(tasks, "check_after_uploads", broken)
+        with pytest.raises(RuntimeError):
+            tasks.check_waiting_patterns_task.run()
+        assert sorted(int(v) for v in queued.smembers(waiting)) == [11, 12]
+        assert not queued.exists(scheduled)  # the next visit publishes a new task
+        assert queued.keys(f"{waiting}:*") == []
+
+        seen: list[list[int]] = []
+        monkeypatch.setattr(tasks, "check_after_uploads", lambda ids: seen.append(ids) or 0)
+        assert tasks.check_waiting_patterns_task.run() == 0
+        assert seen == [[11, 12]] and queued.scard(waiting) == 0
+        assert tasks.check_waiting_patterns_task.run() == 0  # nothing waits: nothing runs
+        assert seen == [[11, 12]]
+        db.session.remove()
