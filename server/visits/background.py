@@ -115,13 +115,6 @@ def run_patterns(survey_ids: Sequence[int]) -> None:
         logger.exception("pattern checks of surveys %s failed", list(survey_ids))
 
 
-def run_jobs(jobs: Sequence[Job]) -> None:
-    """Jobs in the order queued: every photo, then the pattern checks of the new
-    visits, once per caseworker."""
-    run_photos(jobs)
-    run_patterns([job.survey_id for job in jobs if job.survey_id is not None])
-
-
 def pending_photos(grace: timedelta, limit: int = SWEEP_BATCH) -> list[int]:
     """Received photos whose work is not done, received longer than ``grace`` ago."""
     cutoff = clock.utcnow() - grace
@@ -206,6 +199,8 @@ class Worker:
                 for _ in held:
                     self.jobs.task_done()
                 held = []
+            elif not held:
+                self.flush.clear()  # a wake with nothing held: the next burst waits
             if time.monotonic() >= last_sweep + self.sweep_every:
                 self._sweep()
                 last_sweep = time.monotonic()
