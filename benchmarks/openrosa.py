@@ -652,6 +652,9 @@ import importlib
 spent = {}
 STAGES = [
     ("mobile_api.openrosa", "authenticate", "login (Digest)"),
+    ("mobile_api.openrosa_auth", "digest_candidates", "  token lookup"),
+    ("mobile_api.openrosa_auth", "ha1", "  HA1 (decrypt)"),
+    ("mobile_api.openrosa_auth", "mark_used", "  mark used"),
     ("mobile_api.openrosa", "read_upload", "multipart body"),
     ("mobile_api.openrosa", "parse_submission", "XML parse"),
     ("server.visits.openrosa_mapping", "Submission.validate", "validation"),
@@ -662,6 +665,8 @@ STAGES = [
     ("server.audit.service", "record", "  audit"),
     ("mobile_api.openrosa", "enqueue_upload_work", "queue the work after"),
     ("mobile_api.openrosa", "_reply", "reply"),
+    ("sqlalchemy.orm.session", "Session.flush", "  (ORM flushes)"),
+    ("sqlalchemy.orm.session", "Session.commit", "  (commit)"),
 ]
 
 def timed(label, real):

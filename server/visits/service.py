@@ -13,13 +13,16 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import Integer, bindparam, select
+from sqlalchemy import Integer, Table, bindparam, inspect, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from server import clock
 from server.areas.models import Area
@@ -30,7 +33,7 @@ from server.cases.service import NewMember, apply_for_allowance, registered_else
 from server.cases.workflow import next_review_after, schedule_review, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, ValidationFailed
-from server.extensions import db
+from server.extensions import db, insert_as_loaded
 from server.region import region
 from server.storage import HashingFile, blob_store
 from server.visits.checks import (
@@ -44,7 +47,14 @@ from server.visits.checks import (
     check_travel,
 )
 from server.visits.integrity import visit as visit_integrity
-from server.visits.models import PhotoKind, Survey, SurveyFlag, SurveyPhoto, SurveyStatus
+from server.visits.models import (
+    PhotoKind,
+    ReviewStatus,
+    Survey,
+    SurveyFlag,
+    SurveyPhoto,
+    SurveyStatus,
+)
 from server.visits.photo_index import index_photo, integrity_flags, load_picture
 from server.visits.photos import (
     PhotoFacts,
@@ -247,6 +257,9 @@ def _survey_row(
         gps_is_mock=data.gps.is_mock,
         payload=json.dumps(private, ensure_ascii=False, sort_keys=True),
         completed_at=None if data.photos else clock.utcnow(),
+        received_at=clock.utcnow(),
+        review_status=ReviewStatus.RECEIVED,
+        reviews=[],
         # A new row's collections are known to be empty: never loaded after the flush.
         photos=[],
         flags=[],
@@ -353,6 +366,16 @@ def _new_or_replayed(
     """The survey row made for this upload (True), with its household when the visit
     registers one, judged and flagged; or the one an earlier upload of the same visit
     made (False)."""
+    if household is not None and not _home_pending(household, data):
+        # The common upload: a visit to a registered household. One INSERT that does
+        # nothing when the client_uuid is taken (an earlier upload, or another request
+        # committing first): no lookup and no savepoint around it.
+        survey = _survey_row(data, content_hash, device, household.id, {}, unsized)
+        _review_timeliness(survey, household)
+        if _insert_if_new(survey):
+            _judge_and_record(survey, household, device, home_from_this_visit=False)
+            return survey, True
+        return replayed_survey(device, str(data.client_uuid), content_hash), False
     existing = db.session.scalar(_SURVEY_BY_UUID, {"client_uuid": str(data.client_uuid)})
     if existing is None:
         registers = household is None  # its home is then set from this visit
@@ -379,15 +402,48 @@ def _new_or_replayed(
     return replayed_survey(device, str(data.client_uuid), content_hash), False
 
 
+_INSERT_SURVEY: dict[str, Any] = {}
+
+
+def _insert_if_new(survey: Survey) -> bool:
+    """Write a new survey row unless its client_uuid is taken (an earlier upload, or
+    another request committing first); True if written. One INSERT ... ON CONFLICT DO
+    NOTHING RETURNING id: no lookup before it, no savepoint around it. Its photos
+    follow through the session (they flush with the request).
+    """
+    dialect = db.session().get_bind().dialect.name
+    statement = _INSERT_SURVEY.get(dialect)
+    if statement is None:
+        table = cast(Table, Survey.__table__)
+        build = sqlite_insert if dialect == "sqlite" else pg_insert
+        statement = (
+            build(table)
+            .on_conflict_do_nothing(index_elements=[table.c.client_uuid])
+            .returning(table.c.id)
+        )
+        _INSERT_SURVEY[dialect] = statement
+    photos = list(survey.photos)
+    survey.photos = []
+    if not insert_as_loaded([survey], statement):
+        return False
+    survey.photos.extend(photos)
+    return True
+
+
+def _home_pending(household: Household, data: SurveyIn) -> bool:
+    """Whether this visit sets the household's home (see _fixes_pending_home)."""
+    return (
+        household.home_pending
+        and data.kind == "initial_survey"
+        and household.state is CaseState.ACCEPTED
+    )
+
+
 def _fixes_pending_home(household: Household, data: SurveyIn) -> bool:
     """An application taken at the office without a location had the village's centre
     as its home (``home_pending``): its initial survey's GPS fix becomes the home, as a
     tablet's own registration takes it. True when this visit set it."""
-    if not (
-        household.home_pending
-        and data.kind == "initial_survey"
-        and household.state is CaseState.ACCEPTED
-    ):
+    if not _home_pending(household, data):
         return False
     household.home_lat, household.home_lon = data.gps.lat, data.gps.lon
     household.home_pending = False
@@ -525,18 +581,11 @@ def _judge_and_record(
     flags += _visit_integrity_flags(survey, household, home_from_this_visit=home_from_this_visit)
 
     visit_day = _visit_day(survey)
-    if _is_review(survey, household):
-        schedule_review(
-            household,
-            next_review_after(household, visit_day),
-            actor=device.user,
-            action="periodic_review",
-            reason=f"visit {survey.client_uuid}",
-            reviewed_on=visit_day,
-        )
-    elif survey.kind == VisitKind.INITIAL_SURVEY and household.state is CaseState.ACCEPTED:
-        transition(household, "record_survey", actor=device.user, today=visit_day)
-    elif survey.kind != VisitKind.ASSISTED_PROOF_OF_LIFE:
+    reviewed = _is_review(survey, household)
+    records_survey = (
+        survey.kind == VisitKind.INITIAL_SURVEY and household.state is CaseState.ACCEPTED
+    )
+    if not reviewed and not records_survey and survey.kind != VisitKind.ASSISTED_PROOF_OF_LIFE:
         flags.append(
             Flag(
                 code="visit_kind_mismatch",
@@ -546,9 +595,35 @@ def _judge_and_record(
                 detail=f"a {survey.kind} visit to a case that is {household.state.value}",
             )
         )
+    flags += _bunched_photo_flags(survey)
+    # The flags first: nothing else is waiting for a flush yet, so their INSERT flushes
+    # nothing, and the case's rows below go in with the request's one flush.
+    _add_flags(survey, [stored_flag(flag) for flag in flags])
+    if reviewed:
+        schedule_review(
+            household,
+            next_review_after(household, visit_day),
+            actor=device.user,
+            action="periodic_review",
+            reason=f"visit {survey.client_uuid}",
+            reviewed_on=visit_day,
+        )
+    elif records_survey:
+        transition(household, "record_survey", actor=device.user, today=visit_day)
+
+
+def _add_flags(survey: Survey, flags: list[SurveyFlag]) -> None:
+    """The flags of a new visit, written at once (one INSERT, no unit of work) unless
+    the visit has flags waiting for the flush (a registration's): then with them."""
+    if inspect(survey).attrs.flags.history.has_changes():
+        survey.flags.extend(flags)
+        return
     for flag in flags:
-        survey.flags.append(stored_flag(flag))
-    _flag_bunched_photos(survey)
+        flag.survey_id = survey.id
+    insert_as_loaded(flags)
+    for flag in flags:
+        set_committed_value(flag, "survey", survey)
+    set_committed_value(survey, "flags", [*survey.flags, *flags])
 
 
 def _visit_day(survey: Survey) -> date:
@@ -628,18 +703,22 @@ def _flag_bunched_photos(survey: Survey) -> None:
     are left out: an ID card and the household register's pages are honestly shot in a
     row, at one table.
     """
+    for flag in _bunched_photo_flags(survey):
+        survey.flags.append(stored_flag(flag))
+
+
+def _bunched_photo_flags(survey: Survey) -> list[Flag]:
     if any(flag.code == "photos_bunched" for flag in survey.flags):
-        return
+        return []
     times = [
         moment
         for photo in survey.photos
         if photo.kind is not PhotoKind.DOCUMENT
         and (moment := photo.exif_taken_at or photo.taken_at) is not None
     ]
-    for flag in visit_integrity.photos_bunched(
+    return visit_integrity.photos_bunched(
         times, survey.started_at, survey.finished_at, region().integrity.visit
-    ):
-        survey.flags.append(stored_flag(flag))
+    )
 
 
 def stored_flag(flag: Flag) -> SurveyFlag:
