@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -125,7 +126,7 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
         return []
     table = type(objects[0]).__table__
     if statement is None:
-        statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        statement = _insert_returning_ids(table)
     elif len(objects) != 1:
         raise ValueError("a caller's statement writes one object")
     rows = []
@@ -137,6 +138,9 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
             value = obj.__dict__.get(column.key)
             if value is None and column.default is not None:
                 default = column.default
+                if not (default.is_scalar or default.is_callable):
+                    # A SQL expression or a sequence: only a flush can write it.
+                    raise ValueError(f"{column} has a default that is not a Python value")
                 value = default.arg(None) if default.is_callable else default.arg
             if column.key not in obj.__dict__ or obj.__dict__[column.key] is not value:
                 setattr(obj, column.key, value)
@@ -151,3 +155,9 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
         make_transient_to_detached(obj)
         session.add(obj)
     return objects
+
+
+@functools.cache
+def _insert_returning_ids(table: Any) -> Any:
+    """INSERT into ``table`` RETURNING the ids in the rows' order, built once a table."""
+    return insert(table).returning(table.c.id, sort_by_parameter_order=True)
