@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from flask_babel import Babel
@@ -13,8 +13,10 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import CursorResult, MetaData, bindparam, insert
+from sqlalchemy import CursorResult, MetaData, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 # Constraint names are stable across databases so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -129,32 +131,210 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
         statement = _insert_returning_ids(table)
     elif len(objects) != 1:
         raise ValueError("a caller's statement writes one object")
-    rows = []
-    for obj in objects:
-        row = {}
-        for column in table.columns:
-            if column.primary_key:
-                continue
-            value = obj.__dict__.get(column.key)
-            if value is None and column.default is not None:
-                default = column.default
-                if not (default.is_scalar or default.is_callable):
-                    # A SQL expression or a sequence: only a flush can write it.
-                    raise ValueError(f"{column} has a default that is not a Python value")
-                value = default.arg(None) if default.is_callable else default.arg
-            if column.key not in obj.__dict__ or obj.__dict__[column.key] is not value:
-                setattr(obj, column.key, value)
-            row[column.key] = value
-        rows.append(row)
+    rows = [_column_values(obj) for obj in objects]
     session = db.session()
     ids = session.execute(statement, rows).scalars().all()
     if len(ids) != len(objects):
         return []  # the one row was not written (ON CONFLICT DO NOTHING)
+    _attach(objects, ids)
+    return objects
+
+
+# Called by write_as_loaded with what it writes: the rows it inserts, as [(table,
+# rows)], and those it updates, as [(table, {"id": ..., changed columns...})]. Each
+# returns more rows to write with them, as [(table, rows)]: server.public.changes names
+# the changed cases (public_dirty) this way, as its flush hook would.
+_Rows = list[dict[str, Any]]
+WRITE_LISTENERS: list[
+    Callable[[list[tuple[Any, _Rows]], list[tuple[Any, dict[str, Any]]]], list[tuple[Any, _Rows]]]
+] = []
+
+
+def write_as_loaded(
+    new: Sequence[Any] = (), changed: Sequence[tuple[Any, dict[str, Any]]] = ()
+) -> None:
+    """Write new objects (of any mapped classes) and changes to loaded ones without the
+    unit of work, as one statement on PostgreSQL (data-modifying CTEs, one round trip)
+    and a few on SQLite; afterwards the session holds them as a flush would have left
+    them: the new objects persistent with their ids, the changed ones with the new
+    values as committed (nothing to flush, nothing to read back). For a hot path whose
+    rows are all known at once (a visit's flags, its case event and audit rows, the
+    household's review dates): a flush costs more Python than the statement.
+
+    New objects are written as :func:`insert_as_loaded` writes them (columns as held,
+    else their Python defaults; relationships not followed: set foreign keys).
+    ``changed``: (object, {attribute: value}) for persistent objects, each one UPDATE
+    by id (no ``onupdate`` columns are run: a table that has them is refused). The
+    session's flush and execute events do not see these statements:
+    ``WRITE_LISTENERS`` do.
+    """
+    groups: dict[Any, list[Any]] = {}
+    for obj in new:
+        groups.setdefault(type(obj).__table__, []).append(obj)
+    inserts = [(table, [_column_values(obj) for obj in objs]) for table, objs in groups.items()]
+    updates = []
+    for obj, values in changed:
+        table = type(obj).__table__
+        if obj.id is None:
+            raise ValueError(
+                f"a {type(obj).__name__} that is not persistent has no id to update by"
+            )
+        if any(column.onupdate is not None for column in table.columns):
+            raise ValueError(f"{table.name} has onupdate columns: only a flush writes them")
+        unknown = [key for key in values if key == "id" or key not in table.c]
+        if unknown:
+            raise ValueError(f"{table.name} has no column to set for {unknown}")
+        updates.append((table, {"id": obj.id, **values}))
+    extra = [pair for listener in WRITE_LISTENERS for pair in listener(inserts, updates)]
+    writes = [*inserts, *[(table, rows) for table, rows in extra if rows]]
+    connection = db.session().connection()
+    if connection.dialect.name == "postgresql":
+        shape = (
+            tuple((table, tuple(rows[0]), len(rows)) for table, rows in writes),
+            tuple((table, tuple(row)) for table, row in updates),
+        )
+        params: dict[str, Any] = {}
+        for i, (_table, rows) in enumerate(writes):
+            for r, row in enumerate(rows):
+                params.update({f"w{i}_{r}_{k}": value for k, value in enumerate(row.values())})
+        for i, (_table, row) in enumerate(updates):
+            params.update({f"u{i}_{k}": value for k, value in enumerate(row.values())})
+        sql, processors = _written_together(shape, connection.dialect)
+        for name, process in processors:
+            params[name] = process(params[name])
+        written = connection.exec_driver_sql(sql, params).one()
+        ids = [list(written[i] or ()) for i in range(len(writes))]
+        counts = written[len(writes) :]
+    else:
+        ids = [
+            list(connection.execute(_insert_returning_ids(table), rows).scalars())
+            for table, rows in writes
+        ]
+        counts = tuple(
+            cast(
+                "CursorResult[Any]",
+                connection.execute(
+                    _update_by_id(table, tuple(row)),
+                    {f"p{k}": value for k, value in enumerate(row.values())},
+                ),
+            ).rowcount
+            for table, row in updates
+        )
+    for (_table, rows), got in zip(writes, ids, strict=True):
+        if len(got) != len(rows):
+            raise RuntimeError(f"{len(rows)} rows to insert, {len(got)} ids back")
+    for (table, row), count in zip(updates, counts, strict=True):
+        if count != 1:
+            raise RuntimeError(f"{table.name} {row['id']}: {count} rows updated, not 1")
+    for objs, got in zip(groups.values(), ids, strict=False):
+        _attach(objs, got)
+    for obj, values in changed:
+        for key, value in values.items():
+            set_committed_value(obj, key, value)
+
+
+def _column_values(obj: Any) -> dict[str, Any]:
+    """A new object's row: each column as the object holds it, or its Python default
+    (set on the object too, as a flush would)."""
+    row = {}
+    for column in obj.__table__.columns:
+        if column.primary_key:
+            continue
+        value = obj.__dict__.get(column.key)
+        if value is None and column.default is not None:
+            default = column.default
+            if not (default.is_scalar or default.is_callable):
+                # A SQL expression or a sequence: only a flush can write it.
+                raise ValueError(f"{column} has a default that is not a Python value")
+            value = default.arg(None) if default.is_callable else default.arg
+        if column.key not in obj.__dict__ or obj.__dict__[column.key] is not value:
+            setattr(obj, column.key, value)
+        row[column.key] = value
+    return row
+
+
+def _attach(objects: list[Any], ids: Sequence[int]) -> None:
+    """Make written objects the session's persistent objects, with their ids."""
+    session = db.session()
     for obj, new_id in zip(objects, ids, strict=True):
         obj.id = new_id
         make_transient_to_detached(obj)
         session.add(obj)
-    return objects
+
+
+@functools.lru_cache(maxsize=64)
+def _written_together(shape: tuple[Any, ...], dialect: Any) -> tuple[str, list[Any]]:
+    """PostgreSQL: the INSERTs and UPDATEs of one :func:`write_as_loaded` as
+    data-modifying CTEs of one SELECT, which returns each INSERT's ids (in the rows'
+    order: a sequence numbers one statement's rows in the order of its VALUES) and
+    each UPDATE's row count. Compiled once a shape (tables, columns, row counts), with
+    the bind processors of its parameters, and run as the driver's SQL: SQLAlchemy
+    does not cache a multi-row INSERT's compilation, and would compile it every time.
+    """
+    inserts, updates = shape
+    parts = []
+    for i, (table, columns, count) in enumerate(inserts):
+        missing = {c.key for c in table.columns if not c.primary_key} - set(columns)
+        if missing:
+            # Core would fill them with defaults of its own, which are not bound here.
+            raise ValueError(f"rows for {table.name} lack {sorted(missing)}")
+        cte = (
+            insert(table)
+            .values(
+                [
+                    {
+                        name: bindparam(f"w{i}_{r}_{k}", type_=table.c[name].type)
+                        for k, name in enumerate(columns)
+                    }
+                    for r in range(count)
+                ]
+            )
+            .returning(table.c.id)
+            .cte(f"w{i}")
+        )
+        parts.append(
+            select(func.array_agg(aggregate_order_by(cte.c.id, cte.c.id))).scalar_subquery()
+        )
+    for i, (table, columns) in enumerate(updates):
+        cte = (
+            update(table)
+            .where(table.c.id == bindparam(f"u{i}_0", type_=table.c.id.type))
+            .values(
+                {
+                    name: bindparam(f"u{i}_{k}", type_=table.c[name].type)
+                    for k, name in enumerate(columns)
+                    if k
+                }
+            )
+            .returning(table.c.id)
+            .cte(f"u{i}")
+        )
+        parts.append(select(func.count()).select_from(cte).scalar_subquery())
+    compiled = select(*parts).compile(dialect=dialect)
+    processors = [
+        (name, process)
+        for name, bind in compiled.binds.items()
+        if (process := bind.type._cached_bind_processor(dialect)) is not None
+    ]
+    return compiled.string, processors
+
+
+@functools.cache
+def _update_by_id(table: Any, columns: tuple[str, ...]) -> Any:
+    """UPDATE ``table`` SET ``columns`` but the first (the id) WHERE id = :p0, built
+    once; the values are bound as p0, p1, ... (a bindparam may not take a column's own
+    name in SET)."""
+    return (
+        update(table)
+        .where(table.c.id == bindparam("p0", type_=table.c.id.type))
+        .values(
+            {
+                name: bindparam(f"p{k}", type_=table.c[name].type)
+                for k, name in enumerate(columns)
+                if k
+            }
+        )
+    )
 
 
 @functools.cache

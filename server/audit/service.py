@@ -31,7 +31,22 @@ def record(
     **details: Any,
 ) -> AuditEntry:
     """Append one audit row. ``details`` must never hold personal data itself."""
-    entry = AuditEntry(
+    row = entry(action, actor=actor, object_type=object_type, object_id=object_id, **details)
+    db.session.add(row)
+    return row
+
+
+def entry(
+    action: str,
+    *,
+    actor: Actor | None,
+    object_type: str | None = None,
+    object_id: object = None,
+    **details: Any,
+) -> AuditEntry:
+    """The audit row :func:`record` appends, not yet in the session: for a caller that
+    writes it with its other rows (server.extensions.write_as_loaded)."""
+    return AuditEntry(
         action=action,
         actor_id=actor.id if actor is not None else None,
         object_type=object_type,
@@ -39,8 +54,6 @@ def record(
         remote_addr=request.remote_addr if has_request_context() else None,
         details=details,
     )
-    db.session.add(entry)
-    return entry
 
 
 class AuditLogIsAppendOnly(RuntimeError):

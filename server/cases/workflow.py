@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from server import clock
 from server.audit import service as audit
+from server.audit.models import AuditEntry
 from server.auth.models import Role, User
 from server.auth.permissions import require_in_area
 from server.cases.allowance import AllowanceResult, compute_allowance
@@ -306,10 +307,68 @@ def schedule_review(
     audit row ``case.<action>`` (``details`` added to it). The one way the date changes
     outside a transition (approval sets it as one of its effects). Flushes nothing:
     the caller commits."""
-    _set_review(household, due, reviewed_on=reviewed_on)
-    return _record(
-        household, action, actor=actor, before=household.state, reason=reason, at=at, **details
+    rows = review_rows(
+        household,
+        due,
+        actor=actor,
+        action=action,
+        reason=reason,
+        reviewed_on=reviewed_on,
+        at=at,
+        **details,
     )
+    for key, value in rows.household.items():
+        setattr(household, key, value)
+    rows.event.household = household
+    db.session.add_all(rows.new)
+    return rows.event
+
+
+@dataclass(frozen=True)
+class ReviewRows:
+    """What a review's scheduling writes, for a caller that writes it itself: its
+    ``case_events`` row, its audit row and the household's columns to set."""
+
+    event: CaseEvent
+    audit: AuditEntry
+    household: dict[str, Any]
+
+    @property
+    def new(self) -> list[Any]:
+        return [self.event, self.audit]
+
+
+def review_rows(
+    household: Household,
+    due: date,
+    *,
+    actor: User | None,
+    action: str,
+    reason: str,
+    reviewed_on: date | None = None,
+    at: datetime | None = None,
+    **details: Any,
+) -> ReviewRows:
+    """The rows :func:`schedule_review` writes, as objects not yet in the session, and
+    the household's columns it sets, the household left unchanged: for a hot path that
+    writes them with its own (server.extensions.write_as_loaded; a visit's review)."""
+    columns: dict[str, Any] = {"next_review_on": due}
+    if reviewed_on is not None:
+        columns["last_reviewed_on"] = reviewed_on
+    event = CaseEvent(
+        household_id=household.id,
+        actor_id=actor.id if actor is not None else None,
+        action=action,
+        from_state=household.state.value,
+        to_state=household.state.value,
+        reason=reason,
+    )
+    if at is not None:
+        event.at = at
+    entry = audit.entry(
+        f"case.{action}", actor=actor, object_type="household", object_id=household.id, **details
+    )
+    return ReviewRows(event=event, audit=entry, household=columns)
 
 
 def recompute_allowance(

@@ -6,9 +6,11 @@ The ORM records the changed cases: an ``after_flush`` hook for objects (the hous
 of each changed case, member, event, proof-of-life month, payment month, objection; the
 village a case left; a deleted case's code), a ``do_orm_execute`` hook for bulk
 statements run through a session (the households of an INSERT's rows; a full build
-for a bulk UPDATE or DELETE, whose cases are not known), and ``bulk_insert``'s COPY
-path through ``server.extensions.BULK_INSERT_LISTENERS``. Writers around all of these
-(the seeder's COPY) ask for a full build with ``full_build_needed()``.
+for a bulk UPDATE or DELETE, whose cases are not known), ``bulk_insert``'s COPY path
+through ``server.extensions.BULK_INSERT_LISTENERS`` and ``write_as_loaded``'s rows
+through ``WRITE_LISTENERS`` (their public_dirty rows go in with them, in the same
+statement). Writers around all of these (the seeder's COPY) ask for a full build with
+``full_build_needed()``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 from server.cases.models import CaseEvent, Household, Member
 from server.cases.objection_models import Objection
 from server.clock import utcnow
-from server.extensions import BULK_INSERT_LISTENERS, db
+from server.extensions import BULK_INSERT_LISTENERS, WRITE_LISTENERS, db
 from server.months import current_month
 from server.payments.models import PaymentMonth
 from server.proof_of_life.models import ProofOfLifeMonth
@@ -78,19 +80,22 @@ def _household_ids(instance: Any, deleted: bool) -> Iterable[dict[str, Any]]:
             yield {"household_id": old}
 
 
+def _dirty_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The public_dirty rows naming these cases (each once), every column given."""
+    at = utcnow()
+    unique = {tuple(sorted(row.items())): row for row in rows}
+    return [
+        {"household_id": None, "village_id": None, "case_code": None, **row, "at": at}
+        for row in unique.values()
+    ]
+
+
 def _record(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     if session.info.get(_FULL):
         return  # this transaction already asked for a full build
-    at = utcnow()
-    unique = {tuple(sorted(row.items())): row for row in rows}
-    if unique:
-        session.connection().execute(
-            insert(PublicDirty),
-            [
-                {"household_id": None, "village_id": None, "case_code": None, **row, "at": at}
-                for row in unique.values()
-            ],
-        )
+    dirty = _dirty_rows(rows)
+    if dirty:
+        session.connection().execute(insert(PublicDirty), dirty)
 
 
 def _full_build_row(session: Session) -> None:
@@ -157,6 +162,40 @@ def _bulk_inserted(table: Any, rows: list[dict[str, Any]]) -> None:
 
 
 BULK_INSERT_LISTENERS.append(_bulk_inserted)
+
+
+def _written(
+    inserts: list[tuple[Any, list[dict[str, Any]]]], updates: list[tuple[Any, dict[str, Any]]]
+) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """The public_dirty rows for what ``write_as_loaded`` writes, to go in with it: the
+    cases of rows inserted into a watched table and of households updated; a full build
+    when they are not known (new households, a case moved to another village, another
+    watched table's row updated)."""
+    session = db.session()
+    if session.info.get(_FULL):
+        return []
+    named: list[dict[str, Any]] = []
+    for table, rows in inserts:
+        if table.name in WATCHED_TABLES:
+            cases = _inserted(table, rows)
+            if cases is None:
+                return _full_build_rows(session)
+            named += cases
+    for table, row in updates:
+        if table.name == Household.__tablename__ and "village_id" not in row:
+            named.append({"household_id": row["id"]})
+        elif table.name in WATCHED_TABLES:
+            return _full_build_rows(session)
+    dirty = _dirty_rows(named)
+    return [(PublicDirty.__table__, dirty)] if dirty else []
+
+
+def _full_build_rows(session: Session) -> list[tuple[Any, list[dict[str, Any]]]]:
+    session.info[_FULL] = True
+    return [(PublicDirty.__table__, _dirty_rows([{}]))]
+
+
+WRITE_LISTENERS.append(_written)
 
 
 def full_build_needed() -> None:

@@ -30,10 +30,10 @@ from server.audit import service as audit
 from server.auth.permissions import in_area, require_visible
 from server.cases.models import CaseState, Household, Relation
 from server.cases.service import NewMember, apply_for_allowance, registered_elsewhere
-from server.cases.workflow import next_review_after, schedule_review, transition
+from server.cases.workflow import next_review_after, review_rows, transition
 from server.devices.models import DeviceToken
 from server.errors import DomainError, ValidationFailed
-from server.extensions import db, insert_as_loaded
+from server.extensions import db, insert_as_loaded, write_as_loaded
 from server.region import region
 from server.storage import HashingFile, blob_store
 from server.visits.checks import (
@@ -491,15 +491,6 @@ def receive_survey(
         _size_from_upload(photo, uploads[photo.photo_id])
         _accept_photo(survey, photo, infos[photo.photo_id])
     _update_status(survey)
-    if created:
-        audit.record(
-            "survey.received",
-            actor=device.user,
-            object_type="survey",
-            object_id=survey.id,
-            household_id=survey.household_id,
-            device_token_id=device.id,
-        )
     db.session.flush()
     return ReceivedSurvey(survey=survey, created=created, new_photos=[p.id for p in accepted])
 
@@ -596,11 +587,20 @@ def _judge_and_record(
             )
         )
     flags += _bunched_photo_flags(survey)
-    # The flags first: nothing else is waiting for a flush yet, so their INSERT flushes
-    # nothing, and the case's rows below go in with the request's one flush.
-    _add_flags(survey, [stored_flag(flag) for flag in flags])
+    new: list[Any] = [stored_flag(flag) for flag in flags]
+    new.append(
+        audit.entry(
+            "survey.received",
+            actor=device.user,
+            object_type="survey",
+            object_id=survey.id,
+            household_id=survey.household_id,
+            device_token_id=device.id,
+        )
+    )
+    columns: dict[str, Any] = {}
     if reviewed:
-        schedule_review(
+        rows = review_rows(
             household,
             next_review_after(household, visit_day),
             actor=device.user,
@@ -608,19 +608,31 @@ def _judge_and_record(
             reason=f"visit {survey.client_uuid}",
             reviewed_on=visit_day,
         )
-    elif records_survey:
+        new += rows.new
+        columns = rows.household
+    _write_visit(survey, household, new, columns)
+    if records_survey:
         transition(household, "record_survey", actor=device.user, today=visit_day)
 
 
-def _add_flags(survey: Survey, flags: list[SurveyFlag]) -> None:
-    """The flags of a new visit, written at once (one INSERT, no unit of work) unless
-    the visit has flags waiting for the flush (a registration's): then with them."""
-    if inspect(survey).attrs.flags.history.has_changes():
+def _write_visit(
+    survey: Survey, household: Household, new: list[Any], columns: dict[str, Any]
+) -> None:
+    """A new visit's rows after its checks (its flags, its audit row, a review's case
+    event and audit row) and the household's ``columns``: one statement, no unit of
+    work (server.extensions.write_as_loaded), unless the upload registered its household
+    or left flags for the flush (a registration's): then all go with the flush."""
+    flags = [row for row in new if isinstance(row, SurveyFlag)]
+    others = [row for row in new if not isinstance(row, SurveyFlag)]
+    if inspect(survey).attrs.flags.history.has_changes() or not inspect(household).persistent:
         survey.flags.extend(flags)
+        db.session.add_all(others)
+        for key, value in columns.items():
+            setattr(household, key, value)
         return
     for flag in flags:
         flag.survey_id = survey.id
-    insert_as_loaded(flags)
+    write_as_loaded([*flags, *others], [(household, columns)] if columns else [])
     for flag in flags:
         set_committed_value(flag, "survey", survey)
     set_committed_value(survey, "flags", [*survey.flags, *flags])

@@ -486,16 +486,45 @@ def test_a_periodic_review_visit_sets_the_next_review_date(
     household.next_review_on = datetime.now(UTC).date() - timedelta(days=3)
     db.session.commit()
     household_id = household.id
-    client.post("/api/v1/surveys", json=survey_json(household_id, {}), headers=bearer(token))
+    sent = survey_json(household_id, {})
+    sent["gps"]["accuracy_m"] = 0.5  # a flag to write with the review: gps_too_precise
+    answer = client.post("/api/v1/surveys", json=sent, headers=bearer(token))
+    assert answer.status_code == 201
+    body = answer.get_json()
     reviewed = db.session.get(Household, household_id)
     assert reviewed is not None and reviewed.last_reviewed_on is not None
     # Class C: every 3 months.
     assert reviewed.next_review_on is not None
     assert 88 <= (reviewed.next_review_on - reviewed.last_reviewed_on).days <= 92
     events = db.session.scalars(
-        select(CaseEvent.action).where(CaseEvent.household_id == household_id)
+        select(CaseEvent).where(CaseEvent.household_id == household_id).order_by(CaseEvent.id)
     ).all()
-    assert events[-1] == "periodic_review"
+    assert events[-1].action == "periodic_review"
+    assert events[-1].reason == f"visit {sent['client_uuid']}"
+    assert events[-1].from_state == events[-1].to_state == "approved"
+    # The rows written with it (one statement on PostgreSQL): the flags as answered,
+    # both audit rows, and the case named for the public page's next refresh.
+    stored = db.session.scalars(
+        select(Survey).where(Survey.client_uuid == sent["client_uuid"])
+    ).one()
+    answered = {f["code"] for f in body["flags"]}
+    assert "gps_too_precise" in answered
+    assert answered <= {f.code for f in stored.flags}
+    actions = db.session.scalars(
+        select(AuditEntry.action).where(
+            ((AuditEntry.object_type == "survey") & (AuditEntry.object_id == str(stored.id)))
+            | (
+                (AuditEntry.object_type == "household")
+                & (AuditEntry.object_id == str(household_id))
+            )
+        )
+    ).all()
+    assert {"survey.received", "case.periodic_review"} <= set(actions)
+    from server.public.models import PublicDirty
+
+    assert db.session.scalars(
+        select(PublicDirty.id).where(PublicDirty.household_id == household_id)
+    ).all()
 
 
 def test_an_initial_survey_moves_an_accepted_case_to_surveyed(
