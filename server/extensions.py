@@ -144,10 +144,9 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
 # rows)], and those it updates, as [(table, {"id": ..., changed columns...})]. Each
 # returns more rows to write with them, as [(table, rows)]: server.public.changes names
 # the changed cases (public_dirty) this way, as its flush hook would.
-_Rows = list[dict[str, Any]]
-WRITE_LISTENERS: list[
-    Callable[[list[tuple[Any, _Rows]], list[tuple[Any, dict[str, Any]]]], list[tuple[Any, _Rows]]]
-] = []
+_Writes = list[tuple[Any, list[dict[str, Any]]]]
+_Updates = list[tuple[Any, dict[str, Any]]]
+WRITE_LISTENERS: list[Callable[[_Writes, _Updates], _Writes]] = []
 
 
 def write_as_loaded(
@@ -172,7 +171,7 @@ def write_as_loaded(
     for obj in new:
         groups.setdefault(type(obj).__table__, []).append(obj)
     inserts = [(table, [_column_values(obj) for obj in objs]) for table, objs in groups.items()]
-    updates = []
+    updates: _Updates = []
     for obj, values in changed:
         table = type(obj).__table__
         if obj.id is None:
@@ -188,38 +187,8 @@ def write_as_loaded(
     extra = [pair for listener in WRITE_LISTENERS for pair in listener(inserts, updates)]
     writes = [*inserts, *[(table, rows) for table, rows in extra if rows]]
     connection = db.session().connection()
-    if connection.dialect.name == "postgresql":
-        shape = (
-            tuple((table, tuple(rows[0]), len(rows)) for table, rows in writes),
-            tuple((table, tuple(row)) for table, row in updates),
-        )
-        params: dict[str, Any] = {}
-        for i, (_table, rows) in enumerate(writes):
-            for r, row in enumerate(rows):
-                params.update({f"w{i}_{r}_{k}": value for k, value in enumerate(row.values())})
-        for i, (_table, row) in enumerate(updates):
-            params.update({f"u{i}_{k}": value for k, value in enumerate(row.values())})
-        sql, processors = _written_together(shape, connection.dialect)
-        for name, process in processors:
-            params[name] = process(params[name])
-        written = connection.exec_driver_sql(sql, params).one()
-        ids = [list(written[i] or ()) for i in range(len(writes))]
-        counts = written[len(writes) :]
-    else:
-        ids = [
-            list(connection.execute(_insert_returning_ids(table), rows).scalars())
-            for table, rows in writes
-        ]
-        counts = tuple(
-            cast(
-                "CursorResult[Any]",
-                connection.execute(
-                    _update_by_id(table, tuple(row)),
-                    {f"p{k}": value for k, value in enumerate(row.values())},
-                ),
-            ).rowcount
-            for table, row in updates
-        )
+    write = _write_postgresql if connection.dialect.name == "postgresql" else _write_in_turn
+    ids, counts = write(connection, writes, updates)
     for (_table, rows), got in zip(writes, ids, strict=True):
         if len(got) != len(rows):
             raise RuntimeError(f"{len(rows)} rows to insert, {len(got)} ids back")
@@ -231,6 +200,49 @@ def write_as_loaded(
     for obj, values in changed:
         for key, value in values.items():
             set_committed_value(obj, key, value)
+
+
+def _write_postgresql(
+    connection: Any, writes: _Writes, updates: _Updates
+) -> tuple[list[list[int]], Sequence[int]]:
+    """One statement (see _written_together): each INSERT's ids, each UPDATE's count."""
+    shape = (
+        tuple((table, tuple(rows[0]), len(rows)) for table, rows in writes),
+        tuple((table, tuple(row)) for table, row in updates),
+    )
+    params: dict[str, Any] = {}
+    for i, (_table, rows) in enumerate(writes):
+        for r, row in enumerate(rows):
+            params.update({f"w{i}_{r}_{k}": value for k, value in enumerate(row.values())})
+    for i, (_table, row) in enumerate(updates):
+        params.update({f"u{i}_{k}": value for k, value in enumerate(row.values())})
+    sql, processors = _written_together(shape, connection.dialect)
+    for name, process in processors:
+        params[name] = process(params[name])
+    written = connection.exec_driver_sql(sql, params).one()
+    return [list(written[i] or ()) for i in range(len(writes))], written[len(writes) :]
+
+
+def _write_in_turn(
+    connection: Any, writes: _Writes, updates: _Updates
+) -> tuple[list[list[int]], Sequence[int]]:
+    """SQLite: a statement a table (SQLAlchemy sends a row at a time where the ids'
+    order needs it), then an UPDATE each."""
+    ids = [
+        list(connection.execute(_insert_returning_ids(table), rows).scalars())
+        for table, rows in writes
+    ]
+    counts = [
+        cast(
+            "CursorResult[Any]",
+            connection.execute(
+                _update_by_id(table, tuple(row)),
+                {f"p{k}": value for k, value in enumerate(row.values())},
+            ),
+        ).rowcount
+        for table, row in updates
+    ]
+    return ids, counts
 
 
 def _column_values(obj: Any) -> dict[str, Any]:
