@@ -184,6 +184,8 @@ def write_as_loaded(
         if unknown:
             raise ValueError(f"{table.name} has no column to set for {unknown}")
         updates.append((table, {"id": obj.id, **values}))
+    if not inserts and not updates:
+        return
     extra = [pair for listener in WRITE_LISTENERS for pair in listener(inserts, updates)]
     writes = [*inserts, *[(table, rows) for table, rows in extra if rows]]
     connection = db.session().connection()
@@ -212,8 +214,10 @@ def _write_postgresql(
     )
     params: dict[str, Any] = {}
     for i, (_table, rows) in enumerate(writes):
+        columns = shape[0][i][1]
         for r, row in enumerate(rows):
-            params.update({f"w{i}_{r}_{k}": value for k, value in enumerate(row.values())})
+            # By name: a listener's rows need not list their columns in one order.
+            params.update({f"w{i}_{r}_{k}": row[name] for k, name in enumerate(columns)})
     for i, (_table, row) in enumerate(updates):
         params.update({f"u{i}_{k}": value for k, value in enumerate(row.values())})
     sql, processors = _written_together(shape, connection.dialect)

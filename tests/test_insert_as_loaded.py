@@ -261,3 +261,45 @@ def test_a_households_move_to_another_village_asks_for_a_full_build(app: Flask) 
                 PublicDirty.case_code.is_(None),
             )
         ).all()
+
+
+def test_nothing_to_write_sends_nothing(app: Flask, count_queries: QueryCounter) -> None:
+    with app.app_context():
+        db.session.execute(select(1))
+        before = count_queries.count
+        write_as_loaded([], [])
+        assert count_queries.count == before
+
+
+def test_a_listeners_rows_are_bound_by_column_name(app: Flask) -> None:
+    """A listener's rows may list their columns in any order; each value goes to its
+    own column."""
+    from server.clock import utcnow
+    from server.extensions import WRITE_LISTENERS
+
+    at = utcnow()
+    table = PublicDirty.__table__
+    asked = [
+        {"household_id": None, "village_id": None, "case_code": "T-0001", "at": at},
+        {"at": at, "case_code": "T-0002", "village_id": None, "household_id": None},
+    ]
+
+    def listener(inserts: Any, updates: Any) -> Any:
+        return [(table, asked)]
+
+    with app.app_context():
+        WRITE_LISTENERS.append(listener)
+        try:
+            write_as_loaded([AuditEntry(action="test.listener")])
+        finally:
+            WRITE_LISTENERS.remove(listener)
+        stored = db.session.execute(
+            select(PublicDirty.case_code, PublicDirty.household_id, PublicDirty.at)
+            .where(PublicDirty.case_code.like("T-%"))
+            .order_by(PublicDirty.case_code)
+        ).all()
+        assert [(row.case_code, row.household_id) for row in stored] == [
+            ("T-0001", None),
+            ("T-0002", None),
+        ]
+        assert all(row.at is not None for row in stored)
