@@ -122,20 +122,19 @@ def insert_as_loaded(objects: list[Any], statement: Any = None) -> list[Any]:
 
     ``statement``: an INSERT of the class's table RETURNING its id, to write with (say
     ``ON CONFLICT DO NOTHING``): for one object only, which is returned only if its row
-    was written. The session's events for a Core statement run (do_orm_execute).
+    was written; the session's events for a Core statement run (do_orm_execute).
+    Without one, this is :func:`write_as_loaded` of the objects.
     """
     if not objects:
         return []
-    table = type(objects[0]).__table__
     if statement is None:
-        statement = _insert_returning_ids(table)
-    elif len(objects) != 1:
+        write_as_loaded(objects)
+        return objects
+    if len(objects) != 1:
         raise ValueError("a caller's statement writes one object")
-    rows = [_column_values(obj) for obj in objects]
-    session = db.session()
-    ids = session.execute(statement, rows).scalars().all()
-    if len(ids) != len(objects):
-        return []  # the one row was not written (ON CONFLICT DO NOTHING)
+    ids = db.session().execute(statement, [_column_values(objects[0])]).scalars().all()
+    if not ids:
+        return []  # the row was not written (ON CONFLICT DO NOTHING)
     _attach(objects, ids)
     return objects
 

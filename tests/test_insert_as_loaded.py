@@ -250,17 +250,21 @@ def test_a_households_move_to_another_village_asks_for_a_full_build(app: Flask) 
     with app.app_context():
         household = factories.make_household(state=CaseState.APPROVED)
         db.session.flush()
-        other = factories.areas().village_b
-        write_as_loaded([], [(household, {"village_id": other.id})])
-        assert household.village_id == other.id
-        # A row naming no case: the next refresh builds everything.
-        assert db.session.scalars(
-            select(PublicDirty.id).where(
+        full_builds = (
+            select(func.count())
+            .select_from(PublicDirty)
+            .where(
                 PublicDirty.household_id.is_(None),
                 PublicDirty.village_id.is_(None),
                 PublicDirty.case_code.is_(None),
             )
-        ).all()
+        )
+        before = db.session.scalar(full_builds)
+        other = factories.areas().village_b
+        write_as_loaded([], [(household, {"village_id": other.id})])
+        assert household.village_id == other.id
+        # A row naming no case: the next refresh builds everything.
+        assert db.session.scalar(full_builds) == before + 1
 
 
 def test_nothing_to_write_sends_nothing(app: Flask, count_queries: QueryCounter) -> None:

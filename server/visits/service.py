@@ -587,8 +587,7 @@ def _judge_and_record(
             )
         )
     flags += _bunched_photo_flags(survey)
-    new: list[Any] = [stored_flag(flag) for flag in flags]
-    new.append(
+    others: list[Any] = [
         audit.entry(
             "survey.received",
             actor=device.user,
@@ -597,7 +596,7 @@ def _judge_and_record(
             household_id=survey.household_id,
             device_token_id=device.id,
         )
-    )
+    ]
     columns: dict[str, Any] = {}
     if reviewed:
         rows = review_rows(
@@ -608,22 +607,24 @@ def _judge_and_record(
             reason=f"visit {survey.client_uuid}",
             reviewed_on=visit_day,
         )
-        new += rows.new
+        others += rows.new
         columns = rows.household
-    _write_visit(survey, household, new, columns)
+    _write_visit(survey, household, [stored_flag(flag) for flag in flags], others, columns)
     if records_survey:
         transition(household, "record_survey", actor=device.user, today=visit_day)
 
 
 def _write_visit(
-    survey: Survey, household: Household, new: list[Any], columns: dict[str, Any]
+    survey: Survey,
+    household: Household,
+    flags: list[SurveyFlag],
+    others: list[Any],
+    columns: dict[str, Any],
 ) -> None:
     """A new visit's rows after its checks (its flags, its audit row, a review's case
     event and audit row) and the household's ``columns``: one statement, no unit of
     work (server.extensions.write_as_loaded), unless the upload registered its household
     or left flags for the flush (a registration's): then all go with the flush."""
-    flags = [row for row in new if isinstance(row, SurveyFlag)]
-    others = [row for row in new if not isinstance(row, SurveyFlag)]
     if inspect(survey).attrs.flags.history.has_changes() or not inspect(household).persistent:
         survey.flags.extend(flags)
         db.session.add_all(others)
